@@ -1,0 +1,54 @@
+"""Source locations: every node remembers the user's file and line that created it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+# Frames from these folders are library frames; the first frame outside them is the user's.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+_LIBRARY_DIRS = tuple(
+    os.path.join(_ROOT, d) + os.sep for d in ("ir", "compiler", "runtime", "transfuse")
+)
+_NUMPY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__import__("numpy").__file__)))
+_SKIP = _LIBRARY_DIRS + (os.path.join(_NUMPY_DIR, "numpy") + os.sep,)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """Where in user code something happened."""
+
+    file: str
+    line: int
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} in {self.function}"
+
+    def short(self) -> str:
+        return f"{os.path.basename(self.file)}:{self.line}"
+
+
+def _is_library(filename: str) -> bool:
+    return filename.startswith(_SKIP) or filename.startswith("<__array_function__")
+
+
+def user_frame_info(skip_library: bool = True) -> SourceInfo | None:
+    """The innermost stack frame that belongs to user code (outside transfuse and NumPy)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if not (skip_library and _is_library(code.co_filename)):
+            return SourceInfo(code.co_filename, frame.f_lineno, code.co_name)
+        frame = frame.f_back
+    return None
+
+
+def with_location(message: str, where: SourceInfo | None = None) -> str:
+    """Append the user's file and line to an error message."""
+    where = where or user_frame_info()
+    if where is None:
+        return message
+    return f"{message}\n  at {where}"

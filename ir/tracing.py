@@ -1,0 +1,470 @@
+"""Tracing: running a Python function on traced values records an SSA graph.
+
+A `Builder` records nodes. Builders form a stack: a transform applied inside another
+transform's trace pushes a new builder. A traced value of an outer builder used while an
+inner one records is *captured*: it becomes an implicit input of the inner graph, so the
+inner transform treats it as a constant (no perturbation confusion), and the caller
+supplies it when the transformed graph is inlined into the outer trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .core import Aval, Graph, Node, Var, aval_of
+from .errors import (
+    ConcretizationError,
+    DTypeError,
+    ShapeError,
+    TracerLeakError,
+    TransfuseTypeError,
+    UnsupportedError,
+)
+from .primitives import Primitive
+from .source import SourceInfo, user_frame_info, with_location
+
+# NumPy functions, ufuncs and method names -> implementations on traced values.
+# Filled by transfuse.numpy at import; ir/ only looks things up here.
+NUMPY_TABLE: dict[Any, Callable] = {}
+
+_STACK: list[Builder] = []
+
+
+class Builder:
+    """Records the nodes of one graph under construction."""
+
+    def __init__(self, name: str = "f"):
+        self.name = name
+        self.inputs: list[Var] = []
+        self.nodes: list[Node] = []
+        self.consts: dict[Var, np.ndarray] = {}
+        self._const_by_id: dict[int, Var] = {}
+        self.captured: list[Tracer] = []  # outer traced values, in capture order
+        self._capture_vars: dict[int, Var] = {}
+        self._rng: Tracer | None = None
+        self._stream = 0
+        self.source_override: SourceInfo | None = None
+
+    # -- values -------------------------------------------------------------------------
+    def new_input(self, aval: Aval) -> Tracer:
+        var = Var(aval)
+        self.inputs.append(var)
+        return Tracer(self, var)
+
+    def to_var(self, x: Any) -> Var:
+        """The variable for x in this graph: its own, a capture, or a new constant."""
+        if isinstance(x, Tracer):
+            if x._builder is self:
+                return x._var
+            return self._capture(x)
+        return self._const(x)
+
+    def _capture(self, x: Tracer) -> Var:
+        if x._builder not in _STACK:
+            raise TracerLeakError(with_location(
+                "a traced value escaped from the transform or jit that created it "
+                "(stored in a global, a closure or an attribute?); pass it as an argument "
+                "instead"))
+        var = self._capture_vars.get(id(x))
+        if var is None:
+            var = Var(x.aval)
+            self._capture_vars[id(x)] = var
+            self.captured.append(x)
+        return var
+
+    def _const(self, x: Any) -> Var:
+        key = id(x)
+        var = self._const_by_id.get(key)
+        if var is None:
+            arr = np.array(x, copy=True)  # a snapshot: later mutation of x cannot leak in
+            var = Var(aval_of(arr))
+            self.consts[var] = arr
+            self._const_by_id[key] = var
+            self._keepalive = getattr(self, "_keepalive", []) + [x]
+        return var
+
+    def rng_key(self) -> Tracer:
+        """This graph's random key: an implicit input, created on first use."""
+        if self._rng is None:
+            self._rng = Tracer(self, Var(Aval((), np.uint64)))
+        return self._rng
+
+    def next_stream(self) -> int:
+        self._stream += 1
+        return self._stream
+
+    # -- nodes --------------------------------------------------------------------------
+    def emit(self, prim: Primitive, args: Sequence[Any], params: dict[str, Any]) -> list[Tracer]:
+        in_vars = [self.to_var(a) for a in args]
+        source = self.source_override or user_frame_info()
+        try:
+            out_avals = prim.out_avals([v.aval for v in in_vars], params)
+        except (ShapeError, DTypeError) as e:
+            raise type(e)(with_location(str(e), source)) from None
+        out_vars = [Var(a) for a in out_avals]
+        self.nodes.append(Node(prim, in_vars, dict(params), out_vars, source))
+        return [Tracer(self, v) for v in out_vars]
+
+    def finish(self, outputs: Sequence[Any]) -> Graph:
+        out_vars = [self.to_var(_check_output(o)) for o in outputs]
+        inputs = list(self.inputs) + [self._capture_vars[id(t)] for t in self.captured]
+        if self._rng is not None:
+            inputs.append(self._rng._var)
+        return Graph(inputs, self.nodes, out_vars, self.consts,
+                     num_captures=len(self.captured), has_rng=self._rng is not None,
+                     name=self.name)
+
+    def implicit_args(self) -> list[Any]:
+        """What a caller passes for the implicit inputs: captured values, then a key."""
+        args: list[Any] = list(self.captured)
+        if self._rng is not None:
+            args.append(_RNG_PLACEHOLDER)
+        return args
+
+
+_RNG_PLACEHOLDER = object()
+
+
+def _check_output(x: Any) -> Any:
+    if isinstance(x, (Tracer, np.ndarray, np.generic, bool, int, float)):
+        return x
+    raise TransfuseTypeError(with_location(
+        f"a transformed function must return arrays, got a {type(x).__name__}"))
+
+
+def current_builder() -> Builder | None:
+    return _STACK[-1] if _STACK else None
+
+
+@contextlib.contextmanager
+def building(name: str = "f"):
+    """Push a new builder for the duration of the block."""
+    builder = Builder(name)
+    _STACK.append(builder)
+    try:
+        yield builder
+    finally:
+        _STACK.pop()
+
+
+@contextlib.contextmanager
+def source_of(source: SourceInfo | None):
+    """Nodes emitted in this block are attributed to `source` (used by rewrites)."""
+    builder = current_builder()
+    if builder is None or source is None:
+        yield
+        return
+    saved = builder.source_override
+    builder.source_override = source
+    try:
+        yield
+    finally:
+        builder.source_override = saved
+
+
+def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
+    """Apply a primitive: record it when tracing, run its NumPy reference otherwise."""
+    builder = current_builder()
+    traced = builder is not None and (
+        not args or any(isinstance(a, Tracer) for a in args))
+    if traced:
+        outs = builder.emit(prim, args, params)
+    else:
+        if any(isinstance(a, Tracer) for a in args):
+            raise TracerLeakError(with_location(
+                "a traced value escaped from the transform that created it"))
+        outs = prim.impl(*args, **params)
+        if not prim.multiple_results:
+            return outs
+        return list(outs)
+    return outs if prim.multiple_results else outs[0]
+
+
+def trace_to_graph(fn: Callable, in_avals: Sequence[Aval], name: str = "f"
+                   ) -> tuple[Graph, list[Any]]:
+    """Trace fn on flat inputs of `in_avals`; it must return a flat list of outputs.
+
+    Returns the graph and the values to pass for its implicit inputs (captured outer
+    traced values; for the random key, a placeholder that `call_graph` replaces).
+    """
+    with building(name) as builder:
+        tracers = [builder.new_input(a) for a in in_avals]
+        outs = fn(*tracers)
+        graph = builder.finish(outs)
+    return graph, builder.implicit_args()
+
+
+def inline(graph: Graph, args: Sequence[Any]) -> list[Any]:
+    """Evaluate a graph node by node through `bind`: records into the current trace."""
+    env: dict[Var, Any] = dict(zip(graph.inputs, args))
+    env.update(graph.consts)
+    builder = current_builder()
+    for node in graph.nodes:
+        with source_of(node.source if builder is not None else None):
+            outs = bind(node.prim, *[env[v] for v in node.inputs], **node.params)
+        if not node.prim.multiple_results:
+            outs = [outs]
+        env.update(zip(node.outputs, outs))
+    return [env[v] for v in graph.outputs]
+
+
+def resolve_implicit(implicit: Sequence[Any], next_key: Callable[[], Any]) -> list[Any]:
+    """Replace the random-key placeholder by a key: the outer trace's or a fresh one."""
+    out = []
+    for a in implicit:
+        if a is _RNG_PLACEHOLDER:
+            builder = current_builder()
+            if builder is not None:
+                from .primitives import PRIMITIVES
+                a = bind(PRIMITIVES["random_fold_in"], builder.rng_key(),
+                         data=builder.next_stream())
+            else:
+                a = next_key()
+        out.append(a)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Traced values
+
+
+def _dispatch(key: Any, *args: Any, **kwargs: Any) -> Any:
+    impl = NUMPY_TABLE.get(key)
+    if impl is None:
+        name = getattr(key, "__name__", str(key))
+        raise UnsupportedError(with_location(
+            f"numpy.{name} has no transfuse rule yet, so it cannot be traced; "
+            "see docs/ir.md for how to add one"))
+    return impl(*args, **kwargs)
+
+
+def _concretization_error(what: str) -> ConcretizationError:
+    return ConcretizationError(with_location(
+        f"{what} needs a concrete value, but this value is traced (its contents are not "
+        "known while transfuse records the function). Python control flow on traced "
+        "values (`if x > 0:`, `while`, float(x), int(x), x.item()) cannot be recorded; "
+        "select between values with tnp.where(cond, a, b) instead"))
+
+
+def _binary(ufunc):
+    def op(self, other):
+        return _dispatch(ufunc, self, other)
+
+    def rop(self, other):
+        return _dispatch(ufunc, other, self)
+
+    def iop(self, other):
+        return _dispatch("inplace", ufunc, self, other)
+
+    return op, rop, iop
+
+
+def _method(np_func):
+    def method(self, *args, **kwargs):
+        return _dispatch(np_func, self, *args, **kwargs)
+    method.__name__ = np_func.__name__
+    return method
+
+
+class Tracer:
+    """A traced array: behaves like a NumPy array, records what is done to it."""
+
+    __slots__ = ("_builder", "_var", "__weakref__")
+    __array_priority__ = 1000
+
+    def __init__(self, builder: Builder, var: Var):
+        self._builder = builder
+        self._var = var
+
+    # -- array attributes ---------------------------------------------------------------
+    @property
+    def aval(self) -> Aval:
+        return self._var.aval
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._var.aval.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._var.aval.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._var.aval.shape)
+
+    @property
+    def size(self) -> int:
+        return self._var.aval.size
+
+    @property
+    def T(self) -> Tracer:
+        return _dispatch("T", self)
+
+    @property
+    def mT(self) -> Tracer:
+        return _dispatch(np.swapaxes, self, -1, -2)
+
+    @property
+    def flat(self):
+        raise UnsupportedError(with_location(".flat is not supported on traced values; "
+                                             "use .ravel()"))
+
+    def __repr__(self) -> str:
+        return f"Traced<{self.aval}>"
+
+    __hash__ = object.__hash__
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(self.shape[0]))
+
+    # -- conversions that need a concrete value ----------------------------------------
+    def __bool__(self):
+        raise _concretization_error("bool() of a traced array (an `if`, `while`, `and`, "
+                                    "`or` or `not` on it)")
+
+    def __float__(self):
+        raise _concretization_error("float() of a traced array")
+
+    def __int__(self):
+        raise _concretization_error("int() of a traced array")
+
+    def __complex__(self):
+        raise _concretization_error("complex() of a traced array")
+
+    def __index__(self):
+        raise _concretization_error("using a traced array as a Python index")
+
+    def item(self, *args):
+        raise _concretization_error(".item() of a traced array")
+
+    def tolist(self):
+        raise _concretization_error(".tolist() of a traced array")
+
+    def __array__(self, dtype=None, copy=None):
+        raise ConcretizationError(with_location(
+            "a traced value cannot become a concrete NumPy array. This happens with "
+            "np.asarray(x) on a traced x, or when a traced value is written into a plain "
+            "NumPy array (buffers made with np.zeros, np.empty, ...). Create buffers that "
+            "hold traced values with tnp.zeros(...) / tnp.empty(...) or np.zeros_like(x)"))
+
+    # -- NumPy protocols ----------------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        key = ufunc if method == "__call__" else (ufunc, method)
+        return _dispatch("ufunc", key, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _dispatch(func, *args, **kwargs)
+
+    # -- indexing -----------------------------------------------------------------------
+    def __getitem__(self, index):
+        return _dispatch("getitem", self, index)
+
+    def __setitem__(self, index, value):
+        _dispatch("setitem", self, index, value)
+
+    # -- operators ----------------------------------------------------------------------
+    __add__, __radd__, __iadd__ = _binary(np.add)
+    __sub__, __rsub__, __isub__ = _binary(np.subtract)
+    __mul__, __rmul__, __imul__ = _binary(np.multiply)
+    __truediv__, __rtruediv__, __itruediv__ = _binary(np.true_divide)
+    __floordiv__, __rfloordiv__, __ifloordiv__ = _binary(np.floor_divide)
+    __mod__, __rmod__, __imod__ = _binary(np.mod)
+    __pow__, __rpow__, __ipow__ = _binary(np.power)
+    __matmul__, __rmatmul__, __imatmul__ = _binary(np.matmul)
+    __and__, __rand__, __iand__ = _binary(np.bitwise_and)
+    __or__, __ror__, __ior__ = _binary(np.bitwise_or)
+    __xor__, __rxor__, __ixor__ = _binary(np.bitwise_xor)
+    __lt__ = _binary(np.less)[0]
+    __le__ = _binary(np.less_equal)[0]
+    __gt__ = _binary(np.greater)[0]
+    __ge__ = _binary(np.greater_equal)[0]
+    __eq__ = _binary(np.equal)[0]
+    __ne__ = _binary(np.not_equal)[0]
+
+    def __neg__(self):
+        return _dispatch(np.negative, self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _dispatch(np.absolute, self)
+
+    def __invert__(self):
+        return _dispatch(np.invert, self)
+
+    # -- methods (NumPy's, through the same table as the functions) --------------------
+    sum = _method(np.sum)
+    prod = _method(np.prod)
+    mean = _method(np.mean)
+    var = _method(np.var)
+    std = _method(np.std)
+    max = _method(np.max)
+    min = _method(np.min)
+    argmax = _method(np.argmax)
+    argmin = _method(np.argmin)
+    any = _method(np.any)
+    all = _method(np.all)
+    cumsum = _method(np.cumsum)
+    cumprod = _method(np.cumprod)
+    clip = _method(np.clip)
+    round = _method(np.round)
+    dot = _method(np.dot)
+    swapaxes = _method(np.swapaxes)
+    ravel = _method(np.ravel)
+    repeat = _method(np.repeat)
+    nonzero = _method(np.nonzero)
+    diagonal = _method(np.diagonal)
+    trace = _method(np.trace)
+    conj = _method(np.conj)
+
+    def reshape(self, *shape, order="C"):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _dispatch(np.reshape, self, shape, order=order)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _dispatch(np.transpose, self, axes or None)
+
+    def squeeze(self, axis=None):
+        return _dispatch(np.squeeze, self, axis)
+
+    def astype(self, dtype, copy=True):
+        return _dispatch("astype", self, dtype, copy)
+
+    def copy(self, order="C"):
+        return _dispatch(np.copy, self)
+
+    def flatten(self, order="C"):
+        return _dispatch("flatten", self)
+
+    def fill(self, value):
+        _dispatch("fill", self, value)
+
+    def view(self, *args):
+        raise UnsupportedError(with_location(".view() is not supported on traced values"))
+
+
+def is_traced(x: Any) -> bool:
+    return isinstance(x, Tracer)
+
+
+def aval_of_value(x: Any) -> Aval:
+    """The aval of a traced value or of a concrete array or scalar."""
+    if isinstance(x, Tracer):
+        return x.aval
+    return aval_of(x)

@@ -1,0 +1,1 @@
+"""transfuse: composable function transforms for NumPy programs, compiled by Numba."""
