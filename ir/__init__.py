@@ -10,6 +10,7 @@ from .errors import (
     ShapeError,
     TracerLeakError,
     TransfuseError,
+    TransfuseIndexError,
     TransfuseTypeError,
     TransfuseValueError,
     UnsupportedError,
@@ -25,7 +26,7 @@ __all__ = [
     "Aval", "Graph", "Node", "Var", "aval_of", "PRIMITIVES", "Primitive", "define",
     "get_primitive", "interpret", "format_graph", "Builder", "Tracer", "bind", "building",
     "current_builder", "inline", "trace_to_graph", "verify", "TransfuseError",
-    "TransfuseTypeError", "TransfuseValueError", "ShapeError", "DTypeError",
+    "TransfuseTypeError", "TransfuseValueError", "TransfuseIndexError", "ShapeError", "DTypeError",
     "ConcretizationError", "UnsupportedError", "TracerLeakError", "MutationError",
     "BatchingError", "CompileError", "VerificationError",
 ]

@@ -121,6 +121,10 @@ class Graph:
     num_captures: int = 0
     has_rng: bool = False
     name: str = "f"
+    # Pytree structures of the user's arguments and outputs, when known (not part of the
+    # structural identity).
+    in_tree: Any = field(default=None, repr=False, compare=False)
+    out_tree: Any = field(default=None, repr=False, compare=False)
     _key: str | None = field(default=None, repr=False)
 
     @property

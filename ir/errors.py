@@ -49,3 +49,7 @@ class CompileError(TransfuseError, RuntimeError):
 
 class VerificationError(TransfuseValueError):
     """A graph that breaks the IR's invariants."""
+
+
+class TransfuseIndexError(TransfuseError, IndexError):
+    """An index out of range for an array's static shape."""

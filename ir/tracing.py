@@ -48,6 +48,9 @@ class Builder:
         self._rng: Tracer | None = None
         self._stream = 0
         self.source_override: SourceInfo | None = None
+        # Strided stand-ins for the memory layout of values that may be views (used by
+        # transfuse.numpy to decide, as NumPy does, whether a reshape is a view or a copy).
+        self.layouts: dict[Var, np.ndarray] = {}
 
     # -- values -------------------------------------------------------------------------
     def new_input(self, aval: Aval) -> Tracer:
@@ -250,12 +253,16 @@ def _concretization_error(what: str) -> ConcretizationError:
         "select between values with tnp.where(cond, a, b) instead"))
 
 
+def _ufunc(ufunc, *args):
+    return _dispatch("ufunc", ufunc, args, {})
+
+
 def _binary(ufunc):
     def op(self, other):
-        return _dispatch(ufunc, self, other)
+        return _ufunc(ufunc, self, other)
 
     def rop(self, other):
-        return _dispatch(ufunc, other, self)
+        return _ufunc(ufunc, other, self)
 
     def iop(self, other):
         return _dispatch("inplace", ufunc, self, other)
@@ -394,16 +401,16 @@ class Tracer:
     __ne__ = _binary(np.not_equal)[0]
 
     def __neg__(self):
-        return _dispatch(np.negative, self)
+        return _ufunc(np.negative, self)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return _dispatch(np.absolute, self)
+        return _ufunc(np.absolute, self)
 
     def __invert__(self):
-        return _dispatch(np.invert, self)
+        return _ufunc(np.invert, self)
 
     # -- methods (NumPy's, through the same table as the functions) --------------------
     sum = _method(np.sum)

@@ -1,1 +1,41 @@
-"""transfuse: composable function transforms for NumPy programs, compiled by Numba."""
+"""transfuse: composable function transforms for NumPy programs, compiled by Numba.
+
+    import transfuse as tx
+    import transfuse.numpy as tnp
+"""
+
+from transfuse.ir.errors import (
+    BatchingError,
+    CompileError,
+    ConcretizationError,
+    DTypeError,
+    MutationError,
+    ShapeError,
+    TracerLeakError,
+    TransfuseError,
+    TransfuseIndexError,
+    TransfuseTypeError,
+    TransfuseValueError,
+    UnsupportedError,
+)
+from transfuse.ir.tree import (
+    register_pytree_node,
+    tree_flatten,
+    tree_leaves,
+    tree_map,
+    tree_structure,
+    tree_unflatten,
+)
+
+from . import numpy, random  # noqa: F401
+from ._staging import make_graph
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "make_graph", "tree_map", "tree_flatten", "tree_unflatten", "tree_leaves",
+    "tree_structure", "register_pytree_node", "random", "numpy", "TransfuseError",
+    "TransfuseTypeError", "TransfuseValueError", "TransfuseIndexError", "ShapeError",
+    "DTypeError", "ConcretizationError", "UnsupportedError", "TracerLeakError",
+    "MutationError", "BatchingError", "CompileError",
+]

@@ -1,0 +1,187 @@
+"""Staging: from a user function and its (pytree) arguments to a graph, and back.
+
+Every transform does the same three things: flatten the arguments, trace the function on
+the dynamic leaves into a graph, and run a (rewritten) graph on concrete values (the
+reference interpreter) or inline it into an enclosing trace. This module does them once.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from transfuse.ir.core import Aval, Graph, aval_of
+from transfuse.ir.interpreter import interpret
+from transfuse.ir.tracing import (
+    Tracer,
+    current_builder,
+    inline,
+    resolve_implicit,
+    trace_to_graph,
+)
+from transfuse.ir.tree import TreeDef, tree_flatten, tree_unflatten
+from transfuse.random import next_key
+
+ARRAY_TYPES = (np.ndarray, np.generic, Tracer)
+
+
+def is_array_leaf(x: Any) -> bool:
+    """Leaves that are traced: arrays and traced values (Python scalars stay static)."""
+    return isinstance(x, ARRAY_TYPES)
+
+
+@dataclass
+class Staged:
+    """A traced call: the graph, where its inputs came from, and how to rebuild outputs."""
+
+    graph: Graph
+    in_tree: TreeDef
+    out_tree: TreeDef
+    leaves: list  # all argument leaves, as given
+    dyn_index: list[int]  # positions of the traced leaves among `leaves`
+    implicit: list  # values for the graph's implicit inputs (captures, key placeholder)
+
+    @property
+    def dyn_args(self) -> list:
+        return [self.leaves[i] for i in self.dyn_index]
+
+
+def leaf_aval(x: Any) -> Aval:
+    return x.aval if isinstance(x, Tracer) else aval_of(x)
+
+
+def stage(fn: Callable, args: Sequence[Any], kwargs: dict | None = None, *,
+          is_dynamic: Callable[[int, Any], bool] | None = None, name: str | None = None
+          ) -> Staged:
+    """Trace fn(*args, **kwargs) with its array leaves as graph inputs."""
+    leaves, in_tree = tree_flatten((tuple(args), dict(kwargs or {})))
+    check = is_dynamic or (lambda i, x: is_array_leaf(x))
+    dyn_index = [i for i, x in enumerate(leaves) if check(i, x)]
+    out_tree_box: list[TreeDef] = []
+
+    def flat_fn(*tracers: Tracer) -> list:
+        full = list(leaves)
+        for i, t in zip(dyn_index, tracers):
+            full[i] = t
+        a, k = tree_unflatten(in_tree, full)
+        out_leaves, out_tree = tree_flatten(fn(*a, **k))
+        out_tree_box.append(out_tree)
+        return out_leaves
+
+    in_avals = [leaf_aval(leaves[i]) for i in dyn_index]
+    graph, implicit = trace_to_graph(flat_fn, in_avals, name or _name_of(fn))
+    graph.in_tree, graph.out_tree = in_tree, out_tree_box[0]
+    return Staged(graph, in_tree, out_tree_box[0], leaves, dyn_index, implicit)
+
+
+def _name_of(fn: Callable) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return name if name.isidentifier() else "f"
+
+
+def execute(graph: Graph, args: Sequence[Any], implicit: Sequence[Any] = ()) -> list:
+    """Run a graph: inline it into the enclosing trace, or interpret it with NumPy."""
+    full = list(args) + resolve_implicit(implicit, next_key)
+    if current_builder() is not None:
+        return inline(graph, full)
+    return interpret(graph, [np.asarray(a) for a in full])
+
+
+def signature(staged_leaves: Sequence[Any], dyn_index: Sequence[int], in_tree: TreeDef
+              ) -> tuple:
+    """A hashable signature: tree structure, avals of traced leaves, static leaves' values."""
+    dyn = set(dyn_index)
+    parts: list[Any] = [in_tree]
+    for i, x in enumerate(staged_leaves):
+        if i in dyn:
+            a = leaf_aval(x)
+            parts.append((a.shape, a.dtype.str))
+        else:
+            parts.append(static_key(x))
+    return tuple(parts)
+
+
+def static_key(x: Any) -> Any:
+    """A static leaf in a cache key: by value when hashable, else by identity."""
+    try:
+        hash(x)
+        return (type(x), x)
+    except TypeError:
+        return ("id", id(x))
+
+
+class GraphCache:
+    """Per-function caches of transformed graphs; entries die with the function."""
+
+    def __init__(self) -> None:
+        self._by_fn: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._strong: dict[int, tuple[Any, dict]] = {}
+        self.lock = threading.RLock()
+
+    def _table(self, fn: Any) -> dict:
+        try:
+            return self._by_fn.setdefault(fn, {})
+        except TypeError:  # not weak-referenceable: keep it alive with its entries
+            entry = self._strong.setdefault(id(fn), (fn, {}))
+            return entry[1]
+
+    def get(self, fn: Any, key: Any) -> Any:
+        with self.lock:
+            return self._table(fn).get(key)
+
+    def put(self, fn: Any, key: Any, value: Any) -> Any:
+        with self.lock:
+            self._table(fn)[key] = value
+        return value
+
+    def size(self, fn: Any) -> int:
+        with self.lock:
+            return len(self._table(fn))
+
+
+def normalize_argnums(argnums: int | Sequence[int], nargs: int, what: str) -> tuple[int, ...]:
+    """argnums as a tuple of non-negative ints, with a clear error when out of range."""
+    from transfuse.ir.errors import TransfuseTypeError, TransfuseValueError
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums or not all(isinstance(a, int) for a in nums):
+        raise TransfuseTypeError(f"{what}: argnums must be an int or a non-empty tuple of "
+                                 f"ints, got {argnums!r}")
+    out = []
+    for a in nums:
+        if not -nargs <= a < nargs:
+            raise TransfuseValueError(f"{what}: argnums {a} is out of range for a function "
+                                      f"called with {nargs} positional argument(s)")
+        out.append(a % nargs)
+    return tuple(out)
+
+
+def in_trace() -> bool:
+    return current_builder() is not None
+
+
+def unflatten_outputs(out_tree: TreeDef, outs: Sequence[Any]) -> Any:
+    return tree_unflatten(out_tree, list(outs))
+
+
+def make_graph(func: Callable, *, static_argnums: int | Sequence[int] = ()) -> Callable:
+    """make_graph(f)(*args): the SSA graph of f at those arguments (print() shows it)."""
+    static = {static_argnums} if isinstance(static_argnums, int) else set(static_argnums)
+
+    def build(*args: Any, **kwargs: Any) -> Graph:
+        n_leaves = [len(tree_flatten(a)[0]) for a in args]
+        static_leaf = set()
+        start = 0
+        for pos, n in enumerate(n_leaves):
+            if pos in static:
+                static_leaf.update(range(start, start + n))
+            start += n
+        staged = stage(func, args, kwargs,
+                       is_dynamic=lambda i, x: i not in static_leaf and is_array_leaf(x))
+        return staged.graph
+
+    return build
