@@ -7,13 +7,20 @@ import sys
 from dataclasses import dataclass
 
 # Frames from these folders are library frames; the first frame outside them is the user's.
+# transfuse's public examples (the tour, the bench suites) count as user code.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 _LIBRARY_DIRS = tuple(
-    os.path.join(_ROOT, d) + os.sep for d in ("ir", "compiler", "runtime", "transfuse")
+    os.path.join(_ROOT, *d.split("/")) + os.sep
+    for d in ("ir", "compiler", "runtime", "transfuse/numpy", "transfuse/nn")
+)
+_LIBRARY_FILE_PREFIXES = (
+    os.path.join(_ROOT, "transfuse", "_"),
+    os.path.join(_ROOT, "transfuse", "lax.py"),
+    os.path.join(_ROOT, "transfuse", "random.py"),
 )
 _NUMPY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__import__("numpy").__file__)))
-_SKIP = _LIBRARY_DIRS + (os.path.join(_NUMPY_DIR, "numpy") + os.sep,)
+_SKIP = _LIBRARY_DIRS + _LIBRARY_FILE_PREFIXES + (os.path.join(_NUMPY_DIR, "numpy") + os.sep,)
 
 
 @dataclass(frozen=True, slots=True)
