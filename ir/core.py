@@ -125,6 +125,9 @@ class Graph:
     # structural identity).
     in_tree: Any = field(default=None, repr=False, compare=False)
     out_tree: Any = field(default=None, repr=False, compare=False)
+    # Set by functionalize: the inputs (indices into `inputs`) the original program wrote
+    # into; their final values are the trailing outputs, in this order.
+    mutated_inputs: tuple[int, ...] = ()
     _key: str | None = field(default=None, repr=False)
 
     @property
@@ -199,7 +202,8 @@ def _serialize(graph: Graph) -> str:
         outs = ",".join(str(v.aval) for v in node.outputs)
         parts.append(f"{node.prim.name}[{params}]({ins})->{outs}")
     parts.append("out " + ",".join(name(v) for v in graph.outputs))
-    parts.append(f"captures={graph.num_captures} rng={graph.has_rng}")
+    parts.append(f"captures={graph.num_captures} rng={graph.has_rng} "
+                 f"mutated={tuple(graph.mutated_inputs)}")
     return "\n".join(parts)
 
 
