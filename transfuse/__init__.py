@@ -28,6 +28,7 @@ from transfuse.ir.tree import (
 )
 
 from . import numpy, random  # noqa: F401
+from ._functionalize import functionalize  # noqa: F401
 from ._staging import make_graph
 
 __version__ = "0.1.0"
