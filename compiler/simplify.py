@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from transfuse.ir.core import Aval, Graph, Node, Var
 from transfuse.ir.primitives import PRIMITIVES
 
@@ -147,9 +146,13 @@ def _const_value(graph: Graph, consts: dict[Var, np.ndarray], v: Var) -> np.ndar
     return flat[0] if np.all(flat == flat[0]) else None
 
 
-def _is_identity_operand(value, target: float) -> bool:
-    return value is not None and value == target and not (
-        target == 0 and np.signbit(value))
+def _is_identity_operand(value, target: float, negative_zero: bool = False) -> bool:
+    """value == target; for a float zero also the right sign (-0.0 is x + _'s identity)."""
+    if value is None or value != target:
+        return False
+    if target == 0 and isinstance(value, np.floating):
+        return bool(np.signbit(value)) == negative_zero
+    return True
 
 
 def _identity(graph: Graph, node: Node, consts: dict) -> Var | None:
@@ -159,15 +162,14 @@ def _identity(graph: Graph, node: Node, consts: dict) -> Var | None:
     if name in ("mul", "add", "sub", "div"):
         x, y = node.inputs
         unit = 1.0 if name in ("mul", "div") else 0.0
-        # x + 0 is x only when 0 is +0 (-0 + -0 = -0); x * 1 keeps the sign of x.
-        if _is_identity_operand(_const_value(graph, consts, y), unit) and x.aval == out:
+        # x + 0.0 turns -0.0 into +0.0: only x + (-0.0) and x - (+0.0) are the identity.
+        negative_zero = name == "add"
+        if _is_identity_operand(_const_value(graph, consts, y), unit, negative_zero) \
+                and x.aval == out:
             return x
         if name in ("mul", "add") and _is_identity_operand(
-                _const_value(graph, consts, x), unit) and y.aval == out:
+                _const_value(graph, consts, x), unit, negative_zero) and y.aval == out:
             return y
-        if name == "add" and x.aval.dtype.kind in "iu":
-            if _const_value(graph, consts, y) == 0 and x.aval == out:
-                return x
     if name in ("reshape", "broadcast_in_dim", "cast", "squeeze", "expand_dims") and \
             node.inputs[0].aval == out:
         return node.inputs[0]

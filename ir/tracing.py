@@ -196,9 +196,31 @@ def trace_to_graph(fn: Callable, in_avals: Sequence[Aval], name: str = "f"
     """
     with building(name) as builder:
         tracers = [builder.new_input(a) for a in in_avals]
-        outs = fn(*tracers)
+        try:
+            outs = fn(*tracers)
+        except ValueError as e:
+            raise _explain_numpy_setitem(e) from e
         graph = builder.finish(outs)
     return graph, builder.implicit_args()
+
+
+def _explain_numpy_setitem(error: ValueError) -> Exception:
+    """NumPy reports `ndarray[i] = traced` as a sequence error; say what really happened."""
+    if "setting an array element with a sequence" not in str(error):
+        return error
+    from .errors import MutationError
+    from .source import SourceInfo, _is_library
+    where = None
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not _is_library(code.co_filename):
+            where = SourceInfo(code.co_filename, tb.tb_lineno, code.co_name)
+        tb = tb.tb_next
+    return MutationError(with_location(
+        "cannot write a traced value into a plain NumPy array (made with np.zeros, np.empty, "
+        "...): it cannot hold traced values. Create the buffer with tnp.zeros(...) / "
+        "tnp.empty(...) or np.zeros_like(x) instead", where))
 
 
 def inline(graph: Graph, args: Sequence[Any]) -> list[Any]:
@@ -250,7 +272,9 @@ def _concretization_error(what: str) -> ConcretizationError:
         f"{what} needs a concrete value, but this value is traced (its contents are not "
         "known while transfuse records the function). Python control flow on traced "
         "values (`if x > 0:`, `while`, float(x), int(x), x.item()) cannot be recorded; "
-        "select between values with tnp.where(cond, a, b) instead"))
+        "select between values with tnp.where(cond, a, b) instead. (Writing a traced value "
+        "into a plain NumPy array made with np.zeros/np.empty also ends here: create such "
+        "buffers with tnp.zeros(...) or np.zeros_like(x).)"))
 
 
 def _ufunc(ufunc, *args):

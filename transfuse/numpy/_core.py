@@ -42,6 +42,8 @@ def dtype_of(x: Any) -> np.dtype | type:
     """A dtype, or for Python scalars their type (NEP 50: weak)."""
     if isinstance(x, (Tracer, np.ndarray, np.generic)):
         return x.dtype
+    if isinstance(x, bool):
+        return np.dtype(bool)  # bool is the lowest kind: weak and strong agree
     if isinstance(x, PY_SCALARS):
         return type(x)
     return np.asarray(x).dtype
@@ -157,6 +159,14 @@ UFUNC_PRIMITIVE = {
 _BOOL_EQUIVALENT = {"add": "or", "mul": "and", "max": "or", "min": "and", "abs": None,
                     "square": "and"}
 _ROUNDING = {"floor", "ceil", "round"}
+# Integer loops of float-only primitives, as NumPy defines them.
+_INTEGER_SPECIAL = {
+    "isnan": lambda x: lax.full(lax.shape(x), False, bool),
+    "isinf": lambda x: lax.full(lax.shape(x), False, bool),
+    "isfinite": lambda x: lax.full(lax.shape(x), True, bool),
+    # C integer division 1 / x: 1 and -1 map to themselves, everything else to 0.
+    "reciprocal": lambda x: lax.select(lax.eq(lax.abs(x), 1), x, lax.zeros_like(x)),
+}
 
 
 def resolve_loop(ufunc: np.ufunc, args: tuple) -> tuple[list[np.dtype], np.dtype]:
@@ -182,6 +192,8 @@ def apply_elementwise(ufunc: np.ufunc, *args: Any) -> Any:
             return lax.copy(operands[0])
     if name in _ROUNDING and loop_dt.kind in "iub":
         return lax.copy(operands[0])  # rounding an integer is the identity (a fresh copy)
+    if loop_dt.kind in "iub" and name in _INTEGER_SPECIAL:
+        return lax.convert(_INTEGER_SPECIAL[name](operands[0]), out_dt)
     if name == "pow" and isinstance(args[1], int) and not isinstance(args[1], bool) \
             and not isinstance(args[0], PY_SCALARS):
         return lax.convert(lax.integer_pow(operands[0], args[1]), out_dt)
@@ -252,11 +264,15 @@ def _composite_ufuncs() -> dict[np.ufunc, Callable]:
     def fmax(x, y):
         in_dts, out_dt = resolve_loop(np.fmax, (x, y))
         x, y = (cast_operand(a, in_dts[0]) for a in (x, y))
+        if in_dts[0].kind != "f":
+            return lax.max(x, y)
         return lax.select(lax.isnan(y), x, lax.select(lax.isnan(x), y, lax.max(x, y)))
 
     def fmin(x, y):
         in_dts, out_dt = resolve_loop(np.fmin, (x, y))
         x, y = (cast_operand(a, in_dts[0]) for a in (x, y))
+        if in_dts[0].kind != "f":
+            return lax.min(x, y)
         return lax.select(lax.isnan(y), x, lax.select(lax.isnan(x), y, lax.min(x, y)))
 
     def signbit(x):

@@ -508,8 +508,8 @@ def tile(A, reps):
     nd = builtins.max(A.ndim, len(reps))
     shape = (1,) * (nd - A.ndim) + A.shape
     reps = (1,) * (nd - len(reps)) + reps
-    x = lax.reshape(A, sum(((1, d) for d in shape), ()))
-    big = lax.broadcast_to(x, sum(((r, d) for r, d in zip(reps, shape)), ()))
+    x = lax.reshape(A, builtins.sum(((1, d) for d in shape), ()))
+    big = lax.broadcast_to(x, builtins.sum(((r, d) for r, d in zip(reps, shape)), ()))
     return lax.reshape(big, tuple(r * d for r, d in zip(reps, shape)))
 
 
