@@ -297,7 +297,7 @@ def _basic_view_for_write(x: Tracer, items: list) -> Tracer:
     view = view_slice(x, starts, steps, sizes)
     if view.shape != final:
         view = reshape_maybe_view(view, final)
-        if not isinstance(view, Tracer) or view._var not in x._builder.layouts:
+        if not isinstance(view, Tracer) or view._var not in view._builder.layouts:
             raise MutationError(with_location("cannot write through this index: NumPy "
                                               "would write into a copy"))
     return view
