@@ -129,12 +129,14 @@ def _check_writeable(target: np.ndarray, position: int) -> None:
 
 
 def check_no_aliasing(original_args: Sequence[Any], mutated_inputs: Sequence[int]) -> None:
-    """Refuse arguments that share memory with an argument the function writes into.
+    """Refuse read-only arrays to write into, and arguments sharing memory with them.
 
     The graph gives every argument its own buffer, so a write through one could not show
     through the other, as it would in NumPy: that aliasing is not visible statically.
     """
     for i in mutated_inputs:
+        if isinstance(original_args[i], np.ndarray):
+            _check_writeable(original_args[i], i)
         for j, other in enumerate(original_args):
             if j != i and _may_alias(original_args[i], other):
                 raise MutationError(with_location(
