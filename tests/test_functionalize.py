@@ -611,6 +611,24 @@ def test_inplace_op_that_changes_the_dtype_is_an_error():
     np.testing.assert_array_equal(k, [0, 1, 2])
 
 
+def test_ufunc_out_that_changes_the_dtype_is_an_error_unless_unsafe():
+    def f(k):
+        np.add(k, 1.5, out=k)  # same_kind out
+        return k
+
+    def g(k):
+        np.add(k, 1.5, out=k, casting="unsafe")
+        return k
+
+    k = np.arange(3)
+    with pytest.raises(DTypeError, match="same_kind") as info:
+        tx.functionalize(f)(k)
+    assert f"test_functionalize.py:{_line_of(f, 'same_kind out')}" in str(info.value)
+    expected = g(np.arange(3))
+    np.testing.assert_array_equal(tx.functionalize(g)(k), expected)
+    np.testing.assert_array_equal(k, expected)
+
+
 def test_inplace_op_that_changes_the_shape_is_an_error():
     def f(x, y):
         x += y  # would grow x

@@ -318,7 +318,7 @@ def handle_ufunc(key: Any, inputs: tuple, kwargs: dict) -> Any:
     out = kwargs.pop("out", None)
     dtype = kwargs.pop("dtype", None)
     where = kwargs.pop("where", True)
-    kwargs.pop("casting", None)
+    casting = kwargs.pop("casting", "same_kind")
     kwargs.pop("order", None)
     if kwargs or where is not True:
         raise unsupported(f"np.{key.__name__} with {sorted(kwargs) or ['where']}")
@@ -327,6 +327,10 @@ def handle_ufunc(key: Any, inputs: tuple, kwargs: dict) -> Any:
     result = call_ufunc(key, *inputs)
     if out is not None:
         target = out[0] if isinstance(out, tuple) else out
+        if not np.can_cast(dtype_of(result), dtype_of(target), casting=casting):
+            raise DTypeError(with_location(
+                f"Cannot cast ufunc '{key.__name__}' output from {dtype_of(result)} to "
+                f"{dtype_of(target)} with casting rule '{casting}' (the out= array)"))
         from ._indexing import assign_into
         assign_into(target, result)
         return target
