@@ -29,6 +29,7 @@ from transfuse.ir.tree import (
 
 from . import numpy, random  # noqa: F401
 from ._functionalize import functionalize  # noqa: F401
+from ._reverse import grad, grad_and_value, jacrev, vjp
 from ._staging import make_graph
 
 __version__ = "0.1.0"
@@ -39,4 +40,5 @@ __all__ = [
     "TransfuseTypeError", "TransfuseValueError", "TransfuseIndexError", "ShapeError",
     "DTypeError", "ConcretizationError", "UnsupportedError", "TracerLeakError",
     "MutationError", "BatchingError", "CompileError",
+    "vjp", "grad", "grad_and_value", "jacrev",
 ]

@@ -1,0 +1,766 @@
+"""Reverse mode: one VJP rule per primitive, and the rewrite that splits a graph in two.
+
+`vjp_graph(graph, wrt)` gives a *forward* graph (the primal inputs -> the primal outputs
+plus the residuals: the primal values the rules need) and a *backward* graph (output
+cotangents + residuals -> cotangents of the `wrt` inputs). The forward graph runs once,
+the backward graph as often as the caller likes (that is `vjp_fn`).
+
+A rule gets the output cotangent (a list for multiple-result primitives), the node's
+primal input values, its primal output values and its params, and returns one cotangent
+per input: `None` means zero (integer/bool inputs, non-differentiable primitives like
+comparisons, floor, argmax, iota, full, random_*, as in JAX). Rules emit ordinary
+primitives through `ir/lax.py`, so a backward graph differentiates again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from transfuse.ir import lax
+from transfuse.ir.core import Aval, Graph, Var
+from transfuse.ir.primitives import PRIMITIVES, Primitive
+from transfuse.ir.tracing import bind, building, source_of, trace_to_graph
+
+try:  # the lead's simplification passes, when present
+    from transfuse.compiler.simplify import dce
+except ImportError:  # pragma: no cover - only before compiler/simplify.py lands
+    dce = None
+
+P = PRIMITIVES
+VjpRule = Callable[..., Sequence[Any]]
+VJP_RULES: dict[Primitive, VjpRule] = {}
+
+
+def _register(*names: str) -> Callable[[VjpRule], VjpRule]:
+    def decorate(rule: VjpRule) -> VjpRule:
+        for name in names:
+            VJP_RULES[P[name]] = rule
+        return rule
+    return decorate
+
+
+def is_differentiable(aval: Aval) -> bool:
+    """Only floating values carry cotangents."""
+    return aval.dtype.kind == "f"
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers for rules
+
+
+def _unbroadcast(ct: Any, x: Any) -> Any:
+    """Sum a cotangent of the broadcast result back to x's shape."""
+    return lax.sum_to_shape(ct, lax.shape(x))
+
+
+def _as_float(mask: Any, like: Any) -> Any:
+    return lax.convert(mask, lax.dtype(like))
+
+
+def _zeros(shape: Sequence[int], like: Any) -> Any:
+    return lax.full(tuple(shape), 0, lax.dtype(like))
+
+
+def _no_cotangent(ct, ins, outs, **params):
+    """Non-differentiable primitives (and those without float inputs): zero cotangents."""
+    return [None] * len(ins)
+
+
+_register(
+    "floor", "ceil", "round", "sign", "isnan", "isinf", "isfinite", "not", "floor_div",
+    "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "argmax", "argmin", "iota",
+    "full", "random_uniform", "random_normal", "random_fold_in", "random_split",
+)(_no_cotangent)
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise unary: ct_x = ct * f'(x), written with x and/or out = f(x)
+
+
+def _unary(name: str, deriv: Callable[[Any, Any, Any], Any]) -> None:
+    def rule(ct, ins, outs):
+        return [deriv(ct, ins[0], outs[0])]
+    rule.__name__ = f"_{name}_vjp"
+    VJP_RULES[P[name]] = rule
+
+
+def _one_minus_sq(x: Any) -> Any:
+    # (1 - x)(1 + x) keeps precision near |x| = 1, where 1 - x*x cancels.
+    return lax.mul(lax.sub(1.0, x), lax.add(1.0, x))
+
+
+_UNARY_DERIVS: dict[str, Callable[[Any, Any, Any], Any]] = {
+    "neg": lambda ct, x, out: lax.neg(ct),
+    "abs": lambda ct, x, out: lax.mul(ct, lax.sign(x)),
+    "square": lambda ct, x, out: lax.mul(ct, lax.mul(x, 2.0)),
+    "exp": lambda ct, x, out: lax.mul(ct, out),
+    "expm1": lambda ct, x, out: lax.mul(ct, lax.add(out, 1.0)),
+    "log": lambda ct, x, out: lax.div(ct, x),
+    "log1p": lambda ct, x, out: lax.div(ct, lax.add(x, 1.0)),
+    "sqrt": lambda ct, x, out: lax.div(ct, lax.mul(out, 2.0)),
+    "rsqrt": lambda ct, x, out: lax.mul(ct, lax.div(lax.mul(out, -0.5), x)),
+    "sin": lambda ct, x, out: lax.mul(ct, lax.cos(x)),
+    "cos": lambda ct, x, out: lax.neg(lax.mul(ct, lax.sin(x))),
+    "tan": lambda ct, x, out: lax.mul(ct, lax.add(lax.square(out), 1.0)),
+    "arcsin": lambda ct, x, out: lax.mul(ct, lax.rsqrt(_one_minus_sq(x))),
+    "arccos": lambda ct, x, out: lax.neg(lax.mul(ct, lax.rsqrt(_one_minus_sq(x)))),
+    "arctan": lambda ct, x, out: lax.div(ct, lax.add(lax.square(x), 1.0)),
+    "sinh": lambda ct, x, out: lax.mul(ct, lax.cosh(x)),
+    "cosh": lambda ct, x, out: lax.mul(ct, lax.sinh(x)),
+    "tanh": lambda ct, x, out: lax.mul(ct, lax.sub(1.0, lax.square(out))),
+    "arcsinh": lambda ct, x, out: lax.mul(ct, lax.rsqrt(lax.add(lax.square(x), 1.0))),
+    "arccosh": lambda ct, x, out: lax.mul(
+        ct, lax.rsqrt(lax.mul(lax.sub(x, 1.0), lax.add(x, 1.0)))),
+    "arctanh": lambda ct, x, out: lax.div(ct, _one_minus_sq(x)),
+    "logistic": lambda ct, x, out: lax.mul(ct, lax.mul(out, lax.sub(1.0, out))),
+    "erf": lambda ct, x, out: lax.mul(
+        ct, lax.mul(lax.exp(lax.neg(lax.square(x))), 2.0 / np.sqrt(np.pi))),
+    "reciprocal": lambda ct, x, out: lax.neg(lax.mul(ct, lax.square(out))),
+    "copy": lambda ct, x, out: ct,
+}
+for _name, _deriv in _UNARY_DERIVS.items():
+    _unary(_name, _deriv)
+
+
+@_register("integer_pow")
+def _integer_pow_vjp(ct, ins, outs, *, y):
+    x = ins[0]
+    if y == 0:
+        return [None]
+    if y == 1:
+        return [ct]
+    x_pow = x if y == 2 else lax.integer_pow(x, y - 1)
+    return [lax.mul(ct, lax.mul(x_pow, float(y)))]
+
+
+@_register("cast")
+def _cast_vjp(ct, ins, outs, *, dtype):
+    x = ins[0]
+    if not (is_differentiable(lax.aval(x)) and np.dtype(dtype).kind == "f"):
+        return [None]
+    return [lax.convert(ct, lax.dtype(x))]
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise binary (NumPy broadcasting: cotangents are summed back to each shape)
+
+
+def _binary(name: str, deriv: Callable[..., tuple[Any, Any]]) -> None:
+    def rule(ct, ins, outs):
+        x, y = ins
+        ct_x, ct_y = deriv(ct, x, y, outs[0])
+        return [None if ct_x is None else _unbroadcast(ct_x, x),
+                None if ct_y is None else _unbroadcast(ct_y, y)]
+    rule.__name__ = f"_{name}_vjp"
+    VJP_RULES[P[name]] = rule
+
+
+def _div_deriv(ct, x, y, out):
+    ct_x = lax.div(ct, y)
+    return ct_x, lax.neg(lax.mul(ct_x, out))  # -ct x / y^2 = -(ct / y) (x / y)
+
+
+def _tie_weight(win: Any, tie: Any, like: Any) -> Any:
+    """1 where x wins, 0.5 on ties (JAX splits the cotangent of max/min equally), else 0."""
+    return lax.add(_as_float(win, like), lax.mul(_as_float(tie, like), 0.5))
+
+
+def _extremum_deriv(wins: Callable[[Any, Any], Any]) -> Callable:
+    def deriv(ct, x, y, out):
+        ct_x = lax.mul(ct, _tie_weight(wins(x, y), lax.eq(x, y), ct))
+        return ct_x, lax.sub(ct, ct_x)
+    return deriv
+
+
+def _pow_deriv(ct, x, y, out):
+    # As JAX: d/dx is 0 where y == 0; d/dy uses log(x) with x == 0 replaced by 1, so
+    # the exponent's cotangent is 0 where x == 0 (not nan).
+    y_zero = lax.eq(y, 0.0)
+    safe_y = lax.select(y_zero, 1.0, y)
+    jac_x = lax.select(y_zero, 0.0, lax.mul(safe_y, lax.pow(x, lax.sub(safe_y, 1.0))))
+    safe_x = lax.select(lax.eq(x, 0.0), 1.0, x)
+    return lax.mul(ct, jac_x), lax.mul(ct, lax.mul(lax.log(safe_x), out))
+
+
+def _arctan2_deriv(ct, x, y, out):
+    scale = lax.div(ct, lax.add(lax.square(x), lax.square(y)))
+    return lax.mul(scale, y), lax.neg(lax.mul(scale, x))
+
+
+_BINARY_DERIVS: dict[str, Callable[..., tuple[Any, Any]]] = {
+    "add": lambda ct, x, y, out: (ct, ct),
+    "sub": lambda ct, x, y, out: (ct, lax.neg(ct)),
+    "mul": lambda ct, x, y, out: (lax.mul(ct, y), lax.mul(ct, x)),
+    "div": _div_deriv,
+    "max": _extremum_deriv(lax.gt),
+    "min": _extremum_deriv(lax.lt),
+    "pow": _pow_deriv,
+    "arctan2": _arctan2_deriv,
+    # np.mod(x, y) = x - y * floor(x / y)
+    "mod": lambda ct, x, y, out: (ct, lax.neg(lax.mul(ct, lax.floor(lax.div(x, y))))),
+}
+for _name, _deriv in _BINARY_DERIVS.items():
+    _binary(_name, _deriv)
+
+
+@_register("select")
+def _select_vjp(ct, ins, outs):
+    pred, on_true, on_false = ins
+    return [None, _unbroadcast(lax.select(pred, ct, 0.0), on_true),
+            _unbroadcast(lax.select(pred, 0.0, ct), on_false)]
+
+
+@_register("clip")
+def _clip_vjp(ct, ins, outs):
+    # clip(x, lo, hi) = min(max(x, lo), hi), with max/min's tie rule (0.5 each).
+    x, lo, hi = ins
+    m = lax.max(x, lo)
+    ct_m = lax.mul(ct, _tie_weight(lax.lt(m, hi), lax.eq(m, hi), ct))
+    ct_x = lax.mul(ct_m, _tie_weight(lax.gt(x, lo), lax.eq(x, lo), ct))
+    return [_unbroadcast(ct_x, x), _unbroadcast(lax.sub(ct_m, ct_x), lo),
+            _unbroadcast(lax.sub(ct, ct_m), hi)]
+
+
+# ---------------------------------------------------------------------------------------
+# Reductions and scans
+
+
+def _kept_dims(ndim: int, axes: Sequence[int]) -> tuple[int, ...]:
+    return tuple(d for d in range(ndim) if d not in axes)
+
+
+def _expand_reduced(v: Any, x_shape: Sequence[int], axes: Sequence[int]) -> Any:
+    """A reduced value broadcast back over the reduced axes of x_shape."""
+    return lax.broadcast_in_dim(v, x_shape, _kept_dims(len(x_shape), axes))
+
+
+@_register("reduce_sum")
+def _reduce_sum_vjp(ct, ins, outs, *, axes):
+    return [_expand_reduced(ct, lax.shape(ins[0]), axes)]
+
+
+@_register("reduce_max", "reduce_min")
+def _reduce_extremum_vjp(ct, ins, outs, *, axes):
+    # As JAX: the cotangent is shared equally among the locations that attain the extremum.
+    x, out = ins[0], outs[0]
+    shape = lax.shape(x)
+    hits = _as_float(lax.eq(x, _expand_reduced(out, shape, axes)), x)
+    counts = lax.reduce_sum(hits, axes)
+    return [lax.mul(_expand_reduced(lax.div(ct, counts), shape, axes), hits)]
+
+
+def _shift(x: Any, axis: int, lo: int, fill: float) -> Any:
+    """x moved by one along axis (lo=1: towards the end), `fill` entering at the edge."""
+    config = [(0, 0, 0)] * len(lax.shape(x))
+    config[axis] = (lo, -lo, 0)
+    return lax.pad(x, fill, config)
+
+
+def _product_of_others(x: Any, axis: int) -> Any:
+    """For each position along axis, the product of all the other entries (zeros exact)."""
+    before = _shift(lax.cumprod(x, axis), axis, 1, 1.0)
+    after = _shift(lax.cumprod(x, axis, reverse=True), axis, -1, 1.0)
+    return lax.mul(before, after)
+
+
+@_register("reduce_prod")
+def _reduce_prod_vjp(ct, ins, outs, *, axes):
+    # Exclusive products (no division by x), so zeros in x give exact cotangents.
+    x = ins[0]
+    if not axes:
+        return [ct]
+    shape = lax.shape(x)
+    kept = _kept_dims(len(shape), axes)
+    perm = kept + tuple(axes)
+    kept_shape = tuple(shape[d] for d in kept)
+    flat = lax.reshape(lax.transpose(x, perm),
+                       kept_shape + (int(np.prod([shape[a] for a in axes])),))
+    others = _product_of_others(flat, len(kept))
+    ct_flat = lax.mul(lax.broadcast_in_dim(ct, lax.shape(flat), tuple(range(len(kept)))),
+                      others)
+    ct_perm = lax.reshape(ct_flat, tuple(shape[p] for p in perm))
+    return [lax.transpose(ct_perm, tuple(np.argsort(perm)))]
+
+
+@_register("cumsum")
+def _cumsum_vjp(ct, ins, outs, *, axis, reverse):
+    return [lax.cumsum(ct, axis, reverse=not reverse)]
+
+
+@_register("cumprod")
+def _cumprod_vjp(ct, ins, outs, *, axis, reverse):
+    # ct_x[j] = sum_{i at or after j} ct[i] * prod_{k up to i, k != j} x[k].
+    # Where x[j] != 0 that product is out[i] / x[j]. Where x[j] == 0 it vanishes unless j
+    # is the first zero; there it is the cumprod of x with that zero replaced by 1.
+    x, out = ins[0], outs[0]
+    zero = lax.eq(x, 0.0)
+    safe_x = lax.select(zero, 1.0, x)
+    tail = lax.cumsum(lax.mul(ct, out), axis, reverse=not reverse)
+    nonzero_ct = lax.div(tail, safe_x)
+    first = lax.bitwise_and(zero, lax.eq(lax.cumsum(_as_float(zero, x), axis, reverse), 1.0))
+    out_without_first = lax.cumprod(lax.select(first, 1.0, x), axis, reverse)
+    first_ct = lax.cumsum(lax.mul(ct, out_without_first), axis, reverse=not reverse)
+    return [lax.select(zero, lax.select(first, first_ct, 0.0), nonzero_ct)]
+
+
+# ---------------------------------------------------------------------------------------
+# Contractions
+
+
+def _remaining(ndim: int, *removed: Sequence[int]) -> list[int]:
+    gone = set(itertools.chain(*removed))
+    return [i for i in range(ndim) if i not in gone]
+
+
+def _ranges_like(*lists: Sequence[int]) -> list[tuple[int, ...]]:
+    out, start = [], 0
+    for lst in lists:
+        out.append(tuple(range(start, start + len(lst))))
+        start += len(lst)
+    return out
+
+
+def _dot_transpose_lhs(ct, x_ndim: int, y, dimension_numbers, swap_ans: bool = False):
+    """The cotangent of dot_general's lhs (JAX's derivation, any dimension numbers)."""
+    (x_contract, y_contract), (x_batch, y_batch) = dimension_numbers
+    y_ndim = len(lax.shape(y))
+    x_kept = _remaining(x_ndim, x_contract, x_batch)
+    y_kept = _remaining(y_ndim, y_contract, y_batch)
+    if swap_ans:
+        ans_batch, ans_y, _ = _ranges_like(x_batch, y_kept, x_kept)
+    else:
+        ans_batch, _, ans_y = _ranges_like(x_batch, x_kept, y_kept)
+    dims = ((ans_y, tuple(y_kept)), (ans_batch, tuple(y_batch)))
+    # The product's dims are: batch, x's kept dims, then x's contracting dims in the order
+    # of their partners in y; transpose them back into x's order.
+    x_contract_by_y = [x_contract[i] for i in np.argsort(y_contract)]
+    order = list(x_batch) + x_kept + x_contract_by_y
+    return lax.transpose(lax.dot_general(ct, y, dims), tuple(np.argsort(order)))
+
+
+@_register("dot_general")
+def _dot_general_vjp(ct, ins, outs, *, dimension_numbers):
+    x, y = ins
+    (x_contract, y_contract), (x_batch, y_batch) = dimension_numbers
+    swapped = ((y_contract, x_contract), (y_batch, x_batch))
+    ct_x = _dot_transpose_lhs(ct, len(lax.shape(x)), y, dimension_numbers)
+    ct_y = _dot_transpose_lhs(ct, len(lax.shape(y)), x, swapped, swap_ans=True)
+    return [ct_x, ct_y]
+
+
+def _dilate_shape(shape: Sequence[int], dilation: Sequence[int]) -> list[int]:
+    return [0 if n == 0 else 1 + d * (n - 1) for n, d in zip(shape, dilation)]
+
+
+def _flip_spatial(w: Any) -> Any:
+    shape = lax.shape(w)
+    starts = [0, 0] + [n - 1 for n in shape[2:]]
+    steps = [1, 1] + [-1] * (len(shape) - 2)
+    return lax.slice(w, starts, steps, shape)
+
+
+def _conv_lhs_ct(ct, lhs_shape, rhs, *, window_strides, padding, lhs_dilation,
+                 rhs_dilation, feature_group_count):
+    """Input cotangent: a conv of ct with the flipped, in/out-swapped kernel.
+
+    Strides become lhs dilation (and lhs dilation strides); the padding makes every
+    input position see exactly the outputs it fed (JAX's _conv_general_vjp_lhs_padding).
+    """
+    g = feature_group_count
+    rhs_shape = lax.shape(rhs)
+    out_ch, in_ch, ksize = rhs_shape[0], rhs_shape[1], tuple(rhs_shape[2:])
+    lhs_dil = _dilate_shape(lhs_shape[2:], lhs_dilation)
+    rhs_dil = _dilate_shape(ksize, rhs_dilation)
+    out_dil = _dilate_shape(lax.shape(ct)[2:], window_strides)
+    before = [r - lo - 1 for r, (lo, _) in zip(rhs_dil, padding)]
+    after = [n + r - 1 - o - b for n, r, o, b in zip(lhs_dil, rhs_dil, out_dil, before)]
+    # kernel (O, I, k) -> (G*I, O/G, k): group g's block (O/G, I) transposed, groups kept
+    w = lax.reshape(rhs, (g, out_ch // g, in_ch) + ksize)
+    w = lax.transpose(w, (0, 2, 1) + tuple(range(3, 3 + len(ksize))))
+    w = _flip_spatial(lax.reshape(w, (g * in_ch, out_ch // g) + ksize))
+    return lax.conv_general_dilated(ct, w, lhs_dilation, list(zip(before, after)),
+                                    lhs_dilation=window_strides, rhs_dilation=rhs_dilation,
+                                    feature_group_count=g)
+
+
+def _conv_rhs_ct(ct, lhs, rhs_shape, *, window_strides, padding, lhs_dilation,
+                 rhs_dilation, feature_group_count):
+    """Kernel cotangent: a conv of the input with ct as the kernel (batch as features).
+
+    Feature groups use the batch trick: input channels of group g and batch entries are
+    merged into the features of one grouped conv, so a single conv serves all groups.
+    """
+    g = feature_group_count
+    lhs_shape = lax.shape(lhs)
+    n, c, sp = lhs_shape[0], lhs_shape[1], tuple(lhs_shape[2:])
+    in_ch = c // g
+    nsp = len(sp)
+    lhs_dil = _dilate_shape(sp, lhs_dilation)
+    rhs_dil = _dilate_shape(rhs_shape[2:], rhs_dilation)
+    out_dil = _dilate_shape(lax.shape(ct)[2:], window_strides)
+    lo = [p[0] for p in padding]
+    hi = [(o - m) + (r - low - 1) for o, m, r, low in zip(out_dil, lhs_dil, rhs_dil, lo)]
+    # x'[i, g*N + n] = lhs[n, g*I + i];  k'[o, n] = ct[n, o]
+    x = lax.reshape(lhs, (n, g, in_ch) + sp)
+    x = lax.transpose(x, (2, 1, 0) + tuple(range(3, 3 + nsp)))
+    x = lax.reshape(x, (in_ch, g * n) + sp)
+    k = lax.transpose(ct, (1, 0) + tuple(range(2, 2 + nsp)))
+    out = lax.conv_general_dilated(x, k, rhs_dilation, list(zip(lo, hi)),
+                                   lhs_dilation=lhs_dilation, rhs_dilation=window_strides,
+                                   feature_group_count=g)
+    return lax.transpose(out, (1, 0) + tuple(range(2, 2 + nsp)))
+
+
+@_register("conv")
+def _conv_vjp(ct, ins, outs, **params):
+    lhs, rhs = ins
+    if lax.aval(ct).size == 0:
+        return [_zeros(lax.shape(lhs), lhs), _zeros(lax.shape(rhs), rhs)]
+    return [_conv_lhs_ct(ct, lax.shape(lhs), rhs, **params),
+            _conv_rhs_ct(ct, lhs, lax.shape(rhs), **params)]
+
+
+# ---------------------------------------------------------------------------------------
+# Shape manipulation
+
+
+@_register("reshape", "squeeze", "expand_dims")
+def _reshape_vjp(ct, ins, outs, **params):
+    return [lax.reshape(ct, lax.shape(ins[0]))]
+
+
+@_register("transpose")
+def _transpose_vjp(ct, ins, outs, *, permutation):
+    return [lax.transpose(ct, tuple(np.argsort(permutation)))]
+
+
+@_register("broadcast_in_dim")
+def _broadcast_in_dim_vjp(ct, ins, outs, *, shape, broadcast_dimensions):
+    x_shape = lax.shape(ins[0])
+    stretched = [od for d, od in zip(x_shape, broadcast_dimensions)
+                 if d == 1 and shape[od] != 1]
+    added = [d for d in range(len(shape)) if d not in broadcast_dimensions]
+    summed = lax.reduce_sum(ct, added + stretched) if added or stretched else ct
+    return [lax.reshape(summed, x_shape)]
+
+
+@_register("concatenate")
+def _concatenate_vjp(ct, ins, outs, *, dimension):
+    cts, offset = [], 0
+    for x in ins:
+        size = lax.shape(x)[dimension]
+        cts.append(lax.slice_axis(ct, dimension, offset, size))
+        offset += size
+    return cts
+
+
+@_register("pad")
+def _pad_vjp(ct, ins, outs, *, padding_config):
+    x, _value = ins
+    # Undo lo/hi (negative padding crops, so un-padding it adds zeros back), then take
+    # every (interior+1)-th element.
+    unpadded = lax.pad(ct, 0.0, [(-lo, -hi, 0) for lo, hi, _ in padding_config])
+    x_shape = lax.shape(x)
+    ct_x = lax.slice(unpadded, [0] * len(x_shape),
+                     [interior + 1 for _, _, interior in padding_config], x_shape)
+    every = tuple(range(len(x_shape)))
+    ct_value = lax.sub(lax.reduce_sum(ct, every), lax.reduce_sum(ct_x, every))
+    return [ct_x, ct_value]
+
+
+@_register("slice")
+def _slice_vjp(ct, ins, outs, *, starts, steps, sizes):
+    x = ins[0]
+    return [lax.update_slice(_zeros(lax.shape(x), x), ct, starts, steps, sizes)]
+
+
+@_register("update_slice")
+def _update_slice_vjp(ct, ins, outs, *, starts, steps, sizes):
+    x, update = ins
+    ct_x = lax.update_slice(ct, _zeros((), ct), starts, steps, sizes)
+    ct_update = _unbroadcast(lax.slice(ct, starts, steps, sizes), update)
+    return [ct_x, ct_update]
+
+
+@_register("dynamic_slice")
+def _dynamic_slice_vjp(ct, ins, outs, *, slice_sizes):
+    x, *starts = ins
+    return [lax.dynamic_update_slice(_zeros(lax.shape(x), x), ct, starts)] + [None] * len(
+        starts)
+
+
+@_register("dynamic_update_slice")
+def _dynamic_update_slice_vjp(ct, ins, outs):
+    x, update, *starts = ins
+    update_shape = lax.shape(update)
+    ct_x = lax.dynamic_update_slice(ct, _zeros(update_shape, ct), starts)
+    ct_update = lax.dynamic_slice(ct, starts, update_shape)
+    return [ct_x, ct_update] + [None] * len(starts)
+
+
+# ---------------------------------------------------------------------------------------
+# Gather and scatter
+
+
+@_register("gather")
+def _gather_vjp(ct, ins, outs, *, axis):
+    x, idx = ins
+    return [lax.scatter_add(_zeros(lax.shape(x), x), idx, ct, axis), None]
+
+
+@_register("scatter_add")
+def _scatter_add_vjp(ct, ins, outs, *, axis):
+    _x, idx, _updates = ins
+    return [ct, None, lax.gather(ct, idx, axis)]
+
+
+@_register("scatter")
+def _scatter_vjp(ct, ins, outs, *, axis):
+    # Last write wins: only the winning update of each target position gets its
+    # cotangent; overwritten positions of x get none.
+    x, idx, updates = ins
+    idx_shape = lax.shape(idx)
+    n_idx = int(np.prod(idx_shape, dtype=np.int64))
+    ids = lax.reshape(lax.iota(np.int64, (n_idx,)), idx_shape)
+    winner = lax.scatter(lax.full((lax.shape(x)[axis],), -1, np.int64), idx, ids, 0)
+    wins = lax.eq(lax.gather(winner, idx, 0), ids)
+    wins = lax.broadcast_in_dim(wins, lax.shape(updates),
+                                tuple(range(axis, axis + len(idx_shape))))
+    ct_x = lax.scatter(ct, idx, _zeros(lax.shape(updates), ct), axis)
+    ct_updates = lax.select(wins, lax.gather(ct, idx, axis), 0.0)
+    return [ct_x, None, ct_updates]
+
+
+# ---------------------------------------------------------------------------------------
+# Calls: the sub-graph's backward pass (recursive)
+
+
+@_register("call")
+def _call_vjp(cts, ins, outs, *, graph):
+    # Recomputes the sub-graph's intermediates (vjp_graph inlines calls instead, so the
+    # forward pass runs once; this rule serves callers that keep call nodes).
+    env = evaluate(graph, ins)
+    active = {v for v in graph.inputs if is_differentiable(v.aval)}
+    in_cts = backward_pass(graph, env.__getitem__, list(cts), active)
+    return [in_cts.get(v) for v in graph.inputs]
+
+
+# ---------------------------------------------------------------------------------------
+# The backward pass
+
+
+def evaluate(graph: Graph, args: Sequence[Any]) -> dict[Var, Any]:
+    """Every value of the graph (through `bind`: traced when a trace is active)."""
+    env: dict[Var, Any] = dict(zip(graph.inputs, args))
+    env.update(graph.consts)
+    for node in graph.nodes:
+        with source_of(node.source):
+            outs = bind(node.prim, *[env[v] for v in node.inputs], **node.params)
+        env.update(zip(node.outputs, outs if node.prim.multiple_results else [outs]))
+    return env
+
+
+def active_vars(graph: Graph, wrt: set[Var]) -> set[Var]:
+    """The float values that depend on a `wrt` input: the ones that need cotangents."""
+    active = {v for v in wrt if is_differentiable(v.aval)}
+    for node in graph.nodes:
+        if any(v in active for v in node.inputs):
+            active.update(v for v in node.outputs if is_differentiable(v.aval))
+    return active
+
+
+def _fit(ct: Any, var: Var, node_name: str) -> Any:
+    """A rule's cotangent, checked against the input's shape and cast to its dtype."""
+    shape = lax.shape(ct)
+    if shape != var.aval.shape:
+        raise AssertionError(f"vjp rule of {node_name} gave a cotangent of shape {shape} "
+                             f"for an input of shape {var.aval.shape}")
+    return lax.convert(ct, var.aval.dtype)
+
+
+def _accumulate(cts: dict[Var, Any], var: Var, ct: Any) -> None:
+    cts[var] = lax.add(cts[var], ct) if var in cts else ct
+
+
+def backward_pass(graph: Graph, read: Callable[[Var], Any], out_cts: Sequence[Any],
+                  active: set[Var]) -> dict[Var, Any]:
+    """Cotangents of the active values, given the outputs' (None = zero).
+
+    `read(var)` gives a primal value; rules run in reverse node order, each under its
+    node's source so the backward nodes point at the user's line.
+    """
+    cts: dict[Var, Any] = {}
+    for var, ct in zip(graph.outputs, out_cts):
+        if ct is not None and var in active:
+            _accumulate(cts, var, ct)
+    for node in reversed(graph.nodes):
+        node_cts = [cts.pop(v, None) for v in node.outputs]
+        if all(ct is None for ct in node_cts):
+            continue
+        rule = VJP_RULES.get(node.prim)
+        if rule is None:
+            raise NotImplementedError(f"no vjp rule for primitive {node.prim.name}")
+        ins = [read(v) for v in node.inputs]
+        outs = [read(v) for v in node.outputs]
+        if node.prim.multiple_results:
+            ct_arg = node_cts
+        else:
+            ct_arg = node_cts[0]
+        with source_of(node.source):
+            in_cts = rule(ct_arg, ins, outs, **node.params)
+            for var, ct in zip(node.inputs, in_cts):
+                if ct is not None and var in active:
+                    _accumulate(cts, var, _fit(ct, var, node.prim.name))
+    return cts
+
+
+# ---------------------------------------------------------------------------------------
+# The rewrite
+
+
+@dataclass
+class VJPGraphs:
+    """The two halves of reverse mode for one graph.
+
+    forward: the graph's inputs -> its outputs, then `num_residuals` residuals.
+    backward: cotangents of the outputs flagged in `ct_outputs`, then the residuals ->
+    one cotangent per `wrt` input (zeros where an input does not matter).
+    """
+
+    forward: Graph
+    backward: Graph
+    num_outputs: int
+    num_residuals: int
+    wrt: list[bool]
+    ct_outputs: list[bool]
+
+
+def _dce(graph: Graph) -> Graph:
+    if dce is not None:
+        return dce(graph)
+    live = set(graph.outputs)
+    kept = []
+    for node in reversed(graph.nodes):
+        if any(v in live for v in node.outputs):
+            kept.append(node)
+            live.update(node.inputs)
+    kept.reverse()
+    return _with(graph, nodes=kept, consts={v: a for v, a in graph.consts.items() if v in live})
+
+
+def _with(graph: Graph, **changes: Any) -> Graph:
+    """A copy of graph with some fields replaced."""
+    fields = dict(inputs=graph.inputs, nodes=graph.nodes, outputs=graph.outputs,
+                  consts=graph.consts, num_captures=graph.num_captures,
+                  has_rng=graph.has_rng, name=graph.name, in_tree=graph.in_tree,
+                  out_tree=graph.out_tree)
+    fields.update(changes)
+    return Graph(**fields)
+
+
+def _has_calls(graph: Graph) -> bool:
+    return any(node.prim is P["call"] for node in graph.nodes)
+
+
+def _eval_inlining_calls(graph: Graph, args: Sequence[Any]) -> list[Any]:
+    env: dict[Var, Any] = dict(zip(graph.inputs, args))
+    env.update(graph.consts)
+    for node in graph.nodes:
+        ins = [env[v] for v in node.inputs]
+        if node.prim is P["call"]:
+            outs = _eval_inlining_calls(node.params["graph"], ins)
+        else:
+            with source_of(node.source):
+                outs = bind(node.prim, *ins, **node.params)
+            outs = outs if node.prim.multiple_results else [outs]
+        env.update(zip(node.outputs, outs))
+    return [env[v] for v in graph.outputs]
+
+
+def inline_calls(graph: Graph) -> Graph:
+    """The same graph with every `call` node replaced by its sub-graph's nodes."""
+    if not _has_calls(graph):
+        return graph
+    flat, _ = trace_to_graph(lambda *args: _eval_inlining_calls(graph, args),
+                             graph.in_avals, graph.name)
+    return _with(flat, num_captures=graph.num_captures, has_rng=graph.has_rng,
+                 in_tree=graph.in_tree, out_tree=graph.out_tree)
+
+
+class _Residuals:
+    """Primal values read by the rules: inputs of the backward graph, made on first use."""
+
+    def __init__(self, builder, consts: dict[Var, np.ndarray]):
+        self.builder = builder
+        self.consts = consts
+        self.tracers: dict[Var, Any] = {}
+        self.primal_vars: list[Var] = []
+
+    def read(self, var: Var) -> Any:
+        if var in self.consts:
+            return self.consts[var]
+        tracer = self.tracers.get(var)
+        if tracer is None:
+            tracer = self.builder.new_input(var.aval)
+            self.tracers[var] = tracer
+            self.primal_vars.append(var)
+        return tracer
+
+
+def _used_vars(graph: Graph) -> set[Var]:
+    used = set(graph.outputs)
+    for node in graph.nodes:
+        used.update(node.inputs)
+    return used
+
+
+def vjp_graph(graph: Graph, wrt: Sequence[bool],
+              ct_outputs: Sequence[bool] | None = None) -> VJPGraphs:
+    """Split a pure graph into forward (outputs + residuals) and backward graphs.
+
+    wrt: one flag per explicit input (implicit inputs, captures and the random key, are
+    constants to this transform: no cotangents, no perturbation confusion).
+    ct_outputs: which outputs take a cotangent (default: the floating ones).
+    """
+    wrt = [bool(w) for w in wrt]
+    if len(wrt) != graph.num_explicit_inputs:
+        raise ValueError(f"vjp_graph: wrt has {len(wrt)} flags for "
+                         f"{graph.num_explicit_inputs} explicit inputs")
+    if ct_outputs is None:
+        ct_outputs = [is_differentiable(a) for a in graph.out_avals]
+    ct_outputs = [bool(c) for c in ct_outputs]
+    graph = inline_calls(graph)
+    wrt_vars = [v for v, w in zip(graph.inputs, wrt) if w]
+    active = active_vars(graph, set(wrt_vars))
+    ct_vars = [v for v, c in zip(graph.outputs, ct_outputs) if c]
+    with building(graph.name + "_bwd") as builder:
+        ct_in = [builder.new_input(v.aval) for v in ct_vars]
+        residuals = _Residuals(builder, graph.consts)
+        seeds = iter(ct_in)
+        out_cts = [next(seeds) if c else None for c in ct_outputs]
+        cts = backward_pass(graph, residuals.read, out_cts, active)
+        results = [cts[v] if v in cts else lax.full(v.aval.shape, 0, v.aval.dtype)
+                   for v in wrt_vars]
+        backward = _dce(builder.finish(results))
+    # Rules read primal values only through `residuals`, so nothing is captured.
+    assert not builder.captured, "the backward pass captured an outer traced value"
+    # Keep only the residuals the pruned backward graph still reads.
+    used = _used_vars(backward)
+    n_ct = len(ct_vars)
+    res_inputs = backward.inputs[n_ct:]
+    keep = [i for i, v in enumerate(res_inputs) if v in used]
+    backward = _with(backward, inputs=backward.inputs[:n_ct] + [res_inputs[i] for i in keep],
+                     num_captures=0, has_rng=False, in_tree=None, out_tree=None)
+    res_primal = [residuals.primal_vars[i] for i in keep]
+    forward = _dce(_with(graph, outputs=list(graph.outputs) + res_primal,
+                         name=graph.name + "_fwd", out_tree=None))
+    return VJPGraphs(forward, backward, len(graph.outputs), len(res_primal), wrt,
+                     ct_outputs)
+
+
+__all__ = ["VJP_RULES", "VJPGraphs", "vjp_graph", "backward_pass", "active_vars",
+           "inline_calls", "evaluate", "is_differentiable"]
