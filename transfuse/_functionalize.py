@@ -20,7 +20,7 @@ from transfuse.compiler.functionalize import (
     split_mutations,
 )
 from transfuse.ir.core import Graph
-from transfuse.ir.errors import MutationError, TransfuseError
+from transfuse.ir.errors import MutationError
 from transfuse.ir.source import with_location
 from transfuse.ir.tracing import Tracer
 from transfuse.ir.tree import tree_flatten, tree_unflatten
@@ -64,23 +64,11 @@ def _functionalized_graph(func: Callable, remove: str, args: tuple, kwargs: dict
         if hit is not None:
             graph, implicit = hit
             return graph, leaves, dyn_index, implicit
-    staged = _stage(func, args, kwargs)
+    staged = stage(func, args, kwargs)
     graph = functionalize_graph(staged.graph, remove)
     if not in_trace():
         _CACHE.put(func, key, (graph, staged.implicit))
     return graph, staged.leaves, staged.dyn_index, staged.implicit
-
-
-def _stage(func: Callable, args: tuple, kwargs: dict) -> Any:
-    try:
-        return stage(func, args, kwargs)
-    except ValueError as e:
-        # NumPy's setitem on a plain array calls float() on a traced value and hides our
-        # error (it says where and what to do instead) behind "setting an array element
-        # with a sequence".
-        if isinstance(e.__cause__, TransfuseError) and not isinstance(e, TransfuseError):
-            raise e.__cause__ from None
-        raise
 
 
 def _runnable(x: Any) -> Any:
