@@ -7,28 +7,59 @@ docs/performance.md), and callers with only plain array arguments skip it entire
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 
-class TreeDef(NamedTuple):
-    """The structure of a pytree: hashable, comparable, printable."""
+class TreeDef:
+    """The structure of a pytree: hashable, comparable, printable.
 
-    kind: Any  # tuple | list | dict | None | a registered class | '*' for a leaf
-    meta: Any  # dict keys, namedtuple class, or a registered node's aux data
-    children: tuple
+    Internally a nested tuple (kind, meta, children): plain tuples are the cheapest thing
+    to build on the dispatch path.
+    """
+
+    __slots__ = ("node", "_hash")
+
+    def __init__(self, node: tuple):
+        self.node = node
+        self._hash = None
+
+    @property
+    def kind(self) -> Any:
+        return self.node[0]
+
+    @property
+    def meta(self) -> Any:
+        return self.node[1]
+
+    @property
+    def children(self) -> tuple:
+        return tuple(TreeDef(c) for c in self.node[2])
 
     @property
     def num_leaves(self) -> int:
-        if self.kind == "*":
-            return 1
-        return sum(c.num_leaves for c in self.children)
+        return _count(self.node)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TreeDef) and self.node == other.node
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(self.node)
+        return self._hash
 
     def __repr__(self) -> str:
-        return f"TreeDef({_show(self)})"
+        return f"TreeDef({_show(self.node)})"
 
 
-LEAF = TreeDef("*", None, ())
-NONE = TreeDef(None, None, ())
+def _count(node: tuple) -> int:
+    if node[0] == "*":
+        return 1
+    return sum(_count(c) for c in node[2])
+
+
+_LEAF = ("*", None, ())
+_NONE = (None, None, ())
+LEAF = TreeDef(_LEAF)
 
 # type -> (flatten: obj -> (children, aux), unflatten: (aux, children) -> obj)
 _registry: dict[type, tuple[Callable, Callable]] = {}
@@ -39,25 +70,25 @@ def register_pytree_node(cls: type, flatten: Callable, unflatten: Callable) -> N
     _registry[cls] = (flatten, unflatten)
 
 
-def _flatten(x: Any, leaves: list, is_leaf: Callable | None) -> TreeDef:
+def _flatten(x: Any, leaves: list, is_leaf: Callable | None) -> tuple:
     if is_leaf is not None and is_leaf(x):
         leaves.append(x)
-        return LEAF
+        return _LEAF
     t = type(x)
     if t is tuple or t is list:
-        return TreeDef(t, None, tuple(_flatten(c, leaves, is_leaf) for c in x))
+        return (t, None, tuple([_flatten(c, leaves, is_leaf) for c in x]))
     if t is dict:
         keys = tuple(sorted(x, key=_key_order))
-        return TreeDef(dict, keys, tuple(_flatten(x[k], leaves, is_leaf) for k in keys))
+        return (dict, keys, tuple([_flatten(x[k], leaves, is_leaf) for k in keys]))
     if x is None:
-        return NONE
+        return _NONE
     if t in _registry:
         children, aux = _registry[t][0](x)
-        return TreeDef(t, aux, tuple(_flatten(c, leaves, is_leaf) for c in children))
+        return (t, aux, tuple([_flatten(c, leaves, is_leaf) for c in children]))
     if isinstance(x, tuple) and hasattr(x, "_fields"):  # namedtuple
-        return TreeDef(t, None, tuple(_flatten(c, leaves, is_leaf) for c in x))
+        return (t, None, tuple([_flatten(c, leaves, is_leaf) for c in x]))
     leaves.append(x)
-    return LEAF
+    return _LEAF
 
 
 def _key_order(k: Any) -> tuple:
@@ -67,30 +98,29 @@ def _key_order(k: Any) -> tuple:
 def tree_flatten(tree: Any, is_leaf: Callable | None = None) -> tuple[list, TreeDef]:
     """Flatten a pytree into its leaves (in a fixed order) and its structure."""
     leaves: list = []
-    treedef = _flatten(tree, leaves, is_leaf)
-    return leaves, treedef
+    return leaves, TreeDef(_flatten(tree, leaves, is_leaf))
 
 
-def _build(treedef: TreeDef, it) -> Any:
-    kind = treedef.kind
+def _build(node: tuple, it) -> Any:
+    kind = node[0]
     if kind == "*":
         return next(it)
     if kind is None:
         return None
-    children = [_build(c, it) for c in treedef.children]
+    children = [_build(c, it) for c in node[2]]
     if kind is tuple or kind is list:
         return kind(children)
     if kind is dict:
-        return dict(zip(treedef.meta, children))
+        return dict(zip(node[1], children))
     if kind in _registry:
-        return _registry[kind][1](treedef.meta, children)
+        return _registry[kind][1](node[1], children)
     return kind(*children)  # namedtuple
 
 
 def tree_unflatten(treedef: TreeDef, leaves) -> Any:
     """Rebuild a pytree of structure `treedef` from its leaves."""
     it = iter(leaves)
-    out = _build(treedef, it)
+    out = _build(treedef.node, it)
     if next(it, _SENTINEL) is not _SENTINEL:
         raise ValueError(f"too many leaves for {treedef}")
     return out
@@ -118,12 +148,12 @@ def tree_map(f: Callable, tree: Any, *rest: Any, is_leaf: Callable | None = None
 def treedef_children_leaves(treedef: TreeDef, tree: Any) -> list:
     """Leaves of `tree`, which must have structure `treedef` (leaves may be subtrees)."""
     out: list = []
-    _match(treedef, tree, out)
+    _match(treedef.node, tree, out)
     return out
 
 
-def _match(treedef: TreeDef, x: Any, out: list) -> None:
-    kind = treedef.kind
+def _match(node: tuple, x: Any, out: list) -> None:
+    kind, meta, children_nodes = node
     if kind == "*":
         out.append(x)
         return
@@ -132,9 +162,9 @@ def _match(treedef: TreeDef, x: Any, out: list) -> None:
             raise ValueError(f"expected None, got {type(x).__name__}")
         return
     if kind is dict:
-        if not isinstance(x, dict) or tuple(sorted(x, key=_key_order)) != treedef.meta:
-            raise ValueError(f"expected a dict with keys {list(treedef.meta)}, got {_brief(x)}")
-        for k, c in zip(treedef.meta, treedef.children):
+        if not isinstance(x, dict) or tuple(sorted(x, key=_key_order)) != meta:
+            raise ValueError(f"expected a dict with keys {list(meta)}, got {_brief(x)}")
+        for k, c in zip(meta, children_nodes):
             _match(c, x[k], out)
         return
     if kind in _registry:
@@ -142,12 +172,12 @@ def _match(treedef: TreeDef, x: Any, out: list) -> None:
             raise ValueError(f"expected {kind.__name__}, got {_brief(x)}")
         children, _ = _registry[kind][0](x)
     else:
-        if not isinstance(x, (tuple, list)) or len(x) != len(treedef.children):
+        if not isinstance(x, (tuple, list)) or len(x) != len(children_nodes):
             raise ValueError(
-                f"expected a {kind.__name__} of length {len(treedef.children)}, got {_brief(x)}"
+                f"expected a {kind.__name__} of length {len(children_nodes)}, got {_brief(x)}"
             )
         children = x
-    for c, xc in zip(treedef.children, children):
+    for c, xc in zip(children_nodes, children):
         _match(c, xc, out)
 
 
@@ -159,16 +189,17 @@ def _brief(x: Any) -> str:
     return type(x).__name__
 
 
-def _show(t: TreeDef) -> str:
-    if t.kind == "*":
+def _show(node: tuple) -> str:
+    kind, meta, children = node
+    if kind == "*":
         return "*"
-    if t.kind is None:
+    if kind is None:
         return "None"
-    inner = ", ".join(_show(c) for c in t.children)
-    if t.kind is tuple:
-        return f"({inner}{',' if len(t.children) == 1 else ''})"
-    if t.kind is list:
+    inner = ", ".join(_show(c) for c in children)
+    if kind is tuple:
+        return f"({inner}{',' if len(children) == 1 else ''})"
+    if kind is list:
         return f"[{inner}]"
-    if t.kind is dict:
-        return "{" + ", ".join(f"{k!r}: {_show(c)}" for k, c in zip(t.meta, t.children)) + "}"
-    return f"{t.kind.__name__}({inner})"
+    if kind is dict:
+        return "{" + ", ".join(f"{k!r}: {_show(c)}" for k, c in zip(meta, children)) + "}"
+    return f"{kind.__name__}({inner})"
