@@ -31,11 +31,12 @@ from . import numpy, random  # noqa: F401
 from ._functionalize import functionalize  # noqa: F401
 from ._reverse import grad, grad_and_value, jacrev, vjp
 from ._staging import make_graph
+from ._vmap import vmap
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "make_graph", "tree_map", "tree_flatten", "tree_unflatten", "tree_leaves",
+    "make_graph", "vmap", "tree_map", "tree_flatten", "tree_unflatten", "tree_leaves",
     "tree_structure", "register_pytree_node", "random", "numpy", "TransfuseError",
     "TransfuseTypeError", "TransfuseValueError", "TransfuseIndexError", "ShapeError",
     "DTypeError", "ConcretizationError", "UnsupportedError", "TracerLeakError",
