@@ -28,6 +28,7 @@ from transfuse.ir.tree import (
 )
 
 from . import numpy, random  # noqa: F401
+from ._forward import hessian, jacfwd, jvp, linearize
 from ._functionalize import functionalize  # noqa: F401
 from ._reverse import grad, grad_and_value, jacrev, vjp
 from ._staging import make_graph
@@ -42,4 +43,5 @@ __all__ = [
     "DTypeError", "ConcretizationError", "UnsupportedError", "TracerLeakError",
     "MutationError", "BatchingError", "CompileError",
     "vjp", "grad", "grad_and_value", "jacrev",
+    "jvp", "linearize", "jacfwd", "hessian",
 ]

@@ -1,0 +1,545 @@
+"""Forward-mode autodiff: one JVP rule per primitive and the `jvp_graph` rewrite.
+
+A rule takes the primal inputs and their tangents (None stands for a symbolic zero: a
+tangent known to be zero, which costs nothing) plus the node's params, emits ordinary
+primitives through `ir/lax.py`, and returns the primal output and its tangent (lists for
+multiple-result primitives). Because rules emit ordinary primitives, the rewritten graph
+can be differentiated again (higher order, any nesting).
+
+Non-differentiable primitives (comparisons, floor/ceil/round/sign, argmax/argmin,
+integer and bool operations, iota/full, random draws) give zero tangents, as in JAX.
+Ties follow JAX: max/min split the tangent 0.5/0.5 between equal operands, reduce_max/min
+divide it equally among the tied locations, clip passes it only where lo < x < hi, and
+abs passes +t at x == 0. See docs/autodiff.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from transfuse.compiler.functionalize import num_user_outputs, prepare
+from transfuse.compiler.simplify import dce
+from transfuse.ir import lax
+from transfuse.ir.core import Aval, Graph, Var
+from transfuse.ir.errors import DTypeError, UnsupportedError
+from transfuse.ir.primitives import PRIMITIVES, Primitive
+from transfuse.ir.tracing import bind, source_of, trace_to_graph
+
+P = PRIMITIVES
+JVP_RULES: dict[Primitive, Callable] = {}
+
+Tangent = Any  # a traced or concrete array, or None for a symbolic zero
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+
+
+def is_float(x: Any) -> bool:
+    return lax.dtype(x).kind == "f"
+
+
+def zeros_like_aval(aval: Aval) -> Any:
+    return lax.full(aval.shape, 0, aval.dtype)
+
+
+def instantiate(tangent: Tangent, primal: Any) -> Any:
+    """A concrete tangent: zeros of the primal's aval for a symbolic zero."""
+    return lax.zeros_like(primal) if tangent is None else tangent
+
+
+def add_tangents(*terms: Tangent) -> Tangent:
+    """Sum of tangent terms, skipping symbolic zeros (None when all are zero)."""
+    total = None
+    for term in terms:
+        if term is not None:
+            total = term if total is None else lax.add(total, term)
+    return total
+
+
+def _scale(tangent: Tangent, factor_fn: Callable[[], Any]) -> Tangent:
+    """tangent * factor, where the factor is only built when the tangent is nonzero."""
+    return None if tangent is None else lax.mul(tangent, factor_fn())
+
+
+def _def(name: str, rule: Callable) -> None:
+    JVP_RULES[P[name]] = rule
+
+
+# ---------------------------------------------------------------------------------------
+# Rule factories
+
+
+def zero_rule(prim: Primitive) -> Callable:
+    """A non-differentiable primitive: the output's tangent is zero."""
+    def rule(primals, tangents, **params):
+        out = bind(prim, *primals, **params)
+        if prim.multiple_results:
+            return out, [None] * len(out)
+        return out, None
+    return rule
+
+
+def linear_rule(prim: Primitive) -> Callable:
+    """Linear in its first operand (the rest are indices): apply the op to the tangent."""
+    def rule(primals, tangents, **params):
+        out = bind(prim, *primals, **params)
+        t = tangents[0]
+        return out, None if t is None else bind(prim, t, *primals[1:], **params)
+    return rule
+
+
+def bilinear_rule(prim: Primitive) -> Callable:
+    """f(l, r) linear in each operand: df = f(dl, r) + f(l, dr)."""
+    def rule(primals, tangents, **params):
+        lhs, rhs = primals
+        t_lhs, t_rhs = tangents
+        out = bind(prim, lhs, rhs, **params)
+        left = None if t_lhs is None else bind(prim, t_lhs, rhs, **params)
+        right = None if t_rhs is None else bind(prim, lhs, t_rhs, **params)
+        return out, add_tangents(left, right)
+    return rule
+
+
+def unary_rule(prim: Primitive, derivative: Callable[[Any, Any], Any]) -> Callable:
+    """Elementwise f(x): df = t * derivative(x, out), the factor depending on primals only."""
+    def rule(primals, tangents, **params):
+        (x,), (t,) = primals, tangents
+        out = bind(prim, x, **params)
+        return out, _scale(t, lambda: derivative(x, out))
+    return rule
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise unary
+
+_UNARY_DERIVATIVES: dict[str, Callable[[Any, Any], Any]] = {
+    "exp": lambda x, out: out,
+    "expm1": lambda x, out: lax.add(out, 1),
+    "sqrt": lambda x, out: lax.div(0.5, out),
+    "rsqrt": lambda x, out: lax.div(lax.mul(out, -0.5), x),
+    "sin": lambda x, out: lax.cos(x),
+    "cos": lambda x, out: lax.neg(lax.sin(x)),
+    "tan": lambda x, out: lax.add(lax.square(out), 1),
+    "arcsin": lambda x, out: lax.rsqrt(lax.mul(lax.sub(1, x), lax.add(1, x))),
+    "arccos": lambda x, out: lax.neg(lax.rsqrt(lax.mul(lax.sub(1, x), lax.add(1, x)))),
+    "arctan": lambda x, out: lax.reciprocal(lax.add(lax.square(x), 1)),
+    "sinh": lambda x, out: lax.cosh(x),
+    "cosh": lambda x, out: lax.sinh(x),
+    "tanh": lambda x, out: lax.sub(1, lax.square(out)),
+    "arcsinh": lambda x, out: lax.rsqrt(lax.add(lax.square(x), 1)),
+    "arccosh": lambda x, out: lax.rsqrt(lax.mul(lax.sub(x, 1), lax.add(x, 1))),
+    "arctanh": lambda x, out: lax.reciprocal(lax.mul(lax.sub(1, x), lax.add(1, x))),
+    "logistic": lambda x, out: lax.mul(out, lax.sub(1, out)),
+    "erf": lambda x, out: lax.mul(lax.exp(lax.neg(lax.square(x))), float(2 / np.sqrt(np.pi))),
+    "reciprocal": lambda x, out: lax.neg(lax.square(out)),
+    "square": lambda x, out: lax.mul(x, 2),
+}
+for _name, _derivative in _UNARY_DERIVATIVES.items():
+    _def(_name, unary_rule(P[_name], _derivative))
+
+
+def _log_rule(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return lax.log(x), None if t is None else lax.div(t, x)
+
+
+def _log1p_rule(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return lax.log1p(x), None if t is None else lax.div(t, lax.add(x, 1))
+
+
+def _abs_rule(primals, tangents):
+    # Like JAX: +t at x == 0 (the subgradient NumPy's sign would make 0).
+    (x,), (t,) = primals, tangents
+    out = lax.abs(x)
+    return out, None if t is None else lax.select(lax.ge(x, 0), t, lax.neg(t))
+
+
+def _integer_pow_rule(primals, tangents, *, y):
+    (x,), (t,) = primals, tangents
+    out = lax.integer_pow(x, y)
+    if t is None or y == 0:
+        return out, None
+    if y == 1:
+        return out, t
+    base = x if y == 2 else lax.integer_pow(x, y - 1)
+    return out, lax.mul(t, lax.mul(base, y))
+
+
+_def("log", _log_rule)
+_def("log1p", _log1p_rule)
+_def("abs", _abs_rule)
+_def("integer_pow", _integer_pow_rule)
+for _name in ("neg", "copy", "reshape", "transpose", "broadcast_in_dim", "squeeze",
+              "expand_dims", "slice", "reduce_sum", "cumsum", "gather", "dynamic_slice"):
+    _def(_name, linear_rule(P[_name]))
+for _name in ("floor", "ceil", "round", "sign", "isnan", "isinf", "isfinite", "not",
+              "floor_div", "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor",
+              "argmax", "argmin", "iota", "full", "random_uniform", "random_normal",
+              "random_fold_in", "random_split"):
+    _def(_name, zero_rule(P[_name]))
+for _name in ("mul", "dot_general", "conv"):
+    _def(_name, bilinear_rule(P[_name]))
+
+# ---------------------------------------------------------------------------------------
+# Elementwise binary (tangents of broadcast operands broadcast; jvp_graph fits shapes)
+
+
+def _add_rule(primals, tangents):
+    return lax.add(*primals), add_tangents(*tangents)
+
+
+def _sub_rule(primals, tangents):
+    tx, ty = tangents
+    return lax.sub(*primals), add_tangents(tx, None if ty is None else lax.neg(ty))
+
+
+def _div_rule(primals, tangents):
+    (x, y), (tx, ty) = primals, tangents
+    out = lax.div(x, y)
+    left = None if tx is None else lax.div(tx, y)
+    return out, add_tangents(left, _scale(ty, lambda: lax.neg(lax.div(out, y))))
+
+
+def _extremum_rule(prim: Primitive, wins: Callable) -> Callable:
+    """max/min: the tangent of the winning operand; ties split it 0.5/0.5 (like JAX)."""
+    def rule(primals, tangents):
+        (x, y), (tx, ty) = primals, tangents
+        out = bind(prim, x, y)
+        dtype = lax.dtype(out)
+
+        def weight(a, b):
+            tie = lax.mul(lax.convert(lax.eq(a, b), dtype), 0.5)
+            return lax.add(lax.convert(wins(a, b), dtype), tie)
+        return out, add_tangents(_scale(tx, lambda: weight(x, y)),
+                                 _scale(ty, lambda: weight(y, x)))
+    return rule
+
+
+def _mod_rule(primals, tangents):
+    # x mod y = x - y * floor(x / y): d/dx = 1, d/dy = -floor(x / y).
+    (x, y), (tx, ty) = primals, tangents
+    out = lax.mod(x, y)
+    return out, add_tangents(tx, _scale(ty, lambda: lax.neg(lax.floor_div(x, y))))
+
+
+def _pow_rule(primals, tangents):
+    # Like JAX: d/dx is 0 where y == 0 (no 0 * inf at x == 0); d/dy uses log(1) at x == 0.
+    (x, y), (tx, ty) = primals, tangents
+    out = lax.pow(x, y)
+
+    def d_base():
+        return lax.select(lax.eq(y, 0), 0, lax.mul(y, lax.pow(x, lax.sub(y, 1))))
+
+    def d_exponent():
+        return lax.mul(lax.log(lax.select(lax.eq(x, 0), 1, x)), out)
+    return out, add_tangents(_scale(tx, d_base), _scale(ty, d_exponent))
+
+
+def _arctan2_rule(primals, tangents):
+    # arctan2(a, b) = atan(a / b): d/da = b / (a² + b²), d/db = -a / (a² + b²).
+    (a, b), (ta, tb) = primals, tangents
+    out = lax.arctan2(a, b)
+
+    def denominator():
+        return lax.add(lax.square(a), lax.square(b))
+    return out, add_tangents(_scale(ta, lambda: lax.div(b, denominator())),
+                             _scale(tb, lambda: lax.neg(lax.div(a, denominator()))))
+
+
+_def("add", _add_rule)
+_def("sub", _sub_rule)
+_def("div", _div_rule)
+_def("max", _extremum_rule(P["max"], lax.gt))
+_def("min", _extremum_rule(P["min"], lax.lt))
+_def("mod", _mod_rule)
+_def("pow", _pow_rule)
+_def("arctan2", _arctan2_rule)
+
+
+def _select_rule(primals, tangents):
+    (pred, on_true, on_false), (_, t_true, t_false) = primals, tangents
+    out = lax.select(pred, on_true, on_false)
+    if t_true is None and t_false is None:
+        return out, None
+    return out, lax.select(pred, instantiate(t_true, on_true), instantiate(t_false, on_false))
+
+
+def _clip_rule(primals, tangents):
+    # Like JAX's clamp: x passes where lo < x < hi, lo where x < lo < hi, hi where it wins.
+    (x, lo, hi), (tx, tlo, thi) = primals, tangents
+    out = lax.clip(x, lo, hi)
+
+    def masked(t, mask_fn):
+        return None if t is None else lax.select(mask_fn(), t, 0)
+    return out, add_tangents(
+        masked(tx, lambda: lax.bitwise_and(lax.gt(x, lo), lax.lt(x, hi))),
+        masked(tlo, lambda: lax.bitwise_and(lax.gt(lo, x), lax.lt(lo, hi))),
+        masked(thi, lambda: lax.bitwise_or(lax.lt(hi, x), lax.lt(hi, lo))))
+
+
+def _cast_rule(primals, tangents, *, dtype):
+    (x,), (t,) = primals, tangents
+    out = bind(P["cast"], x, dtype=dtype)
+    if t is None or np.dtype(dtype).kind != "f":
+        return out, None
+    return out, lax.convert(t, dtype)
+
+
+_def("select", _select_rule)
+_def("clip", _clip_rule)
+_def("cast", _cast_rule)
+
+# ---------------------------------------------------------------------------------------
+# Reductions and scans
+
+
+def _reduce_prod_rule(primals, tangents, *, axes):
+    # d prod = sum_i t_i * prod_{j != i} x_j, with the products of the others from
+    # exclusive cumulative products (exact where x has zeros, unlike out / x).
+    (x,), (t,) = primals, tangents
+    out = lax.reduce_prod(x, axes)
+    if t is None:
+        return out, None
+    shape = lax.shape(x)
+    kept = [i for i in range(len(shape)) if i not in axes]
+    perm = kept + list(axes)
+    flat = tuple(shape[i] for i in kept) + (int(np.prod([shape[a] for a in axes])),)
+
+    def gathered(v):
+        return lax.reshape(lax.transpose(v, perm), flat)
+    others = _products_of_others(gathered(x), len(flat) - 1)
+    return out, lax.reduce_sum(lax.mul(gathered(t), others), [len(flat) - 1])
+
+
+def _products_of_others(x: Any, axis: int) -> Any:
+    """prod_{j != i} x_j along axis, from exclusive cumprods from both ends."""
+    before = _shift(lax.cumprod(x, axis), axis, 1, False, 1)
+    after = _shift(lax.cumprod(x, axis, reverse=True), axis, 1, True, 1)
+    return lax.mul(before, after)
+
+
+def _shift(x: Any, axis: int, distance: int, reverse: bool, fill: Any) -> Any:
+    """x shifted along axis by distance (towards the end, or the start when reverse)."""
+    config = [(0, 0, 0)] * len(lax.shape(x))
+    config[axis] = (-distance, distance, 0) if reverse else (distance, -distance, 0)
+    return lax.pad(x, fill, config)
+
+
+def _extremum_reduce_rule(prim: Primitive) -> Callable:
+    """reduce_max/min: the tangent at the extremum, divided equally among ties (like JAX)."""
+    def rule(primals, tangents, *, axes):
+        (x,), (t,) = primals, tangents
+        out = bind(prim, x, axes=axes)
+        if t is None:
+            return out, None
+        shape = lax.shape(x)
+        kept = [i for i in range(len(shape)) if i not in axes]
+        mask = lax.convert(lax.eq(x, lax.broadcast_in_dim(out, shape, kept)), lax.dtype(x))
+        count = lax.broadcast_in_dim(lax.reduce_sum(mask, axes), shape, kept)
+        return out, lax.reduce_sum(lax.mul(t, lax.div(mask, count)), axes)
+    return rule
+
+
+def _cumprod_rule(primals, tangents, *, axis, reverse):
+    # The JVP of a Hillis-Steele scan of products: log2(n) steps of shifted multiplies,
+    # exact where x has zeros.
+    (x,), (t,) = primals, tangents
+    out = lax.cumprod(x, axis, reverse)
+    if t is None:
+        return out, None
+    n = lax.shape(x)[axis]
+    partial, tangent = x, t
+    distance = 1
+    while distance < n:
+        shifted = _shift(partial, axis, distance, reverse, 1)
+        shifted_t = _shift(tangent, axis, distance, reverse, 0)
+        tangent = lax.add(lax.mul(tangent, shifted), lax.mul(partial, shifted_t))
+        partial = lax.mul(partial, shifted)
+        distance *= 2
+    return out, tangent
+
+
+_def("reduce_prod", _reduce_prod_rule)
+_def("reduce_max", _extremum_reduce_rule(P["reduce_max"]))
+_def("reduce_min", _extremum_reduce_rule(P["reduce_min"]))
+_def("cumprod", _cumprod_rule)
+
+# ---------------------------------------------------------------------------------------
+# Structural operations with several differentiable operands
+
+
+def _concatenate_rule(primals, tangents, *, dimension):
+    out = lax.concatenate(primals, dimension)
+    if all(t is None for t in tangents):
+        return out, None
+    parts = [instantiate(t, x) for x, t in zip(primals, tangents)]
+    return out, lax.concatenate(parts, dimension)
+
+
+def _pad_rule(primals, tangents, *, padding_config):
+    (x, value), (tx, tvalue) = primals, tangents
+    out = lax.pad(x, value, padding_config)
+    if tx is None and tvalue is None:
+        return out, None
+    return out, lax.pad(instantiate(tx, x), instantiate(tvalue, value), padding_config)
+
+
+def _update_rule(prim: Primitive) -> Callable:
+    """x with a region replaced by update: the same replacement on the tangents."""
+    def rule(primals, tangents, **params):
+        x, update, *indices = primals
+        tx, tu = tangents[:2]
+        out = bind(prim, *primals, **params)
+        if tx is None and tu is None:
+            return out, None
+        return out, bind(prim, instantiate(tx, x), instantiate(tu, update), *indices,
+                         **params)
+    return rule
+
+
+def _scatter_rule(prim: Primitive) -> Callable:
+    """scatter/scatter_add(x, idx, updates): the same scatter of the tangents."""
+    def rule(primals, tangents, *, axis):
+        x, idx, updates = primals
+        tx, _, tu = tangents
+        out = bind(prim, x, idx, updates, axis=axis)
+        if tu is None and (tx is None or prim is P["scatter_add"]):
+            return out, tx
+        return out, bind(prim, instantiate(tx, x), idx, instantiate(tu, updates), axis=axis)
+    return rule
+
+
+def _call_rule(primals, tangents, *, graph):
+    """A call: the JVP of its body, evaluated in place (inlined)."""
+    return jvp_eval(prepare(graph), primals, tangents)
+
+
+_def("concatenate", _concatenate_rule)
+_def("pad", _pad_rule)
+_def("update_slice", _update_rule(P["update_slice"]))
+_def("dynamic_update_slice", _update_rule(P["dynamic_update_slice"]))
+_def("scatter_add", _scatter_rule(P["scatter_add"]))
+_def("scatter", _scatter_rule(P["scatter"]))
+_def("call", _call_rule)
+
+# ---------------------------------------------------------------------------------------
+# The rewrite
+
+
+def jvp_eval(graph: Graph, primals: Sequence[Any], tangents: Sequence[Tangent]
+             ) -> tuple[list[Any], list[Tangent]]:
+    """Evaluate a pure graph on primals and tangents (None = zero) through the JVP rules."""
+    env: dict[Var, Any] = dict(zip(graph.inputs, primals))
+    env.update(graph.consts)
+    tangent_env: dict[Var, Any] = {v: t for v, t in zip(graph.inputs, tangents)
+                                   if t is not None}
+    for node in graph.nodes:
+        args = [env[v] for v in node.inputs]
+        arg_tangents = [tangent_env.get(v) for v in node.inputs]
+        with source_of(node.source):
+            outs, out_tangents = _apply_rule(node.prim, args, arg_tangents, node.params)
+        for var, out, tangent in zip(node.outputs, outs, out_tangents):
+            env[var] = out
+            if tangent is not None and var.aval.dtype.kind == "f":
+                tangent_env[var] = _fit(tangent, var.aval, node.prim)
+    return [env[v] for v in graph.outputs], [tangent_env.get(v) for v in graph.outputs]
+
+
+def _apply_rule(prim: Primitive, args: list, arg_tangents: list, params: dict
+                ) -> tuple[list, list]:
+    """Primal outputs and tangents of one node, as lists."""
+    if all(t is None for t in arg_tangents):
+        outs = bind(prim, *args, **params)  # nothing to differentiate: the primal only
+        outs = outs if prim.multiple_results else [outs]
+        return outs, [None] * len(outs)
+    rule = JVP_RULES.get(prim)
+    if rule is None:
+        raise UnsupportedError(f"forward-mode differentiation of primitive {prim.name!r} "
+                               "is not supported (no JVP rule)")
+    outs, out_tangents = rule(args, arg_tangents, **params)
+    if not prim.multiple_results:
+        return [outs], [out_tangents]
+    return list(outs), list(out_tangents)
+
+
+def _fit(tangent: Any, aval: Aval, prim: Primitive) -> Any:
+    """The tangent at the output's shape: tangents of broadcast operands broadcast."""
+    t_aval = lax.aval(tangent)
+    if t_aval.dtype != aval.dtype:
+        raise AssertionError(f"JVP rule of {prim.name} gave a {t_aval} tangent for a "
+                             f"{aval} output")
+    if t_aval.shape != aval.shape:
+        tangent = lax.broadcast_to(tangent, aval.shape)
+    return tangent
+
+
+def check_differentiable(aval: Aval, what: str) -> None:
+    """Differentiating with respect to a non-floating value is an error."""
+    if aval.dtype.kind != "f":
+        raise DTypeError(f"{what} has dtype {aval.dtype}; differentiation needs floating-"
+                         "point inputs (float32 or float64)")
+
+
+def jvp_graph_with_zeros(graph: Graph, nonzero: Sequence[bool], *, instantiate: bool = True
+                         ) -> tuple[Graph, list[bool]]:
+    """`jvp_graph`, and which output tangents are nonzero (False: symbolically zero).
+
+    With instantiate=False, symbolically zero output tangents are left out of the outputs.
+    """
+    graph = prepare(graph)
+    n_explicit = graph.num_explicit_inputs
+    nonzero = list(nonzero)
+    if len(nonzero) != n_explicit:
+        raise ValueError(f"jvp_graph: nonzero has {len(nonzero)} entries for "
+                         f"{n_explicit} explicit inputs")
+    explicit, implicit = graph.inputs[:n_explicit], graph.inputs[n_explicit:]
+    for i, (var, nz) in enumerate(zip(explicit, nonzero)):
+        if nz:
+            check_differentiable(var.aval, f"input {i} of {graph.name}")
+    tangent_avals = [v.aval for v, nz in zip(explicit, nonzero) if nz]
+    n_tangents = len(tangent_avals)
+    n_user = num_user_outputs(graph)
+    out_nonzero: list[bool] = []
+
+    def fn(*args):
+        primals = list(args[:n_explicit]) + list(args[n_explicit + n_tangents:])
+        given = iter(args[n_explicit:n_explicit + n_tangents])
+        tangents = [next(given) if nz else None for nz in nonzero] + [None] * len(implicit)
+        outs, out_tangents = jvp_eval(graph, primals, tangents)
+        # Mutated inputs' final values (trailing outputs) are primal values: no tangents.
+        out_tangents = out_tangents[:n_user]
+        out_nonzero.extend(t is not None for t in out_tangents)
+        if instantiate:
+            out_tangents = [zeros_like_aval(v.aval) if t is None else t
+                            for v, t in zip(graph.outputs, out_tangents)]
+        else:
+            out_tangents = [t for t in out_tangents if t is not None]
+        return outs[:n_user] + out_tangents + outs[n_user:]
+
+    in_avals = [v.aval for v in explicit] + tangent_avals + [v.aval for v in implicit]
+    new, _ = trace_to_graph(fn, in_avals, name=f"jvp_{graph.name}")
+    mutated = tuple(i if i < n_explicit else i + n_tangents for i in graph.mutated_inputs)
+    result = Graph(new.inputs, new.nodes, new.outputs, new.consts,
+                   num_captures=graph.num_captures, has_rng=graph.has_rng, name=new.name,
+                   mutated_inputs=mutated)
+    return dce(result), out_nonzero
+
+
+def jvp_graph(graph: Graph, nonzero: Sequence[bool]) -> Graph:
+    """The JVP of a graph.
+
+    Inputs: the explicit primal inputs, then the tangents of the inputs marked nonzero,
+    then the graph's implicit inputs (captures, random key), which never carry tangents.
+    Outputs: the primal outputs, then one tangent per output (zeros instantiated; integer
+    outputs get integer zeros), then, when the program writes into its inputs, their final
+    values (`mutated_inputs` indexes the new graph's inputs; see functionalize.prepare).
+    """
+    return jvp_graph_with_zeros(graph, nonzero)[0]
+
+
+__all__ = ["JVP_RULES", "jvp_graph", "jvp_graph_with_zeros", "jvp_eval", "zero_rule",
+           "linear_rule", "bilinear_rule", "unary_rule", "add_tangents", "instantiate"]
