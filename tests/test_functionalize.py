@@ -718,3 +718,70 @@ def test_grad_through_a_write_into_an_argument_is_taken_at_entry(dtype):
     expected = tx.grad(step_pure, argnums=(0, 1))(w, g)
     _assert_close(tx.grad(step_mutating, argnums=(0, 1))(w.copy(), g), expected)
     _assert_close(expected[0], 2 * (w - np.asarray(0.1, dtype) * g))
+
+
+def fill_fresh(x):
+    out = tnp.zeros(x.shape[0] + 1, x.dtype)  # unbatched buffer, batched writes
+    out[1:] = np.cumsum(x)
+    out[0] = x.sum()
+    return out
+
+
+def fill_fresh_pure(x):
+    return np.concatenate([x.sum()[None], np.cumsum(x)])
+
+
+def fill_like(x):
+    out = np.zeros_like(x)
+    for i in range(x.shape[0]):
+        out[i] = x[i] * i
+    out.T[::2] += 1.0
+    return out
+
+
+def fill_like_pure(x):
+    scaled = x * np.arange(x.shape[0]).astype(x.dtype)
+    return scaled + (np.arange(x.shape[0]) % 2 == 0).astype(x.dtype)
+
+
+@pytest.mark.skipif(not _has("vmap"), reason="transfuse.vmap not available yet")
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("mutating,pure", [(fill_fresh, fill_fresh_pure),
+                                           (fill_like, fill_like_pure)])
+def test_vmap_batches_a_fresh_buffer_that_receives_batched_writes(mutating, pure, dtype):
+    xs = _rand(np.random.default_rng(13), (5, 4), dtype)
+    out = tx.vmap(mutating)(xs)
+    _assert_close(out, tx.vmap(pure)(xs))
+    _assert_close(out, np.stack([mutating(row.copy()) for row in xs]))
+
+
+@pytest.mark.skipif(not _has("vmap"), reason="transfuse.vmap not available yet")
+def test_vmap_writes_back_into_a_batched_argument_and_refuses_an_unbatched_one():
+    def accumulate(acc, v):
+        acc += v
+        return acc.sum()
+
+    rng = np.random.default_rng(14)
+    accs, vs = _rand(rng, (3, 4), "float64"), _rand(rng, (3, 4), "float64")
+    expected_accs = accs + vs
+    sums = tx.vmap(accumulate)(accs, vs)
+    _assert_close(sums, expected_accs.sum(axis=1))
+    _assert_close(accs, expected_accs)
+    shared = np.zeros(4)
+    with pytest.raises(tx.BatchingError, match="not batched"):
+        tx.vmap(accumulate, in_dims=(None, 0))(shared, vs)
+    np.testing.assert_array_equal(shared, np.zeros(4))
+
+
+@pytest.mark.skipif(not _has("jvp"), reason="transfuse.jvp not available yet")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_jvp_of_a_mutating_program_matches_its_pure_rewrite(dtype):
+    rng = np.random.default_rng(15)
+    x, t = _rand(rng, (4, 3), dtype), _rand(rng, (4, 3), dtype)
+    _assert_close(tx.jvp(scan_mutating, (x,), (t,)), tx.jvp(scan_pure, (x,), (t,)))
+    w, g = _rand(rng, (3,), dtype), _rand(rng, (3,), dtype)
+    tw, tg = _rand(rng, (3,), dtype), _rand(rng, (3,), dtype)
+    w_after = w - np.asarray(0.1, dtype) * g
+    expected = tx.jvp(step_pure, (w, g), (tw, tg))
+    _assert_close(tx.jvp(step_mutating, (w, g), (tw, tg)), expected)
+    _assert_close(w, w_after)  # the primal write reached the caller
