@@ -333,3 +333,37 @@ def test_functional_call_matches_torch():
     np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
     for name, value in theirs_buffers.items():
         np.testing.assert_allclose(ours_buffers[name], value.numpy(), rtol=1e-5, atol=1e-7)
+
+
+# -- under transforms ---------------------------------------------------------------------
+def test_batch_norm_training_under_a_transform_needs_the_buffers():
+    from transfuse.ir.errors import MutationError
+    model = mlp()
+    rng = np.random.default_rng(10)
+    params, x = new_values(model, rng), randn(rng, 5, 4)
+    with pytest.raises(MutationError, match="replace_all_batch_norm_modules_"):
+        tx.make_graph(lambda p: functional_call(model, p, (x,)))(params)
+    buffers = {k: v.copy() for k, v in model.named_buffers()}
+    tx.make_graph(lambda p, b: functional_call(model, (p, b), (x,)))(params, buffers)
+    model.eval()
+    tx.make_graph(lambda p: functional_call(model, p, (x,)))(params)
+    replace_all_batch_norm_modules_(model.train())
+    tx.make_graph(lambda p: functional_call(model, p, (x,)))(params)
+
+
+def test_vmap_over_stacked_models_matches_each_model():
+    vmap = getattr(tx, "vmap", None)
+    if vmap is None:
+        pytest.skip("needs transfuse.vmap")
+    models = [nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(12, 2)) for _ in range(4)]
+    params, buffers = stack_module_state(models)
+    x = randn(np.random.default_rng(11), 5, 2, 4, 4)
+    out = vmap(lambda p, b, x: functional_call(models[0], (p, b), (x,)),
+               in_dims=(0, 0, None))(params, buffers, x)
+    expected = np.stack([model(x) for model in models])  # each updates its running stats
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    for name, stacked in buffers.items():  # the stacked buffers got the same updates
+        for i, model in enumerate(models):
+            np.testing.assert_allclose(stacked[i], model.state_dict()[name], rtol=1e-5,
+                                       atol=1e-7)

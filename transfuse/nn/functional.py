@@ -18,11 +18,14 @@ import transfuse.lax as lax
 import transfuse.numpy as tnp
 from transfuse.ir.errors import (
     DTypeError,
+    MutationError,
     ShapeError,
     TransfuseIndexError,
     TransfuseTypeError,
     TransfuseValueError,
 )
+from transfuse.ir.source import with_location
+from transfuse.ir.tracing import is_traced
 
 __all__ = [
     "relu", "tanh", "sigmoid", "gelu", "softmax", "log_softmax", "mse_loss", "nll_loss",
@@ -329,6 +332,13 @@ def _update_running(buffer: Any, stat: Any, momentum: Any) -> None:
     """buffer <- (1 - momentum) * buffer + momentum * stat, in place (so whatever array is
     the buffer, e.g. one passed to functional_call, sees the update)."""
     new = (1 - momentum) * buffer + momentum * stat.reshape(buffer.shape)
+    if is_traced(new) and not is_traced(buffer):
+        raise MutationError(with_location(
+            "batch_norm in training mode inside a transform: the new running statistics are "
+            "traced, but the running buffer is a plain NumPy array (the module's own), which "
+            "cannot hold them. Pass the buffers to functional_call along with the parameters "
+            "(functional_call(model, (params, buffers), args)), call "
+            "replace_all_batch_norm_modules_(model), or use model.eval()"))
     if new.dtype != buffer.dtype:
         new = tnp.astype(new, buffer.dtype)
     buffer[...] = new
