@@ -9,6 +9,7 @@ into must end up as eager NumPy leaves them.
 from __future__ import annotations
 
 import inspect
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -785,3 +786,92 @@ def test_jvp_of_a_mutating_program_matches_its_pure_rewrite(dtype):
     expected = tx.jvp(step_pure, (w, g), (tw, tg))
     _assert_close(tx.jvp(step_mutating, (w, g), (tw, tg)), expected)
     _assert_close(w, w_after)  # the primal write reached the caller
+
+
+# ---------------------------------------------------------------------------------------
+# Random programs: chains of views (slices with any step, transposes, integer indices,
+# ravel, reshape) read and written in random order, against eager NumPy
+
+
+def _random_view(v, r):
+    if v.ndim == 0:
+        return v
+    kind = r.choice(["slice", "slice", "T", "int", "ravel", "reshape"])
+    if kind == "T":
+        return v.T
+    if kind == "ravel":
+        return v.ravel()
+    if kind == "reshape":
+        return v.reshape(-1)
+    axis = r.randrange(v.ndim)
+    n = v.shape[axis]
+    index = [slice(None)] * v.ndim
+    if kind == "int":
+        if n == 0 or v.ndim == 1:  # keep views: a 0-d integer index gives a NumPy scalar
+            return v
+        index[axis] = r.randrange(-n, n)
+    else:
+        start = r.choice([None, r.randrange(-n - 1, n + 1)])
+        stop = r.choice([None, r.randrange(-n - 1, n + 1)])
+        index[axis] = slice(start, stop, r.choice([-2, -1, 1, 1, 2, 3]))
+    return v[tuple(index)]
+
+
+def _random_chain(x, r):
+    v = x
+    for _ in range(r.randint(0, 3)):
+        v = _random_view(v, r)
+    return v
+
+
+def random_program(x, seed):
+    r = random.Random(seed)
+    outs = []
+    for _ in range(7):
+        v = _random_chain(x, r)
+        action = r.choice(["set", "set_from_alias", "iadd", "imul", "flip", "read", "read"])
+        if action == "set":
+            v[...] = r.uniform(-2, 2)
+        elif action == "set_from_alias":
+            v[...] = _random_chain(x, r).sum()
+        elif action == "iadd":
+            v += v * 0.5 + 1.0
+        elif action == "imul":
+            np.multiply(v, -1.5, out=v)
+        elif action == "flip" and v.ndim:
+            v[...] = v[::-1]
+        else:
+            outs.append(v.sum())
+            outs.append(v * 1.0)
+    return outs, x
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_view_and_write_programs_match_numpy(seed):
+    x = _rand(np.random.default_rng(seed), (4, 5), "float64")
+    expected, final_x = _eager(random_program, (x, seed))
+    graph = tx.make_graph(random_program, static_argnums=1)(x, seed)
+    state = x.copy()
+    _assert_close(tx.tree_unflatten(graph.out_tree, interpret(graph, [state])), expected)
+    _assert_close(state, final_x[0])
+    for remove in MODES:
+        state = x.copy()
+        _assert_close(tx.functionalize(random_program, remove=remove)(state, seed), expected)
+        _assert_close(state, final_x[0])
+
+
+def test_ravel_copies_unless_contiguous_as_numpy():
+    def f(x):
+        x[:, ::2].ravel()[0] = 100.0  # a copy: x unchanged
+        x[:, 1:2].ravel()[0] = -1.0  # a column: reshape could view it, ravel copies
+        x[::2].reshape(-1)[1] = -100.0  # a view: reaches x
+        x.ravel()[2] = 7.0  # a view
+        x.ravel()[::3].ravel()[0] = 5.0  # non-contiguous 1-d: a copy
+        x[::3].ravel()[1] = 6.0  # one row: contiguous, a view
+        return x
+
+    x = np.arange(12.0).reshape(3, 4)
+    expected = f(x.copy())
+    state = x.copy()
+    _assert_close(tx.functionalize(f)(state), expected)
+    _assert_close(state, expected)

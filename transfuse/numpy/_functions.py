@@ -31,7 +31,7 @@ from ._core import (
     to_bool,
     unsupported,
 )
-from ._indexing import reshape_maybe_view, view_slice, view_transpose
+from ._indexing import layout_of, reshape_maybe_view, view_slice, view_transpose
 
 _builtin_max = builtins.max
 
@@ -258,6 +258,9 @@ def reshape(a, shape=None, order="C", *, newshape=None, copy=None):
 @implements(np.ravel)
 def ravel(a, order="C"):
     a = asarray(a)
+    if is_traced(a) and not layout_of(a).flags.c_contiguous:
+        # NumPy's ravel copies unless C-contiguous, even where reshape could be a view.
+        return lax.copy(a) if a.ndim == 1 else lax.reshape(a, (a.size,))
     return reshape_maybe_view(a, (a.size,))
 
 
