@@ -357,15 +357,16 @@ def _pad(axis_size: int, args: list, dims: list, *, padding_config) -> tuple[Any
     (x, value), (xd, vd) = args, dims
     if vd is None:
         return lax.pad(x, value, _insert(padding_config, xd, (0, 0, 0))), xd
-    # A per-entry padding value: pad with anything, then select the value where the
-    # mask (padded from True with False) says padding.
+    # A per-entry padding value: pad with zero, then select the value wherever `pad`
+    # itself puts its value (asked by padding False with True, so this follows pad's
+    # own convention for interior padding).
     x = to_front(x, xd, axis_size)
     per_shape = lax.shape(x)[1:]
     padded = lax.pad(x, 0, ((0, 0, 0),) + tuple(padding_config))
-    mask = lax.pad(lax.full(per_shape, True, np.bool_), False, padding_config)
+    mask = lax.pad(lax.full(per_shape, False, np.bool_), True, padding_config)
     value = lax.reshape(to_front(value, vd, axis_size),
                         (axis_size,) + (1,) * len(per_shape))
-    return lax.select(mask, padded, value), 0
+    return lax.select(mask, value, padded), 0
 
 
 def _slice(axis_size: int, args: list, dims: list, *, starts, steps, sizes) -> tuple[Any, Dim]:
