@@ -188,6 +188,23 @@ def test_unknown_names_and_bad_inputs_are_errors():
         functional_call(lambda x: x, {}, (x,))
 
 
+def test_parameter_values_and_plain_array_attributes():
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(np.ones(2))
+            self.offset = np.zeros(2)  # a plain attribute, swapped as torch swaps it
+
+        def forward(self, x):
+            return x * self.weight + self.offset
+    model = Plain()
+    out = functional_call(model, {"weight": nn.Parameter(np.full(2, 3.0)),
+                                  "offset": np.ones(2)}, (np.ones(2),))
+    np.testing.assert_array_equal(out, [4.0, 4.0])
+    np.testing.assert_array_equal(model.offset, 0)
+    assert type(model.weight) is np.ndarray
+
+
 def test_module_unchanged_after_a_call_that_raises():
     model = mlp()
     before = snapshot(model)

@@ -97,8 +97,7 @@ class Module:
         self._parameters[name] = _unwrap(param, name, "parameter")
 
     def register_buffer(self, name: str, tensor: Any | None, persistent: bool = True) -> None:
-        """Register array `tensor` (or None) as buffer `name`; non-persistent buffers are
-        left out of `state_dict`."""
+        """Register array `tensor` (or None) as buffer `name` (in `state_dict` if persistent)."""
         self._check_initialised("buffers")
         self._check_new_name(name, "buffer", "_buffers")
         if isinstance(tensor, Parameter):
@@ -265,8 +264,7 @@ class Module:
     # -- state ----------------------------------------------------------------------------
     def state_dict(self, *, destination: dict[str, Any] | None = None, prefix: str = ""
                    ) -> dict[str, Any]:
-        """Parameters and persistent buffers by dotted name (the arrays themselves, as torch
-        shares storage); tied arrays appear under each name."""
+        """Parameters and persistent buffers by dotted name (the module's own arrays)."""
         destination = {} if destination is None else destination
         for name, value in self._parameters.items():
             if value is not None:
@@ -281,11 +279,8 @@ class Module:
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True,
                         assign: bool = False) -> IncompatibleKeys:
-        """Copy the values of `state_dict` into this module's arrays (in place, so tied
-        weights stay tied), or make them the module's arrays with `assign=True`.
-
-        Checks everything before changing anything: on error the module is unchanged.
-        """
+        """Copy state_dict's values into the module's arrays in place (or make them the
+        module's arrays, with assign=True); on any error nothing is changed."""
         expected = self.state_dict()
         missing = [key for key in expected if key not in state_dict]
         unexpected = [key for key in state_dict if key not in expected]

@@ -11,7 +11,8 @@ def is_array(value: Any) -> bool:
     """Whether value can be a parameter or buffer: a NumPy array or a traced array."""
     # Duck typing keeps traced values (and other array objects) acceptable without importing
     # the tracer here.
-    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, type)
+    return (hasattr(value, "shape") and hasattr(value, "dtype")
+            and not isinstance(value, (type, Parameter)))
 
 
 class Parameter:

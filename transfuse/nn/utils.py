@@ -12,7 +12,7 @@ from transfuse.ir.errors import TransfuseTypeError, TransfuseValueError
 
 from .module import Module, TransfuseAttributeError
 from .normalization import _BatchNorm
-from .parameter import is_array
+from .parameter import Parameter, is_array
 
 __all__ = ["functional_call", "stack_module_state", "replace_all_batch_norm_modules_"]
 
@@ -67,7 +67,7 @@ def _merge(sources: list[dict[str, Any]]) -> dict[str, Any]:
         for key, value in source.items():
             if key in merged:
                 repeated.add(key)
-            merged[key] = value
+            merged[key] = value.data if isinstance(value, Parameter) else value
     if repeated:
         raise TransfuseValueError(
             f"functional_call: {sorted(repeated)} appeared in more than one dictionary; which "
