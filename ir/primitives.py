@@ -412,14 +412,14 @@ def _conv_rule(lhs: Aval, rhs: Aval, *, window_strides, padding, lhs_dilation, r
     return Aval((n, o) + spatial, dtype)
 
 
-def _dilate(x: np.ndarray, dilation: Sequence[int], first_axis: int) -> np.ndarray:
+def _dilate(x: np.ndarray, dilation: Sequence[int], first_axis: int, fill=0) -> np.ndarray:
     if all(d == 1 for d in dilation):
         return x
     shape = list(x.shape)
     for k, d in enumerate(dilation):
         ax = first_axis + k
         shape[ax] = (x.shape[ax] - 1) * d + 1 if x.shape[ax] else 0
-    out = np.zeros(shape, x.dtype)
+    out = np.full(shape, fill, x.dtype)
     idx = [slice(None)] * x.ndim
     for k, d in enumerate(dilation):
         idx[first_axis + k] = slice(None, None, d)
@@ -579,7 +579,8 @@ def _pad_rule(x: Aval, value: Aval, *, padding_config) -> Aval:
 
 def _pad_impl(x, value, *, padding_config):
     x = np.asarray(x)
-    x = _dilate(x, [c[2] + 1 for c in padding_config], 0)
+    # Interior positions hold the padding value too (as in lax.pad).
+    x = _dilate(x, [c[2] + 1 for c in padding_config], 0, np.asarray(value).item())
     pads = [(max(lo, 0), max(hi, 0)) for lo, hi, _ in padding_config]
     x = np.pad(x, pads, constant_values=np.asarray(value).item())
     idx = tuple(slice(max(-lo, 0), x.shape[i] - max(-hi, 0))
