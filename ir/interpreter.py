@@ -22,8 +22,16 @@ def interpret(graph: Graph, args: Sequence[Any]) -> list[np.ndarray]:
         env[var] = arr.copy() if mutates else arr
     for node in graph.nodes:
         outs = node.prim.impl(*[env[v] for v in node.inputs], **node.params)
-        if node.prim.multiple_results:
-            env.update(zip(node.outputs, outs))
-        else:
-            env[node.outputs[0]] = outs
+        outs = list(outs) if node.prim.multiple_results else [outs]
+        if node.prim.effect in (None, "random") and node.prim.name != "call":
+            # The tracer lays out every fresh value in C order (it decides view-or-copy
+            # for reshapes on that layout), so views recorded on it must replay on one.
+            outs = [_c_order(o) for o in outs]
+        env.update(zip(node.outputs, outs))
     return [env[v] for v in graph.outputs]
+
+
+def _c_order(x: Any) -> Any:
+    if isinstance(x, np.ndarray) and not x.flags.c_contiguous:
+        return np.ascontiguousarray(x)
+    return x

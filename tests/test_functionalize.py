@@ -875,3 +875,18 @@ def test_ravel_copies_unless_contiguous_as_numpy():
     state = x.copy()
     _assert_close(tx.functionalize(f)(state), expected)
     _assert_close(state, expected)
+
+
+@pytest.mark.parametrize("remove", MODES)
+def test_views_replay_on_values_computed_from_transposed_data(remove):
+    def f(x, y):
+        x[...] = y.T  # x's new value comes from a transposed (F-ordered) array
+        r = x.reshape(-1)  # a view of x, recorded on x's C layout
+        r[0] = 100.0
+        return r * 1.0, (y.T * 2).reshape(-1)
+
+    rng = np.random.default_rng(16)
+    x, y = _rand(rng, (3, 2), "float64"), _rand(rng, (2, 3), "float64")
+    expected, (x_after, _) = _eager(f, (x, y))
+    _assert_close(tx.functionalize(f, remove=remove)(x, y), expected)
+    _assert_close(x, x_after)
