@@ -147,7 +147,7 @@ def _plan(func: Callable, config: _Config, leaves: list, in_tree: TreeDef, dims:
     out_leaf_dims = _leaf_out_dims(config, staged.out_tree, num_outputs)
     mutated_dims = [_mutated_dim(graph, i, dyn_dims, dyn_names) for i in graph.mutated_inputs]
     out_names = [f"output{p}" if p else "the output" for p in _out_paths(staged.out_tree)]
-    wrapper = _Wrapper(graph, in_dims, axis_size, config.chunk_size,
+    wrapper = _Wrapper(graph, in_dims, axis_size, config,
                        out_leaf_dims + mutated_dims, out_names + [""] * len(mutated_dims))
     in_avals = [leaf_aval(leaves[i]) for i in staged.dyn_index] + [c.aval for c in captures]
     wrapped, implicit = trace_to_graph(wrapper, in_avals, f"vmap_{graph.name}")
@@ -172,12 +172,13 @@ def _stand_in(x: Any, dim: Dim) -> Any:
 class _Wrapper:
     """Traced into the graph that vmap runs: batched graph(s) plus the plumbing."""
 
-    def __init__(self, graph: Graph, in_dims: list[Dim], axis_size: int,
-                 chunk_size: int | None, out_dims: list, out_names: list[str]):
+    def __init__(self, graph: Graph, in_dims: list[Dim], axis_size: int, config: _Config,
+                 out_dims: list, out_names: list[str]):
         self.graph = graph
+        self.name = config.name
         self.in_dims = in_dims
         self.axis_size = axis_size
-        self.chunks = _chunks(axis_size, chunk_size)
+        self.chunks = _chunks(axis_size, config.chunk_size)
         self.out_dims = out_dims
         self.out_names = out_names
         self._batched: dict[int, tuple[Graph, list[Dim]]] = {}
@@ -226,14 +227,16 @@ class _Wrapper:
         if isinstance(target, _UnbatchedWrite):
             if dim is not None:
                 raise BatchingError(with_location(
-                    f"vmap: the function writes a value that differs per batch entry into "
+                    f"vmap({self.name}): the function writes a value that differs per batch "
+                    "entry into "
                     f"{target.name}, which is not batched (in_dims None); batch that "
                     "argument, or write into a fresh array (tnp.zeros_like) instead"))
             return out
         if target is None:
             if dim is not None:
                 raise BatchingError(with_location(
-                    f"vmap: out_dims is None for {self.out_names[k]}, but that output "
+                    f"vmap({self.name}): out_dims is None for {self.out_names[k]}, but that "
+                    "output "
                     "depends on the batched inputs (it differs per batch entry); give it "
                     "an int out_dim"))
             return out
@@ -246,7 +249,8 @@ class _Wrapper:
             return target.dim
         if not -rank <= target < rank:
             raise BatchingError(with_location(
-                f"vmap: out_dims {target} is out of range for {self.out_names[k]}, which "
+                f"vmap({self.name}): out_dims {target} is out of range for "
+                f"{self.out_names[k]}, which "
                 f"has rank {rank} with the batch dim; expected an int in "
                 f"[{-rank}, {rank - 1}] or None"))
         return target % rank
@@ -281,8 +285,10 @@ def _leaf_in_dims(func: Callable, config: _Config, args: tuple, kwargs: dict) ->
     elif isinstance(in_dims, (tuple, list)):
         if len(in_dims) != len(args):
             raise BatchingError(with_location(
-                f"vmap({config.name}): in_dims has {len(in_dims)} entries but the function "
-                f"was called with {len(args)} positional argument(s); in_dims needs one "
+                f"vmap({config.name}): in_dims has {_plural(len(in_dims), 'entry', 'entries')} "
+                f"but the function was called with "
+                f"{_plural(len(args), 'positional argument', 'positional arguments')}; "
+                "in_dims needs one "
                 "entry (an int, None or a pytree of them) per positional argument"))
         per_arg = list(in_dims)
     else:
@@ -291,7 +297,8 @@ def _leaf_in_dims(func: Callable, config: _Config, args: tuple, kwargs: dict) ->
             f"per positional argument, got {type(in_dims).__name__} {in_dims!r}"))
     dims: list[Dim] = []
     for pos, (prefix, arg) in enumerate(zip(per_arg, args)):
-        dims += _broadcast_prefix(prefix, arg, f"in_dims for argument {pos}", config.name)
+        dims += _broadcast_prefix(prefix, arg, f"in_dims for argument {pos}",
+                                  f"argument {pos}", config.name)
     return dims + [None] * len(tree_flatten(kwargs)[0])
 
 
@@ -299,7 +306,11 @@ def _is_dim(x: Any) -> bool:
     return x is None or (isinstance(x, (int, np.integer)) and not isinstance(x, bool))
 
 
-def _broadcast_prefix(prefix: Any, tree: Any, what: str, name: str) -> list[Dim]:
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _broadcast_prefix(prefix: Any, tree: Any, what: str, value: str, name: str) -> list[Dim]:
     """Per-leaf dims of `tree` from a prefix pytree of dims (an int applies to a subtree)."""
     dim_leaves, dim_tree = tree_flatten(prefix, is_leaf=_is_dim)
     for d in dim_leaves:
@@ -312,7 +323,7 @@ def _broadcast_prefix(prefix: Any, tree: Any, what: str, name: str) -> list[Dim]
     except ValueError as e:
         raise BatchingError(with_location(
             f"vmap({name}): {what} is {prefix!r}, which does not match the structure of "
-            f"the value ({e})")) from None
+            f"{value} ({e}); give an int or None, or a pytree prefix of {value}")) from None
     out: list[Dim] = []
     for d, sub in zip(dim_leaves, subtrees):
         out += [None if d is None else int(d)] * len(tree_flatten(sub)[0])
@@ -321,7 +332,8 @@ def _broadcast_prefix(prefix: Any, tree: Any, what: str, name: str) -> list[Dim]
 
 def _leaf_out_dims(config: _Config, out_tree: TreeDef, num_outputs: int) -> list[Dim]:
     outputs = tree_unflatten(out_tree, [_OutLeaf(k) for k in range(num_outputs)])
-    return _broadcast_prefix(config.out_dims, outputs, "out_dims", config.name)
+    return _broadcast_prefix(config.out_dims, outputs, "out_dims", "the function's output",
+                             config.name)
 
 
 def _out_paths(out_tree: TreeDef) -> list[str]:
