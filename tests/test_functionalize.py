@@ -890,3 +890,18 @@ def test_views_replay_on_values_computed_from_transposed_data(remove):
     expected, (x_after, _) = _eager(f, (x, y))
     _assert_close(tx.functionalize(f, remove=remove)(x, y), expected)
     _assert_close(x, x_after)
+
+
+@pytest.mark.skipif(not (_has("vmap") and _has("grad")), reason="vmap/grad not available yet")
+def test_functionalize_composes_with_vmap_and_grad_both_ways():
+    rng = np.random.default_rng(17)
+    ws, gs = _rand(rng, (2, 3), "float64"), _rand(rng, (2, 3), "float64")
+    expected_ws = ws - 0.1 * gs
+    expected = (expected_ws ** 2).sum(axis=1)
+    for transform in (lambda f: tx.vmap(tx.functionalize(f)),
+                      lambda f: tx.functionalize(tx.vmap(f))):
+        state = ws.copy()
+        _assert_close(transform(step_mutating)(state, gs), expected)
+        _assert_close(state, expected_ws)
+    _assert_close(tx.grad(tx.functionalize(step_mutating))(ws[0].copy(), gs[0]),
+                  2 * expected_ws[0])
