@@ -375,7 +375,7 @@ def dot_general_einsum_spec(lhs_ndim: int, rhs_ndim: int, dimension_numbers) -> 
 def _dot_general_impl(lhs, rhs, *, dimension_numbers):
     lhs, rhs = np.asarray(lhs), np.asarray(rhs)
     spec = dot_general_einsum_spec(lhs.ndim, rhs.ndim, dimension_numbers)
-    return np.asarray(np.einsum(spec, lhs, rhs, optimize=True), dtype=lhs.dtype)
+    return np.ascontiguousarray(np.einsum(spec, lhs, rhs, optimize=True), dtype=lhs.dtype)
 
 
 define("dot_general", _dot_general_rule, _dot_general_impl,
@@ -465,7 +465,8 @@ def _conv_impl(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
     kk = _LETTERS[nsp:2 * nsp]
     spec = f"NGC{sp}{kk},GOC{kk}->NGO{sp}"
     out = np.einsum(spec, windows, w, optimize=True)
-    return np.asarray(out.reshape(out_aval.shape), dtype=lhs.dtype)
+    # Pure primitives return fresh C-ordered arrays: views of them rely on that layout.
+    return np.ascontiguousarray(out.reshape(out_aval.shape), dtype=lhs.dtype)
 
 
 define("conv", _conv_rule, _conv_impl,
@@ -766,17 +767,20 @@ _MASK = (1 << 64) - 1
 
 
 def _mix64(z: np.ndarray) -> np.ndarray:
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    """The splitmix64 finaliser; uint64 arithmetic wraps by design."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def random_bits(key, stream: int, n: int) -> np.ndarray:
     """n uint64 words per key: mix(mix(key + stream*G) + (i+1)*G) for i < n."""
     key = np.asarray(key, dtype=np.uint64)
-    base = _mix64(key + np.uint64((stream * _GOLDEN) & _MASK))
-    ctr = (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GOLDEN))
-    return _mix64(base[..., None] + ctr)
+    with np.errstate(over="ignore"):
+        base = _mix64(key + np.uint64((stream * _GOLDEN) & _MASK))
+        ctr = (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GOLDEN))
+        return _mix64(base[..., None] + ctr)
 
 
 def bits_to_unit(bits: np.ndarray, dtype) -> np.ndarray:
@@ -842,7 +846,8 @@ def _key_iota_rule(key: Aval, *, size: int) -> Aval:
 def _key_iota_impl(key, *, size):
     key = np.asarray(key, dtype=np.uint64)
     i = np.arange(size, dtype=np.uint64)
-    return _mix64(key[..., None] ^ _mix64((i + np.uint64(1)) * np.uint64(_GOLDEN)))
+    with np.errstate(over="ignore"):
+        return _mix64(key[..., None] ^ _mix64((i + np.uint64(1)) * np.uint64(_GOLDEN)))
 
 
 define("random_split", _key_iota_rule, _key_iota_impl,

@@ -141,16 +141,7 @@ def test_layer_forward_matches_torch(case, mode, dtype):
         close(ours.state_dict()[name], value, dtype)
 
 
-def _traced_case(case: str, mode: str):
-    if case != "cnn":
-        return (case, mode)
-    # The interpreter's conv returns a non-C-contiguous array, which the tracer's view
-    # model treats as contiguous, so conv -> Flatten fails in ir/ (reported to the lead).
-    reason = "ir conv impl returns non-contiguous arrays; Flatten's reshape view fails"
-    return pytest.param(case, mode, marks=pytest.mark.xfail(reason=reason, strict=False))
-
-
-@pytest.mark.parametrize("case, mode", [_traced_case(c, m) for c, m in CASES_AND_MODES])
+@pytest.mark.parametrize("case, mode", CASES_AND_MODES)
 def test_layer_forward_traces(case, mode):
     """The forward traces into a graph whose result (and buffer updates) match eager."""
     ours, _, x = make_pair(case)

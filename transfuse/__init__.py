@@ -27,12 +27,13 @@ from transfuse.ir.tree import (
     tree_unflatten,
 )
 
-from . import numpy, random  # noqa: F401
+from . import nn, numpy, random  # noqa: F401
 from ._forward import hessian, jacfwd, jvp, linearize
-from ._functionalize import functionalize  # noqa: F401
+from ._functionalize import functionalize
 from ._reverse import grad, grad_and_value, jacrev, vjp
 from ._staging import make_graph
 from ._vmap import vmap
+from .nn.utils import functional_call, replace_all_batch_norm_modules_, stack_module_state
 
 __version__ = "0.1.0"
 
@@ -43,5 +44,6 @@ __all__ = [
     "DTypeError", "ConcretizationError", "UnsupportedError", "TracerLeakError",
     "MutationError", "BatchingError", "CompileError",
     "vjp", "grad", "grad_and_value", "jacrev",
-    "jvp", "linearize", "jacfwd", "hessian",
+    "jvp", "linearize", "jacfwd", "hessian", "functionalize", "nn", "functional_call",
+    "stack_module_state", "replace_all_batch_norm_modules_",
 ]
