@@ -79,13 +79,16 @@ VIEW_RULES: dict[Primitive, ViewRule] = {
 
 
 class _Buffer:
-    """A base buffer: its current value in the new graph and how many writes it has seen."""
+    """A base buffer: its current value in the new graph, and reads derived from it."""
 
-    __slots__ = ("value", "version")
+    __slots__ = ("value", "writes", "views")
 
     def __init__(self, value: Any):
         self.value = value
-        self.version = 0
+        self.writes = 0
+        # view chain key -> the value read through that chain since the last write, so
+        # two reads of one view between writes share a node.
+        self.views: dict[tuple, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class _Alias:
 
 
 def _view_key(node: Node) -> tuple:
-    return (node.prim.name, tuple(sorted((k, repr(v)) for k, v in node.params.items())))
+    return (node.prim.name, tuple(sorted(node.params.items())))
 
 
 def _same_memory(a: _Alias, b: _Alias) -> bool:
@@ -120,8 +123,6 @@ class _Functionalizer:
 
     def __init__(self, keep_views: bool):
         self.keep_views = keep_views
-        # (buffer, version, view chain) -> the derived value: reads of aliases are shared.
-        self.derived: dict[tuple, Any] = {}
         self.view_vars: set = set()  # new-graph values that are views (keep_views only)
 
     # -- the walk -----------------------------------------------------------------------
@@ -144,7 +145,8 @@ class _Functionalizer:
                                             node.outputs[0].aval)
         elif prim is P["assign"]:
             dst, src = (alias[v] for v in node.inputs)
-            if not _same_memory(dst, src):  # else a no-op, as `x[i] += v` ends with
+            # Writing a view into itself (the store-back ending `x[i] += v`) changes nothing.
+            if not _same_memory(dst, src):
                 self.assign(dst, self.read(src))
         elif prim is P["call"] and has_effects(node.params["graph"]):
             # Inlined, so writes inside the callee reach the caller's buffers.
@@ -170,8 +172,8 @@ class _Functionalizer:
         return value
 
     def _derive(self, buffer: _Buffer, chain: tuple[Node, ...], parent: Any) -> Any:
-        key = (buffer, buffer.version, tuple(_view_key(n) for n in chain))
-        value = self.derived.get(key)
+        key = tuple(_view_key(n) for n in chain)
+        value = buffer.views.get(key)
         if value is None:
             view = chain[-1]
             prim = view.prim if self.keep_views else VIEW_RULES[view.prim].pure
@@ -179,7 +181,7 @@ class _Functionalizer:
                 value = bind(prim, parent, **view.params)
             if self.keep_views and _var_of(value) is not None:
                 self.view_vars.add(_var_of(value))
-            self.derived[key] = value
+            buffer.views[key] = value
         return value
 
     # -- writes -------------------------------------------------------------------------
@@ -193,7 +195,8 @@ class _Functionalizer:
                 Parent(parent.aval, lambda parent=parent: self.read(parent)), new,
                 **view.params)
         dst.buffer.value = self._own(new)
-        dst.buffer.version += 1
+        dst.buffer.writes += 1
+        dst.buffer.views.clear()
 
     def _own(self, value: Any) -> Any:
         """A value that may become a buffer: views are copied so later views replay."""
@@ -241,7 +244,7 @@ def functionalize_graph(graph: Graph, remove: str = "mutations") -> Graph:
         out_aliases = rewriter.walk(
             graph, [_Alias(b, (), v.aval) for b, v in zip(buffers, graph.inputs)])
         outs = [rewriter.read(a) for a in out_aliases]
-        mutated.extend(i for i, b in enumerate(buffers) if b.version)
+        mutated.extend(i for i, b in enumerate(buffers) if b.writes)
         return outs + [buffers[i].value for i in mutated]
 
     pure, _ = trace_to_graph(body, graph.in_avals, graph.name)
