@@ -375,7 +375,8 @@ def dot_general_einsum_spec(lhs_ndim: int, rhs_ndim: int, dimension_numbers) -> 
 def _dot_general_impl(lhs, rhs, *, dimension_numbers):
     lhs, rhs = np.asarray(lhs), np.asarray(rhs)
     spec = dot_general_einsum_spec(lhs.ndim, rhs.ndim, dimension_numbers)
-    return np.ascontiguousarray(np.einsum(spec, lhs, rhs, optimize=True), dtype=lhs.dtype)
+    # order='C', not ascontiguousarray: that makes a 0-d result (vector . vector) 1-d.
+    return np.asarray(np.einsum(spec, lhs, rhs, optimize=True), dtype=lhs.dtype, order="C")
 
 
 define("dot_general", _dot_general_rule, _dot_general_impl,
