@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,13 +62,15 @@ def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = 
     return vmapped
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Config:
     in_dims: Any
     out_dims: Any
     randomness: str
     chunk_size: int | None
     name: str
+    # Per-leaf in_dims by argument structure (matching the prefix is not free).
+    leaf_dims: dict = field(default_factory=dict)
 
 
 def _name(func: Callable) -> str:
@@ -110,9 +112,11 @@ class _Plan:
 def _call(vmapped: Callable, func: Callable, config: _Config, args: tuple, kwargs: dict
           ) -> Any:
     leaves, in_tree = tree_flatten((tuple(args), dict(kwargs)))
-    dims = _leaf_in_dims(func, config, args, kwargs)
-    names = _leaf_names(func, args, kwargs, len(leaves))
-    dims = [_check_in_dim(x, d, name) for x, d, name in zip(leaves, dims, names)]
+    dims = config.leaf_dims.get(in_tree)
+    if dims is None:
+        dims = config.leaf_dims[in_tree] = _leaf_in_dims(config, args, kwargs)
+    names = _Names(func, args, kwargs, len(leaves))
+    dims = [_check_in_dim(x, d, names, i) for i, (x, d) in enumerate(zip(leaves, dims))]
     axis_size = _axis_size(leaves, dims, names, config.name)
     dyn_index = [i for i, x in enumerate(leaves) if is_array_leaf(x)]
     key = signature(leaves, dyn_index, in_tree)
@@ -132,20 +136,20 @@ def _call(vmapped: Callable, func: Callable, config: _Config, args: tuple, kwarg
 
 
 def _plan(func: Callable, config: _Config, leaves: list, in_tree: TreeDef, dims: list[Dim],
-          axis_size: int, names: list[str]) -> tuple[_Plan, list]:
+          axis_size: int, names: _Names) -> tuple[_Plan, list]:
     """Stage func on one entry, batch its graph and wrap it: the plan and the captures."""
     per_example = [_stand_in(x, d) for x, d in zip(leaves, dims)]
     call_args, call_kwargs = tree_unflatten(in_tree, per_example)
     staged = stage(_checking_outputs(func, config.name), call_args, call_kwargs)
     graph = prepare(staged.graph)
     dyn_dims = [dims[i] for i in staged.dyn_index]
-    dyn_names = [names[i] for i in staged.dyn_index]
     captures = [a for a in staged.implicit if isinstance(a, Tracer)]
     key_dim = _key_dim(graph, config)
     in_dims = dyn_dims + [None] * len(captures) + ([key_dim] if graph.has_rng else [])
     num_outputs = len(graph.outputs) - len(graph.mutated_inputs)
     out_leaf_dims = _leaf_out_dims(config, staged.out_tree, num_outputs)
-    mutated_dims = [_mutated_dim(graph, i, dyn_dims, dyn_names) for i in graph.mutated_inputs]
+    mutated_dims = [_mutated_dim(i, dyn_dims, names, staged.dyn_index)
+                    for i in graph.mutated_inputs]
     out_names = [f"output{p}" if p else "the output" for p in _out_paths(staged.out_tree)]
     wrapper = _Wrapper(graph, in_dims, axis_size, config,
                        out_leaf_dims + mutated_dims, out_names + [""] * len(mutated_dims))
@@ -277,7 +281,7 @@ def _chunks(axis_size: int, chunk_size: int | None) -> list[tuple[int, int]]:
 # in_dims and out_dims
 
 
-def _leaf_in_dims(func: Callable, config: _Config, args: tuple, kwargs: dict) -> list[Dim]:
+def _leaf_in_dims(config: _Config, args: tuple, kwargs: dict) -> list[Dim]:
     """One in_dim per leaf of (args, kwargs); keyword arguments are never batched."""
     in_dims = config.in_dims
     if _is_dim(in_dims):
@@ -352,37 +356,49 @@ class _OutLeaf:
         return "array"
 
 
-def _check_in_dim(x: Any, dim: Dim, name: str) -> Dim:
+def _check_in_dim(x: Any, dim: Dim, names: _Names, i: int) -> Dim:
     if dim is None:
         return None
     if not is_array_leaf(x):
         raise BatchingError(with_location(
-            f"vmap: in_dim {dim} for {name}, a {type(x).__name__}, but only arrays can be "
-            "batched; use in_dims=None for it (or pass an array)"))
-    ndim = leaf_aval(x).ndim
+            f"vmap: in_dim {dim} for {names[i]}, a {type(x).__name__}, but only arrays can "
+            "be batched; use in_dims=None for it (or pass an array)"))
+    ndim = len(x.shape)
     if not -ndim <= dim < ndim:
         raise BatchingError(with_location(
-            f"vmap: in_dim {dim} is out of range for {name} of shape "
-            f"{leaf_aval(x).shape}; expected an int in [{-ndim}, {ndim - 1}] or None"
+            f"vmap: in_dim {dim} is out of range for {names[i]} of shape {x.shape}; "
+            f"expected an int in [{-ndim}, {ndim - 1}] or None"
             if ndim else
-            f"vmap: in_dim {dim} for {name}, a 0-d array, which has no dimension to map "
+            f"vmap: in_dim {dim} for {names[i]}, a 0-d array, which has no dimension to map "
             "over; use in_dims=None for it"))
     return dim % ndim
 
 
-def _axis_size(leaves: list, dims: list[Dim], names: list[str], fname: str) -> int:
-    sizes = {name: leaf_aval(x).shape[d] for x, d, name in zip(leaves, dims, names)
-             if d is not None}
+def _axis_size(leaves: list, dims: list[Dim], names: _Names, fname: str) -> int:
+    sizes = [(i, x.shape[d]) for i, (x, d) in enumerate(zip(leaves, dims)) if d is not None]
     if not sizes:
         raise BatchingError(with_location(
             f"vmap({fname}): no argument is batched (in_dims is None for every array "
             "argument); at least one argument needs an int in_dim"))
-    if len(set(sizes.values())) > 1:
-        listing = "; ".join(f"{name} has size {n}" for name, n in sizes.items())
+    if len({n for _, n in sizes}) > 1:
+        listing = "; ".join(f"{names[i]} has size {n}" for i, n in sizes)
         raise BatchingError(with_location(
             f"vmap({fname}): the batched arguments have different sizes along their in_dims "
             f"({listing}); they must all have the same batch size"))
-    return next(iter(sizes.values()))
+    return sizes[0][1]
+
+
+class _Names:
+    """Readable names of the argument leaves, built only when an error needs one."""
+
+    def __init__(self, func: Callable, args: tuple, kwargs: dict, count: int):
+        self._source = (func, args, kwargs, count)
+        self._names: list[str] | None = None
+
+    def __getitem__(self, i: int) -> str:
+        if self._names is None:
+            self._names = _leaf_names(*self._source)
+        return self._names[i]
 
 
 def _leaf_names(func: Callable, args: tuple, kwargs: dict, count: int) -> list[str]:
@@ -491,10 +507,12 @@ class _MutatedDim:
     dim: int
 
 
-def _mutated_dim(graph: Graph, index: int, dyn_dims: list[Dim], dyn_names: list[str]) -> Any:
-    dim = dyn_dims[index] if index < len(dyn_dims) else None
-    name = dyn_names[index] if index < len(dyn_names) else f"captured value {index}"
-    return _MutatedDim(dim) if dim is not None else _UnbatchedWrite(name)
+def _mutated_dim(index: int, dyn_dims: list[Dim], names: _Names, dyn_index: list[int]) -> Any:
+    """Where the new value of written-into graph input `index` puts its batch dim."""
+    if index < len(dyn_dims) and dyn_dims[index] is not None:
+        return _MutatedDim(dyn_dims[index])
+    name = names[dyn_index[index]] if index < len(dyn_dims) else "a captured outer value"
+    return _UnbatchedWrite(name)
 
 
 @dataclass(frozen=True)
