@@ -599,6 +599,19 @@ def test_jacfwd_of_vmap():
     np.testing.assert_allclose(jac, tx.jacrev(f)(xs), rtol=1e-12, atol=1e-14)
 
 
+def test_vmap_of_jacfwd_and_of_grad_of_grad():
+    jacfwd = _needs("jacfwd")
+    rng = np.random.default_rng(24)
+    xs = rng.normal(size=(4, 3))
+    f = lambda x: np.cos(x) * np.sum(x)
+    got = tx.vmap(jacfwd(f))(xs)
+    for i in range(4):
+        np.testing.assert_allclose(got[i], tx.jacrev(f)(xs[i]), rtol=1e-12, atol=1e-14)
+    s = rng.normal(size=5)
+    second = tx.vmap(tx.grad(tx.grad(lambda t: np.sin(t) * t)))(s)
+    np.testing.assert_allclose(second, 2 * np.cos(s) - s * np.sin(s), rtol=1e-12)
+
+
 def test_vmap_of_hessian():
     hessian = _needs("hessian")
     rng = np.random.default_rng(18)
