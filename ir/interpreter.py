@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .core import Graph, Var
+from .primitives import ELEMENTWISE
 
 
 def interpret(graph: Graph, args: Sequence[Any]) -> list[np.ndarray]:
@@ -23,9 +24,11 @@ def interpret(graph: Graph, args: Sequence[Any]) -> list[np.ndarray]:
     for node in graph.nodes:
         outs = node.prim.impl(*[env[v] for v in node.inputs], **node.params)
         outs = list(outs) if node.prim.multiple_results else [outs]
-        if node.prim.effect in (None, "random") and node.prim.name != "call":
-            # The tracer lays out every fresh value in C order (it decides view-or-copy
-            # for reshapes on that layout), so views recorded on it must replay on one.
+        if node.prim.effect in (None, "random") and node.prim.name != "call" and \
+                node.prim.name not in ELEMENTWISE:
+            # The tracer models fresh values as C ordered, except elementwise results,
+            # which keep their operands' order as in NumPy (ir/tracing.py); views recorded
+            # on that model must replay on the same layouts.
             outs = [_c_order(o) for o in outs]
         env.update(zip(node.outputs, outs))
     return [env[v] for v in graph.outputs]

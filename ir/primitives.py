@@ -255,7 +255,15 @@ def _copy_rule(x: Aval) -> Aval:
     return x
 
 
-define("copy", _copy_rule, lambda x: np.array(x, copy=True), doc="a fresh copy of x")
+define("copy", _copy_rule, lambda x: np.array(x, copy=True, order="C"),
+       doc="a fresh C-ordered copy of x")
+
+# Elementwise primitives: NumPy lays out their results in the memory order of their
+# operands ("K" order), which decides whether a later reshape is a view (ir/tracing.py).
+ELEMENTWISE = frozenset(
+    list(UNARY_FLOAT) + list(UNARY_NUMERIC) + list(UNARY_TO_BOOL) + list(BINARY_NUMERIC)
+    + list(BINARY_FLOAT) + list(COMPARISONS) + list(LOGICAL)
+    + ["not", "integer_pow", "select", "clip", "cast"])
 
 # ---------------------------------------------------------------------------------------
 # Reductions and scans

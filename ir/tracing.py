@@ -24,7 +24,7 @@ from .errors import (
     TransfuseTypeError,
     UnsupportedError,
 )
-from .primitives import Primitive
+from .primitives import ELEMENTWISE, Primitive
 from .source import SourceInfo, user_frame_info, with_location
 
 # NumPy functions, ufuncs and method names -> implementations on traced values.
@@ -43,6 +43,7 @@ class Builder:
         self.nodes: list[Node] = []
         self.consts: dict[Var, np.ndarray] = {}
         self._const_by_id: dict[int, Var] = {}
+        self._keepalive: list[Any] = []  # the originals of constants, so ids stay unique
         self.captured: list[Tracer] = []  # outer traced values, in capture order
         self._capture_vars: dict[int, Var] = {}
         self._rng: Tracer | None = None
@@ -87,7 +88,7 @@ class Builder:
             var = Var(aval_of(arr))
             self.consts[var] = arr
             self._const_by_id[key] = var
-            self._keepalive = getattr(self, "_keepalive", []) + [x]
+            self._keepalive.append(x)
         return var
 
     def rng_key(self) -> Tracer:
@@ -110,6 +111,11 @@ class Builder:
             raise type(e)(with_location(str(e), source)) from None
         out_vars = [Var(a) for a in out_avals]
         self.nodes.append(Node(prim, in_vars, dict(params), out_vars, source))
+        if prim.name in ELEMENTWISE and self.layouts:
+            layout = elementwise_layout([self.layouts.get(v) for v in in_vars], in_vars,
+                                        out_avals[0].shape)
+            if layout is not None:
+                self.layouts[out_vars[0]] = layout
         return [Tracer(self, v) for v in out_vars]
 
     def finish(self, outputs: Sequence[Any]) -> Graph:
@@ -130,6 +136,61 @@ class Builder:
 
 
 _RNG_PLACEHOLDER = object()
+
+
+# ---------------------------------------------------------------------------------------
+# Memory layouts. A zero-byte strided stand-in per value models where NumPy would put its
+# elements; transfuse.numpy asks it whether a reshape is a view or a copy, as NumPy does.
+
+_K_ORDER_EXACT_MAX = 1 << 24
+
+
+def fresh_layout(shape: tuple[int, ...]) -> np.ndarray:
+    """The layout of a fresh C-ordered array of `shape` (one byte per element, no memory)."""
+    return _strided(shape, _c_strides(shape))
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(d, 1)
+    return tuple(reversed(strides))
+
+
+def _strided(shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    base = np.zeros(1, np.uint8)
+    return np.lib.stride_tricks.as_strided(base, shape, strides, writeable=False)
+
+
+def elementwise_layout(in_layouts: list, in_vars: list[Var], out_shape: tuple[int, ...]
+                       ) -> np.ndarray | None:
+    """NumPy's "K" order for an elementwise result, or None when it is plain C order."""
+    if all(lay is None or lay.flags.c_contiguous for lay in in_layouts):
+        return None
+    stand_ins = [np.broadcast_to(lay if lay is not None else fresh_layout(v.aval.shape),
+                                 out_shape) for lay, v in zip(in_layouts, in_vars)]
+    if int(np.prod(out_shape, dtype=np.int64)) > _K_ORDER_EXACT_MAX:
+        # Too big to let nditer allocate: follow the first operand that is not C ordered.
+        first = next(s for s, lay in zip(stand_ins, in_layouts)
+                     if lay is not None and not lay.flags.c_contiguous)
+        order = sorted(range(len(out_shape)), key=lambda a: -abs(first.strides[a]))
+        return _permuted_layout(out_shape, order)
+    # nditer allocates the output exactly as a ufunc would, without reading the inputs.
+    it = np.nditer(stand_ins + [None], flags=["zerosize_ok", "refs_ok"],
+                   op_flags=[["readonly"]] * len(stand_ins) + [["writeonly", "allocate"]],
+                   op_dtypes=[None] * len(stand_ins) + [np.uint8], order="K")
+    allocated = it.operands[-1]
+    return _strided(out_shape, allocated.strides)
+
+
+def _permuted_layout(shape: tuple[int, ...], order: list[int]) -> np.ndarray:
+    strides = [0] * len(shape)
+    step = 1
+    for axis in reversed(order):
+        strides[axis] = step
+        step *= max(shape[axis], 1)
+    return _strided(shape, tuple(strides))
 
 
 def _check_output(x: Any) -> Any:
@@ -478,7 +539,7 @@ class Tracer:
         return _dispatch("astype", self, dtype, copy)
 
     def copy(self, order="C"):
-        return _dispatch(np.copy, self)
+        return _dispatch(np.copy, self, order=order)
 
     def flatten(self, order="C"):
         return _dispatch("flatten", self)

@@ -458,3 +458,23 @@ def test_random_draws_inside_a_trace_use_the_graph_key():
     assert not np.array_equal(r1, r2)
     streams = [n.params["stream"] for n in graph.nodes if n.prim.effect == "random"]
     assert len(set(streams)) == 2  # two call sites, two streams
+
+
+def test_elementwise_results_keep_numpy_memory_order():
+    """(x.T * 2) is F-ordered in NumPy, so its reshape is a copy: writes must not leak."""
+    def f(x):
+        y = x.T * 2
+        r = y.reshape(-1)  # a copy in NumPy
+        r[0] = 100.0
+        z = y.T.reshape(-1)  # a C-contiguous view in NumPy
+        z[1] = -5.0
+        c = np.copy(x.T)  # order='K': F-ordered
+        c.reshape(-1)[0] = 7.0
+        a = x.T.astype(np.float32)  # order='K' too
+        a.reshape(-1)[0] = 3.0
+        m = x.T.copy()  # the method copies in C order: this reshape is a view
+        m.reshape(-1)[0] = 9.0
+        return y, r, z, c, a, m
+
+    x = np.arange(12.0).reshape(3, 4)
+    assert_same(traced(f, x), f(x))

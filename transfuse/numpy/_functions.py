@@ -673,9 +673,11 @@ def conj(x):
 
 def astype(x, dtype, copy=True):
     dtype = check_dtype(dtype)
-    if x.dtype == dtype:
-        return lax.copy(x) if copy else x
-    return lax.convert(x, dtype)
+    if x.dtype == dtype and not copy:
+        return x
+    from transfuse.ir.primitives import PRIMITIVES
+    from transfuse.ir.tracing import bind
+    return bind(PRIMITIVES["cast"], x, dtype=dtype)  # keeps x's memory order, as astype
 
 
 NUMPY_TABLE["astype"] = astype
@@ -691,7 +693,13 @@ def astype_fn(x, dtype, /, *, copy=True):
 
 @implements(np.copy)
 def copy(a, order="K", subok=False):
-    return lax.copy(asarray(a))
+    a = asarray(a)
+    if order == "K" and is_traced(a):
+        # A same-dtype cast is elementwise: its result keeps a's memory order, as np.copy.
+        from transfuse.ir.primitives import PRIMITIVES
+        from transfuse.ir.tracing import bind
+        return bind(PRIMITIVES["cast"], a, dtype=a.dtype)
+    return lax.copy(a)
 
 
 @implements(np.shape)

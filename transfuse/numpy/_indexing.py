@@ -20,7 +20,7 @@ from transfuse.ir.errors import (
 )
 from transfuse.ir.primitives import PRIMITIVES, numpy_slices
 from transfuse.ir.source import with_location
-from transfuse.ir.tracing import NUMPY_TABLE, Tracer, bind, current_builder
+from transfuse.ir.tracing import NUMPY_TABLE, Tracer, bind, current_builder, fresh_layout
 
 from ._core import asarray, cast_operand, dtype_of, shape_of
 
@@ -31,21 +31,10 @@ P = PRIMITIVES
 # Memory layouts: a zero-byte strided stand-in per value tells view from copy, as NumPy.
 
 
-def _fresh_layout(shape: tuple[int, ...]) -> np.ndarray:
-    strides = []
-    step = 1
-    for d in reversed(shape):
-        strides.append(step)
-        step *= max(d, 1)
-    base = np.zeros(1, np.uint8)
-    return np.lib.stride_tricks.as_strided(base, shape, tuple(reversed(strides)),
-                                           writeable=False)
-
-
 def layout_of(x: Tracer) -> np.ndarray:
     layouts = x._builder.layouts
     if x._var not in layouts:
-        layouts[x._var] = _fresh_layout(x.shape)
+        layouts[x._var] = fresh_layout(x.shape)
     return layouts[x._var]
 
 
