@@ -347,3 +347,15 @@ def test_bad_randomness_and_chunk_size():
 def test_errors_are_value_errors():
     assert issubclass(tx.BatchingError, ValueError)
     assert issubclass(tx.BatchingError, tx.TransfuseError)
+
+
+def test_chunked_vmap_composes_with_vmap_and_forward_mode():
+    x = rand(3, 5, 2)
+    f = lambda v: np.sin(v) * v.sum()
+    inner = tx.vmap(f, chunk_size=2)
+    loop = np.stack([[f(v) for v in row] for row in x])
+    np.testing.assert_allclose(tx.vmap(inner)(x), loop, rtol=1e-12)
+    np.testing.assert_allclose(tx.vmap(inner, chunk_size=2)(x), loop, rtol=1e-12)
+    if hasattr(tx, "jacfwd"):
+        np.testing.assert_allclose(tx.jacfwd(inner)(x[0]), tx.jacrev(inner)(x[0]),
+                                   rtol=1e-12, atol=1e-14)
