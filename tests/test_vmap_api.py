@@ -359,3 +359,14 @@ def test_chunked_vmap_composes_with_vmap_and_forward_mode():
     if hasattr(tx, "jacfwd"):
         np.testing.assert_allclose(tx.jacfwd(inner)(x[0]), tx.jacrev(inner)(x[0]),
                                    rtol=1e-12, atol=1e-14)
+
+
+def test_constant_outputs_do_not_alias_the_cached_graph():
+    table = rand(4)
+    v = tx.vmap(lambda x: (x * 2, table, table), out_dims=(0, None, 0))
+    _, same, stacked = v(rand(3, 2))
+    same[:] = 0
+    stacked[:] = 0
+    _, again, restacked = v(rand(3, 2))
+    np.testing.assert_array_equal(again, table)
+    np.testing.assert_array_equal(restacked, np.broadcast_to(table, (3, 4)))

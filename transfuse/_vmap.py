@@ -132,7 +132,13 @@ def _call(vmapped: Callable, func: Callable, config: _Config, args: tuple, kwarg
     outs = execute(plan.graph, graph_args, plan.implicit)
     outs, new_values = outs[:plan.num_outputs], outs[plan.num_outputs:]
     write_back(graph_args, plan.mutated_inputs, new_values)
-    return tree_unflatten(plan.out_tree, outs)
+    return tree_unflatten(plan.out_tree, _detach_consts(plan.graph, outs))
+
+
+def _detach_consts(graph: Graph, outs: list) -> list:
+    """Outputs that are the cached graph's own constants are copied: it keeps its own."""
+    return [np.array(o, copy=True) if v in graph.consts else o
+            for v, o in zip(graph.outputs, outs)]
 
 
 def _plan(func: Callable, config: _Config, leaves: list, in_tree: TreeDef, dims: list[Dim],
