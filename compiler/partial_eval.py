@@ -41,8 +41,12 @@ def _classify(graph: Graph, tangent_inputs: set[Var]) -> tuple[set[Var], set[Var
     return tangent, constant
 
 
-def split_jvp_graph(graph: Graph, num_primals: int, num_tangents: int) -> Split:
+def split_jvp_graph(graph: Graph, num_primals: int, num_tangents: int,
+                    num_primal_outputs: int | None = None) -> Split:
     """Split a graph from `jvp_graph` (instantiated tangents) into primal and tangent parts.
+
+    Its outputs are `num_primal_outputs` primal outputs (default: half of the program's
+    outputs), then tangent outputs.
 
     The final values of mutated inputs stay primal: they are the primal part's trailing
     outputs (after the residuals), with `mutated_inputs` indexing its inputs.
@@ -50,10 +54,11 @@ def split_jvp_graph(graph: Graph, num_primals: int, num_tangents: int) -> Split:
     primal_inputs = graph.inputs[:num_primals]
     tangent_inputs = graph.inputs[num_primals:num_primals + num_tangents]
     implicit = graph.inputs[num_primals + num_tangents:]
-    num_outputs = (len(graph.outputs) - len(graph.mutated_inputs)) // 2
+    num_user = len(graph.outputs) - len(graph.mutated_inputs)
+    num_outputs = num_user // 2 if num_primal_outputs is None else num_primal_outputs
     primal_outputs = graph.outputs[:num_outputs]
-    tangent_outputs = graph.outputs[num_outputs:2 * num_outputs]
-    mutated_values = graph.outputs[2 * num_outputs:]
+    tangent_outputs = graph.outputs[num_outputs:num_user]
+    mutated_values = graph.outputs[num_user:]
     tangent, constant = _classify(graph, set(tangent_inputs))
 
     tangent_nodes = [n for n in graph.nodes if any(v in tangent for v in n.outputs)]

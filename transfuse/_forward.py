@@ -446,7 +446,7 @@ class _JacPlan:
     def _pushforward(self, dyn, implicit, basis, order):
         """Primal part once, tangent part batched over the basis (vmap)."""
         n_t = len(self.diff_positions)
-        split = split_jvp_graph(self.graph, self.n_dyn, n_t)
+        split = split_jvp_graph(self.graph, self.n_dyn, n_t, self.n_all)
         results = execute(split.primal, dyn, implicit)
         results, mutated = split_mutations(split.primal, results)
         primal, residuals = results[:self.n_all], results[self.n_all:]
