@@ -414,10 +414,10 @@ class _JacPlan:
             len(self.graph.inputs) - int(self.graph.has_rng)]]
         body_graph, rng_implicit = trace_to_graph(self._body, dyn_avals + capture_avals,
                                                   name=f"jacfwd_{self.staged.graph.name}")
-        jac = Graph(body_graph.inputs, body_graph.nodes, body_graph.outputs,
-                    body_graph.consts, num_captures=self.n_captures,
-                    has_rng=body_graph.has_rng, name=body_graph.name,
-                    mutated_inputs=self._mutated())
+        jac = dce(Graph(body_graph.inputs, body_graph.nodes, body_graph.outputs,
+                        body_graph.consts, num_captures=self.n_captures,
+                        has_rng=body_graph.has_rng, name=body_graph.name,
+                        mutated_inputs=self._mutated()))
         self.implicit = list(self.staged.implicit[:self.n_captures]) + list(rng_implicit)
         return jac
 
@@ -506,7 +506,8 @@ def _standard_basis(avals: list) -> list:
     basis, offset = [], 0
     for aval, size in zip(avals, sizes):
         rows = lax.iota(np.int64, (total, size), 0)
-        cols = lax.add(lax.iota(np.int64, (total, size), 1), offset)
+        cols = lax.iota(np.int64, (total, size), 1)
+        cols = lax.add(cols, offset) if offset else cols
         eye = lax.convert(lax.eq(rows, cols), aval.dtype)
         basis.append(lax.reshape(eye, (total,) + aval.shape))
         offset += size
@@ -518,7 +519,8 @@ def _jacobian_block(batched: Any, in_avals: list, k: int) -> Any:
     offset = sum(a.size for a in in_avals[:k])
     aval = in_avals[k]
     out_shape = lax.shape(batched)[1:]
-    block = lax.slice_axis(batched, 0, offset, aval.size)
+    n_basis = lax.shape(batched)[0]
+    block = batched if aval.size == n_basis else lax.slice_axis(batched, 0, offset, aval.size)
     block = lax.reshape(block, aval.shape + out_shape)
     n_in = len(aval.shape)
     perm = [n_in + i for i in range(len(out_shape))] + list(range(n_in))
