@@ -253,10 +253,10 @@ def _reduce_extremum_vjp(ct, ins, outs, *, axes):
     return [lax.mul(_expand_reduced(lax.div(ct, counts), shape, axes), hits)]
 
 
-def _shift(x: Any, axis: int, lo: int, fill: float) -> Any:
-    """x moved by one along axis (lo=1: towards the end), `fill` entering at the edge."""
+def _shift(x: Any, axis: int, by: int, fill: float) -> Any:
+    """x moved by `by` places along axis (towards the end when positive), `fill` entering."""
     config = [(0, 0, 0)] * len(lax.shape(x))
-    config[axis] = (lo, -lo, 0)
+    config[axis] = (by, -by, 0)
     return lax.pad(x, fill, config)
 
 
@@ -291,20 +291,31 @@ def _cumsum_vjp(ct, ins, outs, *, axis, reverse):
     return [lax.cumsum(ct, axis, reverse=not reverse)]
 
 
+def _linear_recurrence(a: Any, b: Any, axis: int, step: int) -> Any:
+    """s[j] = b[j] + a[j] * s[j + step] along axis (s = 0 past the edge), step = +-1.
+
+    A log-depth scan (Hillis-Steele) of multiplies, adds and shifts: a polynomial in a and
+    b, so its derivatives of every order are exact, zeros included.
+    """
+    n = lax.shape(a)[axis]
+    span = 1
+    while span < n:
+        b = lax.add(b, lax.mul(a, _shift(b, axis, -step * span, 0.0)))
+        a = lax.mul(a, _shift(a, axis, -step * span, 0.0))
+        span *= 2
+    return b
+
+
 @_register("cumprod")
 def _cumprod_vjp(ct, ins, outs, *, axis, reverse):
-    # ct_x[j] = sum_{i at or after j} ct[i] * prod_{k up to i, k != j} x[k].
-    # Where x[j] != 0 that product is out[i] / x[j]. Where x[j] == 0 it vanishes unless j
-    # is the first zero; there it is the cumprod of x with that zero replaced by 1.
+    # Forward direction: ct_x[j] = sum_{i >= j} ct[i] prod_{k <= i, k != j} x[k]
+    #   = out[j-1] * s[j],  with s[j] = ct[j] + x[j+1] s[j+1].
+    # No division by x, so zeros in x are exact (to every order); reverse mirrors it.
     x, out = ins[0], outs[0]
-    zero = lax.eq(x, 0.0)
-    safe_x = lax.select(zero, 1.0, x)
-    tail = lax.cumsum(lax.mul(ct, out), axis, reverse=not reverse)
-    nonzero_ct = lax.div(tail, safe_x)
-    first = lax.bitwise_and(zero, lax.eq(lax.cumsum(_as_float(zero, x), axis, reverse), 1.0))
-    out_without_first = lax.cumprod(lax.select(first, 1.0, x), axis, reverse)
-    first_ct = lax.cumsum(lax.mul(ct, out_without_first), axis, reverse=not reverse)
-    return [lax.select(zero, lax.select(first, first_ct, 0.0), nonzero_ct)]
+    step = -1 if reverse else 1
+    before = _shift(out, axis, step, 1.0)
+    s = _linear_recurrence(_shift(x, axis, -step, 0.0), ct, axis, step)
+    return [lax.mul(before, s)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -544,7 +555,7 @@ def _call_vjp(cts, ins, outs, *, graph):
     # Recomputes the sub-graph's intermediates (vjp_graph inlines calls instead, so the
     # forward pass runs once; this rule serves callers that keep call nodes).
     env = evaluate(graph, ins)
-    active = {v for v in graph.inputs if is_differentiable(v.aval)}
+    active = active_vars(graph, set(graph.inputs))
     in_cts = backward_pass(graph, env.__getitem__, list(cts), active)
     return [in_cts.get(v) for v in graph.inputs]
 
