@@ -124,3 +124,50 @@ def run_tour() -> int:
     for section in SECTIONS:
         section()
     return 0
+
+
+def tour_tutorials() -> None:
+    _section("Tutorials: the torch.func seed use cases (docs/tutorials)")
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
+    if not folder.is_dir():
+        print(f"(docs/tutorials not found next to this installation ({folder}); skipped)")
+        return
+
+    def maml_line(r: dict) -> str:
+        rows = r["gradient_check"]["entries"]
+        worst = max(abs(e["transfuse"] - e["finite_difference"]) / abs(e["finite_difference"])
+                    for e in rows)
+        return (f"held-out query loss {r['history'][0][1]:.3f} -> {r['history'][-1][1]:.3f}; "
+                f"second-order meta-gradient vs finite differences: rel. error {worst:.1e}")
+
+    lines: dict[str, Callable[[dict], str]] = {
+        "per_sample_grads": lambda r: (
+            f"vmap(grad) over {len(r['images'])} examples == loop of grad "
+            f"(max |diff| {r['max_abs_diff']:.1e})"),
+        "ensembling": lambda r: (
+            f"{len(r['models'])} models as one vmap == loop over models "
+            f"(max |diff| {max(r['max_abs_diff_different'], r['max_abs_diff_same']):.1e})"),
+        "jacobians_hessians": lambda r: (
+            f"jacrev == jacfwd == closed form, hessian == closed form "
+            f"(max |diff| {max(r['max_abs_diff'].values()):.1e})"),
+        "neural_tangent_kernels": lambda r: (
+            f"NTK {r['ntk_jacobian_contraction'].shape} by Jacobian contraction and by "
+            f"NTK-vector products == loop (max |diff| "
+            f"{max(r['max_abs_diff_contraction'], r['max_abs_diff_ntk_vps']):.1e})"),
+        "maml": maml_line,
+    }
+    for name, line in lines.items():
+        spec = importlib.util.spec_from_file_location(f"_tour_tutorial_{name}",
+                                                      folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        results = module.main()
+        jit = (f"; jit agrees ({results['jit_max_abs_diff']:.1e})"
+               if "jit_max_abs_diff" in results else "")
+        print(f"{name}: {line(results)}{jit}")
+
+
+SECTIONS.append(tour_tutorials)
