@@ -1,0 +1,192 @@
+"""compile: first-call latency (trace + transform + compile + one run) in a fresh process.
+
+Each sample is a new Python process that builds the inputs, then times the first call of
+the compiled function. "cold" starts from an empty cache directory; "warm" from one that a
+previous process filled, so it measures loading compiled code from the disk cache.
+Every system's disk cache is pointed at that directory: XDG_CACHE_HOME, TRANSFUSE_CACHE_DIR
+and NUMBA_CACHE_DIR are set to it, and JAX's persistent compilation cache is enabled there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from transfuse.bench.core import (
+    Absent,
+    Case,
+    Runner,
+    Unavailable,
+    import_jax,
+    import_numba,
+    import_transfuse,
+)
+
+from . import suite_elementwise, suite_per_sample_grads
+
+NAME = "compile"
+MAX_PROCESSES_PER_SAMPLE_SET = 3  # fresh processes are slow: cap the repeats
+WORKER_TIMEOUT_S = 600
+
+
+# ---------------------------------------------------------------------------------------
+# The workloads: inputs, and the function each system compiles
+
+
+def _inputs(workload: str, quick: bool) -> tuple:
+    if workload == "elementwise":
+        return suite_elementwise.cases(quick)[0].setup()
+    return suite_per_sample_grads.make_inputs(quick)
+
+
+def _transfuse_fn(workload: str) -> Callable:
+    tx = import_transfuse(("jit",) if workload == "elementwise" else ("jit", "vmap", "grad"))
+    if workload == "elementwise":
+        return tx.jit(suite_elementwise.chain)
+    return tx.jit(suite_per_sample_grads.transform(tx))
+
+
+def _numba_fn(workload: str) -> Callable:
+    numba = import_numba()
+    return numba.njit(cache=True)(suite_elementwise.chain_loop)
+
+
+def _jax_fn(workload: str, cache_dir: str) -> tuple[Callable, Callable]:
+    jax, jnp = import_jax()
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    build = suite_elementwise._jax_chain if workload == "elementwise" \
+        else suite_per_sample_grads._jax
+    fn = build(jax, jnp)
+    return lambda *args: jax.block_until_ready(fn(*args)), jnp.asarray
+
+
+# ---------------------------------------------------------------------------------------
+# The worker: runs in the fresh process
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time the first call of `spec['system']` on `spec['workload']`; save its result."""
+    inputs = _inputs(spec["workload"], spec["quick"])
+    try:
+        fn, convert = _worker_function(spec)
+    except (Absent, Unavailable, NotImplementedError) as exc:
+        status = "absent" if isinstance(exc, Absent) else "unavailable"
+        return {"status": status, "reason": str(exc) or type(exc).__name__}
+    args = tuple(_map_arrays(convert, a) for a in inputs)
+    start = time.perf_counter()
+    try:
+        result = fn(*args)
+    except NotImplementedError as exc:
+        return {"status": "unavailable", "reason": f"NotImplementedError: {exc}"}
+    seconds = time.perf_counter() - start
+    from transfuse.bench.check import flatten
+    from transfuse.bench.core import to_numpy
+    leaves = [leaf for _, leaf in flatten(to_numpy(result))]
+    np.savez(spec["out"], *leaves)
+    return {"status": "ok", "seconds": seconds}
+
+
+def _worker_function(spec: dict[str, Any]) -> tuple[Callable, Callable]:
+    system, workload = spec["system"], spec["workload"]
+    if system == "transfuse":
+        return _transfuse_fn(workload), lambda a: a
+    if system == "numba":
+        return _numba_fn(workload), lambda a: a
+    return _jax_fn(workload, spec["cache_dir"])
+
+
+def _map_arrays(fn: Callable, tree: Any) -> Any:
+    if isinstance(tree, tuple):
+        return tuple(_map_arrays(fn, t) for t in tree)
+    return fn(tree)
+
+
+# ---------------------------------------------------------------------------------------
+# The parent side: a Runner that measures by spawning workers
+
+
+def _spawn(spec: dict[str, Any], cache_dir: str) -> dict[str, Any]:
+    env = dict(os.environ, XDG_CACHE_HOME=cache_dir, TRANSFUSE_CACHE_DIR=cache_dir,
+               NUMBA_CACHE_DIR=cache_dir)
+    spec = dict(spec, cache_dir=cache_dir)
+    proc = subprocess.run([sys.executable, "-m", __name__, json.dumps(spec)], env=env,
+                          capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"compile worker failed (exit {proc.returncode}): "
+                           + " | ".join(tail))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _sample(spec: dict[str, Any], cache_dir: str) -> float:
+    report = _spawn(spec, cache_dir)
+    if report["status"] == "absent":
+        raise Absent(report["reason"])
+    if report["status"] == "unavailable":
+        raise Unavailable(report["reason"])
+    return report["seconds"]
+
+
+def _subprocess_system(system: str, workload: str, warm: bool, quick: bool
+                       ) -> Callable[[tuple], Runner]:
+    def factory(inputs: tuple) -> Runner:
+        if system == "transfuse":  # spare the processes when jit is not there at all
+            import_transfuse(("jit",))
+
+        def measure(repeat: int) -> tuple[list[float], Any]:
+            with tempfile.TemporaryDirectory(prefix="transfuse-bench-") as scratch:
+                out = os.path.join(scratch, "result.npz")
+                spec = {"system": system, "workload": workload, "quick": quick, "out": out}
+                samples = _samples(spec, scratch, warm, min(repeat, MAX_PROCESSES_PER_SAMPLE_SET))
+                with np.load(out) as saved:
+                    result = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+            return samples, result
+
+        return Runner(measure=measure, fetch=lambda r: r)
+
+    return factory
+
+
+def _samples(spec: dict[str, Any], scratch: str, warm: bool, count: int) -> list[float]:
+    if warm:
+        shared = os.path.join(scratch, "cache")
+        _sample(spec, shared)  # fills the cache; not timed
+        return [_sample(spec, shared) for _ in range(count)]
+    return [_sample(spec, os.path.join(scratch, f"cache{i}")) for i in range(count)]
+
+
+def cases(quick: bool) -> list[Case]:
+    """Cold and warm first calls of the elementwise chain and of per-sample gradients.
+
+    Under --quick only the elementwise chain: every sample is a fresh process.
+    """
+    workloads = [("elementwise", ("numba", "jax"), lambda tx: suite_elementwise.chain, ()),
+                 ("per-sample-grads", ("jax",), suite_per_sample_grads.transform,
+                  ("vmap", "grad"))]
+    out = []
+    for workload, systems, transform, needs in workloads[:1] if quick else workloads:
+        for warm in (False, True):
+            temperature = "warm" if warm else "cold"
+            out.append(Case(
+                NAME, f"{workload}-{temperature}",
+                f"first call of the {workload} case in a fresh process, "
+                f"{'warm disk cache' if warm else 'empty caches'}",
+                lambda w=workload: _inputs(w, quick), transform=transform, needs=needs,
+                plain=workload == "elementwise",
+                transfuse_system=_subprocess_system("transfuse", workload, warm, quick),
+                baselines={s: _subprocess_system(s, workload, warm, quick) for s in systems}))
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(worker(json.loads(sys.argv[1]))))
