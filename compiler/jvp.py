@@ -9,8 +9,8 @@ can be differentiated again (higher order, any nesting).
 Non-differentiable primitives (comparisons, floor/ceil/round/sign, argmax/argmin,
 integer and bool operations, iota/full, random draws) give zero tangents, as in JAX.
 Ties follow JAX: max/min split the tangent 0.5/0.5 between equal operands, reduce_max/min
-divide it equally among the tied locations, clip passes it only where lo < x < hi, and
-abs passes +t at x == 0. See docs/autodiff.md.
+divide it equally among the tied locations, and clip passes it only where lo < x < hi.
+abs gives 0 at x == 0 (like torch). See docs/autodiff.md.
 """
 
 from __future__ import annotations
@@ -136,6 +136,9 @@ _UNARY_DERIVATIVES: dict[str, Callable[[Any, Any], Any]] = {
     "erf": lambda x, out: lax.mul(lax.exp(lax.neg(lax.square(x))), float(2 / np.sqrt(np.pi))),
     "reciprocal": lambda x, out: lax.neg(lax.square(out)),
     "square": lambda x, out: lax.mul(x, 2),
+    # sign(0) = 0: at x == 0 the tangent is 0, like torch and this project's VJP of abs
+    # (JAX passes +t there).
+    "abs": lambda x, out: lax.sign(x),
 }
 for _name, _derivative in _UNARY_DERIVATIVES.items():
     _def(_name, unary_rule(P[_name], _derivative))
@@ -151,13 +154,6 @@ def _log1p_rule(primals, tangents):
     return lax.log1p(x), None if t is None else lax.div(t, lax.add(x, 1))
 
 
-def _abs_rule(primals, tangents):
-    # Like JAX: +t at x == 0 (the subgradient NumPy's sign would make 0).
-    (x,), (t,) = primals, tangents
-    out = lax.abs(x)
-    return out, None if t is None else lax.select(lax.ge(x, 0), t, lax.neg(t))
-
-
 def _integer_pow_rule(primals, tangents, *, y):
     (x,), (t,) = primals, tangents
     out = lax.integer_pow(x, y)
@@ -171,7 +167,6 @@ def _integer_pow_rule(primals, tangents, *, y):
 
 _def("log", _log_rule)
 _def("log1p", _log1p_rule)
-_def("abs", _abs_rule)
 _def("integer_pow", _integer_pow_rule)
 for _name in ("neg", "copy", "reshape", "transpose", "broadcast_in_dim", "squeeze",
               "expand_dims", "slice", "reduce_sum", "cumsum", "gather", "dynamic_slice"):

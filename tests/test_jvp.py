@@ -379,7 +379,6 @@ def test_jvp_matches_jax(case, jax):
      [np.array([2.0, 2.0, 2.0]), np.array([4.0, 4.0, 4.0])]),
     ("min", [np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 4.0])],
      [np.array([2.0, 2.0, 2.0]), np.array([4.0, 4.0, 4.0])]),
-    ("abs", [np.array([0.0, -1.0, 2.0])], [np.array([3.0, 3.0, 3.0])]),
     ("pow", [np.array([0.0, 0.0, 2.0]), np.array([1.0, 2.0, 0.0])],
      [np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.0, 1.0])]),
     ("clip", [np.array([-1.0, 0.0, 0.5, 1.0, 2.0]), np.array(0.0), np.array(1.0)],
@@ -392,13 +391,21 @@ def test_ties_and_special_points_match_jax(name, args, tangents, jax):
     params = {"axes": (1,)} if name.startswith("reduce") else {}
     f = lambda *a: bind(P[name], *a, **params)  # noqa: E731
     _, t = tx.jvp(f, tuple(args), tuple(tangents))
-    jax_f = {"max": jax.numpy.maximum, "min": jax.numpy.minimum, "abs": jax.numpy.abs,
+    jax_f = {"max": jax.numpy.maximum, "min": jax.numpy.minimum,
              "pow": jax.lax.pow, "clip": lambda x, lo, hi: jax.lax.clamp(
                  jax.numpy.broadcast_to(lo, x.shape), x, jax.numpy.broadcast_to(hi, x.shape)),
              "reduce_max": lambda x: jax.numpy.max(x, axis=1),
              "reduce_min": lambda x: jax.numpy.min(x, axis=1)}[name]
     _, expected = jax.jvp(jax_f, tuple(args), tuple(tangents))
     np.testing.assert_allclose(t, expected, rtol=1e-12)
+
+
+def test_abs_at_zero_has_a_zero_tangent_like_reverse_mode():
+    # Like torch (JAX passes +t): the subgradient sign(0) = 0, as the VJP of abs uses.
+    x = np.array([0.0, -1.0, 2.0])
+    _, t = tx.jvp(np.abs, (x,), (np.full(3, 3.0),))
+    np.testing.assert_array_equal(t, [0.0, -3.0, 3.0])
+    np.testing.assert_array_equal(tx.jacfwd(np.abs)(x), tx.jacrev(np.abs)(x))
 
 
 def test_pow_at_zero_to_the_zero_has_a_zero_tangent():
