@@ -188,10 +188,12 @@ class _Linearized:
 
     def by_argument(self, flat: Sequence[Any], single: bool) -> Any:
         """Flat per-leaf values regrouped with the structure of each differentiated arg."""
+        # `flat` follows the arguments' order; argnums may name them in any order.
         it = iter(flat)
-        per_arg = tuple(tree_unflatten(self.arg_trees[p],
-                                       [next(it) for _ in range(self.arg_trees[p].num_leaves)])
-                        for p in self.nums)
+        by_position = {p: tree_unflatten(self.arg_trees[p],
+                                         [next(it) for _ in range(self.arg_trees[p].num_leaves)])
+                       for p in sorted(set(self.nums))}
+        per_arg = tuple(by_position[p] for p in self.nums)
         return per_arg[0] if single else per_arg
 
 
