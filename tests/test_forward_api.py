@@ -488,8 +488,9 @@ def test_integer_inputs_are_errors_naming_the_argument():
 
 def test_tangent_mismatches_are_clear_errors():
     x = np.ones(3)
-    with pytest.raises(tx.ShapeError, match=r"primals\[0\].*\(4,\).*\(3,\)"):
+    with pytest.raises(tx.ShapeError, match=r"primals\[0\].*\(4,\).*\(3,\)") as info:
         tx.jvp(np.sin, (x,), (np.ones(4),))
+    assert "test_forward_api.py" in str(info.value)  # where: the user's line
     with pytest.raises(tx.DTypeError, match="float32"):
         tx.jvp(np.sin, (x,), (np.ones(3, np.float32),))
     with pytest.raises(tx.TransfuseValueError, match="structure"):

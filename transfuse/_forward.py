@@ -29,6 +29,7 @@ from transfuse.ir.errors import (
     TransfuseTypeError,
     TransfuseValueError,
 )
+from transfuse.ir.source import with_location
 from transfuse.ir.tracing import trace_to_graph
 from transfuse.ir.tree import TreeDef, tree_flatten, tree_unflatten
 
@@ -77,51 +78,60 @@ def _leaf_paths(tree: Any, prefix: str) -> list[str]:
 def _differentiable_leaf(x: Any, what: str, transform: str) -> Any:
     """A leaf to differentiate: floating arrays; Python floats become float64 0-d arrays."""
     if isinstance(x, bool) or isinstance(x, (int, np.integer, np.bool_)):
-        raise DTypeError(f"{transform}: {what} is a Python/NumPy {type(x).__name__}; "
-                         "differentiation needs floating-point inputs (float32 or float64)")
+        raise DTypeError(with_location(
+            f"{transform}: {what} is a Python/NumPy {type(x).__name__}; "
+            "differentiation needs floating-point inputs (float32 or float64)"))
     if isinstance(x, float):
         return np.asarray(x, dtype=np.float64)
     if not is_array_leaf(x):
-        raise TransfuseTypeError(f"{transform}: {what} is a {type(x).__name__}; only arrays "
-                                 "(and Python floats) can be differentiated")
+        raise TransfuseTypeError(with_location(
+            f"{transform}: {what} is a {type(x).__name__}; only arrays "
+            "(and Python floats) can be differentiated"))
     dtype = leaf_aval(x).dtype
     if dtype.kind != "f":
-        raise DTypeError(f"{transform}: {what} has dtype {dtype}; differentiation needs "
-                         "floating-point inputs (float32 or float64). Leave it out of "
-                         "argnums/primals or cast it with .astype(float)")
+        raise DTypeError(with_location(
+            f"{transform}: {what} has dtype {dtype}; differentiation needs "
+            "floating-point inputs (float32 or float64). Leave it out of "
+            "argnums/primals or cast it with .astype(float)"))
     return x
 
 
-def _tangent_leaf(t: Any, primal: Any, what: str) -> Any:
+def _tangent_leaf(t: Any, primal: Any, what: str, transform: str) -> Any:
     """A tangent matching its primal's shape and dtype (Python scalars take its dtype)."""
     p_aval = leaf_aval(primal)
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         t = np.asarray(t, dtype=p_aval.dtype)
     if not is_array_leaf(t):
-        raise TransfuseTypeError(f"jvp: the tangent for {what} is a {type(t).__name__}; "
-                                 "expected an array")
+        raise TransfuseTypeError(with_location(
+            f"{transform}: the tangent for {what} is a "
+            f"{type(t).__name__}; "
+            "expected an array"))
     t_aval = leaf_aval(t)
     if t_aval.shape != p_aval.shape:
-        raise ShapeError(f"jvp: the tangent for {what} has shape {t_aval.shape}, but the "
-                         f"primal has shape {p_aval.shape}; they must match")
+        raise ShapeError(with_location(
+            f"{transform}: the tangent for {what} has shape {t_aval.shape}, but the "
+            f"primal has shape {p_aval.shape}; they must match"))
     if t_aval.dtype != p_aval.dtype:
-        raise DTypeError(f"jvp: the tangent for {what} has dtype {t_aval.dtype}, but the "
-                         f"primal has dtype {p_aval.dtype}; they must match")
+        raise DTypeError(with_location(
+            f"{transform}: the tangent for {what} has dtype {t_aval.dtype}, but the "
+            f"primal has dtype {p_aval.dtype}; they must match"))
     return t
 
 
 def _as_tuple(x: Any, name: str, transform: str) -> tuple:
     if isinstance(x, (tuple, list)):
         return tuple(x)
-    raise TransfuseTypeError(f"{transform}: expected {name} to be a tuple (e.g. "
-                             f"{name}=(x,) so that f(*{name}) is valid), got a "
-                             f"{type(x).__name__}")
+    raise TransfuseTypeError(with_location(
+        f"{transform}: expected {name} to be a tuple (e.g. "
+        f"{name}=(x,) so that f(*{name}) is valid), got a "
+        f"{type(x).__name__}"))
 
 
 def _primal_leaves(primals: tuple, transform: str) -> tuple[list, TreeDef]:
     leaves, tree = tree_flatten(primals)
     if not leaves:
-        raise TransfuseValueError(f"{transform}: primals must contain at least one array")
+        raise TransfuseValueError(with_location(
+            f"{transform}: primals must contain at least one array"))
     paths = _leaf_paths(primals, "primals")
     return [_differentiable_leaf(x, p, transform) for x, p in zip(leaves, paths)], tree
 
@@ -130,11 +140,11 @@ def _tangent_leaves(tangents: Any, primal_tree: TreeDef, primal_leaves: list,
                     transform: str) -> list:
     leaves, tree = tree_flatten(tangents)
     if tree != primal_tree:
-        raise TransfuseValueError(
+        raise TransfuseValueError(with_location(
             f"{transform}: tangents must have the structure of the primals: expected "
-            f"{primal_tree}, got {tree}")
+            f"{primal_tree}, got {tree}"))
     paths = _leaf_paths(tangents, "tangents")
-    return [_tangent_leaf(t, p, path.replace("tangents", "primals", 1))
+    return [_tangent_leaf(t, p, path.replace("tangents", "primals", 1), transform)
             for t, p, path in zip(leaves, primal_leaves, paths)]
 
 
@@ -143,14 +153,16 @@ def _outputs(staged_tree: TreeDef, has_aux: bool, transform: str
     """The output structure and (with has_aux) the aux structure of f's result."""
     if has_aux:
         if staged_tree.kind is not tuple or len(staged_tree.children) != 2:
-            raise TransfuseTypeError(f"{transform}: with has_aux=True the function must "
-                                     f"return a tuple (output, aux), got {staged_tree}")
+            raise TransfuseTypeError(with_location(
+                f"{transform}: with has_aux=True the function must "
+                f"return a tuple (output, aux), got {staged_tree}"))
         out_tree, aux_tree = staged_tree.children
     else:
         out_tree, aux_tree = staged_tree, None
     if out_tree.num_leaves == 0:
-        raise TransfuseTypeError(f"{transform}: the function must return at least one "
-                                 f"array, got {out_tree}")
+        raise TransfuseTypeError(with_location(
+            f"{transform}: the function must return at least one "
+            f"array, got {out_tree}"))
     return out_tree, aux_tree
 
 
@@ -228,9 +240,10 @@ def jvp(func: Callable, primals: Any, tangents: Any, *, strict: bool = False,
     key = ("jvp", has_aux, signature(p_leaves, range(len(p_leaves)), p_tree))
     entry = _cached(func, key, lambda: _jvp_entry(func, args, has_aux))
     if strict and not all(entry.out_nonzero):
-        raise TransfuseValueError("jvp(f, primals, tangents, strict=True): an output of f "
-                                  "is independent of the inputs; this is not allowed with "
-                                  "strict=True")
+        raise TransfuseValueError(with_location(
+            "jvp(f, primals, tangents, strict=True): an output of f "
+            "is independent of the inputs; this is not allowed with "
+            "strict=True"))
     outs = _run(entry.graph, p_leaves + t_leaves, entry.implicit)
     n_out = entry.out_tree.num_leaves
     n_aux = len(outs) - 2 * n_out
@@ -263,7 +276,8 @@ def _linearize_entry(func: Callable, primals: tuple) -> _LinearizeEntry:
 def linearize(func: Callable, *primals: Any) -> tuple[Any, Callable]:
     """(func(*primals), jvp_fn): jvp_fn(*tangents) runs only the tangent computation."""
     if not primals:
-        raise TransfuseValueError("linearize: primals must contain at least one array")
+        raise TransfuseValueError(with_location(
+            "linearize: primals must contain at least one array"))
     p_leaves, p_tree = _primal_leaves(primals, "linearize")
     args = tree_unflatten(p_tree, p_leaves)
     key = ("linearize", signature(p_leaves, range(len(p_leaves)), p_tree))
@@ -304,7 +318,8 @@ def _differentiable_args(func: Callable, args: tuple, argnums: tuple[int, ...],
         name = _argument_name(func, i)
         leaves, tree = tree_flatten(args[i])
         if not leaves:
-            raise TransfuseValueError(f"{transform}: {name} has no arrays to differentiate")
+            raise TransfuseValueError(with_location(
+                f"{transform}: {name} has no arrays to differentiate"))
         paths = _leaf_paths(args[i], name)
         args[i] = tree_unflatten(tree, [_differentiable_leaf(x, p, transform)
                                         for x, p in zip(leaves, paths)])
@@ -328,14 +343,16 @@ def jacfwd(func: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = F
     each leaf holding the structure of the argument (a tuple over argnums for a tuple).
     """
     if randomness not in RANDOMNESS:
-        raise TransfuseValueError(f"jacfwd: randomness must be one of {RANDOMNESS}, got "
-                                  f"{randomness!r}")
+        raise TransfuseValueError(with_location(
+            f"jacfwd: randomness must be one of {RANDOMNESS}, got "
+            f"{randomness!r}"))
 
     @functools.wraps(func)
     def jac_fn(*args: Any, **kwargs: Any) -> Any:
         nums = normalize_argnums(argnums, len(args), "jacfwd")
         if len(set(nums)) != len(nums):
-            raise TransfuseValueError(f"jacfwd: argnums {argnums!r} repeats an argument")
+            raise TransfuseValueError(with_location(
+                f"jacfwd: argnums {argnums!r} repeats an argument"))
         args = _differentiable_args(func, args, nums, "jacfwd")
         leaves, in_tree = tree_flatten((args, dict(kwargs)))
         dyn_index = [i for i, x in enumerate(leaves) if is_array_leaf(x)]
@@ -372,9 +389,10 @@ def _jacfwd_entry(func: Callable, args: tuple, kwargs: dict, nums: tuple[int, ..
     staged = stage(func, args, kwargs)
     out_tree, aux_tree = _outputs(staged.out_tree, has_aux, "jacfwd")
     if randomness == "error" and staged.graph.has_effect("random"):
-        raise BatchingError("jacfwd: the function draws random numbers, and randomness="
-                            "'error'; pass randomness='same' (one draw for every basis "
-                            "vector) or 'different'")
+        raise BatchingError(with_location(
+            "jacfwd: the function draws random numbers, and randomness="
+            "'error'; pass randomness='same' (one draw for every basis "
+            "vector) or 'different'"))
     diff_positions = _diff_positions(staged, args, nums)  # dynamic-input index, argnums order
     nonzero = [i in set(diff_positions) for i in range(len(staged.dyn_index))]
     graph, _ = jvp_graph_with_zeros(staged.graph, nonzero)
