@@ -216,13 +216,15 @@ def _select_vjp(ct, ins, outs):
 
 @_register("clip")
 def _clip_vjp(ct, ins, outs):
-    # clip(x, lo, hi) = min(max(x, lo), hi), with max/min's tie rule (0.5 each).
+    # Like JAX's clamp (and our JVP): x gets ct where lo < x < hi, lo where x < lo < hi,
+    # hi where it is the result (hi < x or hi < lo); at ties nobody does.
     x, lo, hi = ins
-    m = lax.max(x, lo)
-    ct_m = lax.mul(ct, _tie_weight(lax.lt(m, hi), lax.eq(m, hi), ct))
-    ct_x = lax.mul(ct_m, _tie_weight(lax.gt(x, lo), lax.eq(x, lo), ct))
-    return [_unbroadcast(ct_x, x), _unbroadcast(lax.sub(ct_m, ct_x), lo),
-            _unbroadcast(lax.sub(ct, ct_m), hi)]
+
+    def where(mask):
+        return lax.select(mask, ct, 0.0)
+    return [_unbroadcast(where(lax.bitwise_and(lax.gt(x, lo), lax.lt(x, hi))), x),
+            _unbroadcast(where(lax.bitwise_and(lax.gt(lo, x), lax.lt(lo, hi))), lo),
+            _unbroadcast(where(lax.bitwise_or(lax.lt(hi, x), lax.lt(hi, lo))), hi)]
 
 
 # ---------------------------------------------------------------------------------------

@@ -438,6 +438,29 @@ def test_vjp_against_jvp():
         np.testing.assert_allclose(lhs, rhs, rtol=rtol, atol=rtol, err_msg=c.id)
 
 
+def test_forward_over_reverse_agrees_with_reverse_over_reverse():
+    # <ct2, jvp(G)(u)> == <vjp(G)(ct2), u> for G = the first-order pullback of each case.
+    jvp = getattr(tx, "jvp", None)
+    if jvp is None:
+        pytest.skip("transfuse.jvp is not there yet")
+    rng = np.random.default_rng(19)
+    for c in SECOND_ORDER:
+        args = make_args(c, np.float64, seed=5)
+        ct = random_like(rng, c.fn(*args))
+
+        def first(*xs, c=c, ct=ct):
+            return tx.vjp(c.fn, *xs)[1](ct)
+
+        tangents = tuple(random_like(rng, a) for a in args)
+        outs, vjp_fn = tx.vjp(first, *args)
+        ct2 = tuple(random_like(rng, o) for o in outs)
+        _, jvp_out = jvp(first, tuple(args), tangents)
+        lhs = sum(float(np.sum(a * b)) for a, b in zip(ct2, jvp_out))
+        rhs = sum(float(np.sum(g * u)) for g, u in zip(vjp_fn(ct2), tangents))
+        rtol = 1e-6 if c.id == "cast-float" else 1e-9
+        np.testing.assert_allclose(lhs, rhs, rtol=rtol, atol=rtol, err_msg=c.id)
+
+
 # ---------------------------------------------------------------------------------------
 # Specific semantics
 
@@ -459,8 +482,9 @@ def test_every_differentiable_primitive_has_a_case():
     for c in CASES:
         args = make_args(c, np.float64)
         covered.update(n.prim.name for n in tx.make_graph(c.fn)(*args).nodes)
+    # Views and assign are removed by prepare; `fused` exists only after every transform.
     exempt = set(NON_DIFFERENTIABLE) | {"view_slice", "view_reshape", "view_transpose",
-                                        "assign", "cast"}
+                                        "assign", "cast", "fused"}
     missing = sorted(set(P) - covered - exempt)
     assert not missing, f"no finite-difference case reaches {missing}"
 
@@ -491,6 +515,32 @@ def test_max_min_ties_split_the_cotangent_like_jax(jax64):
         np.testing.assert_array_equal(gy, np.asarray(jy))
     np.testing.assert_array_equal(tx.grad(lambda x, y: lax.reduce_sum(lax.max(x, y), (0,)))(
         x, y), [0.5, 1.0, 0.5, 0.5])
+
+
+def test_clip_ties_follow_jax_clamp_and_agree_with_jvp(jax64):
+    x = np.array([-1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+    lo, hi = np.asarray(-0.5), np.asarray(0.5)
+    ct = np.arange(1.0, 7.0)
+    out, vjp_fn = tx.vjp(lambda x, lo, hi: lax.clip(x, lo, hi), x, lo, hi)
+    gx, glo, ghi = vjp_fn(ct)
+    np.testing.assert_array_equal(gx, [0, 0, 3, 0, 0, 0])
+    assert glo == 1.0 and ghi == 5.0 + 6.0
+    def clamp(x, lo, hi):
+        full = jax64.numpy.broadcast_to
+        return jax64.lax.clamp(full(lo, x.shape), x, full(hi, x.shape))
+
+    _, (jx, jlo, jhi) = jax_vjp(jax64, clamp, [x, lo, hi], ct)
+    np.testing.assert_array_equal(gx, jx)
+    assert glo == jlo and ghi == jhi
+    # lo > hi: the result is hi, so hi gets everything.
+    _, vjp2 = tx.vjp(lambda x, lo, hi: lax.clip(x, lo, hi), x, hi, lo)
+    np.testing.assert_array_equal(vjp2(ct)[2], ct.sum())
+    jvp = getattr(tx, "jvp", None)
+    if jvp is not None:
+        tangents = (np.ones(6), np.asarray(2.0), np.asarray(3.0))
+        _, t = jvp(lambda x, lo, hi: lax.clip(x, lo, hi), (x, lo, hi), tangents)
+        rhs = sum(float(np.sum(g * u)) for g, u in zip((gx, glo, ghi), tangents))
+        np.testing.assert_allclose(float(np.sum(ct * t)), rhs)
 
 
 def test_reduce_max_ties_share_the_cotangent_equally(jax64):
