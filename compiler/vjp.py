@@ -20,15 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from transfuse.compiler.simplify import dce
 from transfuse.ir import lax
 from transfuse.ir.core import Aval, Graph, Var
 from transfuse.ir.primitives import PRIMITIVES, Primitive
 from transfuse.ir.tracing import bind, building, source_of, trace_to_graph
-
-try:  # the lead's simplification passes, when present
-    from transfuse.compiler.simplify import dce
-except ImportError:  # pragma: no cover - only before compiler/simplify.py lands
-    dce = None
 
 P = PRIMITIVES
 VjpRule = Callable[..., Sequence[Any]]
@@ -639,9 +635,12 @@ def backward_pass(graph: Graph, read: Callable[[Var], Any], out_cts: Sequence[An
 class VJPGraphs:
     """The two halves of reverse mode for one graph.
 
-    forward: the graph's inputs -> its outputs, then `num_residuals` residuals.
+    forward: the graph's inputs -> its `num_outputs` outputs (the program's own, then the
+    final values of the inputs it writes into, `mutated_inputs`, as `prepare` lays them
+    out), then `num_residuals` residuals.
     backward: cotangents of the outputs flagged in `ct_outputs`, then the residuals ->
-    one cotangent per `wrt` input (zeros where an input does not matter).
+    one cotangent per `wrt` input (zeros where an input does not matter). Derivatives are
+    of the program's outputs with respect to the inputs' values at entry.
     """
 
     forward: Graph
@@ -650,19 +649,11 @@ class VJPGraphs:
     num_residuals: int
     wrt: list[bool]
     ct_outputs: list[bool]
+    mutated_inputs: tuple[int, ...] = ()
 
-
-def _dce(graph: Graph) -> Graph:
-    if dce is not None:
-        return dce(graph)
-    live = set(graph.outputs)
-    kept = []
-    for node in reversed(graph.nodes):
-        if any(v in live for v in node.outputs):
-            kept.append(node)
-            live.update(node.inputs)
-    kept.reverse()
-    return _with(graph, nodes=kept, consts={v: a for v, a in graph.consts.items() if v in live})
+    @property
+    def num_user_outputs(self) -> int:
+        return self.num_outputs - len(self.mutated_inputs)
 
 
 def _with(graph: Graph, **changes: Any) -> Graph:
@@ -670,7 +661,7 @@ def _with(graph: Graph, **changes: Any) -> Graph:
     fields = dict(inputs=graph.inputs, nodes=graph.nodes, outputs=graph.outputs,
                   consts=graph.consts, num_captures=graph.num_captures,
                   has_rng=graph.has_rng, name=graph.name, in_tree=graph.in_tree,
-                  out_tree=graph.out_tree)
+                  out_tree=graph.out_tree, mutated_inputs=graph.mutated_inputs)
     fields.update(changes)
     return Graph(**fields)
 
@@ -737,14 +728,17 @@ def vjp_graph(graph: Graph, wrt: Sequence[bool],
 
     wrt: one flag per explicit input (implicit inputs, captures and the random key, are
     constants to this transform: no cotangents, no perturbation confusion).
-    ct_outputs: which outputs take a cotangent (default: the floating ones).
+    ct_outputs: which outputs take a cotangent (default: the program's floating outputs;
+    the final values of mutated inputs never do).
     """
     wrt = [bool(w) for w in wrt]
     if len(wrt) != graph.num_explicit_inputs:
         raise ValueError(f"vjp_graph: wrt has {len(wrt)} flags for "
                          f"{graph.num_explicit_inputs} explicit inputs")
+    n_user = len(graph.outputs) - len(graph.mutated_inputs)
     if ct_outputs is None:
-        ct_outputs = [is_differentiable(a) for a in graph.out_avals]
+        ct_outputs = [is_differentiable(a) for a in graph.out_avals[:n_user]]
+        ct_outputs += [False] * len(graph.mutated_inputs)
     ct_outputs = [bool(c) for c in ct_outputs]
     graph = inline_calls(graph)
     wrt_vars = [v for v, w in zip(graph.inputs, wrt) if w]
@@ -758,7 +752,7 @@ def vjp_graph(graph: Graph, wrt: Sequence[bool],
         cts = backward_pass(graph, residuals.read, out_cts, active)
         results = [cts[v] if v in cts else lax.full(v.aval.shape, 0, v.aval.dtype)
                    for v in wrt_vars]
-        backward = _dce(builder.finish(results))
+        backward = dce(builder.finish(results))
     # Rules read primal values only through `residuals`, so nothing is captured.
     assert not builder.captured, "the backward pass captured an outer traced value"
     # Keep only the residuals the pruned backward graph still reads.
@@ -767,12 +761,14 @@ def vjp_graph(graph: Graph, wrt: Sequence[bool],
     res_inputs = backward.inputs[n_ct:]
     keep = [i for i, v in enumerate(res_inputs) if v in used]
     backward = _with(backward, inputs=backward.inputs[:n_ct] + [res_inputs[i] for i in keep],
-                     num_captures=0, has_rng=False, in_tree=None, out_tree=None)
+                     num_captures=0, has_rng=False, in_tree=None, out_tree=None,
+                     mutated_inputs=())
     res_primal = [residuals.primal_vars[i] for i in keep]
-    forward = _dce(_with(graph, outputs=list(graph.outputs) + res_primal,
-                         name=graph.name + "_fwd", out_tree=None))
+    # Residuals follow the mutated inputs' values, so `mutated_inputs` moves to VJPGraphs.
+    forward = dce(_with(graph, outputs=list(graph.outputs) + res_primal,
+                        name=graph.name + "_fwd", out_tree=None, mutated_inputs=()))
     return VJPGraphs(forward, backward, len(graph.outputs), len(res_primal), wrt,
-                     ct_outputs)
+                     ct_outputs, tuple(graph.mutated_inputs))
 
 
 __all__ = ["VJP_RULES", "VJPGraphs", "vjp_graph", "backward_pass", "active_vars",

@@ -157,6 +157,43 @@ def test_mutation_inside_the_function(jax64):
     np.testing.assert_allclose(tx.grad(f)(x), np.asarray(jax64.jit(jax64.grad(f_jax))(x)))
 
 
+def test_writes_into_inputs_reach_the_caller_and_grads_are_at_entry():
+    def f(x, buf):
+        x *= 2  # the caller's x doubles, as in eager NumPy
+        buf[0] = np.sum(x)
+        return np.sum(x ** 2), np.max(x)
+
+    x = np.array([1.0, -2.0, 3.0])
+    x0 = x.copy()
+    buf = np.zeros(2)
+    g, aux = tx.grad(f, has_aux=True)(x, buf)
+    np.testing.assert_allclose(g, 8 * x0)  # d/dx sum((2x)^2) at the entry value
+    np.testing.assert_allclose(x, 2 * x0)
+    np.testing.assert_allclose(buf, [np.sum(2 * x0), 0.0])
+    np.testing.assert_allclose(aux, np.max(2 * x0))
+    y = np.array([0.5, 1.5])
+    out, vjp_fn = tx.vjp(lambda y: np.multiply(y, 3, out=y), y)
+    np.testing.assert_allclose(out, [1.5, 4.5])
+    np.testing.assert_allclose(y, [1.5, 4.5])
+    np.testing.assert_allclose(vjp_fn(np.ones(2))[0], [3.0, 3.0])
+
+
+def test_results_never_alias_arguments_or_cotangents():
+    x = np.arange(3.0)
+    out, vjp_fn = tx.vjp(lambda x: x, x)
+    assert not np.shares_memory(out, x)
+    ct = np.ones(3)
+    (g,) = vjp_fn(ct)
+    np.testing.assert_array_equal(g, ct)
+    assert not np.shares_memory(g, ct)
+    def constant(x):
+        return np.full(2, 1.0)  # an output that is a constant of the cached graph
+
+    first = tx.vjp(constant, x)[0]
+    first[0] = 99.0  # must not corrupt the cached graph's constant
+    np.testing.assert_array_equal(tx.vjp(constant, x)[0], [1.0, 1.0])
+
+
 def test_random_draws_are_shared_by_forward_and_backward():
     tx.random.seed(0)
 

@@ -16,15 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from transfuse.compiler.functionalize import prepare
+from transfuse.compiler.functionalize import num_user_outputs, prepare
 from transfuse.compiler.vjp import VJPGraphs, is_differentiable, vjp_graph
 from transfuse.ir import lax
-from transfuse.ir.core import Aval
+from transfuse.ir.core import Aval, Graph
 from transfuse.ir.errors import DTypeError, ShapeError, TransfuseTypeError, TransfuseValueError
 from transfuse.ir.source import with_location
 from transfuse.ir.tracing import Tracer
 from transfuse.ir.tree import LEAF, TreeDef, tree_flatten, tree_unflatten
 
+from ._functionalize import check_no_aliasing, write_back
 from ._staging import (
     GraphCache,
     execute,
@@ -131,8 +132,10 @@ def _compile(func: Callable, args: list, kwargs: dict, wrt: list[bool], has_aux:
     out_tree, aux_tree = _split_aux(staged.out_tree, has_aux, what)
     n_out = out_tree.num_leaves
     out_avals = graph.out_avals[:n_out]
+    # aux and the final values of mutated inputs take no cotangent
     ct_outputs = [is_differentiable(a) for a in out_avals]
     ct_outputs += [False] * (len(graph.outputs) - n_out)
+    assert num_user_outputs(graph) == staged.out_tree.num_leaves
     graphs = vjp_graph(graph, wrt, ct_outputs)
     return _Compiled(graphs, out_tree, aux_tree, out_avals, list(staged.implicit))
 
@@ -170,21 +173,29 @@ class _Linearized:
         return self.compiled.out_tree
 
     def run_forward(self) -> tuple[Any, Any]:
-        """Run the forward graph once: (output pytree, aux pytree or None)."""
+        """Run the forward graph once: (output pytree, aux pytree or None).
+
+        Inputs the function writes into are updated in the caller's arrays, as in NumPy.
+        """
         c = self.compiled
-        outs = execute(c.graphs.forward, self.dyn_args, c.implicit)
-        n_out = c.out_tree.num_leaves
-        n_all = c.graphs.num_outputs
-        self.residuals = outs[n_all:]
+        g = c.graphs
+        graph_args = list(self.dyn_args) + list(c.implicit)
+        if g.mutated_inputs:
+            check_no_aliasing(graph_args, g.mutated_inputs)
+        outs = _detached(g.forward, execute(g.forward, self.dyn_args, c.implicit))
+        n_out, n_user = c.out_tree.num_leaves, g.num_user_outputs
+        self.residuals = outs[g.num_outputs:]
+        if g.mutated_inputs:
+            write_back(graph_args, g.mutated_inputs, outs[n_user:g.num_outputs])
         output = tree_unflatten(c.out_tree, outs[:n_out])
-        aux = None if c.aux_tree is None else tree_unflatten(c.aux_tree, outs[n_out:n_all])
+        aux = None if c.aux_tree is None else tree_unflatten(c.aux_tree, outs[n_out:n_user])
         return output, aux
 
     def pullback(self, ct_leaves: Sequence[Any]) -> list[Any]:
         """Cotangents of the differentiated leaves, flat, for flat output cotangents."""
         g = self.compiled.graphs
         cts = [ct for ct, take in zip(ct_leaves, g.ct_outputs) if take]
-        return execute(g.backward, cts + list(self.residuals))
+        return _detached(g.backward, execute(g.backward, cts + list(self.residuals)))
 
     def by_argument(self, flat: Sequence[Any], single: bool) -> Any:
         """Flat per-leaf values regrouped with the structure of each differentiated arg."""
@@ -195,6 +206,13 @@ class _Linearized:
                        for p in sorted(set(self.nums))}
         per_arg = tuple(by_position[p] for p in self.nums)
         return per_arg[0] if single else per_arg
+
+
+def _detached(graph: Graph, outs: list) -> list:
+    """Results that are the graph's inputs or (cached) constants, copied: never aliased."""
+    shared = set(graph.consts) | set(graph.inputs)
+    return [np.array(o, copy=True) if v in shared and isinstance(o, np.ndarray) else o
+            for v, o in zip(graph.outputs, outs)]
 
 
 def _wrap(func: Callable, transformed: Callable, what: str) -> Callable:
