@@ -482,3 +482,17 @@ def test_vmap_of_jacrev():
     for x, j in zip(xs, jacs):
         np.testing.assert_allclose(j, np.diag(np.cos(x) * np.sum(x)) + np.sin(x)[:, None],
                                    rtol=1e-12)
+
+
+def test_grad_composes_with_jit():
+    jit = getattr(tx, "jit", None)
+    if jit is None:
+        pytest.skip("transfuse.jit is not there yet")
+    x = np.linspace(-1.0, 1.0, 5)
+
+    def f(x):
+        return np.sum(np.tanh(x) ** 2)
+
+    expected = 2 * np.tanh(x) * (1 - np.tanh(x) ** 2)
+    np.testing.assert_allclose(jit(tx.grad(f))(x), expected, rtol=1e-12)
+    np.testing.assert_allclose(tx.grad(jit(f))(x), expected, rtol=1e-12)
