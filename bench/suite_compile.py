@@ -118,6 +118,7 @@ def _map_arrays(fn: Callable, tree: Any) -> Any:
 def _spawn(spec: dict[str, Any], cache_dir: str) -> dict[str, Any]:
     env = dict(os.environ, XDG_CACHE_HOME=cache_dir, TRANSFUSE_CACHE_DIR=cache_dir,
                NUMBA_CACHE_DIR=cache_dir)
+    env.pop("TRANSFUSE_DISABLE_CACHE", None)  # "warm" must mean a disk-cache hit
     spec = dict(spec, cache_dir=cache_dir)
     proc = subprocess.run([sys.executable, "-m", __name__, json.dumps(spec)], env=env,
                           capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)

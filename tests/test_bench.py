@@ -231,6 +231,28 @@ def test_reports_show_unavailable_and_ratios():
         assert transfuse.status == "unavailable" and transfuse.reason
 
 
+def test_transfuse_column_and_ratios_with_a_stand_in_jit(monkeypatch):
+    import transfuse
+    monkeypatch.setattr(transfuse, "jit", lambda fn, **kwargs: fn, raising=False)
+    result = run_case(make_case({"numpy": numpy_system(chain)}), QUICK)
+    assert result.systems["transfuse"].status == "ok"
+    assert result.systems["transfuse"].ratio == 1.0
+    assert result.systems["numpy"].ratio > 0
+
+
+def test_jit_raising_not_implemented_is_unavailable(monkeypatch):
+    import transfuse
+
+    def jit(fn, **kwargs):
+        raise NotImplementedError("no lowering for tanh yet")
+
+    monkeypatch.setattr(transfuse, "jit", jit, raising=False)
+    result = run_case(make_case({"numpy": numpy_system(chain)}), QUICK)
+    assert result.systems["transfuse"].status == "unavailable"
+    assert "no lowering for tanh" in result.systems["transfuse"].reason
+    assert not result.failed
+
+
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
     from transfuse.bench.report import write_plot
     monkeypatch.setitem(sys.modules, "matplotlib", None)

@@ -27,7 +27,8 @@ def flatten(tree: Any, path: str = "out") -> list[tuple[str, Any]]:
 
 
 def compare(result: Any, reference: Any, *, rtol: float, atol: float) -> Agreement:
-    """Agree when every leaf has the reference's shape and |r - ref| <= atol + rtol * scale.
+    """Agree when every leaf has the reference's shape and dtype and |r - ref| <= atol +
+    rtol * scale.
 
     scale is the leaf's largest |ref|: systems sum in different orders, so elementwise
     relative error is meaningless where a result cancels to near zero.
@@ -42,6 +43,9 @@ def compare(result: Any, reference: Any, *, rtol: float, atol: float) -> Agreeme
         if g.shape != w.shape:
             return Agreement(False, float("inf"),
                              f"{path}: shape {g.shape}, the reference has {w.shape}")
+        if g.dtype != w.dtype:  # e.g. a float32 program silently computing in float64
+            return Agreement(False, float("inf"),
+                             f"{path}: dtype {g.dtype}, the reference has {w.dtype}")
         verdict = _compare_leaf(path, g, w, rtol, atol)
         if not verdict.ok:
             return verdict

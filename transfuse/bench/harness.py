@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class SystemResult:
     max_error: float | None = None
     timing: Timing | None = None
     ratio: float | None = None
+    first_call_s: float | None = None  # preparing excluded: the call that compiles
 
 
 @dataclass
@@ -194,7 +196,10 @@ def _prepare(name: str, factory: Callable[[tuple], Runner], inputs: tuple,
         if runner.measure is not None:  # times itself; its result comes with the timing
             samples, raw = runner.measure(settings.repeat if not settings.quick else 1)
             return SystemResult("ok", timing=Timing.of(samples)), runner, runner.fetch(raw)
-        return SystemResult("ok"), runner, runner.fetch(runner.call())
+        start = time.perf_counter()
+        raw = runner.call()
+        first_call_s = time.perf_counter() - start
+        return SystemResult("ok", first_call_s=first_call_s), runner, runner.fetch(raw)
     except Absent as exc:
         return SystemResult("absent", str(exc)), None, None
     except Skipped as exc:

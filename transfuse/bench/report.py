@@ -58,6 +58,8 @@ def _system_document(result: SystemResult) -> dict[str, Any]:
         "samples": timing.samples if timing else None,
         "calls_per_sample": timing.calls_per_sample if timing else None,
         "ratio": _finite(result.ratio), "max_error": _finite(result.max_error),
+        "first_call_ms": result.first_call_s * 1e3 if result.first_call_s is not None
+        else None,
     }
 
 
@@ -213,7 +215,9 @@ def write_plot(results: list[CaseResult], path: str) -> None:
 
     use_ratios = any(s.ratio is not None for r in results for n, s in r.systems.items()
                      if n != "transfuse")
-    systems = [c for c in columns(results) if not (use_ratios and c == "transfuse")]
+    systems = [c for c in columns(results) if not (use_ratios and c == "transfuse")
+               and any(math.isfinite(_bar_value(r.systems.get(c), use_ratios))
+                       for r in results)]
     names = [r.case.full_name for r in results]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 4.8))
     width = 0.8 / max(1, len(systems))
@@ -228,7 +232,8 @@ def write_plot(results: list[CaseResult], path: str) -> None:
         ax.set_ylabel("time / transfuse time (above 1: transfuse faster)")
     else:
         ax.set_ylabel("median ms per call (transfuse ratios unavailable)")
-    ax.legend(fontsize=8)
+    if systems:
+        ax.legend(fontsize=8)
     ax.set_title("transfuse bench")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
