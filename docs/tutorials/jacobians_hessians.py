@@ -235,7 +235,8 @@ def _max_diff(a, b) -> float:
 
 
 # %%
-def main() -> dict:
+def main(with_jit: bool = True) -> dict:
+    """Run the tutorial; return its results. with_jit=False skips the tx.jit section."""
     weight, bias, x = make_inputs()
     jac = jacobians(weight, bias, x)
     hess = hessians()
@@ -263,7 +264,7 @@ def main() -> dict:
             "parameter_jacrev_vs_jacfwd": _max_diff(params["jacrev"], params["jacfwd"]),
         },
     }
-    if hasattr(tx, "jit"):  # transfuse.jit may not exist in this version
+    if with_jit and hasattr(tx, "jit"):  # transfuse.jit may not exist yet
         results["jit_max_abs_diff"] = jit_max_abs_diff(weight, bias, batch,
                                                        batch_results["hessians"])
     return results

@@ -120,7 +120,8 @@ def _timed(fn, *args) -> tuple[object, float]:
 # cached by the arguments' shapes and dtypes.
 
 # %%
-def main() -> dict:
+def main(with_jit: bool = True) -> dict:
+    """Run the tutorial; return its results. with_jit=False skips the tx.jit section."""
     nn.init.seed(0)
     model = make_model()
     images, labels = make_data()
@@ -140,7 +141,7 @@ def main() -> dict:
         "vmap_seconds": vmap_s, "loop_seconds": loop_s,
     }
 
-    if hasattr(tx, "jit"):  # transfuse.jit may not exist in this version
+    if with_jit and hasattr(tx, "jit"):  # transfuse.jit may not exist yet
         results["jit_max_abs_diff"] = jit_max_abs_diff(loss, params, buffers, images,
                                                        labels, vmap_grads)
     return results
