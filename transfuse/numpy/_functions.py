@@ -61,13 +61,33 @@ def _sum_dtype(dtype: np.dtype) -> np.dtype:
     return dtype
 
 
+def _where_mask(where: Any, a: Any) -> Any:
+    """A reduction's where= as a bool mask of a's shape; None when it keeps every element."""
+    if where is None or (isinstance(where, bool) and where):
+        return None
+    return lax.broadcast_to(to_bool(asarray(where)), shape_of(a))
+
+
+def _masked(x: Any, mask: Any, fill: Any) -> Any:
+    """x with the elements outside mask replaced by the reduction's identity."""
+    return x if mask is None else lax.select(mask, x, fill)
+
+
+def _count(a: Any, axes: tuple, mask: Any, dtype: np.dtype) -> Any:
+    """How many elements each reduction over axes sees (NumPy's _count_reduce_items)."""
+    if mask is None:
+        count = int(np.prod([shape_of(a)[i] for i in axes], dtype=np.int64))
+        return np.asarray(count, dtype=dtype)
+    return lax.reduce_sum(lax.convert(mask, dtype), axes)
+
+
 @implements(np.sum)
 def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
     _no_out(out, "sum")
     a = asarray(a)
     axes = normalize_axes(axis, ndim_of(a))
     acc = np.dtype(dtype) if dtype is not None else _sum_dtype(a.dtype)
-    r = lax.reduce_sum(lax.convert(a, acc), axes)
+    r = lax.reduce_sum(_masked(lax.convert(a, acc), _where_mask(where, a), 0), axes)
     if initial is not None:
         r = lax.add(r, initial)
     return _keep(r, shape_of(a), axes, keepdims)
@@ -79,7 +99,7 @@ def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where
     a = asarray(a)
     axes = normalize_axes(axis, ndim_of(a))
     acc = np.dtype(dtype) if dtype is not None else _sum_dtype(a.dtype)
-    r = lax.reduce_prod(lax.convert(a, acc), axes)
+    r = lax.reduce_prod(_masked(lax.convert(a, acc), _where_mask(where, a), 1), axes)
     if initial is not None:
         r = lax.mul(r, initial)
     return _keep(r, shape_of(a), axes, keepdims)
@@ -92,6 +112,8 @@ def _extremum(reducer, name):
         axes = normalize_axes(axis, ndim_of(a))
         if initial is not None:
             raise unsupported(f"np.{name}(..., initial=...) on traced values")
+        if _where_mask(where, a) is not None:  # NumPy needs initial= with where= here
+            raise unsupported(f"np.{name}(..., where=...) on traced values")
         return _keep(reducer(a, axes), shape_of(a), axes, keepdims)
     impl.__name__ = name
     return impl
@@ -110,9 +132,10 @@ def any(a, axis=None, out=None, keepdims=False, where=None):
     _no_out(out, "any")
     a = to_bool(asarray(a))
     axes = normalize_axes(axis, ndim_of(a))
-    return _keep(lax.reduce_max(a, axes) if a.size else lax.full((), False, bool),
-                 shape_of(a), axes, keepdims) if a.size else _empty_reduce(a, axes, keepdims,
-                                                                           False)
+    if not a.size:
+        return _empty_reduce(a, axes, keepdims, False)
+    r = lax.reduce_max(_masked(a, _where_mask(where, a), False), axes)
+    return _keep(r, shape_of(a), axes, keepdims)
 
 
 @implements(np.all)
@@ -122,7 +145,8 @@ def all(a, axis=None, out=None, keepdims=False, where=None):
     axes = normalize_axes(axis, ndim_of(a))
     if not a.size:
         return _empty_reduce(a, axes, keepdims, True)
-    return _keep(lax.reduce_min(a, axes), shape_of(a), axes, keepdims)
+    r = lax.reduce_min(_masked(a, _where_mask(where, a), True), axes)
+    return _keep(r, shape_of(a), axes, keepdims)
 
 
 def _empty_reduce(a, axes, keepdims, value):
@@ -136,11 +160,11 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
     _no_out(out, "mean")
     a = asarray(a)
     axes = normalize_axes(axis, ndim_of(a))
-    count = int(np.prod([shape_of(a)[i] for i in axes], dtype=np.int64))
     acc = np.dtype(dtype) if dtype is not None else (
         a.dtype if a.dtype.kind == "f" else np.dtype(np.float64))
-    total = lax.reduce_sum(lax.convert(a, acc), axes)
-    return _keep(lax.div(total, np.asarray(count, dtype=acc)), shape_of(a), axes, keepdims)
+    mask = _where_mask(where, a)
+    total = lax.reduce_sum(_masked(lax.convert(a, acc), mask, 0), axes)
+    return _keep(lax.div(total, _count(a, axes, mask, acc)), shape_of(a), axes, keepdims)
 
 
 @implements(np.var)
@@ -151,23 +175,28 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, 
         ddof = correction
     a = asarray(a)
     axes = normalize_axes(axis, ndim_of(a))
-    count = int(np.prod([shape_of(a)[i] for i in axes], dtype=np.int64))
     acc = np.dtype(dtype) if dtype is not None else (
         a.dtype if a.dtype.kind == "f" else np.dtype(np.float64))
+    mask = _where_mask(where, a)
+    count = _count(a, axes, mask, acc)
     x = lax.convert(a, acc)
     # The same steps as NumPy's _var, so results agree to the last bit.
-    mu = _keep(lax.reduce_sum(x, axes), shape_of(a), axes, True)
-    mu = lax.div(mu, np.asarray(count, dtype=acc))
+    if mean is None:
+        mu = _keep(lax.reduce_sum(_masked(x, mask, 0), axes), shape_of(a), axes, True)
+        mu = lax.div(mu, count if mask is None else _keep(count, shape_of(a), axes, True))
+    else:  # the caller's mean, in the accumulator's dtype (NumPy: arr - mean)
+        mu = asarray(mean, acc)
     centered = lax.sub(x, mu)
-    total = lax.reduce_sum(lax.mul(centered, centered), axes)
-    r = lax.div(total, np.asarray(_builtin_max(count - ddof, 0), dtype=acc))
+    total = lax.reduce_sum(_masked(lax.mul(centered, centered), mask, 0), axes)
+    r = lax.div(total, lax.max(lax.sub(count, ddof), 0))
     return _keep(r, shape_of(a), axes, keepdims)
 
 
 @implements(np.std)
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, mean=None,
         correction=None):
-    return lax.sqrt(var(a, axis, dtype, out, ddof, keepdims, correction=correction))
+    return lax.sqrt(var(a, axis, dtype, out, ddof, keepdims, where=where, mean=mean,
+                        correction=correction))
 
 
 def _arg_extremum(reducer, name):

@@ -1,0 +1,126 @@
+"""Regressions found while writing the tutorials (docs/tutorials), each with its minimal
+reproducer.
+
+1. Reductions ignored `where=` on traced values (np.sum(x, where=x > 0) summed every
+   element), and np.var/np.std ignored `mean=`: wrong numbers, silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from helpers import assert_same, rand, traced
+from transfuse.ir.errors import UnsupportedError
+
+import transfuse as tx
+
+# ---------------------------------------------------------------------------------------
+# 1. where= and mean= of reductions
+
+
+def test_where_reproducer():
+    x = np.array([1.0, -2.0, 3.0])
+    assert traced(lambda v: np.sum(v, where=v > 0), x) == 4.0  # was 2.0
+    assert traced(lambda v: np.mean(v, where=v > 0), x) == 2.0  # was 0.667
+
+
+REDUCTIONS = {
+    "sum": np.sum, "prod": np.prod, "mean": np.mean, "var": np.var, "std": np.std,
+    "var_ddof": lambda v, **k: np.var(v, ddof=1, **k),
+    "any": lambda v, **k: np.any(v > 0.3, **k), "all": lambda v, **k: np.all(v > -1, **k),
+}
+
+
+def _eager(f, x, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty slices give nan, as here
+        return f(x, **kwargs)
+
+
+@pytest.mark.parametrize("name", list(REDUCTIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis,keepdims", [(None, False), (0, False), (1, True), ((0, 2), False)])
+def test_reductions_honour_a_traced_where_mask(name, dtype, axis, keepdims):
+    f = REDUCTIONS[name]
+    x = rand(np.random.default_rng(0), (3, 4, 5), dtype)
+
+    def masked(v):
+        return f(v, axis=axis, keepdims=keepdims, where=v > -0.5)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = masked(x)
+        assert_same(traced(masked, x), expected, exact=False, rtol=2e-6)
+        assert_same(tx.vmap(masked)(np.stack([x, x[::-1]]))[1], masked(x[::-1]), exact=False,
+                    rtol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["sum", "prod", "mean", "var", "any", "all"])
+def test_reductions_with_a_broadcast_concrete_where(name):
+    f = REDUCTIONS[name]
+    x = rand(np.random.default_rng(1), (4, 3), np.float64)
+    column_mask = np.array([True, False, True])  # broadcasts over the rows
+    for where in (column_mask, True, False, np.True_):
+        expected = _eager(f, x, axis=0, where=where)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            got = traced(lambda v, where=where: f(v, axis=0, where=where), x)
+        assert_same(got, expected, exact=False, rtol=1e-12)
+
+
+def test_where_on_0d_and_size_0():
+    x0 = np.float64(2.5)
+    assert_same(traced(lambda v: np.sum(v, where=v > 3), x0), np.sum(x0, where=x0 > 3))
+    assert_same(traced(lambda v: np.prod(v, where=v > 0), x0), np.prod(x0, where=x0 > 0))
+    empty = np.zeros((0, 3))
+    assert_same(traced(lambda v: np.sum(v, axis=0, where=v > 0), empty),
+                np.sum(empty, axis=0, where=empty > 0))
+
+
+def test_concrete_input_with_traced_mask():
+    x = rand(np.random.default_rng(2), (5,), np.float32)
+
+    def f(threshold):
+        return np.sum(x, where=x > threshold)
+
+    for t in (-0.5, 0.0, 0.7):
+        assert_same(traced(f, np.float32(t)), f(np.float32(t)), exact=False, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_var_and_std_use_the_given_mean(dtype):
+    x = rand(np.random.default_rng(3), (3, 6), dtype)
+    m = (x.mean(axis=1, keepdims=True) + 0.25).astype(dtype)
+    for f in (np.var, np.std):
+        def given(v, f=f):
+            return f(v, axis=1, mean=m)
+        assert_same(traced(given, x), given(x), exact=False, rtol=2e-6)
+        # traced mean too
+        assert_same(traced(lambda v, f=f: f(v, axis=1, mean=np.mean(v, axis=1, keepdims=True)
+                                            - 1), x),
+                    f(x, axis=1, mean=x.mean(axis=1, keepdims=True) - 1), exact=False,
+                    rtol=2e-6)
+
+
+def test_gradients_of_masked_reductions():
+    x = rand(np.random.default_rng(4), (6,), np.float64)
+    mask = x > 0
+    g = tx.grad(lambda v: np.mean(v, where=mask))(x)
+    np.testing.assert_allclose(g, mask / mask.sum())
+    g = tx.grad(lambda v: np.sum(v ** 2, where=mask))(x)
+    np.testing.assert_allclose(g, 2 * x * mask)
+    # var with a mask: d/dx_i = 2 (x_i - mean) / n on the mask, 0 elsewhere
+    g = tx.grad(lambda v: np.var(v, where=mask))(x)
+    mu = x[mask].mean()
+    np.testing.assert_allclose(g, np.where(mask, 2 * (x - mu) / mask.sum(), 0), atol=1e-15)
+
+
+@pytest.mark.parametrize("f", [np.max, np.min])
+def test_max_min_with_where_are_refused_not_ignored(f):
+    x = rand(np.random.default_rng(5), (4,), np.float64)
+    with pytest.raises(UnsupportedError, match="where"):
+        traced(lambda v: f(v, where=v > 0), x)
+    # where=True keeps everything: no mask, no error
+    assert_same(traced(lambda v: f(v, where=True), x), f(x))
