@@ -542,7 +542,7 @@ class Tracer:
         return _dispatch(np.copy, self, order=order)
 
     def flatten(self, order="C"):
-        return _dispatch("flatten", self)
+        return _dispatch("flatten", self, order)
 
     def fill(self, value):
         _dispatch("fill", self, value)

@@ -124,3 +124,48 @@ def test_max_min_with_where_are_refused_not_ignored(f):
         traced(lambda v: f(v, where=v > 0), x)
     # where=True keeps everything: no mask, no error
     assert_same(traced(lambda v: f(v, where=True), x), f(x))
+
+
+# ---------------------------------------------------------------------------------------
+# 2. ravel/flatten ignored order='F' on traced values (returned C order, silently)
+
+
+def test_ravel_order_reproducer():
+    x = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(traced(lambda v: np.ravel(v, order="F"), x),
+                                  [0.0, 3.0, 1.0, 4.0, 2.0, 5.0])  # was [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("shape", [(), (0, 3), (5,), (2, 3), (2, 3, 4), (1, 4, 1)])
+@pytest.mark.parametrize("order", ["C", "F", "A", "K"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ravel_and_flatten_orders_match_numpy(shape, order, dtype):
+    x = rand(np.random.default_rng(6), shape, dtype)
+    cases = [lambda v: np.ravel(v, order=order), lambda v: v.ravel(order),
+             lambda v: v.flatten(order), lambda v: v.flatten(order=order),
+             # F-contiguous input: 'A' and 'K' read it in Fortran order
+             lambda v: np.ravel(v.T * 1, order=order), lambda v: v.T.flatten(order)]
+    for f in cases:
+        assert_same(traced(f, x), f(x))
+        assert_same(tx.vmap(f)(np.stack([x, -x]))[1], f(-x))
+
+
+def test_ravel_k_of_a_non_contiguous_value_is_refused():
+    x = rand(np.random.default_rng(7), (4, 6), np.float64)
+    with pytest.raises(UnsupportedError, match="order='K'"):
+        traced(lambda v: np.ravel(v[::2, 1:4], order="K"), x)
+    with pytest.raises(ValueError, match="order must be"):
+        traced(lambda v: np.ravel(v, order="Z"), x)
+
+
+def test_ravel_f_is_a_view_exactly_when_numpy_s_is():
+    def write_through(v):
+        buf = v * 1                      # fresh, C-contiguous
+        r = buf.T.ravel(order="F")       # buf.T is F-contiguous: a view of buf
+        r[1] = 100.0
+        s = buf.ravel(order="F")         # buf is not F-contiguous: a copy
+        s[0] = -100.0
+        return buf, r, s
+
+    x = rand(np.random.default_rng(8), (2, 3), np.float64)
+    assert_same(traced(write_through, x), write_through(x))

@@ -284,17 +284,37 @@ def reshape(a, shape=None, order="C", *, newshape=None, copy=None):
     return reshape_maybe_view(a, new)
 
 
+def _fortran_order(a: Any, order: str) -> bool:
+    """Whether ravel/flatten with `order` reads a in Fortran (column-major) index order."""
+    if order not in ("C", "F", "A", "K"):
+        raise ValueError(f"order must be one of 'C', 'F', 'A', or 'K' (got {order!r})")
+    if order in ("C", "F") or ndim_of(a) < 2:
+        return order == "F"
+    flags = layout_of(a).flags if is_traced(a) else np.asarray(a).flags
+    if flags.c_contiguous or (order == "A" and not flags.f_contiguous):
+        return False
+    if flags.f_contiguous:
+        return True
+    raise unsupported("ravel/flatten with order='K' of a traced array that is neither C- nor "
+                      "F-contiguous", "use order='C' or order='F'")
+
+
 @implements(np.ravel)
 def ravel(a, order="C"):
     a = asarray(a)
+    if _fortran_order(a, order):
+        # Fortran order reads a.T in C order: a view exactly when a is F-contiguous, as NumPy.
+        return ravel(transpose(a))
     if is_traced(a) and not layout_of(a).flags.c_contiguous:
         # NumPy's ravel copies unless C-contiguous, even where reshape could be a view.
         return lax.copy(a) if a.ndim == 1 else lax.reshape(a, (a.size,))
     return reshape_maybe_view(a, (a.size,))
 
 
-def flatten(a):
+def flatten(a, order="C"):
     a = asarray(a)
+    if _fortran_order(a, order):
+        a = transpose(a)
     return lax.reshape(lax.copy(a), (a.size,))
 
 
