@@ -169,3 +169,86 @@ def test_ravel_f_is_a_view_exactly_when_numpy_s_is():
 
     x = rand(np.random.default_rng(8), (2, 3), np.float64)
     assert_same(traced(write_through, x), write_through(x))
+
+
+# ---------------------------------------------------------------------------------------
+# 3. np.linspace with array endpoints multiplied the samples elementwise by the step
+#    (wrong numbers when num == len(start), a shape error otherwise), ignored axis=, gave
+#    nan for num=1, and promoted float32 endpoints to float64
+
+
+def test_linspace_reproducer():
+    start = np.array([0.0, 10.0, 20.0])
+    got = traced(lambda v: np.linspace(v, 1.0, 3, endpoint=False), start)
+    np.testing.assert_allclose(got, np.linspace(start, 1.0, 3, endpoint=False))  # was 1-d
+
+
+B = np.array([[1.0], [2.0]])
+LINSPACE_CASES = [
+    lambda v: np.linspace(v, 1.0, 3, endpoint=False),
+    lambda v: np.linspace(v, 1.0, 4, axis=1),
+    lambda v: np.linspace(v, B, 5, axis=-1),
+    lambda v: np.linspace(v, B, 5, axis=1, retstep=True),
+    lambda v: np.linspace(v[0], 7.0, 6),
+    lambda v: np.linspace(v[0] - 3, 7.0, 6, dtype=np.int64),
+    lambda v: np.linspace(-v, v[::-1], 5, dtype=np.int32, axis=1),
+    lambda v: np.linspace(v, 1.0, 1),
+    lambda v: np.linspace(v[1], 1.0, 1, endpoint=False),
+    lambda v: np.linspace(v, 1.0, 0),
+    lambda v: np.linspace([0, 1, 2], v, 3, retstep=True),
+    lambda v: np.linspace(v.astype(np.int64), 100, 4),
+    lambda v: v + np.linspace(-1, 0, 3, dtype=np.int64),
+]
+
+
+@pytest.mark.parametrize("case", range(len(LINSPACE_CASES)))
+def test_linspace_matches_numpy(case):
+    f = LINSPACE_CASES[case]
+    x = np.array([0.5, 10.0, -20.0])
+    assert_same(traced(f, x), f(x), exact=False, rtol=1e-12)
+    batched = tx.vmap(f)(np.stack([x, 2 * x]))
+    assert_same(tx.tree_map(lambda b: b[1], batched), f(2 * x), exact=False, rtol=1e-12)
+
+
+def test_linspace_keeps_float32():
+    x = rand(np.random.default_rng(9), (3,), np.float32)
+    for f in (lambda v: np.linspace(v, 2, 3), lambda v: np.linspace(v, 2.5, 4, retstep=True),
+              lambda v: np.linspace(v[0], v[1], 5)):
+        assert_same(traced(f, x), f(x), exact=False, rtol=1e-6)
+
+
+def test_linspace_gradient_with_array_endpoints():
+    # d/d start of sum(linspace(start, stop, n)) = sum over samples of (1 - k / (n - 1))
+    start = rand(np.random.default_rng(10), (2,), np.float64)
+    g = tx.grad(lambda s: np.sum(np.linspace(s, 3.0, 5, axis=1) ** 2))(start)
+    t = np.linspace(0.0, 1.0, 5)
+    expected = [np.sum(2 * (s + (3.0 - s) * t) * (1 - t)) for s in start]
+    np.testing.assert_allclose(g, expected, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# 4. np.take ignored mode='clip'/'wrap' (an IndexError for concrete indices; traced
+#    out-of-range indices were silently trusted)
+
+
+@pytest.mark.parametrize("mode", ["clip", "wrap"])
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_take_modes_match_numpy(mode, axis):
+    import transfuse.numpy as tnp
+
+    a = rand(np.random.default_rng(11), (3, 4), np.float64)
+    idx = np.array([[0, 5, -7], [3, -1, 11]])
+    expected = np.take(a, idx, axis=axis, mode=mode)
+    assert_same(traced(lambda v: np.take(v, idx, axis=axis, mode=mode), a), expected)
+    # traced indices (np.take dispatches on `a` only, so tnp.take)
+    assert_same(traced(lambda i: tnp.take(a, i, axis=axis, mode=mode), idx), expected)
+    assert_same(tx.vmap(lambda i: tnp.take(a, i, axis=axis, mode=mode))(idx[None])[0],
+                expected)
+
+
+def test_take_bad_mode_and_raise_mode():
+    a = np.arange(4.0)
+    with pytest.raises(ValueError, match="clipmode"):
+        traced(lambda v: np.take(v, np.array([0]), mode="bogus"), a)
+    with pytest.raises(IndexError):
+        traced(lambda v: np.take(v, np.array([9]), mode="raise"), a)

@@ -961,7 +961,16 @@ def take(a, indices, axis=None, out=None, mode=None):
         a, axis = ravel(a), 0
     ax = normalize_axis(axis, a.ndim)
     from ._indexing import _index_array
-    return lax.gather(a, _index_array(indices, a.shape[ax], ax), ax)
+    n = a.shape[ax]
+    if mode in ("wrap", "clip") and n:
+        # Into range first, as NumPy: wrap is Python's modulo, clip sends negatives to 0.
+        indices = asarray(indices)
+        if indices.dtype.kind in "iu":
+            indices = (call_ufunc(np.mod, indices, n) if mode == "wrap"
+                       else lax.clip(indices, 0, n - 1))
+    elif mode not in (None, "raise", "wrap", "clip"):
+        raise ValueError(f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})")
+    return lax.gather(a, _index_array(indices, n, ax), ax)
 
 
 @implements(np.take_along_axis)
@@ -1062,18 +1071,25 @@ def arange(start, stop=None, step=1, dtype=None, *, like=None):
 
 @implements(np.linspace, creation=True)
 def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
-    if any_traced([start, stop]):
-        start, stop = asarray(start), asarray(stop)
-    dt = result_type(start, stop, float(num))
+    # Python scalars stay weak (NEP 50): linspace(float32 array, 2) is float32, as NumPy.
+    start, stop = (x if type(x) in (int, float) else asarray(x) for x in (start, stop))
+    dt = result_type(start, stop)
+    dt = dt if dt.kind == "f" else np.dtype(np.float64)
     div = (num - 1) if endpoint else num
     delta = call_ufunc(np.subtract, stop, start)
-    y = lax.iota(dt, (num,))
+    # As NumPy: the sample axis first, in front of the endpoints' (broadcast) shape.
+    y = lax.iota(dt, (num,) + (1,) * ndim_of(delta), 0)
+    # With div == 0 (one sample and endpoint, or none) the step is undefined: y * delta.
     step = call_ufunc(np.true_divide, delta, div) if div > 0 else np.nan
-    y = call_ufunc(np.add, call_ufunc(np.multiply, y, step), start)
+    y = call_ufunc(np.add, call_ufunc(np.multiply, y, step if div > 0 else delta), start)
     if endpoint and num > 1:
-        y = lax.concatenate([lax.slice_axis(y, 0, 0, num - 1),
-                             lax.reshape(cast_operand(stop, dt), (1,))], 0)
+        last = lax.broadcast_to(cast_operand(asarray(stop), dt), (1,) + shape_of(y)[1:])
+        y = lax.concatenate([lax.slice_axis(y, 0, 0, num - 1), last], 0)
+    if axis != 0:
+        y = moveaxis(y, 0, axis)
     if dtype is not None:
+        if np.dtype(dtype).kind in "iu":
+            y = call_ufunc(np.floor, y)
         y = lax.convert(y, dtype)
     return (y, step) if retstep else y
 
