@@ -252,3 +252,28 @@ def test_take_bad_mode_and_raise_mode():
         traced(lambda v: np.take(v, np.array([0]), mode="bogus"), a)
     with pytest.raises(IndexError):
         traced(lambda v: np.take(v, np.array([9]), mode="raise"), a)
+
+
+# ---------------------------------------------------------------------------------------
+# 5. np.meshgrid ignored sparse=True (dense outputs, other shapes); np.trace and np.outer
+#    ignored out= (the caller's buffer was never written)
+
+
+@pytest.mark.parametrize("indexing", ["xy", "ij"])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_meshgrid_sparse_and_dense(indexing, sparse, count):
+    rng = np.random.default_rng(12)
+    xs = [rand(rng, (n,), np.float64) for n in (3, 4, 2)[:count]]
+
+    def f(*v):
+        return list(np.meshgrid(*v, sparse=sparse, indexing=indexing))
+
+    assert_same(traced(f, *xs), f(*xs))
+
+
+@pytest.mark.parametrize("f", [lambda v: np.outer(v, v, out=np.zeros((3, 3))),
+                               lambda v: np.trace(np.outer(v, v), out=np.zeros(()))])
+def test_out_is_refused_not_ignored(f):
+    with pytest.raises(UnsupportedError, match="out="):
+        traced(f, np.arange(3.0))

@@ -595,6 +595,7 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
 
 @implements(np.trace)
 def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    _no_out(out, "trace")
     return sum(diagonal(a, offset, axis1, axis2), axis=-1, dtype=dtype)
 
 
@@ -838,6 +839,7 @@ def inner(a, b):
 
 @implements(np.outer)
 def outer(a, b, out=None):
+    _no_out(out, "outer")
     a, b = _promote_pair(ravel(asarray(a)), ravel(asarray(b)))
     return lax.dot_general(a, b, (((), ()), ((), ())))
 
@@ -1125,7 +1127,11 @@ def meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
         dim = i
         if indexing == "xy" and len(xs) >= 2 and i < 2:
             dim = 1 - i
-        outs.append(lax.broadcast_in_dim(x, shape, (dim,)))
+        if sparse:  # 1 along every other axis, as NumPy
+            outs.append(lax.reshape(x, tuple(n if d == dim else 1 for d, n in
+                                             enumerate(shape))))
+        else:
+            outs.append(lax.broadcast_in_dim(x, shape, (dim,)))
     return outs
 
 
