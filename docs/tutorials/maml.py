@@ -65,6 +65,11 @@ def sample_tasks(rng: np.random.Generator, num_tasks: int = TASKS_PER_STEP,
 # `tx.functional_call`. The inner step is plain SGD with the gradient from `tx.grad`;
 # because `fast_params` is computed *from* `params` (not detached), the query loss is a
 # function of the meta-parameters through the inner step, gradient included.
+#
+# The parameters are always passed as arguments, never read from the module: transfuse
+# caches each transformed function's graph, and arrays a function only reads from its
+# closure (such as a module's own weights) are baked into that graph as constants when it
+# is first traced, so updating them afterwards would not be seen.
 
 # %%
 def make_loss(model: nn.Module):
@@ -216,10 +221,12 @@ def main(with_jit: bool = True) -> dict:
 # ## With `tx.jit`
 #
 # Transformed functions are ordinary functions, so `tx.jit` compiles them into fused
-# kernels, with the same numbers (to float rounding). Here we compile the inner-loop
-# gradient `grad(loss)`; the whole meta-gradient, `tx.jit(tx.grad(meta_loss))`, compiles
-# the same way, but its graph (second order, batched over tasks) is several times larger
-# and takes correspondingly longer to compile.
+# kernels, with the same numbers (to float rounding). The first call traces and compiles
+# (seconds: one Numba compile per fused kernel); later calls with the same shapes and
+# dtypes reuse the compiled code. Here we compile the inner-loop gradient `grad(loss)`;
+# the whole meta-gradient, `tx.jit(tx.grad(meta_loss))`, compiles the same way, but its
+# graph (second order, batched over tasks) is several times larger and takes
+# correspondingly longer to compile.
 
 # %%
 def jit_max_abs_diff(loss, params: dict, tasks: tuple) -> float:
