@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 
 import pytest
-
 from transfuse.ir.primitives import PRIMITIVES
 
 # `prepare` (compiler/functionalize.py) removes these before any transform or lowering runs.
