@@ -1,0 +1,230 @@
+"""Speed of compiler/mathlib.py's vectorisable functions against libm calls and NumPy.
+
+For each function: ms per call over N float32 (or float64) elements of
+  mathlib  an @njit loop calling tf_<name>_<dtype>          (vectorised by LLVM)
+  libm     the same loop calling math.<name> / np.<name>    (Numba's scalar libm calls)
+  numpy    the NumPy / scipy.special ufunc
+then the fused chain tanh(x)*sigmoid(x) + 0.5*x*x - exp(-x*x) + sin(x)*cos(x) in one loop,
+plain and with parallel=True + prange. Medians of --repeat runs, after a warm-up call.
+With --ulp, instead the accuracy survey behind docs/mathlib.md: max ulp distance from NumPy
+and from a correctly rounded reference, over every --stride-th float32 bit pattern and over
+random float64 inputs.
+
+    python bench/mathlib_speed.py [--n 4000000] [--repeat 7] [--dtype float32]
+    python bench/mathlib_speed.py --ulp [--stride 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+
+import mpmath
+import numba
+import numpy as np
+import scipy.special
+from numba import njit, prange
+from transfuse.compiler.mathlib import MATH_FUNCTIONS
+
+LIBM = {  # what a naive Numba loop would call
+    "exp": math.exp, "expm1": math.expm1, "log": math.log, "log1p": math.log1p,
+    "tanh": math.tanh, "sin": math.sin, "cos": math.cos, "tan": math.tan, "erf": math.erf,
+    "sinh": math.sinh, "cosh": math.cosh, "arctan": math.atan,
+}
+NUMPY = {
+    "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
+    "logistic": scipy.special.expit, "sin": np.sin, "cos": np.cos, "tan": np.tan,
+    "erf": scipy.special.erf, "sinh": np.sinh, "cosh": np.cosh, "arctan": np.arctan,
+}
+POSITIVE = ("log", "log1p")  # measured on (0, 10]; the others on [-5, 5]
+MATH_LIMIT = {"float32": -88.72283935546875, "float64": -709.7827128933841}  # expit flush
+
+
+def loop_over(fn: Callable) -> Callable:
+    """An @njit loop out[i] = fn(x[i])."""
+    @njit
+    def loop(x, out):
+        for i in range(x.size):
+            out[i] = fn(x[i])
+    return loop
+
+
+@njit
+def _libm_logistic(x):
+    """1 / (1 + exp(-x)) as a naive loop would write it."""
+    return 1 / (1 + math.exp(-x))
+
+
+def median_ms(run: Callable, repeat: int) -> float:
+    """Median wall time of run() in ms, after one warm-up call (compilation)."""
+    run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def function_rows(n: int, repeat: int, dtype: str) -> list[tuple[str, float, float, float]]:
+    """(name, mathlib ms, libm ms, numpy ms) per function."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, ufunc in NUMPY.items():
+        low = 1e-3 if name in POSITIVE else -5.0
+        x = rng.uniform(low, 5.0, n).astype(dtype)
+        out = np.empty_like(x)
+        ours = loop_over(MATH_FUNCTIONS[(name, dtype)])
+        libm = loop_over(LIBM.get(name, _libm_logistic))
+        rows.append((name, median_ms(lambda f=ours, x=x, out=out: f(x, out), repeat),
+                     median_ms(lambda f=libm, x=x, out=out: f(x, out), repeat),
+                     median_ms(lambda f=ufunc, x=x: f(x), repeat)))
+    return rows
+
+
+def chain_kernels(dtype: str) -> dict[str, Callable]:
+    """The chain as one fused loop: mathlib (serial, prange), libm (serial), and NumPy."""
+    f = {k: MATH_FUNCTIONS[(k, dtype)] for k in ("tanh", "logistic", "exp", "sin", "cos")}
+    tanh, logistic, exp, sin, cos = (f[k] for k in ("tanh", "logistic", "exp", "sin", "cos"))
+    half = np.dtype(dtype).type(0.5)
+
+    def body(x, out, i):
+        v = x[i]
+        out[i] = tanh(v) * logistic(v) + half * v * v - exp(-v * v) + sin(v) * cos(v)
+
+    def libm_body(x, out, i):
+        v = x[i]
+        out[i] = (np.tanh(v) / (1 + np.exp(-v)) + half * v * v - np.exp(-v * v)
+                  + np.sin(v) * np.cos(v))
+
+    def serial(fn):
+        step = njit(inline="always")(fn)
+
+        @njit
+        def run(x, out):
+            for i in range(x.size):
+                step(x, out, i)
+        return run
+
+    step = njit(inline="always")(body)
+
+    @njit(parallel=True)
+    def parallel(x, out):
+        for i in prange(x.size):
+            step(x, out, i)
+
+    def numpy_chain(x, out):
+        out[...] = (np.tanh(x) * scipy.special.expit(x) + half * x * x - np.exp(-x * x)
+                    + np.sin(x) * np.cos(x))
+
+    return {"mathlib loop": serial(body), f"mathlib prange ({numba.get_num_threads()} threads)":
+            parallel, "libm loop": serial(libm_body), "numpy": numpy_chain}
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Number of representable floats between a and b (finite, same dtype)."""
+    bits = np.uint32 if a.dtype == np.float32 else np.uint64
+    sign = bits(1) << bits(8 * a.itemsize - 1)
+
+    def key(v):  # monotone map of floats to unsigned integers (-0 and +0 coincide)
+        u = v.view(bits)
+        return np.where(u & sign, sign - (u & ~sign), sign + u)
+    ka, kb = key(a), key(b)
+    return np.maximum(ka, kb) - np.minimum(ka, kb)
+
+
+def compare(got: np.ndarray, want: np.ndarray) -> tuple[int, int]:
+    """(max ulp distance where both are finite, count of NaN/inf/zero disagreements)."""
+    classes = ((np.isnan(got) != np.isnan(want)) | (np.isinf(got) != np.isinf(want))
+               | ((got == 0) != (want == 0)) | ((got == 0) & (np.signbit(got) != np.signbit(want))))
+    both = np.isfinite(got) & np.isfinite(want)
+    worst = int(ulp_distance(got[both], want[both]).max(initial=0))
+    return worst, int((classes & ~(np.isnan(got) & np.isnan(want))).sum())
+
+
+def exact_value(fn: Callable, v: float) -> float:
+    """fn(v) in mpmath, rounded to float64 (NaN where it is complex or v is not finite)."""
+    if not np.isfinite(v):
+        return math.nan
+    y = fn(mpmath.mpf(float(v)))
+    return float(y) if isinstance(y, mpmath.mpf) else math.nan
+
+
+def flush_like_scipy(name: str, x: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """The exact logistic with scipy's zero where exp(-x) overflows (a documented choice)."""
+    if name != "logistic":
+        return exact
+    return np.where(x <= MATH_LIMIT[x.dtype.name], 0.0, exact).astype(x.dtype)
+
+
+def ulp_survey(stride: int) -> None:
+    """Print max ulp distance from NumPy and from a correctly rounded reference."""
+    mp_refs = {"exp": mpmath.exp, "expm1": mpmath.expm1, "log": mpmath.log,
+               "log1p": mpmath.log1p, "tanh": mpmath.tanh, "sin": mpmath.sin,
+               "cos": mpmath.cos, "tan": mpmath.tan, "erf": mpmath.erf, "sinh": mpmath.sinh,
+               "cosh": mpmath.cosh, "arctan": mpmath.atan,
+               "logistic": lambda v: 1 / (1 + mpmath.exp(-v))}
+    print(f"{'function':10s} {'dtype':8s} {'vs numpy':>9s} {'vs exact':>9s} {'class diff':>10s}")
+    for name, ufunc in NUMPY.items():
+        ours = loop_over(MATH_FUNCTIONS[(name, "float32")])
+        worst_np = worst_exact = classes = 0
+        for start in range(0, 2**32, 2**28):  # float32: every stride-th bit pattern
+            x = np.arange(start, start + 2**28, stride, dtype=np.uint64).astype(np.uint32)
+            x = x.view(np.float32)
+            got = np.empty_like(x)
+            ours(x, got)
+            with np.errstate(all="ignore"):
+                w_np, c_np = compare(got, ufunc(x).astype(np.float32))
+                exact = ufunc(x.astype(np.float64)).astype(np.float32)
+            w_ex, _ = compare(got, flush_like_scipy(name, x, exact))
+            worst_np, worst_exact, classes = max(worst_np, w_np), max(worst_exact, w_ex), \
+                classes + c_np
+        print(f"{name:10s} {'float32':8s} {worst_np:9d} {worst_exact:9d} {classes:10d}",
+              flush=True)
+        ours = loop_over(MATH_FUNCTIONS[(name, "float64")])
+        rng = np.random.default_rng(0)
+        x = np.concatenate([rng.integers(0, 2**64 - 1, 2_000_000, dtype=np.uint64)
+                            .view(np.float64)] + [rng.uniform(-s, s, 500_000)
+                                                  for s in (1, 10, 100, 800)])
+        got = np.empty_like(x)
+        ours(x, got)
+        with np.errstate(all="ignore"):
+            worst_np, classes = compare(got, ufunc(x))
+        sample = np.concatenate([x[:5000], x[-15000:]])
+        with mpmath.workprec(300):
+            exact = np.array([exact_value(mp_refs[name], v) for v in sample])
+        got_sample = np.concatenate([got[:5000], got[-15000:]])
+        worst_exact, _ = compare(got_sample, flush_like_scipy(name, sample, exact))
+        print(f"{name:10s} {'float64':8s} {worst_np:9d} {worst_exact:9d} {classes:10d}",
+              flush=True)
+
+
+def main() -> None:
+    """Print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=4_000_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--ulp", action="store_true", help="the accuracy survey instead")
+    parser.add_argument("--stride", type=int, default=8, help="float32 survey: bit stride")
+    args = parser.parse_args()
+    if args.ulp:
+        ulp_survey(args.stride)
+        return
+    print(f"{args.n} {args.dtype} elements, median of {args.repeat} runs, ms per call")
+    print(f"{'function':10s} {'mathlib':>8s} {'libm':>8s} {'numpy':>8s} {'vs libm':>8s}")
+    for name, ours, libm, ufunc in function_rows(args.n, args.repeat, args.dtype):
+        print(f"{name:10s} {ours:8.2f} {libm:8.2f} {ufunc:8.2f} {libm / ours:7.1f}x")
+    x = np.random.default_rng(1).uniform(-3, 3, args.n).astype(args.dtype)
+    out = np.empty_like(x)
+    print("\nchain tanh(x)*sigmoid(x) + 0.5*x*x - exp(-x*x) + sin(x)*cos(x)")
+    for label, kernel in chain_kernels(args.dtype).items():
+        print(f"{label:28s} {median_ms(lambda k=kernel: k(x, out), args.repeat):8.2f}")
+    copy = median_ms(lambda: np.copyto(out, x), args.repeat)
+    print(f"{'(one copy of the array)':28s} {copy:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,893 @@
+"""Vectorisable transcendental functions for the Numba loops that the compiler generates.
+
+Numba lowers `math.exp`, `np.tanh`, ... to scalar libm calls, and LLVM's loop vectoriser
+cannot vectorise a loop that calls them (the llvmlite wheels have no SVML). The functions
+here are written instead as straight-line, branch-free scalar code: range reduction, a
+minimax polynomial, and explicit `select`s for the special cases. Inlined into a loop (at
+Numba IR level, so always), they let LLVM vectorise the whole loop body, as XLA's and
+Sleef's functions do. Bit manipulation and the few LLVM intrinsics used (fmuladd, rint,
+floor, fabs, copysign) all have vector forms.
+
+Every function exists for float32 and float64 (`tf_exp_f32`, `tf_exp_f64`, ...), agrees
+with NumPy (scipy.special for `erf` and `logistic`) to a few ulp over the whole float
+range, and gives exactly NumPy's answer for NaN, infinities, signed zeros, subnormals,
+overflow and underflow. Measured accuracy, speed and the approach are in docs/mathlib.md.
+
+Callers look functions up by primitive and dtype in `MATH_FUNCTIONS` (`pow` takes two
+arguments, the others one), and put `math_globals()` into the namespace of generated
+source. The functions are inlined into the caller, so they compile under its flags: do
+not use `fastmath` flags beyond `contract` there, since the special-value handling relies
+on NaN compares and the range reductions on exact, unreordered floating-point steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["MATH_FUNCTIONS", "PRIMITIVES", "math_globals"]
+
+PRIMITIVES = ("exp", "expm1", "log", "log1p", "tanh", "logistic", "sin", "cos", "tan",
+              "erf", "sinh", "cosh", "arctan", "pow")
+
+# Numba-level inlining: each call site gets the function's body, so LLVM always sees
+# straight-line code it can vectorise, however large the caller grows.
+_jit = njit(inline="always", cache=False)
+
+
+# ---------------------------------------------------------------------------------------
+# LLVM building blocks. Each is a single instruction or LLVM intrinsic that the loop
+# vectoriser knows how to widen; none has a libm call behind it.
+
+def _layout(lltype: ir.Type) -> tuple[ir.IntType, int, int]:
+    """(same-width integer type, stored significand bits, exponent bias) of a float type."""
+    if isinstance(lltype, ir.FloatType):
+        return ir.IntType(32), 23, 127
+    return ir.IntType(64), 52, 1023
+
+
+def _declare(builder, name: str, lltype: ir.Type, nargs: int):
+    """The overloaded LLVM intrinsic `name` for `lltype`, taking `nargs` arguments."""
+    suffix = "f32" if isinstance(lltype, ir.FloatType) else "f64"
+    fnty = ir.FunctionType(lltype, [lltype] * nargs)
+    return cgutils.get_or_insert_function(builder.module, fnty, f"{name}.{suffix}")
+
+
+def _floats(*tys) -> bool:
+    """Whether all types are the same Numba float type."""
+    return isinstance(tys[0], types.Float) and all(t == tys[0] for t in tys)
+
+
+def _llvm_codegen(name: str, nargs: int):
+    """Lowering that calls the LLVM intrinsic `name` on the arguments."""
+    def codegen(context, builder, sig, llargs):
+        return builder.call(_declare(builder, name, llargs[0].type, nargs), llargs)
+    return codegen
+
+
+def _llvm_unary(name: str):
+    """A Numba intrinsic f(x) calling the LLVM intrinsic `name`."""
+    def typer(typingctx, x):
+        return (x(x), _llvm_codegen(name, 1)) if _floats(x) else None
+    return intrinsic(typer)
+
+
+def _llvm_binary(name: str):
+    """A Numba intrinsic f(x, y) calling the LLVM intrinsic `name`."""
+    def typer(typingctx, x, y):
+        return (x(x, y), _llvm_codegen(name, 2)) if _floats(x, y) else None
+    return intrinsic(typer)
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a*b + c, fused where the CPU has FMA (llvm.fmuladd), so either way it vectorises."""
+    return (a(a, b, c), _llvm_codegen("llvm.fmuladd", 3)) if _floats(a, b, c) else None
+
+
+@intrinsic
+def _fma_exact(typingctx, a, b, c):
+    """a*b + c with a single rounding on every CPU (llvm.fma: a libm call where there is
+    no FMA instruction), for error-free products."""
+    return (a(a, b, c), _llvm_codegen("llvm.fma", 3)) if _floats(a, b, c) else None
+
+
+_rint = _llvm_unary("llvm.rint")  # round to nearest, ties to even
+_floor = _llvm_unary("llvm.floor")
+_fabs = _llvm_unary("llvm.fabs")
+_copysign = _llvm_binary("llvm.copysign")
+
+
+@intrinsic
+def _div(typingctx, a, b):
+    """a / b as a plain IEEE division: no ZeroDivisionError check, whatever the caller's
+    error model (a checked division would add a branch that blocks vectorisation)."""
+    if not _floats(a, b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fdiv(*args)
+    return a(a, b), codegen
+
+
+@intrinsic
+def _select(typingctx, cond, a, b):
+    """`a if cond else b` as one LLVM select: no branch for the vectoriser to if-convert
+    (Numba lowers conditional expressions to branches, which LLVM does not always flatten
+    once several inlined functions nest them)."""
+    if not (isinstance(cond, types.Boolean) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(*args)
+    return a(cond, a, b), codegen
+
+
+@intrinsic
+def _pow2(typingctx, n):
+    """2**n for a float n holding an integer in the normal exponent range, built from bits."""
+    if not _floats(n):
+        return None
+
+    def codegen(context, builder, sig, args):
+        inttype, mbits, bias = _layout(args[0].type)
+        bits = builder.add(builder.fptosi(args[0], inttype), ir.Constant(inttype, bias))
+        return builder.bitcast(builder.shl(bits, ir.Constant(inttype, mbits)), args[0].type)
+    return n(n), codegen
+
+
+@intrinsic
+def _exponent(typingctx, x):
+    """The unbiased binary exponent of a positive normal x, as a float."""
+    if not _floats(x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        inttype, mbits, bias = _layout(args[0].type)
+        bits = builder.lshr(builder.bitcast(args[0], inttype), ir.Constant(inttype, mbits))
+        bits = builder.and_(bits, ir.Constant(inttype, 2 * bias + 1))
+        bits = builder.sub(bits, ir.Constant(inttype, bias))
+        return builder.sitofp(bits, args[0].type)
+    return x(x), codegen
+
+
+@intrinsic
+def _significand(typingctx, x):
+    """x with its exponent replaced by 0: the significand of a normal x, in [1, 2)."""
+    if not _floats(x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        inttype, mbits, bias = _layout(args[0].type)
+        bits = builder.and_(builder.bitcast(args[0], inttype),
+                            ir.Constant(inttype, (1 << mbits) - 1))
+        bits = builder.or_(bits, ir.Constant(inttype, bias << mbits))
+        return builder.bitcast(bits, args[0].type)
+    return x(x), codegen
+
+
+@intrinsic
+def _biased_exponent(typingctx, x):
+    """The stored (biased) exponent field of x, as an int64 table index."""
+    if not _floats(x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        inttype, mbits, bias = _layout(args[0].type)
+        bits = builder.lshr(builder.bitcast(args[0], inttype), ir.Constant(inttype, mbits))
+        bits = builder.and_(bits, ir.Constant(inttype, 2 * bias + 1))
+        return builder.zext(bits, ir.IntType(64)) if inttype.width < 64 else bits
+    return types.int64(x), codegen
+
+
+@intrinsic
+def _integer_significand(typingctx, x):
+    """The significand of a normal |x| as an integer-valued float M (hidden bit included):
+    |x| = M * 2**(biased exponent - bias - stored significand bits). Built by giving the
+    stored fraction the exponent that makes its last bit worth 1: no int-to-float
+    conversion, which AVX2 lacks for 64-bit integers."""
+    if not _floats(x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        inttype, mbits, bias = _layout(args[0].type)
+        bits = builder.and_(builder.bitcast(args[0], inttype),
+                            ir.Constant(inttype, (1 << mbits) - 1))
+        bits = builder.or_(bits, ir.Constant(inttype, (bias + mbits) << mbits))
+        return builder.bitcast(bits, args[0].type)
+    return x(x), codegen
+
+
+@intrinsic
+def _polyval(typingctx, t, coeffs):
+    """c[0] + c[1]*t + c[2]*t**2 + ... by Horner's rule with fused multiply-adds."""
+    if not (_floats(t) and isinstance(coeffs, types.UniTuple) and coeffs.dtype == t):
+        return None
+
+    def codegen(context, builder, sig, args):
+        tv, cv = args
+        fma = _declare(builder, "llvm.fmuladd", tv.type, 3)
+        acc = builder.extract_value(cv, sig.args[1].count - 1)
+        for k in range(sig.args[1].count - 2, -1, -1):
+            acc = builder.call(fma, [acc, tv, builder.extract_value(cv, k)])
+        return acc
+    return t(t, coeffs), codegen
+
+
+# ---------------------------------------------------------------------------------------
+# Coefficients. Minimax polynomials fitted with a Remez exchange in mpmath (60 digits) on
+# the reduced intervals below, weighted for relative error, then rounded to the target
+# precision; docs/mathlib.md has the fitting recipe. Comments give the approximated
+# function, its interval, and the fit's relative error before rounding.
+
+COEFFS = {
+    # expm1(r) ~ r + r**2 * P(r), |r| <= ln2/2: 2**-32.0 / 2**-61.7
+    "EXPM1": ((0.5, 0.1666666567325592, 0.041666362434625626, 0.008333389647305012,
+               0.0013940654462203383, 0.00019845878705382347),
+              (0.5, 0.16666666666666677, 0.04166666666666651, 0.008333333333321667,
+               0.0013888888888962524, 0.00019841269886037202, 2.4801587172339496e-05,
+               2.755724429463473e-06, 2.755740272558071e-07, 2.5109009102603142e-08,
+               2.0875330984630077e-09)),
+    # log((1+s)/(1-s)) ~ 2s + s * z * P(z), z = s**2 <= 0.02944 (|s| <= 3 - 2 sqrt 2):
+    # P's relative error 2**-21.8 / 2**-51.0, of a term below 1% of the result
+    "LOG_R": ((0.6666668653488159, 0.3998876214027405, 0.29580608010292053),
+              (0.666666666666667, 0.39999999999899116, 0.28571428626132167,
+               0.22222211111585474, 0.18182890678170277, 0.1533167374051126,
+               0.1461700252770586)),
+    # sin(r) ~ r + r**3 * P(r**2), |r| <= pi/4: 2**-27.0 / 2**-64.4
+    "SIN": ((-0.1666666567325592, 0.008332678116858006, -0.00019571516895666718),
+            (-0.16666666666666666, 0.008333333333333333, -0.0001984126984126873,
+             2.7557319221521137e-06, -2.5052106759487664e-08, 1.6058585687249806e-10,
+             -7.588573978362723e-13)),
+    # cos(r) ~ 1 - r**2/2 + r**4 * P(r**2), |r| <= pi/4: 2**-31.6 / 2**-69.6
+    "COS": ((0.0416666641831398, -0.0013888076646253467, 2.4508768547093496e-05),
+            (0.041666666666666664, -0.001388888888888889, 2.480158730158668e-05,
+             -2.7557319222615765e-07, 2.0876756084047674e-09, -1.1470490940932182e-11,
+             4.7469150199780325e-14)),
+    # tanh(x) ~ x + x**3 * P(x**2), |x| <= 0.55: 2**-26.8 / 2**-58.7
+    "TANH": ((-0.3333333432674408, 0.1333325058221817, -0.05391939729452133,
+              0.021316641941666603, -0.006571958772838116),
+             (-0.3333333333333333, 0.13333333333333333, -0.05396825396825396,
+              0.02186948853614205, -0.008863235527250015, 0.003592127884133654,
+              -0.0014558306488768205, 0.0005899792966079668, -0.00023876795946984174,
+              9.526535658206215e-05, -3.467869364567418e-05, 8.421183765228082e-06)),
+    # arctan(t) ~ t + t**3 * P(t**2), |t| <= tan(pi/8): 2**-27.5 / 2**-57.2
+    "ATAN": ((-0.3333333432674408, 0.19999828934669495, -0.14267683029174805,
+              0.10749245434999466, -0.06411025673151016),
+             (-0.3333333333333333, 0.2, -0.1428571428571427, 0.1111111111107277,
+              -0.09090909077272258, 0.07692306308349228, -0.06666606661355727,
+              0.058809841801826856, -0.05244926252527645, 0.04613372112671641,
+              -0.03603357099642798, 0.017760444273790303)),
+    # erf(x) ~ x + x * P(x**2), |x| <= 1: 2**-29.6 / 2**-56.7
+    "ERF": ((0.12837916612625122, -0.3761262595653534, 0.1128358542919159,
+             -0.026853812858462334, 0.005188327748328447, -0.0008010193705558777,
+             7.853862189222127e-05),
+            (0.1283791670955126, -0.37612638903183754, 0.11283791670955126,
+             -0.026866170645131162, 0.00522397762543304, -0.0008548327021005123,
+             0.00012055332720979514, -1.4925636265139868e-05, 1.6461676056214743e-06,
+             -1.635747927569749e-07, 1.4706997836584445e-08, -1.154865400768069e-09,
+             6.239724251712133e-11)),
+    # erfc(x) * exp(x**2) ~ P(t), t = (x - A) / (x + A) for 1 <= x <= A**2, A = 2 (float32)
+    # or sqrt(6) (float64), so that t is symmetric about 0: 2**-32.8 / 2**-58.0
+    "ERFCX": ((0.25539568066596985, -0.4271858334541321, 0.24165819585323334,
+               -0.07897847890853882, 0.003733167191967368, 0.006994093302637339,
+               -0.0008514121873304248, -0.0009402455179952085, 6.686201231786981e-05),
+              (0.2146263390698206, -0.37687425386567325, 0.2516668374219419,
+               -0.1214514028402833, 0.036308131499959824, -0.002268926753232057,
+               -0.0028574623139543823, 0.000685538322543744, 0.0002949770177769923,
+               -0.00010325194509570453, -4.67062671406141e-05, 1.3409347123063051e-05,
+               9.588011479425043e-06, -9.94006224494577e-07, -2.0251516360461866e-06,
+               -1.6029290721898687e-07, 3.449340581133077e-07)),
+    # (log((1+s)/(1-s)) - 2s - 2s**3/3) / s**5 ~ P(s**2), s**2 <= 0.02944, float64 only (for
+    # pow's double-double logarithm): 2**-57.6
+    "LOG_TAIL": ((), (0.4, 0.2857142857142937, 0.2222222222165491, 0.1818181833559128,
+                      0.15384594943283428, 0.13334805650533124, 0.11706212748989014,
+                      0.11723407122093416)),
+    # sinh(x) ~ x + x**3 * P(x**2), |x| <= 1: 2**-31.4 / 2**-59.1
+    "SINH": ((0.1666666716337204, 0.008333339355885983, 0.00019837771833408624,
+              2.8101510451961076e-06),
+             (0.16666666666666666, 0.008333333333333333, 0.000198412698412825,
+              2.7557319206693126e-06, 2.505211541657406e-08, 1.6057823645133362e-10,
+              7.743103722915353e-13)),
+}
+
+
+def _coeffs(name: str, dtype: type) -> tuple:
+    """The coefficient tuple `name` as scalars of `dtype` (a Numba compile-time constant)."""
+    return tuple(dtype(c) for c in COEFFS[name][dtype is np.float64])
+
+
+# ---------------------------------------------------------------------------------------
+# Payne-Hanek tables for the trigonometric range reduction. For |x| = M * 2**E with M the
+# integer significand, x * 2/pi mod 4 (the quadrant and the fraction of it) is
+# M * T[E] mod 4, where T[E] = (2**E * 2/pi) mod 4 is stored split into pieces short
+# enough that M times each is exact in float64. Indexing by the exponent field makes the
+# reduction exact for every finite x, with no branch.
+
+# 2/pi to 1280 binary places (floor(2/pi * 2**1280)); the digits are a mathematical fact.
+_TWO_OVER_PI = int(
+    "a2f9836e4e441529fc2757d1f534ddc0db6295993c439041fe5163abdebbc561b7246e3a424dd2e006492e"
+    "ea09d1921cfe1deb1cb129a73ee88235f52ebb4484e99c7026b45f7e413991d639835339f49c845f8bbdf9"
+    "283b1ff897ffde05980fef2f118b5a0a6d1f6d367ecf27cb09b74f463f669e5fea2d7527bac7ebe5f17b3d"
+    "0739f78a5292ea6bfb5fb11f8d5d0856033046fc7b6babf0cfbc209af4361d", 16)
+_TWO_OVER_PI_BITS = 1280
+
+
+def _two_over_pi_mod4(exponent: int, frac_bits: int) -> int:
+    """floor(((2**exponent * 2/pi) mod 4) * 2**frac_bits), exactly."""
+    shift = _TWO_OVER_PI_BITS - exponent - frac_bits
+    assert shift >= 0
+    return (_TWO_OVER_PI >> shift) & ((1 << (frac_bits + 2)) - 1)
+
+
+def _f32_trig_table() -> tuple[np.ndarray, np.ndarray]:
+    """Per float32 exponent field: T = hi + lo, hi on a 2**-27 grid below 4 (so M * hi is
+    exact for M < 2**24) and lo the rest rounded to float64. M * lo is then off by under
+    2**-55, against |F| >= 2**-29.86 over all float32 (found by an exhaustive scan)."""
+    frac = 400  # fraction bits: enough for 80+ significant bits of T at every exponent
+    hi, lo = np.zeros(256), np.zeros(256)
+    for field in range(1, 255):
+        t = _two_over_pi_mod4(field - 150, frac)
+        hi_int = t >> (frac - 27) << (frac - 27)
+        hi[field], lo[field] = math.ldexp(hi_int, -frac), math.ldexp(t - hi_int, -frac)
+    return hi, lo
+
+
+_TRIG_F32_HI, _TRIG_F32_LO = _f32_trig_table()
+
+
+def _f64_trig_table() -> tuple[np.ndarray, ...]:
+    """Per float64 exponent field: T in 7 pieces of 26 bits on a fixed grid (bits 2**1 to
+    2**-24, 2**-25 to 2**-50, ...), so each piece times a 27-bit half of M is exact and
+    the products line up on known binary places."""
+    frac = 24 + 26 * 6
+    pieces = np.zeros((7, 2048))
+    for field in range(1, 2047):
+        t = _two_over_pi_mod4(field - 1075, frac)
+        for j in range(7):
+            low_bit = frac - 24 - 26 * j
+            pieces[j, field] = math.ldexp((t >> low_bit) & ((1 << 26) - 1), -24 - 26 * j)
+    return tuple(pieces)
+
+
+(_TRIG_F64_0, _TRIG_F64_1, _TRIG_F64_2, _TRIG_F64_3, _TRIG_F64_4, _TRIG_F64_5,
+ _TRIG_F64_6) = _f64_trig_table()
+
+
+# ---------------------------------------------------------------------------------------
+# Range reductions for sin, cos and tan: |x| * 2/pi = K + F with K an integer (only
+# K mod 4 matters) and |F| <= 1/2, for every finite |x| of normal size (the callers
+# answer tinier x directly). Both run in float64 and use only exact products and
+# additions whose rounding is relative to the final F, so even the inputs closest to a
+# multiple of pi/2 (|F| near 2**-62 for float64) keep full relative precision. Float64
+# returns F as an unevaluated sum F_hi + F_lo.
+
+@_jit
+def _mod4(y):
+    """y minus the nearest multiple of 4 (exact)."""
+    return _fma(-4.0, _rint(0.25 * y), y)
+
+
+@_jit
+def _split_at(y, grid):
+    """(y rounded to a multiple of `grid`, the exact remainder), for |y / grid| < 2**52."""
+    high = _rint(y * (1.0 / grid)) * grid
+    return high, y - high
+
+
+@_jit
+def _reduce_f32(a):
+    """(F, K) for a normal float32 a = |x| (computed in float64)."""
+    m = np.float64(_integer_significand(a))
+    field = _biased_exponent(a)
+    p = m * _TRIG_F32_HI[field]  # exact: below 2**26, on a 2**-27 grid
+    k = _rint(p)
+    f = _fma(m, _TRIG_F32_LO[field], p - k)
+    k2 = _rint(f)
+    return f - k2, k + k2
+
+
+@_jit
+def _reduce_f64(a):
+    """(F_hi, F_lo, K) for a float64 a = |x| >= 2**-27, F = F_hi + F_lo. M is split into 27 + 26
+    bits so that all 13 partial products are exact; they are summed level by level (each
+    level a 26-bit binary band), carrying exact high parts up, so cancellation is exact."""
+    m = _integer_significand(a)
+    field = _biased_exponent(a)
+    m_hi = _floor(m * 2.0**-26) * 2.0**26
+    m_lo = m - m_hi
+    t0, t1, t2 = _TRIG_F64_0[field], _TRIG_F64_1[field], _TRIG_F64_2[field]
+    t3, t4, t5, t6 = _TRIG_F64_3[field], _TRIG_F64_4[field], _TRIG_F64_5[field], \
+        _TRIG_F64_6[field]
+    # Level 0 (grid 2**-24); m_hi * t0 is a multiple of 4 and drops out.
+    level0 = _mod4(m_lo * t0) + _mod4(m_hi * t1)
+    k = _rint(level0)
+    f = level0 - k
+    # Level 1 (grid 2**-50): strip integer parts, then the sum with f is exact.
+    p, q = m_lo * t1, m_hi * t2
+    kp, kq = _rint(p), _rint(q)
+    f = f + (p - kp) + (q - kq)
+    k = k + kp + kq
+    # Levels 2 to 4: the part of each product on the next-higher grid joins that level.
+    hi_a, g = _split_at(m_lo * t2, 2.0**-50)
+    hi_b, g_b = _split_at(m_hi * t3, 2.0**-50)
+    f = f + hi_a + hi_b
+    hi_a, h = _split_at(m_lo * t3, 2.0**-76)
+    hi_b, h_b = _split_at(m_hi * t4, 2.0**-76)
+    g = g + g_b + hi_a + hi_b
+    hi_a, i = _split_at(m_lo * t4, 2.0**-102)
+    hi_b, i_b = _split_at(m_hi * t5, 2.0**-102)
+    h = h + h_b + hi_a + hi_b
+    i = i + i_b + _fma(m_lo, t5, m_hi * t6)
+    # Make the limbs disjoint: f on the 2**-50 grid, |g| < 2**-50 on 2**-76, |h| < 2**-76.
+    g_hi, g = _split_at(g, 2.0**-50)
+    h_hi, h = _split_at(h, 2.0**-76)
+    f = f + g_hi
+    g = g + h_hi
+    k2 = _rint(f)
+    f = f - k2
+    u = f + g  # |f| > |g| unless f == 0, so u_err is the exact rounding error
+    u_err = g - (u - f)
+    rest = (u_err + h) + i
+    f_hi = u + rest
+    return f_hi, (u - f_hi) + rest, k + k2
+
+
+@_jit
+def _quadrant(k):
+    """k mod 4 for an integral float64 k."""
+    return _fma(-4.0, _floor(0.25 * k), k)
+
+
+def _cos_coeffs(dtype: type) -> tuple:
+    """cos(r) ~ P(r**2): the fitted coefficients behind the fixed 1 - r**2/2."""
+    return (dtype(1.0), dtype(-0.5)) + _coeffs("COS", dtype)
+
+
+# The float32 fits are evaluated in float64, where the reduced argument already is: that
+# is faster than narrowing (no mixed-width masks) and leaves one rounding, at the end.
+_SIN_F32 = tuple(np.float64(c) for c in _coeffs("SIN", np.float32))
+_COS_F32 = tuple(np.float64(c) for c in _cos_coeffs(np.float32))
+_SIN_F64, _COS_F64 = _coeffs("SIN", np.float64), _cos_coeffs(np.float64)
+_PIO2_HI, _PIO2_LO = 1.5707963267948966, 6.123233995736766e-17
+
+
+@_jit
+def _sin_cos_poly(r, c_sin, c_cos):
+    """(sin r, cos r) for |r| <= pi/4, in r's type."""
+    z = r * r
+    return _fma(r * z, _polyval(z, c_sin), r), _polyval(z, c_cos)
+
+
+@_jit
+def _sin_cos_f32(a):
+    """(sin r, cos r, q) in float64 for a normal float32 a = |x| (reduced even below pi/4:
+    the table is exact there too, and one path is cheaper than a select between two)."""
+    f, k = _reduce_f32(a)
+    s, c = _sin_cos_poly(f * (math.pi / 2), _SIN_F32, _COS_F32)
+    return s, c, _quadrant(k)
+
+
+@_jit
+def _sin_cos_f64(a):
+    """(sin r, cos r, q) for a float64 a = |x| > 2**-27; r is carried as r + r_lo, and the
+    tail enters to first order (sin(r + d) ~ sin r + d cos r)."""
+    f_hi, f_lo, k = _reduce_f64(a)
+    r = f_hi * _PIO2_HI
+    r_lo = _fma(f_hi, _PIO2_HI, -r) + _fma(f_lo, _PIO2_HI, f_hi * _PIO2_LO)
+    r_hi = r + r_lo
+    r_lo = r_lo - (r_hi - r)
+    s, c = _sin_cos_poly(r_hi, _SIN_F64, _COS_F64)
+    return _fma(c, r_lo, s), _fma(-s, r_lo, c), _quadrant(k)
+
+
+@_jit
+def _sin_of(s, c, q):
+    """sin x from sin and cos of its reduced argument and quadrant q."""
+    y = _select((q == 1.0) | (q == 3.0), c, s)
+    return _select(q >= 2.0, -y, y)
+
+
+@_jit
+def _cos_of(s, c, q):
+    """cos x from sin and cos of its reduced argument and quadrant q."""
+    y = _select((q == 1.0) | (q == 3.0), s, c)
+    return _select((q == 1.0) | (q == 2.0), -y, y)
+
+
+@_jit
+def _tan_of(s, c, q):
+    """tan x from sin and cos of its reduced argument and quadrant q."""
+    odd = (q == 1.0) | (q == 3.0)
+    return _div(_select(odd, -c, s), _select(odd, s, c))
+
+
+# ---------------------------------------------------------------------------------------
+# The functions, written once and instantiated per dtype: every constant is a scalar of
+# that dtype, so float32 code never widens to float64 (sin, cos, tan and pow do, on
+# purpose, as their comments say).
+
+_CONSTANTS = {
+    # name: (float32, float64)
+    "EXP_LO": (-104.0, -746.0),  # exp underflows to 0 below (clamp; result rounds to 0)
+    "EXP_HI": (89.0, 710.0),  # exp overflows to inf above (clamp; result rounds to inf)
+    "EXPM1_LO": (-20.0, -45.0),  # expm1 rounds to -1 below
+    "TANH_CLAMP": (10.0, 20.0),  # tanh rounds to +-1 above
+    "HYP_CLAMP": (90.0, 711.0),  # sinh, cosh overflow above
+    "ERF_A": (2.0, math.sqrt(6.0)),  # erf rounds to +-1 above ERF_A**2
+    # scipy's expit(x) = 1/(1 + exp(-x)) is exactly 0 where exp(-x) overflows
+    "EXPIT_ZERO_AT": (-88.72283935546875, -709.7827128933841),
+    "MIN_NORMAL": (2.0**-126, 2.0**-1022),
+    "TRIG_TINY": (2.0**-12, 2.0**-27),  # below, sin x and tan x round to x, cos x to 1
+    "SUBNORMAL_BITS": (24.0, 54.0),  # scaling that makes any subnormal normal
+    "LN2_HI": (0.693359375, 0.6931471803691238),  # few bits, so n * LN2_HI is exact
+    "LN2_LO": (-2.1219444e-4, 1.9082149292705877e-10),
+    "PIO2_HI": (1.5707963705062866, 1.5707963267948966),
+    "PIO2_LO": (-4.371138828673793e-08, 6.123233995736766e-17),
+    "PIO4_HI": (0.7853981852531433, 0.7853981633974483),
+    "PIO4_LO": (-2.1855694143368964e-08, 3.061616997868383e-17),
+}
+_MID_N = 60.0  # expm1 uses 2**n (q + 1) - 1 up to this n, then just the exponential
+
+
+@_jit
+def max_nan_to(x, lo):
+    """max(x, lo), with NaN mapped to lo (keeps junk out of integer conversions)."""
+    return _select(x > lo, x, lo)
+
+
+@_jit
+def min_nan_to(x, hi):
+    """min(x, hi), with NaN kept as NaN."""
+    return _select(x > hi, hi, x)
+
+
+def _build(dtype: type) -> tuple[dict[str, Callable], dict[str, Callable]]:
+    """The njit scalar functions for `dtype`, keyed by primitive name, and the kernels
+    behind them that pow reuses."""
+    suffix = "f32" if dtype is np.float32 else "f64"
+    lim = {k: dtype(v[dtype is np.float64]) for k, v in _CONSTANTS.items()}
+    zero, quarter, half, one, two = (dtype(v) for v in (0.0, 0.25, 0.5, 1.0, 2.0))
+    inf, nan = dtype(np.inf), dtype(np.nan)
+    log2e, sqrt2 = dtype(1 / math.log(2)), dtype(math.sqrt(2))
+    tan_pi8, tan_3pi8 = dtype(math.tan(math.pi / 8)), dtype(math.tan(3 * math.pi / 8))
+    exp_lo, exp_hi, expm1_lo = lim["EXP_LO"], lim["EXP_HI"], lim["EXPM1_LO"]
+    ln2_hi, ln2_lo, mid_n = lim["LN2_HI"], lim["LN2_LO"], dtype(_MID_N)
+    min_normal, sub_bits = lim["MIN_NORMAL"], lim["SUBNORMAL_BITS"]
+    sub_scale = dtype(2.0 ** float(sub_bits))
+    tanh_clamp, hyp_clamp, erf_a = lim["TANH_CLAMP"], lim["HYP_CLAMP"], lim["ERF_A"]
+    erf_clamp, expit_zero_at = erf_a * erf_a, lim["EXPIT_ZERO_AT"]
+    tanh_small = dtype(0.55)  # below, tanh's polynomial; above, 1 - 2 / (exp(2|x|) + 1)
+    pio2_hi, pio2_lo, pio4_hi, pio4_lo = (lim[k] for k in ("PIO2_HI", "PIO2_LO", "PIO4_HI",
+                                                           "PIO4_LO"))
+    c_expm1, c_log = _coeffs("EXPM1", dtype), _coeffs("LOG_R", dtype)
+    c_tanh, c_atan, c_erf, c_erfcx, c_sinh = (
+        _coeffs(k, dtype) for k in ("TANH", "ATAN", "ERF", "ERFCX", "SINH"))
+    sin_cos = _sin_cos_f32 if dtype is np.float32 else _sin_cos_f64
+    trig_tiny = float(lim["TRIG_TINY"])
+    funcs = {}
+
+    def public(fn: Callable) -> Callable:
+        """Name `fn` tf_<name>_<suffix>, compile it, and record it under <name>."""
+        name = fn.__name__.removeprefix("tf_")
+        fn.__name__ = fn.__qualname__ = f"tf_{name}_{suffix}"
+        funcs[name] = _jit(fn)
+        return funcs[name]
+
+    @_jit
+    def exp_parts(x):
+        """(q, n) with exp(x) = (1 + q) * 2**n, |q| < 0.42, for clamped, non-NaN x."""
+        n = _rint(x * log2e)
+        r = _fma(n, -ln2_hi, x)  # exact: n * ln2_hi has few bits
+        r = _fma(n, -ln2_lo, r)
+        return _fma(r * r, _polyval(r, c_expm1), r), n
+
+    @_jit
+    def scale(v, n):
+        """v * 2**n with a single rounding, for |n| up to twice the exponent range."""
+        n_half = _floor(n * half)
+        return v * _pow2(n_half) * _pow2(n - n_half)
+
+    # exp and expm1: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite, ln2 in two pieces), then
+    # exp(x) = (1 + expm1(r)) * 2**n. Clamping x makes the result overflow to inf or
+    # round to 0 by itself, and keeps NaN and inf out of the integer conversions.
+    @public
+    def tf_exp(x):
+        """exp(x)."""
+        q, n = exp_parts(min_nan_to(max_nan_to(x, exp_lo), exp_hi))
+        y = scale(one + q, n)
+        return _select(x == x, y, x)
+
+    @public
+    def tf_expm1(x):
+        """exp(x) - 1, accurate near 0."""
+        q, n = exp_parts(min_nan_to(max_nan_to(x, expm1_lo), exp_hi))
+        t = _pow2(_select(n < mid_n, n, mid_n))
+        # 2**n q + (2**n - 1): both terms exact or nearly, no cancellation of rounded values
+        near, far = _fma(t, q, t - one), scale(one + q, n)
+        y = _select(n <= mid_n, near, far)
+        y = _select(n == zero, q, y)  # keeps subnormals exact
+        return _select(x == x, _select(x == zero, x, y), x)  # -0 -> -0
+
+    # log and log1p: x = m 2**e with m in [sqrt(1/2), sqrt(2)), then log(m) from a short
+    # polynomial in s = (m - 1) / (m + 1). log1p feeds 1 + x's rounding error in as c.
+    @_jit
+    def split(x):
+        """(m, e) with x = m * 2**e and m in [sqrt(1/2), sqrt(2)), for finite x > 0."""
+        tiny = x < min_normal
+        xs = _select(tiny, x * sub_scale, x)
+        e = _exponent(xs) - _select(tiny, sub_bits, zero)
+        m = _significand(xs)
+        big = m > sqrt2
+        return _select(big, m * half, m), _select(big, e + one, e)
+
+    @_jit
+    def log_core(m, e, c):
+        """log(m * 2**e) + c for m in [sqrt(1/2), sqrt(2)) and a tiny correction c.
+        With f = m - 1 and s = f / (2 + f), log(m) = f - f**2/2 + s (f**2/2 + R(s**2)),
+        where every term after f is small, so f's exactness carries the result."""
+        f = m - one
+        s = _div(f, two + f)
+        z = s * s
+        r = z * _polyval(z, c_log)
+        hfsq = half * f * f
+        return _fma(e, ln2_hi, f - (hfsq - _fma(s, hfsq + r, _fma(e, ln2_lo, c))))
+
+    @public
+    def tf_log(x):
+        """Natural logarithm."""
+        m, e = split(x)
+        y = log_core(m, e, zero)
+        y = _select(x < inf, y, x)
+        return _select(x > zero, y, _select(x == zero, -inf, nan))
+
+    @public
+    def tf_log1p(x):
+        """log(1 + x), accurate near 0."""
+        u = one + x
+        v = u - one
+        err = (one - (u - v)) + (x - v)  # 1 + x == u + err exactly (TwoSum)
+        m, e = split(u)
+        y = log_core(m, e, _div(err, u))
+        y = _select(x < inf, y, x)
+        y = _select(x > -one, y, _select(x == -one, -inf, nan))
+        return _select(x == zero, x, y)
+
+    # tanh: a polynomial near 0, where 1 - 2/(exp(2|x|) + 1) would cancel; past 0.55 that
+    # form loses under half an ulp, and saturates to 1 by itself.
+    @public
+    def tf_tanh(x):
+        """Hyperbolic tangent."""
+        a = _fabs(x)
+        z = a * a
+        small = _fma(a * z, _polyval(z, c_tanh), a)
+        e = tf_exp(two * min_nan_to(a, tanh_clamp))
+        big = one - _div(two, e + one)
+        return _copysign(_select(a < tanh_small, small, big), x)
+
+    @public
+    def tf_logistic(x):
+        """The logistic sigmoid 1 / (1 + exp(-x)) (scipy.special.expit)."""
+        e = tf_exp(-_fabs(x))  # at most 1: no overflow, subnormals where they belong
+        y = _div(_select(x >= zero, one, e), one + e)
+        return _select(x <= expit_zero_at, zero, y)
+
+    # sinh and cosh: E +- 1/(4E) with E = exp(|x|)/2 scaled by 2**(n-1) directly, so that
+    # E stays finite up to the true overflow point; sinh uses a polynomial below 1, where
+    # the difference would cancel.
+    @_jit
+    def half_exp(a):
+        """exp(a) / 2 for 0 <= a <= hyp_clamp, rounded once."""
+        q, n = exp_parts(a)
+        return scale(one + q, n - one)
+
+    @public
+    def tf_sinh(x):
+        """Hyperbolic sine."""
+        a = _fabs(x)
+        big = half_exp(min_nan_to(a, hyp_clamp))
+        big = big - _div(quarter, big)
+        small = _fma(a * (a * a), _polyval(a * a, c_sinh), a)
+        y = _copysign(_select(a < one, small, big), x)
+        return _select(x == x, y, x)
+
+    @public
+    def tf_cosh(x):
+        """Hyperbolic cosine."""
+        e = half_exp(min_nan_to(_fabs(x), hyp_clamp))
+        y = e + _div(quarter, e)
+        return _select(x == x, y, x)
+
+    # erf: x + x P(x**2) below 1; above, 1 - exp(-x**2) erfcx(x) with erfcx = erfc exp(x**2)
+    # smooth enough for one polynomial in t = (x - A)/(x + A). The rounding of x**2 costs
+    # little there, because erfc(x) is small where x**2 is large.
+    @public
+    def tf_erf(x):
+        """The error function (scipy.special.erf)."""
+        a = _fabs(x)
+        small = _fma(a, _polyval(a * a, c_erf), a)
+        ac = min_nan_to(a, erf_clamp)
+        t = _div(ac - erf_a, ac + erf_a)
+        big = one - tf_exp(-(ac * ac)) * _polyval(t, c_erfcx)
+        y = _copysign(_select(a < one, small, big), x)
+        return _select(x == x, y, x)
+
+    @public
+    def tf_arctan(x):
+        """Inverse tangent, in (-pi/2, pi/2)."""
+        a = _fabs(x)
+        big, mid = a > tan_3pi8, a > tan_pi8
+        # arctan(a) = base + arctan(t), |t| <= tan(pi/8), with t = -1/a or (a-1)/(a+1)
+        am1, ap1 = a - one, a + one
+        t = _div(_select(big, -one, _select(mid, am1, a)), _select(big, a, _select(mid, ap1, one)))
+        base_hi = _select(big, pio2_hi, _select(mid, pio4_hi, zero))
+        base_lo = _select(big, pio2_lo, _select(mid, pio4_lo, zero))
+        z = t * t
+        y = base_hi + (t + _fma(t * z, _polyval(z, c_atan), base_lo))
+        return _copysign(y, x)
+
+    # sin, cos, tan: float32 works in float64 throughout and rounds once at the end.
+    @public
+    def tf_sin(x):
+        """Sine."""
+        xw = np.float64(x)
+        a = _fabs(xw)
+        s, c, q = sin_cos(_fabs(x))
+        y = _sin_of(s, c, q) * _copysign(1.0, xw)  # sin is odd
+        y = _select(a < trig_tiny, xw, y)  # also keeps zeros and subnormals exact
+        return dtype(_select(a < math.inf, y, xw - xw))
+
+    @public
+    def tf_cos(x):
+        """Cosine."""
+        xw = np.float64(x)
+        a = _fabs(xw)
+        s, c, q = sin_cos(_fabs(x))
+        y = _select(a < trig_tiny, 1.0, _cos_of(s, c, q))
+        return dtype(_select(a < math.inf, y, xw - xw))
+
+    @public
+    def tf_tan(x):
+        """Tangent."""
+        xw = np.float64(x)
+        a = _fabs(xw)
+        s, c, q = sin_cos(_fabs(x))
+        y = _tan_of(s, c, q) * _copysign(1.0, xw)
+        y = _select(a < trig_tiny, xw, y)
+        return dtype(_select(a < math.inf, y, xw - xw))
+
+    return funcs, {"split": split, "log_core": log_core, "exp_parts": exp_parts,
+                   "scale": scale}
+
+
+_FUNCTIONS, _KERNELS = {}, {}
+for _dtype in (np.float32, np.float64):
+    _FUNCTIONS[_dtype.__name__], _KERNELS[_dtype.__name__] = _build(_dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# pow: |x|**y = exp(y log|x|), then C99's (NumPy's) sign rule and exact cases.
+
+@_jit
+def _pow_finish(x, y, r):
+    """x**y from r = exp(y log|x|), all in float64: the sign for odd integer y and a
+    negative x (or -0), NaN for a negative finite x and a non-integer y, and pow(x, 0) =
+    pow(1, y) = pow(-1, +-inf) = 1 even where r is NaN."""
+    y_odd = (_floor(y) == y) & (_floor(y * 0.5) * 2.0 != y)  # false for +-inf and NaN
+    r = _select(y_odd & (_copysign(1.0, x) < 0.0), -r, r)
+    r = _select((x < 0.0) & (x > -math.inf) & (_floor(y) != y), math.nan, r)
+    r = _select((_fabs(x) == 1.0) & (_fabs(y) == math.inf), 1.0, r)
+    return _select((y == 0.0) | (x == 1.0), 1.0, r)
+
+
+_split_f64, _log_core_f64, _scale_f64 = (_KERNELS["float64"][k] for k in ("split", "log_core",
+                                                                          "scale"))
+_EXPM1_F64 = _coeffs("EXPM1", np.float64)
+
+
+@_jit
+def _log2_f64(a):
+    """log2(a) for float64 a >= 0 (or NaN); exact for powers of two."""
+    m, e = _split_f64(a)
+    y = e + _log_core_f64(m, 0.0, 0.0) * (1 / math.log(2))
+    y = _select(a < math.inf, y, a)
+    return _select(a > 0.0, y, _select(a == 0.0, -math.inf, math.nan))
+
+
+@_jit
+def _exp2_f64(w):
+    """2**w for float64 w; exact for integers (so exact powers round like NumPy's)."""
+    wc = min_nan_to(max_nan_to(w, -2000.0), 2000.0)  # past every overflow, within scale
+    n = _rint(wc)
+    r = (wc - n) * math.log(2)
+    y = _scale_f64(1.0 + _fma(r * r, _polyval(r, _EXPM1_F64), r), n)
+    return _select(w == w, y, w)
+
+
+def tf_pow_f32(x, y):
+    """x ** y for float32, computed in float64: y log2|x| is then exact enough that the
+    one rounding to float32 at the end dominates the error."""
+    xw, yw = np.float64(x), np.float64(y)
+    return np.float32(_pow_finish(xw, yw, _exp2_f64(yw * _log2_f64(_fabs(xw)))))
+
+
+_FUNCTIONS["float32"]["pow"] = _jit(tf_pow_f32)
+
+# float64 needs log2|x| to about 2**-64 (|y log2|x|| reaches 1075, and each of its ulps is
+# an ulp of the result), so it is carried as a double-double: a hi + lo pair whose
+# products come error-free from _fma_exact.
+_LOG_TAIL_F64 = _coeffs("LOG_TAIL", np.float64)
+_TWO_THIRDS_HI, _TWO_THIRDS_LO = 0.6666666666666666, 3.700743415417188e-17
+_LOG2E_HI, _LOG2E_LO = 1.4426950408889634, 2.0355273740931033e-17
+
+
+@_jit
+def _two_prod(a, b):
+    """(p, err) with p = fl(a*b) and p + err = a*b exactly."""
+    p = a * b
+    return p, _fma_exact(a, b, -p)
+
+
+@_jit
+def _log2_dd(a):
+    """log2(a) as hi + lo for a finite float64 a > 0, exact for powers of two. With
+    s = f / (2 + f), ln(1 + f) = 2s + 2s**3/3 + s**5 P(s**2); s and the s**3 term are
+    double-doubles, the rest is below 2**-12 of the result."""
+    m, e = _split_f64(a)
+    f = m - 1.0
+    t = 2.0 + f
+    t_lo = f - (t - 2.0)  # 2 + f == t + t_lo exactly
+    s = _div(f, t)
+    p, p_err = _two_prod(s, t)
+    s_lo = _div(((f - p) - p_err) - s * t_lo, t)
+    z, z_err = _two_prod(s, s)
+    c, c_err = _two_prod(z, s)
+    c_lo = c_err + z_err * s + 3.0 * z * s_lo  # s**3 == c + c_lo
+    g, g_err = _two_prod(_TWO_THIRDS_HI, c)
+    g_lo = g_err + _TWO_THIRDS_HI * c_lo + _TWO_THIRDS_LO * c
+    ln_hi = 2.0 * s + g  # |2s| > |g|, so the next line is its exact error
+    ln_lo = (g - (ln_hi - 2.0 * s)) + (2.0 * s_lo + g_lo + z * z * s * _polyval(z, _LOG_TAIL_F64))
+    l2, l2_err = _two_prod(ln_hi, _LOG2E_HI)
+    l2_lo = l2_err + (ln_hi * _LOG2E_LO + ln_lo * _LOG2E_HI)
+    hi = e + l2  # |l2| <= 1/2 <= |e| unless e == 0: exact error below
+    return hi, (l2 - (hi - e)) + l2_lo
+
+
+@_jit
+def _exp2_dd(w, w_lo):
+    """2**(w + w_lo) for float64 w (w_lo tiny); exact for integer w and w_lo == 0."""
+    wc = min_nan_to(max_nan_to(w, -2000.0), 2000.0)  # past every overflow, within scale
+    n = _rint(wc)
+    r = ((wc - n) + w_lo) * math.log(2)
+    return _scale_f64(1.0 + _fma(r * r, _polyval(r, _EXPM1_F64), r), n)
+
+
+def tf_pow_f64(x, y):
+    """x ** y for float64: exp2(y log2|x|) with y log2|x| as a double-double."""
+    a = _fabs(x)
+    l_hi, l_lo = _log2_dd(a)
+    w, w_err = _two_prod(y, l_hi)
+    r = _exp2_dd(w, _select(_fabs(w) < 2000.0, w_err + y * l_lo, 0.0))
+    # |x| = 0 or inf, or y = +-inf: |x|**y is 0 or inf by the sign of y log|x|
+    limit = _select((a > 1.0) == (y > 0.0), math.inf, 0.0)
+    edge = ((a == 0.0) | (a == math.inf) | (_fabs(y) == math.inf)) & (a == a) & (y == y)
+    r = _select(edge, limit, _select((w == w) & (a == a), r, math.nan))
+    return _pow_finish(x, y, r)
+
+
+_FUNCTIONS["float64"]["pow"] = _jit(tf_pow_f64)
+
+
+MATH_FUNCTIONS: dict[tuple[str, str], Callable] = {
+    (name, dtype): fn for dtype, funcs in _FUNCTIONS.items() for name, fn in funcs.items()}
+
+
+def math_globals() -> dict[str, Callable]:
+    """{function name: function} for the namespace of generated source."""
+    return {fn.py_func.__name__: fn for fn in MATH_FUNCTIONS.values()}
