@@ -128,6 +128,8 @@ class Graph:
     # Set by functionalize: the inputs (indices into `inputs`) the original program wrote
     # into; their final values are the trailing outputs, in this order.
     mutated_inputs: tuple[int, ...] = ()
+    # Set by tracing: (original object, snapshot) of each captured array (not structural).
+    const_origins: list = field(default_factory=list, repr=False, compare=False)
     _key: str | None = field(default=None, repr=False)
 
     @property

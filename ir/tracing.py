@@ -43,7 +43,9 @@ class Builder:
         self.nodes: list[Node] = []
         self.consts: dict[Var, np.ndarray] = {}
         self._const_by_id: dict[int, Var] = {}
-        self._keepalive: list[Any] = []  # the originals of constants, so ids stay unique
+        # (original, snapshot) per captured array: the originals keep ids unique, and let
+        # caches of transformed graphs notice when a captured array changed in place.
+        self.const_origins: list[tuple[Any, np.ndarray]] = []
         self.captured: list[Tracer] = []  # outer traced values, in capture order
         self._capture_vars: dict[int, Var] = {}
         self._rng: Tracer | None = None
@@ -88,7 +90,7 @@ class Builder:
             var = Var(aval_of(arr))
             self.consts[var] = arr
             self._const_by_id[key] = var
-            self._keepalive.append(x)
+            self.const_origins.append((x, arr))
         return var
 
     def rng_key(self) -> Tracer:
@@ -262,6 +264,7 @@ def trace_to_graph(fn: Callable, in_avals: Sequence[Aval], name: str = "f"
         except ValueError as e:
             raise _explain_numpy_setitem(e) from e
         graph = builder.finish(outs)
+    graph.const_origins = builder.const_origins
     return graph, builder.implicit_args()
 
 

@@ -478,3 +478,29 @@ def test_elementwise_results_keep_numpy_memory_order():
 
     x = np.arange(12.0).reshape(3, 4)
     assert_same(traced(f, x), f(x))
+
+
+def test_cached_transforms_see_in_place_changes_of_captured_arrays():
+    """An optimiser step or load_state_dict changes closed-over weights in place."""
+    w = np.arange(3.0)
+    traces = []
+
+    def loss(x):
+        traces.append(1)
+        return np.sum(np.tanh(x * w))
+
+    x = np.ones(3)
+    g1 = tx.grad(loss)(x)
+    tx.grad(loss)(x)
+    assert len(traces) == 1  # cached: no retrace while w is unchanged
+    w -= 0.5  # in place
+    g2 = tx.grad(loss)(x)
+    assert len(traces) == 2
+    np.testing.assert_allclose(g2, (1 - np.tanh(x * w) ** 2) * w)
+    assert not np.allclose(g1, g2)
+    batched = tx.vmap(lambda v: v * w)
+    first = batched(np.ones((2, 3)))
+    w *= 3.0
+    np.testing.assert_allclose(batched(np.ones((2, 3))), first * 3.0)
+    primal, tangent = tx.jvp(loss, (x,), (np.ones(3),))
+    np.testing.assert_allclose(primal, loss(x))

@@ -196,10 +196,7 @@ def _cached(func: Callable, key: Any, build: Callable[[], Any]) -> Any:
     """build(), cached per function and key when no trace is active."""
     if in_trace():
         return build()
-    hit = _CACHE.get(func, key)
-    if hit is None:
-        hit = _CACHE.put(func, key, build())
-    return hit
+    return _CACHE.lookup(func, key, build)
 
 
 # ---------------------------------------------------------------------------------------

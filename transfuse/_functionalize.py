@@ -59,16 +59,16 @@ def _functionalized_graph(func: Callable, remove: str, args: tuple, kwargs: dict
     leaves, in_tree = tree_flatten((tuple(args), dict(kwargs)))
     dyn_index = [i for i, x in enumerate(leaves) if is_array_leaf(x)]
     key = (remove, signature(leaves, dyn_index, in_tree))
-    if not in_trace():
-        hit = _CACHE.get(func, key)
-        if hit is not None:
-            graph, implicit = hit
-            return graph, leaves, dyn_index, implicit
-    staged = stage(func, args, kwargs)
-    graph = functionalize_graph(staged.graph, remove)
-    if not in_trace():
-        _CACHE.put(func, key, (graph, staged.implicit))
-    return graph, staged.leaves, staged.dyn_index, staged.implicit
+    def build() -> tuple[Graph, list]:
+        staged = stage(func, args, kwargs)
+        return functionalize_graph(staged.graph, remove), staged.implicit
+
+    if in_trace():
+        staged = stage(func, args, kwargs)
+        graph = functionalize_graph(staged.graph, remove)
+        return graph, staged.leaves, staged.dyn_index, staged.implicit
+    graph, implicit = _CACHE.lookup(func, key, build)
+    return graph, leaves, dyn_index, implicit
 
 
 def _runnable(x: Any) -> Any:

@@ -155,11 +155,10 @@ class _Linearized:
         wrt = [i in diff for i in dyn_index]
         key = ("vjp", tuple(wrt), has_aux, signature(leaves, dyn_index, in_tree))
         cacheable = not in_trace()
-        compiled = _CACHE.get(func, key) if cacheable else None
-        if compiled is None:
-            compiled = _compile(func, args, kwargs, wrt, has_aux, what)
-            if cacheable:
-                _CACHE.put(func, key, compiled)
+        def build() -> _Compiled:
+            return _compile(func, args, kwargs, wrt, has_aux, what)
+
+        compiled = _CACHE.lookup(func, key, build) if cacheable else build()
         self.compiled = compiled
         self.dyn_args = [leaves[i] for i in dyn_index]
         self.wrt_avals = [a for a, w in zip(compiled.graphs.forward.in_avals, wrt) if w]

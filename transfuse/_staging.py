@@ -76,6 +76,8 @@ def stage(fn: Callable, args: Sequence[Any], kwargs: dict | None = None, *,
     in_avals = [leaf_aval(leaves[i]) for i in dyn_index]
     graph, implicit = trace_to_graph(flat_fn, in_avals, name or _name_of(fn))
     graph.in_tree, graph.out_tree = in_tree, out_tree_box[0]
+    for recording in _recordings():
+        recording.extend(graph.const_origins)
     return Staged(graph, in_tree, out_tree_box[0], leaves, dyn_index, implicit)
 
 
@@ -115,8 +117,35 @@ def static_key(x: Any) -> Any:
         return ("id", id(x))
 
 
+_local = threading.local()
+
+
+def _recordings() -> list[list]:
+    """The guard lists of the cache builds in progress on this thread (innermost last)."""
+    stack = getattr(_local, "recordings", None)
+    if stack is None:
+        stack = _local.recordings = []
+    return stack
+
+
+def _guards_hold(guards: Sequence[tuple[Any, np.ndarray]]) -> bool:
+    """Every captured array still holds what it held when the graph was traced."""
+    for original, snapshot in guards:
+        if isinstance(original, np.ndarray) and not (
+                original.shape == snapshot.shape and np.array_equal(original, snapshot,
+                                                                    equal_nan=True)):
+            return False
+    return True
+
+
 class GraphCache:
-    """Per-function caches of transformed graphs; entries die with the function."""
+    """Per-function caches of transformed graphs; entries die with the function.
+
+    Arrays a function closes over are baked into its traced graph. An entry remembers them
+    (guards) and is dropped when one of them has changed in place since (an optimiser step,
+    load_state_dict), so a cached transform never computes with stale values. Rebinding a
+    global to a new array is not seen: pass changing arrays as arguments.
+    """
 
     def __init__(self) -> None:
         self._by_fn: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -131,13 +160,42 @@ class GraphCache:
             return entry[1]
 
     def get(self, fn: Any, key: Any) -> Any:
+        """The cached value, or None (also when a captured array changed since)."""
         with self.lock:
-            return self._table(fn).get(key)
+            table = self._table(fn)
+            entry = table.get(key)
+            if entry is None:
+                return None
+            value, guards = entry
+            if guards and not _guards_hold(guards):
+                del table[key]
+                return None
+            return value
 
-    def put(self, fn: Any, key: Any, value: Any) -> Any:
+    def put(self, fn: Any, key: Any, value: Any, guards: Sequence = ()) -> Any:
         with self.lock:
-            self._table(fn)[key] = value
+            self._table(fn)[key] = (value, [g for g in guards if isinstance(g[0], np.ndarray)])
         return value
+
+    def lookup(self, fn: Any, key: Any, build: Callable[[], Any]) -> Any:
+        """The cached value, or build() — cached with the arrays its tracing captured."""
+        value = self.get(fn, key)
+        if value is not None:
+            return value
+        stack = _recordings()
+        stack.append([])
+        try:
+            value = build()
+        finally:
+            guards = stack.pop()
+        if stack:  # an enclosing build captured these arrays too
+            stack[-1].extend(guards)
+        return self.put(fn, key, value, guards)
+
+    def entries(self, fn: Any) -> list:
+        """The cached values for fn (for tests and inspection)."""
+        with self.lock:
+            return [value for value, _ in self._table(fn).values()]
 
     def size(self, fn: Any) -> int:
         with self.lock:

@@ -120,12 +120,13 @@ def _call(vmapped: Callable, func: Callable, config: _Config, args: tuple, kwarg
     axis_size = _axis_size(leaves, dims, names, config.name)
     dyn_index = [i for i, x in enumerate(leaves) if is_array_leaf(x)]
     key = signature(leaves, dyn_index, in_tree)
-    plan = _CACHE.get(vmapped, key) if not in_trace() else None
-    captures: list = []
-    if plan is None:
-        plan, captures = _plan(func, config, leaves, in_tree, dims, axis_size, names)
-        if not in_trace():
-            _CACHE.put(vmapped, key, plan)
+    def build() -> tuple[_Plan, list]:
+        return _plan(func, config, leaves, in_tree, dims, axis_size, names)
+
+    if in_trace():
+        plan, captures = build()
+    else:  # outside a trace nothing is captured
+        plan, captures = _CACHE.lookup(vmapped, key, build)
     dyn_args = [leaves[i] for i in dyn_index]
     graph_args = dyn_args + captures
     check_no_aliasing(graph_args, plan.mutated_inputs)
