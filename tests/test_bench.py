@@ -201,6 +201,16 @@ def test_measure_loops_fast_calls():
     assert timing.min_s <= timing.median_s <= timing.max_s
 
 
+def test_measure_keeps_expensive_calls_within_budget():
+    import time
+    calls = []
+    timing = measure(lambda: calls.append(time.sleep(0.11)), repeat=7, warmup=2,
+                     min_sample_s=0.01, budget_s=0.2)
+    assert timing.samples == 3 and timing.calls_per_sample == 1
+    assert len(calls) == 3  # no extra warm-up: the first timed call is a sample
+    assert timing.min_s >= 0.11
+
+
 def test_schema_validator_rejects_bad_documents():
     result = run_case(make_case({"numpy": numpy_system(chain)}), QUICK)
     document = to_document([result], QUICK, ["transfuse", "bench"])

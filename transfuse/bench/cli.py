@@ -75,6 +75,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(quick=args.quick, repeat=args.repeat or (2 if args.quick else 7),
                     warmup=1 if args.quick else 2,
                     min_sample_s=0.002 if args.quick else 0.01,
+                    budget_s=1.0 if args.quick else 10.0,
                     baselines=frozenset(baselines),
                     progress=(lambda m: None) if args.quiet else _progress_printer())
 

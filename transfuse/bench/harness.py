@@ -32,6 +32,7 @@ class Settings:
     repeat: int = 7
     warmup: int = 2
     min_sample_s: float = 0.01
+    budget_s: float = 10.0  # per system and case, for samples beyond the minimum
     baselines: frozenset[str] = frozenset({"numpy", "numba", "jax", "torch", "torch.compile"})
     progress: Callable[[str], None] = field(default=lambda message: None)
 
@@ -227,7 +228,7 @@ def _check(result: SystemResult, output: Any, reference: Any, case: Case) -> Sys
 
 def _time(runner: Runner, settings: Settings) -> Timing | None:
     return measure(runner.call, repeat=settings.repeat, warmup=settings.warmup,
-                   min_sample_s=settings.min_sample_s)
+                   min_sample_s=settings.min_sample_s, budget_s=settings.budget_s)
 
 
 def _add_ratios(results: dict[str, SystemResult]) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_CALLS_PER_SAMPLE = 100_000
+EXPENSIVE_CALL_S = 0.1  # a call this long needs no extra warm-up and is its own sample
+MIN_SAMPLES = 3  # even over budget: a median needs a few samples
 
 
 @dataclass
@@ -35,18 +37,30 @@ def calls_for(seconds_per_call: float, min_sample_s: float) -> int:
     return max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(min_sample_s / seconds_per_call)))
 
 
-def measure(call: Callable[[], Any], *, repeat: int, warmup: int, min_sample_s: float
-            ) -> Timing:
-    """Time call(): `warmup` untimed calls, then `repeat` samples of per-call time."""
-    for _ in range(warmup):
-        call()
+def measure(call: Callable[[], Any], *, repeat: int, warmup: int, min_sample_s: float,
+            budget_s: float = float("inf")) -> Timing:
+    """Time call(): warm-ups, then up to `repeat` samples of per-call time.
+
+    The call is expected to be compiled already (the harness has run it once). A first
+    timed call sizes the samples; when it is long (>= EXPENSIVE_CALL_S) it also serves as
+    the warm-up and as the first sample. Samples stop at `repeat`, or once `budget_s` is
+    spent and MIN_SAMPLES are taken, so that a seconds-long case costs seconds, not minutes.
+    """
     start = time.perf_counter()
     call()
-    number = calls_for(time.perf_counter() - start, min_sample_s)
-    samples = []
-    for _ in range(max(1, repeat)):
+    first = time.perf_counter() - start
+    expensive = first >= EXPENSIVE_CALL_S
+    for _ in range(0 if expensive else warmup):
+        call()
+    number = calls_for(first, min_sample_s)
+    samples = [first] if expensive else []
+    spent = first if expensive else 0.0
+    wanted = max(1, repeat)
+    while len(samples) < wanted and (spent < budget_s or len(samples) < min(MIN_SAMPLES, wanted)):
         start = time.perf_counter()
         for _ in range(number):
             call()
-        samples.append((time.perf_counter() - start) / number)
+        elapsed = time.perf_counter() - start
+        samples.append(elapsed / number)
+        spent += elapsed
     return Timing.of(samples, number)
