@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -51,24 +52,43 @@ def loop_over(fn: Callable) -> Callable:
     return loop
 
 
+def binary_loop(fn: Callable) -> Callable:
+    """An @njit loop out[i] = fn(x[i], y[i])."""
+    @njit
+    def loop(x, y, out):
+        for i in range(x.size):
+            out[i] = fn(x[i], y[i])
+    return loop
+
+
+@njit
+def _libm_pow(x, y):
+    """x ** y, which Numba lowers to a libm pow call."""
+    return x**y
+
+
 @njit
 def _libm_logistic(x):
     """1 / (1 + exp(-x)) as a naive loop would write it."""
     return 1 / (1 + math.exp(-x))
 
 
-def median_ms(run: Callable, repeat: int) -> float:
-    """Median wall time of run() in ms, after one warm-up call (compilation)."""
+CLOCK = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def median_ms(run: Callable, repeat: int, clock: Callable = time.perf_counter) -> float:
+    """Median time of run() in ms on `clock`, after one warm-up call (compilation)."""
     run()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         run()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return 1e3 * float(np.median(times))
 
 
-def function_rows(n: int, repeat: int, dtype: str) -> list[tuple[str, float, float, float]]:
+def function_rows(n: int, repeat: int, dtype: str,
+                  clock: Callable) -> list[tuple[str, float, float, float]]:
     """(name, mathlib ms, libm ms, numpy ms) per function."""
     rng = np.random.default_rng(0)
     rows = []
@@ -78,9 +98,14 @@ def function_rows(n: int, repeat: int, dtype: str) -> list[tuple[str, float, flo
         out = np.empty_like(x)
         ours = loop_over(MATH_FUNCTIONS[(name, dtype)])
         libm = loop_over(LIBM.get(name, _libm_logistic))
-        rows.append((name, median_ms(lambda f=ours, x=x, out=out: f(x, out), repeat),
-                     median_ms(lambda f=libm, x=x, out=out: f(x, out), repeat),
-                     median_ms(lambda f=ufunc, x=x: f(x), repeat)))
+        rows.append((name, median_ms(lambda f=ours, x=x, out=out: f(x, out), repeat, clock),
+                     median_ms(lambda f=libm, x=x, out=out: f(x, out), repeat, clock),
+                     median_ms(lambda f=ufunc, x=x: f(x), repeat, clock)))
+    x, y = rng.uniform(1e-3, 5.0, n).astype(dtype), rng.uniform(-5.0, 5.0, n).astype(dtype)
+    ours, libm = binary_loop(MATH_FUNCTIONS[("pow", dtype)]), binary_loop(_libm_pow)
+    rows.append(("pow", median_ms(lambda: ours(x, y, out), repeat, clock),
+                 median_ms(lambda: libm(x, y, out), repeat, clock),
+                 median_ms(lambda: np.power(x, y), repeat, clock)))
     return rows
 
 
@@ -207,22 +232,28 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--clock", default="wall", choices=tuple(CLOCK),
+                        help="cpu: this thread's CPU time, steadier on a busy machine "
+                             "(not meaningful for the prange row)")
     parser.add_argument("--ulp", action="store_true", help="the accuracy survey instead")
     parser.add_argument("--stride", type=int, default=8, help="float32 survey: bit stride")
     args = parser.parse_args()
     if args.ulp:
         ulp_survey(args.stride)
         return
-    print(f"{args.n} {args.dtype} elements, median of {args.repeat} runs, ms per call")
+    clock = CLOCK[args.clock]
+    print(f"{args.n} {args.dtype} elements, median of {args.repeat} runs, ms per call "
+          f"({args.clock} clock; load average {os.getloadavg()[0]:.1f})")
     print(f"{'function':10s} {'mathlib':>8s} {'libm':>8s} {'numpy':>8s} {'vs libm':>8s}")
-    for name, ours, libm, ufunc in function_rows(args.n, args.repeat, args.dtype):
+    for name, ours, libm, ufunc in function_rows(args.n, args.repeat, args.dtype, clock):
         print(f"{name:10s} {ours:8.2f} {libm:8.2f} {ufunc:8.2f} {libm / ours:7.1f}x")
     x = np.random.default_rng(1).uniform(-3, 3, args.n).astype(args.dtype)
     out = np.empty_like(x)
     print("\nchain tanh(x)*sigmoid(x) + 0.5*x*x - exp(-x*x) + sin(x)*cos(x)")
     for label, kernel in chain_kernels(args.dtype).items():
-        print(f"{label:28s} {median_ms(lambda k=kernel: k(x, out), args.repeat):8.2f}")
-    copy = median_ms(lambda: np.copyto(out, x), args.repeat)
+        ms = median_ms(lambda k=kernel: k(x, out), args.repeat, clock)
+        print(f"{label:28s} {ms:8.2f}")
+    copy = median_ms(lambda: np.copyto(out, x), args.repeat, clock)
     print(f"{'(one copy of the array)':28s} {copy:8.2f}")
 
 

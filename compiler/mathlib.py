@@ -129,6 +129,9 @@ def _select(typingctx, cond, a, b):
     return a(cond, a, b), codegen
 
 
+# Integer <-> float conversions go through the bits of 2**mbits + k, the float whose low
+# significand bits are the integer k: AVX2 has no vector conversion for 64-bit integers.
+
 @intrinsic
 def _pow2(typingctx, n):
     """2**n for a float n holding an integer in the normal exponent range, built from bits."""
@@ -137,8 +140,9 @@ def _pow2(typingctx, n):
 
     def codegen(context, builder, sig, args):
         inttype, mbits, bias = _layout(args[0].type)
-        bits = builder.add(builder.fptosi(args[0], inttype), ir.Constant(inttype, bias))
-        return builder.bitcast(builder.shl(bits, ir.Constant(inttype, mbits)), args[0].type)
+        magic = ir.Constant(args[0].type, float(2**mbits + bias))
+        biased = builder.bitcast(builder.fadd(args[0], magic), inttype)  # n + bias, low bits
+        return builder.bitcast(builder.shl(biased, ir.Constant(inttype, mbits)), args[0].type)
     return n(n), codegen
 
 
@@ -152,8 +156,9 @@ def _exponent(typingctx, x):
         inttype, mbits, bias = _layout(args[0].type)
         bits = builder.lshr(builder.bitcast(args[0], inttype), ir.Constant(inttype, mbits))
         bits = builder.and_(bits, ir.Constant(inttype, 2 * bias + 1))
-        bits = builder.sub(bits, ir.Constant(inttype, bias))
-        return builder.sitofp(bits, args[0].type)
+        bits = builder.or_(bits, ir.Constant(inttype, (bias + mbits) << mbits))
+        magic = ir.Constant(args[0].type, float(2**mbits + bias))
+        return builder.fsub(builder.bitcast(bits, args[0].type), magic)
     return x(x), codegen
 
 

@@ -30,7 +30,7 @@ ULP_BOUND = {
                 "pow": 1},
     "float64": {"exp": 1, "expm1": 2, "log": 1, "log1p": 2, "tanh": 2, "logistic": 3,
                 "sin": 1, "cos": 1, "tan": 3, "erf": 3, "sinh": 2, "cosh": 2, "arctan": 2,
-                "pow": 1},
+                "pow": 2},
 }
 
 
