@@ -30,6 +30,7 @@ from transfuse.ir.tree import (
 from . import nn, numpy, random  # noqa: F401
 from ._forward import hessian, jacfwd, jvp, linearize
 from ._functionalize import functionalize
+from ._jit import jit
 from ._reverse import grad, grad_and_value, jacrev, vjp
 from ._staging import make_graph
 from ._vmap import vmap
@@ -45,5 +46,5 @@ __all__ = [
     "MutationError", "BatchingError", "CompileError",
     "vjp", "grad", "grad_and_value", "jacrev",
     "jvp", "linearize", "jacfwd", "hessian", "functionalize", "nn", "functional_call",
-    "stack_module_state", "replace_all_batch_norm_modules_",
+    "stack_module_state", "replace_all_batch_norm_modules_", "jit",
 ]

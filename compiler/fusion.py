@@ -1,0 +1,593 @@
+"""Fusion: a graph-to-graph rewrite that groups nodes into regions compiled as one loop nest.
+
+A *loop region* iterates over one domain shape S. Every value inside it is computed at the
+current point of S: elementwise, select, cast and broadcast nodes are inlined into the loop
+body, so their intermediates never reach memory. A region may also reduce over a fixed set
+of axes R of S; values then live at one of two levels: the full domain S, or the kept axes
+K = S minus R (reduction results and the arithmetic on them). Reductions that depend on
+other reductions run in later *phases* (softmax: max, then sum, then the normalised
+output), all inside one outer loop over K.
+
+Index-changing nodes (transpose, slice, pad, concatenate, gather, dynamic_slice,
+update_slice, iota, random draws, ...) read their operands at other points, so their
+operands must come from memory: they may start a region, and their consumers may join it,
+but a producer is never fused into them. Contractions (dot_general, conv) and scans,
+arg-reductions and scatters stay separate kernels; an elementwise consumer of a contraction
+(bias + activation) is grouped with it as its *epilogue*.
+
+Each region becomes one node of the `fused` primitive holding the region's sub-graph
+(`print()` shows it). Reshapes and copies left alone become plain nodes that the backend
+turns into views. See docs/compiler.md.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from transfuse.ir.core import Graph, Node, Var
+from transfuse.ir.interpreter import interpret
+from transfuse.ir.primitives import (
+    BINARY_FLOAT,
+    BINARY_NUMERIC,
+    COMPARISONS,
+    LOGICAL,
+    PRIMITIVES,
+    UNARY_FLOAT,
+    UNARY_NUMERIC,
+    UNARY_TO_BOOL,
+    Primitive,
+    define,
+)
+
+P = PRIMITIVES
+
+
+def _fused_rule(*in_avals, graph: Graph, **_):
+    return graph.out_avals
+
+
+def _fused_impl(*args, graph: Graph, **_):
+    return interpret(graph, args)
+
+
+FUSED = define("fused", _fused_rule, _fused_impl, multiple_results=True,
+               doc="a fused region: its sub-graph runs as one loop nest (or kernel + epilogue)")
+
+# ---------------------------------------------------------------------------------------
+# How each primitive takes part in fusion
+
+ELEMENTWISE = "elementwise"  # computed at the current point from operands at that point
+RELABEL = "relabel"  # broadcast or unit-dimension change: same point, other dims
+INDEX = "index"  # reads operands at other points: operands come from memory
+REDUCTION = "reduction"
+CONTRACTION = "contraction"  # dot_general, conv: kernels that take an epilogue
+KERNEL = "kernel"  # everything else that runs as its own kernel
+VIEW = "view"  # reshapes: a view of a contiguous buffer when not fused
+
+_ELEMENTWISE_NAMES = (
+    list(UNARY_FLOAT) + list(UNARY_NUMERIC) + list(UNARY_TO_BOOL) + list(BINARY_NUMERIC)
+    + list(BINARY_FLOAT) + list(COMPARISONS) + list(LOGICAL)
+    + ["not", "integer_pow", "select", "clip", "cast", "copy", "random_fold_in"]
+)
+FUSION_CLASS: dict[Primitive, str] = {P[n]: ELEMENTWISE for n in _ELEMENTWISE_NAMES}
+FUSION_CLASS.update({P[n]: RELABEL for n in ("broadcast_in_dim", "squeeze", "expand_dims")})
+FUSION_CLASS.update({P[n]: INDEX for n in (
+    "transpose", "slice", "pad", "concatenate", "gather", "dynamic_slice", "update_slice",
+    "dynamic_update_slice", "iota", "full", "random_uniform", "random_normal", "random_split")})
+FUSION_CLASS.update({P[n]: REDUCTION for n in (
+    "reduce_sum", "reduce_prod", "reduce_max", "reduce_min")})
+FUSION_CLASS.update({P[n]: CONTRACTION for n in ("dot_general", "conv")})
+FUSION_CLASS.update({P[n]: KERNEL for n in (
+    "cumsum", "cumprod", "argmax", "argmin", "scatter", "scatter_add")})
+FUSION_CLASS[P["reshape"]] = VIEW
+
+# Nodes a region may hold, and nodes that become views/copies when left on their own.
+_LOOP_CLASSES = (ELEMENTWISE, RELABEL, INDEX, REDUCTION)
+_VIEW_LIKE = ("reshape", "squeeze", "expand_dims", "copy")
+
+
+def fusion_class(node: Node) -> str:
+    """The fusion class of a node (unknown primitives run as their own kernel)."""
+    cls = FUSION_CLASS.get(node.prim, KERNEL)
+    if cls == VIEW and is_unit_reshape(node.inputs[0].aval.shape, node.outputs[0].aval.shape):
+        return RELABEL
+    return cls
+
+
+def squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
+def is_unit_reshape(src: tuple[int, ...], dst: tuple[int, ...]) -> bool:
+    """Whether a reshape only inserts or removes size-1 dimensions."""
+    return squeezed(src) == squeezed(dst)
+
+
+# ---------------------------------------------------------------------------------------
+# Domains: which axis of the region's domain each dimension of a value walks along
+
+
+def kept_axes(shape: tuple[int, ...], reduce_axes: tuple[int, ...] | None) -> list[int]:
+    return [a for a in range(len(shape)) if a not in (reduce_axes or ())]
+
+
+def level_axes(shape, domain, reduce_axes) -> list[int | None] | None:
+    """Domain axis per dim of a value of `shape` living at the full or kept level.
+
+    None marks a size-1 dim. Returns None when the value fits neither level.
+    """
+    levels = [list(range(len(domain)))]
+    if reduce_axes:
+        levels.append(kept_axes(domain, reduce_axes))
+    for axes in levels:
+        nonunit = [a for a in axes if domain[a] != 1]
+        if squeezed(shape) == tuple(domain[a] for a in nonunit):
+            it = iter(nonunit)
+            return [None if d == 1 else next(it) for d in shape]
+    return None
+
+
+def operand_axes(node: Node, i: int, out_axes: list[int | None]) -> list[int | None] | None:
+    """The domain axes operand i is read along when node's output walks `out_axes`.
+
+    Defined for elementwise, relabel and reduction nodes; None for anything else.
+    """
+    name = node.prim.name
+    src = node.inputs[i].aval.shape
+    dst = node.outputs[0].aval.shape
+    cls = fusion_class(node)
+    if cls == ELEMENTWISE:
+        off = len(dst) - len(src)
+        return [out_axes[j + off] if src[j] == dst[j + off] else None for j in range(len(src))]
+    if name == "broadcast_in_dim":
+        dims = node.params["broadcast_dimensions"]
+        return [out_axes[d] if src[j] == dst[d] else None for j, d in enumerate(dims)]
+    if cls == RELABEL:  # squeeze, expand_dims, unit reshape: non-unit dims keep their order
+        it = iter([a for a, d in zip(out_axes, dst) if d != 1])
+        return [None if d == 1 else next(it) for d in src]
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Regions
+
+
+@dataclass(eq=False)
+class Region:
+    """A group of nodes being fused, with its domain and its links to other regions."""
+
+    uid: int
+    kind: str  # 'loop', 'kernel' (one node), 'view' (one node)
+    nodes: list[Node]
+    domain: tuple[int, ...] = ()
+    reduce_axes: tuple[int, ...] | None = None
+    deps: set[int] = field(default_factory=set)  # regions this one reads from
+    reads: list[tuple[Node, int]] = field(default_factory=list)  # operands from elsewhere
+    first: int = 0  # position of its first and last node in the graph
+    last: int = 0
+    epilogue: Region | None = None  # for a contraction: the loop region fused after it
+
+
+class _Fuser:
+    """The greedy producer-consumer fusion of one graph."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.regions: list[Region] = []
+        self.parent: list[int] = []  # union-find over region ids
+        self.region_of_var: dict[Var, int] = {}  # defining region of each node output
+        self.node_pos: dict[int, int] = {id(n): i for i, n in enumerate(graph.nodes)}
+
+    # -- union-find ---------------------------------------------------------------------
+    def find(self, r: int) -> int:
+        while self.parent[r] != r:
+            self.parent[r] = self.parent[self.parent[r]]
+            r = self.parent[r]
+        return r
+
+    def region(self, var: Var) -> Region | None:
+        rid = self.region_of_var.get(var)
+        return None if rid is None else self.regions[self.find(rid)]
+
+    def new_region(self, node: Node, kind: str, domain=(), reduce_axes=None) -> Region:
+        pos = self.node_pos[id(node)]
+        region = Region(len(self.regions), kind, [node], tuple(domain), reduce_axes,
+                        first=pos, last=pos)
+        self.regions.append(region)
+        self.parent.append(region.uid)
+        self.attach(region, node)
+        return region
+
+    def attach(self, region: Region, node: Node) -> None:
+        for i, v in enumerate(node.inputs):
+            src = self.region(v)
+            if src is not None and src is not region:
+                region.deps.add(src.uid)
+                region.reads.append((node, i))
+        for v in node.outputs:
+            self.region_of_var[v] = region.uid
+        region.last = max(region.last, self.node_pos[id(node)])
+
+    # -- the pass -----------------------------------------------------------------------
+    def run(self, enabled: bool) -> list[Region]:
+        for node in self.graph.nodes:
+            cls = fusion_class(node)
+            if cls in (KERNEL, CONTRACTION):
+                self.new_region(node, "kernel")
+            elif cls == VIEW:
+                self.new_region(node, "view")
+            elif not enabled or cls == INDEX or not self.try_join(node, cls):
+                domain, axes = _own_domain(node, cls)
+                self.new_region(node, "loop", domain, axes)
+        if enabled:
+            self.merge_siblings()
+        regions = [r for r in self.regions if self.find(r.uid) == r.uid]
+        for r in regions:
+            r.deps = {self.find(d) for d in r.deps} - {r.uid}
+            if r.kind == "loop" and len(r.nodes) == 1 and r.nodes[0].prim.name in _VIEW_LIKE:
+                r.kind = "view"
+        return regions
+
+    def merge_siblings(self) -> None:
+        """Merge loop regions over the same domain that read a common input.
+
+        Independent consumers of one value (the many unary functions of x, a gradient's
+        terms) then share one pass over it. Merging is legal when neither region depends
+        on the other: then no path can leave the merged region and come back.
+        """
+        by_input: dict[Var, list[Region]] = {}
+        for r in self.regions:
+            if self.find(r.uid) != r.uid or r.kind != "loop":
+                continue
+            for n in r.nodes:
+                for v in n.inputs:
+                    if v not in self.region_of_var or self.region(v) is not r:
+                        group = by_input.setdefault(v, [])
+                        if r not in group:
+                            group.append(r)
+        for group in by_input.values():
+            head = None
+            for r in group:
+                r = self.regions[self.find(r.uid)]
+                if head is None or r is head:
+                    head = r
+                    continue
+                spec = _sibling_domain(head, r)
+                if spec is not None and not self._depends(head, r) and not self._depends(r, head):
+                    self._absorb(head, r, spec)
+                else:
+                    head = r
+
+    def _depends(self, region: Region, on: Region) -> bool:
+        """Whether region reads, directly or through other regions, from `on`."""
+        frontier = list(region.deps)
+        seen: set[int] = set()
+        while frontier:
+            rid = self.find(frontier.pop())
+            if rid == on.uid:
+                return True
+            if rid in seen or rid == region.uid:
+                continue
+            seen.add(rid)
+            other = self.regions[rid]
+            if other.last < on.first:
+                continue
+            frontier.extend(other.deps)
+        return False
+
+    def _absorb(self, head: Region, other: Region, spec) -> None:
+        self.parent[other.uid] = head.uid
+        head.nodes = sorted(head.nodes + other.nodes, key=lambda n: self.node_pos[id(n)])
+        head.deps = {self.find(d) for d in head.deps | other.deps} - {head.uid}
+        head.reads = head.reads + other.reads
+        head.first, head.last = min(head.first, other.first), max(head.last, other.last)
+        head.domain, head.reduce_axes = spec
+
+    def try_join(self, node: Node, cls: str) -> bool:
+        """Merge node with as many of its producers' loop regions as stay legal."""
+        candidates: list[Region] = []
+        for v in node.inputs:
+            r = self.region(v)
+            if r is not None and r.kind == "loop" and r not in candidates:
+                candidates.append(r)
+        chosen: list[Region] = []
+        spec = None
+        for cand in candidates:
+            trial = _merged_domain(chosen + [cand], node, cls)
+            if trial is not None and self.legal(chosen + [cand], node, trial):
+                chosen.append(cand)
+                spec = trial
+        if not chosen:
+            return False
+        self.merge(chosen, node, spec)
+        return True
+
+    def legal(self, members: list[Region], node: Node, spec) -> bool:
+        """Whether the edges that merging would make internal read values at their point.
+
+        Edges already inside a member stay consistent: merging only relabels its axes.
+        """
+        ids = {r.uid for r in members}
+        new_edges = [(node, i) for i, v in enumerate(node.inputs)
+                     if (r := self.region(v)) is not None and r.uid in ids]
+        if len(members) > 1:
+            new_edges += [(n, i) for r in members for n, i in r.reads
+                          if self.find(self.region_of_var[n.inputs[i]]) in ids]
+        if level_axes(node.outputs[0].aval.shape, *spec) is None:
+            return False
+        for n, i in new_edges:
+            if not _edge_consistent(n, i, *spec):
+                return False
+        return not self._creates_cycle(members, node, ids)
+
+    def _creates_cycle(self, members: list[Region], node: Node, ids: set[int]) -> bool:
+        """Whether some path leaves the merged group and comes back into it."""
+        start = min(r.first for r in members)
+        frontier = [self.find(d) for r in members for d in r.deps]
+        frontier += [r.uid for v in node.inputs if (r := self.region(v)) is not None]
+        frontier = [d for d in frontier if d not in ids]
+        seen: set[int] = set()
+        while frontier:
+            rid = self.find(frontier.pop())
+            if rid in seen:
+                continue
+            seen.add(rid)
+            region = self.regions[rid]
+            if region.last < start:
+                continue  # wholly before the group: cannot depend on it
+            for d in region.deps:
+                d = self.find(d)
+                if d in ids:
+                    return True
+                frontier.append(d)
+        return False
+
+    def merge(self, members: list[Region], node: Node, spec) -> None:
+        head = members[0]
+        for other in members[1:]:
+            self.parent[other.uid] = head.uid
+            head.nodes.extend(other.nodes)
+            head.deps |= other.deps
+            head.reads.extend(other.reads)
+            head.first = min(head.first, other.first)
+            head.last = max(head.last, other.last)
+        head.nodes.sort(key=lambda n: self.node_pos[id(n)])
+        head.nodes.append(node)
+        head.domain, head.reduce_axes = spec
+        self.attach(head, node)
+        head.deps = {self.find(d) for d in head.deps} - {head.uid}
+        head.reads = [(n, i) for n, i in head.reads
+                      if self.find(self.region_of_var[n.inputs[i]]) != head.uid]
+
+
+def _edge_consistent(n: Node, i: int, domain, reduce_axes) -> bool:
+    """Whether node n, computed inside a region, may read operand i computed there too."""
+    cls = fusion_class(n)
+    if cls == INDEX:
+        return False  # an index node reads its operands from memory
+    if cls == REDUCTION:
+        return n.inputs[0].aval.shape == tuple(domain) and n.params["axes"] == reduce_axes
+    out_axes = level_axes(n.outputs[0].aval.shape, domain, reduce_axes)
+    want = level_axes(n.inputs[i].aval.shape, domain, reduce_axes)
+    return out_axes is not None and want is not None and operand_axes(n, i, out_axes) == want
+
+
+def _sibling_domain(a: Region, b: Region):
+    """The merged (domain, reduce_axes) of two regions, when both fit the same loops."""
+    if a.reduce_axes and b.reduce_axes:
+        same = tuple(a.domain) == tuple(b.domain) and a.reduce_axes == b.reduce_axes
+        return (tuple(a.domain), a.reduce_axes) if same else None
+    if a.reduce_axes or b.reduce_axes:
+        return None  # a reduction region would run the other's loop once per phase
+    if squeezed(a.domain) != squeezed(b.domain):
+        return None
+    return max((tuple(a.domain), tuple(b.domain)), key=len), None
+
+
+def _own_domain(node: Node, cls: str):
+    if cls == REDUCTION:
+        return node.inputs[0].aval.shape, tuple(node.params["axes"])
+    return node.outputs[0].aval.shape, None
+
+
+def _merged_domain(members: list[Region], node: Node, cls: str):
+    """The (domain, reduce_axes) of members plus node, or None when they do not fit."""
+    specs = [(r.domain, r.reduce_axes) for r in members] + [_own_domain(node, cls)]
+    reducing = {(tuple(s), tuple(a)) for s, a in specs if a}
+    if len(reducing) > 1:
+        return None
+    if reducing:
+        domain, axes = next(iter(reducing))
+        kept = tuple(domain[a] for a in kept_axes(domain, axes))
+        fits = (squeezed(domain), squeezed(kept))
+        if all(squeezed(s) in fits for s, a in specs if not a):
+            return tuple(domain), axes
+        return None
+    shapes = {squeezed(s) for s, _ in specs}
+    if len(shapes) != 1:
+        return None
+    return max((tuple(s) for s, _ in specs), key=len), None
+
+
+# ---------------------------------------------------------------------------------------
+# Building the fused graph
+
+
+def fuse(graph: Graph, *, enabled: bool = True) -> Graph:
+    """Group the nodes of a pure, call-free graph into `fused` regions.
+
+    With enabled=False every node is its own region (the unfused baseline).
+    """
+    regions = _Fuser(graph).run(enabled)
+    regions = _attach_epilogues(regions, graph) if enabled else regions
+    ordered = _topological(regions)
+    outer_uses = _uses_outside(graph, regions)
+    nodes = [_region_node(r, outer_uses, graph) for r in ordered]
+    return Graph(graph.inputs, nodes, graph.outputs, graph.consts, graph.num_captures,
+                 graph.has_rng, graph.name, graph.in_tree, graph.out_tree)
+
+
+def _uses_outside(graph: Graph, regions: list[Region]) -> dict[Var, bool]:
+    """For each node output, whether something outside its region reads it."""
+    owner = {v: r.uid for r in regions for n in r.nodes for v in n.outputs}
+    used: dict[Var, bool] = {v: False for v in owner}
+    for r in regions:
+        for n in r.nodes:
+            for v in n.inputs:
+                if v in owner and owner[v] != r.uid:
+                    used[v] = True
+    for v in graph.outputs:
+        if v in used:
+            used[v] = True
+    return used
+
+
+def _region_node(region: Region, outer_uses: dict[Var, bool], graph: Graph) -> Node:
+    if region.kind in ("kernel", "view"):
+        return region.nodes[0]
+    if region.kind == "contraction":
+        epilogue = _region_node(region.epilogue, outer_uses, graph)
+        nodes = [region.nodes[0], epilogue]
+        params = {}
+    else:
+        nodes = region.nodes
+        params = {"shape": tuple(region.domain),
+                  "reduce_axes": tuple(region.reduce_axes or ())}
+    sub = _subgraph(nodes, outer_uses, graph, f"{region.kind}{region.uid}")
+    source = next((n.source for n in region.nodes if n.source is not None), None)
+    return Node(FUSED, list(sub.inputs), {"graph": sub, "kind": region.kind, **params},
+                list(sub.outputs), source)
+
+
+def _subgraph(nodes: list[Node], outer_uses: dict[Var, bool], graph: Graph, name: str
+              ) -> Graph:
+    """The sub-graph of a region: external values in, values used outside out."""
+    defined = {v for n in nodes for v in n.outputs}
+    inputs: list[Var] = []
+    consts = {}
+    for n in nodes:
+        for v in n.inputs:
+            if v in defined or v in inputs or v in consts:
+                continue
+            if v in graph.consts and graph.consts[v].ndim == 0:
+                consts[v] = graph.consts[v]  # scalars are inlined as literals
+            else:
+                inputs.append(v)
+    outputs = [v for n in nodes for v in n.outputs if outer_uses.get(v)]
+    # The sub-graph's inputs are the same Var objects that name the values outside.
+    return Graph(inputs, list(nodes), outputs, consts, name=name)
+
+
+def _topological(regions: list[Region]) -> list[Region]:
+    """Regions in an order where each comes after the regions it reads (stable by position)."""
+    pending = {r.uid: len(r.deps) for r in regions}
+    readers: dict[int, list[Region]] = {}
+    for r in regions:
+        for d in r.deps:
+            readers.setdefault(d, []).append(r)
+    ready = [(r.first, r.uid, r) for r in regions if not r.deps]
+    heapq.heapify(ready)
+    done: list[Region] = []
+    while ready:
+        _, _, r = heapq.heappop(ready)
+        done.append(r)
+        for other in readers.get(r.uid, []):
+            pending[other.uid] -= 1
+            if pending[other.uid] == 0:
+                heapq.heappush(ready, (other.first, other.uid, other))
+    if len(done) != len(regions):
+        raise AssertionError("fusion produced a cycle between regions")
+    return done
+
+
+def _attach_epilogues(regions: list[Region], graph: Graph) -> list[Region]:
+    """Group each contraction with the one loop region that consumes its result."""
+    readers: dict[Var, list[Region]] = {}
+    for r in regions:
+        for n in r.nodes:
+            for v in n.inputs:
+                lst = readers.setdefault(v, [])
+                if r not in lst:
+                    lst.append(r)
+    outputs = set(graph.outputs)
+    by_id = {r.uid: r for r in regions}
+    merged: set[int] = set()
+    for r in regions:
+        node = r.nodes[0]
+        if r.kind != "kernel" or fusion_class(node) != CONTRACTION:
+            continue
+        result = node.outputs[0]
+        users = readers.get(result, [])
+        if result in outputs or len(users) != 1 or users[0].kind != "loop":
+            continue
+        epilogue = users[0]
+        if tuple(epilogue.domain) != result.aval.shape or epilogue.uid in merged:
+            continue
+        if _reaches(by_id, epilogue, r.uid, exclude_direct=True):
+            continue
+        r.kind = "contraction"
+        r.epilogue = epilogue
+        r.nodes = [node] + epilogue.nodes
+        r.deps = (r.deps | epilogue.deps) - {r.uid}
+        r.last = max(r.last, epilogue.last)
+        merged.add(epilogue.uid)
+        for other in regions:
+            if epilogue.uid in other.deps:
+                other.deps = (other.deps - {epilogue.uid}) | {r.uid}
+    return [r for r in regions if r.uid not in merged]
+
+
+def _reaches(by_id: dict[int, Region], region: Region, target: int, exclude_direct: bool
+             ) -> bool:
+    """Whether region depends on target through some other region."""
+    frontier = [d for d in region.deps if not (exclude_direct and d == target)]
+    seen: set[int] = set()
+    while frontier:
+        rid = frontier.pop()
+        if rid == target:
+            return True
+        if rid in seen or rid not in by_id:
+            continue
+        seen.add(rid)
+        frontier.extend(by_id[rid].deps)
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# Calls: inlined before fusion
+
+
+def inline_calls(graph: Graph) -> Graph:
+    """The graph with every `call` node replaced by the nodes of its sub-graph."""
+    if not any(n.prim is P["call"] for n in graph.nodes):
+        return graph
+    nodes: list[Node] = []
+    rename: dict[Var, Var] = {}
+    consts = dict(graph.consts)
+    for node in graph.nodes:
+        ins = [rename.get(v, v) for v in node.inputs]
+        if node.prim is not P["call"]:
+            nodes.append(Node(node.prim, ins, node.params, node.outputs, node.source))
+            continue
+        sub = inline_calls(node.params["graph"])
+        inner = dict(zip(sub.inputs, ins))
+        consts.update(sub.consts)
+        for n in sub.nodes:
+            nodes.append(Node(n.prim, [inner.get(v, v) for v in n.inputs], n.params,
+                              n.outputs, n.source))
+        for out, inner_out in zip(node.outputs, sub.outputs):
+            rename[out] = inner.get(inner_out, inner_out)
+    outputs = [rename.get(v, v) for v in graph.outputs]
+    return Graph(graph.inputs, nodes, outputs, consts, graph.num_captures, graph.has_rng,
+                 graph.name, graph.in_tree, graph.out_tree)
+
+
+def fused_regions(graph: Graph) -> list[Node]:
+    """The fused nodes of a graph (nested epilogue regions included)."""
+    out = []
+    for n in graph.nodes:
+        if n.prim is FUSED:
+            out.append(n)
+            out.extend(fused_regions(n.params["graph"]))
+    return out

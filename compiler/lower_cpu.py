@@ -1,0 +1,1080 @@
+"""The CPU backend: a fused graph becomes the source of one Numba `@njit` entry point.
+
+The entry point takes the graph's inputs (C-contiguous arrays) and its array constants,
+allocates the buffers between regions (reusing dead ones), runs every region in order and
+returns the outputs, so a call crosses from Python to machine code once. Each fused loop
+region becomes a loop nest with its scalar expressions inlined (compiler/codegen.py);
+contractions, convolutions, scans, arg-reductions and scatters become small kernels here.
+
+`LOWERING_RULES` has one `Rule` per primitive (tests/test_coverage.py checks it): `point`
+for the scalar expression at one point of a loop region, `reduce` for reductions, and
+`kernel` for nodes that run on whole buffers. See docs/compiler.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+from transfuse.ir.core import Graph, Node, Var, short_dtype
+from transfuse.ir.errors import CompileError
+from transfuse.ir.primitives import (
+    _GOLDEN,
+    _MASK,
+    BINARY_FLOAT,
+    BINARY_NUMERIC,
+    COMPARISONS,
+    LOGICAL,
+    PRIMITIVES,
+    UNARY_FLOAT,
+    UNARY_TO_BOOL,
+    _mix64,
+)
+
+from .codegen import (
+    Block,
+    LoopNest,
+    LoopRegionCodegen,
+    PointCtx,
+    ProgramBuilder,
+    RegionSplit,
+    Rule,
+    ctor,
+    index_str,
+    literal,
+)
+from .fusion import FUSED, fuse, is_unit_reshape
+
+try:  # the vectorisable math library (polynomial exp, tanh, ...), when present
+    from . import mathlib as _mathlib
+except ImportError:  # pragma: no cover - depends on the tree
+    _mathlib = None
+
+P = PRIMITIVES
+LOWERING_RULES: dict[Any, Rule] = {}
+NARROW_INTS = (np.dtype(np.int32), np.dtype(np.uint32))
+BLAS_MIN_FLOPS = 1 << 13  # below this a loop nest beats a BLAS call
+PARALLEL_MIN_FLOPS = 1 << 18
+
+
+def _rule(name: str, **kwargs: Any) -> None:
+    LOWERING_RULES[P[name]] = Rule(**kwargs)
+
+
+def _exact(c: PointCtx, expr: str) -> str:
+    """expr converted back to the output dtype where Numba would widen it (int32 -> int64)."""
+    if c.out_dtype in NARROW_INTS:
+        return f"{ctor(c.out_dtype)}({expr})"
+    return expr
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise math
+
+
+_SCALAR_MATH = {
+    "exp": "np.exp({})", "expm1": "np.expm1({})", "log": "np.log({})",
+    "log1p": "np.log1p({})", "sqrt": "np.sqrt({})", "sin": "np.sin({})",
+    "cos": "np.cos({})", "tan": "np.tan({})", "arcsin": "np.arcsin({})",
+    "arccos": "np.arccos({})", "arctan": "np.arctan({})", "sinh": "np.sinh({})",
+    "cosh": "np.cosh({})", "tanh": "np.tanh({})", "arcsinh": "np.arcsinh({})",
+    "arccosh": "np.arccosh({})", "arctanh": "np.arctanh({})", "floor": "np.floor({})",
+    "ceil": "np.ceil({})", "round": "np.round({})",
+}
+
+
+def _math_function(name: str, dtype: np.dtype) -> str | None:
+    """The name of a vectorisable mathlib function for (primitive, dtype), if any."""
+    if _mathlib is None:
+        return None
+    fn = getattr(_mathlib, "MATH_FUNCTIONS", {}).get((name, np.dtype(dtype).name))
+    if fn is None:
+        return None
+    return fn if isinstance(fn, str) else fn.__name__
+
+
+def _unary_float(name: str) -> Callable[[PointCtx], str]:
+    def point(c: PointCtx) -> str:
+        x = c.arg(0)
+        fast = _math_function(name, c.out_dtype)
+        if fast is not None:
+            return f"{c.region.program.math(fast)}({x})"
+        one = c.lit(1)
+        if name == "logistic":
+            return f"{one} / ({one} + np.exp(-{x}))"
+        if name == "rsqrt":
+            return f"{one} / np.sqrt({x})"
+        if name == "reciprocal":
+            return f"{one} / {x}"
+        if name == "erf":
+            c.region.program.helper("math")
+            return f"{ctor(c.out_dtype)}(math.erf({x}))"
+        return _SCALAR_MATH[name].format(x)
+    return point
+
+
+for _name in UNARY_FLOAT:
+    _rule(_name, point=_unary_float(_name))
+
+_rule("neg", point=lambda c: _exact(c, f"-{c.arg(0)}"))
+_rule("abs", point=lambda c: _exact(c, f"abs({c.arg(0)})"))
+_rule("sign", point=lambda c: _exact(c, f"np.sign({c.arg(0)})"))
+_rule("square", point=lambda c: _exact(c, f"{c.arg(0)} * {c.arg(0)}"))
+for _name in UNARY_TO_BOOL:
+    _rule(_name, point=lambda c, _n=_name: f"np.{_n}({c.arg(0)})")
+_rule("not", point=lambda c: f"not {c.arg(0)}" if c.out_dtype == np.bool_
+      else _exact(c, f"~{c.arg(0)}"))
+
+
+def _integer_pow(c: PointCtx) -> str:
+    x, y = c.arg(0), c.params["y"]
+    if y == 0:
+        return c.lit(1)
+    product = " * ".join([x] * min(abs(y), 4))
+    if abs(y) > 4:
+        if c.out_dtype.kind == "f":
+            product = f"{x} ** {c.lit(abs(y))}"
+        else:
+            product = f"{c.helper('ipow')}({x}, {abs(y)})"
+    if y < 0:
+        return f"{c.lit(1)} / ({product})"
+    return _exact(c, product)
+
+
+_rule("integer_pow", point=_integer_pow)
+
+_BINARY_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floor_div": "//", "mod": "%"}
+_COMPARE_OPS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_LOGICAL_OPS = {"and": "&", "or": "|", "xor": "^"}
+
+
+def _infix(op: str) -> Callable[[PointCtx], str]:
+    return lambda c: _exact(c, f"{c.arg(0)} {op} {c.arg(1)}")
+
+
+for _name, _op in {**_BINARY_OPS, **_LOGICAL_OPS}.items():
+    _rule(_name, point=_infix(_op))
+for _name, _op in _COMPARE_OPS.items():
+    _rule(_name, point=lambda c, _op=_op: f"{c.arg(0)} {_op} {c.arg(1)}")
+
+
+def _extremum(which: str) -> Callable[[PointCtx], str]:
+    def point(c: PointCtx) -> str:
+        x, y = c.args()
+        if c.out_dtype.kind == "f":
+            return f"{c.helper('f' + which)}({x}, {y})"
+        return _exact(c, f"{which}({x}, {y})")
+    return point
+
+
+_rule("max", point=_extremum("max"))
+_rule("min", point=_extremum("min"))
+
+
+def _pow(c: PointCtx) -> str:
+    x, y = c.args()
+    if c.out_dtype.kind == "f":
+        return f"{x} ** {y}"
+    return _exact(c, f"{c.helper('ipow')}({x}, {y})")
+
+
+_rule("pow", point=_pow)
+_rule("arctan2", point=lambda c: f"np.arctan2({c.arg(0)}, {c.arg(1)})")
+assert set(BINARY_NUMERIC) | set(BINARY_FLOAT) | set(COMPARISONS) | set(LOGICAL) <= {
+    p.name for p in LOWERING_RULES}
+_rule("select", point=lambda c: f"({c.arg(1)} if {c.arg(0)} else {c.arg(2)})")
+
+
+def _clip(c: PointCtx) -> str:
+    x, lo, hi = c.args()
+    if c.out_dtype.kind == "f":
+        return f"{c.helper('fmin')}({c.helper('fmax')}({x}, {lo}), {hi})"
+    return _exact(c, f"min(max({x}, {lo}), {hi})")
+
+
+_rule("clip", point=_clip)
+
+
+def _cast(c: PointCtx) -> str:
+    x = c.arg(0)
+    if c.out_dtype == np.bool_:
+        return x if c.in_dtype == np.bool_ else f"{x} != 0"
+    return f"{ctor(c.out_dtype)}({x})"
+
+
+_rule("cast", point=_cast)
+
+
+def _fold_in_word(data: int) -> int:
+    return int(_mix64(np.asarray((data + 1) * _GOLDEN & _MASK, dtype=np.uint64)))
+
+
+_rule("random_fold_in", point=lambda c: (
+    f"{c.helper('mix64')}({c.arg(0)} ^ {literal(_fold_in_word(c.params['data']), np.uint64)})"))
+
+# ---------------------------------------------------------------------------------------
+# Index maps: operands read at other points (from memory)
+
+
+def _relabel(c: PointCtx) -> str:
+    return c.arg(0)
+
+
+def _reshape_point(c: PointCtx) -> str:
+    src = c.node.inputs[0].aval.shape
+    if is_unit_reshape(src, c.node.outputs[0].aval.shape):
+        return c.arg(0)
+    linear = _linear_index(c.index, c.node.outputs[0].aval.shape)
+    flat = c.bind(linear)
+    idx = []
+    for j, stride in enumerate(_strides(src)):
+        idx.append(f"({flat} // {stride}) % {src[j]}" if j else f"{flat} // {stride}")
+    return c.load(0, idx)
+
+
+def _strides(shape: tuple[int, ...]) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def _linear_index(index: list[str], shape: tuple[int, ...]) -> str:
+    terms = [i if s == 1 else f"{i} * {s}" for i, s in zip(index, _strides(shape)) if i != "0"]
+    return " + ".join(terms) or "0"
+
+
+def _transpose_point(c: PointCtx) -> str:
+    perm = c.params["permutation"]
+    idx = [""] * len(perm)
+    for d, p in enumerate(perm):
+        idx[p] = c.index[d]
+    return c.load(0, idx)
+
+
+def _affine(i: str, start: int, step: int) -> str:
+    """start + i * step, written simply."""
+    if i == "0":
+        return str(start)
+    scaled = i if step == 1 else f"{i} * {step}"
+    return scaled if start == 0 else f"{start} + {scaled}"
+
+
+def _slice_point(c: PointCtx) -> str:
+    p = c.params
+    return c.load(0, [_affine(i, a, s) for i, a, s in zip(c.index, p["starts"], p["steps"])])
+
+
+def _pad_point(c: PointCtx) -> str:
+    shape = c.node.inputs[0].aval.shape
+    conds, idx = [], []
+    for i, n, (lo, _, interior) in zip(c.index, shape, c.params["padding_config"]):
+        t = _affine(i, -lo, 1)
+        if interior:
+            conds.append(f"{t} >= 0 and ({t}) % {interior + 1} == 0 and "
+                         f"({t}) // {interior + 1} < {n}")
+            idx.append(f"({t}) // {interior + 1}")
+        else:
+            conds.append(f"0 <= {t} < {n}")
+            idx.append(t)
+    value = c.load(1, [])
+    if not conds:
+        return c.load(0, [])
+    return f"({c.load_expr(0, idx)} if {' and '.join(conds)} else {value})"
+
+
+def _concatenate_point(c: PointCtx) -> str:
+    dim = c.params["dimension"]
+    i = c.index[dim]
+    sizes = [v.aval.shape[dim] for v in c.node.inputs]
+    offsets = np.cumsum([0] + sizes)
+    expr = None
+    for k in reversed(range(len(sizes))):
+        idx = list(c.index)
+        idx[dim] = _affine(i, -int(offsets[k]), 1)
+        load = c.load_expr(k, idx)
+        expr = load if expr is None else f"({load} if {i} < {offsets[k + 1]} else {expr})"
+    return expr
+
+
+def _gather_point(c: PointCtx) -> str:
+    axis = c.params["axis"]
+    x, idx = c.node.inputs
+    k = idx.aval.ndim
+    where = c.load(1, c.index[axis:axis + k])
+    j = c.bind(f"{c.helper('take_index')}({where}, {x.aval.shape[axis]})")
+    return c.load(0, c.index[:axis] + [j] + c.index[axis + k:])
+
+
+def _dynamic_slice_point(c: PointCtx) -> str:
+    shape = c.node.inputs[0].aval.shape
+    idx = []
+    for d, (i, k) in enumerate(zip(c.index, c.params["slice_sizes"])):
+        start = c.bind(f"{c.helper('clamp_start')}({c.load(d + 1, [])}, {k}, {shape[d]})")
+        idx.append(start if i == "0" else f"{start} + {i}")
+    return c.load(0, idx)
+
+
+def _update_point(c: PointCtx, region: list[tuple[str, str]]) -> str:
+    """x at this point, or the update where (condition, update index) holds on every dim."""
+    conds = [cond for cond, _ in region]
+    upd_shape = c.node.inputs[1].aval.shape
+    off = len(region) - len(upd_shape)
+    # The update broadcasts against the region: its size-1 dims are read at 0.
+    upd_idx = [region[j + off][1] if upd_shape[j] != 1 else "0" for j in range(len(upd_shape))]
+    base = c.load(0, c.index)
+    if not conds:
+        return c.load(1, upd_idx)
+    return f"({c.load_expr(1, upd_idx)} if {' and '.join(conds)} else {base})"
+
+
+def _update_slice_point(c: PointCtx) -> str:
+    p = c.params
+    region = []
+    for i, a, s, k in zip(c.index, p["starts"], p["steps"], p["sizes"]):
+        t = _affine(i, -a, 1)
+        if s == 1:
+            region.append((f"0 <= {t} < {k}", t))
+        else:
+            region.append((f"({t}) % {s} == 0 and 0 <= ({t}) // {s} < {k}", f"({t}) // {s}"))
+    return _update_point(c, region)
+
+
+def _dynamic_update_slice_point(c: PointCtx) -> str:
+    shape = c.node.inputs[0].aval.shape
+    upd = c.node.inputs[1].aval.shape
+    region = []
+    for d, (i, k) in enumerate(zip(c.index, upd)):
+        start = c.bind(f"{c.helper('clamp_start')}({c.load(d + 2, [])}, {k}, {shape[d]})")
+        region.append((f"{start} <= {i} < {start} + {k}", f"{i} - {start}"))
+    return _update_point(c, region)
+
+
+def _iota_point(c: PointCtx) -> str:
+    i = c.index[c.params["dimension"]]
+    return c.lit(0) if i == "0" else f"{ctor(c.out_dtype)}({i})"
+
+
+def _random_base(c: PointCtx) -> str:
+    """The mixed key of this point's draw: mix64(key + stream * golden), hoisted."""
+    key_ndim = c.node.inputs[0].aval.ndim
+    key = c.load(0, c.index[:key_ndim])
+    word = literal(c.params["stream"] * _GOLDEN & _MASK, np.uint64)
+    return c.bind(f"{c.helper('mix64')}({key} + {word})")
+
+
+def _draw_index(c: PointCtx) -> str:
+    key_ndim = c.node.inputs[0].aval.ndim
+    return c.bind(_linear_index(c.index[key_ndim:], tuple(c.params["shape"])))
+
+
+def _random_uniform_point(c: PointCtx) -> str:
+    base, j = _random_base(c), _draw_index(c)
+    unit = "unit32" if c.out_dtype == np.float32 else "unit64"
+    return f"{c.helper(unit)}({c.helper('rng_word')}({base}, {j}))"
+
+
+def _random_normal_point(c: PointCtx) -> str:
+    base, j = _random_base(c), _draw_index(c)
+    return f"{ctor(c.out_dtype)}({c.helper('rng_normal')}({base}, {j}))"
+
+
+def _random_split_point(c: PointCtx) -> str:
+    key = c.load(0, c.index[:-1])
+    return f"{c.helper('split_key')}({key}, {c.index[-1]})"
+
+
+for _name in ("broadcast_in_dim", "squeeze", "expand_dims"):
+    _rule(_name, point=_relabel, kernel=lambda k: _view_kernel(k))
+_rule("reshape", point=_reshape_point, kernel=lambda k: _view_kernel(k))
+_rule("copy", point=lambda c: c.arg(0), kernel=lambda k: _copy_kernel(k))
+_rule("transpose", point=_transpose_point)
+_rule("slice", point=_slice_point)
+_rule("pad", point=_pad_point)
+_rule("concatenate", point=_concatenate_point)
+_rule("gather", point=_gather_point)
+_rule("dynamic_slice", point=_dynamic_slice_point)
+_rule("update_slice", point=_update_slice_point)
+_rule("dynamic_update_slice", point=_dynamic_update_slice_point)
+_rule("iota", point=_iota_point)
+_rule("full", point=lambda c: c.lit(c.params["value"]))
+_rule("random_uniform", point=_random_uniform_point)
+_rule("random_normal", point=_random_normal_point)
+_rule("random_split", point=_random_split_point)
+
+# ---------------------------------------------------------------------------------------
+# Reductions: an initial value and how to fold one more element in
+
+
+def _extreme_init(largest: bool) -> Callable[[np.dtype], str]:
+    def init(dtype: np.dtype) -> str:
+        if dtype == np.bool_:
+            return "False" if largest else "True"
+        if dtype.kind == "f":
+            return literal(-np.inf if largest else np.inf, dtype)
+        info = np.iinfo(dtype)
+        return literal(info.min if largest else info.max, dtype)
+    return init
+
+
+def _extreme_combine(which: str) -> Callable[..., str]:
+    def combine(acc: str, v: str, dtype: np.dtype, helper: Callable[[str], str]) -> str:
+        if dtype == np.bool_:
+            return f"{acc} or {v}" if which == "max" else f"{acc} and {v}"
+        if dtype.kind == "f":
+            return f"{helper('f' + which)}({acc}, {v})"
+        return f"{which}({acc}, {v})"
+    return combine
+
+
+def _fold(op: str) -> Callable[..., str]:
+    def combine(acc: str, v: str, dtype: np.dtype, helper: Callable[[str], str]) -> str:
+        expr = f"{acc} {op} {v}"
+        return f"{ctor(dtype)}({expr})" if dtype in NARROW_INTS else expr
+    return combine
+
+
+_rule("reduce_sum", reduce=(lambda dt: literal(0, dt), _fold("+")))
+_rule("reduce_prod", reduce=(lambda dt: literal(1, dt), _fold("*")))
+_rule("reduce_max", reduce=(_extreme_init(True), _extreme_combine("max")))
+_rule("reduce_min", reduce=(_extreme_init(False), _extreme_combine("min")))
+
+# ---------------------------------------------------------------------------------------
+# Kernels: nodes that fill whole buffers
+
+
+@dataclass
+class KernelCtx:
+    """What a kernel rule sees: the node, its operands' and outputs' array names, a nest."""
+
+    program: ProgramBuilder
+    node: Node
+    ins: list[str]
+    outs: list[str]
+    nest: LoopNest
+    allow_parallel: bool
+
+    @property
+    def params(self) -> dict:
+        return self.node.params
+
+    def work_is_large(self, flops: int) -> bool:
+        return self.allow_parallel and flops >= PARALLEL_MIN_FLOPS
+
+    def loops(self, names: list[str], extents: list[int], parallel_first: bool = False
+              ) -> None:
+        for k, (name, n) in enumerate(zip(names, extents)):
+            parallel = parallel_first and k == 0 and n >= 2
+            if parallel:
+                self.program.uses_prange = True
+            self.nest.open(name, n, parallel=parallel)
+
+    def close(self, count: int) -> None:
+        for _ in range(count):
+            self.nest.close()
+
+    def put(self, stmt: str) -> None:
+        self.nest.put(stmt)
+
+
+def _view_kernel(k: KernelCtx) -> None:
+    shape = k.node.outputs[0].aval.shape
+    k.put(f"{k.outs[0]} = {k.ins[0]}.reshape({shape!r})")
+
+
+def _copy_kernel(k: KernelCtx) -> None:
+    k.put(f"{k.outs[0]} = {k.ins[0]}.copy()")
+
+
+def _dot_general_kernel(k: KernelCtx) -> None:
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    out = k.node.outputs[0].aval
+    (lc, rc), (lb, rb) = k.params["dimension_numbers"]
+    lfree = [d for d in range(lhs.ndim) if d not in lc and d not in lb]
+    rfree = [d for d in range(rhs.ndim) if d not in rc and d not in rb]
+    size = lambda shape, dims: int(np.prod([shape[d] for d in dims], dtype=np.int64))  # noqa
+    b, m = size(lhs.shape, lb), size(lhs.shape, lfree)
+    n, kk = size(rhs.shape, rfree), size(lhs.shape, lc)
+    if out.size == 0:
+        return
+    if kk == 0:
+        k.put(f"{k.outs[0]}.fill(0)")
+        return
+    if out.dtype.kind == "f" and m * n * kk >= BLAS_MIN_FLOPS and m > 1 and n > 1:
+        _dot_blas(k, (lb, lfree, lc), (rb, rc, rfree), (b, m, n, kk))
+    else:
+        _dot_loops(k, lfree, rfree)
+
+
+def _operand_matrix(k: KernelCtx, name: str, shape: tuple, order: list[int],
+                    rows_cols: tuple[int, int, int], transposable: bool) -> str:
+    """`name` as a (batch, rows, cols) array, or (rows, cols) when batch is 1."""
+    b, r, c = rows_cols
+    if order == list(range(len(shape))):
+        view = f"{name}.reshape({(r, c) if b == 1 else (b, r, c)!r})"
+    elif transposable and b == 1 and len(shape) == 2 and order == [1, 0]:
+        view = f"{name}.T"  # an F-ordered view: BLAS takes it without a copy
+    else:
+        moved = f"np.ascontiguousarray(np.transpose({name}, {tuple(order)!r}))"
+        view = f"{moved}.reshape({(r, c) if b == 1 else (b, r, c)!r})"
+    return k.nest.assign(k.program.local(), view)
+
+
+def _dot_blas(k: KernelCtx, lhs_dims, rhs_dims, sizes) -> None:
+    b, m, n, kk = sizes
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    lmat = _operand_matrix(k, k.ins[0], lhs.shape, [d for g in lhs_dims for d in g],
+                           (b, m, kk), True)
+    rmat = _operand_matrix(k, k.ins[1], rhs.shape, [d for g in rhs_dims for d in g],
+                           (b, kk, n), True)
+    if b == 1:
+        out = k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape(({m}, {n}))")
+        k.put(f"np.dot({lmat}, {rmat}, {out})  # BLAS")
+        return
+    out = k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape(({b}, {m}, {n}))")
+    k.loops(["i0"], [b])
+    k.put(f"np.dot({lmat}[i0], {rmat}[i0], {out}[i0])  # BLAS, one batch entry")
+    k.close(1)
+
+
+def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
+    """out[batch, lfree, rfree] (+)= lhs * rhs, contraction outside the rfree loop."""
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    out = k.node.outputs[0].aval
+    (lc, rc), (lb, rb) = k.params["dimension_numbers"]
+    names = [f"i{d}" for d in range(out.ndim)]
+    nb, nl = len(lb), len(lfree)
+    lidx, ridx = [""] * lhs.ndim, [""] * rhs.ndim
+    for j, (a, c) in enumerate(zip(lb, rb)):
+        lidx[a] = ridx[c] = names[j]
+    for j, a in enumerate(lfree):
+        lidx[a] = names[nb + j]
+    for j, c in enumerate(rfree):
+        ridx[c] = names[nb + nl + j]
+    knames = [f"i{out.ndim + j}" for j in range(len(lc))]
+    for a, c, name in zip(lc, rc, knames):
+        lidx[a] = ridx[c] = name
+    flops = out.size * max(1, int(np.prod([lhs.shape[a] for a in lc], dtype=np.int64)))
+    outer = nb + nl
+    k.loops(names[:outer], list(out.shape[:outer]), k.work_is_large(flops))
+    target = f"{k.outs[0]}[{index_str(names)}]"
+    if not lc:  # an outer product: one write per element
+        k.loops(names[outer:], list(out.shape[outer:]))
+        k.put(f"{target} = {k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]")
+        k.close(out.ndim - outer)
+    else:
+        k.loops(names[outer:], list(out.shape[outer:]))
+        k.put(f"{target} = 0")
+        k.close(out.ndim - outer)
+        k.loops(knames, [lhs.shape[a] for a in lc])
+        a = k.nest.assign(k.program.local(), f"{k.ins[0]}[{index_str(lidx)}]")
+        k.loops(names[outer:], list(out.shape[outer:]))
+        k.put(f"{target} += {a} * {k.ins[1]}[{index_str(ridx)}]")
+        k.close(out.ndim - outer + len(lc))
+    k.close(outer)
+
+
+def _conv_kernel(k: KernelCtx) -> None:
+    """Direct convolution (cross-correlation) with strides, padding, dilations, groups."""
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    out = k.node.outputs[0].aval
+    p = k.params
+    if out.size == 0:
+        return
+    nsp = lhs.ndim - 2
+    groups = p["feature_group_count"]
+    cin_g = lhs.shape[1] // groups
+    cout_g = rhs.shape[0] // groups
+    x, w, o = k.ins[0], k.ins[1], k.outs[0]
+    sp = [f"i{2 + d}" for d in range(nsp)]
+    ks = [f"i{2 + nsp + d}" for d in range(nsp)]
+    flops = out.size * cin_g * int(np.prod(rhs.shape[2:], dtype=np.int64))
+    k.loops(["i0", "i1"] + sp, [out.shape[0], out.shape[1]] + list(out.shape[2:]),
+            k.work_is_large(flops))
+    acc = k.nest.assign(k.program.local(), literal(0, out.dtype), depth=k.nest.depth)
+    g = f"i1 // {cout_g}"
+    cin = f"i{2 + 2 * nsp}"
+    k.loops([cin] + ks, [cin_g] + list(rhs.shape[2:]))
+    conds, xidx = [], []
+    for d in range(nsp):
+        lo = p["padding"][d][0]
+        pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
+        q = k.nest.assign(k.program.local(), pos)
+        dil, n = p["lhs_dilation"][d], lhs.shape[2 + d]
+        if dil == 1:
+            conds.append(f"0 <= {q} < {n}")
+            xidx.append(q)
+        else:
+            conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
+            xidx.append(f"{q} // {dil}")
+    k.put(f"if {' and '.join(conds)}:")
+    k.put(f"    {acc} += {x}[i0, {g} * {cin_g} + {cin}, {', '.join(xidx)}] * "
+          f"{w}[i1, {cin}, {', '.join(ks)}]")
+    k.close(1 + nsp)
+    k.put(f"{o}[i0, i1, {', '.join(sp)}] = {acc}")
+    k.close(2 + nsp)
+
+
+def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
+    def kernel(k: KernelCtx) -> None:
+        aval = k.node.inputs[0].aval
+        axis, reverse = k.params["axis"], k.params["reverse"]
+        if aval.size == 0:
+            return
+        others = [d for d in range(aval.ndim) if d != axis]
+        k.loops([f"i{d}" for d in others], [aval.shape[d] for d in others],
+                k.work_is_large(aval.size))
+        acc = k.nest.assign(k.program.local(), literal(0 if op == "+" else 1, aval.dtype),
+                            depth=k.nest.depth)
+        n = aval.shape[axis]
+        k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
+        idx = index_str([f"i{d}" for d in range(aval.ndim)])
+        step = f"{acc} {op} {k.ins[0]}[{idx}]"
+        if aval.dtype in NARROW_INTS:
+            step = f"{ctor(aval.dtype)}({step})"
+        k.put(f"{acc} = {step}")
+        k.put(f"{k.outs[0]}[{idx}] = {acc}")
+        k.close(1 + len(others))
+    return kernel
+
+
+def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
+    def kernel(k: KernelCtx) -> None:
+        aval = k.node.inputs[0].aval
+        axis = k.params["axis"]
+        out_aval = k.node.outputs[0].aval
+        if out_aval.size == 0:
+            return
+        others = [d for d in range(aval.ndim) if d != axis]
+        k.loops([f"i{d}" for d in others], [aval.shape[d] for d in others],
+                k.work_is_large(aval.size))
+        at = lambda j: index_str([j if d == axis else f"i{d}" for d in range(aval.ndim)])  # noqa
+        best = k.nest.assign(k.program.local(), f"{k.ins[0]}[{at('0')}]", depth=k.nest.depth)
+        pos = k.nest.assign(k.program.local(), "0", depth=k.nest.depth)
+        j, v = k.program.local(), k.program.local()
+        k.nest.open(j, f"1, {aval.shape[axis]}")
+        better = ">" if which == "max" else "<"
+        if aval.dtype.kind == "f":
+            k.put(f"if {best} != {best}:")
+            k.put("    break  # the first NaN wins, as in NumPy")
+        k.put(f"{v} = {k.ins[0]}[{at(j)}]")
+        nan = f" or {v} != {v}" if aval.dtype.kind == "f" else ""
+        k.put(f"if {v} {better} {best}{nan}:")
+        k.put(f"    {best} = {v}")
+        k.put(f"    {pos} = {j}")
+        k.close(1)
+        out_idx = index_str([f"i{d}" for d in others])
+        k.put(f"{k.outs[0]}[{out_idx}] = {pos}")
+        k.close(len(others))
+    return kernel
+
+
+def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
+    def kernel(k: KernelCtx) -> None:
+        x, idx, upd = (v.aval for v in k.node.inputs)
+        axis = k.params["axis"]
+        k.put(f"{k.outs[0]}[...] = {k.ins[0]}" if x.ndim else
+              f"{k.outs[0]}[()] = {k.ins[0]}[()]")
+        if upd.size == 0:
+            return
+        names = [f"i{d}" for d in range(upd.ndim)]
+        k.loops(names, list(upd.shape))
+        where = f"{k.ins[1]}[{index_str(names[axis:axis + idx.ndim])}]"
+        j = k.nest.assign(k.program.local(),
+                          f"{k.program.helper('take_index')}({where}, {x.shape[axis]})")
+        target = names[:axis] + [j] + names[axis + idx.ndim:]
+        op = "+=" if accumulate else "="
+        k.put(f"{k.outs[0]}[{index_str(target)}] {op} {k.ins[2]}[{index_str(names)}]")
+        k.close(upd.ndim)
+    return kernel
+
+
+_rule("dot_general", kernel=_dot_general_kernel)
+_rule("conv", kernel=_conv_kernel)
+_rule("cumsum", kernel=_scan_kernel("+"))
+_rule("cumprod", kernel=_scan_kernel("*"))
+_rule("argmax", kernel=_arg_kernel("max"))
+_rule("argmin", kernel=_arg_kernel("min"))
+_rule("scatter_add", kernel=_scatter_kernel(True))
+_rule("scatter", kernel=_scatter_kernel(False))
+# Lowered by the driver (loop regions, contraction + epilogue), not by a rule of its own.
+LOWERING_RULES[FUSED] = Rule()
+
+# ---------------------------------------------------------------------------------------
+# The program: one entry point for the whole graph
+
+
+@dataclass
+class RegionReport:
+    """What one region became: for tests and `jit(f).lower(x)`."""
+
+    kind: str  # 'loop', 'kernel', 'view'
+    primitives: list[str]
+    loops: int = 0  # passes over the domain (phase loops) of a loop region
+    input_passes: dict[int, int] = field(default_factory=dict)  # region input -> loops
+    parallel: bool = False
+
+
+@dataclass
+class Program:
+    """Generated source and how to call its entry point."""
+
+    source: str
+    entry: str
+    arg_avals: list  # avals of the entry's arguments: graph inputs, then constants
+    const_args: list[np.ndarray]
+    num_outputs: int
+    parallel: bool
+    regions: list[RegionReport]
+
+
+class _ProgramState(ProgramBuilder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.math_names: set[str] = set()
+
+    def math(self, name: str) -> str:
+        self.math_names.add(name)
+        return name
+
+
+def lower_program(graph: Graph, *, fastmath: bool = False, parallel: bool = True,
+                  cache: bool = False, title: str = "") -> Program:
+    """Source for one `@njit` entry point computing the fused graph's outputs."""
+    return _Lowering(graph, fastmath, parallel).run(cache, title)
+
+
+class _Lowering:
+    def __init__(self, graph: Graph, fastmath: bool, parallel: bool):
+        self.graph = graph
+        self.fastmath = fastmath
+        self.allow_parallel = parallel
+        self.program = _ProgramState()
+        self.region_count = 0
+        self.names: dict[Var, str] = {}
+        self.const_vars: list[Var] = []
+        self.body: list[str] = []
+        self.reports: list[RegionReport] = []
+        self.buffers = _BufferPlan(graph)
+
+    def run(self, cache: bool, title: str) -> Program:
+        for i, v in enumerate(self.graph.inputs):
+            self.names[v] = f"a{i}"
+        for v in _top_level_consts(self.graph):
+            self.names[v] = f"c{len(self.const_vars)}"
+            self.const_vars.append(v)
+        for step, node in enumerate(_flatten_contractions(self.graph.nodes)):
+            self.lower_node(node)
+            self.buffers.release_after(node, step)
+        ret = self.returns()
+        args = [self.names[v] for v in self.graph.inputs + self.const_vars]
+        source = self.render(args, ret, cache, title)
+        avals = [v.aval for v in self.graph.inputs + self.const_vars]
+        consts = [np.ascontiguousarray(self.graph.consts[v]) for v in self.const_vars]
+        return Program(source, "entry", avals, consts, len(self.graph.outputs),
+                       self.program.uses_prange, self.reports)
+
+    # -- nodes ---------------------------------------------------------------------------
+    def lower_node(self, node: Node) -> None:
+        if node.prim is FUSED and node.params["kind"] == "loop":
+            self.lower_loop(node)
+            return
+        if node.prim is FUSED:
+            raise CompileError(f"cannot lower a fused region of kind {node.params['kind']}")
+        rule = LOWERING_RULES.get(node.prim)
+        if rule is not None and rule.kernel is not None:
+            self.lower_kernel(node, rule)
+        elif rule is not None and (rule.point is not None or rule.reduce is not None):
+            for part in fuse(_single_node_graph(node), enabled=False).nodes:
+                self.lower_node(part)
+        else:
+            raise CompileError(
+                f"the CPU backend has no lowering for primitive {node.prim.name}")
+
+    def lower_kernel(self, node: Node, rule: Rule) -> None:
+        views = node.prim.name in ("reshape", "squeeze", "expand_dims")
+        if views:
+            outs = [self.buffers.alias(node.outputs[0], node.inputs[0], self.names)]
+        elif node.prim.name == "copy":
+            outs = [self.buffers.fresh_name(node.outputs[0])]
+        else:
+            outs = [self.allocate(v) for v in node.outputs]
+        for v, name in zip(node.outputs, outs):
+            self.names[v] = name
+        self.comment(node, "kernel" if not views else "view")
+        nest = LoopNest()
+        ctx = KernelCtx(self.program, node, [self.names[v] for v in node.inputs], outs, nest,
+                        self.allow_parallel)
+        rule.kernel(ctx)
+        while nest.depth:
+            nest.close()
+        self.body.extend(nest.root.render(1))
+        self.reports.append(RegionReport("view" if views else "kernel", [node.prim.name]))
+
+    def lower_loop(self, node: Node) -> None:
+        sub: Graph = node.params["graph"]
+        try:
+            nest, report = self._loop_source(node)
+        except RegionSplit as e:
+            if len(sub.nodes) == 1:
+                raise CompileError(f"cannot lower {sub.nodes[0].prim.name}: {e}") from None
+            for part in fuse(sub, enabled=False).nodes:
+                self.lower_node(part)
+            return
+        self.body.extend(nest)
+        self.reports.append(report)
+
+    def _loop_source(self, node: Node) -> tuple[list[str], RegionReport]:
+        sub: Graph = node.params["graph"]
+        saved = self.program.counter, set(self.program.helpers), self.program.uses_prange
+        saved_buffers = self.buffers.snapshot()
+        try:
+            out_names = {}
+            lines = [self.comment_text(node)]
+            for v in sub.outputs:
+                name, alloc = self.buffers.allocate(v)
+                out_names[v] = name
+                if alloc:
+                    lines.append(f"    {alloc}")
+            inputs = {v: self.names[v] for v in sub.inputs}
+            codegen = LoopRegionCodegen(self.program, LOWERING_RULES, node, inputs, out_names,
+                                        allow_parallel=self.allow_parallel)
+            block = codegen.generate()
+        except RegionSplit:
+            self.program.counter, self.program.helpers, self.program.uses_prange = saved
+            self.buffers.restore(saved_buffers)
+            raise
+        self.names.update(out_names)
+        lines += block.render(1)
+        loops = max(1, max((max(s) for s in codegen.loads_per_input.values() if s), default=1))
+        passes = {i: len(codegen.loads_per_input.get(v, ())) for i, v in enumerate(sub.inputs)}
+        parallel = any("prange" in line for line in lines)
+        report = RegionReport("loop", [n.prim.name for n in sub.nodes], loops, passes, parallel)
+        return lines, report
+
+    def allocate(self, var: Var) -> str:
+        name, alloc = self.buffers.allocate(var)
+        if alloc:
+            self.body.append(f"    {alloc}")
+        return name
+
+    # -- text ----------------------------------------------------------------------------
+    def comment(self, node: Node, kind: str) -> None:
+        self.body.append(self.comment_text(node, kind))
+
+    def comment_text(self, node: Node, kind: str | None = None) -> str:
+        self.region_count += 1
+        n = self.region_count
+        if node.prim is FUSED:
+            sub = node.params["graph"]
+            shape = node.params["shape"]
+            axes = node.params["reduce_axes"]
+            what = f"loop over {shape}" + (f", reducing axes {axes}" if axes else "")
+            prims = ", ".join(x.prim.name for x in sub.nodes)
+            where = _sources(sub.nodes)
+        else:
+            what, prims, where = kind, node.prim.name, _sources([node])
+        text = f"    # -- region {n}: {what}: {prims}"
+        if where:
+            text += f"\n    #    from {where}"
+        return text
+
+    def returns(self) -> str:
+        """Output expressions: fresh buffers, copied where they would alias another value."""
+        names = []
+        done: dict[Var, str] = {}
+        seen_roots: set = set()
+        for v in self.graph.outputs:
+            if v in done or v in self.graph.inputs:
+                # The same object twice, or an input returned as is (as the interpreter does).
+                names.append(done.get(v, self.names.get(v)))
+                continue
+            name = self.names[v]
+            root = self.buffers.root_of(v)
+            if not self.buffers.is_intermediate(root) or root in seen_roots:
+                name = f"{name}.copy()"
+            seen_roots.add(root)
+            done[v] = name
+            names.append(name)
+        if len(names) == 1:
+            return names[0]
+        return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
+
+    def render(self, args: list[str], ret: str, cache: bool, title: str) -> str:
+        sig = ", ".join(_numba_type(v.aval) for v in self.graph.inputs + self.const_vars)
+        ins = ", ".join(str(v.aval) for v in self.graph.inputs)
+        outs = ", ".join(str(v.aval) for v in self.graph.outputs)
+        head = [
+            f"# transfuse: CPU kernel for `{self.graph.name}` ({ins}) -> ({outs})",
+            f"#   generated by transfuse {_version()} for numba {numba.__version__},"
+            f" numpy {np.__version__}",
+            "#   entry(inputs..., constants...) runs every region below in order.",
+        ]
+        if title:
+            head.append(f"#   {title}")
+        imports = ["import numpy as np", "from numba import njit, prange",
+                   "from numba import types as nt"]
+        helpers = sorted(self.program.helpers - {"math"})
+        if "math" in self.program.helpers:
+            imports.insert(0, "import math")
+        if helpers:
+            imports.append(f"from transfuse.runtime.cpu_kernels import {', '.join(helpers)}")
+        if self.program.math_names:
+            imports.append("from transfuse.compiler.mathlib import math_globals")
+            imports.append("_MATH = math_globals()")
+            imports += [f"{n} = _MATH[{n!r}]" for n in sorted(self.program.math_names)]
+        options = [f"cache={cache}", f"parallel={self.program.uses_prange}",
+                   'error_model="numpy"', f"fastmath={self.fastmath}"]
+        lines = head + [""] + imports + ["", f"SIGNATURE = ({sig}{',' if sig else ''})", "",
+                                         "", f"@njit(SIGNATURE, {', '.join(options)})",
+                                         f"def entry({', '.join(args)}):"]
+        lines += self.body or []
+        lines.append(f"    return {ret}")
+        return "\n".join(lines) + "\n"
+
+
+def _version() -> str:
+    import transfuse
+
+    return transfuse.__version__
+
+
+def _sources(nodes: list[Node]) -> str:
+    seen: list[str] = []
+    for n in nodes:
+        if n.source is not None and n.source.short() not in seen:
+            seen.append(n.source.short())
+    if len(seen) > 4:
+        seen = seen[:4] + ["..."]
+    return ", ".join(seen)
+
+
+def _numba_type(aval) -> str:
+    name = "boolean" if aval.dtype == np.bool_ else aval.dtype.name
+    return f'nt.Array(nt.{name}, {aval.ndim}, "C")'
+
+
+def _top_level_consts(graph: Graph) -> list[Var]:
+    """Constants the entry point receives as arguments (scalars inside regions are inlined)."""
+    used: list[Var] = []
+    for node in graph.nodes:
+        for v in node.inputs:
+            if v in graph.consts and v not in used:
+                used.append(v)
+        if node.prim is FUSED and node.params["kind"] == "contraction":
+            for inner in node.params["graph"].nodes:
+                for v in inner.inputs:
+                    if v in graph.consts and v not in used:
+                        used.append(v)
+    for v in graph.outputs:
+        if v in graph.consts and v not in used:
+            used.append(v)
+    return used
+
+
+def _flatten_contractions(nodes: list[Node]) -> list[Node]:
+    """Top-level nodes with each contraction region replaced by its kernel and epilogue."""
+    out = []
+    for node in nodes:
+        if node.prim is FUSED and node.params["kind"] == "contraction":
+            out.extend(node.params["graph"].nodes)
+        else:
+            out.append(node)
+    return out
+
+
+def _single_node_graph(node: Node) -> Graph:
+    return Graph(list(node.inputs), [node], list(node.outputs), name=node.prim.name)
+
+
+# ---------------------------------------------------------------------------------------
+# Buffers: allocate each value once, reuse a dead buffer of the same size and dtype
+
+
+class _BufferPlan:
+    """A simple memory plan: buffers die after their last reader and are reused."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        nodes = _flatten_contractions(graph.nodes)
+        self.last_use: dict[Var, float] = {}
+        for step, node in enumerate(nodes):
+            for v in node.inputs:
+                self.last_use[v] = step
+        for v in graph.outputs:
+            self.last_use[v] = math.inf
+        self.root: dict[Var, Var] = {}  # a view's buffer owner
+        self.root_end: dict[Var, float] = {}  # when the owner's buffer can be reused
+        self.names: dict[Var, str] = {}
+        self.free: dict[tuple, list[str]] = {}
+        self.count = 0
+
+    def root_of(self, var: Var) -> Var:
+        return self.root.get(var, var)
+
+    def is_intermediate(self, root: Var) -> bool:
+        return root not in self.graph.inputs and root not in self.graph.consts
+
+    def new_name(self) -> str:
+        self.count += 1
+        return f"b{self.count}"
+
+    def fresh_name(self, var: Var) -> str:
+        name = self.new_name()
+        self.names[var] = name
+        self.root_end[var] = self.last_use.get(var, -1)
+        return name
+
+    def allocate(self, var: Var) -> tuple[str, str]:
+        """A buffer name for var and the statement that creates it."""
+        aval = var.aval
+        key = (aval.dtype.str, aval.size)
+        name = self.new_name()
+        self.names[var] = name
+        self.root_end[var] = self.last_use.get(var, -1)
+        if self.free.get(key):
+            old = self.free[key].pop()
+            return name, f"{name} = {old}.reshape({aval.shape!r})  # reuses a dead buffer"
+        return name, f"{name} = np.empty({aval.shape!r}, np.{aval.dtype.name})"
+
+    def snapshot(self) -> tuple:
+        return (dict(self.names), dict(self.root_end), dict(self.root),
+                {k: list(v) for k, v in self.free.items()}, self.count)
+
+    def restore(self, state: tuple) -> None:
+        names, root_end, root, free, self.count = state
+        self.names, self.root_end, self.root, self.free = names, root_end, root, free
+
+    def alias(self, view: Var, base: Var, names: dict[Var, str]) -> str:
+        root = self.root_of(base)
+        self.root[view] = root
+        if root in self.root_end:
+            self.root_end[root] = max(self.root_end[root], self.last_use.get(view, -1))
+        name = self.new_name()
+        self.names[view] = name
+        return name
+
+    def release_after(self, node: Node, step: int) -> None:
+        """Buffers whose every reader has run become free for later values."""
+        candidates = {self.root_of(v) for v in list(node.inputs) + list(node.outputs)}
+        for root in candidates:
+            end = self.root_end.get(root)
+            if end is None or end > step or not self.is_intermediate(root):
+                continue
+            name = self.names.get(root)
+            if name is not None:
+                key = (root.aval.dtype.str, root.aval.size)
+                self.free.setdefault(key, []).append(name)
+            self.root_end[root] = math.inf  # released once
+
+
+def describe_signature(avals) -> str:
+    return ", ".join(f"{short_dtype(a.dtype)}[{','.join(map(str, a.shape))}]" for a in avals)
+
+
+__all__ = ["LOWERING_RULES", "Program", "RegionReport", "lower_program", "Block"]

@@ -1,0 +1,185 @@
+"""Small Numba helpers that generated CPU kernels call (scalar functions and block reductions).
+
+Generated modules import the helpers they use by name from here. They are plain `@njit`
+functions: LLVM inlines them into the kernel. Their source is part of the disk-cache key
+(see runtime/cache.py), so editing this file invalidates cached kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_S11, _S40 = np.uint64(11), np.uint64(40)
+_ONE = np.uint64(1)
+_TWO_M53 = 2.0 ** -53
+_TWO_M24 = np.float32(2.0 ** -24)
+_TWO_PI = 2.0 * np.pi
+
+
+# ---------------------------------------------------------------------------------------
+# Random numbers: the same counter-based splitmix64 as ir/primitives.py
+
+
+@njit
+def mix64(z):
+    """splitmix64's finaliser on a uint64."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@njit
+def rng_word(base, i):
+    """The i-th uint64 word of a key whose mixed base is `base` (i counts from 0)."""
+    return mix64(base + (np.uint64(i) + _ONE) * _GOLDEN)
+
+
+@njit
+def unit64(bits):
+    """A float64 in [0, 1) from the top 53 bits."""
+    return np.float64(bits >> _S11) * _TWO_M53
+
+
+@njit
+def unit32(bits):
+    """A float32 in [0, 1) from the top 24 bits."""
+    return np.float32(bits >> _S40) * _TWO_M24
+
+
+@njit
+def rng_normal(base, i):
+    """The i-th standard normal draw (Box-Muller on words 2i and 2i+1), as float64."""
+    u1 = 1.0 - unit64(rng_word(base, 2 * i))
+    u2 = unit64(rng_word(base, 2 * i + 1))
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
+
+
+@njit
+def split_key(key, i):
+    """The i-th key of random_split."""
+    return mix64(key ^ mix64((np.uint64(i) + _ONE) * _GOLDEN))
+
+
+# ---------------------------------------------------------------------------------------
+# Scalar arithmetic with NumPy's semantics
+
+
+@njit
+def fmax(a, b):
+    """np.maximum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
+    return a if (a > b or a != a) else b
+
+
+@njit
+def fmin(a, b):
+    """np.minimum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
+    return a if (a < b or a != a) else b
+
+
+@njit
+def ipow(base, exp):
+    """Integer power by squaring, as np.power on integers (negative powers raise)."""
+    if exp < 0:
+        raise ValueError("Integers to negative integer powers are not allowed.")
+    result = base - base + 1
+    while exp > 0:
+        if exp & 1:
+            result = result * base
+        base = base * base
+        exp >>= 1
+    return result
+
+
+@njit
+def take_index(i, n):
+    """An index as np.take reads it: negative counts from the end; out of range raises."""
+    if i < 0:
+        i += n
+    if i < 0 or i >= n:
+        raise IndexError("index out of bounds in a gather or scatter (np.take semantics)")
+    return i
+
+
+@njit
+def clamp_start(start, size, n):
+    """A dynamic_slice start index clamped so the slice stays in bounds (as in JAX)."""
+    s = np.int64(start)
+    hi = n - size
+    if s > hi:
+        s = hi
+    if s < 0:
+        s = 0
+    return s
+
+
+# ---------------------------------------------------------------------------------------
+# Block reductions: eight independent accumulators let LLVM vectorise the sum without
+# reassociating floating point (so fastmath stays off), and they halve rounding error.
+
+
+@njit
+def block_sum(buf, n):
+    """The sum of buf[:n] with eight lanes."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = buf[0] - buf[0]
+    i = 0
+    while i + 8 <= n:
+        a0 += buf[i]
+        a1 += buf[i + 1]
+        a2 += buf[i + 2]
+        a3 += buf[i + 3]
+        a4 += buf[i + 4]
+        a5 += buf[i + 5]
+        a6 += buf[i + 6]
+        a7 += buf[i + 7]
+        i += 8
+    while i < n:
+        a0 += buf[i]
+        i += 1
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit
+def block_max(buf, n):
+    """The NaN-propagating maximum of buf[:n] (n >= 1), eight lanes."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = buf[0]
+    i = 0
+    while i + 8 <= n:
+        a0 = fmax(a0, buf[i])
+        a1 = fmax(a1, buf[i + 1])
+        a2 = fmax(a2, buf[i + 2])
+        a3 = fmax(a3, buf[i + 3])
+        a4 = fmax(a4, buf[i + 4])
+        a5 = fmax(a5, buf[i + 5])
+        a6 = fmax(a6, buf[i + 6])
+        a7 = fmax(a7, buf[i + 7])
+        i += 8
+    while i < n:
+        a0 = fmax(a0, buf[i])
+        i += 1
+    return fmax(fmax(fmax(a0, a1), fmax(a2, a3)), fmax(fmax(a4, a5), fmax(a6, a7)))
+
+
+@njit
+def block_min(buf, n):
+    """The NaN-propagating minimum of buf[:n] (n >= 1), eight lanes."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = buf[0]
+    i = 0
+    while i + 8 <= n:
+        a0 = fmin(a0, buf[i])
+        a1 = fmin(a1, buf[i + 1])
+        a2 = fmin(a2, buf[i + 2])
+        a3 = fmin(a3, buf[i + 3])
+        a4 = fmin(a4, buf[i + 4])
+        a5 = fmin(a5, buf[i + 5])
+        a6 = fmin(a6, buf[i + 6])
+        a7 = fmin(a7, buf[i + 7])
+        i += 8
+    while i < n:
+        a0 = fmin(a0, buf[i])
+        i += 1
+    return fmin(fmin(fmin(a0, a1), fmin(a2, a3)), fmin(fmin(a4, a5), fmin(a6, a7)))

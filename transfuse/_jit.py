@@ -1,0 +1,315 @@
+"""`transfuse.jit`: trace once per signature, fuse, compile with Numba, reuse.
+
+    @tx.jit
+    def f(x, w): ...
+
+    tx.jit(tx.vmap(tx.grad(loss)))        # transforms first, then one compiled kernel
+    tx.jit(f, static_argnums=1)(x, 3)     # 3 is part of the signature
+    print(tx.jit(f).lower(x))             # graph, fused graph and generated source
+
+A call flattens the arguments, looks the signature up (tree structure, shapes, dtypes,
+static values, device) and runs the compiled entry point; a new signature is traced,
+`prepare`d (mutation removed), simplified, fused, lowered to Numba source and compiled,
+or loaded from the disk cache (runtime/cache.py). Called with traced arguments (inside
+another transform) a jitted function just runs its Python body into the outer trace, so
+`grad(jit(f))` and `vmap(jit(f))` work like `grad(f)` and `vmap(f)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from transfuse.compiler.functionalize import prepare
+from transfuse.compiler.fusion import fuse, inline_calls
+from transfuse.compiler.lower_cpu import Program, RegionReport, lower_program
+from transfuse.ir.core import Graph
+from transfuse.ir.errors import CompileError, TransfuseTypeError, TransfuseValueError
+from transfuse.ir.tracing import Tracer, current_builder
+from transfuse.ir.tree import tree_flatten
+from transfuse.runtime import cache as disk_cache
+from transfuse.runtime.executable import Executable, as_kernel_arg
+
+from ._functionalize import check_no_aliasing, write_back
+from ._staging import is_array_leaf, signature, stage
+from .random import next_key
+
+try:  # the simplification passes (DCE, CSE, constant folding, identities)
+    from transfuse.compiler.simplify import simplify as _simplify
+except ImportError:  # pragma: no cover - depends on the tree
+    _simplify = None
+
+
+def jit(func: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = (), device: str | None = None,
+        cache: bool = True, fastmath: bool = False, fuse: bool = True) -> Any:
+    """Compile func into one fused Numba kernel per signature (see the module docstring).
+
+    static_argnums / static_argnames: arguments that are compile-time constants (part of
+    the signature; they must be hashable). device: None or 'cpu'. cache: also keep the
+    compiled code on disk. fastmath (extension): let LLVM reorder floating point; off by
+    default so NaN and inf behave as in NumPy. fuse (extension): False compiles every
+    primitive as its own loop, for comparison.
+    """
+    options = _Options(_argnums(static_argnums), _argnames(static_argnames),
+                       _device(device), bool(cache), bool(fastmath), bool(fuse))
+    if func is None:
+        return lambda f: Jitted(f, options)
+    if not callable(func):
+        raise TransfuseTypeError(f"jit needs a callable, got {type(func).__name__}")
+    return Jitted(func, options)
+
+
+@dataclass(frozen=True)
+class _Options:
+    static_argnums: tuple[int, ...]
+    static_argnames: tuple[str, ...]
+    device: str
+    cache: bool
+    fastmath: bool
+    fuse: bool
+
+
+def _argnums(nums: int | Sequence[int]) -> tuple[int, ...]:
+    nums = (nums,) if isinstance(nums, int) else tuple(nums)
+    if not all(isinstance(n, int) for n in nums):
+        raise TransfuseTypeError(f"jit: static_argnums must be ints, got {nums!r}")
+    return nums
+
+
+def _argnames(names: str | Sequence[str]) -> tuple[str, ...]:
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if not all(isinstance(n, str) for n in names):
+        raise TransfuseTypeError(f"jit: static_argnames must be strings, got {names!r}")
+    return names
+
+
+def _device(device: str | None) -> str:
+    if device in (None, "cpu"):
+        return "cpu"
+    if device == "cuda":
+        raise CompileError(
+            "jit(device='cuda') is not implemented yet: this build compiles for the CPU "
+            "only (device=None or 'cpu')")
+    raise TransfuseValueError(f"jit: unknown device {device!r}; expected None, 'cpu' or "
+                              "'cuda'")
+
+
+@dataclass
+class CacheInfo:
+    """What a jitted function has done so far (for tests and TRANSFUSE_LOG=cache)."""
+
+    traces: int = 0  # signatures traced and lowered
+    compiles: int = 0  # entry points compiled by LLVM
+    disk_hits: int = 0  # entry points whose machine code came from the disk cache
+    reused: int = 0  # entry points already loaded in this process (another function)
+    signatures: int = 0
+
+
+@dataclass
+class Lowered:
+    """`jit(f).lower(*args)`: what a call with these arguments compiles, without running it."""
+
+    graph: Graph  # traced, functionalized and simplified
+    fused_graph: Graph  # after fusion: `fused` nodes hold the regions
+    source: str  # the generated Numba module
+    regions: list[RegionReport] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        bar = "=" * 72
+        return (f"{bar}\ngraph\n{bar}\n{self.graph}\n\n{bar}\nfused graph\n{bar}\n"
+                f"{self.fused_graph}\n\n{bar}\ngenerated source\n{bar}\n{self.source}")
+
+
+class Jitted:
+    """A jitted function: call it like the original; `.lower(*args)` shows the kernel."""
+
+    def __init__(self, func: Callable, options: _Options):
+        functools.update_wrapper(self, func)
+        self._fn = func
+        self._options = options
+        self._by_signature: dict[tuple, Executable] = {}
+        self._fast: dict[tuple, Executable] = {}  # (shape, dtype, strides) per argument
+        self._lock = threading.Lock()
+        self.info = CacheInfo()
+        self._name = getattr(func, "__qualname__", None) or type(func).__name__
+
+    def __repr__(self) -> str:
+        return f"<transfuse.jit of {self._name}>"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return self if obj is None else functools.partial(self, obj)
+
+    # -- calls -------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # The fast path: plain C-contiguous arrays seen before (keyed by shape, dtype and
+        # strides, which pins the layout), straight into the compiled entry point.
+        if not kwargs and self._fast:
+            try:
+                if len(args) == 1:
+                    a = args[0]
+                    key = (a.shape, a.dtype, a.strides)
+                else:
+                    key = tuple([(a.shape, a.dtype, a.strides) for a in args])
+            except AttributeError:
+                key = None
+            exe = self._fast.get(key)
+            if exe is not None:
+                try:
+                    out = exe.entry(*args, *exe.consts) if exe.consts else exe.entry(*args)
+                except TypeError:  # not plain arrays after all (a NumPy scalar, ...)
+                    pass
+                else:
+                    if exe.single:
+                        return out
+                    return exe.finish([out] if exe.num_outputs == 1 else list(out))
+        return self._call(args, kwargs)
+
+    def _call(self, args: tuple, kwargs: dict) -> Any:
+        leaves, in_tree = tree_flatten((args, kwargs))
+        if current_builder() is not None or any(isinstance(x, Tracer) for x in leaves):
+            return self._fn(*args, **kwargs)  # inside another transform: trace through
+        static = self._static_leaves(args, kwargs)
+        dyn_index = [i for i, x in enumerate(leaves) if i not in static and is_array_leaf(x)]
+        sig = signature(leaves, dyn_index, in_tree) + (self._options.device,)
+        exe = self._by_signature.get(sig)
+        if exe is None:
+            exe = self._compile(args, kwargs, static, sig)
+        dyn = [leaves[i] for i in dyn_index]
+        kernel_args = [as_kernel_arg(x, dt) for x, dt in zip(dyn, exe.input_dtypes)]
+        if exe.mutated_inputs:
+            check_no_aliasing(dyn, exe.mutated_inputs)
+        outs = exe.run(kernel_args, next_key() if exe.has_rng else None)
+        if exe.mutated_inputs:
+            n_user = len(outs) - len(exe.mutated_inputs)
+            write_back(dyn, exe.mutated_inputs, outs[n_user:])
+            outs = outs[:n_user]
+        elif not static and not kwargs and len(dyn) == len(args) and all(
+                a is k for a, k in zip(args, kernel_args)) and not exe.has_rng:
+            self._remember_fast(args, exe)
+        return exe.finish(outs)
+
+    def _remember_fast(self, args: tuple, exe: Executable) -> None:
+        if all(type(a) is np.ndarray for a in args):
+            keys = [(a.shape, a.dtype, a.strides) for a in args]
+            self._fast[keys[0] if len(args) == 1 else tuple(keys)] = exe
+
+    def _static_leaves(self, args: tuple, kwargs: dict) -> set[int]:
+        """Positions (among all flattened leaves) of the static arguments' leaves."""
+        nums = {n % len(args) if -len(args) <= n < len(args) else n
+                for n in self._options.static_argnums}
+        for n in nums:
+            if not 0 <= n < len(args):
+                raise TransfuseValueError(
+                    f"jit: static_argnums {n} is out of range for a call with {len(args)} "
+                    "positional argument(s)")
+        static: set[int] = set()
+        start = 0
+        for pos, a in enumerate(args):
+            count = len(tree_flatten(a)[0])
+            if pos in nums:
+                static.update(range(start, start + count))
+            start += count
+        for name in sorted(kwargs, key=lambda k: (type(k).__name__, k)):
+            count = len(tree_flatten(kwargs[name])[0])
+            if name in self._options.static_argnames:
+                static.update(range(start, start + count))
+            start += count
+        return static
+
+    # -- compiling ---------------------------------------------------------------------
+    def _compile(self, args: tuple, kwargs: dict, static: set[int], sig: tuple) -> Executable:
+        with disk_cache.COMPILE_LOCK:  # tracing uses global state; compile each once
+            exe = self._by_signature.get(sig)
+            if exe is not None:
+                return exe
+            reason = self._miss_reason(sig)
+            graph, fused, program, out_tree = self._lower(args, kwargs, static)
+            disk = disk_cache.disk_enabled(self._options.cache)
+            disk_cache.log(f"miss {self._name}: {reason}; compiling")
+            if disk:
+                key = disk_cache.program_key(program.source)
+                changed = disk_cache.note_signature(self._qualified(), sig, key)
+                if changed:
+                    disk_cache.log(f"miss {self._name}: {changed}")
+            kernel = disk_cache.load_kernel(program.source, self._name, disk=disk)
+            self._count(kernel)
+            n_in = graph.num_explicit_inputs
+            exe = Executable(kernel, tuple(program.const_args), out_tree,
+                             len(fused.outputs), tuple(graph.mutated_inputs), graph.has_rng,
+                             tuple(a.dtype for a in graph.in_avals[:n_in]), program.source)
+            self._by_signature[sig] = exe
+            self.info.signatures = len(self._by_signature)
+            return exe
+
+    def _lower(self, args: tuple, kwargs: dict, static: set[int]
+               ) -> tuple[Graph, Graph, Program, Any]:
+        staged = stage(self._fn, args, kwargs,
+                       is_dynamic=lambda i, x: i not in static and is_array_leaf(x),
+                       name=self._name.rsplit(".", 1)[-1].replace("<", "").replace(">", ""))
+        self.info.traces += 1
+        if staged.graph.num_captures:
+            raise CompileError("jit: the traced function captured values from an enclosing "
+                               "trace outside of one")
+        graph = optimise(staged.graph)
+        fused = fuse(graph, enabled=self._options.fuse)
+        disk = disk_cache.disk_enabled(self._options.cache)
+        program = lower_program(fused, fastmath=self._options.fastmath, cache=disk,
+                                title=f"jit of {self._name}")
+        return graph, fused, program, staged.out_tree
+
+    def _count(self, kernel: disk_cache.LoadedKernel) -> None:
+        if kernel.origin == "disk":
+            self.info.disk_hits += 1
+        elif kernel.origin == "compiled" and not getattr(kernel, "_counted", False):
+            self.info.compiles += 1
+        else:
+            self.info.reused += 1
+        kernel._counted = True
+
+    def _miss_reason(self, sig: tuple) -> str:
+        if not self._by_signature:
+            return "first call"
+        tree, dev = sig[0], sig[-1]
+        same_tree = [s for s in self._by_signature if s[0] == tree and s[-1] == dev]
+        if not same_tree:
+            return "new argument structure"
+        def kinds(s):  # noqa: E306
+            return [p for p in s[1:-1] if isinstance(p, tuple) and len(p) == 2
+                    and isinstance(p[1], str)]
+        for other in same_tree:
+            if [p[1] for p in kinds(other)] == [p[1] for p in kinds(sig)]:
+                if kinds(other) != kinds(sig):
+                    return "new shape"
+                return "new static value"
+        return "new dtype"
+
+    def _qualified(self) -> str:
+        return f"{getattr(self._fn, '__module__', '')}.{self._name}"
+
+    # -- inspection --------------------------------------------------------------------
+    def lower(self, *args: Any, **kwargs: Any) -> Lowered:
+        """The optimised graph, the fused graph and the generated source for these args."""
+        static = self._static_leaves(args, kwargs)
+        with disk_cache.COMPILE_LOCK:
+            graph, fused, program, _ = self._lower(args, kwargs, static)
+        return Lowered(graph, fused, program.source, program.regions)
+
+    def cache_info(self) -> CacheInfo:
+        return self.info
+
+
+def optimise(graph: Graph) -> Graph:
+    """The graph jit compiles: pure (prepare), simplified, with calls inlined."""
+    graph = prepare(graph)
+    if _simplify is not None:
+        graph = _simplify(graph)
+    return inline_calls(graph)
+
+
+__all__ = ["jit", "Jitted", "Lowered", "CacheInfo"]
