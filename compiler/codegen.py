@@ -329,6 +329,7 @@ class LoopRegionCodegen:
         full_outputs, kept_outputs = self._split_outputs()
         loops_of_out = {v: depth[v] + 1 for v in full_outputs}
         n_loops = max([*loops_of_red.values(), *loops_of_out.values(), 0])
+        self.n_loops = n_loops if self.reduce_axes else 1
         if self.reduce_axes:
             self._plan_stash(reductions, loops_of_red, loops_of_out)
         self._open_kept()

@@ -851,7 +851,7 @@ class _Lowering:
             raise
         self.names.update(out_names)
         lines += block.render(1)
-        loops = max(1, max((max(s) for s in codegen.loads_per_input.values() if s), default=1))
+        loops = codegen.n_loops
         passes = {i: len(codegen.loads_per_input.get(v, ())) for i, v in enumerate(sub.inputs)}
         parallel = any("prange" in line for line in lines)
         report = RegionReport("loop", [n.prim.name for n in sub.nodes], loops, passes, parallel)

@@ -24,7 +24,8 @@ import transfuse.numpy as tnp
 P = PRIMITIVES
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 FLOATS = (F32, F64)
-EXEMPT = {"view_slice", "view_reshape", "view_transpose", "assign"}
+EXEMPT = {"view_slice", "view_reshape", "view_transpose", "assign",
+          "fused"}  # fused: created by the fusion pass after every transform (backend only)
 
 
 # ---------------------------------------------------------------------------------------
