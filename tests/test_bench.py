@@ -104,6 +104,19 @@ def test_wrong_numpy_is_caught_when_transfuse_has_no_reference():
     assert result.failed
 
 
+def test_a_crashing_transfuse_reference_fails_the_case(capsys):
+    from transfuse.bench.harness import print_failure
+
+    def broken(x):
+        raise ValueError("boom")
+
+    result = run_case(make_case({"numpy": numpy_system(chain)}, transform=lambda tx: broken),
+                      QUICK)
+    assert result.failed and result.reference == "numpy"
+    print_failure(result)
+    assert "reference: transfuse reference failed: ValueError: boom" in capsys.readouterr().err
+
+
 def test_absent_and_crashing_baselines():
     def absent(inputs):
         raise Absent("nolib is not installed")
