@@ -7,8 +7,9 @@ Disk layout (root: $TRANSFUSE_CACHE_DIR, default ~/.cache/transfuse):
     kernels/<name>-<key16>/__pycache__/    Numba's own cache (cache=True) of kernel.py
     index/<signature hash>                 the last key seen for a function + signature
 
-The key hashes the generated source (itself determined by the graph's structure, the
-signature and the options) together with the CPU target, the versions of transfuse, Numba,
+The key hashes the generated code without its comments (so a function that only moved
+in its file keeps its kernel); the code is determined by the graph's structure, the
+signature and the options, together with the CPU target, the versions of transfuse, Numba,
 NumPy and Python, and a fingerprint of the compiler's own source files. A new process
 that generates the same source imports kernel.py, and Numba loads the machine code from
 __pycache__ instead of compiling. An entry whose kernel.py differs from the source we
@@ -91,7 +92,15 @@ def target_description() -> str:
 
 
 def program_key(source: str) -> str:
-    return hashlib.sha256((target_description() + "\n" + source).encode()).hexdigest()
+    """The cache key of generated source: comments (user line numbers) do not count."""
+    code = code_only(source)
+    return hashlib.sha256((target_description() + "\n" + code).encode()).hexdigest()
+
+
+def code_only(source: str) -> str:
+    """Source without comments: two kernels that differ only there are the same kernel."""
+    lines = (line.split("#", 1)[0].rstrip() for line in source.splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 # ---------------------------------------------------------------------------------------
@@ -189,7 +198,7 @@ def _ensure_source(entry_dir: Path, path: Path, source: str, key: str) -> str:
             existing = path.read_text()
         except (OSError, UnicodeDecodeError):
             existing = None
-        if existing == source:
+        if existing is not None and code_only(existing) == code_only(source):
             return "ok"
         status = "corrupted or foreign entry (source differs); rewritten"
         shutil.rmtree(entry_dir / "__pycache__", ignore_errors=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from transfuse.compiler.functionalize import prepare
+from transfuse.compiler.fusion import FUSED, fuse, fused_regions
+from transfuse.ir import Graph, interpret, verify
 
 import transfuse as tx
 import transfuse.numpy as tnp
 from tests.helpers import rand
-from transfuse.compiler.functionalize import prepare
-from transfuse.compiler.fusion import FUSED, fuse, fused_regions
-from transfuse.ir import Graph, interpret, verify
 
 
 def regions(graph: Graph) -> list:

@@ -138,6 +138,7 @@ class Jitted:
         self._lock = threading.Lock()
         self.info = CacheInfo()
         self._name = getattr(func, "__qualname__", None) or type(func).__name__
+        self._short = getattr(func, "__name__", None) or type(func).__name__
 
     def __repr__(self) -> str:
         return f"<transfuse.jit of {self._name}>"
@@ -231,13 +232,13 @@ class Jitted:
             reason = self._miss_reason(sig)
             graph, fused, program, out_tree = self._lower(args, kwargs, static)
             disk = disk_cache.disk_enabled(self._options.cache)
-            disk_cache.log(f"miss {self._name}: {reason}; compiling")
+            disk_cache.log(f"miss {self._short}: {reason}; compiling")
             if disk:
                 key = disk_cache.program_key(program.source)
                 changed = disk_cache.note_signature(self._qualified(), sig, key)
                 if changed:
-                    disk_cache.log(f"miss {self._name}: {changed}")
-            kernel = disk_cache.load_kernel(program.source, self._name, disk=disk)
+                    disk_cache.log(f"miss {self._short}: {changed}")
+            kernel = disk_cache.load_kernel(program.source, self._short, disk=disk)
             self._count(kernel)
             n_in = graph.num_explicit_inputs
             exe = Executable(kernel, tuple(program.const_args), out_tree,
@@ -273,20 +274,16 @@ class Jitted:
         kernel._counted = True
 
     def _miss_reason(self, sig: tuple) -> str:
+        """Why sig is new: the first difference from a signature compiled before."""
         if not self._by_signature:
             return "first call"
-        tree, dev = sig[0], sig[-1]
-        same_tree = [s for s in self._by_signature if s[0] == tree and s[-1] == dev]
+        same_tree = [s for s in self._by_signature if s[0] == sig[0] and s[-1] == sig[-1]]
         if not same_tree:
             return "new argument structure"
-        def kinds(s):  # noqa: E306
-            return [p for p in s[1:-1] if isinstance(p, tuple) and len(p) == 2
-                    and isinstance(p[1], str)]
-        for other in same_tree:
-            if [p[1] for p in kinds(other)] == [p[1] for p in kinds(sig)]:
-                if kinds(other) != kinds(sig):
-                    return "new shape"
-                return "new static value"
+        if any(_arrays(s) == _arrays(sig) for s in same_tree):
+            return "new static value"
+        if any([d for _, d in _arrays(s)] == [d for _, d in _arrays(sig)] for s in same_tree):
+            return "new shape"
         return "new dtype"
 
     def _qualified(self) -> str:
@@ -302,6 +299,12 @@ class Jitted:
 
     def cache_info(self) -> CacheInfo:
         return self.info
+
+
+def _arrays(sig: tuple) -> list:
+    """The (shape, dtype) entries of a signature (static values are (type, value))."""
+    return [p for p in sig[1:-1] if isinstance(p, tuple) and len(p) == 2
+            and isinstance(p[0], tuple) and isinstance(p[1], str)]
 
 
 def optimise(graph: Graph) -> Graph:
