@@ -357,17 +357,36 @@ class LoopRegionCodegen:
     def _phase(self, reductions: list[Node], outputs: list[Var]) -> None:
         """One pass over the reduced axes: fold reductions, store full-level outputs.
 
-        Float sums, maxima and minima go through a row buffer reduced by an eight-lane
-        helper after the inner loop, so the inner loop has no loop-carried dependency and
-        vectorises, and no floating-point reassociation is needed.
+        Float sums, maxima and minima are folded by an eight-lane helper over a whole row
+        after the inner loop, so the inner loop has no loop-carried dependency and
+        vectorises, with no floating-point reassociation. The row is the input itself when
+        the reduction reads an input along its last axis, the stash when the value is
+        stashed anyway, and otherwise a row buffer filled by the loop.
         """
-        accs = []
+        accs = {}
         for node in reductions:
             init, _ = self.rules[node.prim].reduce
             acc = self.program.local()
             self.nest.assign(acc, init(node.outputs[0].aval.dtype), _comment(node),
                              depth=self.inner_depth)
-            accs.append(acc)
+            accs[node] = acc
+        rows = {node: row for node in reductions if (row := self._whole_row(node))}
+        looped = [node for node in reductions if node not in rows or (
+            node.inputs[0] in self.stash and self.stash[node.inputs[0]][1] == self.loop)]
+        folds = []
+        if looped or outputs:
+            folds = self._inner_loops(looped, outputs, accs, rows)
+        for node, row in rows.items():
+            helper = self.program.helper(BLOCK_REDUCERS[node.prim.name])
+            folds.append((accs[node], self._combine(node, accs[node], f"{helper}({row})")))
+        for acc, fold in folds:
+            self.nest.put(f"{acc} = {fold}")
+        for node, acc in accs.items():
+            self.values[node.outputs[0]] = acc
+            self.nest.depth_of[acc] = self.inner_depth
+
+    def _inner_loops(self, reductions, outputs, accs, rows) -> list[tuple[str, str]]:
+        """The loops over the reduced axes; returns the row folds to run after them."""
         *outer, inner = self.reduce_axes
         for a in outer:
             self.nest.open(f"i{a}", self.domain[a])
@@ -379,20 +398,23 @@ class LoopRegionCodegen:
             row, count = f"i{inner} - j{inner}", f"min({block}, {n} - j{inner})"
         else:
             self.nest.open(f"i{inner}", n)
-            row, count = f"i{inner}", str(n)
+            row, count = f"i{inner}", None
         folds = []
-        for node, acc in zip(reductions, accs):
-            init, combine = self.rules[node.prim].reduce
+        for node in reductions:
+            acc = accs[node]
             dtype = node.outputs[0].aval.dtype
             v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
+            if node in rows:
+                continue  # computed here to fill the stash, folded from it afterwards
             helper = BLOCK_REDUCERS.get(node.prim.name) if dtype.kind == "f" and n else None
             if helper is None:
-                self.nest.put(f"{acc} = {combine(acc, v, dtype, self.program.helper)}")
+                self.nest.put(f"{acc} = {self._combine(node, acc, v)}")
                 continue
             buf = self._scratch(f"rb{len(self.scratch)}", (block,), dtype)
             self.nest.put(f"{buf}[{row}] = {v}")
-            folds.append((acc, combine(acc, f"{self.program.helper(helper)}({buf}, {count})",
-                                       dtype, self.program.helper)))
+            helper = self.program.helper(helper)
+            whole = buf if count is None else f"{buf}[:{count}]"
+            folds.append((acc, self._combine(node, acc, f"{helper}({whole})")))
         for v in outputs:
             self._store(v)
         self.nest.close()
@@ -402,9 +424,27 @@ class LoopRegionCodegen:
             self.nest.close()
         for _ in outer:
             self.nest.close()
-        for node, acc in zip(reductions, accs):
-            self.values[node.outputs[0]] = acc
-            self.nest.depth_of[acc] = self.inner_depth
+        return []
+
+    def _combine(self, node: Node, acc: str, value: str) -> str:
+        _, combine = self.rules[node.prim].reduce
+        return combine(acc, value, node.outputs[0].aval.dtype, self.program.helper)
+
+    def _whole_row(self, node: Node) -> str | None:
+        """An array holding the reduction's whole row, when one exists without a copy."""
+        var = node.inputs[0]
+        if (len(self.reduce_axes) != 1 or node.prim.name not in BLOCK_REDUCERS
+                or var.aval.dtype.kind != "f" or not self.domain[self.reduce_axes[0]]):
+            return None
+        if var in self.stash:
+            return self.stash[var][0]
+        last = len(self.domain) - 1
+        if var in self.names and self.reduce_axes == (last,) and var.aval.shape == self.domain:
+            lead = ", ".join(f"i{a}" for a in range(last))
+            name = self.names[var]
+            self.loads_per_input.setdefault(var, set()).add(self.loop)
+            return f"{name}[{lead}]" if lead else name
+        return None
 
     def _open_kept(self) -> None:
         """The loops over the kept axes; the outermost runs in parallel when it pays.

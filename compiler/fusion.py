@@ -92,6 +92,8 @@ def fusion_class(node: Node) -> str:
     cls = FUSION_CLASS.get(node.prim, KERNEL)
     if cls == VIEW and is_unit_reshape(node.inputs[0].aval.shape, node.outputs[0].aval.shape):
         return RELABEL
+    if cls == REDUCTION and not node.params["axes"]:
+        return RELABEL  # a reduction over no axes is the identity
     return cls
 
 
@@ -419,13 +421,13 @@ def fuse(graph: Graph, *, enabled: bool = True) -> Graph:
 
     With enabled=False every node is its own region (the unfused baseline).
     """
+    if enabled:
+        graph = fold_transposes(graph)
     regions = _Fuser(graph).run(enabled)
     regions = _attach_epilogues(regions, graph) if enabled else regions
     ordered = _topological(regions)
     outer_uses = _uses_outside(graph, regions)
-    nodes = [_region_node(r, outer_uses, graph) for r in ordered]
-    return Graph(graph.inputs, nodes, graph.outputs, graph.consts, graph.num_captures,
-                 graph.has_rng, graph.name, graph.in_tree, graph.out_tree)
+    return _rebuilt(graph, [_region_node(r, outer_uses, graph) for r in ordered])
 
 
 def _uses_outside(graph: Graph, regions: list[Region]) -> dict[Var, bool]:
@@ -554,6 +556,47 @@ def _reaches(by_id: dict[int, Region], region: Region, target: int, exclude_dire
     return False
 
 
+def fold_transposes(graph: Graph) -> Graph:
+    """transpose(dot_general(a, b)) that only swaps the free dims is dot_general(b, a).
+
+    Per-sample gradients produce these (an outer product, then a transpose into the
+    weight's layout): folded, the contraction writes the final layout in one pass.
+    """
+    uses: dict[Var, int] = {}
+    for node in graph.nodes:
+        for v in node.inputs:
+            uses[v] = uses.get(v, 0) + 1
+    producer = {v: n for n in graph.nodes for v in n.outputs}
+    swapped: dict[int, Node] = {}  # id(transpose) -> replacement contraction
+    for node in graph.nodes:
+        dot = producer.get(node.inputs[0]) if node.prim is P["transpose"] else None
+        if (dot is None or dot.prim is not P["dot_general"] or uses[node.inputs[0]] != 1
+                or node.inputs[0] in graph.outputs):
+            continue
+        (lc, rc), (lb, rb) = dot.params["dimension_numbers"]
+        n_batch = len(lb)
+        n_lfree = dot.inputs[0].aval.ndim - len(lc) - n_batch
+        n_rfree = dot.inputs[1].aval.ndim - len(rc) - n_batch
+        free_swap = (tuple(range(n_batch)) + tuple(range(n_batch + n_lfree,
+                                                          n_batch + n_lfree + n_rfree))
+                     + tuple(range(n_batch, n_batch + n_lfree)))
+        if tuple(node.params["permutation"]) == free_swap:
+            params = {"dimension_numbers": ((tuple(rc), tuple(lc)), (tuple(rb), tuple(lb)))}
+            swapped[id(node)] = Node(dot.prim, [dot.inputs[1], dot.inputs[0]], params,
+                                     list(node.outputs), node.source)
+            swapped[id(dot)] = None
+    if not swapped:
+        return graph
+    nodes = [swapped.get(id(n), n) for n in graph.nodes]
+    return _rebuilt(graph, [n for n in nodes if n is not None])
+
+
+def _rebuilt(graph: Graph, nodes: list[Node]) -> Graph:
+    return Graph(graph.inputs, nodes, graph.outputs, graph.consts, graph.num_captures,
+                 graph.has_rng, graph.name, graph.in_tree, graph.out_tree,
+                 mutated_inputs=graph.mutated_inputs)
+
+
 # ---------------------------------------------------------------------------------------
 # Calls: inlined before fusion
 
@@ -580,7 +623,8 @@ def inline_calls(graph: Graph) -> Graph:
             rename[out] = inner.get(inner_out, inner_out)
     outputs = [rename.get(v, v) for v in graph.outputs]
     return Graph(graph.inputs, nodes, outputs, consts, graph.num_captures, graph.has_rng,
-                 graph.name, graph.in_tree, graph.out_tree)
+                 graph.name, graph.in_tree, graph.out_tree,
+                 mutated_inputs=graph.mutated_inputs)
 
 
 def fused_regions(graph: Graph) -> list[Node]:

@@ -14,6 +14,7 @@ for the scalar expression at one point of a loop region, `reduce` for reductions
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,7 @@ LOWERING_RULES: dict[Any, Rule] = {}
 NARROW_INTS = (np.dtype(np.int32), np.dtype(np.uint32))
 BLAS_MIN_FLOPS = 1 << 13  # below this a loop nest beats a BLAS call
 PARALLEL_MIN_FLOPS = 1 << 18
+HUGE_PAGE_MIN_BYTES = 1 << 22  # NumPy's threshold for asking for huge pages
 
 
 def _rule(name: str, **kwargs: Any) -> None:
@@ -439,10 +441,11 @@ def _fold(op: str) -> Callable[..., str]:
     return combine
 
 
-_rule("reduce_sum", reduce=(lambda dt: literal(0, dt), _fold("+")))
-_rule("reduce_prod", reduce=(lambda dt: literal(1, dt), _fold("*")))
-_rule("reduce_max", reduce=(_extreme_init(True), _extreme_combine("max")))
-_rule("reduce_min", reduce=(_extreme_init(False), _extreme_combine("min")))
+# point: a reduction over no axes is the identity (the fusion pass treats it as a relabel).
+_rule("reduce_sum", reduce=(lambda dt: literal(0, dt), _fold("+")), point=_relabel)
+_rule("reduce_prod", reduce=(lambda dt: literal(1, dt), _fold("*")), point=_relabel)
+_rule("reduce_max", reduce=(_extreme_init(True), _extreme_combine("max")), point=_relabel)
+_rule("reduce_min", reduce=(_extreme_init(False), _extreme_combine("min")), point=_relabel)
 
 # ---------------------------------------------------------------------------------------
 # Kernels: nodes that fill whole buffers
@@ -756,6 +759,8 @@ class _Lowering:
         self.allow_parallel = parallel
         self.program = _ProgramState()
         self.region_count = 0
+        self.functions: list[list[str]] = []  # parallel regions, as functions of their own
+        self.cache = False
         self.names: dict[Var, str] = {}
         self.const_vars: list[Var] = []
         self.body: list[str] = []
@@ -763,6 +768,7 @@ class _Lowering:
         self.buffers = _BufferPlan(graph)
 
     def run(self, cache: bool, title: str) -> Program:
+        self.cache = cache
         for i, v in enumerate(self.graph.inputs):
             self.names[v] = f"a{i}"
         for v in _top_level_consts(self.graph):
@@ -813,8 +819,10 @@ class _Lowering:
         rule.kernel(ctx)
         while nest.depth:
             nest.close()
-        self.body.extend(nest.root.render(1))
-        self.reports.append(RegionReport("view" if views else "kernel", [node.prim.name]))
+        body = nest.root.render(1)
+        self.emit_region(body)
+        self.reports.append(RegionReport("view" if views else "kernel", [node.prim.name],
+                                         parallel=_is_parallel(body)))
 
     def lower_loop(self, node: Node) -> None:
         sub: Graph = node.params["graph"]
@@ -826,21 +834,42 @@ class _Lowering:
             for part in fuse(sub, enabled=False).nodes:
                 self.lower_node(part)
             return
-        self.body.extend(nest)
+        allocations, body = nest
+        self.body.extend(allocations)
+        self.emit_region(body)
         self.reports.append(report)
 
-    def _loop_source(self, node: Node) -> tuple[list[str], RegionReport]:
+    def emit_region(self, body: list[str]) -> None:
+        """A region's statements: inline in the entry point, or, when the region runs in
+        parallel, as a function of its own (Numba's parallel passes then work on a small
+        function instead of the whole entry point, which keeps compiles fast)."""
+        if not _is_parallel(body):
+            self.body.extend(body)
+            return
+        assigned = {m.group(1) for line in body
+                    if (m := re.match(r"\s*(\w+)\s*=[^=]", line))}
+        used = sorted({m for line in body for m in re.findall(r"\b([abc]\d+)\b",
+                                                              line.split("#", 1)[0])}
+                      - assigned, key=lambda n: (n[0], int(n[1:])))
+        name = f"region{self.region_count}"
+        if any(re.fullmatch(r"[abc]\d+", a) for a in assigned):
+            raise CompileError("internal: a parallel region defines an entry-level array")
+        self.functions.append([f"@njit(parallel=True, {self.options(self.cache)})",
+                               f"def {name}({', '.join(used)}):"] + body + [""])
+        self.body.append(f"    {name}({', '.join(used)})  # runs in parallel")
+
+    def _loop_source(self, node: Node) -> tuple[tuple[list[str], list[str]], RegionReport]:
         sub: Graph = node.params["graph"]
         saved = self.program.counter, set(self.program.helpers), self.program.uses_prange
         saved_buffers = self.buffers.snapshot()
         try:
             out_names = {}
-            lines = [self.comment_text(node)]
+            allocations = [self.comment_text(node)]
             for v in sub.outputs:
                 name, alloc = self.buffers.allocate(v)
                 out_names[v] = name
                 if alloc:
-                    lines.append(f"    {alloc}")
+                    allocations.append(f"    {alloc}")
             inputs = {v: self.names[v] for v in sub.inputs}
             codegen = LoopRegionCodegen(self.program, LOWERING_RULES, node, inputs, out_names,
                                         allow_parallel=self.allow_parallel)
@@ -850,12 +879,12 @@ class _Lowering:
             self.buffers.restore(saved_buffers)
             raise
         self.names.update(out_names)
-        lines += block.render(1)
+        lines = block.render(1)
         loops = codegen.n_loops
         passes = {i: len(codegen.loads_per_input.get(v, ())) for i, v in enumerate(sub.inputs)}
-        parallel = any("prange" in line for line in lines)
-        report = RegionReport("loop", [n.prim.name for n in sub.nodes], loops, passes, parallel)
-        return lines, report
+        report = RegionReport("loop", [n.prim.name for n in sub.nodes], loops, passes,
+                              _is_parallel(lines))
+        return (allocations, lines), report
 
     def allocate(self, var: Var) -> str:
         name, alloc = self.buffers.allocate(var)
@@ -905,7 +934,29 @@ class _Lowering:
             return names[0]
         return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
 
+    def options(self, cache: bool) -> str:
+        """The @njit options every function of the module shares."""
+        return f'cache={cache}, error_model="numpy", fastmath={self.fastmath}'
+
+
+    def guard(self) -> list[str]:
+        """Checks that the arrays have the compiled shapes and C layout (Python's fast path
+        calls the entry point without looking; a mismatch sends the call back to Python)."""
+        lines = []
+        n = self.graph.num_explicit_inputs
+        for v in self.graph.inputs[:n]:
+            conds = _layout_conditions(self.names[v], v.aval)
+            if conds:
+                lines.append(f"    if {' or '.join(conds)}:")
+                lines.append("        raise SignatureMismatch()")
+        if lines:
+            self.program.helper("SignatureMismatch")
+            lines.insert(0, "    # -- the signature compiled for: other arrays go back to Python")
+        return lines
+
     def render(self, args: list[str], ret: str, cache: bool, title: str) -> str:
+        guard = self.guard()
+        self.program.helpers |= self.buffers.helpers
         sig = ", ".join(_numba_type(v.aval) for v in self.graph.inputs + self.const_vars)
         ins = ", ".join(str(v.aval) for v in self.graph.inputs)
         outs = ", ".join(str(v.aval) for v in self.graph.outputs)
@@ -928,12 +979,11 @@ class _Lowering:
             imports.append("from transfuse.compiler.mathlib import math_globals")
             imports.append("_MATH = math_globals()")
             imports += [f"{n} = _MATH[{n!r}]" for n in sorted(self.program.math_names)]
-        options = [f"cache={cache}", f"parallel={self.program.uses_prange}",
-                   'error_model="numpy"', f"fastmath={self.fastmath}"]
+        functions = [line for f in self.functions for line in f]
         lines = head + [""] + imports + ["", f"SIGNATURE = ({sig}{',' if sig else ''})", "",
-                                         "", f"@njit(SIGNATURE, {', '.join(options)})",
-                                         f"def entry({', '.join(args)}):"]
-        lines += self.body or []
+                                         ""] + functions + [
+            f"@njit(SIGNATURE, {self.options(cache)})", f"def entry({', '.join(args)}):"]
+        lines += guard + (self.body or [])
         lines.append(f"    return {ret}")
         return "\n".join(lines) + "\n"
 
@@ -944,6 +994,10 @@ def _version() -> str:
     return transfuse.__version__
 
 
+def _is_parallel(lines: list[str]) -> bool:
+    return any("prange(" in line for line in lines)
+
+
 def _sources(nodes: list[Node]) -> str:
     seen: list[str] = []
     for n in nodes:
@@ -952,6 +1006,20 @@ def _sources(nodes: list[Node]) -> str:
     if len(seen) > 4:
         seen = seen[:4] + ["..."]
     return ", ".join(seen)
+
+
+def _layout_conditions(name: str, aval) -> list[str]:
+    """Conditions under which an array is not of aval's shape in C order."""
+    if aval.ndim == 0:
+        return []
+    conds = [f"{name}.shape != {aval.shape!r}"]
+    if aval.size:
+        stride = aval.dtype.itemsize
+        for d in reversed(range(aval.ndim)):
+            if aval.shape[d] > 1:
+                conds.append(f"{name}.strides[{d}] != {stride}")
+            stride *= aval.shape[d]
+    return conds
 
 
 def _numba_type(aval) -> str:
@@ -1013,6 +1081,7 @@ class _BufferPlan:
         self.names: dict[Var, str] = {}
         self.free: dict[tuple, list[str]] = {}
         self.count = 0
+        self.helpers: set[str] = set()
 
     def root_of(self, var: Var) -> Var:
         return self.root.get(var, var)
@@ -1040,7 +1109,11 @@ class _BufferPlan:
         if self.free.get(key):
             old = self.free[key].pop()
             return name, f"{name} = {old}.reshape({aval.shape!r})  # reuses a dead buffer"
-        return name, f"{name} = np.empty({aval.shape!r}, np.{aval.dtype.name})"
+        alloc = f"{name} = np.empty({aval.shape!r}, np.{aval.dtype.name})"
+        if aval.size * aval.dtype.itemsize >= HUGE_PAGE_MIN_BYTES:
+            self.helpers.add("advise_huge_pages")
+            alloc += f"\n    advise_huge_pages({name})  # fewer page faults on first touch"
+        return name, alloc
 
     def snapshot(self) -> tuple:
         return (dict(self.names), dict(self.root_end), dict(self.root),

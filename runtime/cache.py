@@ -230,7 +230,7 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def _without_disk_cache(source: str) -> str:
-    return source.replace("cache=True", "cache=False", 1)
+    return source.replace("cache=True", "cache=False")
 
 
 def _safe(name: str) -> str:

@@ -1,14 +1,18 @@
 """Small Numba helpers that generated CPU kernels call (scalar functions and block reductions).
 
 Generated modules import the helpers they use by name from here. They are plain `@njit`
-functions: LLVM inlines them into the kernel. Their source is part of the disk-cache key
+functions (LLVM inlines them into the kernel), cached on disk by Numba so that a new
+process does not compile them again. Their source is part of the disk-cache key
 (see runtime/cache.py), so editing this file invalidates cached kernels.
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -21,11 +25,15 @@ _TWO_M24 = np.float32(2.0 ** -24)
 _TWO_PI = 2.0 * np.pi
 
 
+class SignatureMismatch(Exception):
+    """Raised by an entry point called with arrays of another shape or layout."""
+
+
 # ---------------------------------------------------------------------------------------
 # Random numbers: the same counter-based splitmix64 as ir/primitives.py
 
 
-@njit
+@njit(cache=True)
 def mix64(z):
     """splitmix64's finaliser on a uint64."""
     z = (z ^ (z >> _S30)) * _M1
@@ -33,25 +41,25 @@ def mix64(z):
     return z ^ (z >> _S31)
 
 
-@njit
+@njit(cache=True)
 def rng_word(base, i):
     """The i-th uint64 word of a key whose mixed base is `base` (i counts from 0)."""
     return mix64(base + (np.uint64(i) + _ONE) * _GOLDEN)
 
 
-@njit
+@njit(cache=True)
 def unit64(bits):
     """A float64 in [0, 1) from the top 53 bits."""
     return np.float64(bits >> _S11) * _TWO_M53
 
 
-@njit
+@njit(cache=True)
 def unit32(bits):
     """A float32 in [0, 1) from the top 24 bits."""
     return np.float32(bits >> _S40) * _TWO_M24
 
 
-@njit
+@njit(cache=True)
 def rng_normal(base, i):
     """The i-th standard normal draw (Box-Muller on words 2i and 2i+1), as float64."""
     u1 = 1.0 - unit64(rng_word(base, 2 * i))
@@ -59,7 +67,7 @@ def rng_normal(base, i):
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
 
 
-@njit
+@njit(cache=True)
 def split_key(key, i):
     """The i-th key of random_split."""
     return mix64(key ^ mix64((np.uint64(i) + _ONE) * _GOLDEN))
@@ -69,19 +77,19 @@ def split_key(key, i):
 # Scalar arithmetic with NumPy's semantics
 
 
-@njit
+@njit(cache=True)
 def fmax(a, b):
     """np.maximum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
     return a if (a > b or a != a) else b
 
 
-@njit
+@njit(cache=True)
 def fmin(a, b):
     """np.minimum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
     return a if (a < b or a != a) else b
 
 
-@njit
+@njit(cache=True)
 def ipow(base, exp):
     """Integer power by squaring, as np.power on integers (negative powers raise)."""
     if exp < 0:
@@ -95,7 +103,7 @@ def ipow(base, exp):
     return result
 
 
-@njit
+@njit(cache=True)
 def take_index(i, n):
     """An index as np.take reads it: negative counts from the end; out of range raises."""
     if i < 0:
@@ -105,7 +113,7 @@ def take_index(i, n):
     return i
 
 
-@njit
+@njit(cache=True)
 def clamp_start(start, size, n):
     """A dynamic_slice start index clamped so the slice stays in bounds (as in JAX)."""
     s = np.int64(start)
@@ -118,13 +126,55 @@ def clamp_start(start, size, n):
 
 
 # ---------------------------------------------------------------------------------------
+# Large buffers: transparent huge pages, as NumPy asks for its own large arrays (without
+# them, first-touch page faults cost several times the work of a memory-bound kernel)
+
+HUGE_PAGE_MIN_BYTES = 1 << 22
+_MADV_HUGEPAGE = 14
+
+
+if sys.platform.startswith("linux"):
+    @intrinsic
+    def _madvise(typingctx, address, length, advice):
+        """madvise(2), called by symbol name (so cached kernels stay valid across runs)."""
+        from llvmlite import ir
+
+        def codegen(context, builder, sig, args):
+            fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(8).as_pointer(),
+                                                    ir.IntType(64), ir.IntType(32)])
+            fn = builder.module.globals.get("madvise") or ir.Function(
+                builder.module, fnty, "madvise")
+            addr = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+            size = builder.zext(args[1], ir.IntType(64)) if args[1].type.width < 64 \
+                else args[1]
+            flag = builder.trunc(args[2], ir.IntType(32))
+            return builder.call(fn, [addr, size, flag])
+        return types.int32(address, length, advice), codegen
+
+    @njit(cache=True)
+    def advise_huge_pages(a):
+        """Ask for transparent huge pages on a's page-aligned interior (as NumPy does)."""
+        start = a.ctypes.data
+        offset = (4096 - start % 4096) % 4096
+        if a.nbytes <= offset:
+            return 0
+        return _madvise(start + offset, np.uint64(a.nbytes - offset), np.int64(_MADV_HUGEPAGE))
+else:  # pragma: no cover - other platforms have no MADV_HUGEPAGE
+    @njit(cache=True)
+    def advise_huge_pages(a):
+        """No transparent huge pages to ask for on this platform."""
+        return 0
+
+
+# ---------------------------------------------------------------------------------------
 # Block reductions: eight independent accumulators let LLVM vectorise the sum without
 # reassociating floating point (so fastmath stays off), and they halve rounding error.
 
 
-@njit
-def block_sum(buf, n):
-    """The sum of buf[:n] with eight lanes."""
+@njit(cache=True)
+def block_sum(buf):
+    """The sum of buf with eight lanes."""
+    n = buf.shape[0]
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = buf[0] - buf[0]
     i = 0
     while i + 8 <= n:
@@ -143,9 +193,10 @@ def block_sum(buf, n):
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
-@njit
-def block_max(buf, n):
-    """The NaN-propagating maximum of buf[:n] (n >= 1), eight lanes."""
+@njit(cache=True)
+def block_max(buf):
+    """The NaN-propagating maximum of buf (not empty), eight lanes."""
+    n = buf.shape[0]
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = buf[0]
     i = 0
     while i + 8 <= n:
@@ -164,9 +215,10 @@ def block_max(buf, n):
     return fmax(fmax(fmax(a0, a1), fmax(a2, a3)), fmax(fmax(a4, a5), fmax(a6, a7)))
 
 
-@njit
-def block_min(buf, n):
-    """The NaN-propagating minimum of buf[:n] (n >= 1), eight lanes."""
+@njit(cache=True)
+def block_min(buf):
+    """The NaN-propagating minimum of buf (not empty), eight lanes."""
+    n = buf.shape[0]
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = buf[0]
     i = 0
     while i + 8 <= n:

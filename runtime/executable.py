@@ -36,6 +36,22 @@ class Executable:
                        and self.out_tree.kind == "*")
         self.plain = not self.mutated_inputs and not self.has_rng
 
+    def fast_path(self) -> tuple:
+        """(call, dtypes, finish) for calls whose arguments are exactly the kernel's arrays.
+
+        call(*arrays) runs the entry point (which checks shapes and layout and raises
+        SignatureMismatch otherwise); finish(raw) builds the result (None: raw is it).
+        """
+        entry, consts = self.entry, self.consts
+        call = (lambda *a: entry(*a, *consts)) if consts else entry
+        if self.single:
+            finish = None
+        elif self.num_outputs == 1:
+            finish = lambda out: self.finish([out])  # noqa: E731
+        else:
+            finish = lambda out: self.finish(list(out))  # noqa: E731
+        return call, self.input_dtypes, finish
+
     def run(self, args: Sequence[Any], key: Any = None) -> list:
         """The entry's outputs as a list, for contiguous arrays of the compiled dtypes."""
         if self.has_rng:

@@ -211,7 +211,7 @@ SCRIPT = textwrap.dedent("""
     x = np.linspace(0, 2, 20).reshape(5, 4)
     out = jstep(w, x)
     info = jstep.cache_info()
-    kernel = next(iter(jstep._by_signature.values())).kernel
+    kernel = jstep.executables()[0].kernel
     stats = kernel.dispatcher.stats
     print(json.dumps({"compiles": info.compiles, "disk_hits": info.disk_hits,
                       "numba_misses": sum(stats.cache_misses.values()),

@@ -33,6 +33,7 @@ from transfuse.ir.errors import CompileError, TransfuseTypeError, TransfuseValue
 from transfuse.ir.tracing import Tracer, current_builder
 from transfuse.ir.tree import tree_flatten
 from transfuse.runtime import cache as disk_cache
+from transfuse.runtime.cpu_kernels import SignatureMismatch
 from transfuse.runtime.executable import Executable, as_kernel_arg
 
 from ._functionalize import check_no_aliasing, write_back
@@ -59,10 +60,49 @@ def jit(func: Callable | None = None, *, static_argnums: int | Sequence[int] = (
     options = _Options(_argnums(static_argnums), _argnames(static_argnames),
                        _device(device), bool(cache), bool(fastmath), bool(fuse))
     if func is None:
-        return lambda f: Jitted(f, options)
+        return lambda f: jit(f, static_argnums=options.static_argnums,
+                             static_argnames=options.static_argnames, device=device,
+                             cache=cache, fastmath=fastmath, fuse=fuse)
     if not callable(func):
         raise TransfuseTypeError(f"jit needs a callable, got {type(func).__name__}")
-    return Jitted(func, options)
+    return _callable(Jitted(func, options))
+
+
+def _callable(state: Jitted) -> Callable:
+    """The function jit returns: a fast path for plain arrays, else Jitted._call."""
+    fast, slow = state.fast, state._call
+
+    def jitted(*args: Any, **kwargs: Any) -> Any:
+        hot = fast[0]
+        if hot is not None and not kwargs:
+            call, dtypes, finish = hot
+            # dtype identity also rules out byte-swapped arrays, which Numba would misread.
+            # (Unrolled for one and two arguments: a generator costs half a microsecond.)
+            n = len(args)
+            if n != len(dtypes):
+                ok = False
+            elif n == 1:
+                ok = getattr(args[0], "dtype", None) is dtypes[0]
+            elif n == 2:
+                ok = (getattr(args[0], "dtype", None) is dtypes[0]
+                      and getattr(args[1], "dtype", None) is dtypes[1])
+            else:
+                ok = all(getattr(a, "dtype", None) is d for a, d in zip(args, dtypes))
+            if ok:
+                try:
+                    out = call(*args)
+                except (SignatureMismatch, TypeError):  # other shapes, layouts or types
+                    pass
+                else:
+                    return out if finish is None else finish(out)
+        return slow(args, kwargs)
+
+    functools.update_wrapper(jitted, state._fn)
+    jitted.lower = state.lower
+    jitted.cache_info = state.cache_info
+    jitted.executables = state.executables
+    jitted.__transfuse_jit__ = state
+    return jitted
 
 
 @dataclass(frozen=True)
@@ -134,7 +174,7 @@ class Jitted:
         self._fn = func
         self._options = options
         self._by_signature: dict[tuple, Executable] = {}
-        self._fast: dict[tuple, Executable] = {}  # (shape, dtype, strides) per argument
+        self.fast: list = [None]  # the last plain signature's (call, dtypes, finish)
         self._lock = threading.Lock()
         self.info = CacheInfo()
         self._name = getattr(func, "__qualname__", None) or type(func).__name__
@@ -148,27 +188,6 @@ class Jitted:
 
     # -- calls -------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # The fast path: plain C-contiguous arrays seen before (keyed by shape, dtype and
-        # strides, which pins the layout), straight into the compiled entry point.
-        if not kwargs and self._fast:
-            try:
-                if len(args) == 1:
-                    a = args[0]
-                    key = (a.shape, a.dtype, a.strides)
-                else:
-                    key = tuple([(a.shape, a.dtype, a.strides) for a in args])
-            except AttributeError:
-                key = None
-            exe = self._fast.get(key)
-            if exe is not None:
-                try:
-                    out = exe.entry(*args, *exe.consts) if exe.consts else exe.entry(*args)
-                except TypeError:  # not plain arrays after all (a NumPy scalar, ...)
-                    pass
-                else:
-                    if exe.single:
-                        return out
-                    return exe.finish([out] if exe.num_outputs == 1 else list(out))
         return self._call(args, kwargs)
 
     def _call(self, args: tuple, kwargs: dict) -> Any:
@@ -190,15 +209,10 @@ class Jitted:
             n_user = len(outs) - len(exe.mutated_inputs)
             write_back(dyn, exe.mutated_inputs, outs[n_user:])
             outs = outs[:n_user]
-        elif not static and not kwargs and len(dyn) == len(args) and all(
-                a is k for a, k in zip(args, kernel_args)) and not exe.has_rng:
-            self._remember_fast(args, exe)
+        elif not static and not kwargs and len(dyn) == len(args) and not exe.has_rng and all(
+                type(a) is np.ndarray and a is k for a, k in zip(args, kernel_args)):
+            self.fast[0] = exe.fast_path()  # the next call with such arrays goes straight in
         return exe.finish(outs)
-
-    def _remember_fast(self, args: tuple, exe: Executable) -> None:
-        if all(type(a) is np.ndarray for a in args):
-            keys = [(a.shape, a.dtype, a.strides) for a in args]
-            self._fast[keys[0] if len(args) == 1 else tuple(keys)] = exe
 
     def _static_leaves(self, args: tuple, kwargs: dict) -> set[int]:
         """Positions (among all flattened leaves) of the static arguments' leaves."""
@@ -298,7 +312,12 @@ class Jitted:
         return Lowered(graph, fused, program.source, program.regions)
 
     def cache_info(self) -> CacheInfo:
+        """Counts of traces, compiles and disk hits so far."""
         return self.info
+
+    def executables(self) -> list[Executable]:
+        """The compiled signatures so far."""
+        return list(self._by_signature.values())
 
 
 def _arrays(sig: tuple) -> list:
