@@ -61,6 +61,7 @@ NARROW_INTS = (np.dtype(np.int32), np.dtype(np.uint32))
 BLAS_MIN_FLOPS = 1 << 13  # below this a loop nest beats a BLAS call
 PARALLEL_MIN_FLOPS = 1 << 18
 HUGE_PAGE_MIN_BYTES = 1 << 22  # NumPy's threshold for asking for huge pages
+MATHLIB_MIN_POINTS = 1024
 
 
 def _rule(name: str, **kwargs: Any) -> None:
@@ -99,10 +100,19 @@ def _math_function(name: str, dtype: np.dtype) -> str | None:
     return fn if isinstance(fn, str) else fn.__name__
 
 
+def _vectorises(c: PointCtx) -> bool:
+    """Whether the region is large enough for vectorised math to repay its compile time.
+
+    mathlib's functions are inlined into every call site by Numba, which costs compile
+    time; below a thousand points Numba's scalar libm calls are as fast.
+    """
+    return int(np.prod(c.region.domain, dtype=np.int64)) >= MATHLIB_MIN_POINTS
+
+
 def _unary_float(name: str) -> Callable[[PointCtx], str]:
     def point(c: PointCtx) -> str:
         x = c.arg(0)
-        fast = _math_function(name, c.out_dtype)
+        fast = _math_function(name, c.out_dtype) if _vectorises(c) else None
         if fast is not None:
             return f"{c.region.program.math(fast)}({x})"
         one = c.lit(1)
