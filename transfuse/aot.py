@@ -1,0 +1,196 @@
+"""Ahead-of-time compilation: `transfuse aot MODULE:FUNCTION --signature ... --out DIR`.
+
+The command traces, transforms and compiles a function for the given signatures and
+writes, per signature, the generated Numba source, Numba's machine code (its own cache,
+next to the source), the graph's constants and a manifest. `transfuse.load(DIR)` returns a
+callable that dispatches on its arguments' shapes and dtypes to those kernels: no tracing,
+and no LLVM compilation while the machine code matches this CPU and these versions.
+
+    transfuse aot mypkg.model:step --signature "f32[64,784],f32[784,10]" --out build/step
+    step = transfuse.load("build/step"); step(x, w)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import pickle
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transfuse.ir.core import Aval, check_dtype, short_dtype
+from transfuse.ir.errors import TransfuseTypeError, TransfuseValueError
+from transfuse.runtime import cache as kernel_cache
+from transfuse.runtime.executable import Executable, as_kernel_arg
+
+from ._functionalize import check_no_aliasing, write_back
+from ._jit import Jitted, jit
+from .random import next_key
+
+MANIFEST = "transfuse-aot.json"
+FORMAT = 1
+_DTYPES = {"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64",
+           "bool": "bool", "b": "bool"}
+_ARRAY = re.compile(r"\s*([a-z0-9]+)\[([0-9,\s]*)\]\s*")
+
+
+def parse_signature(text: str) -> list[Aval]:
+    """'f32[64,5],i64[]' -> the avals of the arguments (one array per argument)."""
+    avals, pos = [], 0
+    while pos < len(text):
+        match = _ARRAY.match(text, pos)
+        if match is None:
+            raise TransfuseValueError(
+                f"bad signature {text!r} at position {pos}: expected arrays such as "
+                "'f32[64,5],i64[]' (dtypes f32, f64, i32, i64, bool)")
+        dtype = _DTYPES.get(match.group(1), match.group(1))
+        dims = [d for d in match.group(2).replace(" ", "").split(",") if d]
+        avals.append(Aval(tuple(int(d) for d in dims), check_dtype(dtype)))
+        pos = match.end()
+        if pos < len(text):
+            if text[pos] != ",":
+                raise TransfuseValueError(f"bad signature {text!r}: expected ',' at {pos}")
+            pos += 1
+    return avals
+
+
+def format_signature(avals: Sequence[Aval]) -> str:
+    return ",".join(f"{short_dtype(a.dtype)}[{','.join(map(str, a.shape))}]" for a in avals)
+
+
+def compile_to(func: Callable, signatures: Sequence[Sequence[Aval]], out_dir: str | Path,
+               ) -> Path:
+    """Compile func for each signature into out_dir (see the module docstring)."""
+    state = getattr(func, "__transfuse_jit__", None) or jit(func).__transfuse_jit__
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index, avals in enumerate(signatures):
+        entries.append(_compile_one(state, list(avals), out, index))
+    manifest = {"format": FORMAT, "function": getattr(func, "__qualname__", "f"),
+                "target": kernel_cache.target_description(), "entries": entries}
+    kernel_cache.atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
+    return out
+
+
+def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int) -> dict:
+    args = [np.zeros(a.shape, a.dtype) for a in avals]
+    # The same pipeline a jit call runs for these arguments (trace, prepare, fuse, lower).
+    graph, _, program, out_tree = state._lower(tuple(args), {}, set())
+    entry_dir = out / f"kernel{index}"
+    entry_dir.mkdir(exist_ok=True)
+    kernel_cache.atomic_write(entry_dir / "kernel.py", program.source)
+    np.savez(entry_dir / "consts.npz", *program.const_args)
+    info = {"out_tree": out_tree, "num_outputs": len(graph.outputs),
+            "mutated_inputs": tuple(graph.mutated_inputs), "has_rng": graph.has_rng}
+    (entry_dir / "info.pkl").write_bytes(pickle.dumps(info))
+    _import_kernel(entry_dir)  # Numba compiles here and caches the machine code beside it
+    return {"dir": entry_dir.name, "signature": format_signature(avals)}
+
+
+def _import_kernel(entry_dir: Path) -> kernel_cache.LoadedKernel:
+    source = (entry_dir / "kernel.py").read_text()
+    # Numba's cached code re-imports its module by name: the name must be the same when
+    # the build is made and when it is loaded, so it is derived from the source.
+    module_name = f"_transfuse_aot_{hashlib.sha256(source.encode()).hexdigest()[:20]}"
+    if module_name in sys.modules:
+        return kernel_cache.LoadedKernel(sys.modules[module_name], "memory")
+    module = kernel_cache._exec_module(source, module_name, entry_dir / "kernel.py")
+    return kernel_cache.LoadedKernel(module, "disk")
+
+
+class AotFunction:
+    """A function loaded from an ahead-of-time build: call it with matching arrays."""
+
+    def __init__(self, path: Path, name: str, executables: dict[tuple, Executable],
+                 signatures: list[str]):
+        self.path = path
+        self.__name__ = name
+        self._executables = executables
+        self.signatures = signatures
+
+    def __repr__(self) -> str:
+        return f"<transfuse.load of {self.__name__}: {', '.join(self.signatures)}>"
+
+    def __call__(self, *args: Any) -> Any:
+        arrays = [np.asarray(a) for a in args]
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        exe = self._executables.get(key)
+        if exe is None:
+            got = format_signature([Aval(a.shape, a.dtype) for a in arrays])
+            raise TransfuseTypeError(
+                f"{self.__name__} was compiled ahead of time for {self.signatures}, not for "
+                f"({got}); compile that signature too (transfuse aot --signature ...)")
+        kernel_args = [as_kernel_arg(a, a.dtype) for a in arrays]
+        if exe.mutated_inputs:
+            check_no_aliasing(kernel_args, exe.mutated_inputs)
+        outs = exe.run(kernel_args, next_key() if exe.has_rng else None)
+        if exe.mutated_inputs:
+            n_user = len(outs) - len(exe.mutated_inputs)
+            write_back(list(args), exe.mutated_inputs, outs[n_user:])
+            outs = outs[:n_user]
+        return exe.finish(outs)
+
+
+def load(path: str | Path) -> AotFunction:
+    """Load an ahead-of-time build made by `transfuse aot` (or `compile_to`)."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise TransfuseValueError(f"{path} is not a transfuse aot build ({e})") from None
+    if manifest.get("format") != FORMAT:
+        raise TransfuseValueError(f"{path}: unknown aot format {manifest.get('format')!r}")
+    if manifest["target"] != kernel_cache.target_description():
+        kernel_cache.log(f"aot {path}: built for another CPU or versions; Numba recompiles")
+    executables, signatures = {}, []
+    for entry in manifest["entries"]:
+        entry_dir = path / entry["dir"]
+        kernel = _import_kernel(entry_dir)
+        consts = np.load(entry_dir / "consts.npz")
+        info = pickle.loads((entry_dir / "info.pkl").read_bytes())
+        avals = parse_signature(entry["signature"])
+        exe = Executable(kernel, tuple(consts[f"arr_{k}"] for k in range(len(consts.files))),
+                         info["out_tree"], info["num_outputs"], info["mutated_inputs"],
+                         info["has_rng"], tuple(a.dtype for a in avals),
+                         (entry_dir / "kernel.py").read_text())
+        executables[tuple((a.shape, a.dtype.str) for a in avals)] = exe
+        signatures.append(entry["signature"])
+    return AotFunction(path, manifest["function"], executables, signatures)
+
+
+def _resolve(target: str) -> Callable:
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise TransfuseValueError(f"expected MODULE:FUNCTION, got {target!r}")
+    sys.path.insert(0, str(Path.cwd()))
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`transfuse aot`: compile MODULE:FUNCTION for the given signatures into a folder."""
+    parser = argparse.ArgumentParser(
+        prog="transfuse aot", description="Compile a function ahead of time.")
+    parser.add_argument("target", help="MODULE:FUNCTION (a plain or jitted function)")
+    parser.add_argument("--signature", action="append", required=True,
+                        help="argument arrays, e.g. 'f32[64,5],f32[5]'; repeat for more")
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    func = _resolve(args.target)
+    signatures = [parse_signature(s) for s in args.signature]
+    out = compile_to(func, signatures, args.out)
+    for s in args.signature:
+        print(f"compiled {args.target} for ({s})")
+    print(f"wrote {out}; load it with transfuse.load({str(out)!r})")
+    return 0
