@@ -34,6 +34,7 @@ from ._jit import jit
 from ._reverse import grad, grad_and_value, jacrev, vjp
 from ._staging import make_graph
 from ._vmap import vmap
+from .aot import load
 from .nn.utils import functional_call, replace_all_batch_norm_modules_, stack_module_state
 
 __version__ = "0.1.0"
@@ -46,5 +47,5 @@ __all__ = [
     "MutationError", "BatchingError", "CompileError",
     "vjp", "grad", "grad_and_value", "jacrev",
     "jvp", "linearize", "jacfwd", "hessian", "functionalize", "nn", "functional_call",
-    "stack_module_state", "replace_all_batch_norm_modules_", "jit",
+    "stack_module_state", "replace_all_batch_norm_modules_", "jit", "load",
 ]
