@@ -29,6 +29,7 @@ class Executable:
     has_rng: bool
     input_dtypes: tuple  # the dtype each dynamic argument is compiled for
     source: str
+    dyn_index: tuple = ()  # positions of the dynamic (array) leaves among all leaves
 
     def __post_init__(self) -> None:
         self.entry: Callable = self.kernel.entry_point

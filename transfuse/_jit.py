@@ -37,7 +37,7 @@ from transfuse.runtime.cpu_kernels import SignatureMismatch
 from transfuse.runtime.executable import Executable, as_kernel_arg
 
 from ._functionalize import check_no_aliasing, write_back
-from ._staging import is_array_leaf, signature, stage
+from ._staging import is_array_leaf, stage, static_key
 from .random import next_key
 
 try:  # the simplification passes (DCE, CSE, constant folding, identities)
@@ -177,6 +177,7 @@ class Jitted:
         self.fast: list = [None]  # the last plain signature's (call, dtypes, finish)
         self._lock = threading.Lock()
         self.info = CacheInfo()
+        self._has_static = bool(options.static_argnums or options.static_argnames)
         self._name = getattr(func, "__qualname__", None) or type(func).__name__
         self._short = getattr(func, "__name__", None) or type(func).__name__
 
@@ -192,25 +193,30 @@ class Jitted:
 
     def _call(self, args: tuple, kwargs: dict) -> Any:
         leaves, in_tree = tree_flatten((args, kwargs))
-        if current_builder() is not None or any(isinstance(x, Tracer) for x in leaves):
+        static = self._static_leaves(args, kwargs) if self._has_static else ()
+        sig = _signature(leaves, in_tree, static, self._options.device)
+        if sig is None or current_builder() is not None:
             return self._fn(*args, **kwargs)  # inside another transform: trace through
-        static = self._static_leaves(args, kwargs)
-        dyn_index = [i for i, x in enumerate(leaves) if i not in static and is_array_leaf(x)]
-        sig = signature(leaves, dyn_index, in_tree) + (self._options.device,)
         exe = self._by_signature.get(sig)
         if exe is None:
-            exe = self._compile(args, kwargs, static, sig)
-        dyn = [leaves[i] for i in dyn_index]
-        kernel_args = [as_kernel_arg(x, dt) for x, dt in zip(dyn, exe.input_dtypes)]
+            exe = self._compile(args, kwargs, set(static), sig)
+        dyn = [leaves[i] for i in exe.dyn_index]
+        key = next_key() if exe.has_rng else None
         if exe.mutated_inputs:
             check_no_aliasing(dyn, exe.mutated_inputs)
-        outs = exe.run(kernel_args, next_key() if exe.has_rng else None)
+        plain = [x if type(x) is np.ndarray and x.dtype is dt else as_kernel_arg(x, dt)
+                 for x, dt in zip(dyn, exe.input_dtypes)]
+        try:
+            outs = exe.run(plain, key)
+        except SignatureMismatch:  # a non-contiguous array: copy it into C order
+            outs = exe.run([as_kernel_arg(x, dt) for x, dt in zip(plain, exe.input_dtypes)],
+                           key)
         if exe.mutated_inputs:
             n_user = len(outs) - len(exe.mutated_inputs)
             write_back(dyn, exe.mutated_inputs, outs[n_user:])
             outs = outs[:n_user]
-        elif not static and not kwargs and len(dyn) == len(args) and not exe.has_rng and all(
-                type(a) is np.ndarray and a is k for a, k in zip(args, kernel_args)):
+        elif (not static and not kwargs and len(dyn) == len(args) and not exe.has_rng
+              and all(a is p and a.flags.c_contiguous for a, p in zip(args, plain))):
             self.fast[0] = exe.fast_path()  # the next call with such arrays goes straight in
         return exe.finish(outs)
 
@@ -257,7 +263,8 @@ class Jitted:
             n_in = graph.num_explicit_inputs
             exe = Executable(kernel, tuple(program.const_args), out_tree,
                              len(fused.outputs), tuple(graph.mutated_inputs), graph.has_rng,
-                             tuple(a.dtype for a in graph.in_avals[:n_in]), program.source)
+                             tuple(a.dtype for a in graph.in_avals[:n_in]), program.source,
+                             tuple(i for i, p in enumerate(sig[2]) if p[0] != "static"))
             self._by_signature[sig] = exe
             self.info.signatures = len(self._by_signature)
             return exe
@@ -291,12 +298,13 @@ class Jitted:
         """Why sig is new: the first difference from a signature compiled before."""
         if not self._by_signature:
             return "first call"
-        same_tree = [s for s in self._by_signature if s[0] == sig[0] and s[-1] == sig[-1]]
+        same_tree = [s for s in self._by_signature if s[:2] == sig[:2]]
         if not same_tree:
             return "new argument structure"
         if any(_arrays(s) == _arrays(sig) for s in same_tree):
             return "new static value"
-        if any([d for _, d in _arrays(s)] == [d for _, d in _arrays(sig)] for s in same_tree):
+        if any([d for _, d in _arrays(s)] == [d for _, d in _arrays(sig)]
+               for s in same_tree):
             return "new shape"
         return "new dtype"
 
@@ -320,10 +328,28 @@ class Jitted:
         return list(self._by_signature.values())
 
 
+def _signature(leaves: list, in_tree: Any, static: Any, device: str) -> tuple | None:
+    """(tree, device, per leaf: (shape, dtype) for arrays, ('static', key) for the rest).
+
+    None when a leaf is traced (the call is inside another transform's trace).
+    """
+    parts = []
+    for i, x in enumerate(leaves):
+        t = type(x)
+        if t is np.ndarray and i not in static:
+            parts.append((x.shape, x.dtype))
+        elif t is Tracer:
+            return None
+        elif isinstance(x, np.generic) and i not in static:
+            parts.append((x.shape, x.dtype))
+        else:
+            parts.append(("static", static_key(x)))
+    return (in_tree, device, tuple(parts))
+
+
 def _arrays(sig: tuple) -> list:
-    """The (shape, dtype) entries of a signature (static values are (type, value))."""
-    return [p for p in sig[1:-1] if isinstance(p, tuple) and len(p) == 2
-            and isinstance(p[0], tuple) and isinstance(p[1], str)]
+    """The (shape, dtype) entries of a signature."""
+    return [p for p in sig[2] if p[0] != "static"]
 
 
 def optimise(graph: Graph) -> Graph:
