@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+from transfuse.compiler.simplify import inline_calls  # noqa: F401  (part of jit's pipeline)
 from transfuse.ir.core import Graph, Node, Var
 from transfuse.ir.interpreter import interpret
 from transfuse.ir.primitives import (
@@ -599,32 +600,6 @@ def _rebuilt(graph: Graph, nodes: list[Node]) -> Graph:
 
 # ---------------------------------------------------------------------------------------
 # Calls: inlined before fusion
-
-
-def inline_calls(graph: Graph) -> Graph:
-    """The graph with every `call` node replaced by the nodes of its sub-graph."""
-    if not any(n.prim is P["call"] for n in graph.nodes):
-        return graph
-    nodes: list[Node] = []
-    rename: dict[Var, Var] = {}
-    consts = dict(graph.consts)
-    for node in graph.nodes:
-        ins = [rename.get(v, v) for v in node.inputs]
-        if node.prim is not P["call"]:
-            nodes.append(Node(node.prim, ins, node.params, node.outputs, node.source))
-            continue
-        sub = inline_calls(node.params["graph"])
-        inner = dict(zip(sub.inputs, ins))
-        consts.update(sub.consts)
-        for n in sub.nodes:
-            nodes.append(Node(n.prim, [inner.get(v, v) for v in n.inputs], n.params,
-                              n.outputs, n.source))
-        for out, inner_out in zip(node.outputs, sub.outputs):
-            rename[out] = inner.get(inner_out, inner_out)
-    outputs = [rename.get(v, v) for v in graph.outputs]
-    return Graph(graph.inputs, nodes, outputs, consts, graph.num_captures, graph.has_rng,
-                 graph.name, graph.in_tree, graph.out_tree,
-                 mutated_inputs=graph.mutated_inputs)
 
 
 def fused_regions(graph: Graph) -> list[Node]:

@@ -222,6 +222,33 @@ def _merge_with_producer(node: Node, producer: dict[Var, Node]) -> Node:
     return Node(P["reshape"], inner.inputs, node.params, node.outputs, node.source)
 
 
+def inline_calls(graph: Graph) -> Graph:
+    """The graph with every `call` node replaced by the nodes of its sub-graph.
+
+    Each inlined copy gets fresh variables: a sub-graph called twice (chunked vmap) must
+    not define the same SSA value twice.
+    """
+    if not any(n.prim is P["call"] for n in graph.nodes):
+        return graph
+    nodes: list[Node] = []
+    rename: dict[Var, Var] = {}
+    consts = dict(graph.consts)
+    for node in graph.nodes:
+        ins = _substitute(node.inputs, rename)
+        if node.prim is not P["call"]:
+            nodes.append(Node(node.prim, ins, node.params, node.outputs, node.source))
+            continue
+        sub = inline_calls(node.params["graph"])
+        inner: dict[Var, Var] = dict(zip(sub.inputs, ins))
+        consts.update(sub.consts)
+        for n in sub.nodes:
+            fresh = [Var(v.aval) for v in n.outputs]
+            inner.update(zip(n.outputs, fresh))
+            nodes.append(Node(n.prim, _substitute(n.inputs, inner), n.params, fresh, n.source))
+        rename.update(zip(node.outputs, _substitute(sub.outputs, inner)))
+    return _rebuild(graph, nodes, _substitute(graph.outputs, rename), consts)
+
+
 def simplify(graph: Graph, max_rounds: int = 4) -> Graph:
     """The passes in turn until nothing changes (or max_rounds)."""
     if not is_pure(graph):

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from transfuse.compiler.simplify import dce
+from transfuse.compiler.simplify import dce, inline_calls
 from transfuse.ir import lax
 from transfuse.ir.core import Aval, Graph, Var
 from transfuse.ir.primitives import PRIMITIVES, Primitive
-from transfuse.ir.tracing import bind, building, source_of, trace_to_graph
+from transfuse.ir.tracing import bind, building, source_of
 
 P = PRIMITIVES
 VjpRule = Callable[..., Sequence[Any]]
@@ -664,35 +664,6 @@ def _with(graph: Graph, **changes: Any) -> Graph:
                   out_tree=graph.out_tree, mutated_inputs=graph.mutated_inputs)
     fields.update(changes)
     return Graph(**fields)
-
-
-def _has_calls(graph: Graph) -> bool:
-    return any(node.prim is P["call"] for node in graph.nodes)
-
-
-def _eval_inlining_calls(graph: Graph, args: Sequence[Any]) -> list[Any]:
-    env: dict[Var, Any] = dict(zip(graph.inputs, args))
-    env.update(graph.consts)
-    for node in graph.nodes:
-        ins = [env[v] for v in node.inputs]
-        if node.prim is P["call"]:
-            outs = _eval_inlining_calls(node.params["graph"], ins)
-        else:
-            with source_of(node.source):
-                outs = bind(node.prim, *ins, **node.params)
-            outs = outs if node.prim.multiple_results else [outs]
-        env.update(zip(node.outputs, outs))
-    return [env[v] for v in graph.outputs]
-
-
-def inline_calls(graph: Graph) -> Graph:
-    """The same graph with every `call` node replaced by its sub-graph's nodes."""
-    if not _has_calls(graph):
-        return graph
-    flat, _ = trace_to_graph(lambda *args: _eval_inlining_calls(graph, args),
-                             graph.in_avals, graph.name)
-    return _with(flat, num_captures=graph.num_captures, has_rng=graph.has_rng,
-                 in_tree=graph.in_tree, out_tree=graph.out_tree)
 
 
 class _Residuals:

@@ -277,3 +277,24 @@ def test_meshgrid_sparse_and_dense(indexing, sparse, count):
 def test_out_is_refused_not_ignored(f):
     with pytest.raises(UnsupportedError, match="out="):
         traced(f, np.arange(3.0))
+
+
+def test_inlining_a_sub_graph_called_twice_gives_fresh_values():
+    """Chunked vmap calls one sub-graph per chunk; jit inlines them (was: SSA reuse, wrong)."""
+    from transfuse.compiler.functionalize import prepare
+    from transfuse.compiler.simplify import inline_calls
+    from transfuse.ir import interpret, verify
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((7, 4))
+    x = rng.standard_normal(4)
+
+    def f(x):
+        return tx.vmap(lambda v: v * np.cos(w @ x), chunk_size=2)(np.eye(7))
+
+    expected = np.eye(7) * np.cos(w @ x)
+    flat = inline_calls(prepare(tx.make_graph(f)(x)))
+    verify(flat)
+    assert not any(n.prim.name == "call" for n in flat.nodes)
+    np.testing.assert_allclose(interpret(flat, [x])[0], expected, rtol=1e-12)
+    np.testing.assert_allclose(tx.jit(f)(x), expected, rtol=1e-12)
