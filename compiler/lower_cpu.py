@@ -928,9 +928,11 @@ class _Lowering:
         names = []
         done: dict[Var, str] = {}
         seen_roots: set = set()
+        written = {self.graph.inputs[i] for i in self.graph.mutated_inputs}
         for v in self.graph.outputs:
-            if v in done or v in self.graph.inputs:
-                # The same object twice, or an input returned as is (as the interpreter does).
+            if v in done or (v in self.graph.inputs and v not in written):
+                # The same object twice, or an input returned as is (as the interpreter
+                # does); an input that is written back after the call is copied first.
                 names.append(done.get(v, self.names.get(v)))
                 continue
             name = self.names[v]

@@ -8,7 +8,7 @@ constants appended; outputs are split from mutated inputs' new values and unflat
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,8 @@ class Executable:
     input_dtypes: tuple  # the dtype each dynamic argument is compiled for
     source: str
     dyn_index: tuple = ()  # positions of the dynamic (array) leaves among all leaves
+    # (captured array, snapshot) pairs: the kernel is stale when one changed in place.
+    guards: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.entry: Callable = self.kernel.entry_point

@@ -68,9 +68,17 @@ def _jit_everywhere() -> None:
     helpers.assert_same = assert_close
     for name in _WRAPPED:
         original = getattr(transfuse, name)
+        made: dict = {}  # tx.grad(f) twice gives the same jitted function, as caches expect
 
-        def wrapped(*args: Any, _original=original, **kwargs: Any) -> Any:
-            return transfuse.jit(_original(*args, **kwargs))
+        def wrapped(*args: Any, _original=original, _made=made, **kwargs: Any) -> Any:
+            try:
+                key = (args, tuple(sorted(kwargs.items())))
+                hash(key)
+            except TypeError:
+                return transfuse.jit(_original(*args, **kwargs))
+            if key not in _made:
+                _made[key] = transfuse.jit(_original(*args, **kwargs))
+            return _made[key]
 
         wrapped.__name__ = wrapped.__qualname__ = name
         wrapped.__wrapped__ = original

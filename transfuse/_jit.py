@@ -37,7 +37,7 @@ from transfuse.runtime.cpu_kernels import SignatureMismatch
 from transfuse.runtime.executable import Executable, as_kernel_arg
 
 from ._functionalize import check_no_aliasing, write_back
-from ._staging import is_array_leaf, stage, static_key
+from ._staging import _guards_hold, _recordings, is_array_leaf, stage, static_key
 from .random import next_key
 
 try:  # the simplification passes (DCE, CSE, constant folding, identities)
@@ -178,6 +178,7 @@ class Jitted:
         self._lock = threading.Lock()
         self.info = CacheInfo()
         self._has_static = bool(options.static_argnums or options.static_argnames)
+        self._stale = False
         self._name = getattr(func, "__qualname__", None) or type(func).__name__
         self._short = getattr(func, "__name__", None) or type(func).__name__
 
@@ -198,6 +199,13 @@ class Jitted:
         if sig is None or current_builder() is not None:
             return self._fn(*args, **kwargs)  # inside another transform: trace through
         exe = self._by_signature.get(sig)
+        if exe is not None and exe.guards and not _guards_hold(exe.guards):
+            # An array the function closes over changed in place (an optimiser step): the
+            # kernel has its old value baked in, so trace again, as the other transforms do.
+            del self._by_signature[sig]
+            self.fast[0] = None
+            exe = None
+            self._stale = True
         if exe is None:
             exe = self._compile(args, kwargs, set(static), sig)
         dyn = [leaves[i] for i in exe.dyn_index]
@@ -216,6 +224,7 @@ class Jitted:
             write_back(dyn, exe.mutated_inputs, outs[n_user:])
             outs = outs[:n_user]
         elif (not static and not kwargs and len(dyn) == len(args) and not exe.has_rng
+              and not exe.guards
               and all(a is p and a.flags.c_contiguous for a, p in zip(args, plain))):
             self.fast[0] = exe.fast_path()  # the next call with such arrays goes straight in
         return exe.finish(outs)
@@ -250,7 +259,16 @@ class Jitted:
             if exe is not None:
                 return exe
             reason = self._miss_reason(sig)
-            graph, fused, program, out_tree = self._lower(args, kwargs, static)
+            if self._stale:
+                reason, self._stale = "a captured array changed in place", False
+            recordings = _recordings()
+            recordings.append([])
+            try:
+                graph, fused, program, out_tree = self._lower(args, kwargs, static)
+            finally:
+                captured = recordings.pop()
+            if recordings:  # an enclosing cache build captured these arrays too
+                recordings[-1].extend(captured)
             disk = disk_cache.disk_enabled(self._options.cache)
             disk_cache.log(f"miss {self._short}: {reason}; compiling")
             if disk:
@@ -264,7 +282,8 @@ class Jitted:
             exe = Executable(kernel, tuple(program.const_args), out_tree,
                              len(fused.outputs), tuple(graph.mutated_inputs), graph.has_rng,
                              tuple(a.dtype for a in graph.in_avals[:n_in]), program.source,
-                             tuple(i for i, p in enumerate(sig[2]) if p[0] != "static"))
+                             tuple(i for i, p in enumerate(sig[2]) if p[0] != "static"),
+                             [g for g in captured if isinstance(g[0], np.ndarray)])
             self._by_signature[sig] = exe
             self.info.signatures = len(self._by_signature)
             return exe
