@@ -237,3 +237,18 @@ def test_a_second_process_loads_the_kernel_from_disk_and_compiles_nothing(tmp_pa
     assert second["compiles"] == 0 and second["disk_hits"] == 1
     assert second["numba_misses"] == 0 and second["numba_hits"] == 1
     assert second["out"] == first["out"]
+
+
+def test_an_array_changed_in_place_after_capture_is_seen(cache_dir):
+    w = np.arange(3.0)
+    f, calls = counting(lambda x: np.tanh(x * w).sum())
+    jf = tx.jit(f)
+    x = np.ones(3)
+    first = jf(x)
+    jf(x)
+    assert len(calls) == 1
+    w -= 0.5  # an optimiser step on a closed-over array
+    second = jf(x)
+    assert len(calls) == 2
+    np.testing.assert_allclose(second, np.tanh(x * w).sum(), rtol=1e-12)
+    assert not np.isclose(first, second)
