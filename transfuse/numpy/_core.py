@@ -261,19 +261,18 @@ def _composite_ufuncs() -> dict[np.ufunc, Callable]:
     def positive(x):
         return lax.copy(asarray(x))
 
-    def fmax(x, y):
-        in_dts, out_dt = resolve_loop(np.fmax, (x, y))
-        x, y = (cast_operand(a, in_dts[0]) for a in (x, y))
-        if in_dts[0].kind != "f":
-            return lax.max(x, y)
-        return lax.select(lax.isnan(y), x, lax.select(lax.isnan(x), y, lax.max(x, y)))
+    def nan_ignoring(ufunc, pick):
+        """fmax/fmin: like max/min, but a NaN loses to a number."""
+        def impl(x, y):
+            in_dts, _ = resolve_loop(ufunc, (x, y))
+            x, y = (cast_operand(a, in_dts[0]) for a in (x, y))
+            if in_dts[0].kind != "f":
+                return pick(x, y)
+            return lax.select(lax.isnan(y), x, lax.select(lax.isnan(x), y, pick(x, y)))
+        return impl
 
-    def fmin(x, y):
-        in_dts, out_dt = resolve_loop(np.fmin, (x, y))
-        x, y = (cast_operand(a, in_dts[0]) for a in (x, y))
-        if in_dts[0].kind != "f":
-            return lax.min(x, y)
-        return lax.select(lax.isnan(y), x, lax.select(lax.isnan(x), y, lax.min(x, y)))
+    fmax = nan_ignoring(np.fmax, lax.max)
+    fmin = nan_ignoring(np.fmin, lax.min)
 
     def signbit(x):
         x = asarray(x)

@@ -81,28 +81,23 @@ def _count(a: Any, axes: tuple, mask: Any, dtype: np.dtype) -> Any:
     return lax.reduce_sum(lax.convert(mask, dtype), axes)
 
 
-@implements(np.sum)
-def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
-    _no_out(out, "sum")
-    a = asarray(a)
-    axes = normalize_axes(axis, ndim_of(a))
-    acc = np.dtype(dtype) if dtype is not None else _sum_dtype(a.dtype)
-    r = lax.reduce_sum(_masked(lax.convert(a, acc), _where_mask(where, a), 0), axes)
-    if initial is not None:
-        r = lax.add(r, initial)
-    return _keep(r, shape_of(a), axes, keepdims)
+def _accumulation(reducer, combine, unit: int, name: str):
+    """sum and prod: accumulate in NumPy's default dtype, masked by where=, from initial."""
+    def impl(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
+        _no_out(out, name)
+        a = asarray(a)
+        axes = normalize_axes(axis, ndim_of(a))
+        acc = np.dtype(dtype) if dtype is not None else _sum_dtype(a.dtype)
+        r = reducer(_masked(lax.convert(a, acc), _where_mask(where, a), unit), axes)
+        if initial is not None:
+            r = combine(r, initial)
+        return _keep(r, shape_of(a), axes, keepdims)
+    impl.__name__ = name
+    return impl
 
 
-@implements(np.prod)
-def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
-    _no_out(out, "prod")
-    a = asarray(a)
-    axes = normalize_axes(axis, ndim_of(a))
-    acc = np.dtype(dtype) if dtype is not None else _sum_dtype(a.dtype)
-    r = lax.reduce_prod(_masked(lax.convert(a, acc), _where_mask(where, a), 1), axes)
-    if initial is not None:
-        r = lax.mul(r, initial)
-    return _keep(r, shape_of(a), axes, keepdims)
+sum = implements(np.sum)(_accumulation(lax.reduce_sum, lax.add, 0, "sum"))
+prod = implements(np.prod)(_accumulation(lax.reduce_prod, lax.mul, 1, "prod"))
 
 
 def _extremum(reducer, name):
