@@ -61,7 +61,7 @@ NARROW_INTS = (np.dtype(np.int32), np.dtype(np.uint32))
 BLAS_MIN_FLOPS = 1 << 13  # below this a loop nest beats a BLAS call
 PARALLEL_MIN_FLOPS = 1 << 18
 HUGE_PAGE_MIN_BYTES = 1 << 22  # NumPy's threshold for asking for huge pages
-MATHLIB_MIN_POINTS = 1024
+MATHLIB_MIN_POINTS = 1 << 14
 
 
 def _rule(name: str, **kwargs: Any) -> None:
@@ -103,8 +103,9 @@ def _math_function(name: str, dtype: np.dtype) -> str | None:
 def _vectorises(c: PointCtx) -> bool:
     """Whether the region is large enough for vectorised math to repay its compile time.
 
-    mathlib's functions are inlined into every call site by Numba, which costs compile
-    time; below a thousand points Numba's scalar libm calls are as fast.
+    mathlib's functions are inlined into every call site by Numba, which costs a few
+    tenths of a second of compile time each; below 2**14 points Numba's scalar libm
+    calls cost less than that over many calls.
     """
     return int(np.prod(c.region.domain, dtype=np.int64)) >= MATHLIB_MIN_POINTS
 
@@ -547,11 +548,11 @@ def _dot_blas(k: KernelCtx, lhs_dims, rhs_dims, sizes) -> None:
                            (b, kk, n), True)
     if b == 1:
         out = k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape(({m}, {n}))")
-        k.put(f"np.dot({lmat}, {rmat}, {out})  # BLAS")
+        k.put(f"{k.program.helper('gemm')}({lmat}, {rmat}, {out})  # BLAS")
         return
     out = k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape(({b}, {m}, {n}))")
     k.loops(["i0"], [b])
-    k.put(f"np.dot({lmat}[i0], {rmat}[i0], {out}[i0])  # BLAS, one batch entry")
+    k.put(f"{k.program.helper('gemm')}({lmat}[i0], {rmat}[i0], {out}[i0])  # BLAS, one batch")
     k.close(1)
 
 

@@ -167,6 +167,17 @@ else:  # pragma: no cover - other platforms have no MADV_HUGEPAGE
 
 
 # ---------------------------------------------------------------------------------------
+# A wrapper of a Numba builtin whose implementation would otherwise be compiled again in
+# every process (cached here, it is compiled once per machine and layout)
+
+
+@njit(cache=True)
+def gemm(a, b, out):
+    """out = a @ b with BLAS (2-D float arrays, C- or F-ordered)."""
+    np.dot(a, b, out)
+
+
+# ---------------------------------------------------------------------------------------
 # Block reductions: eight independent accumulators let LLVM vectorise the sum without
 # reassociating floating point (so fastmath stays off), and they halve rounding error.
 
