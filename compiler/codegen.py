@@ -16,7 +16,14 @@ import numpy as np
 from transfuse.ir.core import Graph, Node, Var
 from transfuse.ir.errors import CompileError
 
-from .fusion import REDUCTION, fusion_class, kept_axes, level_axes, operand_axes
+from .fusion import (
+    REDUCTION,
+    _reduces_leading_axes,
+    fusion_class,
+    kept_axes,
+    level_axes,
+    operand_axes,
+)
 
 INDENT = "    "
 
@@ -330,6 +337,8 @@ class LoopRegionCodegen:
         loops_of_out = {v: depth[v] + 1 for v in full_outputs}
         n_loops = max([*loops_of_red.values(), *loops_of_out.values(), 0])
         self.n_loops = n_loops if self.reduce_axes else 1
+        if _reduces_leading_axes(self.domain, self.reduce_axes) and n_loops == 1:
+            return self._generate_columns(reductions, full_outputs, kept_outputs)
         if self.reduce_axes:
             self._plan_stash(reductions, loops_of_red, loops_of_out)
         self._open_kept()
@@ -345,6 +354,50 @@ class LoopRegionCodegen:
             self.loop = n_loops + 1
             for v in kept_outputs:
                 self._store(v)
+        while self.nest.depth > 0:
+            self.nest.close()
+        return self.nest.root
+
+    def _generate_columns(self, reductions: list[Node], full_outputs: list[Var],
+                          kept_outputs: list[Var]) -> Block:
+        """A region reducing its leading axes, in one pass with the kept axes innermost.
+
+        Each reduction accumulates into an array over the kept axes (`ra0[i1] += ...`):
+        the input is read in memory order, the inner loop vectorises across columns, and
+        each column is still summed in row order (as NumPy does). A second loop over the
+        kept axes computes what depends on the results.
+        """
+        self.loop = 1
+        kept_shape = tuple(self.domain[a] for a in self.kept)
+        at_kept = ", ".join(f"i{a}" for a in self.kept)
+        accs = []
+        for node in reductions:
+            init, _ = self.rules[node.prim].reduce
+            dtype = node.outputs[0].aval.dtype
+            acc = f"ra{len(accs)}"
+            self.nest.put(f"{acc} = np.full({kept_shape!r}, {init(dtype)}, {ctor(dtype)})"
+                          f"  # {_comment(node)}", 0)
+            accs.append(acc)
+        # Serial: inside a Numba prange body LLVM does not vectorise the accumulation (it
+        # cannot tell the accumulator from the input), which costs more than a second
+        # thread gains on this memory-bound loop.
+        for a in self.reduce_axes + tuple(self.kept):
+            self.nest.open(f"i{a}", self.domain[a])
+        for node, acc in zip(reductions, accs):
+            v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
+            cell = f"{acc}[{at_kept}]"
+            self.nest.put(f"{cell} = {self._combine(node, cell, v)}")
+        for v in full_outputs:
+            self._store(v)
+        while self.nest.depth > 0:
+            self.nest.close()
+        self.loop = 2
+        for a in self.kept:
+            self.nest.open(f"i{a}", self.domain[a])
+        for node, acc in zip(reductions, accs):
+            self.values[node.outputs[0]] = self.bind(f"{acc}[{at_kept}]")
+        for v in kept_outputs:
+            self._store(v)
         while self.nest.depth > 0:
             self.nest.close()
         return self.nest.root

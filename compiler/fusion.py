@@ -170,6 +170,7 @@ class Region:
     first: int = 0  # position of its first and last node in the graph
     last: int = 0
     epilogue: Region | None = None  # for a contraction: the loop region fused after it
+    reduced: set[Var] = field(default_factory=set)  # values depending on its reductions
 
 
 class _Fuser:
@@ -208,6 +209,8 @@ class _Fuser:
             if src is not None and src is not region:
                 region.deps.add(src.uid)
                 region.reads.append((node, i))
+        if fusion_class(node) == REDUCTION or any(v in region.reduced for v in node.inputs):
+            region.reduced.update(node.outputs)
         for v in node.outputs:
             self.region_of_var[v] = region.uid
         region.last = max(region.last, self.node_pos[id(node)])
@@ -286,6 +289,7 @@ class _Fuser:
         head.reads = head.reads + other.reads
         head.first, head.last = min(head.first, other.first), max(head.last, other.last)
         head.domain, head.reduce_axes = spec
+        head.reduced |= other.reduced
 
     def try_join(self, node: Node, cls: str) -> bool:
         """Merge node with as many of its producers' loop regions as stay legal."""
@@ -319,10 +323,25 @@ class _Fuser:
                           if self.find(self.region_of_var[n.inputs[i]]) in ids]
         if level_axes(node.outputs[0].aval.shape, *spec) is None:
             return False
+        if _reduces_leading_axes(*spec) and not self._one_phase(members, node, spec):
+            return False
         for n, i in new_edges:
             if not _edge_consistent(n, i, *spec):
                 return False
         return not self._creates_cycle(members, node, ids)
+
+    def _one_phase(self, members: list[Region], node: Node, spec) -> bool:
+        """Whether the region stays one pass over its domain (reductions over leading axes
+        run with the kept axes innermost, see codegen): nothing at the full level, and no
+        reduction, may read a reduction's result."""
+        reduced = set().union(*(r.reduced for r in members))
+        if not any(v in reduced for v in node.inputs):
+            return True
+        if fusion_class(node) == REDUCTION:
+            return False
+        domain, axes = spec
+        kept = tuple(domain[a] for a in kept_axes(domain, axes))
+        return squeezed(node.outputs[0].aval.shape) == squeezed(kept)
 
     def _creates_cycle(self, members: list[Region], node: Node, ids: set[int]) -> bool:
         """Whether some path leaves the merged group and comes back into it."""
@@ -355,6 +374,7 @@ class _Fuser:
             head.reads.extend(other.reads)
             head.first = min(head.first, other.first)
             head.last = max(head.last, other.last)
+            head.reduced |= other.reduced
         head.nodes.sort(key=lambda n: self.node_pos[id(n)])
         head.nodes.append(node)
         head.domain, head.reduce_axes = spec
@@ -362,6 +382,12 @@ class _Fuser:
         head.deps = {self.find(d) for d in head.deps} - {head.uid}
         head.reads = [(n, i) for n, i in head.reads
                       if self.find(self.region_of_var[n.inputs[i]]) != head.uid]
+
+
+def _reduces_leading_axes(domain, reduce_axes) -> bool:
+    """Whether a region reduces a leading block of its axes and keeps the trailing ones."""
+    return bool(reduce_axes) and len(reduce_axes) < len(domain) and tuple(
+        reduce_axes) == tuple(range(len(reduce_axes)))
 
 
 def _edge_consistent(n: Node, i: int, domain, reduce_axes) -> bool:

@@ -205,3 +205,21 @@ def test_generated_source_names_the_users_lines_and_compiles_to_the_same_numbers
     text = str(lowered)
     assert "generated source" in text and "fused graph" in text
     np.testing.assert_allclose(tx.jit(softmax)(x), softmax(x), rtol=2e-6, atol=1e-7)
+
+
+def test_leading_axis_reductions_run_column_wise_in_one_pass():
+    # Batch-norm statistics: mean over the batch, then the variance around it.
+    x = rand(np.random.default_rng(13), (64, 48), "float32")
+
+    def batchnorm(a):
+        return (a - a.mean(0)) / np.sqrt(a.var(0) + 1e-5)
+
+    lowered = tx.jit(batchnorm).lower(x)
+    reducing = [n for n in lowered.fused_graph.nodes if n.prim is FUSED
+                and n.params.get("reduce_axes") == (0,)]
+    assert len(reducing) == 2  # the mean, then the variance: one pass each
+    assert "ra0[i1] = ra0[i1] +" in lowered.source  # accumulated across columns
+    for report in lowered.regions:
+        assert report.loops <= 2
+    fused_matches_original(batchnorm, x)
+    np.testing.assert_allclose(tx.jit(batchnorm)(x), batchnorm(x), rtol=1e-4, atol=1e-5)
