@@ -48,7 +48,7 @@ from .codegen import (
     index_str,
     literal,
 )
-from .fusion import FUSED, fuse, is_unit_reshape
+from .fusion import ELEMENTWISE, FUSED, fuse, fusion_class, is_unit_reshape
 
 try:  # the vectorisable math library (polynomial exp, tanh, ...), when present
     from . import mathlib as _mathlib
@@ -786,6 +786,7 @@ class _Lowering:
             self.names[v] = f"c{len(self.const_vars)}"
             self.const_vars.append(v)
         for step, node in enumerate(_flatten_contractions(self.graph.nodes)):
+            self.step = step
             self.lower_node(node)
             self.buffers.release_after(node, step)
         ret = self.returns()
@@ -876,8 +877,12 @@ class _Lowering:
         try:
             out_names = {}
             allocations = [self.comment_text(node)]
+            in_place = self._in_place_input(node)
             for v in sub.outputs:
-                name, alloc = self.buffers.allocate(v)
+                if in_place is not None:
+                    name, alloc = self.buffers.write_over(v, in_place, self.names[in_place])
+                else:
+                    name, alloc = self.buffers.allocate(v)
                 out_names[v] = name
                 if alloc:
                     allocations.append(f"    {alloc}")
@@ -896,6 +901,29 @@ class _Lowering:
         report = RegionReport("loop", [n.prim.name for n in sub.nodes], loops, passes,
                               _is_parallel(lines))
         return (allocations, lines), report
+
+    def _in_place_input(self, node: Node) -> Var | None:
+        """An input buffer the region's single output may overwrite as it goes.
+
+        Legal when the input dies here and is read only by elementwise nodes of an
+        elementwise region (each point reads it before writing the same point): a bias
+        and activation after a matmul then write into the matmul's result.
+        """
+        sub: Graph = node.params["graph"]
+        domain = tuple(node.params["shape"])
+        if node.params["reduce_axes"] or len(sub.outputs) != 1:
+            return None
+        out = sub.outputs[0]
+        if out.aval.shape != domain:
+            return None
+        for v in sub.inputs:
+            if v.aval != out.aval or not self.buffers.dies_at(v, self.step):
+                continue
+            readers = [n for n in sub.nodes if v in n.inputs]
+            if all(fusion_class(n) == ELEMENTWISE and n.outputs[0].aval.shape == domain
+                   for n in readers):
+                return v
+        return None
 
     def allocate(self, var: Var) -> str:
         name, alloc = self.buffers.allocate(var)
@@ -1127,6 +1155,20 @@ class _BufferPlan:
             self.helpers.add("advise_huge_pages")
             alloc += f"\n    advise_huge_pages({name})  # fewer page faults on first touch"
         return name, alloc
+
+    def dies_at(self, var: Var, step: int) -> bool:
+        """Whether var owns a buffer (not an input, constant or output) whose last reader
+        runs at step."""
+        return (self.root_of(var) is var and self.is_intermediate(var)
+                and self.root_end.get(var) == step and var in self.names)
+
+    def write_over(self, var: Var, dying: Var, dying_name: str) -> tuple[str, str]:
+        """var's buffer is dying's: the region writes each point after reading it."""
+        name = self.new_name()
+        self.names[var] = name
+        self.root[var] = dying
+        self.root_end[dying] = max(self.root_end[dying], self.last_use.get(var, -1))
+        return name, f"{name} = {dying_name}  # written in place"
 
     def snapshot(self) -> tuple:
         return (dict(self.names), dict(self.root_end), dict(self.root),

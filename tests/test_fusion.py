@@ -223,3 +223,12 @@ def test_leading_axis_reductions_run_column_wise_in_one_pass():
         assert report.loops <= 2
     fused_matches_original(batchnorm, x)
     np.testing.assert_allclose(tx.jit(batchnorm)(x), batchnorm(x), rtol=1e-4, atol=1e-5)
+
+
+def test_an_epilogue_writes_into_the_contraction_result_in_place():
+    rng = np.random.default_rng(14)
+    x, w, b = rand(rng, (8, 5), "float64"), rand(rng, (5, 7), "float64"), rand(rng, (7,),
+                                                                               "float64")
+    f = tx.jit(lambda x, w, b: np.tanh(x @ w + b) * 2)
+    assert "# written in place" in f.lower(x, w, b).source
+    np.testing.assert_allclose(f(x, w, b), np.tanh(x @ w + b) * 2, rtol=1e-12)
