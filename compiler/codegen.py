@@ -426,20 +426,18 @@ class LoopRegionCodegen:
         rows = {node: row for node in reductions if (row := self._whole_row(node))}
         looped = [node for node in reductions if node not in rows or (
             node.inputs[0] in self.stash and self.stash[node.inputs[0]][1] == self.loop)]
-        folds = []
         if looped or outputs:
-            folds = self._inner_loops(looped, outputs, accs, rows)
+            self._inner_loops(looped, outputs, accs, rows)
         for node, row in rows.items():
             helper = self.program.helper(BLOCK_REDUCERS[node.prim.name])
-            folds.append((accs[node], self._combine(node, accs[node], f"{helper}({row})")))
-        for acc, fold in folds:
-            self.nest.put(f"{acc} = {fold}")
+            fold = self._combine(node, accs[node], f"{helper}({row})")
+            self.nest.put(f"{accs[node]} = {fold}")
         for node, acc in accs.items():
             self.values[node.outputs[0]] = acc
             self.nest.depth_of[acc] = self.inner_depth
 
-    def _inner_loops(self, reductions, outputs, accs, rows) -> list[tuple[str, str]]:
-        """The loops over the reduced axes; returns the row folds to run after them."""
+    def _inner_loops(self, reductions, outputs, accs, rows) -> None:
+        """The loops over the reduced axes, and the row-buffer folds after them."""
         *outer, inner = self.reduce_axes
         for a in outer:
             self.nest.open(f"i{a}", self.domain[a])
@@ -477,7 +475,6 @@ class LoopRegionCodegen:
             self.nest.close()
         for _ in outer:
             self.nest.close()
-        return []
 
     def _combine(self, node: Node, acc: str, value: str) -> str:
         _, combine = self.rules[node.prim].reduce

@@ -21,7 +21,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from transfuse.ir.core import Graph, Node, Var, short_dtype
+from transfuse.ir.core import Graph, Node, Var
 from transfuse.ir.errors import CompileError
 from transfuse.ir.primitives import (
     _GOLDEN,
@@ -37,7 +37,6 @@ from transfuse.ir.primitives import (
 )
 
 from .codegen import (
-    Block,
     LoopNest,
     LoopRegionCodegen,
     PointCtx,
@@ -1201,8 +1200,4 @@ class _BufferPlan:
             self.root_end[root] = math.inf  # released once
 
 
-def describe_signature(avals) -> str:
-    return ", ".join(f"{short_dtype(a.dtype)}[{','.join(map(str, a.shape))}]" for a in avals)
-
-
-__all__ = ["LOWERING_RULES", "Program", "RegionReport", "lower_program", "Block"]
+__all__ = ["LOWERING_RULES", "Program", "RegionReport", "lower_program"]
