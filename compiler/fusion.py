@@ -449,7 +449,7 @@ def fuse(graph: Graph, *, enabled: bool = True) -> Graph:
     With enabled=False every node is its own region (the unfused baseline).
     """
     if enabled:
-        graph = fold_transposes(graph)
+        graph = split_full_reductions(fold_transposes(graph))
     regions = _Fuser(graph).run(enabled)
     regions = _attach_epilogues(regions, graph) if enabled else regions
     ordered = _topological(regions)
@@ -616,6 +616,33 @@ def fold_transposes(graph: Graph) -> Graph:
         return graph
     nodes = [swapped.get(id(n), n) for n in graph.nodes]
     return _rebuilt(graph, [n for n in nodes if n is not None])
+
+
+SPLIT_REDUCTION_MIN_SIZE = 1 << 17  # reductions to a scalar at least this large
+
+
+def split_full_reductions(graph: Graph) -> Graph:
+    """A large reduction of a matrix to a scalar becomes rows first, then the row results.
+
+    The row reductions run in parallel over the rows (and fuse with the producers); the
+    second reduction is small. Sums are associated differently (by rows), to rounding.
+    """
+    nodes: list[Node] = []
+    changed = False
+    for node in graph.nodes:
+        x = node.inputs[0] if node.inputs else None
+        if (fusion_class(node) != REDUCTION or x.aval.ndim < 2 or x.aval.size
+                < SPLIT_REDUCTION_MIN_SIZE or tuple(node.params["axes"]) != tuple(
+                    range(x.aval.ndim))):
+            nodes.append(node)
+            continue
+        last = x.aval.ndim - 1
+        rows = Var(x.aval.update(shape=x.aval.shape[:last]))
+        nodes.append(Node(node.prim, [x], {"axes": (last,)}, [rows], node.source))
+        nodes.append(Node(node.prim, [rows], {"axes": tuple(range(last))}, list(node.outputs),
+                          node.source))
+        changed = True
+    return _rebuilt(graph, nodes) if changed else graph
 
 
 def _rebuilt(graph: Graph, nodes: list[Node]) -> Graph:

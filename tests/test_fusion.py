@@ -232,3 +232,11 @@ def test_an_epilogue_writes_into_the_contraction_result_in_place():
     f = tx.jit(lambda x, w, b: np.tanh(x @ w + b) * 2)
     assert "# written in place" in f.lower(x, w, b).source
     np.testing.assert_allclose(f(x, w, b), np.tanh(x @ w + b) * 2, rtol=1e-12)
+
+
+def test_a_large_reduction_to_a_scalar_goes_by_rows():
+    x = rand(np.random.default_rng(15), (512, 300), "float32")
+    lowered = tx.jit(lambda a: (a * a).sum()).lower(x)
+    axes = [n.params["reduce_axes"] for n in lowered.fused_graph.nodes if n.prim is FUSED]
+    assert axes == [(1,), (0,)]  # the rows in parallel, then the 512 row sums
+    np.testing.assert_allclose(tx.jit(lambda a: (a * a).sum())(x), (x * x).sum(), rtol=1e-5)
