@@ -30,7 +30,7 @@ class Executable:
     input_dtypes: tuple  # the dtype each dynamic argument is compiled for
     source: str
     dyn_index: tuple = ()  # positions of the dynamic (array) leaves among all leaves
-    # (captured array, snapshot) pairs: the kernel is stale when one changed in place.
+    # (weak reference to a captured array, snapshot): stale when one changed in place.
     guards: list = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -252,3 +252,13 @@ def test_an_array_changed_in_place_after_capture_is_seen(cache_dir):
     assert len(calls) == 2
     np.testing.assert_allclose(second, np.tanh(x * w).sum(), rtol=1e-12)
     assert not np.isclose(first, second)
+
+
+def test_plain_array_calls_take_the_fast_path(cache_dir):
+    f = tx.jit(lambda x: x * 2.5 + 1)  # Python scalars become constants, not guards
+    x = np.arange(8, dtype=np.float32)
+    f(x)
+    assert f.__transfuse_jit__.fast[0] is not None
+    np.testing.assert_array_equal(f(x), x * 2.5 + 1)
+    np.testing.assert_array_equal(f(x[::2]), x[::2] * 2.5 + 1)  # other shape: slow path
+    np.testing.assert_array_equal(f(x.reshape(2, 4)), x.reshape(2, 4) * 2.5 + 1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ from transfuse.runtime.cpu_kernels import SignatureMismatch
 from transfuse.runtime.executable import Executable, as_kernel_arg
 
 from ._functionalize import check_no_aliasing, write_back
-from ._staging import _guards_hold, _recordings, is_array_leaf, stage, static_key
+from ._staging import _recordings, is_array_leaf, stage, static_key
 from .random import next_key
 
 try:  # the simplification passes (DCE, CSE, constant folding, identities)
@@ -199,7 +200,7 @@ class Jitted:
         if sig is None or current_builder() is not None:
             return self._fn(*args, **kwargs)  # inside another transform: trace through
         exe = self._by_signature.get(sig)
-        if exe is not None and exe.guards and not _guards_hold(exe.guards):
+        if exe is not None and exe.guards and not _unchanged(exe.guards):
             # An array the function closes over changed in place (an optimiser step): the
             # kernel has its old value baked in, so trace again, as the other transforms do.
             del self._by_signature[sig]
@@ -269,6 +270,11 @@ class Jitted:
                 captured = recordings.pop()
             if recordings:  # an enclosing cache build captured these arrays too
                 recordings[-1].extend(captured)
+            # Weak references: arrays made while tracing (np.asarray(2.0) for a scalar) die
+            # now and need no guard; the arrays the function closes over live on.
+            guards = [(weakref.ref(o), snap) for o, snap in captured
+                      if isinstance(o, np.ndarray)]
+            del captured
             disk = disk_cache.disk_enabled(self._options.cache)
             disk_cache.log(f"miss {self._short}: {reason}; compiling")
             if disk:
@@ -283,7 +289,7 @@ class Jitted:
                              len(fused.outputs), tuple(graph.mutated_inputs), graph.has_rng,
                              tuple(a.dtype for a in graph.in_avals[:n_in]), program.source,
                              tuple(i for i, p in enumerate(sig[2]) if p[0] != "static"),
-                             [g for g in captured if isinstance(g[0], np.ndarray)])
+                             [g for g in guards if g[0]() is not None])
             self._by_signature[sig] = exe
             self.info.signatures = len(self._by_signature)
             return exe
@@ -364,6 +370,16 @@ def _signature(leaves: list, in_tree: Any, static: Any, device: str) -> tuple | 
         else:
             parts.append(("static", static_key(x)))
     return (in_tree, device, tuple(parts))
+
+
+def _unchanged(guards: list) -> bool:
+    """Whether every captured array still alive holds what it held when traced."""
+    for ref, snapshot in guards:
+        array = ref()
+        if array is not None and not (array.shape == snapshot.shape and np.array_equal(
+                array, snapshot, equal_nan=True)):
+            return False
+    return True
 
 
 def _arrays(sig: tuple) -> list:
