@@ -504,7 +504,7 @@ class LoopRegionCodegen:
         """
         size = int(np.prod(self.domain, dtype=np.int64))
         parallel = (self.allow_parallel and self.kept and size >= PARALLEL_MIN_WORK
-                    and self.domain[self.kept[0]] >= 2)
+                    and self.domain[self.kept[0]] >= 2 and self._computes())
         if parallel:
             self.program.uses_prange = True
         scratch = bool(self.stash) or self._needs_row_buffers()
@@ -518,6 +518,15 @@ class LoopRegionCodegen:
         for var, (buf, _) in self.stash.items():
             shape = tuple(self.domain[a] for a in self.reduce_axes)
             self._scratch(buf, shape, var.aval.dtype)
+
+    def _computes(self) -> bool:
+        """Whether the region does arithmetic: pure data movement (a transpose, a slice)
+        is bound by memory bandwidth, where a second thread gains little and Numba's
+        parallel passes cost a second of compile time."""
+        movers = ("copy", "transpose", "slice", "broadcast_in_dim", "reshape", "squeeze",
+                  "expand_dims", "concatenate", "pad", "gather", "dynamic_slice",
+                  "update_slice", "dynamic_update_slice", "iota", "full")
+        return any(n.prim.name not in movers for n in self.graph.nodes)
 
     def _needs_row_buffers(self) -> bool:
         return self.domain[self.reduce_axes[-1]] > 0 and any(

@@ -524,34 +524,51 @@ def _dot_general_kernel(k: KernelCtx) -> None:
         _dot_loops(k, lfree, rfree)
 
 
-def _operand_matrix(k: KernelCtx, name: str, shape: tuple, order: list[int],
-                    rows_cols: tuple[int, int, int], transposable: bool) -> str:
-    """`name` as a (batch, rows, cols) array, or (rows, cols) when batch is 1."""
-    b, r, c = rows_cols
-    if order == list(range(len(shape))):
-        view = f"{name}.reshape({(r, c) if b == 1 else (b, r, c)!r})"
-    elif transposable and b == 1 and len(shape) == 2 and order == [1, 0]:
-        view = f"{name}.T"  # an F-ordered view: BLAS takes it without a copy
-    else:
-        moved = f"np.ascontiguousarray(np.transpose({name}, {tuple(order)!r}))"
-        view = f"{moved}.reshape({(r, c) if b == 1 else (b, r, c)!r})"
-    return k.nest.assign(k.program.local(), view)
+def _operand_matrix(k: KernelCtx, index: int, groups: tuple[list, list, list],
+                    sizes: tuple[int, int, int]) -> tuple[str, bool]:
+    """Operand `index` as (batch, rows, cols), or (rows, cols) when batch is 1.
+
+    Returns (array, transposed): when the operand is stored as (batch, cols, rows) the
+    array is that and each batch entry is used as an F-ordered `.T` view, which BLAS takes
+    without a copy. Any other order is copied once into C order by a loop nest.
+    """
+    name, aval = k.ins[index], k.node.inputs[index].aval
+    (batch, rows, cols), (b, r, c) = [list(g) for g in groups], sizes
+    ident = list(range(aval.ndim))
+    if batch + rows + cols == ident:
+        return k.nest.assign(k.program.local(), f"{name}.reshape({_bxy(b, r, c)!r})"), False
+    if batch + cols + rows == ident:
+        return k.nest.assign(k.program.local(), f"{name}.reshape({_bxy(b, c, r)!r})"), True
+    order = batch + rows + cols
+    moved = k.program.local()
+    k.put(f"{moved} = np.empty({tuple(aval.shape[d] for d in order)!r}, "
+          f"np.{aval.dtype.name})  # {name} with its axes in the order BLAS needs")
+    names = [f"i{j}" for j in range(aval.ndim)]
+    src = [""] * aval.ndim
+    for j, d in enumerate(order):
+        src[d] = names[j]
+    k.loops(names, [aval.shape[d] for d in order])
+    k.put(f"{moved}[{index_str(names)}] = {name}[{index_str(src)}]")
+    k.close(aval.ndim)
+    return k.nest.assign(k.program.local(), f"{moved}.reshape({_bxy(b, r, c)!r})"), False
+
+
+def _bxy(b: int, x: int, y: int) -> tuple:
+    return (x, y) if b == 1 else (b, x, y)
 
 
 def _dot_blas(k: KernelCtx, lhs_dims, rhs_dims, sizes) -> None:
     b, m, n, kk = sizes
-    lhs, rhs = (v.aval for v in k.node.inputs)
-    lmat = _operand_matrix(k, k.ins[0], lhs.shape, [d for g in lhs_dims for d in g],
-                           (b, m, kk), True)
-    rmat = _operand_matrix(k, k.ins[1], rhs.shape, [d for g in rhs_dims for d in g],
-                           (b, kk, n), True)
+    lmat, lt = _operand_matrix(k, 0, lhs_dims, (b, m, kk))
+    rmat, rt = _operand_matrix(k, 1, rhs_dims, (b, kk, n))
+    gemm = k.program.helper("gemm")
     if b == 1:
         out = k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape(({m}, {n}))")
-        k.put(f"{k.program.helper('gemm')}({lmat}, {rmat}, {out})  # BLAS")
+        k.put(f"{gemm}({lmat}{'.T' * lt}, {rmat}{'.T' * rt}, {out})  # BLAS")
         return
     out = k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape(({b}, {m}, {n}))")
     k.loops(["i0"], [b])
-    k.put(f"{k.program.helper('gemm')}({lmat}[i0], {rmat}[i0], {out}[i0])  # BLAS, one batch")
+    k.put(f"{gemm}({lmat}[i0]{'.T' * lt}, {rmat}[i0]{'.T' * rt}, {out}[i0])  # BLAS, one batch")
     k.close(1)
 
 
