@@ -48,11 +48,7 @@ from .codegen import (
     literal,
 )
 from .fusion import ELEMENTWISE, FUSED, fuse, fusion_class, is_unit_reshape
-
-try:  # the vectorisable math library (polynomial exp, tanh, ...), when present
-    from . import mathlib as _mathlib
-except ImportError:  # pragma: no cover - depends on the tree
-    _mathlib = None
+from .mathlib import MATH_FUNCTIONS
 
 P = PRIMITIVES
 LOWERING_RULES: dict[Any, Rule] = {}
@@ -91,9 +87,7 @@ _SCALAR_MATH = {
 
 def _math_function(name: str, dtype: np.dtype) -> str | None:
     """The name of a vectorisable mathlib function for (primitive, dtype), if any."""
-    if _mathlib is None:
-        return None
-    fn = getattr(_mathlib, "MATH_FUNCTIONS", {}).get((name, np.dtype(dtype).name))
+    fn = MATH_FUNCTIONS.get((name, np.dtype(dtype).name))
     if fn is None:
         return None
     return fn if isinstance(fn, str) else fn.__name__

@@ -117,7 +117,8 @@ class LoadedKernel:
         self.entry_point = self.dispatcher.overloads[sig].entry_point
         stats = self.dispatcher.stats
         self.from_disk = bool(sum(stats.cache_hits.values()))
-        self.origin = origin  # 'memory', 'disk', 'compiled'
+        self.origin = origin  # 'disk' or 'compiled'
+        self.claimed = False  # whether a jitted function has counted it in its CacheInfo
 
 
 _LOADED: dict[str, LoadedKernel] = {}  # key -> kernel, for the whole process

@@ -18,7 +18,6 @@ another transform) a jitted function just runs its Python body into the outer tr
 from __future__ import annotations
 
 import functools
-import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 from transfuse.compiler.functionalize import prepare
 from transfuse.compiler.fusion import fuse, inline_calls
 from transfuse.compiler.lower_cpu import Program, RegionReport, lower_program
+from transfuse.compiler.simplify import simplify
 from transfuse.ir.core import Graph
 from transfuse.ir.errors import CompileError, TransfuseTypeError, TransfuseValueError
 from transfuse.ir.tracing import Tracer, current_builder
@@ -40,11 +40,6 @@ from transfuse.runtime.executable import Executable, as_kernel_arg
 from ._functionalize import check_no_aliasing, write_back
 from ._staging import _recordings, is_array_leaf, stage, static_key
 from .random import next_key
-
-try:  # the simplification passes (DCE, CSE, constant folding, identities)
-    from transfuse.compiler.simplify import simplify as _simplify
-except ImportError:  # pragma: no cover - depends on the tree
-    _simplify = None
 
 
 def jit(func: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
@@ -171,12 +166,10 @@ class Jitted:
     """A jitted function: call it like the original; `.lower(*args)` shows the kernel."""
 
     def __init__(self, func: Callable, options: _Options):
-        functools.update_wrapper(self, func)
         self._fn = func
         self._options = options
         self._by_signature: dict[tuple, Executable] = {}
         self.fast: list = [None]  # the last plain signature's (call, dtypes, finish)
-        self._lock = threading.Lock()
         self.info = CacheInfo()
         self._has_static = bool(options.static_argnums or options.static_argnames)
         self._stale = False
@@ -185,9 +178,6 @@ class Jitted:
 
     def __repr__(self) -> str:
         return f"<transfuse.jit of {self._name}>"
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        return self if obj is None else functools.partial(self, obj)
 
     # -- calls -------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -298,7 +288,7 @@ class Jitted:
                ) -> tuple[Graph, Graph, Program, Any]:
         staged = stage(self._fn, args, kwargs,
                        is_dynamic=lambda i, x: i not in static and is_array_leaf(x),
-                       name=self._name.rsplit(".", 1)[-1].replace("<", "").replace(">", ""))
+                       name=self._short if self._short.isidentifier() else "f")
         self.info.traces += 1
         if staged.graph.num_captures:
             raise CompileError("jit: the traced function captured values from an enclosing "
@@ -311,13 +301,14 @@ class Jitted:
         return graph, fused, program, staged.out_tree
 
     def _count(self, kernel: disk_cache.LoadedKernel) -> None:
-        if kernel.origin == "disk":
-            self.info.disk_hits += 1
-        elif kernel.origin == "compiled" and not getattr(kernel, "_counted", False):
-            self.info.compiles += 1
-        else:
+        """Credit the kernel's origin to the first function that loads it."""
+        if kernel.claimed:
             self.info.reused += 1
-        kernel._counted = True
+        elif kernel.origin == "disk":
+            self.info.disk_hits += 1
+        else:
+            self.info.compiles += 1
+        kernel.claimed = True
 
     def _miss_reason(self, sig: tuple) -> str:
         """Why sig is new: the first difference from a signature compiled before."""
@@ -389,10 +380,7 @@ def _arrays(sig: tuple) -> list:
 
 def optimise(graph: Graph) -> Graph:
     """The graph jit compiles: pure (prepare), simplified, with calls inlined."""
-    graph = prepare(graph)
-    if _simplify is not None:
-        graph = _simplify(graph)
-    return inline_calls(graph)
+    return inline_calls(simplify(prepare(graph)))
 
 
 __all__ = ["jit", "Jitted", "Lowered", "CacheInfo"]
