@@ -94,8 +94,7 @@ def test_fastmath_and_unfused_options_give_the_same_numbers():
 
 
 def test_errors_are_transfuse_errors_with_clear_messages():
-    with pytest.raises(tx.CompileError, match="cuda"):
-        tx.jit(lambda x: x, device="cuda")
+    assert callable(tx.jit(lambda x: x, device="cuda"))  # the CUDA path: tests/test_cuda.py
     with pytest.raises(tx.TransfuseValueError, match="device"):
         tx.jit(lambda x: x, device="tpu")
     with pytest.raises(tx.TransfuseTypeError, match="callable"):

@@ -28,11 +28,12 @@ import numpy as np
 from transfuse.compiler.functionalize import prepare
 from transfuse.compiler.fusion import fuse, inline_calls
 from transfuse.compiler.lower_cpu import Program, RegionReport, lower_program
+from transfuse.compiler.lower_cuda import lower_cuda_program
 from transfuse.compiler.simplify import simplify
 from transfuse.ir.core import Graph
 from transfuse.ir.errors import CompileError, TransfuseTypeError, TransfuseValueError
 from transfuse.ir.tracing import Tracer, current_builder
-from transfuse.ir.tree import tree_flatten
+from transfuse.ir.tree import tree_flatten, tree_unflatten
 from transfuse.runtime import cache as disk_cache
 from transfuse.runtime.cpu_kernels import SignatureMismatch
 from transfuse.runtime.executable import Executable, as_kernel_arg
@@ -48,7 +49,9 @@ def jit(func: Callable | None = None, *, static_argnums: int | Sequence[int] = (
     """Compile func into one fused Numba kernel per signature (see the module docstring).
 
     static_argnums / static_argnames: arguments that are compile-time constants (part of
-    the signature; they must be hashable). device: None or 'cpu'. cache: also keep the
+    the signature; they must be hashable). device: None or 'cpu', or 'cuda' (numba.cuda
+    kernels taking NumPy or device arrays and returning Numba device arrays; see
+    docs/cuda.md). cache: also keep the
     compiled code on disk. fastmath (extension): let LLVM reorder floating point; off by
     default so NaN and inf behave as in NumPy. fuse (extension): False compiles every
     primitive as its own loop, for comparison.
@@ -129,9 +132,7 @@ def _device(device: str | None) -> str:
     if device in (None, "cpu"):
         return "cpu"
     if device == "cuda":
-        raise CompileError(
-            "jit(device='cuda') is not implemented yet: this build compiles for the CPU "
-            "only (device=None or 'cpu')")
+        return "cuda"
     raise TransfuseValueError(f"jit: unknown device {device!r}; expected None, 'cpu' or "
                               "'cuda'")
 
@@ -155,6 +156,7 @@ class Lowered:
     fused_graph: Graph  # after fusion: `fused` nodes hold the regions
     source: str  # the generated Numba module
     regions: list[RegionReport] = field(default_factory=list)
+    kernels: list = field(default_factory=list)  # device='cuda': one KernelInfo per kernel
 
     def __str__(self) -> str:
         bar = "=" * 72
@@ -198,11 +200,15 @@ class Jitted:
             exe = None
             self._stale = True
         if exe is None:
+            if self._options.device == "cuda":  # device arrays are traced as NumPy arrays
+                args, kwargs = _stand_ins(leaves, in_tree)
             exe = self._compile(args, kwargs, set(static), sig)
         dyn = [leaves[i] for i in exe.dyn_index]
         key = next_key() if exe.has_rng else None
         if exe.mutated_inputs:
             check_no_aliasing(dyn, exe.mutated_inputs)
+        if self._options.device == "cuda":
+            return self._run_cuda(exe, dyn, key)
         plain = [x if type(x) is np.ndarray and x.dtype is dt else as_kernel_arg(x, dt)
                  for x, dt in zip(dyn, exe.input_dtypes)]
         try:
@@ -218,6 +224,17 @@ class Jitted:
               and not exe.guards
               and all(a is p and a.flags.c_contiguous for a, p in zip(args, plain))):
             self.fast[0] = exe.fast_path()  # the next call with such arrays goes straight in
+        return exe.finish(outs)
+
+    def _run_cuda(self, exe: Any, dyn: list, key: Any) -> Any:
+        """Run a CUDA executable: device arrays out, mutated inputs written back."""
+        from transfuse.runtime import cuda as cuda_runtime
+
+        outs = exe.run(dyn, key)
+        if exe.mutated_inputs:
+            n_user = len(outs) - len(exe.mutated_inputs)
+            cuda_runtime.write_back(dyn, exe.mutated_inputs, outs[n_user:])
+            outs = outs[:n_user]
         return exe.finish(outs)
 
     def _static_leaves(self, args: tuple, kwargs: dict) -> set[int]:
@@ -267,6 +284,11 @@ class Jitted:
             del captured
             disk = disk_cache.disk_enabled(self._options.cache)
             disk_cache.log(f"miss {self._short}: {reason}; compiling")
+            if self._options.device == "cuda":
+                exe = self._cuda_executable(graph, fused, program, out_tree, sig, guards, disk)
+                self._by_signature[sig] = exe
+                self.info.signatures = len(self._by_signature)
+                return exe
             if disk:
                 key = disk_cache.program_key(program.source)
                 changed = disk_cache.note_signature(self._qualified(), sig, key)
@@ -284,6 +306,20 @@ class Jitted:
             self.info.signatures = len(self._by_signature)
             return exe
 
+    def _cuda_executable(self, graph: Graph, fused: Graph, program: Any, out_tree: Any,
+                         sig: tuple, guards: list, disk: bool) -> Any:
+        from transfuse.runtime import cuda as cuda_runtime
+
+        module = cuda_runtime.load_program(program.source, self._short, disk=disk)
+        self._count(module)
+        n_in = graph.num_explicit_inputs
+        return cuda_runtime.CudaExecutable(
+            module, tuple(program.const_args), out_tree, len(fused.outputs),
+            tuple(graph.mutated_inputs), graph.has_rng,
+            tuple(a.dtype for a in graph.in_avals[:n_in]), program.source,
+            tuple(i for i, p in enumerate(sig[2]) if p[0] != "static"),
+            [g for g in guards if g[0]() is not None])
+
     def _lower(self, args: tuple, kwargs: dict, static: set[int]
                ) -> tuple[Graph, Graph, Program, Any]:
         staged = stage(self._fn, args, kwargs,
@@ -295,6 +331,10 @@ class Jitted:
                                "trace outside of one")
         graph = optimise(staged.graph)
         fused = fuse(graph, enabled=self._options.fuse)
+        if self._options.device == "cuda":
+            program = lower_cuda_program(fused, fastmath=self._options.fastmath,
+                                         title=f"jit of {self._name}")
+            return graph, fused, program, staged.out_tree
         disk = disk_cache.disk_enabled(self._options.cache)
         program = lower_program(fused, fastmath=self._options.fastmath, cache=disk,
                                 title=f"jit of {self._name}")
@@ -331,8 +371,12 @@ class Jitted:
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """The optimised graph, the fused graph and the generated source for these args."""
         static = self._static_leaves(args, kwargs)
+        if self._options.device == "cuda":
+            args, kwargs = _stand_ins(*tree_flatten((args, kwargs)))
         with disk_cache.COMPILE_LOCK:
             graph, fused, program, _ = self._lower(args, kwargs, static)
+        if self._options.device == "cuda":
+            return Lowered(graph, fused, program.source, kernels=program.kernels)
         return Lowered(graph, fused, program.source, program.regions)
 
     def cache_info(self) -> CacheInfo:
@@ -358,9 +402,24 @@ def _signature(leaves: list, in_tree: Any, static: Any, device: str) -> tuple | 
             return None
         elif isinstance(x, np.generic) and i not in static:
             parts.append((x.shape, x.dtype))
+        elif device == "cuda" and i not in static and _on_device(x):
+            parts.append((tuple(x.shape), np.dtype(x.dtype)))
         else:
             parts.append(("static", static_key(x)))
     return (in_tree, device, tuple(parts))
+
+
+def _on_device(x: Any) -> bool:
+    from transfuse.runtime.cuda import is_device_array
+
+    return is_device_array(x)
+
+
+def _stand_ins(leaves: list, in_tree: Any) -> tuple[tuple, dict]:
+    """(args, kwargs) with device arrays replaced by NumPy arrays of their shape and dtype."""
+    from transfuse.runtime.cuda import host_stand_in
+
+    return tree_unflatten(in_tree, [host_stand_in(x) for x in leaves])
 
 
 def _unchanged(guards: list) -> bool:

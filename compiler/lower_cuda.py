@@ -1,0 +1,657 @@
+"""The CUDA backend: a fused graph becomes readable Python source for `numba.cuda`.
+
+The generated module holds one `@cuda.jit` kernel per region and a plain-Python host
+function `entry(inputs..., constants...)` that allocates device buffers, launches the
+kernels in order through runtime/cuda.py's `launch` and returns device arrays. This module
+only writes text: nothing here imports numba.cuda or touches a GPU.
+
+Strategies (simple and correct first; see docs/cuda.md):
+
+- loop regions (elementwise, broadcast, index maps, reductions): one thread per point of
+  the kept axes, in a grid-stride loop over a flat index `j0` that is split into the loop
+  indices `i0, i1, ...`; a reduction region loops over its reduced axes inside the thread,
+  once per phase (softmax: max, sum, output), recomputing instead of stashing rows. The
+  scalar expressions are the CPU backend's `point` rules wherever they are valid in
+  device code; the rest (math functions, checked indices) are CUDA rules below.
+- dot_general and conv: one thread per output element with the contraction loop inside.
+- cumsum/cumprod: one thread per scan line; argmax/argmin: one thread per kept element.
+- scatter and scatter_add: one thread per line along the scattered axis, which copies
+  its line of x and applies the updates in NumPy's order, so repeated indices give
+  NumPy's answer (last writer wins; sums in the same order), deterministically, with
+  no atomics.
+
+`CUDA_LOWERING_RULES` has one `Rule` per primitive (tests/test_coverage.py checks it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from transfuse.ir.core import Graph, Node, Var
+from transfuse.ir.errors import CompileError
+from transfuse.ir.primitives import PRIMITIVES, UNARY_FLOAT
+
+from .codegen import (
+    Block,
+    LoopNest,
+    LoopRegionCodegen,
+    PointCtx,
+    ProgramBuilder,
+    RegionSplit,
+    Rule,
+    ctor,
+    index_str,
+    literal,
+)
+from .fusion import FUSED, REDUCTION, fuse, fusion_class
+from .lower_cpu import (
+    _BINARY_OPS,
+    LOWERING_RULES,
+    NARROW_INTS,
+    _exact,
+    _flatten_contractions,
+    _single_node_graph,
+    _sources,
+    _top_level_consts,
+)
+
+P = PRIMITIVES
+CUDA_LOWERING_RULES: dict[Any, Rule] = {}
+# Point rules whose CPU expression is valid device code as it stands.
+_SHARED_POINT = (
+    "neg", "abs", "square", "not", "integer_pow", *_BINARY_OPS, "and", "or", "xor",
+    "eq", "ne", "lt", "le", "gt", "ge", "max", "min", "arctan2", "select", "clip", "cast",
+    "random_fold_in", "broadcast_in_dim", "squeeze", "expand_dims", "reshape", "copy",
+    "transpose", "slice", "pad", "concatenate", "dynamic_slice", "update_slice",
+    "dynamic_update_slice", "iota", "full", "random_uniform", "random_normal",
+    "random_split", "reduce_sum", "reduce_prod", "reduce_max", "reduce_min")
+# Errors the kernels report through their `err` array (runtime/cuda_kernels.py).
+ERROR_HELPERS = ("take_index", "ipow_checked")
+
+
+def _rule(name: str, **kwargs: Any) -> None:
+    CUDA_LOWERING_RULES[P[name]] = Rule(**kwargs)
+
+
+for _name in _SHARED_POINT:
+    _cpu = LOWERING_RULES[P[_name]]
+    CUDA_LOWERING_RULES[P[_name]] = Rule(point=_cpu.point, reduce=_cpu.reduce)
+
+# ---------------------------------------------------------------------------------------
+# Point rules of their own: math through runtime/cuda_kernels.py, errors through `err`
+
+
+def _unary_float(name: str) -> Callable[[PointCtx], str]:
+    def point(c: PointCtx) -> str:
+        x, one, to = c.arg(0), c.lit(1), ctor(c.out_dtype)
+        if name == "logistic":
+            return f"{one} / ({one} + {to}({c.helper('cu_exp')}(-{x})))"
+        if name == "rsqrt":
+            return f"{one} / {to}({c.helper('cu_sqrt')}({x}))"
+        if name == "reciprocal":
+            return f"{one} / {x}"
+        return f"{to}({c.helper('cu_' + name)}({x}))"
+    return point
+
+
+for _name in UNARY_FLOAT:
+    _rule(_name, point=_unary_float(_name))
+_rule("arctan2", point=lambda c: f"{ctor(c.out_dtype)}({c.helper('cu_arctan2')}"
+      f"({c.arg(0)}, {c.arg(1)}))")
+
+
+def _sign(c: PointCtx) -> str:
+    x = c.arg(0)
+    if c.out_dtype.kind == "u":
+        return _exact(c, f"({c.lit(1)} if {x} > 0 else {x})")
+    # NaN and zero return themselves, as np.sign does.
+    return _exact(c, f"({c.lit(1)} if {x} > 0 else ({c.lit(-1)} if {x} < 0 else {x}))")
+
+
+def _is_class(which: str) -> Callable[[PointCtx], str]:
+    def point(c: PointCtx) -> str:
+        x = c.arg(0)
+        if c.in_dtype.kind != "f":
+            return "True" if which == "isfinite" else "False"
+        inf = literal(np.inf, c.in_dtype)
+        return {"isnan": f"{x} != {x}", "isinf": f"abs({x}) == {inf}",
+                "isfinite": f"abs({x}) < {inf}"}[which]
+    return point
+
+
+_rule("sign", point=_sign)
+for _name in ("isnan", "isinf", "isfinite"):
+    _rule(_name, point=_is_class(_name))
+
+
+def _pow(c: PointCtx) -> str:
+    x, y = c.args()
+    if c.out_dtype.kind == "f":
+        return f"{x} ** {y}"
+    return _exact(c, f"{c.helper('ipow_checked')}({x}, {y}, err)")
+
+
+_rule("pow", point=_pow)
+
+
+def _gather_point(c: PointCtx) -> str:
+    axis = c.params["axis"]
+    x, idx = c.node.inputs
+    k = idx.aval.ndim
+    where = c.load(1, c.index[axis:axis + k])
+    j = c.bind(f"{c.helper('take_index')}({where}, {x.aval.shape[axis]}, err)")
+    return c.load(0, c.index[:axis] + [j] + c.index[axis + k:])
+
+
+_rule("gather", point=_gather_point)
+
+# ---------------------------------------------------------------------------------------
+# Kernel rules: nodes that fill whole buffers, one thread per output point or line
+
+
+@dataclass
+class KernelCtx:
+    """What a CUDA kernel rule sees: the node, array names, and the kernel's loop nest."""
+
+    program: ProgramBuilder
+    node: Node
+    ins: list[str]
+    outs: list[str]
+    nest: LoopNest
+    total: int = 0  # threads' work items (the grid-stride loop's extent)
+
+    @property
+    def params(self) -> dict:
+        return self.node.params
+
+    def threads(self, names: list[str], extents: list[int]) -> None:
+        """A grid-stride loop over the points of `extents`, split into `names`."""
+        self.total = open_threads(self.nest, names, extents)
+
+    def loops(self, names: list[str], extents: list[int]) -> None:
+        for name, n in zip(names, extents):
+            self.nest.open(name, n)
+
+    def close(self, count: int) -> None:
+        for _ in range(count):
+            self.nest.close()
+
+    def put(self, stmt: str) -> None:
+        self.nest.put(stmt)
+
+    def local(self, expr: str, depth: int | None = None) -> str:
+        return self.nest.assign(self.program.local(), expr,
+                                depth=self.nest.depth if depth is None else depth)
+
+
+def open_threads(nest: LoopNest, names: list[str], extents: list[int]) -> int:
+    """Open `for j0 in range(cuda.grid(1), total, cuda.gridsize(1))` and bind each index
+    name to its coordinate of j0 (C order). Returns total."""
+    total = int(np.prod(extents, dtype=np.int64))
+    nest.stack.append(Block(f"for j0 in range({THREAD_START}, {total}, {THREAD_STEP}):",
+                            nest.depth + 1))
+    nest.depth_of["j0"] = nest.depth
+    stride = 1
+    for name, n in reversed(list(zip(names, extents))):
+        if n == 1:
+            expr = "0"
+        elif stride == 1:
+            expr = f"j0 % {n}" if stride * n != total else "j0"
+        elif stride * n == total:
+            expr = f"j0 // {stride}"
+        else:
+            expr = f"(j0 // {stride}) % {n}"
+        nest.put(f"{name} = {expr}")
+        nest.depth_of[name] = nest.depth
+        stride *= n
+    return total
+
+
+THREAD_START, THREAD_STEP = "cuda.grid(1)", "cuda.gridsize(1)"
+
+
+def _acc_step(acc: str, term: str, dtype: np.dtype) -> str:
+    if dtype == np.bool_:
+        return f"{acc} or {term}"
+    step = f"{acc} + {term}"
+    return f"{ctor(dtype)}({step})" if dtype in NARROW_INTS else step
+
+
+def _dot_general_kernel(k: KernelCtx) -> None:
+    """out[batch, lfree, rfree] = sum over the contracted dims, one thread per element."""
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    out = k.node.outputs[0].aval
+    (lc, rc), (lb, rb) = k.params["dimension_numbers"]
+    lfree = [d for d in range(lhs.ndim) if d not in lc and d not in lb]
+    rfree = [d for d in range(rhs.ndim) if d not in rc and d not in rb]
+    names = [f"i{d}" for d in range(out.ndim)]
+    nb, nl = len(lb), len(lfree)
+    lidx, ridx = [""] * lhs.ndim, [""] * rhs.ndim
+    for j, (a, c) in enumerate(zip(lb, rb)):
+        lidx[a] = ridx[c] = names[j]
+    for j, a in enumerate(lfree):
+        lidx[a] = names[nb + j]
+    for j, c in enumerate(rfree):
+        ridx[c] = names[nb + nl + j]
+    knames = [f"i{out.ndim + j}" for j in range(len(lc))]
+    for a, c, name in zip(lc, rc, knames):
+        lidx[a] = ridx[c] = name
+    k.threads(names, list(out.shape))
+    acc = k.local(literal(0, out.dtype))
+    k.loops(knames, [lhs.shape[a] for a in lc])
+    term = f"{k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]"
+    if out.dtype == np.bool_:
+        term = f"({k.ins[0]}[{index_str(lidx)}] and {k.ins[1]}[{index_str(ridx)}])"
+    k.put(f"{acc} = {_acc_step(acc, term, out.dtype)}")
+    k.close(len(lc))
+    k.put(f"{k.outs[0]}[{index_str(names)}] = {acc}")
+
+
+def _conv_kernel(k: KernelCtx) -> None:
+    """Direct convolution (cross-correlation), one thread per output element."""
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    out = k.node.outputs[0].aval
+    p = k.params
+    nsp = lhs.ndim - 2
+    groups = p["feature_group_count"]
+    cin_g = lhs.shape[1] // groups
+    cout_g = rhs.shape[0] // groups
+    x, w, o = k.ins[0], k.ins[1], k.outs[0]
+    sp = [f"i{2 + d}" for d in range(nsp)]
+    ks = [f"i{2 + nsp + d}" for d in range(nsp)]
+    k.threads(["i0", "i1"] + sp, list(out.shape))
+    acc = k.local(literal(0, out.dtype))
+    g = k.local(f"i1 // {cout_g}")
+    cin = f"i{2 + 2 * nsp}"
+    k.loops([cin] + ks, [cin_g] + list(rhs.shape[2:]))
+    conds, xidx = [], []
+    for d in range(nsp):
+        lo = p["padding"][d][0]
+        pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
+        q = k.nest.assign(k.program.local(), pos)
+        dil, n = p["lhs_dilation"][d], lhs.shape[2 + d]
+        if dil == 1:
+            conds.append(f"0 <= {q} < {n}")
+            xidx.append(q)
+        else:
+            conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
+            xidx.append(f"{q} // {dil}")
+    term = f"{x}[i0, {g} * {cin_g} + {cin}, {', '.join(xidx)}] * {w}[i1, {cin}, {', '.join(ks)}]"
+    k.put(f"if {' and '.join(conds)}:")
+    k.put(f"    {acc} = {_acc_step(acc, term, out.dtype)}")
+    k.close(1 + nsp)
+    k.put(f"{o}[i0, i1, {', '.join(sp)}] = {acc}")
+
+
+def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
+    def kernel(k: KernelCtx) -> None:
+        aval = k.node.inputs[0].aval
+        axis, reverse = k.params["axis"], k.params["reverse"]
+        others = [d for d in range(aval.ndim) if d != axis]
+        k.threads([f"i{d}" for d in others], [aval.shape[d] for d in others])
+        acc = k.local(literal(0 if op == "+" else 1, aval.dtype))
+        n = aval.shape[axis]
+        k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
+        idx = index_str([f"i{d}" for d in range(aval.ndim)])
+        step = f"{acc} {op} {k.ins[0]}[{idx}]"
+        if aval.dtype in NARROW_INTS:
+            step = f"{ctor(aval.dtype)}({step})"
+        k.put(f"{acc} = {step}")
+        k.put(f"{k.outs[0]}[{idx}] = {acc}")
+        k.close(1)
+    return kernel
+
+
+def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
+    def kernel(k: KernelCtx) -> None:
+        aval = k.node.inputs[0].aval
+        axis = k.params["axis"]
+        others = [d for d in range(aval.ndim) if d != axis]
+        k.threads([f"i{d}" for d in others], [aval.shape[d] for d in others])
+        at = lambda j: index_str([j if d == axis else f"i{d}" for d in range(aval.ndim)])  # noqa
+        best = k.local(f"{k.ins[0]}[{at('0')}]")
+        pos = k.local("0")
+        j, v = k.program.local(), k.program.local()
+        k.nest.open(j, f"1, {aval.shape[axis]}")
+        better = ">" if which == "max" else "<"
+        if aval.dtype.kind == "f":
+            k.put(f"if {best} != {best}:")
+            k.put("    break  # the first NaN wins, as in NumPy")
+        k.put(f"{v} = {k.ins[0]}[{at(j)}]")
+        nan = f" or {v} != {v}" if aval.dtype.kind == "f" else ""
+        k.put(f"if {v} {better} {best}{nan}:")
+        k.put(f"    {best} = {v}")
+        k.put(f"    {pos} = {j}")
+        k.close(1)
+        k.put(f"{k.outs[0]}[{index_str([f'i{d}' for d in others])}] = {pos}")
+    return kernel
+
+
+def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
+    """One thread per line along `axis`: copy x's line, then apply the updates in order."""
+    def kernel(k: KernelCtx) -> None:
+        x, idx, upd = (v.aval for v in k.node.inputs)
+        axis = k.params["axis"]
+        outer = [f"i{d}" for d in range(axis)]
+        inner = [f"i{d}" for d in range(axis + 1, x.ndim)]
+        k.threads(outer + inner, list(x.shape[:axis] + x.shape[axis + 1:]))
+        line = outer + [f"i{axis}"] + inner
+        k.nest.open(f"i{axis}", x.shape[axis])
+        k.put(f"{k.outs[0]}[{index_str(line)}] = {k.ins[0]}[{index_str(line)}]")
+        k.close(1)
+        names = [f"i{x.ndim + d}" for d in range(idx.ndim)]  # the update's index dims
+        k.loops(names, list(idx.shape))
+        where = f"{k.ins[1]}[{index_str(names)}]"
+        j = k.nest.assign(k.program.local(),
+                          f"{k.program.helper('take_index')}({where}, {x.shape[axis]}, err)")
+        target = index_str(outer + [j] + inner)
+        value = f"{k.ins[2]}[{index_str(outer + names + inner)}]"
+        if accumulate:
+            k.put(f"{k.outs[0]}[{target}] = "
+                  f"{_acc_step(f'{k.outs[0]}[{target}]', value, x.dtype)}")
+        else:
+            k.put(f"{k.outs[0]}[{target}] = {value}")
+        k.close(idx.ndim)
+    return kernel
+
+
+_rule("dot_general", kernel=_dot_general_kernel)
+_rule("conv", kernel=_conv_kernel)
+_rule("cumsum", kernel=_scan_kernel("+"))
+_rule("cumprod", kernel=_scan_kernel("*"))
+_rule("argmax", kernel=_arg_kernel("max"))
+_rule("argmin", kernel=_arg_kernel("min"))
+_rule("scatter_add", kernel=_scatter_kernel(True))
+_rule("scatter", kernel=_scatter_kernel(False))
+# Views and copies run on the host (device-array reshape, a device-to-device copy).
+for _name in ("reshape", "squeeze", "expand_dims", "copy"):
+    CUDA_LOWERING_RULES[P[_name]] = Rule(point=LOWERING_RULES[P[_name]].point,
+                                         kernel=lambda k: None)
+CUDA_LOWERING_RULES[FUSED] = Rule()  # lowered by the driver (loop regions)
+
+# ---------------------------------------------------------------------------------------
+# Loop regions: the CPU region codegen with the kept loops replaced by threads
+
+
+class CudaLoopCodegen(LoopRegionCodegen):
+    """One fused loop region as the body of a kernel: a thread per kept point."""
+
+    def generate(self) -> Block:
+        reductions = [n for n in self.graph.nodes if fusion_class(n) == REDUCTION]
+        depth = self._dependency_depths()
+        loops_of_red = {n: depth[n.inputs[0]] + 1 for n in reductions}
+        full_outputs, kept_outputs = self._split_outputs()
+        loops_of_out = {v: depth[v] + 1 for v in full_outputs}
+        n_loops = max([*loops_of_red.values(), *loops_of_out.values(), 0])
+        self.n_loops = n_loops if self.reduce_axes else 1
+        self.total = open_threads(self.nest, [f"i{a}" for a in self.kept],
+                                  [self.domain[a] for a in self.kept])
+        self.inner_depth = 1
+        if not self.reduce_axes:
+            self.loop = 1
+            for v in full_outputs + kept_outputs:
+                self._store(v)
+        for loop in range(1, n_loops + 1) if self.reduce_axes else ():
+            self.loop = loop
+            self._cuda_phase([n for n in reductions if loops_of_red[n] == loop],
+                             [v for v in full_outputs if loops_of_out[v] == loop])
+        if self.reduce_axes:
+            self.loop = n_loops + 1
+            for v in kept_outputs:
+                self._store(v)
+        while self.nest.depth > 0:
+            self.nest.close()
+        return self.nest.root
+
+    def _cuda_phase(self, reductions: list[Node], outputs: list[Var]) -> None:
+        """One pass of this thread over the reduced axes: fold, store full-level outputs."""
+        accs = {}
+        for node in reductions:
+            init, _ = self.rules[node.prim].reduce
+            acc = self.program.local()
+            self.nest.assign(acc, init(node.outputs[0].aval.dtype), depth=self.inner_depth)
+            accs[node] = acc
+        for a in self.reduce_axes:
+            self.nest.open(f"i{a}", self.domain[a])
+        for node, acc in accs.items():
+            v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
+            self.nest.put(f"{acc} = {self._combine(node, acc, v)}")
+        for v in outputs:
+            self._store(v)
+        for _ in self.reduce_axes:
+            self.nest.close()
+        for node, acc in accs.items():
+            self.values[node.outputs[0]] = acc
+            self.nest.depth_of[acc] = self.inner_depth
+
+
+# ---------------------------------------------------------------------------------------
+# The program: kernels and the host entry that launches them
+
+
+@dataclass
+class KernelInfo:
+    """One generated kernel: its name and parameters (array avals, for PTX checks)."""
+
+    name: str
+    params: list[str]
+    param_avals: list  # aval of each parameter; None for the int32 error flag
+    primitives: list[str]
+    total: int  # work items of its grid-stride loop
+
+
+@dataclass
+class CudaProgram:
+    """Generated CUDA source and how to call its host entry."""
+
+    source: str
+    entry: str
+    arg_avals: list
+    const_args: list[np.ndarray]
+    num_outputs: int
+    kernels: list[KernelInfo] = field(default_factory=list)
+    checks_errors: bool = False
+
+
+def lower_cuda_program(graph: Graph, *, fastmath: bool = False, title: str = "") -> CudaProgram:
+    """Source for `numba.cuda` kernels and a host entry computing the fused graph."""
+    return _CudaLowering(graph, fastmath).run(title)
+
+
+class _CudaLowering:
+    def __init__(self, graph: Graph, fastmath: bool):
+        self.graph = graph
+        self.fastmath = fastmath
+        self.program = ProgramBuilder()
+        self.names: dict[Var, str] = {}
+        self.avals: dict[str, Any] = {}  # array name -> aval, for kernel signatures
+        self.roots: dict[str, str] = {}  # a view's name -> the buffer it views
+        self.const_vars: list[Var] = []
+        self.body: list[str] = []
+        self.kernels: list[list[str]] = []
+        self.infos: list[KernelInfo] = []
+        self.count = 0
+
+    def run(self, title: str) -> CudaProgram:
+        for i, v in enumerate(self.graph.inputs):
+            self.bind(v, f"a{i}")
+        for v in _top_level_consts(self.graph):
+            self.bind(v, f"c{len(self.const_vars)}")
+            self.const_vars.append(v)
+        for node in _flatten_contractions(self.graph.nodes):
+            self.lower_node(node)
+        ret = self.returns()
+        args = [self.names[v] for v in self.graph.inputs + self.const_vars]
+        checks = any(name in self.program.helpers for name in ERROR_HELPERS)
+        source = self.render(args, ret, title, checks)
+        consts = [np.ascontiguousarray(self.graph.consts[v]) for v in self.const_vars]
+        return CudaProgram(source, "entry", [v.aval for v in self.graph.inputs + self.const_vars],
+                           consts, len(self.graph.outputs), self.infos, checks)
+
+    def bind(self, var: Var, name: str) -> str:
+        self.names[var] = name
+        self.avals[name] = var.aval
+        return name
+
+    def buffer(self, var: Var) -> str:
+        """A fresh device buffer for var (no reuse: device memory is plentiful here)."""
+        name = self.bind(var, f"b{len(self.avals)}")
+        self.body.append(f"    {name} = empty({var.aval.shape!r}, np.{var.aval.dtype.name})")
+        return name
+
+    # -- nodes ---------------------------------------------------------------------------
+    def lower_node(self, node: Node) -> None:
+        if node.prim is FUSED and node.params["kind"] == "loop":
+            self.lower_loop(node)
+            return
+        if node.prim is FUSED:
+            raise CompileError(f"the CUDA backend cannot lower a fused region of kind "
+                               f"{node.params['kind']}")
+        name = node.prim.name
+        rule = CUDA_LOWERING_RULES.get(node.prim)
+        if name in ("reshape", "squeeze", "expand_dims", "copy"):
+            self.lower_host(node)
+        elif rule is not None and rule.kernel is not None:
+            self.lower_kernel(node, rule)
+        elif rule is not None and (rule.point is not None or rule.reduce is not None):
+            for part in fuse(_single_node_graph(node), enabled=False).nodes:
+                self.lower_node(part)
+        else:
+            raise CompileError(f"the CUDA backend has no lowering for primitive {name}"
+                               + _where(node))
+
+    def lower_host(self, node: Node) -> None:
+        """Views and copies: a reshaped device array, or a device-to-device copy."""
+        src, out = self.names[node.inputs[0]], node.outputs[0]
+        self.comment([node], node.prim.name)
+        name = self.bind(out, f"b{len(self.avals)}")
+        if node.prim.name == "copy":
+            self.body.append(f"    {name} = copy({src})")
+        else:
+            self.roots[name] = self.roots.get(src, src)
+            self.body.append(f"    {name} = {src}.reshape({out.aval.shape!r})")
+
+    def lower_kernel(self, node: Node, rule: Rule) -> None:
+        mark = len(self.body)
+        outs = [self.buffer(v) for v in node.outputs]
+        nest = LoopNest()
+        ctx = KernelCtx(self.program, node, [self.names[v] for v in node.inputs], outs, nest)
+        rule.kernel(ctx)
+        while nest.depth:
+            nest.close()
+        self.emit_kernel([node], nest.root.render(1), ctx.total, mark=mark)
+
+    def lower_loop(self, node: Node) -> None:
+        sub: Graph = node.params["graph"]
+        saved = self.program.counter, set(self.program.helpers)
+        saved_body, saved_avals = list(self.body), dict(self.avals)
+        mark = len(self.body)
+        try:
+            out_names = {v: self.buffer(v) for v in sub.outputs}
+            inputs = {v: self.names[v] for v in sub.inputs}
+            codegen = CudaLoopCodegen(self.program, CUDA_LOWERING_RULES, node, inputs,
+                                      out_names, allow_parallel=False)
+            block = codegen.generate()
+        except RegionSplit as e:
+            self.program.counter, self.program.helpers = saved
+            self.body, self.avals = saved_body, saved_avals
+            if len(sub.nodes) == 1:
+                raise CompileError(f"the CUDA backend cannot lower {sub.nodes[0].prim.name}: "
+                                   f"{e}{_where(sub.nodes[0])}") from None
+            for part in fuse(sub, enabled=False).nodes:
+                self.lower_node(part)
+            return
+        self.names.update(out_names)
+        self.emit_kernel(sub.nodes, block.render(1), codegen.total,
+                         f"loop over {tuple(node.params['shape'])}"
+                         + (f", reducing axes {tuple(node.params['reduce_axes'])}"
+                            if node.params["reduce_axes"] else ""), mark=mark)
+
+    def emit_kernel(self, nodes: list[Node], body: list[str], total: int,
+                    what: str = "kernel", mark: int | None = None) -> None:
+        """A `@cuda.jit` kernel of body, and its launch in the entry (commented at mark)."""
+        self.count += 1
+        name = f"k{self.count}"
+        self.comment(nodes, what, name, at=mark)
+        text = [line.split("#", 1)[0] for line in body]
+        used = sorted({m for line in text for m in re.findall(r"\b([abc]\d+)\b", line)},
+                      key=lambda n: (n[0], int(n[1:])))
+        params = used + (["err"] if any(re.search(r"\berr\b", line) for line in text) else [])
+        self.kernels.append([f"@cuda.jit(fastmath={self.fastmath})",
+                             f"def {name}({', '.join(params)}):"] + body + ["", ""])
+        self.body.append(f"    launch({name}, {total}, {', '.join(params)})")
+        self.infos.append(KernelInfo(name, params, [self.avals.get(p) for p in params],
+                                     [n.prim.name for n in nodes], total))
+
+    def comment(self, nodes: list[Node], what: str, kernel: str | None = None,
+                at: int | None = None) -> None:
+        prims = ", ".join(n.prim.name for n in nodes)
+        label = f"{kernel}: " if kernel else ""
+        text = f"    # -- {label}{what}: {prims}"
+        where = _sources(nodes)
+        if where:
+            text += f"\n    #    from {where}"
+        self.body.insert(len(self.body) if at is None else at, text)
+
+    def returns(self) -> str:
+        """Output expressions: fresh buffers, copied where they would alias another value."""
+        names, done, seen = [], {}, set()
+        written = {self.graph.inputs[i] for i in self.graph.mutated_inputs}
+        for v in self.graph.outputs:
+            if v in done or (v in self.graph.inputs and v not in written):
+                names.append(done.get(v, self.names.get(v)))
+                continue
+            name = self.names[v]
+            root = self.roots.get(name, name)
+            if not root.startswith("b") or root in seen:
+                name = f"copy({name})"
+            seen.add(root)
+            done[v] = name
+            names.append(name)
+        if len(names) == 1:
+            return names[0]
+        return "(" + ", ".join(names) + ")"
+
+    def render(self, args: list[str], ret: str, title: str, checks: bool) -> str:
+        ins = ", ".join(str(v.aval) for v in self.graph.inputs)
+        outs = ", ".join(str(v.aval) for v in self.graph.outputs)
+        head = [f"# transfuse: CUDA kernels for `{self.graph.name}` ({ins}) -> ({outs})",
+                f"#   generated by transfuse {_version()} for numba-cuda",
+                "#   entry(inputs..., constants...) takes device arrays, launches every kernel"
+                " below in order and returns device arrays.",
+                "#   In a kernel, j0 is the thread's flat work item (grid-stride loop) and"
+                " i0, i1, ... its indices."]
+        if title:
+            head.append(f"#   {title}")
+        imports = ["import numpy as np", "from numba import cuda", "",
+                   "from transfuse.runtime.cuda import check_errors, copy, empty, error_flag,"
+                   " launch"]
+        helpers = sorted(self.program.helpers)
+        if helpers:
+            imports.append(f"from transfuse.runtime.cuda_kernels import {', '.join(helpers)}")
+        kernels = [line for k in self.kernels for line in k]
+        entry = [f"def entry({', '.join(args)}):"]
+        if checks:
+            entry.append("    err = error_flag()  # set by kernels that find a bad index")
+        entry += self.body
+        if checks:
+            entry.append("    check_errors(err)")
+        entry.append(f"    return {ret}")
+        return "\n".join(head + [""] + imports + ["", ""] + kernels + entry) + "\n"
+
+
+def _where(node: Node) -> str:
+    return f" (at {node.source.short()})" if node.source is not None else ""
+
+
+def _version() -> str:
+    import transfuse
+
+    return transfuse.__version__
+
+
+__all__ = ["CUDA_LOWERING_RULES", "CudaProgram", "KernelInfo", "lower_cuda_program"]

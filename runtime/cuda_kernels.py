@@ -1,0 +1,192 @@
+"""Device functions that generated CUDA kernels call (the CUDA twins of cpu_kernels.py).
+
+Generated CUDA modules import the helpers they use by name from here, as CPU modules
+import from cpu_kernels.py; a name that exists in both computes the same thing. Helpers
+that may fail (an index out of range, an integer to a negative power) cannot raise on a
+GPU: they set a code in the kernel's `err` flag array instead, and the host raises after
+the launch (runtime/cuda.py).
+
+Math functions: numba-cuda compiles `math.*` to libdevice but not every NumPy ufunc on
+scalars (np.exp, np.sqrt, np.floor fail to type), so the generated code calls the names
+below. In the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) device code runs as Python, where
+math.exp(1000.0) raises OverflowError and math.log(0.0) raises ValueError, so there the
+same names are NumPy's ufuncs, which return inf and NaN as the GPU does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import config, cuda
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+INDEX_ERROR = 1  # the codes the `err` flag array holds
+NEGATIVE_POWER = 2
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_S11, _S40 = np.uint64(11), np.uint64(40)
+_ONE = np.uint64(1)
+_TWO_M53 = 2.0 ** -53
+_TWO_M24 = np.float32(2.0 ** -24)
+_TWO_PI = 2.0 * np.pi
+
+device = cuda.jit(device=True)
+
+# ---------------------------------------------------------------------------------------
+# Math: name -> (math-module function on the GPU, NumPy ufunc in the simulator)
+
+MATH_NAMES = {
+    "exp": ("exp", "exp"), "expm1": ("expm1", "expm1"), "log": ("log", "log"),
+    "log1p": ("log1p", "log1p"), "sqrt": ("sqrt", "sqrt"), "sin": ("sin", "sin"),
+    "cos": ("cos", "cos"), "tan": ("tan", "tan"), "arcsin": ("asin", "arcsin"),
+    "arccos": ("acos", "arccos"), "arctan": ("atan", "arctan"), "sinh": ("sinh", "sinh"),
+    "cosh": ("cosh", "cosh"), "tanh": ("tanh", "tanh"), "arcsinh": ("asinh", "arcsinh"),
+    "arccosh": ("acosh", "arccosh"), "arctanh": ("atanh", "arctanh"), "erf": ("erf", None),
+    "arctan2": ("atan2", "arctan2"),
+}
+
+
+def _math_helper(gpu_name: str, numpy_name: str | None):
+    """A device function calling math.<gpu_name> (or NumPy's ufunc in the simulator)."""
+    if SIMULATOR:
+        if numpy_name is None:  # math.erf returns NaN and +-1 without raising
+            return getattr(math, gpu_name)
+        return getattr(np, numpy_name)
+    fn = getattr(math, gpu_name)
+    if gpu_name == "atan2":
+        return device(lambda y, x: fn(y, x))
+    return device(lambda x: fn(x))
+
+
+for _name, (_gpu, _numpy) in MATH_NAMES.items():
+    globals()["cu_" + _name] = _math_helper(_gpu, _numpy)
+
+
+if SIMULATOR:
+    cu_floor, cu_ceil, cu_round = np.floor, np.ceil, np.round
+else:
+    from numba.cuda import libdevice
+
+    @device
+    def cu_floor(x):
+        """Floor as a float (math.floor would return an integer)."""
+        return libdevice.floor(x)
+
+    @device
+    def cu_ceil(x):
+        """Ceil as a float."""
+        return libdevice.ceil(x)
+
+    @device
+    def cu_round(x):
+        """Round half to even, as np.round."""
+        return libdevice.rint(x)
+
+
+# ---------------------------------------------------------------------------------------
+# Random numbers: the same counter-based splitmix64 as ir/primitives.py and cpu_kernels.py
+
+
+@device
+def mix64(z):
+    """splitmix64's finaliser on a uint64."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@device
+def rng_word(base, i):
+    """The i-th uint64 word of a key whose mixed base is `base` (i counts from 0)."""
+    return mix64(base + (np.uint64(i) + _ONE) * _GOLDEN)
+
+
+@device
+def unit64(bits):
+    """A float64 in [0, 1) from the top 53 bits."""
+    return np.float64(bits >> _S11) * _TWO_M53
+
+
+@device
+def unit32(bits):
+    """A float32 in [0, 1) from the top 24 bits."""
+    return np.float32(bits >> _S40) * _TWO_M24
+
+
+@device
+def rng_normal(base, i):
+    """The i-th standard normal draw (Box-Muller on words 2i and 2i+1), as float64."""
+    u1 = 1.0 - unit64(rng_word(base, 2 * i))
+    u2 = unit64(rng_word(base, 2 * i + 1))
+    return cu_sqrt(-2.0 * cu_log(u1)) * cu_cos(_TWO_PI * u2)  # noqa: F821
+
+
+@device
+def split_key(key, i):
+    """The i-th key of random_split."""
+    return mix64(key ^ mix64((np.uint64(i) + _ONE) * _GOLDEN))
+
+
+# ---------------------------------------------------------------------------------------
+# Scalar arithmetic with NumPy's semantics
+
+
+@device
+def fmax(a, b):
+    """np.maximum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
+    return a if (a > b or a != a) else b
+
+
+@device
+def fmin(a, b):
+    """np.minimum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
+    return a if (a < b or a != a) else b
+
+
+@device
+def ipow(base, exp):
+    """Integer power by squaring for a non-negative exponent known at compile time."""
+    result = base - base + 1
+    while exp > 0:
+        if exp & 1:
+            result = result * base
+        base = base * base
+        exp >>= 1
+    return result
+
+
+@device
+def ipow_checked(base, exp, err):
+    """np.power on integers; a negative exponent sets NEGATIVE_POWER in err (NumPy raises)."""
+    if exp < 0:
+        err[0] = NEGATIVE_POWER
+        return base - base
+    return ipow(base, exp)
+
+
+@device
+def take_index(i, n, err):
+    """An index as np.take reads it: negative counts from the end; out of range sets
+    INDEX_ERROR in err (the host raises IndexError after the launch) and reads 0."""
+    if i < 0:
+        i += n
+    if i < 0 or i >= n:
+        err[0] = INDEX_ERROR
+        return 0
+    return i
+
+
+@device
+def clamp_start(start, size, n):
+    """A dynamic_slice start index clamped so the slice stays in bounds (as in JAX)."""
+    s = np.int64(start)
+    hi = n - size
+    if s > hi:
+        s = hi
+    if s < 0:
+        s = 0
+    return s

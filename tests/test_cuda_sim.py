@@ -1,0 +1,134 @@
+"""jit(device='cuda') run in numba-cuda's simulator agrees with the reference interpreter.
+
+The simulator must be chosen before numba.cuda is first imported, so this module only
+runs in a process started with NUMBA_ENABLE_CUDASIM=1: tests/test_cuda.py starts one
+(`test_simulator_suite`). It runs every GPU thread as a Python thread, so sizes are tiny.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    pytest.skip("runs in its own process with NUMBA_ENABLE_CUDASIM=1 (see test_cuda.py)",
+                allow_module_level=True)
+pytest.importorskip("numba_cuda")
+
+import numpy as np  # noqa: E402
+from numba import cuda  # noqa: E402
+
+import transfuse as tx  # noqa: E402
+import transfuse.numpy as tnp  # noqa: E402
+from tests.cuda_programs import programs  # noqa: E402
+from tests.helpers import rand  # noqa: E402
+
+TOL = {"float32": 2e-5, "float64": 1e-12}
+# The simulator runs the uint64 random-number arithmetic on NumPy scalars, which warn
+# when it wraps around (as it is meant to).
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+
+def host(x):
+    return x.copy_to_host() if hasattr(x, "copy_to_host") else np.asarray(x)
+
+
+def assert_matches(actual, expected):
+    a_leaves, a_tree = tx.tree_flatten(actual)
+    e_leaves, e_tree = tx.tree_flatten(expected)
+    assert a_tree == e_tree
+    for i, (a, e) in enumerate(zip(a_leaves, e_leaves)):
+        a, e = host(a), np.asarray(e)
+        assert (a.shape, a.dtype) == (e.shape, e.dtype), (i, a.shape, a.dtype, e.shape, e.dtype)
+        if a.dtype.kind in "biu":
+            np.testing.assert_array_equal(a, e, err_msg=f"output {i}")
+        else:
+            tol = TOL[a.dtype.name]
+            np.testing.assert_allclose(a, e, rtol=tol, atol=tol, err_msg=f"output {i}")
+
+
+CASES = [(d, name) for d in ("float32", "float64") for name, _, _ in programs(d)]
+
+
+@pytest.mark.parametrize("dtype,name", CASES, ids=[f"{n}-{d}" for d, n in CASES])
+def test_programs_match_the_interpreter(dtype, name):
+    _, f, args = next(p for p in programs(dtype) if p[0] == name)
+    with np.errstate(all="ignore"):
+        tx.random.seed(3)
+        expected = tx.functionalize(f)(*args)  # interpreted, one fresh key per call
+        tx.random.seed(3)
+        actual = tx.jit(f, device="cuda")(*args)
+    outs = actual if isinstance(actual, tuple) else (actual,)
+    assert all(isinstance(o, type(cuda.device_array(1))) for o in outs), "device arrays out"
+    assert_matches(actual, expected)
+
+
+def test_unfused_programs_match_too():
+    _, f, args = next(p for p in programs("float64") if p[0] == "reductions")
+    assert_matches(tx.jit(f, device="cuda", fuse=False)(*args), tx.functionalize(f)(*args))
+
+
+def test_device_array_inputs_are_used_without_a_new_signature():
+    rng = np.random.default_rng(0)
+    x, w = rand(rng, (4, 3), "float32"), rand(rng, (3, 2), "float32")
+    f = tx.jit(lambda a, b: np.tanh(a @ b) + 1.0, device="cuda")
+    from_host = f(x, w)
+    on_device = f(cuda.to_device(x), cuda.to_device(w))
+    np.testing.assert_allclose(host(on_device), np.tanh(x @ w) + 1.0, rtol=2e-5, atol=2e-5)
+    np.testing.assert_array_equal(host(on_device), host(from_host))
+    assert f.cache_info().traces == 1  # same shapes and dtypes: the same signature
+    chained = tx.jit(lambda y: y.sum(1), device="cuda")(on_device)  # device in, device out
+    np.testing.assert_allclose(host(chained), host(on_device).sum(1), rtol=2e-5)
+
+
+def test_mutated_inputs_are_written_back():
+    def step(x, g):
+        x -= 0.5 * g
+        x[0] = 7.0
+        return (x * x).sum()
+
+    rng = np.random.default_rng(1)
+    x, g = rand(rng, (3,), "float64"), rand(rng, (3,), "float64")
+    expected = x - 0.5 * g
+    expected[0] = 7.0
+    f = tx.jit(step, device="cuda")
+    x_host = x.copy()
+    value = f(x_host, g)  # a NumPy input gets the new values copied back
+    np.testing.assert_allclose(x_host, expected, rtol=1e-12)
+    np.testing.assert_allclose(host(value), (expected ** 2).sum(), rtol=1e-12)
+    x_dev = cuda.to_device(x.copy())
+    f(x_dev, g)  # a device input is written in place
+    np.testing.assert_allclose(x_dev.copy_to_host(), expected, rtol=1e-12)
+
+
+def test_bad_indices_and_negative_powers_raise_after_the_launch():
+    f = tx.jit(lambda x, i: x[i], device="cuda")
+    x = np.arange(4.0)
+    with pytest.raises(IndexError, match="out of bounds"):
+        f(x, np.array([0, 4]))
+    np.testing.assert_array_equal(host(f(x, np.array([0, -4]))), [0.0, 0.0])
+    with pytest.raises(ValueError, match="negative integer powers"):
+        tx.jit(lambda a, b: a ** b, device="cuda")(np.array([2, 3]), np.array([1, -1]))
+
+
+def test_per_sample_gradients_of_a_tiny_mlp():
+    rng = np.random.default_rng(2)
+    params = {"w1": rand(rng, (3, 4), "float64"), "b1": rand(rng, (4,), "float64"),
+              "w2": rand(rng, (4, 1), "float64")}
+
+    def loss(p, x, y):
+        h = np.tanh(x @ p["w1"] + p["b1"])
+        return ((h @ p["w2"])[0] - y) ** 2
+
+    xs, ys = rand(rng, (5, 3), "float64"), rand(rng, (5,), "float64")
+    per_sample = tx.vmap(tx.grad(loss), in_dims=(None, 0, 0))
+    expected = per_sample(params, xs, ys)
+    actual = tx.jit(per_sample, device="cuda")(params, xs, ys)
+    assert_matches(actual, expected)
+
+
+def test_random_draws_differ_between_calls():
+    f = tx.jit(lambda x: x + tnp.random.normal(size=x.shape), device="cuda")
+    x = np.zeros(8, np.float32)
+    assert not np.allclose(host(f(x)), host(f(x)))
