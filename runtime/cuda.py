@@ -26,6 +26,7 @@ from transfuse.ir.tree import TreeDef, tree_unflatten
 from . import cache as disk_cache
 
 try:
+    import numba_cuda  # noqa: F401  (not the CUDA target numba itself once bundled)
     from numba import cuda
 
     from .cuda_kernels import INDEX_ERROR, NEGATIVE_POWER, SIMULATOR

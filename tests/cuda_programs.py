@@ -32,8 +32,9 @@ def softmax(x):
 def keys_and_iota(x, key):
     """random_split (vmap with different randomness), random_fold_in, rsqrt, iota, squeeze."""
     noisy = tx.vmap(lambda r: r + tnp.random.normal(size=r.shape), randomness="different")(x)
-    return (noisy, lax.random_fold_in(key, 3), lax.rsqrt(np.abs(x) + 1),
-            lax.iota(np.int32, (2, 3), 1), np.squeeze(x[:1]))
+    return (noisy, tnp.random.uniform(size=(3,)), lax.random_fold_in(key, 3),
+            lax.rsqrt(np.abs(x) + 1), lax.iota(np.int32, (2, 3), 1),
+            lax.squeeze(x[:1] * 2, (0,)), lax.squeeze(x[:, :1], (1,)))
 
 
 def convs(x, w):

@@ -1,4 +1,4 @@
-"""Every primitive has a rule in every transform's table and in the CPU backend.
+"""Every primitive has a rule in every transform's table and in the CPU and CUDA backends.
 
 A missing rule is found here, by CI, not by a user.
 """
@@ -22,7 +22,9 @@ TABLES = [
     ("compiler.vjp", "VJP_RULES", "reverse-mode (vjp)"),
     ("compiler.batching", "BATCH_RULES", "batching (vmap)"),
     ("compiler.lower_cpu", "LOWERING_RULES", "CPU lowering"),
+    ("compiler.lower_cuda", "CUDA_LOWERING_RULES", "CUDA lowering"),
 ]
+BACKENDS = ("LOWERING_RULES", "CUDA_LOWERING_RULES")
 
 
 def _table(module: str, name: str) -> dict:
@@ -36,7 +38,7 @@ def test_every_primitive_has_a_rule(module, name, what):
     for m, n, _ in TABLES:
         _table(m, n)
     exempt = set(REMOVED_BEFORE_TRANSFORMS)
-    exempt |= INLINED_BEFORE_LOWERING if name == "LOWERING_RULES" else BACKEND_ONLY
+    exempt |= INLINED_BEFORE_LOWERING if name in BACKENDS else BACKEND_ONLY
     names_with_rules = {getattr(p, "name", p) for p in table}
     missing = sorted(n for n in PRIMITIVES if n not in exempt and n not in names_with_rules)
     assert not missing, f"primitives without a {what} rule: {missing}"

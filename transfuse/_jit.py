@@ -284,16 +284,16 @@ class Jitted:
             del captured
             disk = disk_cache.disk_enabled(self._options.cache)
             disk_cache.log(f"miss {self._short}: {reason}; compiling")
-            if self._options.device == "cuda":
-                exe = self._cuda_executable(graph, fused, program, out_tree, sig, guards, disk)
-                self._by_signature[sig] = exe
-                self.info.signatures = len(self._by_signature)
-                return exe
             if disk:
                 key = disk_cache.program_key(program.source)
                 changed = disk_cache.note_signature(self._qualified(), sig, key)
                 if changed:
                     disk_cache.log(f"miss {self._short}: {changed}")
+            if self._options.device == "cuda":
+                exe = self._cuda_executable(graph, fused, program, out_tree, sig, guards, disk)
+                self._by_signature[sig] = exe
+                self.info.signatures = len(self._by_signature)
+                return exe
             kernel = disk_cache.load_kernel(program.source, self._short, disk=disk)
             self._count(kernel)
             n_in = graph.num_explicit_inputs
