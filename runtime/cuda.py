@@ -134,10 +134,19 @@ def to_device(x: Any, dtype: np.dtype) -> Any:
     return cuda.to_device(host)
 
 
+def device_signature(x: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a device array, read from `__cuda_array_interface__` when it has
+    one (a PyTorch tensor's own dtype is not a NumPy dtype)."""
+    iface = getattr(x, "__cuda_array_interface__", None)
+    if iface is not None:
+        return tuple(int(d) for d in iface["shape"]), np.dtype(iface["typestr"])
+    return tuple(x.shape), np.dtype(x.dtype)
+
+
 def host_stand_in(x: Any) -> Any:
     """A NumPy array of a device array's shape and dtype, for tracing (values unused)."""
     if is_device_array(x):
-        return np.zeros(tuple(x.shape), np.dtype(x.dtype))
+        return np.zeros(*device_signature(x))
     return x
 
 

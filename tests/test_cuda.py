@@ -115,6 +115,23 @@ def test_the_disk_cache_stores_the_source(tmp_path, monkeypatch):
     assert stored.read_text() == source and callable(module.entry)
 
 
+class _ForeignDeviceArray:
+    """What CuPy or a PyTorch CUDA tensor shows: the interface, and a non-NumPy dtype."""
+
+    dtype = "torch.float32"
+    __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False),
+                                "strides": None, "version": 3}
+
+
+def test_arrays_with_the_cuda_array_interface_are_traced_by_shape_and_dtype():
+    foreign = _ForeignDeviceArray()
+    assert cuda_runtime.is_device_array(foreign)
+    assert cuda_runtime.device_signature(foreign) == ((2, 3), np.dtype(np.float32))
+    low = tx.jit(lambda x: x * 2, device="cuda").lower(foreign)
+    assert str(low.graph.in_avals[0]) == "f32[2,3]"
+    assert not cuda_runtime.is_device_array(np.ones(3))
+
+
 def test_errors_are_clear():
     with pytest.raises(tx.TransfuseValueError, match="device"):
         tx.jit(lambda x: x, device="tpu")

@@ -403,7 +403,7 @@ def _signature(leaves: list, in_tree: Any, static: Any, device: str) -> tuple | 
         elif isinstance(x, np.generic) and i not in static:
             parts.append((x.shape, x.dtype))
         elif device == "cuda" and i not in static and _on_device(x):
-            parts.append((tuple(x.shape), np.dtype(x.dtype)))
+            parts.append(_device_signature(x))
         else:
             parts.append(("static", static_key(x)))
     return (in_tree, device, tuple(parts))
@@ -413,6 +413,12 @@ def _on_device(x: Any) -> bool:
     from transfuse.runtime.cuda import is_device_array
 
     return is_device_array(x)
+
+
+def _device_signature(x: Any) -> tuple:
+    from transfuse.runtime.cuda import device_signature
+
+    return device_signature(x)
 
 
 def _stand_ins(leaves: list, in_tree: Any) -> tuple[tuple, dict]:
