@@ -53,7 +53,6 @@ from .lower_cpu import (
     LOWERING_RULES,
     NARROW_INTS,
     _exact,
-    _flatten_contractions,
     _single_node_graph,
     _sources,
     _top_level_consts,
@@ -148,6 +147,58 @@ def _gather_point(c: PointCtx) -> str:
 
 
 _rule("gather", point=_gather_point)
+
+
+def _dot_point(c: PointCtx) -> str:
+    """dot_general at one output point: the contraction loop, inside a thread that goes on
+    to compute the epilogue (bias + activation) at that point."""
+    lhs, rhs = (v.aval for v in c.node.inputs)
+    dtype = c.out_dtype
+    (lc, rc), (lb, rb) = c.params["dimension_numbers"]
+    lfree = [d for d in range(lhs.ndim) if d not in lc and d not in lb]
+    rfree = [d for d in range(rhs.ndim) if d not in rc and d not in rb]
+    out = list(c.index)
+    lidx, ridx = [""] * lhs.ndim, [""] * rhs.ndim
+    for a, b in zip(lb, rb):
+        lidx[a] = ridx[b] = out.pop(0)
+    for a in lfree:
+        lidx[a] = out.pop(0)
+    for b in rfree:
+        ridx[b] = out.pop(0)
+    first = len(c.region.domain)  # contraction loop indices follow the domain's
+    knames = [f"i{first + j}" for j in range(len(lc))]
+    for a, b, name in zip(lc, rc, knames):
+        lidx[a] = ridx[b] = name
+    nest = c.region.nest
+    acc = nest.assign(c.region.program.local(), literal(0, dtype), "dot_general",
+                      depth=nest.depth)
+    for name, a in zip(knames, lc):
+        nest.open(name, lhs.shape[a])
+    x, y = c.load_expr(0, lidx), c.load_expr(1, ridx)
+    term = f"({x} and {y})" if dtype == np.bool_ else f"{x} * {y}"
+    nest.put(f"{acc} = {_acc_step(acc, term, dtype)}")
+    for _ in knames:
+        nest.close()
+    return acc
+
+
+def with_epilogue(node: Node) -> Node | None:
+    """A contraction region as one loop region computing the contraction at each point of
+    its elementwise epilogue; None when the epilogue reduces (the contraction would be
+    recomputed in every pass over the row)."""
+    dot, epilogue = node.params["graph"].nodes
+    if epilogue.params["reduce_axes"]:
+        return None
+    inner: Graph = epilogue.params["graph"]
+    inputs: list[Var] = []
+    for v in list(dot.inputs) + list(inner.inputs):
+        if v is not dot.outputs[0] and v not in inputs:
+            inputs.append(v)
+    sub = Graph(inputs, [dot, *inner.nodes], list(inner.outputs), dict(inner.consts),
+                name=inner.name)
+    return Node(FUSED, inputs, {"graph": sub, "kind": "loop",
+                                "shape": tuple(epilogue.params["shape"]), "reduce_axes": ()},
+                list(inner.outputs), node.source)
 
 # ---------------------------------------------------------------------------------------
 # Kernel rules: nodes that fill whole buffers, one thread per output point or line
@@ -359,7 +410,7 @@ def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
     return kernel
 
 
-_rule("dot_general", kernel=_dot_general_kernel)
+_rule("dot_general", kernel=_dot_general_kernel, point=_dot_point)
 _rule("conv", kernel=_conv_kernel)
 _rule("cumsum", kernel=_scan_kernel("+"))
 _rule("cumprod", kernel=_scan_kernel("*"))
@@ -482,7 +533,7 @@ class _CudaLowering:
         for v in _top_level_consts(self.graph):
             self.bind(v, f"c{len(self.const_vars)}")
             self.const_vars.append(v)
-        for node in _flatten_contractions(self.graph.nodes):
+        for node in self.graph.nodes:
             self.lower_node(node)
         ret = self.returns()
         args = [self.names[v] for v in self.graph.inputs + self.const_vars]
@@ -507,6 +558,14 @@ class _CudaLowering:
     def lower_node(self, node: Node) -> None:
         if node.prim is FUSED and node.params["kind"] == "loop":
             self.lower_loop(node)
+            return
+        if node.prim is FUSED and node.params["kind"] == "contraction":
+            merged = with_epilogue(node)
+            if merged is not None:
+                self.lower_loop(merged)
+                return
+            for part in node.params["graph"].nodes:  # the epilogue reduces: run it after
+                self.lower_node(part)
             return
         if node.prim is FUSED:
             raise CompileError(f"the CUDA backend cannot lower a fused region of kind "

@@ -64,6 +64,8 @@ def programs(dtype: str = "float32") -> list[tuple[str, object, tuple]]:
         ("dynamic-slices", catalogue.dynamic_ops, (r((4, 5)), np.int64(-2), np.int64(9))),
         ("dot", catalogue.contractions, (r((3, 5)), r((5, 3)), r((2, 5, 5)), r((3,)),
                                          r((5,)))),
+        ("dense-layers", lambda x, w, b: (np.tanh(x @ w + b), np.maximum(x @ w.T.T, 0) * 2),
+         (r((3, 4)), r((4, 5)), r((5,)))),
         ("conv", convs, (r((1, 4, 5, 4)), r((2, 2, 3, 2)))),
         ("keys-iota", keys_and_iota, (r((2, 3)), np.asarray(7, np.uint64))),
         ("size-0", lambda a, b: (a * 2 + b, a.sum(0), np.exp(a).max(1), a @ a.T),

@@ -100,6 +100,16 @@ def test_a_chain_and_a_softmax_are_one_kernel_each():
     assert {"reduce_max", "reduce_sum", "exp", "div"} <= set(kernel.primitives)
 
 
+def test_bias_and_activation_run_in_the_matmul_kernel():
+    rng = np.random.default_rng(2)
+    x, w, b = rand(rng, (3, 4), "float32"), rand(rng, (4, 2), "float32"), rand(rng, (2,), "float32")
+    (kernel,) = tx.jit(lambda x, w, b: np.tanh(x @ w + b), device="cuda").lower(x, w, b).kernels
+    assert kernel.primitives == ["dot_general", "add", "tanh"] and kernel.total == 6
+    # An epilogue that reduces stays a kernel of its own (the dot is not recomputed per pass).
+    low = tx.jit(lambda x, w: np.exp(x @ w).sum(1), device="cuda").lower(x, w)
+    assert [k.primitives for k in low.kernels] == [["dot_general"], ["exp", "reduce_sum"]]
+
+
 def test_the_disk_cache_stores_the_source(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFUSE_CACHE_DIR", str(tmp_path))
     x = np.ones(3, np.float32)
