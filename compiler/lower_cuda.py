@@ -239,30 +239,27 @@ class KernelCtx:
                                 depth=self.nest.depth if depth is None else depth)
 
 
-def open_threads(nest: LoopNest, names: list[str], extents: list[int]) -> int:
-    """Open `for j0 in range(cuda.grid(1), total, cuda.gridsize(1))` and bind each index
-    name to its coordinate of j0 (C order). Returns total."""
+def open_threads(nest: LoopNest, names: list[str], extents: list[int], *, flat: str = "j0",
+                 start: str = "cuda.grid(1)", step: str = "cuda.gridsize(1)") -> int:
+    """Open `for j0 in range(cuda.grid(1), total, cuda.gridsize(1))` (a grid-stride loop)
+    and bind each index name to its coordinate of j0 (C order). Returns total."""
     total = int(np.prod(extents, dtype=np.int64))
-    nest.stack.append(Block(f"for j0 in range({THREAD_START}, {total}, {THREAD_STEP}):",
-                            nest.depth + 1))
-    nest.depth_of["j0"] = nest.depth
+    nest.stack.append(Block(f"for {flat} in range({start}, {total}, {step}):", nest.depth + 1))
+    nest.depth_of[flat] = nest.depth
     stride = 1
     for name, n in reversed(list(zip(names, extents))):
         if n == 1:
             expr = "0"
         elif stride == 1:
-            expr = f"j0 % {n}" if stride * n != total else "j0"
+            expr = f"{flat} % {n}" if stride * n != total else flat
         elif stride * n == total:
-            expr = f"j0 // {stride}"
+            expr = f"{flat} // {stride}"
         else:
-            expr = f"(j0 // {stride}) % {n}"
+            expr = f"({flat} // {stride}) % {n}"
         nest.put(f"{name} = {expr}")
         nest.depth_of[name] = nest.depth
         stride *= n
     return total
-
-
-THREAD_START, THREAD_STEP = "cuda.grid(1)", "cuda.gridsize(1)"
 
 
 def _acc_step(acc: str, term: str, dtype: np.dtype) -> str:
@@ -429,7 +426,13 @@ CUDA_LOWERING_RULES[FUSED] = Rule()  # lowered by the driver (loop regions)
 
 
 class CudaLoopCodegen(LoopRegionCodegen):
-    """One fused loop region as the body of a kernel: a thread per kept point."""
+    """One fused loop region as the body of a kernel: a thread per kept point, or, for
+    long rows, a block per kept point (`block_threads` threads and a tree reduction in
+    shared memory)."""
+
+    block_threads = 0  # threads per block of the block strategy (0: never used)
+    block_min_row = 0  # rows at least this long are reduced by a block
+    threads_per_point = 1  # 1, or block_threads when the block strategy was chosen
 
     def generate(self) -> Block:
         reductions = [n for n in self.graph.nodes if fusion_class(n) == REDUCTION]
@@ -439,6 +442,10 @@ class CudaLoopCodegen(LoopRegionCodegen):
         loops_of_out = {v: depth[v] + 1 for v in full_outputs}
         n_loops = max([*loops_of_red.values(), *loops_of_out.values(), 0])
         self.n_loops = n_loops if self.reduce_axes else 1
+        row = int(np.prod([self.domain[a] for a in self.reduce_axes], dtype=np.int64))
+        if self.reduce_axes and self.block_threads and row >= self.block_min_row:
+            return self._generate_blocks(reductions, loops_of_red, full_outputs,
+                                         loops_of_out, kept_outputs)
         self.total = open_threads(self.nest, [f"i{a}" for a in self.kept],
                                   [self.domain[a] for a in self.kept])
         self.inner_depth = 1
@@ -479,6 +486,76 @@ class CudaLoopCodegen(LoopRegionCodegen):
             self.values[node.outputs[0]] = acc
             self.nest.depth_of[acc] = self.inner_depth
 
+    # -- the block strategy: long rows ---------------------------------------------------
+    def _generate_blocks(self, reductions, loops_of_red, full_outputs, loops_of_out,
+                         kept_outputs) -> Block:
+        """A block per kept point: its threads stride over the row, then combine their
+        partial results in shared memory (a tree), once per phase. Thread 0 stores the
+        kept-level outputs."""
+        threads = self.threads_per_point = self.block_threads
+        self.nest.put("tid = cuda.threadIdx.x", 0)
+        shared = {}
+        for node in reductions:
+            dtype = node.outputs[0].aval.dtype
+            shared[node] = f"sh{len(shared)}"
+            self.nest.put(f"{shared[node]} = cuda.shared.array({threads}, {ctor(dtype)})"
+                          f"  # {node.prim.name}: one partial result per thread", 0)
+        self.total = open_threads(self.nest, [f"i{a}" for a in self.kept],
+                                  [self.domain[a] for a in self.kept],
+                                  start="cuda.blockIdx.x", step="cuda.gridDim.x")
+        self.inner_depth = 1
+        for loop in range(1, self.n_loops + 1):
+            self.loop = loop
+            phase = [n for n in reductions if loops_of_red[n] == loop]
+            self._block_phase(phase, [v for v in full_outputs if loops_of_out[v] == loop],
+                              shared)
+        self.loop = self.n_loops + 1
+        for v in kept_outputs:
+            idx = self.canonical(v)
+            value = self.value(v, idx)
+            self.nest.put("if tid == 0:")
+            self.nest.put(f"    {self.out_names[v]}[{index_str(idx)}] = {value}")
+        while self.nest.depth > 0:
+            self.nest.close()
+        return self.nest.root
+
+    def _block_phase(self, reductions: list[Node], outputs: list[Var], shared: dict) -> None:
+        accs = {}
+        for node in reductions:
+            init, _ = self.rules[node.prim].reduce
+            accs[node] = self.nest.assign(self.program.local(),
+                                          init(node.outputs[0].aval.dtype), depth=1)
+        row_axes = list(self.reduce_axes)
+        row = open_threads(self.nest, [f"i{a}" for a in row_axes],
+                           [self.domain[a] for a in row_axes], flat="j1", start="tid",
+                           step=str(self.block_threads))
+        del row
+        for node, acc in accs.items():
+            v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
+            self.nest.put(f"{acc} = {self._combine(node, acc, v)}")
+        for v in outputs:
+            self._store(v)
+        self.nest.close()
+        if not accs:
+            return
+        for node, acc in accs.items():
+            self.nest.put(f"{shared[node]}[tid] = {acc}")
+        self.nest.put("cuda.syncthreads()")
+        half = self.block_threads // 2
+        while half:
+            self.nest.put(f"if tid < {half}:")
+            for node in accs:
+                sh = shared[node]
+                step = self._combine(node, f"{sh}[tid]", f"{sh}[tid + {half}]")
+                self.nest.put(f"    {sh}[tid] = {step}")
+            self.nest.put("cuda.syncthreads()")
+            half //= 2
+        for node, acc in accs.items():
+            self.nest.put(f"{acc} = {shared[node]}[0]")
+            self.values[node.outputs[0]] = acc
+            self.nest.depth_of[acc] = 1
+        self.nest.put("cuda.syncthreads()  # every thread has read the results")
+
 
 # ---------------------------------------------------------------------------------------
 # The program: kernels and the host entry that launches them
@@ -493,6 +570,7 @@ class KernelInfo:
     param_avals: list  # aval of each parameter; None for the int32 error flag
     primitives: list[str]
     total: int  # work items of its grid-stride loop
+    threads_per_item: int = 1  # block_threads for a row reduced by a block
 
 
 @dataclass
@@ -508,15 +586,28 @@ class CudaProgram:
     checks_errors: bool = False
 
 
-def lower_cuda_program(graph: Graph, *, fastmath: bool = False, title: str = "") -> CudaProgram:
-    """Source for `numba.cuda` kernels and a host entry computing the fused graph."""
-    return _CudaLowering(graph, fastmath).run(title)
+BLOCK_THREADS = 256  # threads per block reducing one row (a power of two)
+BLOCK_MIN_ROW = 1024  # rows at least this long are reduced by a block, not a thread
+
+
+def lower_cuda_program(graph: Graph, *, fastmath: bool = False, title: str = "",
+                       block_threads: int = BLOCK_THREADS,
+                       block_min_row: int = BLOCK_MIN_ROW) -> CudaProgram:
+    """Source for `numba.cuda` kernels and a host entry computing the fused graph.
+
+    block_threads (a power of two, 0 for never) and block_min_row choose when a reduction
+    region reduces each row with a block of threads instead of one thread.
+    """
+    if block_threads & (block_threads - 1):
+        raise CompileError(f"block_threads must be a power of two, got {block_threads}")
+    return _CudaLowering(graph, fastmath, block_threads, block_min_row).run(title)
 
 
 class _CudaLowering:
-    def __init__(self, graph: Graph, fastmath: bool):
+    def __init__(self, graph: Graph, fastmath: bool, block_threads: int, block_min_row: int):
         self.graph = graph
         self.fastmath = fastmath
+        self.block = block_threads, block_min_row
         self.program = ProgramBuilder()
         self.names: dict[Var, str] = {}
         self.avals: dict[str, Any] = {}  # array name -> aval, for kernel signatures
@@ -614,6 +705,7 @@ class _CudaLowering:
             inputs = {v: self.names[v] for v in sub.inputs}
             codegen = CudaLoopCodegen(self.program, CUDA_LOWERING_RULES, node, inputs,
                                       out_names, allow_parallel=False)
+            codegen.block_threads, codegen.block_min_row = self.block
             block = codegen.generate()
         except RegionSplit as e:
             self.program.counter, self.program.helpers = saved
@@ -628,10 +720,11 @@ class _CudaLowering:
         self.emit_kernel(sub.nodes, block.render(1), codegen.total,
                          f"loop over {tuple(node.params['shape'])}"
                          + (f", reducing axes {tuple(node.params['reduce_axes'])}"
-                            if node.params["reduce_axes"] else ""), mark=mark)
+                            if node.params["reduce_axes"] else ""), mark=mark,
+                         threads=codegen.threads_per_point)
 
     def emit_kernel(self, nodes: list[Node], body: list[str], total: int,
-                    what: str = "kernel", mark: int | None = None) -> None:
+                    what: str = "kernel", mark: int | None = None, threads: int = 1) -> None:
         """A `@cuda.jit` kernel of body, and its launch in the entry (commented at mark)."""
         self.count += 1
         name = f"k{self.count}"
@@ -642,9 +735,13 @@ class _CudaLowering:
         params = used + (["err"] if any(re.search(r"\berr\b", line) for line in text) else [])
         self.kernels.append([f"@cuda.jit(fastmath={self.fastmath})",
                              f"def {name}({', '.join(params)}):"] + body + ["", ""])
-        self.body.append(f"    launch({name}, {total}, {', '.join(params)})")
+        if threads > 1:
+            self.body.append(f"    launch_blocks({name}, {total}, {threads}, "
+                             f"{', '.join(params)})")
+        else:
+            self.body.append(f"    launch({name}, {total}, {', '.join(params)})")
         self.infos.append(KernelInfo(name, params, [self.avals.get(p) for p in params],
-                                     [n.prim.name for n in nodes], total))
+                                     [n.prim.name for n in nodes], total, threads))
 
     def comment(self, nodes: list[Node], what: str, kernel: str | None = None,
                 at: int | None = None) -> None:
@@ -688,7 +785,7 @@ class _CudaLowering:
             head.append(f"#   {title}")
         imports = ["import numpy as np", "from numba import cuda", "",
                    "from transfuse.runtime.cuda import check_errors, copy, empty, error_flag,"
-                   " launch"]
+                   " launch, launch_blocks"]
         helpers = sorted(self.program.helpers)
         if helpers:
             imports.append(f"from transfuse.runtime.cuda_kernels import {', '.join(helpers)}")

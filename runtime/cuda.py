@@ -41,6 +41,9 @@ else:
 # rest). The simulator runs every thread as a Python thread: small blocks and few of them
 # keep it fast, and make tests exercise the grid-stride loop.
 THREADS, MAX_BLOCKS = (16, 2) if SIMULATOR else (256, 65535)
+# Rows reduced by a block of threads: (threads per block, shortest such row); the
+# simulator uses small blocks so that tests exercise the strategy on tiny rows.
+ROW_BLOCK = (8, 8) if SIMULATOR else (256, 1024)
 
 
 def require_cuda() -> None:
@@ -62,6 +65,13 @@ def launch(kernel: Any, total: int, *args: Any) -> None:
     threads = min(THREADS, total)
     blocks = min(-(-total // threads), MAX_BLOCKS)
     kernel[blocks, threads](*args)
+
+
+def launch_blocks(kernel: Any, total: int, threads: int, *args: Any) -> None:
+    """Launch kernel with one block of `threads` threads per work item (a row it reduces)."""
+    if total <= 0:
+        return
+    kernel[min(total, MAX_BLOCKS), threads](*args)
 
 
 def empty(shape: tuple[int, ...], dtype: Any) -> Any:

@@ -69,6 +69,18 @@ def test_every_kernel_compiles_to_ptx(dtype, name):
         assert ".target sm_75" in text
 
 
+@pytest.mark.parametrize("name", ["softmax", "reductions"])
+def test_rows_reduced_by_a_block_compile_to_ptx(name, monkeypatch):
+    monkeypatch.setattr(cuda_runtime, "ROW_BLOCK", (256, 8))  # rows of 8 or more
+    _, f, args = next(p for p in programs() if p[0] == name)
+    low = lowered(f, args, cache=False)
+    assert "launch_blocks(" in low.source and "cuda.syncthreads()" in low.source
+    assert any(k.threads_per_item == 256 for k in low.kernels)
+    module = cuda_runtime.load_program(low.source, name, disk=False)
+    ptx = cuda_runtime.kernel_ptx(module.module, low.kernels, cc=(7, 5))
+    assert any(".shared" in text and "bar.sync" in text for text in ptx.values())
+
+
 def test_lower_shows_readable_source_without_a_device():
     def f(x, b):
         return np.tanh(x @ x.T + b).sum(1)
@@ -97,6 +109,7 @@ def test_a_chain_and_a_softmax_are_one_kernel_each():
     _, softmax, _ = next(p for p in programs() if p[0] == "softmax")
     (kernel,) = tx.jit(softmax, device="cuda").lower(x).kernels
     assert kernel.total == 3  # one thread per row, three passes over it
+    assert kernel.threads_per_item == 1  # rows shorter than BLOCK_MIN_ROW
     assert {"reduce_max", "reduce_sum", "exp", "div"} <= set(kernel.primitives)
 
 

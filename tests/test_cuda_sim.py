@@ -132,3 +132,16 @@ def test_random_draws_differ_between_calls():
     f = tx.jit(lambda x: x + tnp.random.normal(size=x.shape), device="cuda")
     x = np.zeros(8, np.float32)
     assert not np.allclose(host(f(x)), host(f(x)))
+
+
+def test_rows_reduced_by_a_block_of_threads():
+    x = rand(np.random.default_rng(3), (3, 20), "float32")
+    x[1, 5] = np.nan  # NaN propagates through the tree of partial maxima
+
+    def f(v):
+        e = np.exp(v - v.max(1, keepdims=True))
+        return v.max(1), v.min(1), v.sum(1), (v > 0).any(1), e / e.sum(1, keepdims=True)
+
+    jitted = tx.jit(f, device="cuda")
+    assert "launch_blocks(" in jitted.lower(x).source  # the simulator's blocks: 8 threads
+    assert_matches(jitted(x), tx.functionalize(f)(x))

@@ -332,8 +332,11 @@ class Jitted:
         graph = optimise(staged.graph)
         fused = fuse(graph, enabled=self._options.fuse)
         if self._options.device == "cuda":
+            from transfuse.runtime.cuda import ROW_BLOCK
+
             program = lower_cuda_program(fused, fastmath=self._options.fastmath,
-                                         title=f"jit of {self._name}")
+                                         title=f"jit of {self._name}",
+                                         block_threads=ROW_BLOCK[0], block_min_row=ROW_BLOCK[1])
             return graph, fused, program, staged.out_tree
         disk = disk_cache.disk_enabled(self._options.cache)
         program = lower_program(fused, fastmath=self._options.fastmath, cache=disk,
