@@ -10,10 +10,13 @@ Strategies (simple and correct first; see docs/cuda.md):
 - loop regions (elementwise, broadcast, index maps, reductions): one thread per point of
   the kept axes, in a grid-stride loop over a flat index `j0` that is split into the loop
   indices `i0, i1, ...`; a reduction region loops over its reduced axes inside the thread,
-  once per phase (softmax: max, sum, output), recomputing instead of stashing rows. The
-  scalar expressions are the CPU backend's `point` rules wherever they are valid in
-  device code; the rest (math functions, checked indices) are CUDA rules below.
-- dot_general and conv: one thread per output element with the contraction loop inside.
+  once per phase (softmax: max, sum, output), recomputing instead of stashing rows. Rows
+  of BLOCK_MIN_ROW or more are reduced by a block of threads instead (partial results
+  combined in shared memory). The scalar expressions are the CPU backend's `point` rules
+  wherever they are valid in device code; the rest (math functions, checked indices) are
+  CUDA rules below.
+- dot_general and conv: one thread per output element with the contraction loop inside;
+  an elementwise epilogue (bias + activation) runs in the same thread after the loop.
 - cumsum/cumprod: one thread per scan line; argmax/argmin: one thread per kept element.
 - scatter and scatter_add: one thread per line along the scattered axis, which copies
   its line of x and applies the updates in NumPy's order, so repeated indices give
@@ -63,7 +66,7 @@ CUDA_LOWERING_RULES: dict[Any, Rule] = {}
 # Point rules whose CPU expression is valid device code as it stands.
 _SHARED_POINT = (
     "neg", "abs", "square", "not", "integer_pow", *_BINARY_OPS, "and", "or", "xor",
-    "eq", "ne", "lt", "le", "gt", "ge", "max", "min", "arctan2", "select", "clip", "cast",
+    "eq", "ne", "lt", "le", "gt", "ge", "max", "min", "select", "clip", "cast",
     "random_fold_in", "broadcast_in_dim", "squeeze", "expand_dims", "reshape", "copy",
     "transpose", "slice", "pad", "concatenate", "dynamic_slice", "update_slice",
     "dynamic_update_slice", "iota", "full", "random_uniform", "random_normal",
