@@ -449,7 +449,7 @@ def fuse(graph: Graph, *, enabled: bool = True) -> Graph:
     With enabled=False every node is its own region (the unfused baseline).
     """
     if enabled:
-        graph = split_full_reductions(fold_transposes(graph))
+        graph = split_full_reductions(fold_transposes(factor_outer_contractions(graph)))
     regions = _Fuser(graph).run(enabled)
     regions = _attach_epilogues(regions, graph) if enabled else regions
     ordered = _topological(regions)
@@ -616,6 +616,192 @@ def fold_transposes(graph: Graph) -> Graph:
         return graph
     nodes = [swapped.get(id(n), n) for n in graph.nodes]
     return _rebuilt(graph, [n for n in nodes if n is not None])
+
+
+# ---------------------------------------------------------------------------------------
+# Contractions of outer products: sum_{k,p} A[.,k] X[.,p] B[.,k] Y[.,p] = (A.B) (X.Y)
+
+
+@dataclass
+class _OuterView:
+    """A dot_general operand that is an outer product seen through a transpose/reshape."""
+
+    outer: Node  # dot_general(P, Q) with no contracting dims
+    groups: list[list[int]]  # per dim of the operand: the outer product's dims it merges
+
+    def factor(self, dim: int) -> list[tuple[int, int]]:
+        """(factor, its dim) holding outer dim `dim`: 0 is P, 1 is Q; both for a batch dim."""
+        (_, _), (pb, qb) = self.outer.params["dimension_numbers"]
+        pfree = [d for d in range(self.outer.inputs[0].aval.ndim) if d not in pb]
+        qfree = [d for d in range(self.outer.inputs[1].aval.ndim) if d not in qb]
+        if dim < len(pb):
+            return [(0, pb[dim]), (1, qb[dim])]
+        dim -= len(pb)
+        return [(0, pfree[dim])] if dim < len(pfree) else [(1, qfree[dim - len(pfree)])]
+
+
+def _merge_groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[list[int]] | None:
+    """Per dim of `dst`, the consecutive dims of `src` a reshape merges into it, or None."""
+    groups, j = [], 0
+    for size in dst:
+        group, prod = [], 1
+        while j < len(src) and prod * src[j] <= size and (prod < size or src[j] == 1):
+            group.append(j)
+            prod *= src[j]
+            j += 1
+        if prod != size:
+            return None
+        groups.append(group)
+    if any(src[d] != 1 for d in range(j, len(src))) or (j < len(src) and not groups):
+        return None
+    if j < len(src):
+        groups[-1].extend(range(j, len(src)))
+    return groups
+
+
+def _outer_view(v: Var, producer: dict[Var, Node]) -> _OuterView | None:
+    node = producer.get(v)
+    groups = [[d] for d in range(v.aval.ndim)]
+    if node is not None and node.prim is P["reshape"]:
+        groups = _merge_groups(node.inputs[0].aval.shape, v.aval.shape)
+        if groups is None:
+            return None
+        node = producer.get(node.inputs[0])
+    if node is not None and node.prim is P["transpose"]:
+        perm = node.params["permutation"]
+        groups = [[perm[d] for d in g] for g in groups]
+        node = producer.get(node.inputs[0])
+    if node is None or node.prim is not P["dot_general"]:
+        return None
+    (contracting, _), _ = node.params["dimension_numbers"]
+    return None if contracting else _OuterView(node, groups)
+
+
+def _components(edges: list[tuple[int, int]]) -> list[list[int]] | None:
+    """Factors 0-1 (left) and 2-3 (right) grouped by the contractions that link them.
+
+    None when the sum does not split, or a group would need more than one contraction.
+    """
+    root = list(range(4))
+
+    def find(f: int) -> int:
+        while root[f] != f:
+            f = root[f]
+        return f
+    for a, b in edges:
+        root[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for f in range(4):
+        groups.setdefault(find(f), []).append(f)
+    parts = list(groups.values())
+    return None if len(parts) < 2 or any(len(p) > 2 for p in parts) else parts
+
+
+def _factored(node: Node, producer: dict[Var, Node]) -> list[Node] | None:
+    """dot_general of two outer products as the product of smaller contractions, or None."""
+    (lc, rc), (lb, _) = node.params["dimension_numbers"]
+    out = node.outputs[0].aval
+    if lb or not lc or out.dtype.kind != "f" or out.size == 0:
+        return None
+    views = [_outer_view(v, producer) for v in node.inputs]
+    if None in views or views[0].outer is views[1].outer:
+        return None
+    factors = [v for view in views for v in view.outer.inputs]
+    edges: list[tuple[int, int]] = []
+    contracted: list[list[int]] = [[] for _ in range(4)]
+    for a, c in zip(lc, rc):
+        left, right = views[0].groups[a], views[1].groups[c]
+        shapes = [[view.outer.outputs[0].aval.shape[d] for d in g]
+                  for view, g in zip(views, (left, right))]
+        if shapes[0] != shapes[1]:
+            return None
+        for d1, d2 in zip(left, right):
+            owners = views[0].factor(d1), views[1].factor(d2)
+            if len(owners[0]) != 1 or len(owners[1]) != 1:
+                return None  # a contracted batch dim is shared by both factors
+            (f1, e1), (f2, e2) = owners[0][0], owners[1][0]
+            edges.append((f1, 2 + f2))
+            contracted[f1].append(e1)
+            contracted[2 + f2].append(e2)
+    parts = _components(edges)
+    if parts is None or any(f.aval.dtype != out.dtype for f in factors):
+        return None
+    # the result with every merged dim split: the free dims' outer dims, lhs then rhs
+    target = [(side, d) for side, view in enumerate(views)
+              for a in range(node.inputs[side].aval.ndim)
+              if a not in (lc, rc)[side] for d in view.groups[a]]
+    position = {}
+    for t, (side, d) in enumerate(target):
+        for f, e in views[side].factor(d):
+            position[(2 * side + f, e)] = t
+    shape = tuple(views[s].outer.outputs[0].aval.shape[d] for s, d in target)
+    nodes, terms = [], []
+    for part in parts:
+        dims = [(f, e) for f in part for e in range(factors[f].aval.ndim)
+                if e not in contracted[f]]
+        value = factors[part[0]]
+        if len(part) == 2:
+            dn = ((tuple(contracted[part[0]]), tuple(contracted[part[1]])), ((), ()))
+            value = _emit(nodes, "dot_general", [factors[part[0]], factors[part[1]]],
+                          {"dimension_numbers": dn},
+                          tuple(factors[f].aval.shape[e] for f, e in dims), node)
+        where = [position[fe] for fe in dims]
+        order = sorted(range(len(where)), key=where.__getitem__)
+        if order != list(range(len(where))):
+            value = _emit(nodes, "transpose", [value], {"permutation": tuple(order)},
+                          tuple(value.aval.shape[i] for i in order), node)
+        terms.append(_emit(nodes, "broadcast_in_dim", [value], {
+            "shape": shape, "broadcast_dimensions": tuple(sorted(where))}, shape, node))
+    product = terms[0]
+    for term in terms[1:]:
+        product = _emit(nodes, "mul", [product, term], {}, shape, node)
+    if shape == out.shape:  # the last node defines the contraction's result itself
+        nodes[-1] = Node(nodes[-1].prim, nodes[-1].inputs, nodes[-1].params,
+                         list(node.outputs), node.source)
+    else:
+        nodes.append(Node(P["reshape"], [product], {"new_sizes": out.shape},
+                          list(node.outputs), node.source))
+    return nodes
+
+
+def _emit(nodes: list[Node], name: str, inputs: list[Var], params: dict,
+          shape: tuple[int, ...], origin: Node) -> Var:
+    result = Var(inputs[0].aval.update(shape=shape))
+    nodes.append(Node(P[name], list(inputs), params, [result], origin.source))
+    return result
+
+
+def factor_outer_contractions(graph: Graph) -> Graph:
+    """A contraction of two outer products whose sum splits becomes two small ones.
+
+    The NTK's Jacobian contraction is one: sum over (k, p) of A[n,a,k] X[n,p] B[m,b,k]
+    Y[m,p] is (sum_k A B) (sum_p X Y); the outer products (hundreds of MB) and the
+    contraction over their product of sizes are never formed. Exact in real arithmetic;
+    the sums are rounded differently (as any other summation order would be).
+    """
+    producer = {v: n for n in graph.nodes for v in n.outputs}
+    rewritten: dict[int, list[Node]] = {}
+    for node in graph.nodes:
+        if node.prim is P["dot_general"]:
+            nodes = _factored(node, producer)
+            if nodes is not None:
+                rewritten[id(node)] = nodes
+    if not rewritten:
+        return graph
+    nodes = [m for n in graph.nodes for m in rewritten.get(id(n), [n])]
+    return _rebuilt(graph, _without_dead_views(nodes, graph.outputs))
+
+
+def _without_dead_views(nodes: list[Node], outputs: list[Var]) -> list[Node]:
+    """Drop reshapes, transposes and contractions whose results nothing reads any more."""
+    removable = (P["reshape"], P["transpose"], P["dot_general"])
+    while True:
+        used = set(outputs) | {v for n in nodes for v in n.inputs}
+        kept = [n for n in nodes if n.prim not in removable or any(v in used
+                                                                    for v in n.outputs)]
+        if len(kept) == len(nodes):
+            return nodes
+        nodes = kept
 
 
 SPLIT_REDUCTION_MIN_SIZE = 1 << 17  # reductions to a scalar at least this large

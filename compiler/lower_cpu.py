@@ -501,39 +501,174 @@ def _copy_kernel(k: KernelCtx) -> None:
 def _dot_general_kernel(k: KernelCtx) -> None:
     lhs, rhs = (v.aval for v in k.node.inputs)
     out = k.node.outputs[0].aval
-    (lc, rc), (lb, rb) = k.params["dimension_numbers"]
-    lfree = [d for d in range(lhs.ndim) if d not in lc and d not in lb]
-    rfree = [d for d in range(rhs.ndim) if d not in rc and d not in rb]
-    size = lambda shape, dims: int(np.prod([shape[d] for d in dims], dtype=np.int64))  # noqa
-    b, m = size(lhs.shape, lb), size(lhs.shape, lfree)
-    n, kk = size(rhs.shape, rfree), size(lhs.shape, lc)
+    (lc, _), _ = k.params["dimension_numbers"]
     if out.size == 0:
         return
-    if kk == 0:
+    if any(lhs.shape[d] == 0 for d in lc):
         k.put(f"{k.outs[0]}.fill(0)")
         return
-    if out.dtype.kind == "f" and m * n * kk >= BLAS_MIN_FLOPS and m > 1 and n > 1:
-        _dot_blas(k, (lb, lfree, lc), (rb, rc, rfree), (b, m, n, kk))
+    plan = _gemm_plan(k.node) if out.dtype in _BLAS_KINDS else None
+    if plan is None:
+        _dot_loops(k, _free_dims(k.node, 0), _free_dims(k.node, 1))
     else:
-        _dot_loops(k, lfree, rfree)
+        _dot_blas(k, plan)
 
 
-def _operand_matrix(k: KernelCtx, index: int, groups: tuple[list, list, list],
-                    sizes: tuple[int, int, int]) -> tuple[str, bool]:
-    """Operand `index` as (batch, rows, cols), or (rows, cols) when batch is 1.
+# ---------------------------------------------------------------------------------------
+# dot_general as BLAS gemm: every dimension of the product is a batch, row (M), column (N)
+# or contraction (K) axis with a stride in each operand (0 where it does not appear). The
+# M, N and K axes that are contiguous in both of their operands merge into one matrix
+# dimension each; the rest (batch axes, free axes that do not merge) become loops around
+# one gemm call on strided 2-D views, so neither a batch nor a broadcast is copied.
 
-    Returns (array, transposed): when the operand is stored as (batch, cols, rows) the
-    array is that and each batch entry is used as an F-ordered `.T` view, which BLAS takes
-    without a copy. Any other order is copied once into C order by a loop nest.
-    """
+_BLAS_KINDS = {np.dtype(np.float32): ord("s"), np.dtype(np.float64): ord("d")}
+_N, _T = ord("n"), ord("t")
+GEMM_LOOPS = 3  # loop levels around the BLAS call in runtime/cpu_kernels.gemm_strided
+
+
+@dataclass
+class _Axis:
+    """One dimension of a product: its extent and its strides in lhs, rhs and output."""
+
+    size: int
+    strides: tuple[int, int, int]
+
+
+@dataclass
+class GemmPlan:
+    """How a dot_general runs as gemm calls: operands to copy first, then the BLAS args."""
+
+    copies: tuple[bool, bool]  # copy lhs / rhs into (batch, rows, cols) order first
+    swap: bool  # BLAS's x is the rhs (the output is row-major: C^T = B^T A^T)
+    mnk: tuple[int, int, int]
+    blas: tuple[int, ...]  # trans_x, trans_y, M, N, K, ldx, ldy, ldc
+    loops: list[_Axis]
+
+
+def _free_dims(node: Node, index: int) -> list[int]:
+    (lc, rc), (lb, rb) = node.params["dimension_numbers"]
+    taken = set((lc, rc)[index]) | set((lb, rb)[index])
+    return [d for d in range(node.inputs[index].aval.ndim) if d not in taken]
+
+
+def _c_strides(shape: tuple[int, ...], order: list[int]) -> list[int]:
+    """Element strides per dimension of an array stored C-ordered with its dims in `order`."""
+    strides, step = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d]
+    return strides
+
+
+def _operand_order(node: Node, index: int) -> list[int]:
+    """The dimension order a copied operand gets: batch, then rows (M) or K, then cols."""
+    (lc, rc), (lb, rb) = node.params["dimension_numbers"]
+    free = _free_dims(node, index)
+    return list(lb) + free + list(lc) if index == 0 else list(rb) + list(rc) + free
+
+
+def _product_axes(node: Node, copies: tuple[bool, bool]) -> dict[str, list[_Axis]]:
+    """The product's axes by role ('b', 'm', 'n', 'k'), size-1 axes left out."""
+    lhs, rhs = (v.aval for v in node.inputs)
+    (lc, rc), (lb, rb) = node.params["dimension_numbers"]
+    ls, rs = [_c_strides(a.shape, _operand_order(node, i) if copies[i] else
+                         list(range(a.ndim))) for i, a in enumerate((lhs, rhs))]
+    lfree, rfree = _free_dims(node, 0), _free_dims(node, 1)
+    os_ = _c_strides(node.outputs[0].aval.shape, list(range(node.outputs[0].aval.ndim)))
+    nb, nl = len(lb), len(lfree)
+    axes = {"b": [_Axis(lhs.shape[a], (ls[a], rs[c], os_[j]))
+                  for j, (a, c) in enumerate(zip(lb, rb))],
+            "m": [_Axis(lhs.shape[a], (ls[a], 0, os_[nb + j])) for j, a in enumerate(lfree)],
+            "n": [_Axis(rhs.shape[c], (0, rs[c], os_[nb + nl + j]))
+                  for j, c in enumerate(rfree)],
+            "k": [_Axis(lhs.shape[a], (ls[a], rs[c], 0)) for a, c in zip(lc, rc)]}
+    return {role: [a for a in group if a.size != 1] for role, group in axes.items()}
+
+
+def _merges(outer: _Axis, inner: _Axis, which: tuple[int, ...]) -> bool:
+    return all(outer.strides[i] == inner.strides[i] * inner.size for i in which)
+
+
+def _matrix_dim(group: list[_Axis], which: tuple[int, int]) -> tuple[_Axis, list[_Axis]]:
+    """The axes of `group` that merge into one matrix dimension, and those left over."""
+    if not group:
+        return _Axis(1, (0, 0, 0)), []
+    order = sorted(group, key=lambda a: -a.strides[which[0]])
+    chain = [order[-1]]
+    for axis in reversed(order[:-1]):
+        if not _merges(axis, chain[0], which):
+            break
+        chain.insert(0, axis)
+    size = int(np.prod([a.size for a in chain], dtype=np.int64))
+    return _Axis(size, chain[-1].strides), order[:len(order) - len(chain)]
+
+
+def _merged_loops(loops: list[_Axis]) -> list[_Axis]:
+    """Loops ordered outermost first, neighbours that step as one merged."""
+    merged: list[_Axis] = []
+    for axis in sorted(loops, key=lambda a: tuple(-s for s in reversed(a.strides))):
+        if merged and _merges(merged[-1], axis, (0, 1, 2)):
+            merged[-1] = _Axis(merged[-1].size * axis.size, axis.strides)
+        else:
+            merged.append(axis)
+    return merged
+
+
+def _stored(rows: int, cols: int, row_step: int, col_step: int) -> tuple[int, int] | None:
+    """BLAS's (trans, leading dimension) of a rows x cols matrix with these steps, or None."""
+    if rows == 1 or row_step == 1:  # column-major
+        ld = col_step if cols > 1 else rows
+        if ld >= rows:
+            return _N, ld
+    if cols == 1 or col_step == 1:  # row-major: its transpose is column-major
+        ld = row_step if rows > 1 else cols
+        if ld >= cols:
+            return _T, ld
+    return None
+
+
+def _column_major_args(m: _Axis, n: _Axis, kk: _Axis, x: int, y: int) -> tuple | None:
+    """gemm args for C = X @ Y with C column-major; x, y: which stride is X's, Y's."""
+    c = _stored(m.size, n.size, m.strides[2], n.strides[2])
+    xs = _stored(m.size, kk.size, m.strides[x], kk.strides[x])
+    ys = _stored(kk.size, n.size, kk.strides[y], n.strides[y])
+    if c is None or c[0] != _N or xs is None or ys is None:
+        return None
+    return (xs[0], ys[0], m.size, n.size, kk.size, xs[1], ys[1], c[1])
+
+
+def _try_gemm(node: Node, copies: tuple[bool, bool]) -> GemmPlan | None:
+    axes = _product_axes(node, copies)
+    m, mleft = _matrix_dim(axes["m"], (2, 0))
+    n, nleft = _matrix_dim(axes["n"], (2, 1))
+    kk, kleft = _matrix_dim(axes["k"], (0, 1))
+    loops = _merged_loops(axes["b"] + mleft + nleft)
+    if kleft or len(loops) > GEMM_LOOPS:
+        return None
+    mnk = (m.size, n.size, kk.size)
+    args = _column_major_args(m, n, kk, 0, 1)
+    if args is not None:
+        return GemmPlan(copies, False, mnk, args, loops)
+    args = _column_major_args(n, m, kk, 1, 0)  # C^T = B^T A^T
+    return None if args is None else GemmPlan(copies, True, mnk, args, loops)
+
+
+def _gemm_plan(node: Node) -> GemmPlan | None:
+    """The cheapest way to run a float dot_general as gemm calls, or None for loops."""
+    for copies in ((False, False), (True, False), (False, True), (True, True)):
+        plan = _try_gemm(node, copies)
+        if plan is None:
+            continue
+        m, n, kk = plan.mnk
+        # small products (or vector ones) run faster as a loop nest than as BLAS calls
+        return plan if m * n * kk >= BLAS_MIN_FLOPS and m > 1 and n > 1 else None
+    return None
+
+
+def _operand_copy(k: KernelCtx, index: int) -> str:
+    """Operand `index` copied by a loop nest into (batch, rows, cols) order."""
     name, aval = k.ins[index], k.node.inputs[index].aval
-    (batch, rows, cols), (b, r, c) = [list(g) for g in groups], sizes
-    ident = list(range(aval.ndim))
-    if batch + rows + cols == ident:
-        return k.nest.assign(k.program.local(), f"{name}.reshape({_bxy(b, r, c)!r})"), False
-    if batch + cols + rows == ident:
-        return k.nest.assign(k.program.local(), f"{name}.reshape({_bxy(b, c, r)!r})"), True
-    order = batch + rows + cols
+    order = _operand_order(k.node, index)
     moved = k.program.local()
     k.put(f"{moved} = np.empty({tuple(aval.shape[d] for d in order)!r}, "
           f"np.{aval.dtype.name})  # {name} with its axes in the order BLAS needs")
@@ -544,26 +679,25 @@ def _operand_matrix(k: KernelCtx, index: int, groups: tuple[list, list, list],
     k.loops(names, [aval.shape[d] for d in order])
     k.put(f"{moved}[{index_str(names)}] = {name}[{index_str(src)}]")
     k.close(aval.ndim)
-    return k.nest.assign(k.program.local(), f"{moved}.reshape({_bxy(b, r, c)!r})"), False
+    return moved
 
 
-def _bxy(b: int, x: int, y: int) -> tuple:
-    return (x, y) if b == 1 else (b, x, y)
-
-
-def _dot_blas(k: KernelCtx, lhs_dims, rhs_dims, sizes) -> None:
-    b, m, n, kk = sizes
-    lmat, lt = _operand_matrix(k, 0, lhs_dims, (b, m, kk))
-    rmat, rt = _operand_matrix(k, 1, rhs_dims, (b, kk, n))
-    gemm = k.program.helper("gemm")
-    if b == 1:
-        out = k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape(({m}, {n}))")
-        k.put(f"{gemm}({lmat}{'.T' * lt}, {rmat}{'.T' * rt}, {out})  # BLAS")
-        return
-    out = k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape(({b}, {m}, {n}))")
-    k.loops(["i0"], [b])
-    k.put(f"{gemm}({lmat}[i0]{'.T' * lt}, {rmat}[i0]{'.T' * rt}, {out}[i0])  # BLAS, one batch")
-    k.close(1)
+def _dot_blas(k: KernelCtx, plan: GemmPlan) -> None:
+    """One gemm_strided call: BLAS on strided views, looping over batch dims (no copies)."""
+    flat = []
+    for i, var in enumerate(k.node.inputs):
+        name = _operand_copy(k, i) if plan.copies[i] else k.ins[i]
+        flat.append(k.nest.assign(k.program.local(), f"{name}.reshape({var.aval.size})"))
+    out = k.node.outputs[0].aval
+    flat.append(k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape({out.size})"))
+    x, y = (1, 0) if plan.swap else (0, 1)
+    loops = [(a.size, a.strides[x], a.strides[y], a.strides[2]) for a in plan.loops]
+    loops += [(1, 0, 0, 0)] * (GEMM_LOOPS - len(loops))
+    args = (_BLAS_KINDS[out.dtype],) + plan.blas + tuple(v for lp in loops for v in lp)
+    m, n, kk = plan.mnk
+    count = "".join(f"{a.size} x " for a in plan.loops)
+    k.put(f"{k.program.helper('gemm_strided')}({flat[x]}, {flat[y]}, {flat[2]}, "
+          f"np.array({args!r}))  # BLAS: {count}({m}x{kk} @ {kk}x{n})")
 
 
 def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:

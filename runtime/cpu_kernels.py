@@ -167,14 +167,38 @@ else:  # pragma: no cover - other platforms have no MADV_HUGEPAGE
 
 
 # ---------------------------------------------------------------------------------------
-# A wrapper of a Numba builtin whose implementation would otherwise be compiled again in
-# every process (cached here, it is compiled once per machine and layout)
+# Matrix products: BLAS gemm on strided matrices, called in a loop nest over batch dims
+
+# numba's own C wrapper of scipy's BLAS gemm (column-major, leading dimensions in elements)
+_XXGEMM = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp,
+    types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp,
+    types.voidptr, types.voidptr, types.intp))
 
 
 @njit(cache=True)
-def gemm(a, b, out):
-    """out = a @ b with BLAS (2-D float arrays, C- or F-ordered)."""
-    np.dot(a, b, out)
+def gemm_strided(x, y, c, args):
+    """c = op(x) @ op(y) in BLAS's column-major terms, once per point of three loops.
+
+    x, y, c: flat views of whole buffers. args (int64): kind, trans_x, trans_y, M, N, K,
+    ldx, ldy, ldc (as BLAS gemm takes them), then per loop level: count, x step, y step,
+    c step (in elements). An array rather than a tuple, so that Numba compiles this once
+    per dtype rather than once per tuple of literal values.
+    """
+    one = np.ones(1, c.dtype)
+    zero = np.zeros(1, c.dtype)
+    for i0 in range(args[9]):
+        for i1 in range(args[13]):
+            for i2 in range(args[17]):
+                ox = i0 * args[10] + i1 * args[14] + i2 * args[18]
+                oy = i0 * args[11] + i1 * args[15] + i2 * args[19]
+                oc = i0 * args[12] + i1 * args[16] + i2 * args[20]
+                status = _XXGEMM(args[0], args[1], args[2], args[3], args[4], args[5],
+                                 one.ctypes, x[ox:].ctypes, args[6], y[oy:].ctypes, args[7],
+                                 zero.ctypes, c[oc:].ctypes, args[8])
+                if status != 0:
+                    raise RuntimeError("BLAS gemm is unavailable (numba could not load "
+                                       "scipy.linalg.cython_blas)")
 
 
 # ---------------------------------------------------------------------------------------

@@ -240,3 +240,64 @@ def test_a_large_reduction_to_a_scalar_goes_by_rows():
     axes = [n.params["reduce_axes"] for n in lowered.fused_graph.nodes if n.prim is FUSED]
     assert axes == [(1,), (0,)]  # the rows in parallel, then the 512 row sums
     np.testing.assert_allclose(tx.jit(lambda a: (a * a).sum())(x), (x * x).sum(), rtol=1e-5)
+
+
+def test_a_vmapped_matmul_is_one_blas_call_over_the_batch_without_copies():
+    rng = np.random.default_rng(16)
+    w, x = rand(rng, (6, 40, 30), "float32"), rand(rng, (20, 40), "float32")
+    f = tx.vmap(lambda w, x: x @ w, in_dims=(0, None))  # x @ w for each of 6 stacked w
+    source = tx.jit(f).lower(w, x).source
+    (call,) = [line for line in source.splitlines() if "gemm_strided(" in line]
+    assert "BLAS: 6 x (20x40 @ 40x30)" in call  # one call, a loop over the batch inside it
+    assert "in the order BLAS needs" not in source  # no operand copied
+    body = source[source.index("def entry"):]
+    assert "for " not in body.split("gemm_strided(")[0].split("# -- region")[-1]
+    np.testing.assert_allclose(tx.jit(f)(w, x), np.einsum("nk,bkm->bnm", x, w), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_batched_matmul_with_the_batch_in_the_middle_needs_no_copy():
+    rng = np.random.default_rng(17)
+    a, b = rand(rng, (20, 5, 30), "float64"), rand(rng, (30, 5, 25), "float64")
+    f = lambda a, b: np.einsum("mbk,kbn->bmn", a, b)  # noqa: E731
+    source = tx.jit(f).lower(a, b).source
+    assert source.count("gemm_strided(") == 1 and "in the order BLAS needs" not in source
+    np.testing.assert_allclose(tx.jit(f)(a, b), f(a, b), rtol=1e-12)
+
+
+def outer_jacobians(a, x, b, y):
+    """An NTK-like contraction of two per-example outer products (einsum outer, reshape)."""
+    j1 = np.einsum("nak,np->napk", a, x).reshape(a.shape[0], a.shape[1], -1)
+    j2 = np.einsum("mbk,mp->mbpk", b, y).reshape(b.shape[0], b.shape[1], -1)
+    return np.einsum("naf,mbf->nmab", j1, j2)
+
+
+def test_a_contraction_of_outer_products_is_factored():
+    rng = np.random.default_rng(18)
+    a, b = rand(rng, (4, 3, 16), "float64"), rand(rng, (5, 3, 16), "float64")
+    x, y = rand(rng, (4, 24), "float64"), rand(rng, (5, 24), "float64")
+    graph = prepare(tx.make_graph(outer_jacobians)(a, x, b, y))
+    fused = verify(fuse(graph))
+    big = [n for n in _all_nodes(graph) if n.prim.name == "dot_general"]
+    assert max(n.inputs[0].aval.size for n in big) == 4 * 3 * 24 * 16  # the outer product
+    dots = [n for n in _all_nodes(fused) if n.prim.name == "dot_general"]
+    # (a . b) over k and (x . y) over p: no outer product is formed any more
+    assert sorted(n.outputs[0].aval.shape for n in dots) == [(4, 3, 5, 3), (4, 5)]
+    for got, want in zip(interpret(fused, [a, x, b, y]), interpret(graph, [a, x, b, y])):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_contraction_of_outer_products_that_does_not_split_is_kept():
+    rng = np.random.default_rng(19)
+    a, x = rand(rng, (3, 4, 5), "float64"), rand(rng, (3, 6), "float64")
+    b, y = rand(rng, (2, 4), "float64"), rand(rng, (2, 5, 6), "float64")
+
+    def f(a, x, b, y):  # k1 pairs a with b, k2 a with y, p x with y: one connected sum
+        j1 = np.einsum("nij,np->nijp", a, x).reshape(3, -1)
+        j2 = np.einsum("mi,mjp->mijp", b, y).reshape(2, -1)
+        return j1 @ j2.T
+    graph = prepare(tx.make_graph(f)(a, x, b, y))
+    fused = fused_matches_original(f, a, x, b, y)
+    sizes = [n.inputs[0].aval.size for n in _all_nodes(fused) if n.prim.name == "dot_general"]
+    assert 3 * 4 * 5 * 6 in sizes
+    assert len(graph.nodes) > 0

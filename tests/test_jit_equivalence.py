@@ -250,6 +250,38 @@ def test_dot_general_with_size_zero_contraction():
     check(lambda a, b: a @ b, np.zeros((3, 0)), np.zeros((0, 4)))
 
 
+def batched_contractions(a, b, w, x, c, d):
+    """Batch dims first, in the middle, last (copied), several; a broadcast operand; a
+    transposed output; outer products contracted (factored by the fusion pass)."""
+    j1 = np.einsum("bmk,bp->bmkp", a, 0.1 * x[:3]).reshape(3, 24, -1)  # small: f32 rounding
+    j2 = np.einsum("bmk,bp->bmpk", b, 0.1 * x[3:6]).reshape(3, 24, -1)
+    return (np.einsum("bmk,bkn->bmn", a, b), np.einsum("mbk,kbn->bmn", a.transpose(1, 0, 2),
+                                                          b.transpose(1, 0, 2)),
+            np.einsum("mkb,nkb->bmn", a.transpose(1, 2, 0), b.transpose(2, 1, 0)),
+            np.einsum("abmk,abkn->abmn", c, d),
+            tx.vmap(lambda w, x: x @ w, in_dims=(0, None))(w, x),
+            np.einsum("bk,ckn->bcn", x, w), np.einsum("bmk,bkn->nbm", a, b),
+            np.einsum("naf,mbf->nmab", j1, j2))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_batched_dot_general(dtype):
+    rng = np.random.default_rng(11)
+    a, b = rand(rng, (3, 24, 24), dtype), rand(rng, (3, 24, 24), dtype)
+    w, x = rand(rng, (4, 24, 20), dtype), rand(rng, (30, 24), dtype)
+    c, d = rand(rng, (2, 3, 24, 24), dtype), rand(rng, (2, 3, 24, 24), dtype)
+    check(batched_contractions, a, b, w, x, c, d)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_batched_dot_general_with_a_size_zero_batch(dtype):
+    rng = np.random.default_rng(12)
+    a, b = rand(rng, (0, 24, 24), dtype), rand(rng, (0, 24, 24), dtype)
+    w, x = rand(rng, (0, 24, 20), dtype), rand(rng, (30, 24), dtype)
+    check(lambda a, b, w, x: (a @ b, tx.vmap(lambda w, x: x @ w, in_dims=(0, None))(w, x)),
+          a, b, w, x)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_conv(dtype):
     rng = np.random.default_rng(10)
