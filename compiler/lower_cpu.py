@@ -522,7 +522,7 @@ def _dot_general_kernel(k: KernelCtx) -> None:
 # one gemm call on strided 2-D views, so neither a batch nor a broadcast is copied.
 
 _BLAS_KINDS = {np.dtype(np.float32): ord("s"), np.dtype(np.float64): ord("d")}
-_N, _T = ord("n"), ord("t")
+_N, _T = 0, 1  # gemm_strided's flags: a matrix used as stored, or transposed
 GEMM_LOOPS = 3  # loop levels around the BLAS call in runtime/cpu_kernels.gemm_strided
 
 
