@@ -789,7 +789,30 @@ def factor_outer_contractions(graph: Graph) -> Graph:
     if not rewritten:
         return graph
     nodes = [m for n in graph.nodes for m in rewritten.get(id(n), [n])]
+    nodes = _shared_contractions(nodes, graph.outputs)
     return _rebuilt(graph, _without_dead_views(nodes, graph.outputs))
+
+
+def _shared_contractions(nodes: list[Node], outputs: list[Var]) -> list[Node]:
+    """A dot_general repeating an earlier one (same operands and dims) reads its result.
+
+    Factoring often recreates a contraction the graph already has (the NTK's bias terms).
+    """
+    seen: dict[tuple, Var] = {}
+    same: dict[Var, Var] = {}
+    kept = []
+    for node in nodes:
+        if same:
+            node = Node(node.prim, [same.get(v, v) for v in node.inputs], node.params,
+                        node.outputs, node.source)
+        if node.prim is P["dot_general"] and node.outputs[0] not in outputs:
+            key = (*(v.uid for v in node.inputs), repr(node.params["dimension_numbers"]))
+            if key in seen:
+                same[node.outputs[0]] = seen[key]
+                continue
+            seen[key] = node.outputs[0]
+        kept.append(node)
+    return kept
 
 
 def _without_dead_views(nodes: list[Node], outputs: list[Var]) -> list[Node]:

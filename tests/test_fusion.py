@@ -301,3 +301,18 @@ def test_a_contraction_of_outer_products_that_does_not_split_is_kept():
     sizes = [n.inputs[0].aval.size for n in _all_nodes(fused) if n.prim.name == "dot_general"]
     assert 3 * 4 * 5 * 6 in sizes
     assert len(graph.nodes) > 0
+
+
+def test_a_factored_contraction_the_graph_already_has_is_computed_once():
+    rng = np.random.default_rng(20)
+    a, b = rand(rng, (4, 3, 16), "float64"), rand(rng, (5, 3, 16), "float64")
+    x, y = rand(rng, (4, 24), "float64"), rand(rng, (5, 24), "float64")
+
+    def f(a, x, b, y):  # the bias part of an NTK repeats the factor a . b
+        return outer_jacobians(a, x, b, y) + np.einsum("nak,mbk->nmab", a, b)
+    graph = prepare(tx.make_graph(f)(a, x, b, y))
+    fused = verify(fuse(graph))
+    shapes = [n.outputs[0].aval.shape for n in _all_nodes(fused) if n.prim.name == "dot_general"]
+    assert sorted(shapes) == [(4, 3, 5, 3), (4, 5)]
+    for got, want in zip(interpret(fused, [a, x, b, y]), interpret(graph, [a, x, b, y])):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
