@@ -657,11 +657,10 @@ def _gemm_plan(node: Node) -> GemmPlan | None:
     """The cheapest way to run a float dot_general as gemm calls, or None for loops."""
     for copies in ((False, False), (True, False), (False, True), (True, True)):
         plan = _try_gemm(node, copies)
-        if plan is None:
-            continue
-        m, n, kk = plan.mnk
         # small products (or vector ones) run faster as a loop nest than as BLAS calls
-        return plan if m * n * kk >= BLAS_MIN_FLOPS and m > 1 and n > 1 else None
+        if plan is not None and plan.mnk[0] > 1 and plan.mnk[1] > 1 and int(
+                np.prod(plan.mnk, dtype=np.int64)) >= BLAS_MIN_FLOPS:
+            return plan
     return None
 
 
