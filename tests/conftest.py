@@ -5,7 +5,13 @@
 - `pytest --jit` (or TRANSFUSE_TEST_JIT=1) reruns the whole suite with jit wrapped around
   the function under test: tests.helpers.traced compiles instead of interpreting, and
   grad, grad_and_value, jacrev, jacfwd, hessian, vmap and functionalize return jitted
-  functions. Every test of the core, autodiff and vmap issues must pass that way too.
+  functions; jvp, vjp and linearize compute their results (and vjp_fn / jvp_fn theirs)
+  with jitted functions, and `transfuse.ir.interpret` (as the tests import it) compiles the
+  graph it is given (a graph made by jvp_graph, batch_graph, functionalize_graph...) as one
+  `call` node of a jitted function instead of interpreting it. Called inside another
+  transform's trace they behave as without jit (a jitted function traces through there).
+  Every test of the core, autodiff and vmap issues must pass that way too (a test checking
+  a fact of the eager runners only branches on tests.helpers.JIT_MODE, saying why).
 """
 
 from __future__ import annotations
@@ -49,9 +55,16 @@ def pytest_configure(config) -> None:
 
 
 def _jit_everywhere() -> None:
-    """Route tests.helpers.traced and the function transforms through jit."""
+    """Route tests.helpers.traced, interpret and the function transforms through jit."""
+    import transfuse.ir
+    from transfuse.ir import source
+
     import transfuse
     from tests import helpers
+
+    # The wrappers below are not the user's code: errors name the test's line, not theirs.
+    source._SKIP += (os.path.abspath(__file__),)
+    helpers.JIT_MODE = True
 
     def traced_with_jit(f: Callable, *args: Any) -> Any:
         return transfuse.jit(f)(*args)
@@ -66,20 +79,146 @@ def _jit_everywhere() -> None:
         exact_compare(actual, expected, exact=False, rtol=max(rtol, _JIT_RTOL))
 
     helpers.assert_same = assert_close
+    transfuse.ir.interpret = _compiled_interpret(transfuse.ir.interpret)
     for name in _WRAPPED:
-        original = getattr(transfuse, name)
-        made: dict = {}  # tx.grad(f) twice gives the same jitted function, as caches expect
+        _replace(transfuse, name, _jitted_transform)
+    for name, make in (("jvp", _jitted_jvp), ("vjp", _jitted_vjp),
+                       ("linearize", _jitted_linearize)):
+        _replace(transfuse, name, make)
 
-        def wrapped(*args: Any, _original=original, _made=made, **kwargs: Any) -> Any:
+
+def _replace(module: Any, name: str, make: Callable) -> None:
+    original = getattr(module, name)
+    wrapped = make(original)
+    wrapped.__name__ = wrapped.__qualname__ = name
+    wrapped.__wrapped__ = original
+    setattr(module, name, wrapped)
+
+
+def _memo(make: Callable) -> Callable:
+    """make(*key) once per hashable key, so the same call gives the same jitted function
+    (whose signature cache the tests' 'no retrace' checks then see)."""
+    made: dict = {}
+
+    def get(*key: Any) -> Any:
+        try:
+            hash(key)
+        except TypeError:
+            return make(*key)
+        if key not in made:
+            made[key] = make(*key)
+        return made[key]
+
+    return get
+
+
+def _jitted_transform(original: Callable) -> Callable:
+    """A transform returning transfuse.jit of what the original returns."""
+    import transfuse
+
+    jitted = _memo(lambda args, kwargs: transfuse.jit(original(*args, **dict(kwargs))))
+
+    def transform(*args: Any, **kwargs: Any) -> Any:
+        return jitted(args, tuple(sorted(kwargs.items())))
+
+    return transform
+
+
+def _tracing() -> bool:
+    """Whether a transform is tracing now (then the wrappers defer to the originals)."""
+    from transfuse.ir.tracing import current_builder
+
+    return current_builder() is not None
+
+
+def _compiled_interpret(original: Callable) -> Callable:
+    """interpret(graph, args) computed by jit compiling the graph (as a sub-graph call)."""
+    from transfuse.ir.core import Graph
+    from transfuse.ir.primitives import PRIMITIVES
+    from transfuse.ir.tracing import bind
+
+    import transfuse
+
+    def interpret(graph: Graph, args: Any) -> list:
+        if len(args) != len(graph.inputs):
+            return original(graph, args)  # the interpreter's own error
+        sub = Graph(graph.inputs, graph.nodes, graph.outputs, graph.consts, name=graph.name)
+        return list(transfuse.jit(lambda *xs: bind(PRIMITIVES["call"], *xs, graph=sub))(*args))
+
+    return interpret
+
+
+def _jitted_jvp(original: Callable) -> Callable:
+    """jvp whose (output, tangent) come from one jitted function of (primals, tangents)."""
+    import transfuse
+
+    jitted = _memo(lambda func, kwargs: transfuse.jit(
+        lambda p, t: original(func, p, t, **dict(kwargs))))
+
+    def jvp(func: Callable, primals: Any, tangents: Any, **kwargs: Any) -> tuple:
+        if _tracing():
+            return original(func, primals, tangents, **kwargs)
+        return jitted(func, tuple(sorted(kwargs.items())))(primals, tangents)
+
+    return jvp
+
+
+def _jitted_vjp(original: Callable) -> Callable:
+    """vjp whose forward and vjp_fn are jitted functions of the primals (and cotangents)."""
+    import transfuse
+
+    def make_forward(func: Callable, has_aux: bool) -> Callable:
+        def forward(*p: Any) -> Any:
+            result = original(func, *p, has_aux=has_aux)
+            return (result[0], result[2]) if has_aux else result[0]
+        return transfuse.jit(forward)
+
+    def make_backward(func: Callable, has_aux: bool) -> Callable:
+        return transfuse.jit(lambda p, ct: original(func, *p, has_aux=has_aux)[1](ct))
+
+    forwards, backwards = _memo(make_forward), _memo(make_backward)
+
+    def vjp(func: Callable, *primals: Any, has_aux: bool = False) -> tuple:
+        if _tracing():
+            return original(func, *primals, has_aux=has_aux)
+        from transfuse import random
+
+        drawn_with = dict(random._state)  # the forward's key: the backward draws the same
+        results = forwards(func, has_aux)(*primals)
+        output, aux = results if has_aux else (results, None)
+        backward = backwards(func, has_aux)
+
+        def vjp_fn(cotangents: Any) -> tuple:
+            # The backward kernel recomputes the forward: with the forward's key its random
+            # draws are the forward's, as eager vjp's are; the global state is left as is.
+            now = dict(random._state)
+            random._state.update(drawn_with)
             try:
-                key = (args, tuple(sorted(kwargs.items())))
-                hash(key)
-            except TypeError:
-                return transfuse.jit(_original(*args, **kwargs))
-            if key not in _made:
-                _made[key] = transfuse.jit(_original(*args, **kwargs))
-            return _made[key]
+                return backward(primals, cotangents)
+            finally:
+                random._state.update(now)
 
-        wrapped.__name__ = wrapped.__qualname__ = name
-        wrapped.__wrapped__ = original
-        setattr(transfuse, name, wrapped)
+        return (output, vjp_fn, aux) if has_aux else (output, vjp_fn)
+
+    return vjp
+
+
+def _jitted_linearize(original: Callable) -> Callable:
+    """linearize whose output and jvp_fn are jitted functions of the primals (and tangents)."""
+    import transfuse
+
+    outputs = _memo(lambda func: transfuse.jit(lambda *p: original(func, *p)[0]))
+    tangents_of = _memo(lambda func: transfuse.jit(lambda p, t: original(func, *p)[1](*t)))
+
+    def linearize(func: Callable, *primals: Any) -> tuple:
+        if _tracing():
+            return original(func, *primals)
+        output = outputs(func)(*primals)
+        tangent = tangents_of(func)
+
+        def jvp_fn(*tangents: Any) -> Any:
+            return tangent(primals, tangents)
+
+        return output, jvp_fn
+
+    return linearize

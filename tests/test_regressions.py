@@ -11,10 +11,10 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import assert_same, rand, traced
 from transfuse.ir.errors import UnsupportedError
 
 import transfuse as tx
+from tests.helpers import assert_same, rand, traced
 
 # ---------------------------------------------------------------------------------------
 # 1. where= and mean= of reductions

@@ -7,6 +7,7 @@ import pytest
 
 import transfuse as tx
 import transfuse.numpy as tnp
+from tests.helpers import JIT_MODE
 from transfuse import DTypeError, ShapeError, TransfuseTypeError, TransfuseValueError
 
 
@@ -181,11 +182,17 @@ def test_writes_into_inputs_reach_the_caller_and_grads_are_at_entry():
 def test_results_never_alias_arguments_or_cotangents():
     x = np.arange(3.0)
     out, vjp_fn = tx.vjp(lambda x: x, x)
-    assert not np.shares_memory(out, x)
     ct = np.ones(3)
     (g,) = vjp_fn(ct)
     np.testing.assert_array_equal(g, ct)
-    assert not np.shares_memory(g, ct)
+    if JIT_MODE:
+        # Under `pytest --jit` vjp runs as jitted functions of (primals, cotangents), and
+        # jit hands an argument returned unchanged back as the caller's own array, as eager
+        # NumPy's `lambda x: x` does (docs/compiler.md); the copies are eager vjp's promise.
+        assert out is x and g is ct
+    else:
+        assert not np.shares_memory(out, x)
+        assert not np.shares_memory(g, ct)
     def constant(x):
         return np.full(2, 1.0)  # an output that is a constant of the cached graph
 
@@ -255,7 +262,9 @@ def test_vjp_runs_the_forward_computation_once():
     out, vjp_fn = tx.vjp(f, x)
     for ct in (np.ones(2), np.array([2.0, 3.0])):
         np.testing.assert_allclose(vjp_fn(ct)[0], ct * np.exp(x))
-    assert len(traces) == 1
+    # Under `pytest --jit` the forward and the backward are two kernels, each traced once;
+    # the second pullback retraces nothing either way.
+    assert len(traces) == (2 if JIT_MODE else 1)
 
 
 def test_vjp_errors():
@@ -310,6 +319,7 @@ def test_grad_error_points_at_the_callers_line():
 def test_rewritten_graphs_are_cached_by_signature():
     # reverse mode's own cache (`pytest --jit` wraps tx.grad in jit, which has its own)
     grad = getattr(tx.grad, "__wrapped__", tx.grad)
+    vjp = getattr(tx.vjp, "__wrapped__", tx.vjp)
     traces = []
 
     def f(x):
@@ -322,7 +332,7 @@ def test_rewritten_graphs_are_cached_by_signature():
     np.testing.assert_allclose(g(x + 1), np.cos(x + 1))
     assert len(traces) == 1
     grad(f)(x)  # a new grad of the same function shares the cache
-    tx.vjp(f, x)
+    vjp(f, x)
     assert len(traces) == 1
     g(np.ones(5))
     assert len(traces) == 2
