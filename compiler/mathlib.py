@@ -331,20 +331,22 @@ def _two_over_pi_mod4(exponent: int, frac_bits: int) -> int:
     return (_TWO_OVER_PI >> shift) & ((1 << (frac_bits + 2)) - 1)
 
 
-def _f32_trig_table() -> tuple[np.ndarray, np.ndarray]:
-    """Per float32 exponent field: T = hi + lo, hi on a 2**-27 grid below 4 (so M * hi is
-    exact for M < 2**24) and lo the rest rounded to float64. M * lo is then off by under
-    2**-55, against |F| >= 2**-29.86 over all float32 (found by an exhaustive scan)."""
-    frac = 400  # fraction bits: enough for 80+ significant bits of T at every exponent
-    hi, lo = np.zeros(256), np.zeros(256)
+def _f32_trig_table() -> tuple[np.ndarray, ...]:
+    """Per float32 exponent field: T in 4 float32 pieces of 24 bits on a fixed grid (bits
+    2**1 to 2**-22, 2**-23 to 2**-46, ...), so that M times each piece is exact in float64
+    and the first two products add exactly. Stored as float32 so that the loads, the
+    widest type LLVM sees in a float32 loop, do not halve its vector width."""
+    frac = 400
+    pieces = np.zeros((4, 256), np.float32)
     for field in range(1, 255):
         t = _two_over_pi_mod4(field - 150, frac)
-        hi_int = t >> (frac - 27) << (frac - 27)
-        hi[field], lo[field] = math.ldexp(hi_int, -frac), math.ldexp(t - hi_int, -frac)
-    return hi, lo
+        for j in range(4):
+            low_bit = frac - 22 - 24 * j
+            pieces[j, field] = math.ldexp((t >> low_bit) & ((1 << 24) - 1), -22 - 24 * j)
+    return tuple(pieces)
 
 
-_TRIG_F32_HI, _TRIG_F32_LO = _f32_trig_table()
+_TRIG_F32_0, _TRIG_F32_1, _TRIG_F32_2, _TRIG_F32_3 = _f32_trig_table()
 
 
 def _f64_trig_table() -> tuple[np.ndarray, ...]:
@@ -388,14 +390,18 @@ def _split_at(y, grid):
 
 @_jit
 def _reduce_f32(a):
-    """(F, K) for a normal float32 a = |x| (computed in float64)."""
+    """(F, K) in float64 for a normal float32 a = |x|. The first two products and their
+    sum are exact; the last two are below 2**-22 and round relative to F, whose smallest
+    size over all float32 is 2**-29.86 (an exhaustive scan)."""
     m = np.float64(_integer_significand(a))
     field = _biased_exponent(a)
-    p = m * _TRIG_F32_HI[field]  # exact: below 2**26, on a 2**-27 grid
+    p = m * np.float64(_TRIG_F32_0[field])  # exact: below 2**26, on a 2**-22 grid
     k = _rint(p)
-    f = _fma(m, _TRIG_F32_LO[field], p - k)
+    f = (p - k) + m * np.float64(_TRIG_F32_1[field])  # exact: below 4.5, 2**-46 grid
     k2 = _rint(f)
-    return f - k2, k + k2
+    f = f - k2
+    f = (f + m * np.float64(_TRIG_F32_2[field])) + m * np.float64(_TRIG_F32_3[field])
+    return f, k + k2
 
 
 @_jit
@@ -455,10 +461,9 @@ def _cos_coeffs(dtype: type) -> tuple:
     return (dtype(1.0), dtype(-0.5)) + _coeffs("COS", dtype)
 
 
-# The float32 fits are evaluated in float64, where the reduced argument already is: that
-# is faster than narrowing (no mixed-width masks) and leaves one rounding, at the end.
-_SIN_F32 = tuple(np.float64(c) for c in _coeffs("SIN", np.float32))
-_COS_F32 = tuple(np.float64(c) for c in _cos_coeffs(np.float32))
+_SIN_F32, _COS_F32 = _coeffs("SIN", np.float32), _cos_coeffs(np.float32)
+_SIN_F32_WIDE = tuple(np.float64(c) for c in _SIN_F32)
+_COS_F32_WIDE = tuple(np.float64(c) for c in _COS_F32)
 _SIN_F64, _COS_F64 = _coeffs("SIN", np.float64), _cos_coeffs(np.float64)
 _PIO2_HI, _PIO2_LO = 1.5707963267948966, 6.123233995736766e-17
 
@@ -472,10 +477,24 @@ def _sin_cos_poly(r, c_sin, c_cos):
 
 @_jit
 def _sin_cos_f32(a):
-    """(sin r, cos r, q) in float64 for a normal float32 a = |x| (reduced even below pi/4:
-    the table is exact there too, and one path is cheaper than a select between two)."""
+    """(sin r, cos r, q) in float32 for a normal float32 a = |x| (reduced even below pi/4:
+    the table is exact there too, and one path is cheaper than a select between two).
+    Only the reduction runs in float64; r leaves it as float32 r + r_lo, the tail entering
+    to first order, so the rest of a float32 loop keeps its 8 lanes per instruction."""
     f, k = _reduce_f32(a)
-    s, c = _sin_cos_poly(f * (math.pi / 2), _SIN_F32, _COS_F32)
+    r = f * (math.pi / 2)
+    r_hi = np.float32(r)
+    r_lo = np.float32(r - np.float64(r_hi))
+    s, c = _sin_cos_poly(r_hi, _SIN_F32, _COS_F32)
+    return _fma(c, r_lo, s), _fma(-s, r_lo, c), np.float32(_quadrant(k))
+
+
+@_jit
+def _sin_cos_f32_wide(a):
+    """(sin r, cos r, q) in float64 for a normal float32 a = |x|, for tan: its quotient
+    would add the float32 roundings of both."""
+    f, k = _reduce_f32(a)
+    s, c = _sin_cos_poly(f * (math.pi / 2), _SIN_F32_WIDE, _COS_F32_WIDE)
     return s, c, _quadrant(k)
 
 
@@ -490,27 +509,6 @@ def _sin_cos_f64(a):
     r_lo = r_lo - (r_hi - r)
     s, c = _sin_cos_poly(r_hi, _SIN_F64, _COS_F64)
     return _fma(c, r_lo, s), _fma(-s, r_lo, c), _quadrant(k)
-
-
-@_jit
-def _sin_of(s, c, q):
-    """sin x from sin and cos of its reduced argument and quadrant q."""
-    y = _select((q == 1.0) | (q == 3.0), c, s)
-    return _select(q >= 2.0, -y, y)
-
-
-@_jit
-def _cos_of(s, c, q):
-    """cos x from sin and cos of its reduced argument and quadrant q."""
-    y = _select((q == 1.0) | (q == 3.0), s, c)
-    return _select((q == 1.0) | (q == 2.0), -y, y)
-
-
-@_jit
-def _tan_of(s, c, q):
-    """tan x from sin and cos of its reduced argument and quadrant q."""
-    odd = (q == 1.0) | (q == 3.0)
-    return _div(_select(odd, -c, s), _select(odd, s, c))
 
 
 # ---------------------------------------------------------------------------------------
@@ -575,7 +573,8 @@ def _build(dtype: type) -> tuple[dict[str, Callable], dict[str, Callable]]:
     c_tanh, c_atan, c_erf, c_erfcx, c_sinh = (
         _coeffs(k, dtype) for k in ("TANH", "ATAN", "ERF", "ERFCX", "SINH"))
     sin_cos = _sin_cos_f32 if dtype is np.float32 else _sin_cos_f64
-    trig_tiny = float(lim["TRIG_TINY"])
+    tan_parts = _sin_cos_f32_wide if dtype is np.float32 else _sin_cos_f64
+    trig_tiny = lim["TRIG_TINY"]
     funcs = {}
 
     def public(fn: Callable) -> Callable:
@@ -737,35 +736,48 @@ def _build(dtype: type) -> tuple[dict[str, Callable], dict[str, Callable]]:
         y = base_hi + (t + _fma(t * z, _polyval(z, c_atan), base_lo))
         return _copysign(y, x)
 
-    # sin, cos, tan: float32 works in float64 throughout and rounds once at the end.
+    # sin, cos, tan: sin and cos of the reduced argument r, then the quadrant q picks and
+    # signs them. float32 reduces in float64 and evaluates in float32.
+    three = dtype(3.0)
+
+    @_jit
+    def sin_of(s, c, q):
+        """sin x from sin and cos of its reduced argument and quadrant q."""
+        y = _select((q == one) | (q == three), c, s)
+        return _select(q >= two, -y, y)
+
+    @_jit
+    def cos_of(s, c, q):
+        """cos x from sin and cos of its reduced argument and quadrant q."""
+        y = _select((q == one) | (q == three), s, c)
+        return _select((q == one) | (q == two), -y, y)
+
     @public
     def tf_sin(x):
         """Sine."""
-        xw = np.float64(x)
-        a = _fabs(xw)
-        s, c, q = sin_cos(_fabs(x))
-        y = _sin_of(s, c, q) * _copysign(1.0, xw)  # sin is odd
-        y = _select(a < trig_tiny, xw, y)  # also keeps zeros and subnormals exact
-        return dtype(_select(a < math.inf, y, xw - xw))
+        a = _fabs(x)
+        s, c, q = sin_cos(a)
+        y = sin_of(s, c, q) * _copysign(one, x)  # sin is odd
+        y = _select(a < trig_tiny, x, y)  # also keeps zeros and subnormals exact
+        return _select(a < inf, y, x - x)
 
     @public
     def tf_cos(x):
         """Cosine."""
-        xw = np.float64(x)
-        a = _fabs(xw)
-        s, c, q = sin_cos(_fabs(x))
-        y = _select(a < trig_tiny, 1.0, _cos_of(s, c, q))
-        return dtype(_select(a < math.inf, y, xw - xw))
+        a = _fabs(x)
+        s, c, q = sin_cos(a)
+        y = _select(a < trig_tiny, one, cos_of(s, c, q))
+        return _select(a < inf, y, x - x)
 
     @public
     def tf_tan(x):
         """Tangent."""
-        xw = np.float64(x)
-        a = _fabs(xw)
-        s, c, q = sin_cos(_fabs(x))
-        y = _tan_of(s, c, q) * _copysign(1.0, xw)
-        y = _select(a < trig_tiny, xw, y)
-        return dtype(_select(a < math.inf, y, xw - xw))
+        a = _fabs(x)
+        s, c, q = tan_parts(a)  # float64 for float32: the quotient is rounded once
+        odd = (q == 1.0) | (q == 3.0)
+        y = dtype(_div(_select(odd, -c, s), _select(odd, s, c))) * _copysign(one, x)
+        y = _select(a < trig_tiny, x, y)
+        return _select(a < inf, y, x - x)
 
     return funcs, {"split": split, "log_core": log_core, "exp_parts": exp_parts,
                    "scale": scale}

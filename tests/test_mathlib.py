@@ -242,6 +242,38 @@ def test_loops_vectorise(name, dtype):
     assert {c for c in calls if not c.startswith("llvm.")} == set(), calls
 
 
+def float_lanes(loop) -> int:
+    """The widest `<N x float>` vector in a compiled loop's LLVM IR (0 if none)."""
+    llvm = loop.inspect_llvm(loop.signatures[0])
+    return max((int(n) for n in re.findall(r"<(\d+) x float>", llvm)), default=0)
+
+
+def test_float32_trig_keeps_the_loops_vector_width():
+    """A float32 loop mixing sin and cos into exp vectorises as wide as the loop without
+    them: the trig reduction's float64 steps (and its float32 table loads) do not narrow
+    the float32 work around it, as float64 loads once did (8 lanes became 4 on AVX2)."""
+    exp, sin, cos = (MATH_FUNCTIONS[(n, "float32")] for n in ("exp", "sin", "cos"))
+
+    @njit
+    def plain(x, out):
+        for i in range(x.size):
+            out[i] = exp(x[i]) * x[i]
+
+    @njit
+    def with_trig(x, out):
+        for i in range(x.size):
+            out[i] = exp(x[i]) * x[i] + sin(x[i]) * cos(x[i])
+
+    x = np.random.default_rng(5).uniform(-10, 10, 1000).astype(np.float32)
+    out = np.empty_like(x)
+    plain(x, out)
+    with_trig(x, out)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(out, np.exp(x64) * x64 + np.sin(x64) * np.cos(x64),
+                               rtol=1e-6, atol=1e-6)
+    assert float_lanes(with_trig) == float_lanes(plain) >= 4
+
+
 def test_table_and_globals_agree():
     assert set(MATH_FUNCTIONS) == {(p, d) for p in PRIMITIVES for d in DTYPES}
     names = math_globals()
