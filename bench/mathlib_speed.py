@@ -12,11 +12,17 @@ random float64 inputs.
 
     python bench/mathlib_speed.py [--n 4000000] [--repeat 7] [--dtype float32]
     python bench/mathlib_speed.py --ulp [--stride 8]
+    python bench/mathlib_speed.py --peers [--rounds 5]   # the chain under transfuse.jit
+                                                         # against torch.compile, jax.jit
+With --peers, the chain as users write it (NumPy code under `transfuse.jit`) against
+torch.compile, jax.jit (where installed) and NumPy in one process: each system's best
+wall-clock time over --rounds interleaved rounds, and its ratio to torch.compile.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import time
@@ -87,12 +93,14 @@ def median_ms(run: Callable, repeat: int, clock: Callable = time.perf_counter) -
     return 1e3 * float(np.median(times))
 
 
-def function_rows(n: int, repeat: int, dtype: str,
-                  clock: Callable) -> list[tuple[str, float, float, float]]:
-    """(name, mathlib ms, libm ms, numpy ms) per function."""
+def function_rows(n: int, repeat: int, dtype: str, clock: Callable,
+                  only: tuple[str, ...]) -> list[tuple[str, float, float, float]]:
+    """(name, mathlib ms, libm ms, numpy ms) per function named in `only`."""
     rng = np.random.default_rng(0)
     rows = []
     for name, ufunc in NUMPY.items():
+        if name not in only:
+            continue
         low = 1e-3 if name in POSITIVE else -5.0
         x = rng.uniform(low, 5.0, n).astype(dtype)
         out = np.empty_like(x)
@@ -101,7 +109,10 @@ def function_rows(n: int, repeat: int, dtype: str,
         rows.append((name, median_ms(lambda f=ours, x=x, out=out: f(x, out), repeat, clock),
                      median_ms(lambda f=libm, x=x, out=out: f(x, out), repeat, clock),
                      median_ms(lambda f=ufunc, x=x: f(x), repeat, clock)))
+    if "pow" not in only:
+        return rows
     x, y = rng.uniform(1e-3, 5.0, n).astype(dtype), rng.uniform(-5.0, 5.0, n).astype(dtype)
+    out = np.empty_like(x)
     ours, libm = binary_loop(MATH_FUNCTIONS[("pow", dtype)]), binary_loop(_libm_pow)
     rows.append(("pow", median_ms(lambda: ours(x, y, out), repeat, clock),
                  median_ms(lambda: libm(x, y, out), repeat, clock),
@@ -226,6 +237,70 @@ def ulp_survey(stride: int) -> None:
               flush=True)
 
 
+def chain_numpy(x):
+    """The chain as NumPy code (what transfuse.jit traces; as in compiler_workloads.py)."""
+    sigmoid = 1 / (1 + np.exp(-x))
+    return np.tanh(x) * sigmoid + 0.5 * x * x - np.exp(-x * x) + np.sin(x) * np.cos(x)
+
+
+def peer_chains(x: np.ndarray) -> dict[str, Callable[[], object]]:
+    """name: a call running the chain on x, for each installed system."""
+    import transfuse as tx
+    runs = {"transfuse.jit": functools.partial(tx.jit(chain_numpy), x),
+            "numpy": functools.partial(chain_numpy, x)}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        def torch_chain(v):
+            return (torch.tanh(v) * torch.sigmoid(v) + 0.5 * v * v - torch.exp(-v * v)
+                    + torch.sin(v) * torch.cos(v))
+        runs["torch.compile"] = functools.partial(torch.compile(torch_chain),
+                                                  torch.from_numpy(x))
+        runs["torch eager"] = functools.partial(torch_chain, torch.from_numpy(x))
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        jax = None
+    if jax is not None:
+        jax.config.update("jax_platforms", "cpu")
+        jf = jax.jit(lambda v: jnp.tanh(v) * jax.nn.sigmoid(v) + 0.5 * v * v
+                     - jnp.exp(-v * v) + jnp.sin(v) * jnp.cos(v))
+        xj = jnp.asarray(x)
+        runs["jax.jit"] = lambda: jf(xj).block_until_ready()
+    return runs
+
+
+def peers(n: int, rounds: int) -> None:
+    """Print the chain's best wall time per system, interleaved, and ratios."""
+    x = np.random.default_rng(0).uniform(-3, 3, n).astype(np.float32)
+    runs = peer_chains(x)
+    want = chain_numpy(x.astype(np.float64))
+    for run in runs.values():  # compile, and check
+        np.testing.assert_allclose(np.asarray(run()), want, rtol=1e-5, atol=1e-5)
+    best = {name: math.inf for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = min(best[name], min_ms(run, 5))
+    base = best.get("torch.compile", best["numpy"])
+    print(f"chain, {n} float32, best of {rounds} x 5 calls, wall ms ({numba.get_num_threads()}"
+          f" Numba threads; load average {os.getloadavg()[0]:.1f})")
+    for name, ms in best.items():
+        print(f"{name:16s} {ms:8.2f}   {ms / base:5.2f}x torch.compile")
+
+
+def min_ms(run: Callable, number: int) -> float:
+    """Fastest of `number` calls of run(), in ms."""
+    best = math.inf
+    for _ in range(number):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
 def main() -> None:
     """Print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -237,7 +312,15 @@ def main() -> None:
                              "(not meaningful for the prange row)")
     parser.add_argument("--ulp", action="store_true", help="the accuracy survey instead")
     parser.add_argument("--stride", type=int, default=8, help="float32 survey: bit stride")
+    parser.add_argument("--only", nargs="*", default=[*NUMPY, "pow"], metavar="NAME",
+                        help="functions to time (default: all)")
+    parser.add_argument("--peers", action="store_true",
+                        help="the chain under transfuse.jit against torch.compile, jax.jit")
+    parser.add_argument("--rounds", type=int, default=5, help="--peers: interleaved rounds")
     args = parser.parse_args()
+    if args.peers:
+        peers(args.n, args.rounds)
+        return
     if args.ulp:
         ulp_survey(args.stride)
         return
@@ -245,7 +328,8 @@ def main() -> None:
     print(f"{args.n} {args.dtype} elements, median of {args.repeat} runs, ms per call "
           f"({args.clock} clock; load average {os.getloadavg()[0]:.1f})")
     print(f"{'function':10s} {'mathlib':>8s} {'libm':>8s} {'numpy':>8s} {'vs libm':>8s}")
-    for name, ours, libm, ufunc in function_rows(args.n, args.repeat, args.dtype, clock):
+    rows = function_rows(args.n, args.repeat, args.dtype, clock, tuple(args.only))
+    for name, ours, libm, ufunc in rows:
         print(f"{name:10s} {ours:8.2f} {libm:8.2f} {ufunc:8.2f} {libm / ours:7.1f}x")
     x = np.random.default_rng(1).uniform(-3, 3, args.n).astype(args.dtype)
     out = np.empty_like(x)
