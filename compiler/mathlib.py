@@ -513,8 +513,9 @@ def _sin_cos_f64(a):
 
 # ---------------------------------------------------------------------------------------
 # The functions, written once and instantiated per dtype: every constant is a scalar of
-# that dtype, so float32 code never widens to float64 (sin, cos, tan and pow do, on
-# purpose, as their comments say).
+# that dtype, so float32 code never widens to float64 (the trig reduction, tan and pow
+# do, on purpose, as their comments say; none loads a float64, which would narrow the
+# caller's whole loop).
 
 _CONSTANTS = {
     # name: (float32, float64)
