@@ -332,21 +332,22 @@ def _two_over_pi_mod4(exponent: int, frac_bits: int) -> int:
 
 
 def _f32_trig_table() -> tuple[np.ndarray, ...]:
-    """Per float32 exponent field: T in 4 float32 pieces of 24 bits on a fixed grid (bits
-    2**1 to 2**-22, 2**-23 to 2**-46, ...), so that M times each piece is exact in float64
-    and the first two products add exactly. Stored as float32 so that the loads, the
-    widest type LLVM sees in a float32 loop, do not halve its vector width."""
+    """Per float32 exponent field: T as three int32 pieces on a fixed grid (bits 2**1 to
+    2**-27, 2**-28 to 2**-53, 2**-54 to 2**-84), so that M times each of the first two is
+    exact in float64 and the two products add exactly. int32 holds 31 bits where float32
+    holds 24, so three loads do the work of four; and none is a float64, whose load would
+    halve the vector width of a float32 loop calling sin or cos."""
     frac = 400
-    pieces = np.zeros((4, 256), np.float32)
+    pieces = np.zeros((3, 256), np.int32)
     for field in range(1, 255):
         t = _two_over_pi_mod4(field - 150, frac)
-        for j in range(4):
-            low_bit = frac - 22 - 24 * j
-            pieces[j, field] = math.ldexp((t >> low_bit) & ((1 << 24) - 1), -22 - 24 * j)
+        pieces[0, field] = t >> (frac - 27)
+        pieces[1, field] = (t >> (frac - 53)) & ((1 << 26) - 1)
+        pieces[2, field] = (t >> (frac - 84)) & ((1 << 31) - 1)
     return tuple(pieces)
 
 
-_TRIG_F32_0, _TRIG_F32_1, _TRIG_F32_2, _TRIG_F32_3 = _f32_trig_table()
+_TRIG_F32_0, _TRIG_F32_1, _TRIG_F32_2 = _f32_trig_table()
 
 
 def _f64_trig_table() -> tuple[np.ndarray, ...]:
@@ -390,17 +391,18 @@ def _split_at(y, grid):
 
 @_jit
 def _reduce_f32(a):
-    """(F, K) in float64 for a normal float32 a = |x|. The first two products and their
-    sum are exact; the last two are below 2**-22 and round relative to F, whose smallest
-    size over all float32 is 2**-29.86 (an exhaustive scan)."""
+    """(F, K) in float64 for a normal float32 a = |x| >= 2**-12 (callers answer smaller x
+    directly; T has 48 or more significant bits there). The first two products and their
+    sum (below 1, on a 2**-53 grid) are exact; the last product is below 2**-29, and its
+    sum rounds relative to F, whose smallest size over all float32 is 2**-29.86 (an
+    exhaustive scan). Error below 2**-52 |F| + 2**-60."""
     m = np.float64(_integer_significand(a))
     field = _biased_exponent(a)
-    p = m * np.float64(_TRIG_F32_0[field])  # exact: below 2**26, on a 2**-22 grid
+    p = (m * 2.0**-27) * np.float64(_TRIG_F32_0[field])  # exact: below 2**26, 2**-27 grid
     k = _rint(p)
-    f = (p - k) + m * np.float64(_TRIG_F32_1[field])  # exact: below 4.5, 2**-46 grid
+    f = (p - k) + (m * 2.0**-53) * np.float64(_TRIG_F32_1[field])  # exact, as said
     k2 = _rint(f)
-    f = f - k2
-    f = (f + m * np.float64(_TRIG_F32_2[field])) + m * np.float64(_TRIG_F32_3[field])
+    f = (f - k2) + (m * 2.0**-84) * np.float64(_TRIG_F32_2[field])
     return f, k + k2
 
 
