@@ -14,15 +14,20 @@ random float64 inputs.
     python bench/mathlib_speed.py --ulp [--stride 8]
     python bench/mathlib_speed.py --peers [--rounds 5]   # the chain under transfuse.jit
                                                          # against torch.compile, jax.jit
+    git show REV:compiler/mathlib.py > /tmp/mathlib_before.py
+    python bench/mathlib_speed.py --baseline /tmp/mathlib_before.py --only sin cos
 With --peers, the chain as users write it (NumPy code under `transfuse.jit`) against
 torch.compile, jax.jit (where installed) and NumPy in one process: each system's best
 wall-clock time over --rounds interleaved rounds, and its ratio to torch.compile.
+With --baseline, another version of mathlib.py (a file) against this one, interleaved in
+one process: each --only function's loop and the chain loop, best CPU time of --rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import math
 import os
 import time
@@ -291,6 +296,47 @@ def peers(n: int, rounds: int) -> None:
         print(f"{name:16s} {ms:8.2f}   {ms / base:5.2f}x torch.compile")
 
 
+def chain_loop(functions: dict, dtype: str) -> Callable:
+    """The chain as one serial loop over the given mathlib table's functions."""
+    tanh, logistic, exp, sin, cos = (functions[(k, dtype)] for k in
+                                     ("tanh", "logistic", "exp", "sin", "cos"))
+    half = np.dtype(dtype).type(0.5)
+
+    @njit
+    def run(x, out):
+        for i in range(x.size):
+            v = x[i]
+            out[i] = tanh(v) * logistic(v) + half * v * v - exp(-v * v) + sin(v) * cos(v)
+    return run
+
+
+def against_baseline(path: str, n: int, rounds: int, dtype: str, only: tuple) -> None:
+    """Print CPU ms of each function's loop and of the chain loop, baseline vs this one."""
+    spec = importlib.util.spec_from_file_location("mathlib_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tables = {"baseline": module.MATH_FUNCTIONS, "current": MATH_FUNCTIONS}
+    x = np.random.default_rng(1).uniform(-3, 3, n).astype(dtype)
+    out = np.empty_like(x)
+    loops = {(name, which): loop_over(table[(name, dtype)])
+             for name in only if name in NUMPY for which, table in tables.items()}
+    loops.update({("chain", which): chain_loop(table, dtype) for which, table in tables.items()})
+    best = dict.fromkeys(loops, math.inf)
+    for loop in loops.values():
+        loop(x, out)  # compile
+    for _ in range(rounds):
+        for key, loop in loops.items():
+            start = time.thread_time()
+            loop(x, out)
+            best[key] = min(best[key], time.thread_time() - start)
+    print(f"{n} {dtype}, best CPU ms of {rounds} interleaved rounds (load average "
+          f"{os.getloadavg()[0]:.1f}); baseline = {path}")
+    print(f"{'loop':10s} {'baseline':>9s} {'current':>9s} {'ratio':>6s}")
+    for name in dict.fromkeys(k[0] for k in loops):
+        old, new = best[(name, "baseline")] * 1e3, best[(name, "current")] * 1e3
+        print(f"{name:10s} {old:9.2f} {new:9.2f} {old / new:5.2f}x")
+
+
 def min_ms(run: Callable, number: int) -> float:
     """Fastest of `number` calls of run(), in ms."""
     best = math.inf
@@ -316,8 +362,14 @@ def main() -> None:
                         help="functions to time (default: all)")
     parser.add_argument("--peers", action="store_true",
                         help="the chain under transfuse.jit against torch.compile, jax.jit")
-    parser.add_argument("--rounds", type=int, default=5, help="--peers: interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="--peers, --baseline: interleaved rounds")
+    parser.add_argument("--baseline", metavar="FILE",
+                        help="another mathlib.py to time against this one")
     args = parser.parse_args()
+    if args.baseline:
+        against_baseline(args.baseline, args.n, args.rounds, args.dtype, tuple(args.only))
+        return
     if args.peers:
         peers(args.n, args.rounds)
         return
