@@ -718,7 +718,10 @@ def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
         lidx[a] = ridx[c] = name
     flops = out.size * max(1, int(np.prod([lhs.shape[a] for a in lc], dtype=np.int64)))
     outer = nb + nl
-    k.loops(names[:outer], list(out.shape[:outer]), k.work_is_large(flops))
+    # An outer product (no contracted axis) writes one product per element: bound by
+    # memory like a copy, where a second thread gains little and Numba's parallel passes
+    # cost a second of compile time (the per-sample-gradient step has one such kernel).
+    k.loops(names[:outer], list(out.shape[:outer]), bool(lc) and k.work_is_large(flops))
     target = f"{k.outs[0]}[{index_str(names)}]"
     if not lc:  # an outer product: one write per element
         k.loops(names[outer:], list(out.shape[outer:]))
@@ -1125,17 +1128,29 @@ class _Lowering:
 
     def guard(self) -> list[str]:
         """Checks that the arrays have the compiled shapes and C layout (Python's fast path
-        calls the entry point without looking; a mismatch sends the call back to Python)."""
-        lines = []
+        calls the entry point without looking; a mismatch sends the call back to Python).
+
+        The conditions are or-ed without short-circuits into one flag and raise at one
+        place: each `raise` site is a block of exception code that Numba lowers and LLVM
+        compiles, an eighth of a per-sample-gradient entry point when every array had one.
+        """
+        checks = []
         n = self.graph.num_explicit_inputs
         for v in self.graph.inputs[:n]:
             conds = _layout_conditions(self.names[v], v.aval)
             if conds:
-                lines.append(f"    if {' or '.join(conds)}:")
-                lines.append("        raise SignatureMismatch()")
-        if lines:
-            self.program.helper("SignatureMismatch")
-            lines.insert(0, "    # -- the signature compiled for: other arrays go back to Python")
+                checks.append(" | ".join(f"({c})" for c in conds))
+        if not checks:
+            return []
+        self.program.helper("SignatureMismatch")
+        lines = ["    # -- the signature compiled for: other arrays go back to Python"]
+        if len(checks) == 1:
+            lines.append(f"    if {checks[0]}:")
+        else:
+            lines.append(f"    mismatch = {checks[0]}")
+            lines += [f"    mismatch |= {c}" for c in checks[1:]]
+            lines.append("    if mismatch:")
+        lines.append("        raise SignatureMismatch()")
         return lines
 
     def render(self, args: list[str], ret: str, cache: bool, title: str) -> str:
@@ -1196,7 +1211,7 @@ def _layout_conditions(name: str, aval) -> list[str]:
     """Conditions under which an array is not of aval's shape in C order."""
     if aval.ndim == 0:
         return []
-    conds = [f"{name}.shape != {aval.shape!r}"]
+    conds = [f"{name}.shape[{d}] != {n}" for d, n in enumerate(aval.shape)]
     if aval.size:
         stride = aval.dtype.itemsize
         for d in reversed(range(aval.ndim)):
@@ -1263,7 +1278,7 @@ class _BufferPlan:
         self.root: dict[Var, Var] = {}  # a view's buffer owner
         self.root_end: dict[Var, float] = {}  # when the owner's buffer can be reused
         self.names: dict[Var, str] = {}
-        self.free: dict[tuple, list[str]] = {}
+        self.free: dict[tuple, list[tuple[str, tuple]]] = {}  # (name, shape) by size
         self.count = 0
         self.helpers: set[str] = set()
 
@@ -1291,7 +1306,9 @@ class _BufferPlan:
         self.names[var] = name
         self.root_end[var] = self.last_use.get(var, -1)
         if self.free.get(key):
-            old = self.free[key].pop()
+            old, old_shape = self.free[key].pop()
+            if tuple(old_shape) == tuple(aval.shape):
+                return name, f"{name} = {old}  # reuses a dead buffer"
             return name, f"{name} = {old}.reshape({aval.shape!r})  # reuses a dead buffer"
         alloc = f"{name} = np.empty({aval.shape!r}, np.{aval.dtype.name})"
         if aval.size * aval.dtype.itemsize >= HUGE_PAGE_MIN_BYTES:
@@ -1340,7 +1357,7 @@ class _BufferPlan:
             name = self.names.get(root)
             if name is not None:
                 key = (root.aval.dtype.str, root.aval.size)
-                self.free.setdefault(key, []).append(name)
+                self.free.setdefault(key, []).append((name, root.aval.shape))
             self.root_end[root] = math.inf  # released once
 
 
