@@ -11,7 +11,10 @@ Workloads (sizes as in docs/performance.md):
   psg        per-sample gradients of a 784-512-512-10 tanh MLP at batch 128
   dispatch   x + 1 on 8 float32 elements: per-call overhead
   compile    first call of the per-sample-gradient step: cold (empty disk cache, new
-             process) and warm (disk cache filled, new process)
+             process) and warm (disk cache filled, new process); the chain cold; and
+             Numba's own floor (a trivial @njit function compiled in a new process). Each
+             row gives wall time and the process's CPU time (steadier on a loaded
+             machine), after imports
 
 Each timing is the best of several repeats of a loop of calls (after a warm-up call);
 results are checked against NumPy before timing. Baselines that are not installed are
@@ -237,32 +240,53 @@ COMPILE_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     sys.path.insert(0, {bench!r})
     import compiler_workloads as w
+    import numba
+    import numpy as np
     import transfuse as tx
-    imported = time.perf_counter()
-    params, x, y = w.mlp_setup({batch})
-    f = tx.jit(w.per_sample_grads())
-    f(params, x, y)
+    imported, cpu = time.perf_counter(), time.process_time()
+    if {what!r} == "floor":  # Numba's own cost of a first compile in a process
+        f = numba.njit(lambda v: v + 1)
+        f(1.0)
+        print(time.perf_counter() - imported, time.process_time() - cpu, 0, 0)
+        raise SystemExit
+    if {what!r} == "chain":
+        args = (np.linspace(-3, 3, 4096 if {quick} else 1 << 22, dtype=np.float32),)
+        f = tx.jit(w.chain)
+    else:
+        args = w.mlp_setup(8 if {quick} else 128)
+        f = tx.jit(w.per_sample_grads())
+    f(*args)
     done = time.perf_counter()
     info = f.cache_info()
-    print(imported - start, done - imported, info.compiles, info.disk_hits)
+    print(done - imported, time.process_time() - cpu, info.compiles, info.disk_hits)
 """)
+
+COMPILE_CASES = [  # (what, label, also from a warm disk cache)
+    ("floor", "numba: trivial @njit, cold (floor)", False),
+    ("psg", "transfuse.jit", True),
+    ("chain", "transfuse.jit chain", False),
+]
 
 
 def compile_latency(quick: bool) -> list[dict]:
-    """First call of jit(vmap(grad(loss))) in a new process: cold, then from the disk cache."""
+    """First calls in new processes: Numba's floor, then jit(vmap(grad(loss))) cold and
+    from the disk cache, and the elementwise chain cold (each with an empty cache)."""
     rows = []
-    with tempfile.TemporaryDirectory() as cache:
-        script = COMPILE_SCRIPT.format(repo=str(REPO), bench=str(Path(__file__).parent),
-                                       batch=8 if quick else 128)
-        env = dict(os.environ, TRANSFUSE_CACHE_DIR=cache)
-        env.pop("TRANSFUSE_DISABLE_CACHE", None)
-        for label in ("cold (empty disk cache)", "warm disk cache"):
-            out = subprocess.run([sys.executable, "-c", script], env=env, text=True,
-                                 capture_output=True, check=True).stdout.split()
-            imported, first_call, compiles, hits = float(out[0]), float(out[1]), *out[2:]
-            rows.append({"workload": "compile", "system": f"transfuse.jit {label}",
-                         "seconds": first_call, "import_seconds": imported,
-                         "compiles": int(compiles), "disk_hits": int(hits)})
+    for what, label, warm in COMPILE_CASES:
+        with tempfile.TemporaryDirectory() as cache:
+            script = COMPILE_SCRIPT.format(repo=str(REPO), bench=str(Path(__file__).parent),
+                                           what=what, quick=quick)
+            env = dict(os.environ, TRANSFUSE_CACHE_DIR=cache)
+            env.pop("TRANSFUSE_DISABLE_CACHE", None)
+            for state in ("cold", "warm") if warm else ("cold",):
+                out = subprocess.run([sys.executable, "-c", script], env=env, text=True,
+                                     capture_output=True, check=True).stdout.split()
+                first_call, cpu, compiles, hits = float(out[0]), float(out[1]), *out[2:]
+                name = label if what == "floor" else (
+                    f"{label} {'cold (empty disk cache)' if state == 'cold' else 'warm disk cache'}")
+                rows.append({"workload": "compile", "system": name, "seconds": first_call,
+                             "cpu_seconds": cpu, "compiles": int(compiles),
+                             "disk_hits": int(hits)})
     return rows
 
 
@@ -288,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
                 unit, scale = "s", 1.0
             extra = ""
             if "compiles" in row:
-                extra = (f"  (compiles={row['compiles']}, disk hits={row['disk_hits']}, "
-                         f"import {row['import_seconds']:.2f} s)")
-            print(f"{row['workload']:<10} {row['system']:<36} "
+                extra = (f"  (CPU {row['cpu_seconds']:.2f} s, compiles={row['compiles']}, "
+                         f"disk hits={row['disk_hits']})")
+            print(f"{row['workload']:<10} {row['system']:<44} "
                   f"{row['seconds'] * scale:10.3f} {unit}{extra}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
