@@ -282,8 +282,8 @@ def compile_latency(quick: bool) -> list[dict]:
                 out = subprocess.run([sys.executable, "-c", script], env=env, text=True,
                                      capture_output=True, check=True).stdout.split()
                 first_call, cpu, compiles, hits = float(out[0]), float(out[1]), *out[2:]
-                name = label if what == "floor" else (
-                    f"{label} {'cold (empty disk cache)' if state == 'cold' else 'warm disk cache'}")
+                how = "cold (empty disk cache)" if state == "cold" else "warm disk cache"
+                name = label if what == "floor" else f"{label} {how}"
                 rows.append({"workload": "compile", "system": name, "seconds": first_call,
                              "cpu_seconds": cpu, "compiles": int(compiles),
                              "disk_hits": int(hits)})
