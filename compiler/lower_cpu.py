@@ -695,8 +695,9 @@ def _dot_blas(k: KernelCtx, plan: GemmPlan) -> None:
     args = (_BLAS_KINDS[out.dtype],) + plan.blas + tuple(v for lp in loops for v in lp)
     m, n, kk = plan.mnk
     count = "".join(f"{a.size} x " for a in plan.loops)
+    blas_args = k.program.constant("GEMM", f"np.array({args!r}, np.int64)")
     k.put(f"{k.program.helper('gemm_strided')}({flat[x]}, {flat[y]}, {flat[2]}, "
-          f"np.array({args!r}))  # BLAS: {count}({m}x{kk} @ {kk}x{n})")
+          f"{blas_args})  # BLAS: {count}({m}x{kk} @ {kk}x{n})")
 
 
 def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
@@ -897,9 +898,17 @@ class _ProgramState(ProgramBuilder):
     def __init__(self) -> None:
         super().__init__()
         self.math_names: set[str] = set()
+        self.constants: list[str] = []  # module-level definitions, e.g. BLAS arguments
 
     def math(self, name: str) -> str:
         self.math_names.add(name)
+        return name
+
+    def constant(self, prefix: str, expr: str) -> str:
+        """A module-level constant: Numba freezes a global array into the compiled code,
+        where building it in the entry point would be typed and allocated per call site."""
+        name = f"{prefix}{len(self.constants)}"
+        self.constants.append(f"{name} = {expr}")
         return name
 
 
@@ -1178,6 +1187,9 @@ class _Lowering:
             imports.append("from transfuse.compiler.mathlib import math_globals")
             imports.append("_MATH = math_globals()")
             imports += [f"{n} = _MATH[{n!r}]" for n in sorted(self.program.math_names)]
+        if self.program.constants:
+            imports += ["", "# gemm_strided's arguments: kind, transposes, M, N, K, leading "
+                        "dimensions, loops"] + self.program.constants
         functions = [line for f in self.functions for line in f]
         lines = head + [""] + imports + ["", f"SIGNATURE = ({sig}{',' if sig else ''})", "",
                                          ""] + functions + [
