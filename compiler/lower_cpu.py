@@ -740,6 +740,26 @@ def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
     k.close(outer)
 
 
+
+def conv_window(k: Any, lhs_shape: tuple[int, ...], sp: list[str], ks: list[str]
+                ) -> tuple[list[str], list[str]]:
+    """Where output point sp and kernel point ks read a convolution's input: the conditions
+    for reading inside it (padding, input dilation) and the input's spatial indices."""
+    p = k.params
+    conds, xidx = [], []
+    for d in range(len(sp)):
+        lo = p["padding"][d][0]
+        pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
+        q = k.nest.assign(k.program.local(), pos)
+        dil, n = p["lhs_dilation"][d], lhs_shape[2 + d]
+        if dil == 1:
+            conds.append(f"0 <= {q} < {n}")
+            xidx.append(q)
+        else:
+            conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
+            xidx.append(f"{q} // {dil}")
+    return conds, xidx
+
 def _conv_kernel(k: KernelCtx) -> None:
     """Direct convolution (cross-correlation) with strides, padding, dilations, groups."""
     lhs, rhs = (v.aval for v in k.node.inputs)
@@ -761,18 +781,7 @@ def _conv_kernel(k: KernelCtx) -> None:
     g = f"i1 // {cout_g}"
     cin = f"i{2 + 2 * nsp}"
     k.loops([cin] + ks, [cin_g] + list(rhs.shape[2:]))
-    conds, xidx = [], []
-    for d in range(nsp):
-        lo = p["padding"][d][0]
-        pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
-        q = k.nest.assign(k.program.local(), pos)
-        dil, n = p["lhs_dilation"][d], lhs.shape[2 + d]
-        if dil == 1:
-            conds.append(f"0 <= {q} < {n}")
-            xidx.append(q)
-        else:
-            conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
-            xidx.append(f"{q} // {dil}")
+    conds, xidx = conv_window(k, lhs.shape, sp, ks)
     k.put(f"if {' and '.join(conds)}:")
     k.put(f"    {acc} += {x}[i0, {g} * {cin_g} + {cin}, {', '.join(xidx)}] * "
           f"{w}[i1, {cin}, {', '.join(ks)}]")

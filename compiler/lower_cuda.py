@@ -59,6 +59,7 @@ from .lower_cpu import (
     _single_node_graph,
     _sources,
     _top_level_consts,
+    conv_window,
 )
 
 P = PRIMITIVES
@@ -319,18 +320,7 @@ def _conv_kernel(k: KernelCtx) -> None:
     g = k.local(f"i1 // {cout_g}")
     cin = f"i{2 + 2 * nsp}"
     k.loops([cin] + ks, [cin_g] + list(rhs.shape[2:]))
-    conds, xidx = [], []
-    for d in range(nsp):
-        lo = p["padding"][d][0]
-        pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
-        q = k.nest.assign(k.program.local(), pos)
-        dil, n = p["lhs_dilation"][d], lhs.shape[2 + d]
-        if dil == 1:
-            conds.append(f"0 <= {q} < {n}")
-            xidx.append(q)
-        else:
-            conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
-            xidx.append(f"{q} // {dil}")
+    conds, xidx = conv_window(k, lhs.shape, sp, ks)
     term = f"{x}[i0, {g} * {cin_g} + {cin}, {', '.join(xidx)}] * {w}[i1, {cin}, {', '.join(ks)}]"
     k.put(f"if {' and '.join(conds)}:")
     k.put(f"    {acc} = {_acc_step(acc, term, out.dtype)}")
