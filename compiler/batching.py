@@ -411,7 +411,8 @@ def _dynamic_slice(axis_size: int, args: list, dims: list, *, slice_sizes) -> tu
                     for k, n, sd in zip(slice_sizes, shape, start_dims)]
     if any(sd is None for sd in start_dims):
         (x,), (xd,) = apply_rule(P["dynamic_slice"], axis_size, [x, *static_starts],
-                                 [xd] + [None] * len(starts), {"slice_sizes": static_sizes})
+                                 [xd] + [None] * len(starts),
+                                 {"slice_sizes": tuple(static_sizes)})
     for j, (s, sd) in enumerate(zip(starts, start_dims)):
         if sd is None:
             continue

@@ -298,3 +298,21 @@ def test_inlining_a_sub_graph_called_twice_gives_fresh_values():
     assert not any(n.prim.name == "call" for n in flat.nodes)
     np.testing.assert_allclose(interpret(flat, [x])[0], expected, rtol=1e-12)
     np.testing.assert_allclose(tx.jit(f)(x), expected, rtol=1e-12)
+
+
+def test_jit_of_vmap_of_dynamic_slice_with_some_starts_batched():
+    """The batching rule gave the unbatched-start dynamic_slice of an unbatched operand a
+    list of sizes, which jit's CSE could not hash (a TypeError under `pytest --jit`)."""
+    from transfuse.ir import lax
+
+    rng = np.random.default_rng(239)
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    rows = np.array([0, 2, 4], dtype=np.int64)  # batched start; 4 is clamped to 2
+    col = np.int64(3)  # shared start
+
+    def window(x, i, j):
+        return lax.dynamic_slice(x, (i, j), (3, 2))
+
+    got = tx.jit(tx.vmap(window, in_dims=(None, 0, None)))(x, rows, col)
+    want = np.stack([x[min(r, 2):min(r, 2) + 3, 3:5] for r in rows])
+    np.testing.assert_array_equal(got, want)
