@@ -700,11 +700,14 @@ def _dot_blas(k: KernelCtx, plan: GemmPlan) -> None:
           f"{blas_args})  # BLAS: {count}({m}x{kk} @ {kk}x{n})")
 
 
-def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
-    """out[batch, lfree, rfree] (+)= lhs * rhs, contraction outside the rfree loop."""
-    lhs, rhs = (v.aval for v in k.node.inputs)
-    out = k.node.outputs[0].aval
-    (lc, rc), (lb, rb) = k.params["dimension_numbers"]
+
+def dot_indices(node: Node, lfree: list[int], rfree: list[int]
+                ) -> tuple[list[str], list[str], list[str], list[str]]:
+    """A dot_general's loop variables: the output's (batch, lhs free, rhs free), the
+    contracted axes', and the index expressions of lhs and rhs in those variables."""
+    lhs, rhs = (v.aval for v in node.inputs)
+    out = node.outputs[0].aval
+    (lc, rc), (lb, rb) = node.params["dimension_numbers"]
     names = [f"i{d}" for d in range(out.ndim)]
     nb, nl = len(lb), len(lfree)
     lidx, ridx = [""] * lhs.ndim, [""] * rhs.ndim
@@ -717,6 +720,15 @@ def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
     knames = [f"i{out.ndim + j}" for j in range(len(lc))]
     for a, c, name in zip(lc, rc, knames):
         lidx[a] = ridx[c] = name
+    return names, knames, lidx, ridx
+
+def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
+    """out[batch, lfree, rfree] (+)= lhs * rhs, contraction outside the rfree loop."""
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    out = k.node.outputs[0].aval
+    (lc, rc), (lb, rb) = k.params["dimension_numbers"]
+    names, knames, lidx, ridx = dot_indices(k.node, lfree, rfree)
+    nb, nl = len(lb), len(lfree)
     flops = out.size * max(1, int(np.prod([lhs.shape[a] for a in lc], dtype=np.int64)))
     outer = nb + nl
     # An outer product (no contracted axis) writes one product per element: bound by

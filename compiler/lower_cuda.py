@@ -60,6 +60,7 @@ from .lower_cpu import (
     _sources,
     _top_level_consts,
     conv_window,
+    dot_indices,
 )
 
 P = PRIMITIVES
@@ -280,18 +281,7 @@ def _dot_general_kernel(k: KernelCtx) -> None:
     (lc, rc), (lb, rb) = k.params["dimension_numbers"]
     lfree = [d for d in range(lhs.ndim) if d not in lc and d not in lb]
     rfree = [d for d in range(rhs.ndim) if d not in rc and d not in rb]
-    names = [f"i{d}" for d in range(out.ndim)]
-    nb, nl = len(lb), len(lfree)
-    lidx, ridx = [""] * lhs.ndim, [""] * rhs.ndim
-    for j, (a, c) in enumerate(zip(lb, rb)):
-        lidx[a] = ridx[c] = names[j]
-    for j, a in enumerate(lfree):
-        lidx[a] = names[nb + j]
-    for j, c in enumerate(rfree):
-        ridx[c] = names[nb + nl + j]
-    knames = [f"i{out.ndim + j}" for j in range(len(lc))]
-    for a, c, name in zip(lc, rc, knames):
-        lidx[a] = ridx[c] = name
+    names, knames, lidx, ridx = dot_indices(k.node, lfree, rfree)
     k.threads(names, list(out.shape))
     acc = k.local(literal(0, out.dtype))
     k.loops(knames, [lhs.shape[a] for a in lc])
