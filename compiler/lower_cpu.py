@@ -825,6 +825,24 @@ def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
     return kernel
 
 
+
+def arg_scan(k: Any, which: str, at: Callable[[str], str], best: str, pos: str) -> None:
+    """The loop of argmax/argmin along the kernel's axis from element 1: `best` and `pos`
+    hold element 0 and its index; at(j) indexes the input at position j of the line."""
+    aval = k.node.inputs[0].aval
+    j, v = k.program.local(), k.program.local()
+    k.nest.open(j, f"1, {aval.shape[k.params['axis']]}")
+    better = ">" if which == "max" else "<"
+    if aval.dtype.kind == "f":
+        k.put(f"if {best} != {best}:")
+        k.put("    break  # the first NaN wins, as in NumPy")
+    k.put(f"{v} = {k.ins[0]}[{at(j)}]")
+    nan = f" or {v} != {v}" if aval.dtype.kind == "f" else ""
+    k.put(f"if {v} {better} {best}{nan}:")
+    k.put(f"    {best} = {v}")
+    k.put(f"    {pos} = {j}")
+    k.close(1)
+
 def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
     def kernel(k: KernelCtx) -> None:
         aval = k.node.inputs[0].aval
@@ -838,18 +856,7 @@ def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
         at = lambda j: index_str([j if d == axis else f"i{d}" for d in range(aval.ndim)])  # noqa
         best = k.nest.assign(k.program.local(), f"{k.ins[0]}[{at('0')}]", depth=k.nest.depth)
         pos = k.nest.assign(k.program.local(), "0", depth=k.nest.depth)
-        j, v = k.program.local(), k.program.local()
-        k.nest.open(j, f"1, {aval.shape[axis]}")
-        better = ">" if which == "max" else "<"
-        if aval.dtype.kind == "f":
-            k.put(f"if {best} != {best}:")
-            k.put("    break  # the first NaN wins, as in NumPy")
-        k.put(f"{v} = {k.ins[0]}[{at(j)}]")
-        nan = f" or {v} != {v}" if aval.dtype.kind == "f" else ""
-        k.put(f"if {v} {better} {best}{nan}:")
-        k.put(f"    {best} = {v}")
-        k.put(f"    {pos} = {j}")
-        k.close(1)
+        arg_scan(k, which, at, best, pos)
         out_idx = index_str([f"i{d}" for d in others])
         k.put(f"{k.outs[0]}[{out_idx}] = {pos}")
         k.close(len(others))

@@ -59,6 +59,7 @@ from .lower_cpu import (
     _single_node_graph,
     _sources,
     _top_level_consts,
+    arg_scan,
     conv_window,
     dot_indices,
 )
@@ -346,18 +347,7 @@ def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
         at = lambda j: index_str([j if d == axis else f"i{d}" for d in range(aval.ndim)])  # noqa
         best = k.local(f"{k.ins[0]}[{at('0')}]")
         pos = k.local("0")
-        j, v = k.program.local(), k.program.local()
-        k.nest.open(j, f"1, {aval.shape[axis]}")
-        better = ">" if which == "max" else "<"
-        if aval.dtype.kind == "f":
-            k.put(f"if {best} != {best}:")
-            k.put("    break  # the first NaN wins, as in NumPy")
-        k.put(f"{v} = {k.ins[0]}[{at(j)}]")
-        nan = f" or {v} != {v}" if aval.dtype.kind == "f" else ""
-        k.put(f"if {v} {better} {best}{nan}:")
-        k.put(f"    {best} = {v}")
-        k.put(f"    {pos} = {j}")
-        k.close(1)
+        arg_scan(k, which, at, best, pos)
         k.put(f"{k.outs[0]}[{index_str([f'i{d}' for d in others])}] = {pos}")
     return kernel
 
