@@ -1389,7 +1389,10 @@ class _BufferPlan:
 
     def release_after(self, node: Node, step: int) -> None:
         """Buffers whose every reader has run become free for later values."""
-        candidates = {self.root_of(v) for v in list(node.inputs) + list(node.outputs)}
+        # A dict, not a set: Vars hash by address, so a set's order (and with it which
+        # dead buffer a later value reuses, i.e. the generated source and its cache key)
+        # would differ between processes. Graph order is the same in every process.
+        candidates = dict.fromkeys(self.root_of(v) for v in [*node.inputs, *node.outputs])
         for root in candidates:
             end = self.root_end.get(root)
             if end is None or end > step or not self.is_intermediate(root):
