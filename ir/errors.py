@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
+from numpy.exceptions import AxisError
+
 
 class TransfuseError(Exception):
     """Base class of every error transfuse raises on bad input."""
@@ -31,6 +36,18 @@ class UnsupportedError(TransfuseTypeError):
     """A NumPy function or feature with no transfuse rule yet."""
 
 
+class TransfuseAxisError(TransfuseValueError, AxisError):
+    """An axis out of range for an array's rank (NumPy's AxisError: a ValueError and an
+    IndexError)."""
+
+    def __init__(self, message: str, axis: int | None = None, ndim: int | None = None):
+        AxisError.__init__(self, message)
+        self.axis, self.ndim = axis, ndim  # as NumPy's AxisError carries them
+
+    def __str__(self) -> str:
+        return self._msg
+
+
 class TracerLeakError(TransfuseValueError):
     """A traced value used outside the trace that created it."""
 
@@ -53,3 +70,52 @@ class VerificationError(TransfuseValueError):
 
 class TransfuseIndexError(TransfuseError, IndexError):
     """An index out of range for an array's static shape."""
+
+
+# ---------------------------------------------------------------------------------------
+# NumPy functions without a rule: one wording, naming the function as the user typed it
+
+
+def missing_rule(func: Any, where: Any = None) -> UnsupportedError:
+    """The error for a function, ufunc or method that transfuse cannot trace yet."""
+    from .source import with_location
+    name = func if isinstance(func, str) else public_name(func)
+    return UnsupportedError(with_location(
+        f"{name} has no transfuse rule yet, so it cannot be traced; see docs/ir.md for how "
+        "to add one", where))
+
+
+def public_name(func: Any) -> str:
+    """The dotted name a user types for func: numpy.linalg.inv, scipy.special.erf, ..."""
+    name = getattr(func, "__name__", None)
+    if type(func).__name__ == "ufunc":
+        return f"{_ufunc_namespace(func, name)}.{name}"
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None) or name
+    if not module or not qualname:
+        return str(name or func)
+    return f"{_public_module(module)}.{qualname}"
+
+
+def _public_module(module: str) -> str:
+    """numpy._core.fromnumeric -> numpy, numpy.linalg._linalg -> numpy.linalg: the module
+    path up to its first private part (the public namespace that re-exports it)."""
+    parts = module.split(".")
+    public = []
+    for part in parts:
+        if part.startswith("_"):
+            break
+        public.append(part)
+    return ".".join(public) or module
+
+
+def _ufunc_namespace(ufunc: Any, name: str) -> str:
+    """Where a ufunc lives: numpy's own, else scipy.special's (ufuncs have no __module__)."""
+    import numpy as np
+    if getattr(np, name, None) is ufunc:
+        return "numpy"
+    special = sys.modules.get("scipy.special")
+    if special is not None and getattr(special, name, None) is ufunc:
+        return "scipy.special"
+    return _public_module(getattr(ufunc, "__module__", None) or "numpy")
+

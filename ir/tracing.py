@@ -23,6 +23,7 @@ from .errors import (
     TracerLeakError,
     TransfuseTypeError,
     UnsupportedError,
+    missing_rule,
 )
 from .primitives import ELEMENTWISE, Primitive
 from .source import SourceInfo, user_frame_info, with_location
@@ -324,10 +325,7 @@ def resolve_implicit(implicit: Sequence[Any], next_key: Callable[[], Any]) -> li
 def _dispatch(key: Any, *args: Any, **kwargs: Any) -> Any:
     impl = NUMPY_TABLE.get(key)
     if impl is None:
-        name = getattr(key, "__name__", str(key))
-        raise UnsupportedError(with_location(
-            f"numpy.{name} has no transfuse rule yet, so it cannot be traced; "
-            "see docs/ir.md for how to add one"))
+        raise missing_rule(key)
     return impl(*args, **kwargs)
 
 
@@ -360,7 +358,10 @@ def _binary(ufunc):
 
 def _method(np_func):
     def method(self, *args, **kwargs):
-        return _dispatch(np_func, self, *args, **kwargs)
+        impl = NUMPY_TABLE.get(np_func)
+        if impl is None:  # named as the user wrote it: x.nonzero() is ndarray.nonzero
+            raise missing_rule(f"numpy.ndarray.{np_func.__name__}")
+        return impl(self, *args, **kwargs)
     method.__name__ = np_func.__name__
     return method
 

@@ -12,6 +12,7 @@ from transfuse.ir.errors import (
     MutationError,
     ShapeError,
     TracerLeakError,
+    TransfuseAxisError,
     TransfuseError,
     TransfuseIndexError,
     TransfuseTypeError,
@@ -42,8 +43,8 @@ __version__ = "0.1.0"
 __all__ = [
     "make_graph", "vmap", "tree_map", "tree_flatten", "tree_unflatten", "tree_leaves",
     "tree_structure", "register_pytree_node", "random", "numpy", "TransfuseError",
-    "TransfuseTypeError", "TransfuseValueError", "TransfuseIndexError", "ShapeError",
-    "DTypeError", "ConcretizationError", "UnsupportedError", "TracerLeakError",
+    "TransfuseTypeError", "TransfuseValueError", "TransfuseIndexError", "TransfuseAxisError",
+    "ShapeError", "DTypeError", "ConcretizationError", "UnsupportedError", "TracerLeakError",
     "MutationError", "BatchingError", "CompileError",
     "vjp", "grad", "grad_and_value", "jacrev",
     "jvp", "linearize", "jacfwd", "hessian", "functionalize", "nn", "functional_call",

@@ -10,7 +10,14 @@ import numpy as np
 
 from transfuse.ir import lax
 from transfuse.ir.core import check_dtype
-from transfuse.ir.errors import DTypeError, UnsupportedError
+from transfuse.ir.errors import (
+    DTypeError,
+    TransfuseAxisError,
+    TransfuseValueError,
+    UnsupportedError,
+    missing_rule,
+    public_name,
+)
 from transfuse.ir.primitives import PRIMITIVES
 from transfuse.ir.source import with_location
 from transfuse.ir.tracing import NUMPY_TABLE, Tracer, bind, current_builder
@@ -85,9 +92,14 @@ def ndim_of(x: Any) -> int:
 
 
 def normalize_axis(axis: int, ndim: int) -> int:
+    """axis as a non-negative index into ndim dimensions; an AxisError at the user's line.
+
+    ndim is the rank the user's code sees (under vmap, without the batch dimension).
+    """
     if not -ndim <= axis < max(ndim, 1) or (ndim == 0 and axis not in (0, -1)):
-        from numpy.exceptions import AxisError
-        raise AxisError(axis, ndim)
+        valid = f" (valid axes: -{ndim} to {ndim - 1})" if ndim else ""
+        raise TransfuseAxisError(with_location(
+            f"axis {axis} is out of bounds for array of dimension {ndim}{valid}"), axis, ndim)
     return axis % ndim if ndim else 0
 
 
@@ -98,7 +110,8 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
     if isinstance(axis, (tuple, list)):
         axes = tuple(normalize_axis(int(a), ndim) for a in axis)
         if len(set(axes)) != len(axes):
-            raise ValueError("duplicate value in 'axis'")
+            raise TransfuseValueError(with_location(
+                f"duplicate value in 'axis': {tuple(axis)} names an axis twice"))
         return tuple(sorted(axes))
     return (normalize_axis(int(axis), ndim),)
 
@@ -307,7 +320,7 @@ def call_ufunc(ufunc: np.ufunc, *args: Any) -> Any:
         return apply_elementwise(ufunc, *args)
     if ufunc in NUMPY_TABLE:  # gufuncs such as matmul are registered as functions
         return NUMPY_TABLE[ufunc](*args)
-    raise unsupported(f"numpy.{ufunc.__name__}", "see docs/ir.md for how to add a rule")
+    raise missing_rule(ufunc)
 
 
 def handle_ufunc(key: Any, inputs: tuple, kwargs: dict) -> Any:
@@ -320,7 +333,7 @@ def handle_ufunc(key: Any, inputs: tuple, kwargs: dict) -> Any:
     casting = kwargs.pop("casting", "same_kind")
     kwargs.pop("order", None)
     if kwargs or where is not True:
-        raise unsupported(f"np.{key.__name__} with {sorted(kwargs) or ['where']}")
+        raise unsupported(f"{public_name(key)} with {sorted(kwargs) or ['where']}")
     if dtype is not None:
         inputs = tuple(cast_operand(a, np.dtype(dtype)) for a in inputs)
     result = call_ufunc(key, *inputs)
@@ -354,7 +367,7 @@ def _ufunc_method(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> 
     if method == "at" and ufunc is np.add:
         from ._indexing import add_at
         return add_at(*inputs)
-    raise unsupported(f"np.{ufunc.__name__}.{method}")
+    raise missing_rule(f"{public_name(ufunc)}.{method}")
 
 
 def inplace_op(ufunc: np.ufunc, target: Tracer, other: Any) -> Tracer:
