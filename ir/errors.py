@@ -119,3 +119,34 @@ def _ufunc_namespace(ufunc: Any, name: str) -> str:
         return "scipy.special"
     return _public_module(getattr(ufunc, "__module__", None) or "numpy")
 
+
+# ---------------------------------------------------------------------------------------
+# Traced indices out of range, found when the graph runs (interpreter or compiled kernel)
+
+INDEXING_PRIMITIVES = frozenset(("gather", "scatter", "scatter_add"))
+
+
+def traced_index_error(sites: Any = ()) -> TransfuseIndexError:
+    """The error for a traced index out of range; sites: the SourceInfo of the indexing
+    operations that may have raised it (the user's lines), most likely first."""
+    from .source import with_location
+    message = ("index out of bounds: a traced index is outside the axis it indexes (an "
+               "axis of size n takes indices -n to n-1); transfuse checks every gathered "
+               "or scattered index and raises, as NumPy does")
+    sites = list(dict.fromkeys(s for s in sites if s is not None))
+    if len(sites) > 1:
+        return TransfuseIndexError(message + "\n  at one of:" +
+                                   "".join(f"\n    {s}" for s in sites))
+    return TransfuseIndexError(with_location(message, sites[0] if sites else None))
+
+
+def indexing_sites(graph: Any) -> tuple:
+    """The sources of a graph's gathers and scatters (nested graphs included), in order."""
+    sites, pending = [], [graph]
+    while pending:  # a work list, not recursion: graphs may nest deeply
+        for node in pending.pop().nodes:
+            if node.prim.name in INDEXING_PRIMITIVES:
+                sites.append(node.source)
+            pending.extend(v for v in node.params.values()
+                           if hasattr(v, "nodes") and hasattr(v, "outputs"))
+    return tuple(dict.fromkeys(s for s in sites if s is not None))

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .core import Graph, Var
+from .core import Graph, Node, Var
+from .errors import INDEXING_PRIMITIVES, traced_index_error
 from .primitives import ELEMENTWISE
 
 
@@ -22,7 +23,7 @@ def interpret(graph: Graph, args: Sequence[Any]) -> list[np.ndarray]:
     for var, arr in graph.consts.items():
         env[var] = arr.copy() if mutates else arr
     for node in graph.nodes:
-        outs = node.prim.impl(*[env[v] for v in node.inputs], **node.params)
+        outs = _run_node(node, [env[v] for v in node.inputs])
         outs = list(outs) if node.prim.multiple_results else [outs]
         if node.prim.effect in (None, "random") and node.prim.name != "call" and \
                 node.prim.name not in ELEMENTWISE:
@@ -32,6 +33,16 @@ def interpret(graph: Graph, args: Sequence[Any]) -> list[np.ndarray]:
             outs = [_c_order(o) for o in outs]
         env.update(zip(node.outputs, outs))
     return [env[v] for v in graph.outputs]
+
+
+def _run_node(node: Node, args: list) -> Any:
+    """One node's NumPy reference; an index out of range names the user's line."""
+    if node.prim.name not in INDEXING_PRIMITIVES:
+        return node.prim.impl(*args, **node.params)
+    try:
+        return node.prim.impl(*args, **node.params)
+    except IndexError as error:
+        raise traced_index_error([node.source]) from error
 
 
 def _c_order(x: Any) -> Any:

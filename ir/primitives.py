@@ -8,13 +8,14 @@ lacks a rule.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.special
 
-from .core import Aval, check_dtype
+from .core import Aval, Graph, Node, check_dtype
 from .errors import DTypeError, ShapeError
 
 ShapeRule = Callable[..., Aval | list[Aval]]
@@ -792,6 +793,11 @@ def random_bits(key, stream: int, n: int) -> np.ndarray:
         return _mix64(base[..., None] + ctr)
 
 
+def stream_key(base: int, stream: int) -> np.ndarray:
+    """The key whose stream s is stream `stream + s` of `base` (see random_bits)."""
+    return np.asarray((int(base) + int(stream) * _GOLDEN) & _MASK, dtype=np.uint64)
+
+
 def bits_to_unit(bits: np.ndarray, dtype) -> np.ndarray:
     """Uniform floats in [0, 1) from uint64 words (53 or 24 mantissa bits)."""
     if np.dtype(dtype) == np.float32:
@@ -861,6 +867,46 @@ def _key_iota_impl(key, *, size):
 
 define("random_split", _key_iota_rule, _key_iota_impl,
        doc="`size` independent keys from one key (for vmap randomness='different')")
+
+
+def shift_streams(graph: Graph, offset: int) -> Graph:
+    """graph with every draw's stream (and fold-in) moved up by offset.
+
+    Inlining a graph into a trace that already drew from streams below `offset` of the same
+    key keeps every draw on a stream of its own, numbered as the same calls made one after
+    another would number them.
+    """
+    if offset == 0:
+        return graph
+    nodes = []
+    for node in graph.nodes:
+        params = {k: shift_streams(v, offset) if isinstance(v, Graph) else v
+                  for k, v in node.params.items()}
+        if node.prim.effect == "random":
+            params["stream"] += offset
+        elif node.prim.name == "random_fold_in":
+            params["data"] += offset
+        nodes.append(Node(node.prim, node.inputs, params, node.outputs, node.source))
+    return dataclasses.replace(graph, nodes=nodes, _key=None)
+
+
+def random_streams(graph: Graph) -> int:
+    """How many streams of its key input a graph draws from.
+
+    Draws number their call sites' streams from 0, and a nested trace's key folds in one
+    stream of its own; the largest such number, plus one, bounds the count (exactly, for a
+    graph without nested draws).
+    """
+    count = 0
+    for node in graph.nodes:
+        if node.prim.effect == "random":
+            count = max(count, node.params["stream"] + 1)
+        elif node.prim.name == "random_fold_in":
+            count = max(count, node.params["data"] + 1)
+        for param in node.params.values():
+            if isinstance(param, Graph):
+                count = max(count, random_streams(param))
+    return count
 
 # ---------------------------------------------------------------------------------------
 # Views and mutation: recorded while tracing, removed by compiler/functionalize.py

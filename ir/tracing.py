@@ -10,6 +10,7 @@ supplies it when the transformed graph is inlined into the outer trace.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ from .errors import (
     UnsupportedError,
     missing_rule,
 )
-from .primitives import ELEMENTWISE, Primitive
+from .primitives import ELEMENTWISE, Primitive, random_streams, shift_streams
 from .source import SourceInfo, user_frame_info, with_location
 
 # NumPy functions, ufuncs and method names -> implementations on traced values.
@@ -33,6 +34,11 @@ from .source import SourceInfo, user_frame_info, with_location
 NUMPY_TABLE: dict[Any, Callable] = {}
 
 _STACK: list[Builder] = []
+
+# Context managers entered around the trace of every function, as scope(fn, rerun), where
+# rerun() traces fn again (for diagnostics). Filled by transfuse.numpy at import (np.random
+# interception); ir/ only enters them.
+TRACE_SCOPES: list[Callable[[Callable, Callable[[], Any]], Any]] = []
 
 
 class Builder:
@@ -100,9 +106,17 @@ class Builder:
             self._rng = Tracer(self, Var(Aval((), np.uint64)))
         return self._rng
 
+    def reserve_streams(self, count: int) -> int:
+        """Reserve `count` consecutive streams of this graph's key; returns the first."""
+        first = self._stream
+        self._stream += count
+        return first
+
     def next_stream(self) -> int:
+        """The next call site's stream of this graph's key: 0, 1, 2, ... in program order."""
+        stream = self._stream
         self._stream += 1
-        return self._stream
+        return stream
 
     # -- nodes --------------------------------------------------------------------------
     def emit(self, prim: Primitive, args: Sequence[Any], params: dict[str, Any]) -> list[Tracer]:
@@ -134,11 +148,15 @@ class Builder:
         """What a caller passes for the implicit inputs: captured values, then a key."""
         args: list[Any] = list(self.captured)
         if self._rng is not None:
-            args.append(_RNG_PLACEHOLDER)
+            args.append(RngPlaceholder(self._stream))
         return args
 
 
-_RNG_PLACEHOLDER = object()
+@dataclasses.dataclass(frozen=True)
+class RngPlaceholder:
+    """Stands for a graph's random key until it runs; `streams`: how many it draws from."""
+
+    streams: int
 
 
 # ---------------------------------------------------------------------------------------
@@ -258,7 +276,13 @@ def trace_to_graph(fn: Callable, in_avals: Sequence[Aval], name: str = "f"
     Returns the graph and the values to pass for its implicit inputs (captured outer
     traced values; for the random key, a placeholder that `call_graph` replaces).
     """
-    with building(name) as builder:
+    def rerun() -> None:
+        with building(name) as again:
+            fn(*[again.new_input(a) for a in in_avals])
+
+    with building(name) as builder, contextlib.ExitStack() as scopes:
+        for scope in TRACE_SCOPES:
+            scopes.enter_context(scope(fn, rerun))
         tracers = [builder.new_input(a) for a in in_avals]
         try:
             outs = fn(*tracers)
@@ -302,20 +326,27 @@ def inline(graph: Graph, args: Sequence[Any]) -> list[Any]:
     return [env[v] for v in graph.outputs]
 
 
-def resolve_implicit(implicit: Sequence[Any], next_key: Callable[[], Any]) -> list[Any]:
-    """Replace the random-key placeholder by a key: the outer trace's or a fresh one."""
+def resolve_implicit(graph: Graph, implicit: Sequence[Any], next_key: Callable[[int], Any]
+                     ) -> tuple[Graph, list[Any]]:
+    """The graph to run and its implicit arguments, the random-key placeholder replaced.
+
+    Outside a trace the key is `next_key(n)`, the next n streams of the global state, so the
+    graph draws what the same calls made eagerly would. Inside a trace the graph draws from
+    the trace's own key, on streams reserved for it (its draws are renumbered above the
+    trace's earlier ones).
+    """
     out = []
     for a in implicit:
-        if a is _RNG_PLACEHOLDER:
+        if isinstance(a, RngPlaceholder):
             builder = current_builder()
+            streams = max(a.streams, random_streams(graph))
             if builder is not None:
-                from .primitives import PRIMITIVES
-                a = bind(PRIMITIVES["random_fold_in"], builder.rng_key(),
-                         data=builder.next_stream())
+                graph = shift_streams(graph, builder.reserve_streams(streams))
+                a = builder.rng_key()
             else:
-                a = next_key()
+                a = next_key(streams)
         out.append(a)
-    return out
+    return graph, out
 
 
 # ---------------------------------------------------------------------------------------

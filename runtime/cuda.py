@@ -233,6 +233,7 @@ class CudaExecutable:
     source: str
     dyn_index: tuple = ()
     guards: list = field(default_factory=list)
+    rng_streams: int = 1  # how many streams of the global random state one call draws
     _device_consts: tuple | None = None
 
     def run(self, args: Sequence[Any], key: Any = None) -> list:

@@ -32,6 +32,7 @@ class Executable:
     dyn_index: tuple = ()  # positions of the dynamic (array) leaves among all leaves
     # (weak reference to a captured array, snapshot): stale when one changed in place.
     guards: list = field(default_factory=list)
+    rng_streams: int = 1  # how many streams of the global random state one call draws
 
     def __post_init__(self) -> None:
         self.entry: Callable = self.kernel.entry_point

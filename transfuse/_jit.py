@@ -32,6 +32,7 @@ from transfuse.compiler.lower_cuda import lower_cuda_program
 from transfuse.compiler.simplify import simplify
 from transfuse.ir.core import Graph
 from transfuse.ir.errors import CompileError, TransfuseTypeError, TransfuseValueError
+from transfuse.ir.primitives import random_streams
 from transfuse.ir.tracing import Tracer, current_builder
 from transfuse.ir.tree import tree_flatten, tree_unflatten
 from transfuse.runtime import cache as disk_cache
@@ -204,7 +205,7 @@ class Jitted:
                 args, kwargs = _stand_ins(leaves, in_tree)
             exe = self._compile(args, kwargs, set(static), sig)
         dyn = [leaves[i] for i in exe.dyn_index]
-        key = next_key() if exe.has_rng else None
+        key = next_key(exe.rng_streams) if exe.has_rng else None
         if exe.mutated_inputs:
             check_no_aliasing(dyn, exe.mutated_inputs)
         if self._options.device == "cuda":
@@ -301,7 +302,7 @@ class Jitted:
                              len(fused.outputs), tuple(graph.mutated_inputs), graph.has_rng,
                              tuple(a.dtype for a in graph.in_avals[:n_in]), program.source,
                              tuple(i for i, p in enumerate(sig[2]) if p[0] != "static"),
-                             [g for g in guards if g[0]() is not None])
+                             [g for g in guards if g[0]() is not None], random_streams(graph))
             self._by_signature[sig] = exe
             self.info.signatures = len(self._by_signature)
             return exe
@@ -318,7 +319,7 @@ class Jitted:
             tuple(graph.mutated_inputs), graph.has_rng,
             tuple(a.dtype for a in graph.in_avals[:n_in]), program.source,
             tuple(i for i, p in enumerate(sig[2]) if p[0] != "static"),
-            [g for g in guards if g[0]() is not None])
+            [g for g in guards if g[0]() is not None], random_streams(graph))
 
     def _lower(self, args: tuple, kwargs: dict, static: set[int]
                ) -> tuple[Graph, Graph, Program, Any]:

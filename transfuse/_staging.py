@@ -88,7 +88,8 @@ def _name_of(fn: Callable) -> str:
 
 def execute(graph: Graph, args: Sequence[Any], implicit: Sequence[Any] = ()) -> list:
     """Run a graph: inline it into the enclosing trace, or interpret it with NumPy."""
-    full = list(args) + resolve_implicit(implicit, next_key)
+    graph, implicit_args = resolve_implicit(graph, implicit, next_key)
+    full = list(args) + implicit_args
     if current_builder() is not None:
         return inline(graph, full)
     return interpret(graph, [np.asarray(a) for a in full])

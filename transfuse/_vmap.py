@@ -22,7 +22,7 @@ from transfuse.compiler.functionalize import prepare
 from transfuse.ir import lax
 from transfuse.ir.core import Graph, Node
 from transfuse.ir.errors import BatchingError
-from transfuse.ir.primitives import PRIMITIVES
+from transfuse.ir.primitives import PRIMITIVES, random_streams, shift_streams
 from transfuse.ir.source import SourceInfo, with_location
 from transfuse.ir.tracing import Tracer, bind, current_builder, inline, trace_to_graph
 from transfuse.ir.tree import TreeDef, tree_flatten, tree_unflatten, treedef_children_leaves
@@ -193,6 +193,7 @@ class _Wrapper:
         self.out_dims = out_dims
         self.out_names = out_names
         self._batched: dict[int, tuple[Graph, list[Dim]]] = {}
+        self._stream_offset = 0  # where the batched function's draws start (see _key)
 
     def __call__(self, *inputs: Any) -> list[Any]:
         inputs = list(inputs)
@@ -210,10 +211,14 @@ class _Wrapper:
         return [self._join([c[k] for c in per_chunk], k) for k in range(len(self.out_dims))]
 
     def _key(self) -> Any:
-        key = current_builder().rng_key()
-        if self.in_dims[-1] is None:
-            return key
-        return lax.random_split(key, self.axis_size)
+        """The batched function's key, from streams of the enclosing trace's key reserved
+        for it, so that draws made after this vmap in the same trace read other streams."""
+        builder = current_builder()
+        if self.in_dims[-1] is None:  # randomness='same': the function's own draws
+            self._stream_offset = builder.reserve_streams(random_streams(self.graph))
+            return builder.rng_key()
+        lanes = lax.random_fold_in(builder.rng_key(), builder.next_stream())
+        return lax.random_split(lanes, self.axis_size)
 
     def _batched_graph(self, size: int) -> tuple[Graph, list[Dim]]:
         if size not in self._batched:
@@ -222,6 +227,7 @@ class _Wrapper:
 
     def _run(self, inputs: list, size: int, whole: bool) -> tuple[list, list[Dim]]:
         batched, dims = self._batched_graph(size)
+        batched = shift_streams(batched, self._stream_offset)
         if whole:
             return inline(batched, inputs), dims
         # Each chunk is one call: the interpreter frees its intermediates after it.

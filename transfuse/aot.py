@@ -27,6 +27,7 @@ import numpy as np
 
 from transfuse.ir.core import Aval, check_dtype, short_dtype
 from transfuse.ir.errors import TransfuseTypeError, TransfuseValueError
+from transfuse.ir.primitives import random_streams
 from transfuse.runtime import cache as kernel_cache
 from transfuse.runtime.executable import Executable, as_kernel_arg
 
@@ -89,7 +90,8 @@ def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int) -> dic
     kernel_cache.atomic_write(entry_dir / "kernel.py", program.source)
     np.savez(entry_dir / "consts.npz", *program.const_args)
     info = {"out_tree": out_tree, "num_outputs": len(graph.outputs),
-            "mutated_inputs": tuple(graph.mutated_inputs), "has_rng": graph.has_rng}
+            "mutated_inputs": tuple(graph.mutated_inputs), "has_rng": graph.has_rng,
+            "rng_streams": random_streams(graph)}
     (entry_dir / "info.pkl").write_bytes(pickle.dumps(info))
     _import_kernel(entry_dir)  # Numba compiles here and caches the machine code beside it
     return {"dir": entry_dir.name, "signature": format_signature(avals)}
@@ -131,7 +133,7 @@ class AotFunction:
         kernel_args = [as_kernel_arg(a, a.dtype) for a in arrays]
         if exe.mutated_inputs:
             check_no_aliasing(kernel_args, exe.mutated_inputs)
-        outs = exe.run(kernel_args, next_key() if exe.has_rng else None)
+        outs = exe.run(kernel_args, next_key(exe.rng_streams) if exe.has_rng else None)
         if exe.mutated_inputs:
             n_user = len(outs) - len(exe.mutated_inputs)
             write_back(list(args), exe.mutated_inputs, outs[n_user:])
@@ -160,7 +162,8 @@ def load(path: str | Path) -> AotFunction:
         exe = Executable(kernel, tuple(consts[f"arr_{k}"] for k in range(len(consts.files))),
                          info["out_tree"], info["num_outputs"], info["mutated_inputs"],
                          info["has_rng"], tuple(a.dtype for a in avals),
-                         (entry_dir / "kernel.py").read_text())
+                         (entry_dir / "kernel.py").read_text(),
+                         rng_streams=info.get("rng_streams", 1))
         executables[tuple((a.shape, a.dtype.str) for a in avals)] = exe
         signatures.append(entry["signature"])
     return AotFunction(path, manifest["function"], executables, signatures)

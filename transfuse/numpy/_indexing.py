@@ -180,14 +180,21 @@ def getitem(x: Tracer, index: Any) -> Any:
     return reshape_maybe_view(view, final) if view.shape != final else view
 
 
-def _index_array(it: Any, n: int, axis: int) -> Any:
-    """An integer index array with negative entries wrapped, as NumPy does."""
+def _index_array(it: Any, n: int, axis: int, beyond: int | None = None) -> Any:
+    """An integer index array with negative entries wrapped, as NumPy does.
+
+    A traced entry still out of range after wrapping becomes `beyond` (n by default), an
+    index the gather's own bounds check rejects: wrapping it a second time there, or adding
+    it into a flat index over several axes, would read a wrong element instead of raising.
+    """
     if isinstance(it, Tracer):
         if it.dtype.kind not in "iu":
             raise TransfuseIndexError(with_location(
                 "arrays used as indices must be of integer (or boolean) type"))
         it = lax.convert(it, np.int64)
-        return lax.select(lax.lt(it, 0), lax.add(it, n), it)
+        wrapped = lax.select(lax.lt(it, 0), lax.add(it, n), it)
+        in_range = lax.bitwise_and(lax.ge(wrapped, 0), lax.lt(wrapped, n))
+        return lax.select(in_range, wrapped, n if beyond is None else beyond)
     arr = np.asarray(it)
     if arr.dtype.kind not in "iu":
         raise TransfuseIndexError(with_location(
@@ -208,10 +215,12 @@ def _advanced_plan(x: Any, items: list):
     basic = [slice(None) if (_is_advanced(it) or _is_int(it)) else it for it in items]
     starts, steps, sizes, _ = _basic_plan(shape, basic)
     positions = [k for k, it in enumerate(items) if _is_advanced(it) or _is_int(it)]
-    arrays = [_index_array(items[k] if not _is_int(items[k]) else np.asarray(items[k]),
-                           shape[k], k) for k in positions]
-    idx_shape = tuple(np.broadcast_shapes(*[shape_of(a) for a in arrays]))
     dims = [sizes[k] for k in positions]
+    # An out-of-range entry on any axis makes the flat index at least the merged size.
+    merged_size = int(np.prod(dims, dtype=np.int64))
+    arrays = [_index_array(items[k] if not _is_int(items[k]) else np.asarray(items[k]),
+                           shape[k], k, merged_size) for k in positions]
+    idx_shape = tuple(np.broadcast_shapes(*[shape_of(a) for a in arrays]))
     flat = None
     for a, stride in zip(arrays, _row_major_strides(dims)):
         term = lax.mul(lax.broadcast_to(a, idx_shape), stride) if stride != 1 else \
