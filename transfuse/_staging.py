@@ -203,18 +203,31 @@ class GraphCache:
             return len(self._table(fn))
 
 
+def check_argnums(argnums: Any, what: str) -> tuple[int, ...]:
+    """argnums as a non-empty tuple of ints; a TypeError at the user's line otherwise."""
+    from transfuse.ir.errors import TransfuseTypeError
+    from transfuse.ir.source import with_location
+    nums = (argnums,) if _is_int(argnums) else argnums
+    if not (isinstance(nums, (tuple, list)) and nums and all(_is_int(a) for a in nums)):
+        raise TransfuseTypeError(with_location(
+            f"{what}: argnums must be an int or a non-empty tuple of ints, got {argnums!r}"))
+    return tuple(int(a) for a in nums)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
 def normalize_argnums(argnums: int | Sequence[int], nargs: int, what: str) -> tuple[int, ...]:
     """argnums as a tuple of non-negative ints, with a clear error when out of range."""
-    from transfuse.ir.errors import TransfuseTypeError, TransfuseValueError
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    if not nums or not all(isinstance(a, int) for a in nums):
-        raise TransfuseTypeError(f"{what}: argnums must be an int or a non-empty tuple of "
-                                 f"ints, got {argnums!r}")
+    from transfuse.ir.errors import TransfuseValueError
+    from transfuse.ir.source import with_location
     out = []
-    for a in nums:
+    for a in check_argnums(argnums, what):
         if not -nargs <= a < nargs:
-            raise TransfuseValueError(f"{what}: argnums {a} is out of range for a function "
-                                      f"called with {nargs} positional argument(s)")
+            raise TransfuseValueError(with_location(
+                f"{what}: argnums {a} is out of range for a function called with {nargs} "
+                f"positional argument(s)"))
         out.append(a % nargs)
     return tuple(out)
 
