@@ -36,6 +36,7 @@ from transfuse.ir.tree import TreeDef, tree_flatten, tree_unflatten
 from ._functionalize import write_back
 from ._staging import (
     GraphCache,
+    check_argnums,
     execute,
     in_trace,
     is_array_leaf,
@@ -339,6 +340,7 @@ def jacfwd(func: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = F
     (not a Python loop over basis vectors). The result has the structure of func's output,
     each leaf holding the structure of the argument (a tuple over argnums for a tuple).
     """
+    check_argnums(argnums, "jacfwd")
     if randomness not in RANDOMNESS:
         raise TransfuseValueError(with_location(
             f"jacfwd: randomness must be one of {RANDOMNESS}, got "

@@ -28,6 +28,7 @@ from transfuse.ir.tree import LEAF, TreeDef, tree_flatten, tree_unflatten
 from ._functionalize import check_no_aliasing, write_back
 from ._staging import (
     GraphCache,
+    check_argnums,
     execute,
     in_trace,
     is_array_leaf,
@@ -298,6 +299,8 @@ def _grad_and_value(func: Callable, argnums: int | Sequence[int], has_aux: bool,
 def grad(func: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False
          ) -> Callable:
     """The gradient of a scalar-output function with respect to the args at argnums."""
+    check_argnums(argnums, "grad")
+
     def grad_fn(*args: Any, **kwargs: Any) -> Any:
         g, _value, aux = _grad_and_value(func, argnums, has_aux, args, kwargs, "grad")
         return (g, aux) if has_aux else g
@@ -307,6 +310,8 @@ def grad(func: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False
 def grad_and_value(func: Callable, argnums: int | Sequence[int] = 0,
                    has_aux: bool = False) -> Callable:
     """Like grad, returning (grad, value), or (grad, (value, aux)) with has_aux."""
+    check_argnums(argnums, "grad_and_value")
+
     def grad_and_value_fn(*args: Any, **kwargs: Any) -> tuple:
         g, value, aux = _grad_and_value(func, argnums, has_aux, args, kwargs,
                                         "grad_and_value")
@@ -362,6 +367,7 @@ def _check_jacobian_outputs(lin: _Linearized, what: str) -> None:
 def jacrev(func: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = False,
            chunk_size: int | None = None) -> Callable:
     """The Jacobian by reverse mode: out.shape + in.shape per output leaf and input leaf."""
+    check_argnums(argnums, "jacrev")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise TransfuseValueError(f"jacrev: chunk_size must be None or a positive int, got "
                                   f"{chunk_size!r}")
