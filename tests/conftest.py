@@ -22,6 +22,11 @@ from typing import Any
 
 import pytest
 
+# tests/test_cuda_sim.py needs NUMBA_ENABLE_CUDASIM=1 before numba.cuda is imported: it runs in
+# a process of its own (tests/test_cuda.py::test_simulator_suite), not in this one, where it
+# would only show as skipped.
+collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["test_cuda_sim.py"]
+
 JIT_MODES = ["eager", "jit"]
 _JIT_RTOL = 2e-5  # float32 agreement to rounding (about a hundred ulps at worst)
 _WRAPPED = ("grad", "grad_and_value", "jacrev", "jacfwd", "hessian", "vmap", "functionalize")
