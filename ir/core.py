@@ -59,12 +59,15 @@ def short_dtype(dtype) -> str:
 def aval_of(x: Any) -> Aval:
     """The abstract value of a concrete array or scalar (Python scalars as NumPy would)."""
     arr = np.asarray(x)
-    check_dtype(arr.dtype)
-    return Aval(arr.shape, arr.dtype)
+    return Aval(arr.shape, check_dtype(arr.dtype))
 
 
 def check_dtype(dtype) -> np.dtype:
+    """dtype, in native byte order, if transfuse supports it; a DTypeError otherwise."""
     dtype = np.dtype(dtype)
+    if not dtype.isnative:
+        # Byte order is storage, not type: values are converted on entry, as JAX does.
+        dtype = dtype.newbyteorder("=")
     if dtype not in SUPPORTED_DTYPES:
         raise DTypeError(
             f"dtype {dtype} is not supported; transfuse supports float32, float64, int32, "

@@ -31,7 +31,13 @@ from transfuse.compiler.lower_cpu import Program, RegionReport, lower_program
 from transfuse.compiler.lower_cuda import lower_cuda_program
 from transfuse.compiler.simplify import simplify
 from transfuse.ir.core import Graph
-from transfuse.ir.errors import CompileError, TransfuseTypeError, TransfuseValueError
+from transfuse.ir.errors import (
+    CompileError,
+    TransfuseTypeError,
+    TransfuseValueError,
+    indexing_sites,
+    traced_index_error,
+)
 from transfuse.ir.primitives import random_streams
 from transfuse.ir.tracing import Tracer, current_builder
 from transfuse.ir.tree import tree_flatten, tree_unflatten
@@ -93,6 +99,8 @@ def _callable(state: Jitted) -> Callable:
                     out = call(*args)
                 except (SignatureMismatch, TypeError):  # other shapes, layouts or types
                     pass
+                except IndexError:  # a traced index out of range: the slow path raises it
+                    pass  # again, naming the user's line
                 else:
                     return out if finish is None else finish(out)
         return slow(args, kwargs)
@@ -176,6 +184,9 @@ class Jitted:
         self.info = CacheInfo()
         self._has_static = bool(options.static_argnums or options.static_argnames)
         self._stale = False
+        # Per signature: the user's lines of the gathers and scatters, which a kernel's
+        # "index out of bounds" error is reported at.
+        self._index_sites: dict[tuple, tuple] = {}
         self._name = getattr(func, "__qualname__", None) or type(func).__name__
         self._short = getattr(func, "__name__", None) or type(func).__name__
 
@@ -208,15 +219,15 @@ class Jitted:
         key = next_key(exe.rng_streams) if exe.has_rng else None
         if exe.mutated_inputs:
             check_no_aliasing(dyn, exe.mutated_inputs)
-        if self._options.device == "cuda":
-            return self._run_cuda(exe, dyn, key)
-        plain = [x if type(x) is np.ndarray and x.dtype is dt else as_kernel_arg(x, dt)
-                 for x, dt in zip(dyn, exe.input_dtypes)]
+        plain = dyn
         try:
-            outs = exe.run(plain, key)
-        except SignatureMismatch:  # a non-contiguous array: copy it into C order
-            outs = exe.run([as_kernel_arg(x, dt) for x, dt in zip(plain, exe.input_dtypes)],
-                           key)
+            if self._options.device == "cuda":
+                return self._run_cuda(exe, dyn, key)
+            plain = [x if type(x) is np.ndarray and x.dtype is dt else as_kernel_arg(x, dt)
+                     for x, dt in zip(dyn, exe.input_dtypes)]
+            outs = self._run_cpu(exe, plain, key)
+        except IndexError as error:  # a traced index out of range, found by a kernel
+            raise traced_index_error(self._index_sites.get(sig, ())) from error
         if exe.mutated_inputs:
             n_user = len(outs) - len(exe.mutated_inputs)
             write_back(dyn, exe.mutated_inputs, outs[n_user:])
@@ -226,6 +237,15 @@ class Jitted:
               and all(a is p and a.flags.c_contiguous for a, p in zip(args, plain))):
             self.fast[0] = exe.fast_path()  # the next call with such arrays goes straight in
         return exe.finish(outs)
+
+    @staticmethod
+    def _run_cpu(exe: Executable, plain: list, key: Any) -> list:
+        """Run a CPU executable on arrays of its input dtypes."""
+        try:
+            return exe.run(plain, key)
+        except SignatureMismatch:  # a non-contiguous array: copy it into C order
+            return exe.run([as_kernel_arg(x, dt) for x, dt in zip(plain, exe.input_dtypes)],
+                           key)
 
     def _run_cuda(self, exe: Any, dyn: list, key: Any) -> Any:
         """Run a CUDA executable: device arrays out, mutated inputs written back."""
@@ -283,6 +303,7 @@ class Jitted:
             guards = [(weakref.ref(o), snap) for o, snap in captured
                       if isinstance(o, np.ndarray)]
             del captured
+            self._index_sites[sig] = indexing_sites(graph)
             disk = disk_cache.disk_enabled(self._options.cache)
             disk_cache.log(f"miss {self._short}: {reason}; compiling")
             if disk:
@@ -401,7 +422,9 @@ def _signature(leaves: list, in_tree: Any, static: Any, device: str) -> tuple | 
     for i, x in enumerate(leaves):
         t = type(x)
         if t is np.ndarray and i not in static:
-            parts.append((x.shape, x.dtype))
+            # Byte order is not part of the key: a big-endian array is converted on entry.
+            dtype = x.dtype if x.dtype.isnative else x.dtype.newbyteorder("=")
+            parts.append((x.shape, dtype))
         elif t is Tracer:
             return None
         elif isinstance(x, np.generic) and i not in static:
