@@ -302,9 +302,13 @@ def _check_conv_shapes(input: Any, weight: Any, groups: int) -> None:
         raise ShapeError(
             f"conv2d: input has {input.shape[1]} channels but weight {tuple(weight.shape)} "
             f"with groups={groups} expects {weight.shape[1] * groups}")
-    if input.dtype != weight.dtype:
-        raise DTypeError(
-            f"conv2d: input ({input.dtype}) and weight ({weight.dtype}) must have the same dtype")
+
+
+def _promote_conv_operands(input: Any, weight: Any) -> tuple[Any, Any]:
+    """input and weight in NumPy's result dtype for the pair (float32 weights with a float64
+    input compute in float64), as `input @ weight.T` does in linear."""
+    dtype = np.result_type(input.dtype, weight.dtype)
+    return tnp.astype(input, dtype, copy=False), tnp.astype(weight, dtype, copy=False)
 
 
 def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
@@ -314,6 +318,7 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
     if unbatched:
         input = tnp.expand_dims(input, 0)
     _check_conv_shapes(input, weight, groups)
+    input, weight = _promote_conv_operands(input, weight)
     stride, dilation = int_pair(stride, "stride"), int_pair(dilation, "dilation")
     pads = conv_padding(padding, weight.shape[2:], dilation, stride)
     out = lax.conv_general_dilated(input, weight, stride, pads, rhs_dilation=dilation,
