@@ -543,6 +543,22 @@ def _call(axis_size: int, args: list, dims: list, *, graph) -> tuple[list, list]
 # The table
 
 
+# ---------------------------------------------------------------------------------------
+# Linear algebra: the primitives act on the last two axes and keep leading (stack) axes,
+# so the batch axis becomes one more leading axis (NumPy's stacked-matrix convention).
+
+
+def _stacked(prim: Primitive) -> BatchRule:
+    """Batch dims moved to the front (unbatched operands broadcast): one stacked call."""
+    def rule(axis_size: int, args: list, dims: list, **params: Any) -> tuple[Any, Any]:
+        front = [to_front(x, d, axis_size) for x, d in zip(args, dims)]
+        out = bind(prim, *front, **params)
+        if prim.multiple_results:
+            return out, [0] * len(out)
+        return out, 0
+    return rule
+
+
 def _register(names: Sequence[str], make: Callable[[Primitive], BatchRule]) -> None:
     for name in names:
         BATCH_RULES[P[name]] = make(P[name])
@@ -559,6 +575,7 @@ _register(["argmax", "argmin"], _arg_reduction)
 _register(["cumsum", "cumprod"], _scan)
 _register(["scatter", "scatter_add"], _scatter_like)
 _register(["iota", "full"], _no_operands)
+_register(["cholesky", "triangular_solve", "solve", "slogdet", "eigh"], _stacked)
 BATCH_RULES.update({
     P["dot_general"]: _dot_general,
     P["conv"]: _conv,

@@ -180,6 +180,77 @@ for _name in ("mul", "dot_general", "conv"):
     _def(_name, bilinear_rule(P[_name]))
 
 # ---------------------------------------------------------------------------------------
+# Linear algebra (ir/linalg.py). Symmetric inputs (cholesky, eigh) take the symmetric part
+# of their tangent, as JAX does: the derivative along symmetric perturbations.
+
+
+def _cholesky_rule(primals, tangents):
+    (a,), (ta,) = primals, tangents
+    low = lax.cholesky(a)
+    # dL = L phi(L^-1 dA L^-T), phi: the lower triangle with half the diagonal.
+    left = lax.triangular_solve(low, lax.symmetrize(ta), lower=True)
+    middle = lax.triangular_solve(low, lax.matrix_transpose(left), lower=True)
+    return low, lax.batch_matmul(low, lax.lower_triangle(middle, 0.5))
+
+
+def _triangular_solve_rule(primals, tangents, *, lower, transpose_a):
+    (a, b), (ta, tb) = primals, tangents
+    x = lax.triangular_solve(a, b, lower=lower, transpose_a=transpose_a)
+    # op(A) dX = dB - op(dA) X, dA restricted to the triangle the solve reads.
+    rhs = tb
+    if ta is not None:
+        tri = lax.lower_triangle(ta) if lower else lax.upper_triangle(ta)
+        op_ta = lax.matrix_transpose(tri) if transpose_a else tri
+        rhs = add_tangents(rhs, lax.neg(lax.batch_matmul(op_ta, x)))
+    return x, lax.triangular_solve(a, rhs, lower=lower, transpose_a=transpose_a)
+
+
+def _solve_rule(primals, tangents):
+    (a, b), (ta, tb) = primals, tangents
+    x = lax.solve(a, b)
+    rhs = tb if ta is None else add_tangents(tb, lax.neg(lax.batch_matmul(ta, x)))
+    return x, lax.solve(a, rhs)
+
+
+def _slogdet_rule(primals, tangents):
+    (a,), (ta,) = primals, tangents
+    sign, logabsdet = lax.slogdet(a)
+    # d log|det A| = trace(A^-1 dA)
+    return [sign, logabsdet], [None, _trace(lax.solve(a, ta))]
+
+
+def _trace(x):
+    return lax.reduce_sum(lax.matrix_diagonal(x), (len(lax.shape(x)) - 2,))
+
+
+def _eigh_rule(primals, tangents):
+    (a,), (ta,) = primals, tangents
+    w, v = lax.eigh(a)
+    # C = V^T dA V: dw = diag(C), dV = V (F * C), F_ij = 1 / (w_j - w_i) off the diagonal
+    # (infinite at repeated eigenvalues, where eigenvectors are not unique, as in JAX).
+    c = lax.batch_matmul(lax.matrix_transpose(v), lax.batch_matmul(lax.symmetrize(ta), v))
+    dv = lax.batch_matmul(v, lax.mul(eigen_gaps(w), c))
+    return [w, v], [lax.matrix_diagonal(c), dv]
+
+
+def eigen_gaps(w):
+    """F_ij = 1 / (w_j - w_i) for i != j, 0 on the diagonal (shared with the VJP)."""
+    k = len(lax.shape(w))
+    n = lax.shape(w)[-1]
+    diff = lax.sub(lax.expand_dims(w, (k - 1,)), lax.expand_dims(w, (k,)))
+    off = np.eye(n, dtype=bool) == 0
+    safe = lax.select(off, diff, np.ones((), lax.dtype(w)))
+    return lax.select(off, lax.div(1.0, safe), np.zeros((), lax.dtype(w)))
+
+
+_def("cholesky", _cholesky_rule)
+_def("triangular_solve", _triangular_solve_rule)
+_def("solve", _solve_rule)
+_def("slogdet", _slogdet_rule)
+_def("eigh", _eigh_rule)
+
+
+# ---------------------------------------------------------------------------------------
 # Elementwise binary (tangents of broadcast operands broadcast; jvp_graph fits shapes)
 
 

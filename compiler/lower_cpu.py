@@ -883,6 +883,36 @@ def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
     return kernel
 
 
+# Linear algebra: one call of a runtime/cpu_kernels helper on (stack, n, n) views.
+
+
+def _stack_view(name: str, aval: Any, trailing: int) -> str:
+    """name reshaped to (stack,) + its trailing axes (the leading axes merged)."""
+    lead = int(np.prod(aval.shape[:aval.ndim - trailing], dtype=np.int64))
+    return f"{name}.reshape({(lead,) + tuple(aval.shape[aval.ndim - trailing:])!r})"
+
+
+def _linalg_kernel(helper: str, in_trailing: tuple[int, ...], out_trailing: tuple[int, ...],
+                   *flags: str) -> Callable[[KernelCtx], None]:
+    """A kernel calling `helper(inputs..., outputs..., flags...)` on stacked views."""
+    def kernel(k: KernelCtx) -> None:
+        if 0 in k.node.inputs[0].aval.shape[:-2]:
+            return  # an empty stack: nothing to compute
+        args = [_stack_view(name, var.aval, t)
+                for name, var, t in zip(k.ins, k.node.inputs, in_trailing)]
+        args += [_stack_view(name, var.aval, t)
+                 for name, var, t in zip(k.outs, k.node.outputs, out_trailing)]
+        args += [repr(bool(k.params[f])) for f in flags]
+        k.put(f"{k.program.helper(helper)}({', '.join(args)})  # LAPACK per matrix")
+    return kernel
+
+
+_rule("cholesky", kernel=_linalg_kernel("linalg_cholesky", (2,), (2,)))
+_rule("solve", kernel=_linalg_kernel("linalg_solve", (2, 2), (2,)))
+_rule("triangular_solve", kernel=_linalg_kernel("linalg_triangular_solve", (2, 2), (2,),
+                                                "lower", "transpose_a"))
+_rule("slogdet", kernel=_linalg_kernel("linalg_slogdet", (2,), (0, 0)))
+_rule("eigh", kernel=_linalg_kernel("linalg_eigh", (2,), (1, 2)))
 _rule("dot_general", kernel=_dot_general_kernel)
 _rule("conv", kernel=_conv_kernel)
 _rule("cumsum", kernel=_scan_kernel("+"))

@@ -37,6 +37,7 @@ import numpy as np
 from transfuse.ir.core import Graph, Node, Var
 from transfuse.ir.errors import CompileError
 from transfuse.ir.primitives import PRIMITIVES, UNARY_FLOAT
+from transfuse.ir.source import with_location
 
 from .codegen import (
     Block,
@@ -388,6 +389,17 @@ _rule("argmax", kernel=_arg_kernel("max"))
 _rule("argmin", kernel=_arg_kernel("min"))
 _rule("scatter_add", kernel=_scatter_kernel(True))
 _rule("scatter", kernel=_scatter_kernel(False))
+
+
+def _no_device_kernel(k: Any) -> None:
+    """Linear algebra has no CUDA kernel yet: refuse while the program is built."""
+    raise CompileError(with_location(
+        f"{k.node.prim.name} (np.linalg) has no CUDA kernel yet; run this function on the "
+        "CPU (jit without device='cuda')", k.node.source))
+
+
+for _name in ("cholesky", "triangular_solve", "solve", "slogdet", "eigh"):
+    _rule(_name, kernel=_no_device_kernel)
 # Views and copies run on the host (device-array reshape, a device-to-device copy).
 for _name in ("reshape", "squeeze", "expand_dims", "copy"):
     CUDA_LOWERING_RULES[P[_name]] = Rule(point=LOWERING_RULES[P[_name]].point,

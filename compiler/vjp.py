@@ -424,6 +424,69 @@ def _conv_rhs_ct(ct, lhs, rhs_shape, *, window_strides, padding, lhs_dilation,
     return lax.transpose(out, (1, 0) + tuple(range(2, 2 + nsp)))
 
 
+# ---------------------------------------------------------------------------------------
+# Linear algebra (ir/linalg.py): the transposes of the JVP rules in compiler/jvp.py
+
+
+@_register("solve")
+def _solve_vjp(ct, ins, outs):
+    a, _ = ins
+    # A X = B: ct_B = A^-T ct, ct_A = -ct_B X^T
+    ct_b = lax.solve(lax.matrix_transpose(a), ct)
+    return [lax.neg(lax.batch_matmul(ct_b, lax.matrix_transpose(outs[0]))), ct_b]
+
+
+@_register("triangular_solve")
+def _triangular_solve_vjp(ct, ins, outs, *, lower, transpose_a):
+    a, _ = ins
+    x = outs[0]
+    ct_b = lax.triangular_solve(a, ct, lower=lower, transpose_a=not transpose_a)
+    if transpose_a:  # T^T X = B: ct_T = -X ct_B^T
+        ct_t = lax.batch_matmul(x, lax.matrix_transpose(ct_b))
+    else:
+        ct_t = lax.batch_matmul(ct_b, lax.matrix_transpose(x))
+    ct_t = lax.neg(lax.lower_triangle(ct_t) if lower else lax.upper_triangle(ct_t))
+    return [ct_t, ct_b]
+
+
+@_register("cholesky")
+def _cholesky_vjp(ct, ins, outs):
+    low = outs[0]
+    # S = L^-T phi(L^T ct) L^-1 (phi: lower triangle, half diagonal); ct_A = sym(S).
+    phi = lax.lower_triangle(lax.batch_matmul(lax.matrix_transpose(low), ct), 0.5)
+    left = lax.triangular_solve(low, phi, lower=True, transpose_a=True)
+    s = lax.triangular_solve(low, lax.matrix_transpose(left), lower=True, transpose_a=True)
+    return [lax.symmetrize(lax.matrix_transpose(s))]
+
+
+@_register("slogdet")
+def _slogdet_vjp(ct, ins, outs):
+    (a,), (_, ct_logabsdet) = ins, ct
+    if ct_logabsdet is None:
+        return [None]
+    # d log|det A| / dA = A^-T
+    n = lax.shape(a)[-1]
+    inv_t = lax.solve(lax.matrix_transpose(a),
+                      lax.broadcast_to(np.eye(n, dtype=lax.dtype(a)), lax.shape(a)))
+    k = len(lax.shape(ct_logabsdet))
+    return [lax.mul(lax.expand_dims(ct_logabsdet, (k, k + 1)), inv_t)]
+
+
+@_register("eigh")
+def _eigh_vjp(ct, ins, outs):
+    from transfuse.compiler.jvp import eigen_gaps
+
+    w, v = outs
+    ct_w, ct_v = ct
+    vt = lax.matrix_transpose(v)
+    # ct_A = sym(V (diag(ct_w) + F * (V^T ct_V)) V^T)
+    inner = None if ct_w is None else lax.diagonal_matrix(ct_w)
+    if ct_v is not None:
+        term = lax.mul(eigen_gaps(w), lax.batch_matmul(vt, ct_v))
+        inner = term if inner is None else lax.add(inner, term)
+    return [lax.symmetrize(lax.batch_matmul(v, lax.batch_matmul(inner, vt)))]
+
+
 @_register("conv")
 def _conv_vjp(ct, ins, outs, **params):
     lhs, rhs = ins

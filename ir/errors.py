@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from numpy.exceptions import AxisError
+from numpy.linalg import LinAlgError
 
 
 class TransfuseError(Exception):
@@ -46,6 +47,11 @@ class TransfuseAxisError(TransfuseValueError, AxisError):
 
     def __str__(self) -> str:
         return self._msg
+
+
+class TransfuseLinAlgError(TransfuseValueError, LinAlgError):
+    """A matrix of the wrong shape or kind for a linear-algebra function (NumPy's
+    LinAlgError, a ValueError)."""
 
 
 class TracerLeakError(TransfuseValueError):

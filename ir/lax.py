@@ -301,3 +301,72 @@ def random_split(key: Any, size: int) -> Any:
 
 def is_traced(x: Any) -> bool:
     return isinstance(x, Tracer)
+
+
+# ---------------------------------------------------------------------------------------
+# Linear algebra (ir/linalg.py): stacked (..., n, n) matrices
+
+
+def cholesky(a: Any) -> Any:
+    return bind(P["cholesky"], a)
+
+
+def triangular_solve(a: Any, b: Any, *, lower: bool = True, transpose_a: bool = False
+                     ) -> Any:
+    return bind(P["triangular_solve"], a, b, lower=bool(lower), transpose_a=bool(transpose_a))
+
+
+def solve(a: Any, b: Any) -> Any:
+    return bind(P["solve"], a, b)
+
+
+def slogdet(a: Any) -> list[Any]:
+    return bind(P["slogdet"], a)
+
+
+def eigh(a: Any) -> list[Any]:
+    return bind(P["eigh"], a)
+
+
+def matrix_transpose(x: Any) -> Any:
+    """x with its last two axes swapped."""
+    n = len(shape(x))
+    return transpose(x, list(range(n - 2)) + [n - 1, n - 2])
+
+
+def batch_matmul(x: Any, y: Any) -> Any:
+    """x @ y for stacks of matrices with the same leading (batch) shape."""
+    n = len(shape(x))
+    batch = tuple(range(n - 2))
+    return dot_general(x, y, (((n - 1,), (n - 2,)), (batch, batch)))
+
+
+def symmetrize(x: Any) -> Any:
+    """(x + x^T) / 2 over the last two axes."""
+    return mul(add(x, matrix_transpose(x)), 0.5)
+
+
+def lower_triangle(x: Any, diagonal: float = 1.0) -> Any:
+    """The lower triangle of each matrix, its diagonal scaled by `diagonal`."""
+    n = shape(x)[-1]
+    mask = np.tril(np.ones((n, n)), -1) + diagonal * np.eye(n)
+    return mul(x, mask.astype(dtype(x)))
+
+
+def upper_triangle(x: Any) -> Any:
+    """The upper triangle of each matrix (diagonal included)."""
+    n = shape(x)[-1]
+    return mul(x, np.triu(np.ones((n, n))).astype(dtype(x)))
+
+
+def matrix_diagonal(x: Any) -> Any:
+    """The diagonals of a stack of matrices: shape (..., n)."""
+    n = shape(x)[-1]
+    return reduce_sum(mul(x, np.eye(n, dtype=dtype(x))), (len(shape(x)) - 1,))
+
+
+def diagonal_matrix(d: Any) -> Any:
+    """Stack of diagonal matrices from a stack of diagonals (..., n)."""
+    n = shape(d)[-1]
+    k = len(shape(d))
+    return mul(expand_dims(d, (k,)), np.eye(n, dtype=dtype(d)))

@@ -968,3 +968,6 @@ def _call_impl(*args, graph):
 
 define("call", _call_rule, _call_impl, multiple_results=True,
        doc="apply a sub-graph to the inputs")
+
+
+from . import linalg as _linalg  # noqa: E402,F401  (defines the linear-algebra primitives)

@@ -326,3 +326,65 @@ def block_min(buf):
         a0 = fmin(a0, buf[i])
         i += 1
     return fmin(fmin(fmin(a0, a1), fmin(a2, a3)), fmin(fmin(a4, a5), fmin(a6, a7)))
+
+
+# ---------------------------------------------------------------------------------------
+# Linear algebra on stacks of matrices (batch, n, n): Numba's np.linalg (LAPACK) per matrix.
+# Each writes its result into the caller's buffers; an empty stack or order 0 writes the
+# values NumPy gives (an empty solve returns the right-hand side).
+
+
+@njit(cache=True)
+def linalg_cholesky(a, out):
+    """out[k] = the lower Cholesky factor of a[k]."""
+    if a.shape[1] == 0:
+        return
+    for k in range(a.shape[0]):
+        out[k] = np.linalg.cholesky(a[k])
+
+
+@njit(cache=True)
+def linalg_solve(a, b, out):
+    """out[k] = a[k]^-1 b[k]."""
+    for k in range(a.shape[0]):
+        if a.shape[1] == 0:
+            out[k] = b[k]
+        else:
+            out[k] = np.linalg.solve(a[k], b[k])
+
+
+@njit(cache=True)
+def linalg_triangular_solve(a, b, out, lower, transpose_a):
+    """out[k] = op(T)^-1 b[k], T the lower (or upper) triangle of a[k]."""
+    for k in range(a.shape[0]):
+        if a.shape[1] == 0:
+            out[k] = b[k]
+            continue
+        tri = np.tril(a[k]) if lower else np.triu(a[k])
+        if transpose_a:
+            tri = np.ascontiguousarray(tri.T)
+        out[k] = np.linalg.solve(tri, b[k])
+
+
+@njit(cache=True)
+def linalg_slogdet(a, sign, logabsdet):
+    """sign[k], logabsdet[k] = the sign and log|det| of a[k]."""
+    for k in range(a.shape[0]):
+        if a.shape[1] == 0:  # the empty product: det = 1
+            sign[k] = 1
+            logabsdet[k] = 0
+            continue
+        s, logdet = np.linalg.slogdet(a[k])
+        sign[k] = s
+        logabsdet[k] = logdet
+
+
+@njit(cache=True)
+def linalg_eigh(a, w, v):
+    """w[k], v[k] = the ascending eigenvalues and eigenvectors of a[k] (lower triangle)."""
+    for k in range(a.shape[0]):
+        if a.shape[1] == 0:
+            continue
+        vals, vecs = np.linalg.eigh(a[k])
+        w[k] = vals
+        v[k] = vecs

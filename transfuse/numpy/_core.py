@@ -120,8 +120,10 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
 # Registration: one implementation serves np.f(tracer) and tnp.f(...)
 
 
-def implements(np_func: Callable | None, *, name: str | None = None, creation: bool = False):
-    """Register the traced implementation of a NumPy function and export it in tnp.
+def implements(np_func: Callable | None, *, name: str | None = None, creation: bool = False,
+               exports: dict[str, Callable] | None = None):
+    """Register the traced implementation of a NumPy function and export it in tnp (or in
+    `exports`, the table of a tnp submodule such as tnp.linalg).
 
     Called with no traced argument (and outside a trace, for creation functions), the
     exported function calls NumPy itself, so eager results are NumPy's own.
@@ -140,7 +142,8 @@ def implements(np_func: Callable | None, *, name: str | None = None, creation: b
 
         public.__doc__ = impl.__doc__ or (f"NumPy's {np_func.__name__}, traceable."
                                           if np_func is not None else None)
-        EXPORTS[name or (np_func.__name__ if np_func is not None else impl.__name__)] = public
+        table = EXPORTS if exports is None else exports
+        table[name or (np_func.__name__ if np_func is not None else impl.__name__)] = public
         return impl
     return decorate
 

@@ -1,0 +1,100 @@
+"""Linear-algebra primitives: factorizations and solves on stacked (..., n, n) matrices.
+
+Each primitive works on the trailing two axes and keeps every leading (batch) axis, as
+NumPy's `np.linalg` does, so vmap folds its batch axis into them. The reference
+implementations are NumPy's LAPACK-backed functions; matrix right-hand sides only (the
+NumPy-named wrappers in transfuse/numpy/linalg.py handle vectors and broadcasting).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .core import Aval
+from .errors import DTypeError, ShapeError
+from .primitives import define
+
+
+def _square(name: str, a: Aval) -> int:
+    """The order n of a stack of square float matrices (..., n, n)."""
+    if a.dtype.kind != "f":
+        raise DTypeError(f"{name} needs floating matrices, got {a.dtype}")
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ShapeError(f"{name} needs square matrices (..., n, n), got shape {a.shape}")
+    return a.shape[-1]
+
+
+def _rhs(name: str, a: Aval, b: Aval) -> Aval:
+    """The aval of X in A X = B: B's, after checking it matches A's stack and order."""
+    n = _square(name, a)
+    if b.dtype != a.dtype:
+        raise DTypeError(f"{name}: the matrix is {a.dtype} and the right-hand side {b.dtype}")
+    if b.ndim != a.ndim or b.shape[:-2] != a.shape[:-2] or b.shape[-2] != n:
+        raise ShapeError(f"{name}: a right-hand side of shape {b.shape} does not fit matrices "
+                         f"of shape {a.shape} (expected {a.shape[:-2] + (n, 'k')})")
+    return b
+
+
+def _same(name: str):
+    def rule(a: Aval) -> Aval:
+        _square(name, a)
+        return a
+    return rule
+
+
+def _triangle(a: np.ndarray, lower: bool) -> np.ndarray:
+    return np.tril(a) if lower else np.triu(a)
+
+
+def _triangular_solve_impl(a, b, *, lower, transpose_a):
+    tri = _triangle(np.asarray(a), lower)
+    if transpose_a:
+        tri = np.swapaxes(tri, -1, -2)
+    if tri.shape[-1] == 0:
+        return np.array(b, copy=True)
+    return np.linalg.solve(tri, b)
+
+
+def _solve_impl(a, b):
+    if np.shape(a)[-1] == 0:
+        return np.array(b, copy=True)
+    return np.linalg.solve(a, b)
+
+
+def _slogdet_rule(a: Aval) -> list[Aval]:
+    _square("slogdet", a)
+    return [Aval(a.shape[:-2], a.dtype), Aval(a.shape[:-2], a.dtype)]
+
+
+def _slogdet_impl(a):
+    sign, logabsdet = np.linalg.slogdet(a)
+    return [np.asarray(sign, a.dtype), np.asarray(logabsdet, a.dtype)]
+
+
+def _eigh_rule(a: Aval) -> list[Aval]:
+    n = _square("eigh", a)
+    return [Aval(a.shape[:-2] + (n,), a.dtype), a]
+
+
+def _eigh_impl(a):
+    w, v = np.linalg.eigh(a, UPLO="L")
+    return [w, v]
+
+
+define("cholesky", _same("cholesky"), lambda a: np.linalg.cholesky(a),
+       doc="the lower Cholesky factor L of each positive-definite matrix (A = L L^T; "
+           "reads A's lower triangle)")
+define("triangular_solve",
+       lambda a, b, *, lower, transpose_a: _rhs("triangular_solve", a, b),
+       _triangular_solve_impl,
+       doc="X with op(T) X = B, T the lower (or upper) triangle of A, op transposing when "
+           "transpose_a")
+define("solve", lambda a, b: _rhs("solve", a, b), _solve_impl,
+       doc="X with A X = B for general square A (LU with partial pivoting)")
+define("slogdet", _slogdet_rule, _slogdet_impl, multiple_results=True,
+       doc="(sign, log|det|) of each matrix")
+define("eigh", _eigh_rule, _eigh_impl, multiple_results=True,
+       doc="(w, V): ascending eigenvalues and orthonormal eigenvectors of each symmetric "
+           "matrix (reads A's lower triangle)")
+
+LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh")
