@@ -25,6 +25,7 @@ from transfuse.ir import lax
 from transfuse.ir.core import Aval, Graph, Var
 from transfuse.ir.errors import DTypeError, UnsupportedError
 from transfuse.ir.primitives import PRIMITIVES, Primitive
+from transfuse.ir.source import with_location
 from transfuse.ir.tracing import bind, source_of, trace_to_graph
 
 P = PRIMITIVES
@@ -235,12 +236,86 @@ def _eigh_rule(primals, tangents):
 
 def eigen_gaps(w):
     """F_ij = 1 / (w_j - w_i) for i != j, 0 on the diagonal (shared with the VJP)."""
-    k = len(lax.shape(w))
-    n = lax.shape(w)[-1]
-    diff = lax.sub(lax.expand_dims(w, (k - 1,)), lax.expand_dims(w, (k,)))
+    return _off_diagonal_reciprocal(lax.sub(_row(w), _column(w)))
+
+
+def _row(d):
+    """A stack of vectors (..., k) as rows (..., 1, k)."""
+    return lax.expand_dims(d, (len(lax.shape(d)) - 1,))
+
+
+def _column(d):
+    """A stack of vectors (..., k) as columns (..., k, 1)."""
+    return lax.expand_dims(d, (len(lax.shape(d)),))
+
+
+def _off_diagonal_reciprocal(m):
+    """1 / m off the diagonal, 0 on it (infinite where m is 0 off it, as in JAX)."""
+    n = lax.shape(m)[-1]
     off = np.eye(n, dtype=bool) == 0
-    safe = lax.select(off, diff, np.ones((), lax.dtype(w)))
-    return lax.select(off, lax.div(1.0, safe), np.zeros((), lax.dtype(w)))
+    safe = lax.select(off, m, np.ones((), lax.dtype(m)))
+    return lax.select(off, lax.div(1.0, safe), np.zeros((), lax.dtype(m)))
+
+
+def _safe_reciprocal(s):
+    """1 / s, and 0 where s is 0 (a zero singular value's directions do not move)."""
+    zero = lax.eq(s, 0.0)
+    return lax.select(zero, np.zeros((), lax.dtype(s)),
+                      lax.div(1.0, lax.select(zero, np.ones((), lax.dtype(s)), s)))
+
+
+def _svd_rule(primals, tangents, *, full_matrices, compute_uv):
+    (a,), (ta,) = primals, tangents
+    m, n = lax.shape(a)[-2:]
+    if compute_uv and full_matrices and m != n:
+        raise UnsupportedError(with_location(
+            "the derivative of numpy.linalg.svd(..., full_matrices=True) of a non-square "
+            "matrix is not unique (the extra singular vectors are arbitrary); pass "
+            "full_matrices=False"))
+    u, s, vt = lax.svd(a, full_matrices=False)
+    v, ut = lax.matrix_transpose(vt), lax.matrix_transpose(u)
+    ds_mat = lax.batch_matmul(ut, lax.batch_matmul(ta, v))
+    ds = lax.matrix_diagonal(ds_mat)
+    if not compute_uv:
+        return [s], [ds]
+    # F_ij = 1 / (s_j^2 - s_i^2); dU = U (F * (dS s + (dS s)^T)) [+ the part outside U's
+    # span], dV = V (F * (s dS + (s dS)^T)) [+ outside V's span] (real case of JAX's rule).
+    s_row, s_col = _row(s), _column(s)
+    f = _off_diagonal_reciprocal(lax.mul(lax.add(s_row, s_col), lax.sub(s_row, s_col)))
+    ds_s = lax.mul(ds_mat, s_row)
+    s_ds = lax.mul(s_col, ds_mat)
+    du = lax.batch_matmul(u, lax.mul(f, lax.add(ds_s, lax.matrix_transpose(ds_s))))
+    dv = lax.batch_matmul(v, lax.mul(f, lax.add(s_ds, lax.matrix_transpose(s_ds))))
+    s_inv = _row(_safe_reciprocal(s))
+    if m > n:
+        da_v = lax.batch_matmul(ta, v)
+        outside = lax.sub(da_v, lax.batch_matmul(u, lax.batch_matmul(ut, da_v)))
+        du = lax.add(du, lax.mul(outside, s_inv))
+    if n > m:
+        dat_u = lax.batch_matmul(lax.matrix_transpose(ta), u)
+        outside = lax.sub(dat_u, lax.batch_matmul(v, lax.batch_matmul(vt, dat_u)))
+        dv = lax.add(dv, lax.mul(outside, s_inv))
+    return [u, s, vt], [du, ds, lax.matrix_transpose(dv)]
+
+
+def _qr_rule(primals, tangents, *, complete):
+    (a,), (ta,) = primals, tangents
+    m, n = lax.shape(a)[-2:]
+    if m < n or (complete and m != n):
+        raise UnsupportedError(with_location(
+            "the derivative of numpy.linalg.qr is defined for matrices with at least as many "
+            f"rows as columns in mode='reduced' (here {m}x{n}, mode="
+            f"{'complete' if complete else 'reduced'!r})"))
+    q, r = lax.qr(a, complete=complete)
+    # dA R^-1, by a solve with R^T from the right
+    da_rinv = lax.matrix_transpose(lax.triangular_solve(
+        r, lax.matrix_transpose(ta), lower=False, transpose_a=True))
+    qt_da_rinv = lax.batch_matmul(lax.matrix_transpose(q), da_rinv)
+    below = lax.lower_triangle(qt_da_rinv, 0.0)
+    omega = lax.sub(below, lax.matrix_transpose(below))  # skew-symmetric
+    dq = lax.add(lax.batch_matmul(q, lax.sub(omega, qt_da_rinv)), da_rinv)
+    dr = lax.batch_matmul(lax.sub(qt_da_rinv, omega), r)
+    return [q, r], [dq, dr]
 
 
 _def("cholesky", _cholesky_rule)
@@ -248,6 +323,8 @@ _def("triangular_solve", _triangular_solve_rule)
 _def("solve", _solve_rule)
 _def("slogdet", _slogdet_rule)
 _def("eigh", _eigh_rule)
+_def("svd", _svd_rule)
+_def("qr", _qr_rule)
 
 
 # ---------------------------------------------------------------------------------------

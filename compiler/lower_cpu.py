@@ -913,6 +913,17 @@ _rule("triangular_solve", kernel=_linalg_kernel("linalg_triangular_solve", (2, 2
                                                 "lower", "transpose_a"))
 _rule("slogdet", kernel=_linalg_kernel("linalg_slogdet", (2,), (0, 0)))
 _rule("eigh", kernel=_linalg_kernel("linalg_eigh", (2,), (1, 2)))
+_rule("qr", kernel=_linalg_kernel("linalg_qr", (2,), (2, 2)))
+
+
+def _svd_kernel(k: KernelCtx) -> None:
+    if k.params["compute_uv"]:
+        _linalg_kernel("linalg_svd", (2,), (2, 1, 2), "full_matrices")(k)
+    else:
+        _linalg_kernel("linalg_singular_values", (2,), (1,))(k)
+
+
+_rule("svd", kernel=_svd_kernel)
 _rule("dot_general", kernel=_dot_general_kernel)
 _rule("conv", kernel=_conv_kernel)
 _rule("cumsum", kernel=_scan_kernel("+"))

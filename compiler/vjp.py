@@ -24,7 +24,7 @@ from transfuse.compiler.simplify import dce, inline_calls
 from transfuse.ir import lax
 from transfuse.ir.core import Aval, Graph, Var
 from transfuse.ir.primitives import PRIMITIVES, Primitive
-from transfuse.ir.tracing import bind, building, source_of
+from transfuse.ir.tracing import bind, building, inline_env, source_of, trace_to_graph
 
 P = PRIMITIVES
 VjpRule = Callable[..., Sequence[Any]]
@@ -426,6 +426,38 @@ def _conv_rhs_ct(ct, lhs, rhs_shape, *, window_strides, padding, lhs_dilation,
 
 # ---------------------------------------------------------------------------------------
 # Linear algebra (ir/linalg.py): the transposes of the JVP rules in compiler/jvp.py
+
+
+def transposed_jvp(prim: Primitive) -> VjpRule:
+    """The VJP rule of a primitive from its JVP rule, which is linear in the tangents: the
+    transpose of that linear map, by reverse mode over it (as JAX transposes JVPs)."""
+    def rule(ct, ins, outs, **params):
+        from transfuse.compiler.jvp import JVP_RULES
+
+        wrt = [is_differentiable(lax.aval(x)) for x in ins]
+        avals = [lax.aval(x) for x, w in zip(ins, wrt) if w]
+
+        def tangent_map(*tangents: Any) -> list[Any]:
+            supplied = iter(tangents)
+            _, out_t = JVP_RULES[prim](list(ins), [next(supplied) if w else None
+                                                   for w in wrt], **params)
+            out_t = list(out_t) if prim.multiple_results else [out_t]
+            return [lax.full(o.shape, 0, o.dtype) if t is None else t
+                    for t, o in zip(out_t, map(lax.aval, outs))]
+
+        graph, implicit = trace_to_graph(tangent_map, avals, f"{prim.name}_tangents")
+        zeros = [lax.full(a.shape, 0, a.dtype) for a in avals]
+        env = inline_env(graph, zeros + list(implicit))
+        tangent_vars = graph.inputs[:len(avals)]
+        cts = backward_pass(graph, env.__getitem__, list(ct) if prim.multiple_results
+                            else [ct], active_vars(graph, set(tangent_vars)))
+        found = iter(cts.get(v) for v in tangent_vars)
+        return [next(found) if w else None for w in wrt]
+    return rule
+
+
+VJP_RULES[P["svd"]] = transposed_jvp(P["svd"])
+VJP_RULES[P["qr"]] = transposed_jvp(P["qr"])
 
 
 @_register("solve")

@@ -370,3 +370,11 @@ def diagonal_matrix(d: Any) -> Any:
     n = shape(d)[-1]
     k = len(shape(d))
     return mul(expand_dims(d, (k,)), np.eye(n, dtype=dtype(d)))
+
+
+def svd(a: Any, *, full_matrices: bool = False, compute_uv: bool = True) -> list[Any]:
+    return bind(P["svd"], a, full_matrices=bool(full_matrices), compute_uv=bool(compute_uv))
+
+
+def qr(a: Any, *, complete: bool = False) -> list[Any]:
+    return bind(P["qr"], a, complete=bool(complete))

@@ -81,6 +81,47 @@ def _eigh_impl(a):
     return [w, v]
 
 
+def _matrix(name: str, a: Aval) -> tuple[int, int]:
+    """The shape (m, n) of a stack of float matrices (..., m, n)."""
+    if a.dtype.kind != "f":
+        raise DTypeError(f"{name} needs floating matrices, got {a.dtype}")
+    if a.ndim < 2:
+        raise ShapeError(f"{name} needs matrices (..., m, n), got shape {a.shape}")
+    return a.shape[-2], a.shape[-1]
+
+
+def _svd_rule(a: Aval, *, full_matrices: bool, compute_uv: bool) -> list[Aval]:
+    m, n = _matrix("svd", a)
+    k, batch = min(m, n), a.shape[:-2]
+    s = Aval(batch + (k,), a.dtype)
+    if not compute_uv:
+        return [s]
+    u_cols, vt_rows = (m, n) if full_matrices else (k, k)
+    return [Aval(batch + (m, u_cols), a.dtype), s, Aval(batch + (vt_rows, n), a.dtype)]
+
+
+def _svd_impl(a, *, full_matrices, compute_uv):
+    if not compute_uv:
+        return [np.linalg.svd(a, compute_uv=False)]
+    u, s, vt = np.linalg.svd(a, full_matrices=full_matrices)
+    return [u, s, vt]
+
+
+def _qr_rule(a: Aval, *, complete: bool) -> list[Aval]:
+    m, n = _matrix("qr", a)
+    k = m if complete else min(m, n)
+    return [Aval(a.shape[:-2] + (m, k), a.dtype), Aval(a.shape[:-2] + (k, n), a.dtype)]
+
+
+def _qr_impl(a, *, complete):
+    q, r = np.linalg.qr(a, mode="complete" if complete else "reduced")
+    return [q, r]
+
+
+define("svd", _svd_rule, _svd_impl, multiple_results=True,
+       doc="(U, s, V^T) of each matrix, s descending; (s,) alone without compute_uv")
+define("qr", _qr_rule, _qr_impl, multiple_results=True,
+       doc="(Q, R) of each matrix: reduced (Q m x k) or complete (Q m x m)")
 define("cholesky", _same("cholesky"), lambda a: np.linalg.cholesky(a),
        doc="the lower Cholesky factor L of each positive-definite matrix (A = L L^T; "
            "reads A's lower triangle)")
@@ -97,4 +138,4 @@ define("eigh", _eigh_rule, _eigh_impl, multiple_results=True,
        doc="(w, V): ascending eigenvalues and orthonormal eigenvectors of each symmetric "
            "matrix (reads A's lower triangle)")
 
-LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh")
+LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr")

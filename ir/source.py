@@ -20,7 +20,9 @@ _LIBRARY_FILE_PREFIXES = (
     os.path.join(_ROOT, "transfuse", "random.py"),
 )
 _NUMPY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__import__("numpy").__file__)))
-_SKIP = _LIBRARY_DIRS + _LIBRARY_FILE_PREFIXES + (os.path.join(_NUMPY_DIR, "numpy") + os.sep,)
+_SCIPY_DIR = os.path.join(_NUMPY_DIR, "scipy") + os.sep  # SciPy installs beside NumPy
+_SKIP = _LIBRARY_DIRS + _LIBRARY_FILE_PREFIXES + (os.path.join(_NUMPY_DIR, "numpy") + os.sep,
+                                                  _SCIPY_DIR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +61,23 @@ def with_location(message: str, where: SourceInfo | None = None) -> str:
     if where is None:
         return message
     return f"{message}\n  at {where}"
+
+
+def scipy_caller() -> str | None:
+    """The SciPy function the user's code called, when SciPy is on the stack (its dotted
+    name, e.g. scipy.linalg._basic.solve_triangular; "a SciPy function" when only SciPy's
+    decorator wrappers show), else None."""
+    frame = sys._getframe(1)
+    found = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        module = frame.f_globals.get("__name__", "scipy")
+        if filename.startswith(_SCIPY_DIR):
+            if not module.startswith("scipy._lib"):  # scipy._lib: decorators' wrappers
+                found = f"{module}.{frame.f_code.co_name}"
+            elif found is None:
+                found = "a SciPy function"
+        elif found is not None and not _is_library(filename):
+            return found
+        frame = frame.f_back
+    return found

@@ -27,7 +27,7 @@ from .errors import (
     missing_rule,
 )
 from .primitives import ELEMENTWISE, Primitive, random_streams, shift_streams
-from .source import SourceInfo, user_frame_info, with_location
+from .source import SourceInfo, scipy_caller, user_frame_info, with_location
 
 # NumPy functions, ufuncs and method names -> implementations on traced values.
 # Filled by transfuse.numpy at import; ir/ only looks things up here.
@@ -314,6 +314,12 @@ def _explain_numpy_setitem(error: ValueError) -> Exception:
 
 def inline(graph: Graph, args: Sequence[Any]) -> list[Any]:
     """Evaluate a graph node by node through `bind`: records into the current trace."""
+    env = inline_env(graph, args)
+    return [env[v] for v in graph.outputs]
+
+
+def inline_env(graph: Graph, args: Sequence[Any]) -> dict[Var, Any]:
+    """`inline`, returning the value of every variable of the graph."""
     env: dict[Var, Any] = dict(zip(graph.inputs, args))
     env.update(graph.consts)
     builder = current_builder()
@@ -323,7 +329,7 @@ def inline(graph: Graph, args: Sequence[Any]) -> list[Any]:
         if not node.prim.multiple_results:
             outs = [outs]
         env.update(zip(node.outputs, outs))
-    return [env[v] for v in graph.outputs]
+    return env
 
 
 def resolve_implicit(graph: Graph, implicit: Sequence[Any], next_key: Callable[[int], Any]
@@ -480,6 +486,13 @@ class Tracer:
         raise _concretization_error(".tolist() of a traced array")
 
     def __array__(self, dtype=None, copy=None):
+        scipy_function = scipy_caller()
+        if scipy_function is not None:
+            raise UnsupportedError(with_location(
+                f"{scipy_function} was given a traced value: SciPy turns its arguments into "
+                "NumPy arrays, which traced values cannot become. Call the function through "
+                "its module (scipy.linalg.cho_solve(...): transfuse traces the ones it "
+                "supports, see docs/numpy.md) or use transfuse.scipy.linalg"))
         raise ConcretizationError(with_location(
             "a traced value cannot become a concrete NumPy array. This happens with "
             "np.asarray(x) on a traced x, or when a traced value is written into a plain "

@@ -388,3 +388,63 @@ def linalg_eigh(a, w, v):
         vals, vecs = np.linalg.eigh(a[k])
         w[k] = vals
         v[k] = vecs
+
+
+@njit(cache=True)
+def linalg_svd(a, u, s, vt, full_matrices):
+    """u[k], s[k], vt[k] = the SVD of a[k] (reduced or full)."""
+    if a.shape[1] == 0 or a.shape[2] == 0:
+        _identity_stack(u)
+        _identity_stack(vt)
+        return
+    for k in range(a.shape[0]):
+        uk, sk, vtk = np.linalg.svd(a[k], full_matrices=full_matrices)
+        u[k] = uk
+        s[k] = sk
+        vt[k] = vtk
+
+
+@njit(cache=True)
+def linalg_singular_values(a, s):
+    """s[k] = the singular values of a[k], descending."""
+    if a.shape[1] == 0 or a.shape[2] == 0:
+        return
+    for k in range(a.shape[0]):
+        s[k] = np.linalg.svd(a[k], full_matrices=False)[1]
+
+
+@njit(cache=True)
+def _identity_stack(x):
+    """Each matrix of x (stack, m, n) set to the identity (what LAPACK gives when empty)."""
+    x[:] = 0
+    for k in range(x.shape[0]):
+        for i in range(min(x.shape[1], x.shape[2])):
+            x[k, i, i] = 1
+
+
+@njit(cache=True)
+def linalg_qr(a, q, r):
+    """q[k], r[k] = the QR decomposition of a[k]: reduced, or complete when q is square.
+
+    Complete Q for a tall a[k] comes from the reduced QR of [a[k] | I]: its first columns
+    are factored exactly as a[k]'s, and the identity's columns complete Q's basis.
+    """
+    m, n = a.shape[1], a.shape[2]
+    if m == 0 or n == 0:
+        _identity_stack(q)
+        r[:] = 0
+        return
+    complete = q.shape[2] == m and m > n
+    for k in range(a.shape[0]):
+        if complete:
+            wide = np.zeros((m, n + m), a.dtype)
+            wide[:, :n] = a[k]
+            for i in range(m):
+                wide[i, n + i] = 1
+            qk, rk = np.linalg.qr(wide)
+            q[k] = qk
+            r[k] = rk[:, :n]
+        else:
+            qk, rk = np.linalg.qr(a[k])
+            q[k] = qk
+            r[k] = rk

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from transfuse.ir.errors import CompileError, TransfuseLinAlgError
 
 import transfuse as tx
 from tests.helpers import traced
-from transfuse.ir.errors import CompileError, TransfuseLinAlgError
 
 RNG = np.random.default_rng(20261206)
 
@@ -268,3 +268,150 @@ def test_bad_shapes_are_linalg_errors_at_the_users_line():
 def test_cuda_refuses_linalg_when_the_program_is_built():
     with pytest.raises(CompileError, match="no CUDA kernel"):
         tx.jit(np.linalg.inv, device="cuda").lower(general((3, 3)))
+
+
+# ---------------------------------------------------------------------------------------
+# SVD, QR and what is built on them
+
+
+def tall(shape):
+    return RNG.normal(size=shape)
+
+
+def _signs(u):
+    """Each singular vector's sign fixed by its first entry (they are unique up to sign)."""
+    return np.sign(u[..., :1, :])
+
+
+SVD_CASES = {
+    "singular_values": lambda a: np.linalg.svd(a, compute_uv=False),
+    "svdvals": lambda a: np.linalg.svdvals(a),
+    "u": lambda a: (lambda u, s, vt: u * _signs(u))(*np.linalg.svd(a, full_matrices=False)),
+    "vt": lambda a: (lambda u, s, vt: vt * np.swapaxes(_signs(u), -1, -2))(
+        *np.linalg.svd(a, full_matrices=False)),
+    "pinv": np.linalg.pinv,
+    "norm_2": lambda a: np.linalg.norm(a, 2, axis=(-2, -1)),
+    "norm_nuc": lambda a: np.linalg.norm(a, "nuc", axis=(-2, -1)),
+    "cond": lambda a: np.linalg.cond(a[..., :3, :3]),
+    "lstsq": lambda a: np.linalg.lstsq(a[0], a[1][:, :2], rcond=None)[0],
+}
+QR_CASES = {
+    "q": lambda a: (lambda q, r: q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :])(
+        *np.linalg.qr(a)),
+    "r": lambda a: np.linalg.qr(a)[1] * np.sign(np.diagonal(np.linalg.qr(a)[1], axis1=-2,
+                                                            axis2=-1))[..., :, None],
+    "r_mode": lambda a: np.abs(np.linalg.qr(a, mode="r")),
+}
+
+
+# QR's derivative needs at least as many rows as columns (as in JAX): no wide QR cases.
+SVD_QR_PARAMS = [(name, shape) for shape in [(2, 5, 3), (2, 3, 5), (2, 4, 4)]
+                 for name in sorted(SVD_CASES) + sorted(QR_CASES)
+                 if not (name in QR_CASES and shape[-2] < shape[-1])]
+
+
+@pytest.mark.parametrize(("name", "shape"), SVD_QR_PARAMS)
+def test_svd_and_qr_values_jvp_vjp_vmap(name, shape):
+    f = {**SVD_CASES, **QR_CASES}[name]
+    a = tall(shape)
+    want = f(a)
+    np.testing.assert_allclose(traced(f, a), want, rtol=1e-11, atol=1e-12)
+    t = RNG.normal(size=shape)
+    out, jvp_out = tx.jvp(f, (a,), (t,))
+    h = 1e-6
+    np.testing.assert_allclose(jvp_out, (f(a + h * t) - f(a - h * t)) / (2 * h), rtol=1e-5,
+                               atol=1e-6)
+    ct = RNG.normal(size=np.shape(out))
+    (a_ct,) = tx.vjp(f, a)[1](ct)
+    np.testing.assert_allclose(np.sum(a_ct * t), np.sum(ct * jvp_out), rtol=1e-9, atol=1e-11)
+    if name != "lstsq":
+        np.testing.assert_allclose(tx.vmap(f)(a), np.stack([f(m) for m in a]), rtol=1e-11,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["u", "pinv", "q"])
+def test_svd_and_qr_compile(name):
+    f = {**SVD_CASES, **QR_CASES}[name]
+    a = tall((2, 5, 3))
+    np.testing.assert_allclose(tx.jit(f)(a), f(a), rtol=1e-11, atol=1e-12)
+
+
+def test_complete_qr_and_full_svd_values_under_jit():
+    a = tall((5, 3))
+    q, r = tx.jit(lambda m: np.linalg.qr(m, mode="complete"))(a)
+    assert q.shape == (5, 5) and r.shape == (5, 3)
+    np.testing.assert_allclose(q @ r, a, atol=1e-13)
+    np.testing.assert_allclose(q.T @ q, np.eye(5), atol=1e-13)
+    u, s, vt = tx.jit(lambda m: np.linalg.svd(m))(a)
+    assert u.shape == (5, 5) and vt.shape == (3, 3)
+    np.testing.assert_allclose(s, np.linalg.svd(a, compute_uv=False), rtol=1e-13)
+    np.testing.assert_allclose(u[:, :3] * s @ vt, a, atol=1e-13)
+
+
+def test_derivatives_that_are_not_unique_are_errors():
+    from transfuse.ir.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="full_matrices"):
+        tx.grad(lambda m: np.sum(np.linalg.svd(m)[0]))(tall((5, 3)))
+    with pytest.raises(UnsupportedError, match="qr"):
+        tx.grad(lambda m: np.sum(np.linalg.qr(m)[1]))(tall((3, 5)))
+
+
+def test_matrix_rank_and_lstsq_outputs():
+    a = np.diag([3.0, 2.0, 0.0])
+    assert traced(lambda m: np.linalg.matrix_rank(m), a) == np.linalg.matrix_rank(a) == 2
+    m, b = tall((6, 3)), RNG.normal(size=6)
+    got = traced(lambda m, b: np.linalg.lstsq(m, b, rcond=None), m, b)
+    for g, w in zip(got, np.linalg.lstsq(m, b, rcond=None)):
+        np.testing.assert_allclose(g, w, rtol=1e-11)
+
+
+# ---------------------------------------------------------------------------------------
+# scipy.linalg
+
+
+def test_scipy_cholesky_solvers_trace_through_the_module():
+    import scipy.linalg
+
+    a = spd((4, 4))
+    b = RNG.normal(size=(4, 2))
+
+    def gp_solve(m):
+        factor = scipy.linalg.cho_factor(m, lower=True)
+        return scipy.linalg.cho_solve(factor, b)
+
+    def upper_solve(m):
+        factor = scipy.linalg.cho_factor(m)
+        return scipy.linalg.cho_solve(factor, b[:, 0])
+
+    def triangular(m):
+        low = scipy.linalg.cholesky(m, lower=True)
+        return scipy.linalg.solve_triangular(low, b, lower=True, trans="T")
+
+    for f in (gp_solve, upper_solve, triangular):
+        want = f(a)
+        np.testing.assert_allclose(traced(f, a), want, rtol=1e-12)
+        np.testing.assert_allclose(tx.jit(f)(a), want, rtol=1e-12)
+        t = symmetric(RNG.normal(size=a.shape))
+        _, jvp_out = tx.jvp(f, (a,), (t,))
+        h = 1e-6
+        np.testing.assert_allclose(jvp_out, (f(a + h * t) - f(a - h * t)) / (2 * h),
+                                   rtol=1e-6, atol=1e-8)
+    assert scipy.linalg.cho_solve.__module__.startswith("scipy")  # restored after tracing
+
+
+def test_scipy_function_imported_by_name_is_a_clear_error():
+    from scipy.linalg import solve_triangular
+    from transfuse.ir.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="SciPy") as info:
+        tx.grad(lambda m: np.sum(solve_triangular(m, np.ones(3))))(spd((3, 3)))
+    assert "test_linalg.py" in str(info.value)
+    assert "transfuse.scipy.linalg" in str(info.value)
+
+
+def test_transfuse_scipy_namespace():
+    a = spd((3, 3))
+    b = RNG.normal(size=3)
+    x = tx.jit(lambda m: tx.scipy.linalg.cho_solve(tx.scipy.linalg.cho_factor(m), b))(a)
+    np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-12)

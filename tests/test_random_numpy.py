@@ -9,10 +9,10 @@ import threading
 import numpy as np
 import pytest
 from numpy.random import normal as bound_global_normal
+from transfuse.ir.errors import BatchingError, UnsupportedError
 
 import transfuse as tx
 import transfuse.numpy as tnp
-from transfuse.ir.errors import BatchingError, UnsupportedError
 
 X = np.random.default_rng(1234).uniform(-1.0, 1.0, size=5)
 OUTSIDE = np.random.default_rng(77)

@@ -28,7 +28,7 @@ from transfuse.ir.tree import (
     tree_unflatten,
 )
 
-from . import nn, numpy, random  # noqa: F401
+from . import nn, numpy, random, scipy  # noqa: F401
 from ._forward import hessian, jacfwd, jvp, linearize
 from ._functionalize import functionalize
 from ._jit import jit

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,10 +26,11 @@ import numpy as np
 
 from transfuse.ir.errors import UnsupportedError
 from transfuse.ir.source import SourceInfo, _is_library, with_location
-from transfuse.ir.tracing import TRACE_SCOPES, current_builder
+from transfuse.ir.tracing import TRACE_SCOPES
 
 from . import random as tnp_random
 from ._core import any_traced, unsupported
+from ._patches import on_tracing_thread, outermost_trace, replace_while_tracing
 
 # np.random's functions that record draws while tracing: name -> transfuse's sampler.
 TRACED: dict[str, Callable] = {
@@ -51,9 +51,6 @@ TRACED: dict[str, Callable] = {
 _STATEFUL = {"seed", "get_state", "set_state"}
 _GENERATORS = (np.random.Generator, np.random.RandomState)
 
-_lock = threading.Lock()
-_active: dict[str, Any] = {"depth": 0, "thread": None}
-_REPLACEMENTS: dict[str, tuple[Callable, Callable]] = {}  # name -> (NumPy's, while tracing)
 
 
 class SeededGenerator:
@@ -109,7 +106,7 @@ def _replacement(name: str, original: Callable) -> Callable:
 
     @functools.wraps(original)
     def call(*args: Any, **kwargs: Any) -> Any:
-        if current_builder() is None or threading.get_ident() != _active["thread"]:
+        if not on_tracing_thread():
             return original(*args, **kwargs)
         if traced is not None:
             return traced(*args, **kwargs)
@@ -124,19 +121,11 @@ def _replacement(name: str, original: Callable) -> Callable:
     return call
 
 
-def _install() -> None:
-    if not _REPLACEMENTS:
-        for name in np.random.__all__:
-            original = getattr(np.random, name)
-            if not isinstance(original, type):  # classes stay NumPy's (code checks isinstance)
-                _REPLACEMENTS[name] = (original, _replacement(name, original))
-    for name, (_, replacement) in _REPLACEMENTS.items():
-        setattr(np.random, name, replacement)
-
-
-def _uninstall() -> None:
-    for name, (original, _) in _REPLACEMENTS.items():
-        setattr(np.random, name, original)
+def _register_replacements() -> None:
+    for name in np.random.__all__:
+        if not isinstance(getattr(np.random, name), type):  # classes stay NumPy's
+            replace_while_tracing("numpy.random", name,
+                                  lambda original, name=name: _replacement(name, original))
 
 
 @contextlib.contextmanager
@@ -148,13 +137,7 @@ def numpy_random_recorded(fn: Callable, rerun: Callable[[], Any]) -> Iterator[No
     reachable from the user's function. `rerun()` traces fn again, to find the line of a
     forbidden draw.
     """
-    with _lock:
-        outermost = _active["depth"] == 0
-        if outermost:
-            _active["thread"] = threading.get_ident()
-            _install()
-        _active["depth"] += 1
-    try:
+    with outermost_trace() as outermost:
         if not outermost:
             yield
             return
@@ -162,12 +145,6 @@ def numpy_random_recorded(fn: Callable, rerun: Callable[[], Any]) -> Iterator[No
         states = [_state_of(g) for g in generators]
         yield
         _check_untouched(fn, rerun, generators, states)
-    finally:
-        with _lock:
-            _active["depth"] -= 1
-            if _active["depth"] == 0:
-                _uninstall()
-                _active["thread"] = None
 
 
 def _check_untouched(fn: Callable, rerun: Callable[[], Any], generators: list,
@@ -315,4 +292,5 @@ def _def_site(fn: Callable) -> SourceInfo | None:
     return SourceInfo(code.co_filename, code.co_firstlineno, code.co_name)
 
 
+_register_replacements()
 TRACE_SCOPES.append(numpy_random_recorded)

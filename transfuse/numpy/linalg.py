@@ -1,6 +1,7 @@
 """transfuse.numpy.linalg: np.linalg's functions on traced values.
 
-Built on the primitives of ir/linalg.py (cholesky, triangular_solve, solve, slogdet, eigh)
+Built on the primitives of ir/linalg.py (cholesky, triangular_solve, solve, slogdet, eigh,
+svd, qr)
 and on matmul/reductions; every function takes stacked (..., n, n) inputs as NumPy does.
 `np.linalg.f(traced)` reaches these through NumPy's dispatch; `tnp.linalg.f` is the same
 function (NumPy's own on NumPy arrays). Derivative conventions: docs/numpy.md.
@@ -229,9 +230,10 @@ def _matrix_norm(x: Any, ord: Any, axes: tuple, keepdims: bool) -> Any:  # noqa:
         sums = np.sum(mag, axis=col)
         out = (np.max if ord == np.inf else np.min)(sums, axis=row - (row > col))
     elif ord in (2, -2, "nuc"):
-        raise unsupported(f"numpy.linalg.norm(..., ord={ord!r}) of a matrix",
-                          "it needs singular values (np.linalg.svd), which transfuse does "
-                          "not trace yet; use ord='fro', 1 or inf")
+        moved = lax.transpose(x, [d for d in range(x.ndim) if d not in (row, col)] + [row, col])
+        s = lax.svd(moved, compute_uv=False)[0]
+        reduce = {2: np.max, -2: np.min, "nuc": np.sum}[ord]
+        out = reduce(s, axis=-1)
     else:
         raise ValueError("Invalid norm order for matrices.")
     if keepdims:
@@ -239,6 +241,109 @@ def _matrix_norm(x: Any, ord: Any, axes: tuple, keepdims: bool) -> Any:  # noqa:
         shape[row] = shape[col] = 1
         out = lax.reshape(out, tuple(shape))
     return out
+
+
+@_linalg(np.linalg.svd)
+def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    a = _at_least_2d(a, "svd")
+    if not compute_uv:
+        return lax.svd(a, compute_uv=False)[0]
+    u, s, vt = lax.svd(a, full_matrices=full_matrices)
+    return u, s, vt
+
+
+@_linalg(np.linalg.svdvals)
+def svdvals(x, /):
+    return lax.svd(_at_least_2d(x, "svdvals"), compute_uv=False)[0]
+
+
+def _at_least_2d(a: Any, name: str) -> Any:
+    a = asarray(a)
+    if a.ndim < 2:
+        raise TransfuseLinAlgError(with_location(
+            f"numpy.linalg.{name}: {a.ndim}-dimensional array given. Array must be at least "
+            "two-dimensional"))
+    return cast_operand(a, _float_dtype(a))
+
+
+@_linalg(np.linalg.qr)
+def qr(a, mode="reduced"):
+    a = _at_least_2d(a, "qr")
+    if mode not in ("reduced", "complete", "r"):
+        raise unsupported(f"numpy.linalg.qr(..., mode={mode!r})",
+                          "use mode='reduced', 'complete' or 'r'")
+    q, r = lax.qr(a, complete=mode == "complete")
+    return r if mode == "r" else (q, r)
+
+
+def _cutoff_mask(s: Any, rcond: Any) -> Any:
+    """Which singular values count: s > rcond * max(s) over each matrix."""
+    return np.greater(s, np.multiply(rcond, np.max(s, axis=-1, keepdims=True)))
+
+
+@_linalg(np.linalg.pinv)
+def pinv(a, rcond=None, hermitian=False, *, rtol=None):
+    a = _at_least_2d(a, "pinv")
+    m, n = a.shape[-2:]
+    if rcond is None:
+        rcond = max(m, n) * np.finfo(a.dtype).eps if rtol is None else rtol
+    if m == 0 or n == 0:
+        return lax.full(a.shape[:-2] + (n, m), 0, a.dtype)
+    u, s, vt = lax.svd(a, full_matrices=False)
+    large = _cutoff_mask(s, rcond)
+    s_inv = np.where(large, np.divide(1.0, np.where(large, s, 1.0)), 0.0).astype(a.dtype)
+    return np.matmul(lax.matrix_transpose(vt),
+                     np.multiply(np.expand_dims(s_inv, -1), lax.matrix_transpose(u)))
+
+
+@_linalg(np.linalg.lstsq)
+def lstsq(a, b, rcond=None):
+    a, b = _at_least_2d(a, "lstsq"), asarray(b)
+    dt = _float_dtype(a, b)
+    a, b = cast_operand(a, dt), cast_operand(b, dt)
+    m, n = a.shape[-2:]
+    if rcond is None:
+        rcond = np.finfo(dt).eps * max(m, n)
+    vector = b.ndim == 1
+    b2 = lax.reshape(b, (m, 1)) if vector else b
+    u, s, vt = lax.svd(a, full_matrices=False)
+    large = _cutoff_mask(s, rcond)
+    s_inv = np.where(large, np.divide(1.0, np.where(large, s, 1.0)), 0.0).astype(dt)
+    x = np.matmul(lax.matrix_transpose(vt),
+                  np.expand_dims(s_inv, -1) * np.matmul(lax.matrix_transpose(u), b2))
+    rank = np.sum(large.astype(np.int32), axis=-1)
+    if m > n:  # NumPy leaves these empty when a is rank-deficient: traced, they are kept
+        residuals = np.sum((np.matmul(a, x) - b2) ** 2, axis=-2)
+    else:
+        residuals = lax.full((0,), 0, dt)
+    if vector:
+        x = lax.reshape(x, (n,))
+    return x, residuals, rank, s
+
+
+@_linalg(np.linalg.matrix_rank)
+def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):  # noqa: N803
+    a = asarray(A)
+    if a.ndim < 2:
+        return np.any(a != 0).astype(np.int64)
+    a = cast_operand(a, _float_dtype(a))
+    s = lax.svd(a, compute_uv=False)[0]
+    if tol is None:
+        rtol = max(a.shape[-2:]) * np.finfo(a.dtype).eps if rtol is None else rtol
+        tol = np.max(s, axis=-1, keepdims=True) * rtol
+    else:
+        tol = np.expand_dims(asarray(tol), -1)
+    return np.sum(np.greater(s, tol).astype(np.int64), axis=-1)
+
+
+@_linalg(np.linalg.cond)
+def cond(x, p=None):
+    x = _matrices(x, "cond")
+    if p is None or p in (2, -2):
+        s = lax.svd(x, compute_uv=False)[0]
+        first, last = s[..., 0], s[..., -1]
+        return first / last if p != -2 else last / first
+    return norm(x, p, axis=(-2, -1)) * norm(inv(x), p, axis=(-2, -1))
 
 
 @_linalg(np.linalg.tensorsolve)

@@ -1,0 +1,42 @@
+"""transfuse.scipy: SciPy's functions on traced values (`tx.scipy.linalg`).
+
+SciPy gives NumPy's dispatch no hook (it converts arguments with np.asarray), so while a
+function is traced, `scipy.linalg.<name>` is replaced by one that runs the traced
+implementation of transfuse.scipy.linalg on the tracing thread
+(transfuse/numpy/_patches.py). A name imported before (`from scipy.linalg import
+cho_solve`) is SciPy's own function: call it through the module, or use
+`tx.scipy.linalg.cho_solve`. Nothing here imports SciPy's linalg until it is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from transfuse.numpy._patches import on_tracing_thread, replace_while_tracing
+
+LINALG = ("solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "det", "solve")
+
+
+def _linalg_replacement(name: str) -> Callable[[Callable], Callable]:
+    def factory(scipys: Callable) -> Callable:
+        @functools.wraps(scipys)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if on_tracing_thread():
+                return getattr(importlib.import_module("transfuse.scipy.linalg"),
+                               name)(*args, **kwargs)
+            return scipys(*args, **kwargs)
+        return call
+    return factory
+
+
+for _name in LINALG:
+    replace_while_tracing("scipy.linalg", _name, _linalg_replacement(_name))
+
+
+def __getattr__(attr: str) -> Any:
+    if attr == "linalg":
+        return importlib.import_module("transfuse.scipy.linalg")
+    raise AttributeError(f"module 'transfuse.scipy' has no attribute {attr!r}")

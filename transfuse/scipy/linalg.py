@@ -1,0 +1,122 @@
+"""transfuse.scipy.linalg: scipy.linalg's triangular and Cholesky solvers, traced.
+
+Built on ir/linalg.py's primitives, on stacked (..., n, n) inputs as recent SciPy accepts
+them; with NumPy arrays alone each function is SciPy's own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from transfuse.ir import lax
+from transfuse.numpy import linalg as tnp_linalg
+from transfuse.numpy._core import any_traced, asarray, cast_operand, unsupported
+
+__all__ = ["solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "det", "solve"]
+# transfuse/scipy/__init__.py routes scipy.linalg.<name> here while tracing: keep in step.
+
+
+def _traced(name: str) -> Callable[[Callable], Callable]:
+    """The public function: SciPy's own unless an argument is traced."""
+    original = getattr(scipy.linalg, name)
+
+    def decorate(impl: Callable) -> Callable:
+        @functools.wraps(impl)
+        def public(*args: Any, **kwargs: Any) -> Any:
+            flat = [x for a in args for x in (a if isinstance(a, tuple) else (a,))]
+            if any_traced(flat, kwargs):
+                return impl(*args, **kwargs)
+            return original(*args, **kwargs)
+        return public
+    return decorate
+
+
+def _matrix_and_rhs(a: Any, b: Any) -> tuple[Any, Any, bool]:
+    """a and b as float stacks of one dtype, b as matrices; whether b was one vector."""
+    a, b = asarray(a), asarray(b)
+    dt = tnp_linalg._float_dtype(a, b)
+    a, b = cast_operand(a, dt), cast_operand(b, dt)
+    vector = b.ndim == 1
+    if vector:
+        b = lax.reshape(b, (b.shape[0], 1))
+    batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    return (lax.broadcast_to(a, batch + a.shape[-2:]),
+            lax.broadcast_to(b, batch + b.shape[-2:]), vector)
+
+
+def _restore_vector(x: Any, vector: bool) -> Any:
+    return lax.reshape(x, x.shape[:-1]) if vector else x
+
+
+@_traced("solve_triangular")
+def solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False, overwrite_b=False,
+                     check_finite=True):
+    transpose = {0: False, "N": False, 1: True, "T": True, 2: True, "C": True}.get(trans)
+    if transpose is None:
+        raise ValueError(f"invalid trans argument {trans!r}")
+    a, b, vector = _matrix_and_rhs(a, b)
+    if unit_diagonal:
+        eye = np.eye(a.shape[-1], dtype=a.dtype)
+        a = lax.add(lax.mul(a, 1 - eye), eye)
+    x = lax.triangular_solve(a, b, lower=bool(lower), transpose_a=transpose)
+    return _restore_vector(x, vector)
+
+
+@_traced("cholesky")
+def cholesky(a, lower=False, overwrite_a=False, check_finite=True):
+    low = tnp_linalg.cholesky(a)
+    return low if lower else lax.matrix_transpose(low)
+
+
+@_traced("cho_factor")
+def cho_factor(a, lower=False, overwrite_a=False, check_finite=True):
+    """(c, lower): the factor in c's chosen triangle, a's entries in the other (as SciPy)."""
+    a = asarray(a)
+    low = tnp_linalg.cholesky(a)
+    if lower:
+        return lax.add(low, _strict_upper(cast_operand(a, low.dtype))), True
+    return lax.add(lax.matrix_transpose(low),
+                   lax.matrix_transpose(_strict_upper(lax.matrix_transpose(
+                       cast_operand(a, low.dtype))))), False
+
+
+def _strict_upper(x: Any) -> Any:
+    return lax.sub(x, lax.lower_triangle(x))
+
+
+@_traced("cho_solve")
+def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
+    c, lower = c_and_lower
+    c, b, vector = _matrix_and_rhs(c, b)
+    # lower: L L^T x = b; upper: U^T U x = b
+    y = lax.triangular_solve(c, b, lower=bool(lower), transpose_a=not lower)
+    x = lax.triangular_solve(c, y, lower=bool(lower), transpose_a=bool(lower))
+    return _restore_vector(x, vector)
+
+
+@_traced("inv")
+def inv(a, overwrite_a=False, check_finite=True):
+    return tnp_linalg.inv(a)
+
+
+@_traced("det")
+def det(a, overwrite_a=False, check_finite=True):
+    return tnp_linalg.det(a)
+
+
+@_traced("solve")
+def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=True,
+          assume_a=None, transposed=False):
+    if assume_a not in (None, "gen", "general", "sym", "symmetric", "pos",
+                        "positive definite"):
+        raise unsupported(f"scipy.linalg.solve(..., assume_a={assume_a!r})",
+                          "use assume_a='gen', 'sym' or 'pos'")
+    a, b, vector = _matrix_and_rhs(a, b)
+    if transposed:
+        a = lax.matrix_transpose(a)
+    return _restore_vector(lax.solve(a, b), vector)
