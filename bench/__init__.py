@@ -19,6 +19,7 @@ SUITES = {
     "hessian": "suite_hessian",
     "maml": "suite_maml",
     "ntk": "suite_ntk",
+    "linalg": "suite_linalg",
     "dispatch": "suite_dispatch",
     "compile": "suite_compile",
 }

@@ -343,19 +343,100 @@ def linalg_cholesky(a, out):
         out[k] = np.linalg.cholesky(a[k])
 
 
+SMALL_SOLVE_MAX = 16  # below this order a loop beats a LAPACK call per matrix
+
+
 @njit(cache=True)
 def linalg_solve(a, b, out):
-    """out[k] = a[k]^-1 b[k]."""
-    for k in range(a.shape[0]):
-        if a.shape[1] == 0:
-            out[k] = b[k]
-        else:
+    """out[k] = a[k]^-1 b[k]: small matrices by an in-place elimination, large by LAPACK."""
+    if a.shape[1] == 0:
+        out[:] = b
+        return
+    if a.shape[1] > SMALL_SOLVE_MAX:
+        for k in range(a.shape[0]):
             out[k] = np.linalg.solve(a[k], b[k])
+        return
+    lu = np.empty(a.shape[1:], a.dtype)
+    for k in range(a.shape[0]):
+        lu[:] = a[k]
+        out[k] = b[k]
+        _eliminate(lu, out[k])
 
 
 @njit(cache=True)
-def linalg_triangular_solve(a, b, out, lower, transpose_a):
-    """out[k] = op(T)^-1 b[k], T the lower (or upper) triangle of a[k]."""
+def _eliminate(lu, x):
+    """Solve lu @ result = x in place (result in x) by Gaussian elimination with partial
+    pivoting, as LAPACK's getrf/getrs; an exactly zero pivot is NumPy's LinAlgError."""
+    n, k = x.shape
+    for j in range(n):
+        pivot, best = j, abs(lu[j, j])
+        for i in range(j + 1, n):
+            if abs(lu[i, j]) > best:
+                pivot, best = i, abs(lu[i, j])
+        if best == 0:
+            raise np.linalg.LinAlgError("Singular matrix")
+        if pivot != j:
+            for c in range(n):
+                lu[j, c], lu[pivot, c] = lu[pivot, c], lu[j, c]
+            for c in range(k):
+                x[j, c], x[pivot, c] = x[pivot, c], x[j, c]
+        for i in range(j + 1, n):
+            f = lu[i, j] / lu[j, j]
+            for c in range(j + 1, n):
+                lu[i, c] -= f * lu[j, c]
+            for c in range(k):
+                x[i, c] -= f * x[j, c]
+    for j in range(n - 1, -1, -1):
+        for c in range(k):
+            total = x[j, c]
+            for i in range(j + 1, n):
+                total -= lu[j, i] * x[i, c]
+            x[j, c] = total / lu[j, j]
+
+
+def _cblas_trsm(scalar):
+    """cblas ?trsm of NumPy's bundled OpenBLAS (ILP64): enums as int32, sizes as int64."""
+    kind = "s" if scalar is types.float32 else "d"
+    return types.ExternalFunction(f"scipy_cblas_{kind}trsm64_", types.void(
+        types.int32, types.int32, types.int32, types.int32, types.int32, types.int64,
+        types.int64, scalar, types.voidptr, types.int64, types.voidptr, types.int64))
+
+
+_STRSM, _DTRSM = _cblas_trsm(types.float32), _cblas_trsm(types.float64)
+_ROW_MAJOR, _LEFT, _UPPER, _LOWER, _NON_UNIT = 101, 141, 121, 122, 131
+
+
+@njit(cache=True)
+def _check_diagonal(a):
+    """A triangular system with an exactly zero diagonal entry is singular (as NumPy)."""
+    for k in range(a.shape[0]):
+        for i in range(a.shape[1]):
+            if a[k, i, i] == 0:
+                raise np.linalg.LinAlgError("Singular matrix")
+
+
+@njit(cache=True)
+def _triangular_solve_numpy_blas(a, b, out, lower, transpose_a):
+    """op(T) X = B for each matrix by BLAS trsm (row-major, in place in out)."""
+    n, k = b.shape[1], b.shape[2]
+    out[:] = b
+    if n == 0 or k == 0:
+        return
+    _check_diagonal(a)
+    uplo = _LOWER if lower else _UPPER
+    trans = _NO_TRANS + (1 if transpose_a else 0)
+    for s in range(a.shape[0]):
+        if out.itemsize == 4:
+            _STRSM(_ROW_MAJOR, _LEFT, uplo, trans, _NON_UNIT, n, k, 1.0, a[s].ctypes, n,
+                   out[s].ctypes, k)
+        else:
+            _DTRSM(_ROW_MAJOR, _LEFT, uplo, trans, _NON_UNIT, n, k, 1.0, a[s].ctypes, n,
+                   out[s].ctypes, k)
+
+
+@njit(cache=True)
+def _triangular_solve_lapack(a, b, out, lower, transpose_a):
+    """op(T) X = B for each matrix by a general LAPACK solve of the triangle."""
     for k in range(a.shape[0]):
         if a.shape[1] == 0:
             out[k] = b[k]
@@ -364,6 +445,17 @@ def linalg_triangular_solve(a, b, out, lower, transpose_a):
         if transpose_a:
             tri = np.ascontiguousarray(tri.T)
         out[k] = np.linalg.solve(tri, b[k])
+
+
+def _numpy_trsm() -> bool:
+    import llvmlite.binding as llvm
+    return _numpy_openblas() and all(llvm.address_of_symbol(f"scipy_cblas_{k}trsm64_")
+                                     for k in "sd")
+
+
+# out[k] = op(T)^-1 b[k], T the lower (or upper) triangle of a[k]
+linalg_triangular_solve = (_triangular_solve_numpy_blas if _numpy_trsm()
+                           else _triangular_solve_lapack)
 
 
 @njit(cache=True)
