@@ -298,6 +298,26 @@ def _svd_rule(primals, tangents, *, full_matrices, compute_uv):
     return [u, s, vt], [du, ds, lax.matrix_transpose(dv)]
 
 
+def _lu_rule(primals, tangents):
+    (a,), (ta,) = primals, tangents
+    m, n = lax.shape(a)[-2:]
+    packed, pivots, permutation = lax.lu(a)
+    if m != n:
+        raise UnsupportedError(with_location(
+            f"the derivative of an LU factorization is implemented for square matrices "
+            f"(here {m}x{n})"))
+    # P dA = dL U + L dU: with X = L^-1 P dA U^-1, dL = L tril(X, -1), dU = triu(X) U
+    low = lax.add(lax.lower_triangle(packed, 0.0), np.eye(n, dtype=lax.dtype(a)))
+    up = lax.upper_triangle(packed)
+    rows = lax.permute_rows(ta, permutation)
+    left = lax.triangular_solve(low, rows, lower=True)
+    x = lax.matrix_transpose(lax.triangular_solve(up, lax.matrix_transpose(left), lower=False,
+                                                  transpose_a=True))
+    d_low = lax.batch_matmul(low, lax.lower_triangle(x, 0.0))
+    d_up = lax.batch_matmul(lax.upper_triangle(x), up)
+    return [packed, pivots, permutation], [lax.add(d_low, d_up), None, None]
+
+
 def _qr_rule(primals, tangents, *, complete):
     (a,), (ta,) = primals, tangents
     m, n = lax.shape(a)[-2:]
@@ -324,6 +344,7 @@ _def("solve", _solve_rule)
 _def("slogdet", _slogdet_rule)
 _def("eigh", _eigh_rule)
 _def("svd", _svd_rule)
+_def("lu", _lu_rule)
 _def("qr", _qr_rule)
 
 

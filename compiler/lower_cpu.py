@@ -914,6 +914,7 @@ _rule("triangular_solve", kernel=_linalg_kernel("linalg_triangular_solve", (2, 2
 _rule("slogdet", kernel=_linalg_kernel("linalg_slogdet", (2,), (0, 0)))
 _rule("eigh", kernel=_linalg_kernel("linalg_eigh", (2,), (1, 2)))
 _rule("qr", kernel=_linalg_kernel("linalg_qr", (2,), (2, 2)))
+_rule("lu", kernel=_linalg_kernel("linalg_lu", (2,), (2, 1, 1)))
 
 
 def _svd_kernel(k: KernelCtx) -> None:

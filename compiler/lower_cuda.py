@@ -398,7 +398,7 @@ def _no_device_kernel(k: Any) -> None:
         "CPU (jit without device='cuda')", k.node.source))
 
 
-for _name in ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr"):
+for _name in ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu"):
     _rule(_name, kernel=_no_device_kernel)
 # Views and copies run on the host (device-array reshape, a device-to-device copy).
 for _name in ("reshape", "squeeze", "expand_dims", "copy"):

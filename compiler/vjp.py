@@ -458,6 +458,7 @@ def transposed_jvp(prim: Primitive) -> VjpRule:
 
 VJP_RULES[P["svd"]] = transposed_jvp(P["svd"])
 VJP_RULES[P["qr"]] = transposed_jvp(P["qr"])
+VJP_RULES[P["lu"]] = transposed_jvp(P["lu"])
 
 
 @_register("solve")

@@ -378,3 +378,30 @@ def svd(a: Any, *, full_matrices: bool = False, compute_uv: bool = True) -> list
 
 def qr(a: Any, *, complete: bool = False) -> list[Any]:
     return bind(P["qr"], a, complete=bool(complete))
+
+
+def lu(a: Any) -> list[Any]:
+    return bind(P["lu"], a)
+
+
+def permute_rows(x: Any, permutation: Any) -> Any:
+    """x[..., permutation[...], :] for a stack of matrices and a stack of permutations (or
+    one shared permutation): one gather of the stacked rows, exact for any values."""
+    x_shape = shape(x)
+    n = x_shape[-2]
+    batch = x_shape[:-2]
+    stack = int(np.prod(batch, dtype=np.int64))
+    permutation = broadcast_to(convert(permutation, np.int64), batch + (n,))
+    offsets = (np.arange(stack, dtype=np.int64) * n).reshape(batch + (1,))
+    rows = reshape(add(permutation, offsets), (stack * n,))
+    picked = gather(reshape(x, (stack * n,) + x_shape[-1:]), rows, 0)
+    return reshape(picked, x_shape)
+
+
+def inverse_permutation(permutation: Any) -> Any:
+    """q with q[p[i]] = i along the last axis (a one-hot count: exact, traceable)."""
+    n = shape(permutation)[-1]
+    k = len(shape(permutation))
+    onehot = eq(expand_dims(permutation, (k,)), np.arange(n, dtype=dtype(permutation)))
+    return reduce_sum(mul(convert(onehot, np.int64), np.arange(n, dtype=np.int64).reshape(
+        n, 1)), (k - 1,))

@@ -118,6 +118,35 @@ def _qr_impl(a, *, complete):
     return [q, r]
 
 
+def _lu_rule(a: Aval) -> list[Aval]:
+    m, n = _matrix("lu", a)
+    batch = a.shape[:-2]
+    return [a, Aval(batch + (min(m, n),), np.dtype(np.int32)), Aval(batch + (m,), np.dtype(
+        np.int32))]
+
+
+def _lu_impl(a):
+    """LU with partial pivoting, LAPACK's getrf per matrix: (lu, pivots, permutation)."""
+    import scipy.linalg  # on first use: importing it costs `import transfuse` 0.1 s
+
+    a = np.asarray(a)
+    m, n = a.shape[-2:]
+    lu = np.array(a, copy=True)
+    pivots = np.zeros(a.shape[:-2] + (min(m, n),), np.int32)
+    permutation = np.broadcast_to(np.arange(m, dtype=np.int32), a.shape[:-2] + (m,)).copy()
+    for index in np.ndindex(*a.shape[:-2]):
+        if m and n:
+            lu[index], piv = scipy.linalg.lu_factor(a[index], check_finite=False)
+            pivots[index] = piv
+        for j, p in enumerate(pivots[index]):
+            perm = permutation[index]
+            perm[j], perm[p] = perm[p], perm[j]
+    return [lu, pivots, permutation]
+
+
+define("lu", _lu_rule, _lu_impl, multiple_results=True,
+       doc="(LU, pivots, permutation): P A = L U with unit lower L and upper U packed in LU; "
+           "row j was swapped with pivots[j]; permutation: the rows of A in P A")
 define("svd", _svd_rule, _svd_impl, multiple_results=True,
        doc="(U, s, V^T) of each matrix, s descending; (s,) alone without compute_uv")
 define("qr", _qr_rule, _qr_impl, multiple_results=True,
@@ -138,4 +167,4 @@ define("eigh", _eigh_rule, _eigh_impl, multiple_results=True,
        doc="(w, V): ascending eigenvalues and orthonormal eigenvectors of each symmetric "
            "matrix (reads A's lower triangle)")
 
-LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr")
+LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu")

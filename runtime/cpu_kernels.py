@@ -540,3 +540,32 @@ def linalg_qr(a, q, r):
             qk, rk = np.linalg.qr(a[k])
             q[k] = qk
             r[k] = rk
+
+
+@njit(cache=True)
+def linalg_lu(a, lu, pivots, permutation):
+    """lu[k], pivots[k], permutation[k] = the LU factorization of a[k] with partial
+    pivoting, as LAPACK's getrf (0-based pivots, as scipy.linalg.lu_factor)."""
+    m, n = a.shape[1], a.shape[2]
+    for k in range(a.shape[0]):
+        lu[k] = a[k]
+        for i in range(m):
+            permutation[k, i] = i
+        for j in range(min(m, n)):
+            pivot, best = j, abs(lu[k, j, j])
+            for i in range(j + 1, m):
+                if abs(lu[k, i, j]) > best:
+                    pivot, best = i, abs(lu[k, i, j])
+            pivots[k, j] = pivot
+            if pivot != j:
+                for c in range(n):
+                    lu[k, j, c], lu[k, pivot, c] = lu[k, pivot, c], lu[k, j, c]
+                permutation[k, j], permutation[k, pivot] = (permutation[k, pivot],
+                                                            permutation[k, j])
+            if lu[k, j, j] == 0:
+                continue  # a singular column: nothing to eliminate (getrf goes on too)
+            for i in range(j + 1, m):
+                f = lu[k, i, j] / lu[k, j, j]
+                lu[k, i, j] = f
+                for c in range(j + 1, n):
+                    lu[k, i, c] -= f * lu[k, j, c]

@@ -415,3 +415,35 @@ def test_transfuse_scipy_namespace():
     b = RNG.normal(size=3)
     x = tx.jit(lambda m: tx.scipy.linalg.cho_solve(tx.scipy.linalg.cho_factor(m), b))(a)
     np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-12)
+
+
+@pytest.mark.parametrize("trans", [0, 1])
+def test_scipy_lu_factor_and_lu_solve(trans):
+    import scipy.linalg
+
+    a = general((5, 5))
+    b = RNG.normal(size=(5, 2))
+
+    def solve(m):
+        return scipy.linalg.lu_solve(scipy.linalg.lu_factor(m), b, trans=trans)
+
+    def factor(m):
+        return scipy.linalg.lu_factor(m)[0]
+
+    for f in (solve, factor):
+        want = f(a)
+        np.testing.assert_allclose(traced(f, a), want, rtol=1e-12)
+        np.testing.assert_allclose(tx.jit(f)(a), want, rtol=1e-12)
+        t = RNG.normal(size=a.shape)
+        out, jvp_out = tx.jvp(f, (a,), (t,))
+        h = 1e-6
+        np.testing.assert_allclose(jvp_out, (f(a + h * t) - f(a - h * t)) / (2 * h),
+                                   rtol=1e-6, atol=1e-7)
+        ct = RNG.normal(size=out.shape)
+        (a_ct,) = tx.vjp(f, a)[1](ct)
+        np.testing.assert_allclose(np.sum(a_ct * t), np.sum(ct * jvp_out), rtol=1e-10)
+    pivots = traced(lambda m: scipy.linalg.lu_factor(m)[1], a)
+    np.testing.assert_array_equal(pivots, scipy.linalg.lu_factor(a)[1])
+    stack = general((3, 4, 4))
+    per_matrix = tx.vmap(tx.grad(lambda m: np.sum(factor(m) ** 2)))
+    np.testing.assert_allclose(tx.jit(per_matrix)(stack), per_matrix(stack), rtol=1e-10)

@@ -17,7 +17,8 @@ from transfuse.ir import lax
 from transfuse.numpy import linalg as tnp_linalg
 from transfuse.numpy._core import any_traced, asarray, cast_operand, unsupported
 
-__all__ = ["solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "det", "solve"]
+__all__ = ["solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "det", "solve",
+           "lu_factor", "lu_solve"]
 # transfuse/scipy/__init__.py routes scipy.linalg.<name> here while tracing: keep in step.
 
 
@@ -120,3 +121,50 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
     if transposed:
         a = lax.matrix_transpose(a)
     return _restore_vector(lax.solve(a, b), vector)
+
+
+@_traced("lu_factor")
+def lu_factor(a, overwrite_a=False, check_finite=True):
+    """(lu, piv) as SciPy: P A = L U packed in lu, row i swapped with piv[i] (0-based)."""
+    a = asarray(a)
+    packed, pivots, _ = lax.lu(cast_operand(a, tnp_linalg._float_dtype(a)))
+    return packed, pivots
+
+
+@_traced("lu_solve")
+def lu_solve(lu_and_piv, b, trans=0, overwrite_b=False, check_finite=True):
+    packed, pivots = lu_and_piv
+    transpose = {0: False, "N": False, 1: True, "T": True, 2: True, "C": True}.get(trans)
+    if transpose is None:
+        raise ValueError(f"invalid trans argument {trans!r}")
+    packed, b, vector = _matrix_and_rhs(packed, b)
+    n = packed.shape[-1]
+    low = lax.add(lax.lower_triangle(packed, 0.0), np.eye(n, dtype=packed.dtype))
+    perm = _permutation(pivots, n)
+    if not transpose:  # A = P^T L U: L U x = P b
+        y = lax.triangular_solve(low, lax.permute_rows(b, perm), lower=True)
+        x = lax.triangular_solve(packed, y, lower=False)
+    else:  # A^T = U^T L^T P: x = P^T L^-T U^-T b
+        z = lax.triangular_solve(packed, b, lower=False, transpose_a=True)
+        w = lax.triangular_solve(low, z, lower=True, transpose_a=True)
+        x = lax.permute_rows(w, lax.inverse_permutation(perm))
+    return _restore_vector(x, vector)
+
+
+def _permutation(pivots: Any, n: int) -> Any:
+    """The rows of A in P A, from LAPACK-style pivots: the lu node's own output when the
+    pivots come from lu_factor in this trace, else NumPy's swaps (pivots must be concrete)."""
+    from transfuse.ir.tracing import Tracer, current_builder
+
+    if isinstance(pivots, Tracer):
+        builder = current_builder()
+        for node in reversed(builder.nodes if builder is not None else []):
+            if node.prim.name == "lu" and node.outputs[1] is pivots._var:
+                return Tracer(builder, node.outputs[2])
+        raise unsupported("scipy.linalg.lu_solve with traced pivots not made by lu_factor "
+                          "in the same function", "call lu_factor inside the function")
+    pivots = np.asarray(pivots)
+    perm = np.arange(n)
+    for j, p in enumerate(pivots):
+        perm[j], perm[p] = perm[p], perm[j]
+    return perm
