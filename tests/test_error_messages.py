@@ -159,6 +159,19 @@ def test_jit_fast_path_raises_the_same_error():
             "out of bounds")
 
 
+def test_aot_build_raises_the_same_error_and_takes_big_endian_arrays(tmp_path):
+    from transfuse.aot import compile_to
+    from transfuse.ir.core import Aval
+
+    compile_to(_pick, [[Aval((5,), np.dtype(np.float64)), Aval((), np.dtype(np.int64))]],
+               tmp_path / "pick")
+    loaded = tx.load(tmp_path / "pick")
+    x = np.arange(5.0)
+    _raises((TransfuseIndexError, IndexError), "pick", lambda: loaded(x, np.int64(-6)),
+            "out of bounds")
+    assert loaded(x.astype(">f8"), np.int64(-1)) == 4.0
+
+
 def test_constant_index_out_of_range_names_the_line():
     def f(x):
         return x[10]  # <- const_index

@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 
 from transfuse.ir.core import Aval, check_dtype, short_dtype
-from transfuse.ir.errors import TransfuseTypeError, TransfuseValueError
+from transfuse.ir.errors import (
+    TransfuseTypeError,
+    TransfuseValueError,
+    indexing_sites,
+    traced_index_error,
+)
 from transfuse.ir.primitives import random_streams
 from transfuse.runtime import cache as kernel_cache
 from transfuse.runtime.executable import Executable, as_kernel_arg
@@ -91,7 +96,9 @@ def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int) -> dic
     np.savez(entry_dir / "consts.npz", *program.const_args)
     info = {"out_tree": out_tree, "num_outputs": len(graph.outputs),
             "mutated_inputs": tuple(graph.mutated_inputs), "has_rng": graph.has_rng,
-            "rng_streams": random_streams(graph)}
+            "rng_streams": random_streams(graph),
+            # the user's lines of the gathers and scatters, for an index out of range
+            "index_sites": indexing_sites(graph)}
     (entry_dir / "info.pkl").write_bytes(pickle.dumps(info))
     _import_kernel(entry_dir)  # Numba compiles here and caches the machine code beside it
     return {"dir": entry_dir.name, "signature": format_signature(avals)}
@@ -112,17 +119,18 @@ class AotFunction:
     """A function loaded from an ahead-of-time build: call it with matching arrays."""
 
     def __init__(self, path: Path, name: str, executables: dict[tuple, Executable],
-                 signatures: list[str]):
+                 signatures: list[str], index_sites: dict[tuple, tuple] | None = None):
         self.path = path
         self.__name__ = name
         self._executables = executables
         self.signatures = signatures
+        self._index_sites = index_sites or {}
 
     def __repr__(self) -> str:
         return f"<transfuse.load of {self.__name__}: {', '.join(self.signatures)}>"
 
     def __call__(self, *args: Any) -> Any:
-        arrays = [np.asarray(a) for a in args]
+        arrays = [_native(np.asarray(a)) for a in args]
         key = tuple((a.shape, a.dtype.str) for a in arrays)
         exe = self._executables.get(key)
         if exe is None:
@@ -133,7 +141,10 @@ class AotFunction:
         kernel_args = [as_kernel_arg(a, a.dtype) for a in arrays]
         if exe.mutated_inputs:
             check_no_aliasing(kernel_args, exe.mutated_inputs)
-        outs = exe.run(kernel_args, next_key(exe.rng_streams) if exe.has_rng else None)
+        try:
+            outs = exe.run(kernel_args, next_key(exe.rng_streams) if exe.has_rng else None)
+        except IndexError as error:  # a traced index out of range, found by the kernel
+            raise traced_index_error(self._index_sites.get(key, ())) from error
         if exe.mutated_inputs:
             n_user = len(outs) - len(exe.mutated_inputs)
             write_back(list(args), exe.mutated_inputs, outs[n_user:])
@@ -152,7 +163,7 @@ def load(path: str | Path) -> AotFunction:
         raise TransfuseValueError(f"{path}: unknown aot format {manifest.get('format')!r}")
     if manifest["target"] != kernel_cache.target_description():
         kernel_cache.log(f"aot {path}: built for another CPU or versions; Numba recompiles")
-    executables, signatures = {}, []
+    executables, signatures, index_sites = {}, [], {}
     for entry in manifest["entries"]:
         entry_dir = path / entry["dir"]
         kernel = _import_kernel(entry_dir)
@@ -165,8 +176,14 @@ def load(path: str | Path) -> AotFunction:
                          (entry_dir / "kernel.py").read_text(),
                          rng_streams=info.get("rng_streams", 1))
         executables[tuple((a.shape, a.dtype.str) for a in avals)] = exe
+        index_sites[tuple((a.shape, a.dtype.str) for a in avals)] = info.get("index_sites", ())
         signatures.append(entry["signature"])
-    return AotFunction(path, manifest["function"], executables, signatures)
+    return AotFunction(path, manifest["function"], executables, signatures, index_sites)
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """array in native byte order (a big-endian array is converted, as jit does)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def _resolve(target: str) -> Callable:
