@@ -91,6 +91,21 @@ def test_duplicate_axis_is_a_transfuse_value_error():
             "duplicate", "axis")
 
 
+SHAPE_ARGUMENT_CASES = {
+    "transpose_axes": (lambda x: np.transpose(x, (0, 0)), "axes don't match"),  # <- transpose_axes
+    "squeeze_size": (lambda x: np.squeeze(x, 0), "squeeze"),  # <- squeeze_size
+    "split_unequal": (lambda x: np.split(x, 3, axis=1), "equal division"),  # <- split_unequal
+    "take_mode": (lambda x: np.take(x, 0, mode="nope"), "clipmode"),  # <- take_mode
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPE_ARGUMENT_CASES))
+def test_bad_shape_arguments_are_transfuse_value_errors_at_the_line(name):
+    fn, word = SHAPE_ARGUMENT_CASES[name]
+    _raises((tx.TransfuseValueError, ValueError), name,
+            lambda: tx.vmap(fn)(np.ones((4, 2, 2))), word)
+
+
 # ---------------------------------------------------------------------------------------
 # 2. Out-of-range traced indices raise (never read out of bounds), eagerly and under jit
 
@@ -160,8 +175,9 @@ def test_jit_fast_path_raises_the_same_error():
 
 
 def test_aot_build_raises_the_same_error_and_takes_big_endian_arrays(tmp_path):
-    from transfuse.aot import compile_to
     from transfuse.ir.core import Aval
+
+    from transfuse.aot import compile_to
 
     compile_to(_pick, [[Aval((5,), np.dtype(np.float64)), Aval((), np.dtype(np.int64))]],
                tmp_path / "pick")
