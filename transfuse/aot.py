@@ -101,18 +101,51 @@ def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int) -> dic
             "index_sites": indexing_sites(graph)}
     (entry_dir / "info.pkl").write_bytes(pickle.dumps(info))
     _import_kernel(entry_dir)  # Numba compiles here and caches the machine code beside it
-    return {"dir": entry_dir.name, "signature": format_signature(avals)}
+    # Checksums: load() never runs a kernel, or unpickles a file, that the build did not write.
+    return {"dir": entry_dir.name, "signature": format_signature(avals),
+            "files": _checksums(entry_dir), "numba": kernel_cache._numba_files(entry_dir)}
 
 
-def _import_kernel(entry_dir: Path) -> kernel_cache.LoadedKernel:
+_CHECKED_FILES = ("kernel.py", "consts.npz", "info.pkl")
+
+
+def _checksums(entry_dir: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((entry_dir / name).read_bytes()).hexdigest()
+            for name in _CHECKED_FILES}
+
+
+def _check_files(entry_dir: Path, recorded: dict[str, str]) -> None:
+    """Raise if a file of the entry is not the one the build wrote (the build does not
+    carry the program, so it cannot be recompiled from here)."""
+    for name in _CHECKED_FILES:
+        try:
+            digest = hashlib.sha256((entry_dir / name).read_bytes()).hexdigest()
+        except OSError as e:
+            digest = f"unreadable ({e})"
+        if digest != recorded.get(name):
+            raise TransfuseValueError(
+                f"{entry_dir / name} is corrupt or missing (not the file the aot build "
+                "wrote); build it again with `transfuse aot`")
+
+
+def _import_kernel(entry_dir: Path, entry: dict | None = None) -> kernel_cache.LoadedKernel:
+    """The entry's compiled kernel; entry (its manifest record) has the files' checksums,
+    and Numba's files (updated in it when they were rebuilt)."""
+    if entry is not None and "files" in entry:
+        _check_files(entry_dir, entry["files"])
     source = (entry_dir / "kernel.py").read_text()
     # Numba's cached code re-imports its module by name: the name must be the same when
     # the build is made and when it is loaded, so it is derived from the source.
     module_name = f"_transfuse_aot_{hashlib.sha256(source.encode()).hexdigest()[:20]}"
     if module_name in sys.modules:
         return kernel_cache.LoadedKernel(sys.modules[module_name], "memory")
-    module = kernel_cache._exec_module(source, module_name, entry_dir / "kernel.py")
-    return kernel_cache.LoadedKernel(module, "disk")
+    recorded = entry.get("numba") if entry is not None else None
+    module, rebuilt = kernel_cache.import_prebuilt(entry_dir, source, module_name, recorded)
+    if rebuilt is not None and entry is not None:
+        entry["numba"] = rebuilt
+    kernel = kernel_cache.LoadedKernel(module, "disk")
+    kernel_cache.count_load(kernel)
+    return kernel
 
 
 class AotFunction:
@@ -161,12 +194,13 @@ def load(path: str | Path) -> AotFunction:
         raise TransfuseValueError(f"{path} is not a transfuse aot build ({e})") from None
     if manifest.get("format") != FORMAT:
         raise TransfuseValueError(f"{path}: unknown aot format {manifest.get('format')!r}")
+    original = json.loads(json.dumps(manifest))
     if manifest["target"] != kernel_cache.target_description():
         kernel_cache.log(f"aot {path}: built for another CPU or versions; Numba recompiles")
     executables, signatures, index_sites = {}, [], {}
     for entry in manifest["entries"]:
         entry_dir = path / entry["dir"]
-        kernel = _import_kernel(entry_dir)
+        kernel = _import_kernel(entry_dir, entry)
         consts = np.load(entry_dir / "consts.npz")
         info = pickle.loads((entry_dir / "info.pkl").read_bytes())
         avals = parse_signature(entry["signature"])
@@ -178,6 +212,11 @@ def load(path: str | Path) -> AotFunction:
         executables[tuple((a.shape, a.dtype.str) for a in avals)] = exe
         index_sites[tuple((a.shape, a.dtype.str) for a in avals)] = info.get("index_sites", ())
         signatures.append(entry["signature"])
+    if manifest != original:  # Numba's files were rebuilt: record them
+        try:
+            kernel_cache.atomic_write(path / MANIFEST, json.dumps(manifest, indent=1))
+        except OSError:
+            pass  # a read-only build: it is checked (and rebuilt) again next time
     return AotFunction(path, manifest["function"], executables, signatures, index_sites)
 
 
