@@ -241,6 +241,7 @@ class LoopRegionCodegen:
     """Lowers one fused loop region (domain S, reduced axes R) into a loop nest."""
 
     def __init__(self, program: ProgramBuilder, rules: dict, node: Node,
+COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lanes sum 16)
                  names: dict[Var, str], out_names: dict[Var, str], *, allow_parallel: bool):
         self.program = program
         self.rules = rules
@@ -364,38 +365,56 @@ class LoopRegionCodegen:
 
         Each reduction accumulates into an array over the kept axes (`ra0[i1] += ...`):
         the input is read in memory order, the inner loop vectorises across columns, and
-        each column is still summed in row order (as NumPy does). A second loop over the
-        kept axes computes what depends on the results.
+        each column is summed in row order. Float sums over more than COLUMN_CHUNK rows
+        add chunks of COLUMN_CHUNK rows (`rp0`) to a compensated total (`ra0`, `rc0`):
+        NumPy's axis-0 sum runs down the whole column, with error growing with the number
+        of rows; this one stays within the pairwise bound (docs/reliability.md). A second
+        loop over the kept axes computes what depends on the results.
         """
         self.loop = 1
         kept_shape = tuple(self.domain[a] for a in self.kept)
         at_kept = ", ".join(f"i{a}" for a in self.kept)
-        accs = []
+        rows = int(np.prod([self.domain[a] for a in self.reduce_axes], dtype=np.int64))
+        accs, chunked = [], {}
         for node in reductions:
             init, _ = self.rules[node.prim].reduce
             dtype = node.outputs[0].aval.dtype
             acc = f"ra{len(accs)}"
-            self.nest.put(f"{acc} = np.full({kept_shape!r}, {init(dtype)}, {ctor(dtype)})"
-                          f"  # {_comment(node)}", 0)
+            if rows > COLUMN_CHUNK and node.prim.name == "reduce_sum" and dtype.kind == "f":
+                chunked[node] = (f"rp{len(accs)}", f"rc{len(accs)}")
+                self.nest.put(f"{acc} = np.zeros({kept_shape!r}, np.float64)  # "
+                              f"{_comment(node)}: compensated totals", 0)
+                self.nest.put(f"rc{len(accs)} = np.zeros({kept_shape!r}, np.float64)  # "
+                              "their rounding errors", 0)
+                self.nest.put(f"rp{len(accs)} = np.zeros({kept_shape!r}, {ctor(dtype)})  # "
+                              "this chunk's sums", 0)
+            else:
+                self.nest.put(f"{acc} = np.full({kept_shape!r}, {init(dtype)}, "
+                              f"{ctor(dtype)})  # {_comment(node)}", 0)
             accs.append(acc)
         # Serial: inside a Numba prange body LLVM does not vectorise the accumulation (it
         # cannot tell the accumulator from the input), which costs more than a second
         # thread gains on this memory-bound loop.
-        for a in self.reduce_axes + tuple(self.kept):
+        *outer, inner = self.reduce_axes
+        for a in outer:
             self.nest.open(f"i{a}", self.domain[a])
         for node, acc in zip(reductions, accs):
             v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
-            cell = f"{acc}[{at_kept}]"
+            cell = f"{chunked[node][0] if node in chunked else acc}[{at_kept}]"
             self.nest.put(f"{cell} = {self._combine(node, cell, v)}")
         for v in full_outputs:
             self._store(v)
         while self.nest.depth > 0:
             self.nest.close()
         self.loop = 2
-        for a in self.kept:
-            self.nest.open(f"i{a}", self.domain[a])
+        self._open_kept_serially()
+        comp_total = self.program.helper("comp_total") if chunked else ""
         for node, acc in zip(reductions, accs):
-            self.values[node.outputs[0]] = self.bind(f"{acc}[{at_kept}]")
+            total = f"{acc}[{at_kept}]"
+            if node in chunked:
+                dtype = node.outputs[0].aval.dtype
+                total = f"{ctor(dtype)}({comp_total}({total}, {chunked[node][1]}[{at_kept}]))"
+            self.values[node.outputs[0]] = self.bind(total)
         for v in kept_outputs:
             self._store(v)
         while self.nest.depth > 0:
@@ -428,12 +447,24 @@ class LoopRegionCodegen:
             node.inputs[0] in self.stash and self.stash[node.inputs[0]][1] == self.loop)]
         if looped or outputs:
             self._inner_loops(looped, outputs, accs, rows)
+        n = self.domain[inner]
+        if chunked:
+            self.nest.open(f"j{inner}", f"0, {n}, {COLUMN_CHUNK}")
+            self.nest.open(f"i{inner}", f"min(j{inner} + {COLUMN_CHUNK}, {n})",
+                           start=f"j{inner}")
+        else:
+            self.nest.open(f"i{inner}", n)
+        self._open_kept_serially()
         for node, row in rows.items():
             helper = self.program.helper(BLOCK_REDUCERS[node.prim.name])
             fold = self._combine(node, accs[node], f"{helper}({row})")
             self.nest.put(f"{accs[node]} = {fold}")
         for node, acc in accs.items():
             self.values[node.outputs[0]] = acc
+        for _ in range(len(self.kept) + 1):
+            self.nest.close()
+        if chunked:
+            self._fold_column_chunks(chunked, dict(zip(reductions, accs)), at_kept)
             self.nest.depth_of[acc] = self.inner_depth
 
     def _inner_loops(self, reductions, outputs, accs, rows) -> None:
@@ -447,10 +478,28 @@ class LoopRegionCodegen:
             self.nest.open(f"j{inner}", f"0, {n}, {block}")
             self.nest.open(f"i{inner}", f"min(j{inner} + {block}, {n})", start=f"j{inner}")
             row, count = f"i{inner} - j{inner}", f"min({block}, {n} - j{inner})"
+    def _open_kept_serially(self) -> None:
+        for a in self.kept:
+            self.nest.open(f"i{a}", self.domain[a])
+
+    def _fold_column_chunks(self, chunked: dict, accs: dict, at_kept: str) -> None:
+        """After each chunk of rows: add its sums to the compensated totals, and clear it."""
+        self._open_kept_serially()
+        comp_add = self.program.helper("comp_add")
+        for node, (part, comp) in chunked.items():
+            total = f"{accs[node]}[{at_kept}]"
+            cell = f"{part}[{at_kept}]"
+            self.nest.put(f"{total}, {comp}[{at_kept}] = {comp_add}({total}, "
+                          f"{comp}[{at_kept}], {cell})")
+            self.nest.put(f"{cell} = 0")
+        for _ in self.kept:
+            self.nest.close()
+
         else:
             self.nest.open(f"i{inner}", n)
             row, count = f"i{inner}", None
-        folds = []
+        folds, totals = [], []
+        several = bool(outer) or n > block  # more than one row-buffer fold per result
         for node in reductions:
             acc = accs[node]
             dtype = node.outputs[0].aval.dtype
@@ -465,12 +514,19 @@ class LoopRegionCodegen:
             self.nest.put(f"{buf}[{row}] = {v}")
             helper = self.program.helper(helper)
             whole = buf if count is None else f"{buf}[:{count}]"
-            folds.append((acc, self._combine(node, acc, f"{helper}({whole})")))
+            if several and node.prim.name == "reduce_sum":
+                wide, comp = self._compensated_sum(acc)
+                folds.append(f"{wide}, {comp} = {self.program.helper('comp_add')}"
+                             f"({wide}, {comp}, {helper}({whole}))")
+                totals.append(f"{acc} = {ctor(dtype)}("
+                              f"{self.program.helper('comp_total')}({wide}, {comp}))")
+            else:
+                folds.append(f"{acc} = {self._combine(node, acc, f'{helper}({whole})')}")
         for v in outputs:
             self._store(v)
         self.nest.close()
-        for acc, fold in folds:
-            self.nest.put(f"{acc} = {fold}")
+        for fold in folds:
+            self.nest.put(fold)
         if n > block:
             self.nest.close()
         for _ in outer:
@@ -520,6 +576,18 @@ class LoopRegionCodegen:
             self._scratch(buf, shape, var.aval.dtype)
 
     def _computes(self) -> bool:
+        for total in totals:
+            self.nest.put(total)
+
+    def _compensated_sum(self, acc: str) -> tuple[str, str]:
+        """A float64 total and its compensation, next to a float sum's accumulator: the
+        row-buffer sums are added with TwoSum (comp_add), so the error does not grow with
+        the number of buffers (runtime/cpu_kernels.py, docs/reliability.md)."""
+        depth = self.nest.depth_of[acc]
+        wide, comp = self.program.local(), self.program.local()
+        self.nest.assign(wide, "0.0", f"{acc} in float64, compensated", depth=depth)
+        self.nest.assign(comp, "0.0", "its rounding errors", depth=depth)
+        return wide, comp
         """Whether the region does arithmetic: pure data movement (a transpose, a slice)
         is bound by memory bandwidth, where a second thread gains little and Numba's
         parallel passes cost a second of compile time."""

@@ -26,6 +26,7 @@ from transfuse.ir.errors import CompileError
 from transfuse.ir.primitives import (
     _GOLDEN,
     _MASK,
+    COLUMN_CHUNK,
     BINARY_FLOAT,
     BINARY_NUMERIC,
     COMPARISONS,
@@ -760,6 +761,11 @@ def conv_window(k: Any, lhs_shape: tuple[int, ...], sp: list[str], ks: list[str]
     p = k.params
     conds, xidx = [], []
     for d in range(len(sp)):
+    elif out.dtype.kind == "f" and lhs.shape[lc[-1]] > COLUMN_CHUNK:
+        if outer == out.ndim:
+            _dot_rows(k, target, knames, lidx, ridx)
+        else:
+            _dot_chunked(k, target, names[outer:], knames, lidx, ridx)
         lo = p["padding"][d][0]
         pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
         q = k.nest.assign(k.program.local(), pos)
@@ -771,6 +777,61 @@ def conv_window(k: Any, lhs_shape: tuple[int, ...], sp: list[str], ks: list[str]
             conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
             xidx.append(f"{q} // {dil}")
     return conds, xidx
+
+def _dot_rows(k: KernelCtx, target: str, knames: list[str], lidx: list[str],
+              ridx: list[str]) -> None:
+    """Each output element as block_dot of the two operands' 1-D views along the last
+    contracted axis (vectorised, with block_sum's accuracy); compensated across the other
+    contracted axes."""
+    (lc, _), _ = k.params["dimension_numbers"]
+    last = knames[-1]
+    x = f"{k.ins[0]}[{index_str([':' if i == last else i for i in lidx])}]"
+    y = f"{k.ins[1]}[{index_str([':' if i == last else i for i in ridx])}]"
+    dot = f"{k.program.helper('block_dot')}({x}, {y})"
+    if len(knames) == 1:
+        k.put(f"{target} = {dot}")
+        return
+    acc, comp = (k.nest.assign(k.program.local(), "0.0", what, depth=k.nest.depth)
+                 for what in ("compensated float64 total", "its rounding errors"))
+    lhs = k.node.inputs[0].aval
+    k.loops(knames[:-1], [lhs.shape[a] for a in lc[:-1]])
+    k.put(f"{acc}, {comp} = {k.program.helper('comp_add')}({acc}, {comp}, {dot})")
+    k.close(len(knames) - 1)
+    k.put(f"{target} = {k.program.helper('comp_total')}({acc}, {comp})")
+
+
+def _dot_chunked(k: KernelCtx, target: str, rnames: list[str], knames: list[str],
+                 lidx: list[str], ridx: list[str]) -> None:
+    """out[..., rfree] accumulated over chunks of COLUMN_CHUNK steps of the last contracted
+    axis, each chunk's sums added to compensated totals (as column sums in codegen.py):
+    the rfree loop stays innermost and vectorises, and the error does not grow with K."""
+    lhs = k.node.inputs[0].aval
+    out = k.node.outputs[0].aval
+    (lc, _), _ = k.params["dimension_numbers"]
+    rshape = list(out.shape[out.ndim - len(rnames):])
+    cell = index_str(rnames)
+    totals, comps = (k.nest.assign(k.program.local(), f"np.zeros({tuple(rshape)!r})", what,
+                                   depth=k.nest.depth)
+                     for what in ("compensated float64 totals", "their rounding errors"))
+    k.loops(knames[:-1], [lhs.shape[a] for a in lc[:-1]])
+    chunk, last, n = f"j{out.ndim + len(knames) - 1}", knames[-1], lhs.shape[lc[-1]]
+    k.nest.open(chunk, f"0, {n}, {COLUMN_CHUNK}")
+    k.loops(rnames, rshape)
+    k.put(f"{target} = 0")
+    k.close(len(rnames))
+    k.nest.open(last, f"min({chunk} + {COLUMN_CHUNK}, {n})", start=chunk)
+    a = k.nest.assign(k.program.local(), f"{k.ins[0]}[{index_str(lidx)}]")
+    k.loops(rnames, rshape)
+    k.put(f"{target} += {a} * {k.ins[1]}[{index_str(ridx)}]")
+    k.close(len(rnames) + 1)
+    k.loops(rnames, rshape)
+    k.put(f"{totals}[{cell}], {comps}[{cell}] = {k.program.helper('comp_add')}("
+          f"{totals}[{cell}], {comps}[{cell}], {target})")
+    k.close(len(rnames) + 1 + len(knames) - 1)
+    k.loops(rnames, rshape)
+    k.put(f"{target} = {k.program.helper('comp_total')}({totals}[{cell}], {comps}[{cell}])")
+    k.close(len(rnames))
+
 
 def _conv_kernel(k: KernelCtx) -> None:
     """Direct convolution (cross-correlation) with strides, padding, dilations, groups."""
@@ -811,8 +872,10 @@ def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
         others = [d for d in range(aval.ndim) if d != axis]
         k.loops([f"i{d}" for d in others], [aval.shape[d] for d in others],
                 k.work_is_large(aval.size))
-        acc = k.nest.assign(k.program.local(), literal(0 if op == "+" else 1, aval.dtype),
-                            depth=k.nest.depth)
+        # NumPy's running sum errs by up to n roundoffs; a compensated float64 one by one
+        compensated = op == "+" and aval.dtype.kind == "f"
+        init = "0.0" if compensated else literal(0 if op == "+" else 1, aval.dtype)
+        acc = k.nest.assign(k.program.local(), init, depth=k.nest.depth)
         n = aval.shape[axis]
         k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
         idx = index_str([f"i{d}" for d in range(aval.ndim)])
@@ -834,8 +897,17 @@ def arg_scan(k: Any, which: str, at: Callable[[str], str], best: str, pos: str) 
     k.nest.open(j, f"1, {aval.shape[k.params['axis']]}")
     better = ">" if which == "max" else "<"
     if aval.dtype.kind == "f":
+        if compensated:
+            comp = k.nest.assign(k.program.local(), "0.0", "rounding errors",
+                                 depth=k.nest.depth)
         k.put(f"if {best} != {best}:")
         k.put("    break  # the first NaN wins, as in NumPy")
+        if compensated:
+            k.put(f"{acc}, {comp} = {k.program.helper('comp_add')}({acc}, {comp}, "
+                  f"{k.ins[0]}[{idx}])")
+            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
+            k.close(1 + len(others))
+            return
     k.put(f"{v} = {k.ins[0]}[{at(j)}]")
     nan = f" or {v} != {v}" if aval.dtype.kind == "f" else ""
     k.put(f"if {v} {better} {best}{nan}:")

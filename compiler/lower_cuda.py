@@ -182,7 +182,8 @@ def _dot_point(c: PointCtx) -> str:
         nest.open(name, lhs.shape[a])
     x, y = c.load_expr(0, lidx), c.load_expr(1, ridx)
     term = f"({x} and {y})" if dtype == np.bool_ else f"{x} * {y}"
-    nest.put(f"{acc} = {_acc_step(acc, term, dtype)}")
+    comp = _compensation(nest, c.region.program, acc, dtype)
+    nest.put(_acc_update(c.region.program, acc, comp, term, dtype))
     for _ in knames:
         nest.close()
     return acc
@@ -214,9 +215,30 @@ def with_epilogue(node: Node) -> Node | None:
 class KernelCtx:
     """What a CUDA kernel rule sees: the node, array names, and the kernel's loop nest."""
 
+    if comp:
+        nest.put(f"{acc} = {c.region.program.helper('comp_total')}({acc}, {comp})")
     program: ProgramBuilder
     node: Node
     ins: list[str]
+def _compensation(nest: LoopNest, program: ProgramBuilder, acc: str, dtype: np.dtype
+                  ) -> str | None:
+    """A float sum's compensation local, next to its accumulator (None for other dtypes):
+    the sum then runs as kahan_add (runtime/cuda_kernels.py, docs/reliability.md)."""
+    if dtype.kind != "f":
+        return None
+    comp = program.local()
+    nest.assign(comp, literal(0, dtype), "its rounding error", depth=nest.depth_of[acc])
+    return comp
+
+
+def _acc_update(program: ProgramBuilder, acc: str, comp: str | None, term: str,
+                dtype: np.dtype) -> str:
+    """acc += term: compensated when comp is a compensation local."""
+    if comp is None:
+        return f"{acc} = {_acc_step(acc, term, dtype)}"
+    return f"{acc}, {comp} = {program.helper('kahan_add')}({acc}, {comp}, {term})"
+
+
     outs: list[str]
     nest: LoopNest
     total: int = 0  # threads' work items (the grid-stride loop's extent)
@@ -289,7 +311,7 @@ def _dot_general_kernel(k: KernelCtx) -> None:
     term = f"{k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]"
     if out.dtype == np.bool_:
         term = f"({k.ins[0]}[{index_str(lidx)}] and {k.ins[1]}[{index_str(ridx)}])"
-    k.put(f"{acc} = {_acc_step(acc, term, out.dtype)}")
+    k.put(_acc_update(k.program, acc, comp, term, out.dtype))
     k.close(len(lc))
     k.put(f"{k.outs[0]}[{index_str(names)}] = {acc}")
 
@@ -314,12 +336,15 @@ def _conv_kernel(k: KernelCtx) -> None:
     conds, xidx = conv_window(k, lhs.shape, sp, ks)
     term = f"{x}[i0, {g} * {cin_g} + {cin}, {', '.join(xidx)}] * {w}[i1, {cin}, {', '.join(ks)}]"
     k.put(f"if {' and '.join(conds)}:")
+    comp = _compensation(k.nest, k.program, acc, out.dtype)
     k.put(f"    {acc} = {_acc_step(acc, term, out.dtype)}")
     k.close(1 + nsp)
     k.put(f"{o}[i0, i1, {', '.join(sp)}] = {acc}")
 
 
 def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
+    if comp:
+        acc = f"{k.program.helper('comp_total')}({acc}, {comp})"
     def kernel(k: KernelCtx) -> None:
         aval = k.node.inputs[0].aval
         axis, reverse = k.params["axis"], k.params["reverse"]
@@ -355,9 +380,15 @@ def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
 def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
     """One thread per line along `axis`: copy x's line, then apply the updates in order."""
     def kernel(k: KernelCtx) -> None:
+        comp = _compensation(k.nest, k.program, acc, aval.dtype) if op == "+" else None
         x, idx, upd = (v.aval for v in k.node.inputs)
         axis = k.params["axis"]
         outer = [f"i{d}" for d in range(axis)]
+        if comp:
+            k.put(_acc_update(k.program, acc, comp, f"{k.ins[0]}[{idx}]", aval.dtype))
+            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
+            k.close(1)
+            return
         inner = [f"i{d}" for d in range(axis + 1, x.ndim)]
         k.threads(outer + inner, list(x.shape[:axis] + x.shape[axis + 1:]))
         line = outer + [f"i{axis}"] + inner
@@ -448,9 +479,7 @@ class CudaLoopCodegen(LoopRegionCodegen):
             accs[node] = acc
         for a in self.reduce_axes:
             self.nest.open(f"i{a}", self.domain[a])
-        for node, acc in accs.items():
-            v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
-            self.nest.put(f"{acc} = {self._combine(node, acc, v)}")
+        self._fold(accs, comps)
         for v in outputs:
             self._store(v)
         for _ in self.reduce_axes:
@@ -477,6 +506,7 @@ class CudaLoopCodegen(LoopRegionCodegen):
                                   [self.domain[a] for a in self.kept],
                                   start="cuda.blockIdx.x", step="cuda.gridDim.x")
         self.inner_depth = 1
+        comps = self._compensations(accs)
         for loop in range(1, self.n_loops + 1):
             self.loop = loop
             phase = [n for n in reductions if loops_of_red[n] == loop]
@@ -485,9 +515,31 @@ class CudaLoopCodegen(LoopRegionCodegen):
         self.loop = self.n_loops + 1
         for v in kept_outputs:
             idx = self.canonical(v)
+            self._finish_sum(acc, comps.get(node))
             value = self.value(v, idx)
             self.nest.put("if tid == 0:")
             self.nest.put(f"    {self.out_names[v]}[{index_str(idx)}] = {value}")
+    def _compensations(self, accs: dict) -> dict:
+        """A compensation local for each float sum (summed with kahan_add: the error stays
+        at a few roundoffs however long the row, docs/reliability.md)."""
+        return {node: comp for node, acc in accs.items() if node.prim.name == "reduce_sum"
+                and (comp := _compensation(self.nest, self.program, acc,
+                                           node.outputs[0].aval.dtype)) is not None}
+
+    def _fold(self, accs: dict, comps: dict) -> None:
+        """Each reduction's step at the current point of the row."""
+        for node, acc in accs.items():
+            v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
+            if node in comps:
+                dtype = node.outputs[0].aval.dtype
+                self.nest.put(_acc_update(self.program, acc, comps[node], v, dtype))
+            else:
+                self.nest.put(f"{acc} = {self._combine(node, acc, v)}")
+
+    def _finish_sum(self, acc: str, comp: str | None) -> None:
+        if comp is not None:
+            self.nest.put(f"{acc} = {self.program.helper('comp_total')}({acc}, {comp})")
+
         while self.nest.depth > 0:
             self.nest.close()
         return self.nest.root
@@ -503,9 +555,7 @@ class CudaLoopCodegen(LoopRegionCodegen):
                            [self.domain[a] for a in row_axes], flat="j1", start="tid",
                            step=str(self.block_threads))
         del row
-        for node, acc in accs.items():
-            v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
-            self.nest.put(f"{acc} = {self._combine(node, acc, v)}")
+        self._fold(accs, comps)
         for v in outputs:
             self._store(v)
         self.nest.close()
@@ -529,6 +579,7 @@ class CudaLoopCodegen(LoopRegionCodegen):
             self.nest.depth_of[acc] = 1
         self.nest.put("cuda.syncthreads()  # every thread has read the results")
 
+        comps = self._compensations(accs)
 
 # ---------------------------------------------------------------------------------------
 # The program: kernels and the host entry that launches them
@@ -542,6 +593,8 @@ class KernelInfo:
     params: list[str]
     param_avals: list  # aval of each parameter; None for the int32 error flag
     primitives: list[str]
+        for node, acc in accs.items():  # the tree below is pairwise
+            self._finish_sum(acc, comps.get(node))
     total: int  # work items of its grid-stride loop
     threads_per_item: int = 1  # block_threads for a row reduced by a block
 
