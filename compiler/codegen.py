@@ -32,6 +32,14 @@ class RegionSplit(CompileError):
     """A region the loop codegen cannot lower as one nest (the driver splits it)."""
 
 
+class _NotYet(Exception):
+    """A point rule read a value that is not computed yet (see LoopRegionCodegen.value)."""
+
+    def __init__(self, var: Var):
+        super().__init__(str(var))
+        self.var = var
+
+
 # ---------------------------------------------------------------------------------------
 # Literals
 
@@ -262,6 +270,7 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
         self.inner_depth = len(self.kept)
         self.scratch: list[str] = []
         self.scratch_depth = 0
+        self.evaluated: set[Var] | None = None  # values done by the running `_evaluate`
 
     # -- values -------------------------------------------------------------------------
     def bind(self, expr: str, comment: str = "") -> str:
@@ -308,17 +317,53 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
             return self.load(var, idx)
         if _normalize(idx, self.domain) != _normalize(self.canonical(var), self.domain):
             raise RegionSplit(f"{var} read at {idx}, away from where it is computed")
-        name = self.values.get(var)
-        if name is not None and name in self.nest.depth_of:
+        name = self._known(var)
+        if name is not None:
             return name
+        if self.evaluated is not None:
+            # A point rule is asking: unwind to `_evaluate`, which computes var and then
+            # runs the rule again (what it did before asking is cached by then).
+            raise _NotYet(var)
+        return self._evaluate(var)
+
+    def _known(self, var: Var) -> str | None:
+        """var's code where it is still in scope (a literal is, within one evaluation)."""
+        name = self.values.get(var)
+        if name is None:
+            return None
+        if name in self.nest.depth_of or (self.evaluated is not None and var in self.evaluated):
+            return name
+        return None
+
+    def _evaluate(self, root: Var) -> str:
+        """Compute root, and first what its point rules read, with an explicit stack.
+
+        The statements come out in the order a depth-first recursion would emit them, but
+        a chain of any length needs no Python stack depth (issue #12).
+        """
+        self.evaluated = set()
+        pending = [root]
+        try:
+            while pending:
+                var = pending[-1]
+                try:
+                    self.values[var] = self._produce(var)
+                except _NotYet as missing:
+                    pending.append(missing.var)
+                    continue
+                self.evaluated.add(pending.pop())
+        finally:
+            self.evaluated = None
+        return self.values[root]
+
+    def _produce(self, var: Var) -> str:
+        """var's code: read back from its stash, or computed (and stashed if planned)."""
         if var in self.stash and self.stash[var][1] < self.loop:
-            name = self.bind(f"{self.stash[var][0]}[{self._stash_index()}]")
-        else:
-            name = self.compute(var)
-            if var in self.stash and self.stash[var][1] == self.loop:
-                self.nest.put(f"{self.stash[var][0]}[{self._stash_index()}] = {name}",
-                              self.nest.needed_depth(name))
-        self.values[var] = name
+            return self.bind(f"{self.stash[var][0]}[{self._stash_index()}]")
+        name = self.compute(var)
+        if var in self.stash and self.stash[var][1] == self.loop:
+            self.nest.put(f"{self.stash[var][0]}[{self._stash_index()}] = {name}",
+                          self.nest.needed_depth(name))
         return name
 
     def compute(self, var: Var) -> str:
