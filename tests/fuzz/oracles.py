@@ -184,7 +184,11 @@ def mode_eager(case: Case, rng: np.random.Generator, jit: bool = False) -> Check
     f = program.build(np)
     mine = [a.copy() for a in args]
     if jit:
-        out = as_tuple(tx.jit(f, cache=False)(*mine))
+        jitted = tx.jit(f, cache=False)
+        jitted(*program.make_inputs(rng))  # compiled for contiguous arrays first
+        mine = [relayout(rng, a, program.mutates_inputs) for a in args]
+        out = as_tuple(jitted(*mine))
+        mine = [np.asarray(a).copy() for a in mine]
     else:
         graph = tx.make_graph(f)(*mine)
         verify(graph)
@@ -193,13 +197,30 @@ def mode_eager(case: Case, rng: np.random.Generator, jit: bool = False) -> Check
     return forward_check(program, got, args)
 
 
+def relayout(rng: np.random.Generator, a: np.ndarray, writable: bool) -> Any:
+    """a's values in another memory layout: Fortran order, negative or gapped strides, or
+    a NumPy scalar for a 0-d array (what a signature cache must tell apart)."""
+    r = rng.random()
+    if a.ndim == 0:
+        return a[()] if r < 0.5 and not writable else a.copy()
+    if r < 0.25:
+        return np.asfortranarray(a)
+    if r < 0.5:
+        return np.flip(np.flip(a).copy())
+    if r < 0.75:
+        spaced = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        spaced[..., ::2] = a
+        return spaced[..., ::2]
+    return a.copy()
+
+
 def mode_functionalize(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
     """functionalize(f) against eager mutation: outputs and the arguments afterwards."""
     program = case.program
     args = program.make_inputs(rng)
-    mine = [a.copy() for a in args]
+    mine = [relayout(rng, a, program.mutates_inputs) for a in args]
     out = as_tuple(maybe_jit(tx.functionalize(program.build(np)), jit)(*mine))
-    return forward_check(program, (to_numpy(out), mine), args)
+    return forward_check(program, (to_numpy(out), [np.asarray(a).copy() for a in mine]), args)
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,8 +281,9 @@ def mode_vmap(case: Case, rng: np.random.Generator, jit: bool = False,
     f = program.build(np)
     if functionalize:
         f = tx.functionalize(f)
-    vf = tx.vmap(f, in_dims=batch.in_dims, out_dims=batch.out_dims)
-    got = as_tuple(maybe_jit(vf, jit)(*[a.copy() for a in batch.batched]))
+    chunk = [None, None, 1, 2][int(rng.integers(4))]
+    vf = tx.vmap(f, in_dims=batch.in_dims, out_dims=batch.out_dims, chunk_size=chunk)
+    got = as_tuple(maybe_jit(vf, jit)(*[relayout(rng, a, False) for a in batch.batched]))
     expected = loop_reference(program, batch, False, probe)
     reference = loop_reference(program, batch, True, probe)
     return Check(to_numpy(got), expected, reference, expected, program.cost)

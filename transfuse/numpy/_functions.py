@@ -877,6 +877,9 @@ def einsum(subscripts, *operands, out=None, optimize=False, **kwargs):
         raise unsupported("np.einsum in the interleaved (operand, sublist) form")
     operands = _promote_all(operands)
     inputs, output = _parse_einsum(subscripts, [ndim_of(o) for o in operands])
+    if len(operands) == 1 and sorted(inputs[0]) == sorted(output):
+        # Nothing summed: NumPy returns a (writable) view, so writes reach the operand.
+        return transpose(operands[0], [inputs[0].index(c) for c in output])
     terms = list(zip(inputs, operands))
     terms = [_einsum_single(spec, x, _letters_needed(terms, i, output))
              for i, (spec, x) in enumerate(terms)]
