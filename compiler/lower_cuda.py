@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from transfuse.ir.core import Graph, Node, Var
 from transfuse.ir.errors import CompileError
-from transfuse.ir.primitives import PRIMITIVES, UNARY_FLOAT
+from transfuse.ir.primitives import PRIMITIVES
 
 from .codegen import (
     Block,
@@ -52,7 +52,6 @@ from .codegen import (
 )
 from .fusion import FUSED, REDUCTION, fuse, fusion_class
 from .lower_cpu import (
-    _BINARY_OPS,
     LOWERING_RULES,
     NARROW_INTS,
     _exact,
@@ -66,14 +65,6 @@ from .lower_cpu import (
 
 P = PRIMITIVES
 CUDA_LOWERING_RULES: dict[Any, Rule] = {}
-# Point rules whose CPU expression is valid device code as it stands.
-_SHARED_POINT = (
-    "neg", "abs", "square", "not", "integer_pow", *_BINARY_OPS, "and", "or", "xor",
-    "eq", "ne", "lt", "le", "gt", "ge", "max", "min", "select", "clip", "cast",
-    "random_fold_in", "broadcast_in_dim", "squeeze", "expand_dims", "reshape", "copy",
-    "transpose", "slice", "pad", "concatenate", "dynamic_slice", "update_slice",
-    "dynamic_update_slice", "iota", "full", "random_uniform", "random_normal",
-    "random_split", "reduce_sum", "reduce_prod", "reduce_max", "reduce_min")
 # Errors the kernels report through their `err` array (runtime/cuda_kernels.py).
 ERROR_HELPERS = ("take_index", "ipow_checked")
 
@@ -82,31 +73,68 @@ def _rule(name: str, **kwargs: Any) -> None:
     CUDA_LOWERING_RULES[P[name]] = Rule(**kwargs)
 
 
-for _name in _SHARED_POINT:
-    _cpu = LOWERING_RULES[P[_name]]
-    CUDA_LOWERING_RULES[P[_name]] = Rule(point=_cpu.point, reduce=_cpu.reduce)
+def _as_on_the_cpu(*names: str) -> None:
+    """The CPU backend's point (and reduce) rules for `names`: their expressions are valid
+    device code as they stand."""
+    for name in names:
+        cpu = LOWERING_RULES[P[name]]
+        _rule(name, point=cpu.point, reduce=cpu.reduce)
+
+
+_as_on_the_cpu("neg", "abs", "square", "not", "integer_pow")
+_as_on_the_cpu("add", "sub", "mul", "div", "floor_div", "mod", "max", "min")
+_as_on_the_cpu("and", "or", "xor", "eq", "ne", "lt", "le", "gt", "ge")
+_as_on_the_cpu("select", "clip", "cast", "random_fold_in")
+_as_on_the_cpu("broadcast_in_dim", "transpose", "slice", "pad", "concatenate",
+               "dynamic_slice", "update_slice", "dynamic_update_slice", "iota", "full")
+_as_on_the_cpu("random_uniform", "random_normal", "random_split")
+_as_on_the_cpu("reduce_sum", "reduce_prod", "reduce_max", "reduce_min")
 
 # ---------------------------------------------------------------------------------------
 # Point rules of their own: math through runtime/cuda_kernels.py, errors through `err`
 
 
-def _unary_float(name: str) -> Callable[[PointCtx], str]:
+def _math(helper: str) -> Callable[[PointCtx], str]:
+    """A runtime/cuda_kernels.py math helper applied to the operands."""
     def point(c: PointCtx) -> str:
-        x, one, to = c.arg(0), c.lit(1), ctor(c.out_dtype)
-        if name == "logistic":
-            return f"{one} / ({one} + {to}({c.helper('cu_exp')}(-{x})))"
-        if name == "rsqrt":
-            return f"{one} / {to}({c.helper('cu_sqrt')}({x}))"
-        if name == "reciprocal":
-            return f"{one} / {x}"
-        return f"{to}({c.helper('cu_' + name)}({x}))"
+        return f"{ctor(c.out_dtype)}({c.helper(helper)}({', '.join(c.args())}))"
     return point
 
 
-for _name in UNARY_FLOAT:
-    _rule(_name, point=_unary_float(_name))
-_rule("arctan2", point=lambda c: f"{ctor(c.out_dtype)}({c.helper('cu_arctan2')}"
-      f"({c.arg(0)}, {c.arg(1)}))")
+def _logistic(c: PointCtx) -> str:
+    one = c.lit(1)
+    return f"{one} / ({one} + {ctor(c.out_dtype)}({c.helper('cu_exp')}(-{c.arg(0)})))"
+
+
+def _rsqrt(c: PointCtx) -> str:
+    return f"{c.lit(1)} / {ctor(c.out_dtype)}({c.helper('cu_sqrt')}({c.arg(0)}))"
+
+
+_rule("exp", point=_math("cu_exp"))
+_rule("expm1", point=_math("cu_expm1"))
+_rule("log", point=_math("cu_log"))
+_rule("log1p", point=_math("cu_log1p"))
+_rule("sqrt", point=_math("cu_sqrt"))
+_rule("rsqrt", point=_rsqrt)
+_rule("sin", point=_math("cu_sin"))
+_rule("cos", point=_math("cu_cos"))
+_rule("tan", point=_math("cu_tan"))
+_rule("arcsin", point=_math("cu_arcsin"))
+_rule("arccos", point=_math("cu_arccos"))
+_rule("arctan", point=_math("cu_arctan"))
+_rule("sinh", point=_math("cu_sinh"))
+_rule("cosh", point=_math("cu_cosh"))
+_rule("tanh", point=_math("cu_tanh"))
+_rule("arcsinh", point=_math("cu_arcsinh"))
+_rule("arccosh", point=_math("cu_arccosh"))
+_rule("arctanh", point=_math("cu_arctanh"))
+_rule("logistic", point=_logistic)
+_rule("erf", point=_math("cu_erf"))
+_rule("floor", point=_math("cu_floor"))
+_rule("ceil", point=_math("cu_ceil"))
+_rule("round", point=_math("cu_round"))
+_rule("reciprocal", point=lambda c: f"{c.lit(1)} / {c.arg(0)}")
+_rule("arctan2", point=_math("cu_arctan2"))
 
 
 def _sign(c: PointCtx) -> str:
@@ -129,8 +157,9 @@ def _is_class(which: str) -> Callable[[PointCtx], str]:
 
 
 _rule("sign", point=_sign)
-for _name in ("isnan", "isinf", "isfinite"):
-    _rule(_name, point=_is_class(_name))
+_rule("isnan", point=_is_class("isnan"))
+_rule("isinf", point=_is_class("isinf"))
+_rule("isfinite", point=_is_class("isfinite"))
 
 
 def _pow(c: PointCtx) -> str:
@@ -419,10 +448,12 @@ _rule("argmax", kernel=_arg_kernel("max"))
 _rule("argmin", kernel=_arg_kernel("min"))
 _rule("scatter_add", kernel=_scatter_kernel(True))
 _rule("scatter", kernel=_scatter_kernel(False))
-# Views and copies run on the host (device-array reshape, a device-to-device copy).
-for _name in ("reshape", "squeeze", "expand_dims", "copy"):
-    CUDA_LOWERING_RULES[P[_name]] = Rule(point=LOWERING_RULES[P[_name]].point,
-                                         kernel=lambda k: None)
+# Views and copies left alone run on the host (a reshaped device array, a device-to-device
+# copy: `lower_host`); inside a loop region they are the CPU's index maps.
+_rule("reshape", point=LOWERING_RULES[P["reshape"]].point, kernel=lambda k: None)
+_rule("squeeze", point=LOWERING_RULES[P["squeeze"]].point, kernel=lambda k: None)
+_rule("expand_dims", point=LOWERING_RULES[P["expand_dims"]].point, kernel=lambda k: None)
+_rule("copy", point=LOWERING_RULES[P["copy"]].point, kernel=lambda k: None)
 CUDA_LOWERING_RULES[FUSED] = Rule()  # lowered by the driver (loop regions)
 
 # ---------------------------------------------------------------------------------------
