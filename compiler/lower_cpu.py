@@ -26,6 +26,7 @@ from transfuse.ir.errors import CompileError
 from transfuse.ir.primitives import _GOLDEN, _MASK, PRIMITIVES, _mix64
 
 from .codegen import (
+    COLUMN_CHUNK,
     LoopNest,
     LoopRegionCodegen,
     PointCtx,
