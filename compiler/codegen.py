@@ -156,7 +156,9 @@ class LoopNest:
 class Rule:
     """The CPU lowering of one primitive.
 
-    point: the scalar expression at one point of a loop region, from a PointCtx.
+    point: the scalar expression at one point of a loop region, from a PointCtx. It may run
+        more than once for one value (LoopRegionCodegen.value): read operands (arg) before
+        binding anything.
     reduce: (init(dtype) -> str, combine(acc, value, dtype, helper) -> str) for reductions.
     kernel: emits statements that fill whole output buffers, from a KernelCtx.
     """
