@@ -243,6 +243,7 @@ MAX_STASH_ELEMENTS = 1 << 16  # a stashed row must stay in cache
 PARALLEL_MIN_WORK = 1 << 17  # points in a region before prange pays for its threads
 STASH_CHUNKS = 64
 ROW_BLOCK = 2048  # reduction row buffers hold at most this many elements
+COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lanes sum 16)
 BLOCK_REDUCERS = {"reduce_sum": "block_sum", "reduce_max": "block_max",
                   "reduce_min": "block_min"}
 
@@ -251,7 +252,6 @@ class LoopRegionCodegen:
     """Lowers one fused loop region (domain S, reduced axes R) into a loop nest."""
 
     def __init__(self, program: ProgramBuilder, rules: dict, node: Node,
-COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lanes sum 16)
                  names: dict[Var, str], out_names: dict[Var, str], *, allow_parallel: bool):
         self.program = program
         self.rules = rules
@@ -413,10 +413,11 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
         Each reduction accumulates into an array over the kept axes (`ra0[i1] += ...`):
         the input is read in memory order, the inner loop vectorises across columns, and
         each column is summed in row order. Float sums over more than COLUMN_CHUNK rows
-        add chunks of COLUMN_CHUNK rows (`rp0`) to a compensated total (`ra0`, `rc0`):
-        NumPy's axis-0 sum runs down the whole column, with error growing with the number
-        of rows; this one stays within the pairwise bound (docs/reliability.md). A second
-        loop over the kept axes computes what depends on the results.
+        add each chunk of COLUMN_CHUNK rows (`ra0`) to a compensated float64 total (`rt0`,
+        `rc0`) and start the chunk again from zero: NumPy's axis-0 sum runs down the whole
+        column, with error growing with the number of rows; this one stays within the
+        pairwise bound (docs/reliability.md). A second loop over the kept axes computes
+        what depends on the results.
         """
         self.loop = 1
         kept_shape = tuple(self.domain[a] for a in self.kept)
@@ -427,17 +428,13 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
             init, _ = self.rules[node.prim].reduce
             dtype = node.outputs[0].aval.dtype
             acc = f"ra{len(accs)}"
+            self.nest.put(f"{acc} = np.full({kept_shape!r}, {init(dtype)}, {ctor(dtype)})"
+                          f"  # {_comment(node)}", 0)
             if rows > COLUMN_CHUNK and node.prim.name == "reduce_sum" and dtype.kind == "f":
-                chunked[node] = (f"rp{len(accs)}", f"rc{len(accs)}")
-                self.nest.put(f"{acc} = np.zeros({kept_shape!r}, np.float64)  # "
-                              f"{_comment(node)}: compensated totals", 0)
-                self.nest.put(f"rc{len(accs)} = np.zeros({kept_shape!r}, np.float64)  # "
-                              "their rounding errors", 0)
-                self.nest.put(f"rp{len(accs)} = np.zeros({kept_shape!r}, {ctor(dtype)})  # "
-                              "this chunk's sums", 0)
-            else:
-                self.nest.put(f"{acc} = np.full({kept_shape!r}, {init(dtype)}, "
-                              f"{ctor(dtype)})  # {_comment(node)}", 0)
+                chunked[node] = (f"rt{len(accs)}", f"rc{len(accs)}")
+                for name, what in zip(chunked[node], ("the chunks' compensated float64 totals",
+                                                      "their rounding errors")):
+                    self.nest.put(f"{name} = np.zeros({kept_shape!r})  # {what}", 0)
             accs.append(acc)
         # Serial: inside a Numba prange body LLVM does not vectorise the accumulation (it
         # cannot tell the accumulator from the input), which costs more than a second
@@ -445,12 +442,24 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
         *outer, inner = self.reduce_axes
         for a in outer:
             self.nest.open(f"i{a}", self.domain[a])
+        n = self.domain[inner]
+        if chunked:
+            self.nest.open(f"j{inner}", f"0, {n}, {COLUMN_CHUNK}")
+            self.nest.open(f"i{inner}", f"min(j{inner} + {COLUMN_CHUNK}, {n})",
+                           start=f"j{inner}")
+        else:
+            self.nest.open(f"i{inner}", n)
+        self._open_kept_serially()
         for node, acc in zip(reductions, accs):
             v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
-            cell = f"{chunked[node][0] if node in chunked else acc}[{at_kept}]"
+            cell = f"{acc}[{at_kept}]"
             self.nest.put(f"{cell} = {self._combine(node, cell, v)}")
         for v in full_outputs:
             self._store(v)
+        for _ in range(len(self.kept) + 1):
+            self.nest.close()
+        if chunked:
+            self._fold_column_chunks(chunked, dict(zip(reductions, accs)), at_kept)
         while self.nest.depth > 0:
             self.nest.close()
         self.loop = 2
@@ -460,13 +469,30 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
             total = f"{acc}[{at_kept}]"
             if node in chunked:
                 dtype = node.outputs[0].aval.dtype
-                total = f"{ctor(dtype)}({comp_total}({total}, {chunked[node][1]}[{at_kept}]))"
+                wide, comp = (f"{name}[{at_kept}]" for name in chunked[node])
+                total = f"{ctor(dtype)}({comp_total}({wide}, {comp}))"
             self.values[node.outputs[0]] = self.bind(total)
         for v in kept_outputs:
             self._store(v)
         while self.nest.depth > 0:
             self.nest.close()
         return self.nest.root
+
+    def _open_kept_serially(self) -> None:
+        for a in self.kept:
+            self.nest.open(f"i{a}", self.domain[a])
+
+    def _fold_column_chunks(self, chunked: dict, accs: dict, at_kept: str) -> None:
+        """After each chunk of rows: add its sums to the compensated totals, and clear it."""
+        self._open_kept_serially()
+        comp_add = self.program.helper("comp_add")
+        for node, names in chunked.items():
+            total, comp = (f"{name}[{at_kept}]" for name in names)
+            cell = f"{accs[node]}[{at_kept}]"
+            self.nest.put(f"{total}, {comp} = {comp_add}({total}, {comp}, {cell})")
+            self.nest.put(f"{cell} = 0")
+        for _ in self.kept:
+            self.nest.close()
 
     def _store(self, var: Var) -> None:
         idx = self.canonical(var)
@@ -494,24 +520,12 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
             node.inputs[0] in self.stash and self.stash[node.inputs[0]][1] == self.loop)]
         if looped or outputs:
             self._inner_loops(looped, outputs, accs, rows)
-        n = self.domain[inner]
-        if chunked:
-            self.nest.open(f"j{inner}", f"0, {n}, {COLUMN_CHUNK}")
-            self.nest.open(f"i{inner}", f"min(j{inner} + {COLUMN_CHUNK}, {n})",
-                           start=f"j{inner}")
-        else:
-            self.nest.open(f"i{inner}", n)
-        self._open_kept_serially()
         for node, row in rows.items():
             helper = self.program.helper(BLOCK_REDUCERS[node.prim.name])
             fold = self._combine(node, accs[node], f"{helper}({row})")
             self.nest.put(f"{accs[node]} = {fold}")
         for node, acc in accs.items():
             self.values[node.outputs[0]] = acc
-        for _ in range(len(self.kept) + 1):
-            self.nest.close()
-        if chunked:
-            self._fold_column_chunks(chunked, dict(zip(reductions, accs)), at_kept)
             self.nest.depth_of[acc] = self.inner_depth
 
     def _inner_loops(self, reductions, outputs, accs, rows) -> None:
@@ -525,23 +539,6 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
             self.nest.open(f"j{inner}", f"0, {n}, {block}")
             self.nest.open(f"i{inner}", f"min(j{inner} + {block}, {n})", start=f"j{inner}")
             row, count = f"i{inner} - j{inner}", f"min({block}, {n} - j{inner})"
-    def _open_kept_serially(self) -> None:
-        for a in self.kept:
-            self.nest.open(f"i{a}", self.domain[a])
-
-    def _fold_column_chunks(self, chunked: dict, accs: dict, at_kept: str) -> None:
-        """After each chunk of rows: add its sums to the compensated totals, and clear it."""
-        self._open_kept_serially()
-        comp_add = self.program.helper("comp_add")
-        for node, (part, comp) in chunked.items():
-            total = f"{accs[node]}[{at_kept}]"
-            cell = f"{part}[{at_kept}]"
-            self.nest.put(f"{total}, {comp}[{at_kept}] = {comp_add}({total}, "
-                          f"{comp}[{at_kept}], {cell})")
-            self.nest.put(f"{cell} = 0")
-        for _ in self.kept:
-            self.nest.close()
-
         else:
             self.nest.open(f"i{inner}", n)
             row, count = f"i{inner}", None
@@ -578,6 +575,18 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
             self.nest.close()
         for _ in outer:
             self.nest.close()
+        for total in totals:
+            self.nest.put(total)
+
+    def _compensated_sum(self, acc: str) -> tuple[str, str]:
+        """A float64 total and its compensation, next to a float sum's accumulator: the
+        row-buffer sums are added with TwoSum (comp_add), so the error does not grow with
+        the number of buffers (runtime/cpu_kernels.py, docs/reliability.md)."""
+        depth = self.nest.depth_of[acc]
+        wide, comp = self.program.local(), self.program.local()
+        self.nest.assign(wide, "0.0", f"{acc} in float64, compensated", depth=depth)
+        self.nest.assign(comp, "0.0", "its rounding errors", depth=depth)
+        return wide, comp
 
     def _combine(self, node: Node, acc: str, value: str) -> str:
         _, combine = self.rules[node.prim].reduce
@@ -623,18 +632,6 @@ COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lane
             self._scratch(buf, shape, var.aval.dtype)
 
     def _computes(self) -> bool:
-        for total in totals:
-            self.nest.put(total)
-
-    def _compensated_sum(self, acc: str) -> tuple[str, str]:
-        """A float64 total and its compensation, next to a float sum's accumulator: the
-        row-buffer sums are added with TwoSum (comp_add), so the error does not grow with
-        the number of buffers (runtime/cpu_kernels.py, docs/reliability.md)."""
-        depth = self.nest.depth_of[acc]
-        wide, comp = self.program.local(), self.program.local()
-        self.nest.assign(wide, "0.0", f"{acc} in float64, compensated", depth=depth)
-        self.nest.assign(comp, "0.0", "its rounding errors", depth=depth)
-        return wide, comp
         """Whether the region does arithmetic: pure data movement (a transpose, a slice)
         is bound by memory bandwidth, where a second thread gains little and Numba's
         parallel passes cost a second of compile time."""

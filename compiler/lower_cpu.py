@@ -761,6 +761,11 @@ def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
         k.loops(names[outer:], list(out.shape[outer:]))
         k.put(f"{target} = {k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]")
         k.close(out.ndim - outer)
+    elif out.dtype.kind == "f" and lhs.shape[lc[-1]] > COLUMN_CHUNK:
+        if outer == out.ndim:
+            _dot_rows(k, target, knames, lidx, ridx)
+        else:
+            _dot_chunked(k, target, names[outer:], knames, lidx, ridx)
     else:
         k.loops(names[outer:], list(out.shape[outer:]))
         k.put(f"{target} = 0")
@@ -772,31 +777,6 @@ def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
         k.close(out.ndim - outer + len(lc))
     k.close(outer)
 
-
-
-def conv_window(k: Any, lhs_shape: tuple[int, ...], sp: list[str], ks: list[str]
-                ) -> tuple[list[str], list[str]]:
-    """Where output point sp and kernel point ks read a convolution's input: the conditions
-    for reading inside it (padding, input dilation) and the input's spatial indices."""
-    p = k.params
-    conds, xidx = [], []
-    for d in range(len(sp)):
-    elif out.dtype.kind == "f" and lhs.shape[lc[-1]] > COLUMN_CHUNK:
-        if outer == out.ndim:
-            _dot_rows(k, target, knames, lidx, ridx)
-        else:
-            _dot_chunked(k, target, names[outer:], knames, lidx, ridx)
-        lo = p["padding"][d][0]
-        pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
-        q = k.nest.assign(k.program.local(), pos)
-        dil, n = p["lhs_dilation"][d], lhs_shape[2 + d]
-        if dil == 1:
-            conds.append(f"0 <= {q} < {n}")
-            xidx.append(q)
-        else:
-            conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
-            xidx.append(f"{q} // {dil}")
-    return conds, xidx
 
 def _dot_rows(k: KernelCtx, target: str, knames: list[str], lidx: list[str],
               ridx: list[str]) -> None:
@@ -853,6 +833,26 @@ def _dot_chunked(k: KernelCtx, target: str, rnames: list[str], knames: list[str]
     k.close(len(rnames))
 
 
+
+def conv_window(k: Any, lhs_shape: tuple[int, ...], sp: list[str], ks: list[str]
+                ) -> tuple[list[str], list[str]]:
+    """Where output point sp and kernel point ks read a convolution's input: the conditions
+    for reading inside it (padding, input dilation) and the input's spatial indices."""
+    p = k.params
+    conds, xidx = [], []
+    for d in range(len(sp)):
+        lo = p["padding"][d][0]
+        pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
+        q = k.nest.assign(k.program.local(), pos)
+        dil, n = p["lhs_dilation"][d], lhs_shape[2 + d]
+        if dil == 1:
+            conds.append(f"0 <= {q} < {n}")
+            xidx.append(q)
+        else:
+            conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
+            xidx.append(f"{q} // {dil}")
+    return conds, xidx
+
 def _conv_kernel(k: KernelCtx) -> None:
     """Direct convolution (cross-correlation) with strides, padding, dilations, groups."""
     lhs, rhs = (v.aval for v in k.node.inputs)
@@ -897,8 +897,17 @@ def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
         init = "0.0" if compensated else literal(0 if op == "+" else 1, aval.dtype)
         acc = k.nest.assign(k.program.local(), init, depth=k.nest.depth)
         n = aval.shape[axis]
+        if compensated:
+            comp = k.nest.assign(k.program.local(), "0.0", "rounding errors",
+                                 depth=k.nest.depth)
         k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
         idx = index_str([f"i{d}" for d in range(aval.ndim)])
+        if compensated:
+            k.put(f"{acc}, {comp} = {k.program.helper('comp_add')}({acc}, {comp}, "
+                  f"{k.ins[0]}[{idx}])")
+            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
+            k.close(1 + len(others))
+            return
         step = f"{acc} {op} {k.ins[0]}[{idx}]"
         if aval.dtype in NARROW_INTS:
             step = f"{ctor(aval.dtype)}({step})"
@@ -917,17 +926,8 @@ def arg_scan(k: Any, which: str, at: Callable[[str], str], best: str, pos: str) 
     k.nest.open(j, f"1, {aval.shape[k.params['axis']]}")
     better = ">" if which == "max" else "<"
     if aval.dtype.kind == "f":
-        if compensated:
-            comp = k.nest.assign(k.program.local(), "0.0", "rounding errors",
-                                 depth=k.nest.depth)
         k.put(f"if {best} != {best}:")
         k.put("    break  # the first NaN wins, as in NumPy")
-        if compensated:
-            k.put(f"{acc}, {comp} = {k.program.helper('comp_add')}({acc}, {comp}, "
-                  f"{k.ins[0]}[{idx}])")
-            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
-            k.close(1 + len(others))
-            return
     k.put(f"{v} = {k.ins[0]}[{at(j)}]")
     nan = f" or {v} != {v}" if aval.dtype.kind == "f" else ""
     k.put(f"if {v} {better} {best}{nan}:")

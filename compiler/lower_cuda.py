@@ -215,7 +215,28 @@ def _dot_point(c: PointCtx) -> str:
     nest.put(_acc_update(c.region.program, acc, comp, term, dtype))
     for _ in knames:
         nest.close()
+    if comp:
+        nest.put(f"{acc} = {c.region.program.helper('comp_total')}({acc}, {comp})")
     return acc
+
+
+def _compensation(nest: LoopNest, program: ProgramBuilder, acc: str, dtype: np.dtype
+                  ) -> str | None:
+    """A float sum's compensation local, next to its accumulator (None for other dtypes):
+    the sum then runs as kahan_add (runtime/cuda_kernels.py, docs/reliability.md)."""
+    if dtype.kind != "f":
+        return None
+    comp = program.local()
+    nest.assign(comp, literal(0, dtype), "its rounding error", depth=nest.depth_of[acc])
+    return comp
+
+
+def _acc_update(program: ProgramBuilder, acc: str, comp: str | None, term: str,
+                dtype: np.dtype) -> str:
+    """acc += term: compensated when comp is a compensation local."""
+    if comp is None:
+        return f"{acc} = {_acc_step(acc, term, dtype)}"
+    return f"{acc}, {comp} = {program.helper('kahan_add')}({acc}, {comp}, {term})"
 
 
 def with_epilogue(node: Node) -> Node | None:
@@ -244,30 +265,9 @@ def with_epilogue(node: Node) -> Node | None:
 class KernelCtx:
     """What a CUDA kernel rule sees: the node, array names, and the kernel's loop nest."""
 
-    if comp:
-        nest.put(f"{acc} = {c.region.program.helper('comp_total')}({acc}, {comp})")
     program: ProgramBuilder
     node: Node
     ins: list[str]
-def _compensation(nest: LoopNest, program: ProgramBuilder, acc: str, dtype: np.dtype
-                  ) -> str | None:
-    """A float sum's compensation local, next to its accumulator (None for other dtypes):
-    the sum then runs as kahan_add (runtime/cuda_kernels.py, docs/reliability.md)."""
-    if dtype.kind != "f":
-        return None
-    comp = program.local()
-    nest.assign(comp, literal(0, dtype), "its rounding error", depth=nest.depth_of[acc])
-    return comp
-
-
-def _acc_update(program: ProgramBuilder, acc: str, comp: str | None, term: str,
-                dtype: np.dtype) -> str:
-    """acc += term: compensated when comp is a compensation local."""
-    if comp is None:
-        return f"{acc} = {_acc_step(acc, term, dtype)}"
-    return f"{acc}, {comp} = {program.helper('kahan_add')}({acc}, {comp}, {term})"
-
-
     outs: list[str]
     nest: LoopNest
     total: int = 0  # threads' work items (the grid-stride loop's extent)
@@ -336,12 +336,15 @@ def _dot_general_kernel(k: KernelCtx) -> None:
     names, knames, lidx, ridx = dot_indices(k.node, lfree, rfree)
     k.threads(names, list(out.shape))
     acc = k.local(literal(0, out.dtype))
+    comp = _compensation(k.nest, k.program, acc, out.dtype)
     k.loops(knames, [lhs.shape[a] for a in lc])
     term = f"{k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]"
     if out.dtype == np.bool_:
         term = f"({k.ins[0]}[{index_str(lidx)}] and {k.ins[1]}[{index_str(ridx)}])"
     k.put(_acc_update(k.program, acc, comp, term, out.dtype))
     k.close(len(lc))
+    if comp:
+        acc = f"{k.program.helper('comp_total')}({acc}, {comp})"
     k.put(f"{k.outs[0]}[{index_str(names)}] = {acc}")
 
 
@@ -365,24 +368,27 @@ def _conv_kernel(k: KernelCtx) -> None:
     conds, xidx = conv_window(k, lhs.shape, sp, ks)
     term = f"{x}[i0, {g} * {cin_g} + {cin}, {', '.join(xidx)}] * {w}[i1, {cin}, {', '.join(ks)}]"
     k.put(f"if {' and '.join(conds)}:")
-    comp = _compensation(k.nest, k.program, acc, out.dtype)
     k.put(f"    {acc} = {_acc_step(acc, term, out.dtype)}")
     k.close(1 + nsp)
     k.put(f"{o}[i0, i1, {', '.join(sp)}] = {acc}")
 
 
 def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
-    if comp:
-        acc = f"{k.program.helper('comp_total')}({acc}, {comp})"
     def kernel(k: KernelCtx) -> None:
         aval = k.node.inputs[0].aval
         axis, reverse = k.params["axis"], k.params["reverse"]
         others = [d for d in range(aval.ndim) if d != axis]
         k.threads([f"i{d}" for d in others], [aval.shape[d] for d in others])
         acc = k.local(literal(0 if op == "+" else 1, aval.dtype))
+        comp = _compensation(k.nest, k.program, acc, aval.dtype) if op == "+" else None
         n = aval.shape[axis]
         k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
         idx = index_str([f"i{d}" for d in range(aval.ndim)])
+        if comp:
+            k.put(_acc_update(k.program, acc, comp, f"{k.ins[0]}[{idx}]", aval.dtype))
+            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
+            k.close(1)
+            return
         step = f"{acc} {op} {k.ins[0]}[{idx}]"
         if aval.dtype in NARROW_INTS:
             step = f"{ctor(aval.dtype)}({step})"
@@ -409,15 +415,9 @@ def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
 def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
     """One thread per line along `axis`: copy x's line, then apply the updates in order."""
     def kernel(k: KernelCtx) -> None:
-        comp = _compensation(k.nest, k.program, acc, aval.dtype) if op == "+" else None
         x, idx, upd = (v.aval for v in k.node.inputs)
         axis = k.params["axis"]
         outer = [f"i{d}" for d in range(axis)]
-        if comp:
-            k.put(_acc_update(k.program, acc, comp, f"{k.ins[0]}[{idx}]", aval.dtype))
-            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
-            k.close(1)
-            return
         inner = [f"i{d}" for d in range(axis + 1, x.ndim)]
         k.threads(outer + inner, list(x.shape[:axis] + x.shape[axis + 1:]))
         line = outer + [f"i{axis}"] + inner
@@ -508,6 +508,7 @@ class CudaLoopCodegen(LoopRegionCodegen):
             acc = self.program.local()
             self.nest.assign(acc, init(node.outputs[0].aval.dtype), depth=self.inner_depth)
             accs[node] = acc
+        comps = self._compensations(accs)
         for a in self.reduce_axes:
             self.nest.open(f"i{a}", self.domain[a])
         self._fold(accs, comps)
@@ -516,40 +517,10 @@ class CudaLoopCodegen(LoopRegionCodegen):
         for _ in self.reduce_axes:
             self.nest.close()
         for node, acc in accs.items():
+            self._finish_sum(acc, comps.get(node))
             self.values[node.outputs[0]] = acc
             self.nest.depth_of[acc] = self.inner_depth
 
-    # -- the block strategy: long rows ---------------------------------------------------
-    def _generate_blocks(self, reductions, loops_of_red, full_outputs, loops_of_out,
-                         kept_outputs) -> Block:
-        """A block per kept point: its threads stride over the row, then combine their
-        partial results in shared memory (a tree), once per phase. Thread 0 stores the
-        kept-level outputs."""
-        threads = self.threads_per_point = self.block_threads
-        self.nest.put("tid = cuda.threadIdx.x", 0)
-        shared = {}
-        for node in reductions:
-            dtype = node.outputs[0].aval.dtype
-            shared[node] = f"sh{len(shared)}"
-            self.nest.put(f"{shared[node]} = cuda.shared.array({threads}, {ctor(dtype)})"
-                          f"  # {node.prim.name}: one partial result per thread", 0)
-        self.total = open_threads(self.nest, [f"i{a}" for a in self.kept],
-                                  [self.domain[a] for a in self.kept],
-                                  start="cuda.blockIdx.x", step="cuda.gridDim.x")
-        self.inner_depth = 1
-        comps = self._compensations(accs)
-        for loop in range(1, self.n_loops + 1):
-            self.loop = loop
-            phase = [n for n in reductions if loops_of_red[n] == loop]
-            self._block_phase(phase, [v for v in full_outputs if loops_of_out[v] == loop],
-                              shared)
-        self.loop = self.n_loops + 1
-        for v in kept_outputs:
-            idx = self.canonical(v)
-            self._finish_sum(acc, comps.get(node))
-            value = self.value(v, idx)
-            self.nest.put("if tid == 0:")
-            self.nest.put(f"    {self.out_names[v]}[{index_str(idx)}] = {value}")
     def _compensations(self, accs: dict) -> dict:
         """A compensation local for each float sum (summed with kahan_add: the error stays
         at a few roundoffs however long the row, docs/reliability.md)."""
@@ -571,6 +542,35 @@ class CudaLoopCodegen(LoopRegionCodegen):
         if comp is not None:
             self.nest.put(f"{acc} = {self.program.helper('comp_total')}({acc}, {comp})")
 
+    # -- the block strategy: long rows ---------------------------------------------------
+    def _generate_blocks(self, reductions, loops_of_red, full_outputs, loops_of_out,
+                         kept_outputs) -> Block:
+        """A block per kept point: its threads stride over the row, then combine their
+        partial results in shared memory (a tree), once per phase. Thread 0 stores the
+        kept-level outputs."""
+        threads = self.threads_per_point = self.block_threads
+        self.nest.put("tid = cuda.threadIdx.x", 0)
+        shared = {}
+        for node in reductions:
+            dtype = node.outputs[0].aval.dtype
+            shared[node] = f"sh{len(shared)}"
+            self.nest.put(f"{shared[node]} = cuda.shared.array({threads}, {ctor(dtype)})"
+                          f"  # {node.prim.name}: one partial result per thread", 0)
+        self.total = open_threads(self.nest, [f"i{a}" for a in self.kept],
+                                  [self.domain[a] for a in self.kept],
+                                  start="cuda.blockIdx.x", step="cuda.gridDim.x")
+        self.inner_depth = 1
+        for loop in range(1, self.n_loops + 1):
+            self.loop = loop
+            phase = [n for n in reductions if loops_of_red[n] == loop]
+            self._block_phase(phase, [v for v in full_outputs if loops_of_out[v] == loop],
+                              shared)
+        self.loop = self.n_loops + 1
+        for v in kept_outputs:
+            idx = self.canonical(v)
+            value = self.value(v, idx)
+            self.nest.put("if tid == 0:")
+            self.nest.put(f"    {self.out_names[v]}[{index_str(idx)}] = {value}")
         while self.nest.depth > 0:
             self.nest.close()
         return self.nest.root
@@ -581,6 +581,7 @@ class CudaLoopCodegen(LoopRegionCodegen):
             init, _ = self.rules[node.prim].reduce
             accs[node] = self.nest.assign(self.program.local(),
                                           init(node.outputs[0].aval.dtype), depth=1)
+        comps = self._compensations(accs)
         row_axes = list(self.reduce_axes)
         row = open_threads(self.nest, [f"i{a}" for a in row_axes],
                            [self.domain[a] for a in row_axes], flat="j1", start="tid",
@@ -592,6 +593,8 @@ class CudaLoopCodegen(LoopRegionCodegen):
         self.nest.close()
         if not accs:
             return
+        for node, acc in accs.items():  # the tree below is pairwise
+            self._finish_sum(acc, comps.get(node))
         for node, acc in accs.items():
             self.nest.put(f"{shared[node]}[tid] = {acc}")
         self.nest.put("cuda.syncthreads()")
@@ -610,7 +613,6 @@ class CudaLoopCodegen(LoopRegionCodegen):
             self.nest.depth_of[acc] = 1
         self.nest.put("cuda.syncthreads()  # every thread has read the results")
 
-        comps = self._compensations(accs)
 
 # ---------------------------------------------------------------------------------------
 # The program: kernels and the host entry that launches them
@@ -624,8 +626,6 @@ class KernelInfo:
     params: list[str]
     param_avals: list  # aval of each parameter; None for the int32 error flag
     primitives: list[str]
-        for node, acc in accs.items():  # the tree below is pairwise
-            self._finish_sum(acc, comps.get(node))
     total: int  # work items of its grid-stride loop
     threads_per_item: int = 1  # block_threads for a row reduced by a block
 
