@@ -32,6 +32,14 @@ class RegionSplit(CompileError):
     """A region the loop codegen cannot lower as one nest (the driver splits it)."""
 
 
+class _NotYet(Exception):
+    """A point rule read a value that is not computed yet (see LoopRegionCodegen.value)."""
+
+    def __init__(self, var: Var):
+        super().__init__(str(var))
+        self.var = var
+
+
 # ---------------------------------------------------------------------------------------
 # Literals
 
@@ -148,7 +156,9 @@ class LoopNest:
 class Rule:
     """The CPU lowering of one primitive.
 
-    point: the scalar expression at one point of a loop region, from a PointCtx.
+    point: the scalar expression at one point of a loop region, from a PointCtx. It may run
+        more than once for one value (LoopRegionCodegen.value): read operands (arg) before
+        binding anything.
     reduce: (init(dtype) -> str, combine(acc, value, dtype, helper) -> str) for reductions.
     kernel: emits statements that fill whole output buffers, from a KernelCtx.
     """
@@ -233,6 +243,7 @@ MAX_STASH_ELEMENTS = 1 << 16  # a stashed row must stay in cache
 PARALLEL_MIN_WORK = 1 << 17  # points in a region before prange pays for its threads
 STASH_CHUNKS = 64
 ROW_BLOCK = 2048  # reduction row buffers hold at most this many elements
+COLUMN_CHUNK = 16  # rows summed plainly before a compensated step (NumPy's lanes sum 16)
 BLOCK_REDUCERS = {"reduce_sum": "block_sum", "reduce_max": "block_max",
                   "reduce_min": "block_min"}
 
@@ -261,6 +272,7 @@ class LoopRegionCodegen:
         self.inner_depth = len(self.kept)
         self.scratch: list[str] = []
         self.scratch_depth = 0
+        self.evaluated: set[Var] | None = None  # values done by the running `_evaluate`
 
     # -- values -------------------------------------------------------------------------
     def bind(self, expr: str, comment: str = "") -> str:
@@ -307,17 +319,53 @@ class LoopRegionCodegen:
             return self.load(var, idx)
         if _normalize(idx, self.domain) != _normalize(self.canonical(var), self.domain):
             raise RegionSplit(f"{var} read at {idx}, away from where it is computed")
-        name = self.values.get(var)
-        if name is not None and name in self.nest.depth_of:
+        name = self._known(var)
+        if name is not None:
             return name
+        if self.evaluated is not None:
+            # A point rule is asking: unwind to `_evaluate`, which computes var and then
+            # runs the rule again (what it did before asking is cached by then).
+            raise _NotYet(var)
+        return self._evaluate(var)
+
+    def _known(self, var: Var) -> str | None:
+        """var's code where it is still in scope (a literal is, within one evaluation)."""
+        name = self.values.get(var)
+        if name is None:
+            return None
+        if name in self.nest.depth_of or (self.evaluated is not None and var in self.evaluated):
+            return name
+        return None
+
+    def _evaluate(self, root: Var) -> str:
+        """Compute root, and first what its point rules read, with an explicit stack.
+
+        The statements come out in the order a depth-first recursion would emit them, but
+        a chain of any length needs no Python stack depth (issue #12).
+        """
+        self.evaluated = set()
+        pending = [root]
+        try:
+            while pending:
+                var = pending[-1]
+                try:
+                    self.values[var] = self._produce(var)
+                except _NotYet as missing:
+                    pending.append(missing.var)
+                    continue
+                self.evaluated.add(pending.pop())
+        finally:
+            self.evaluated = None
+        return self.values[root]
+
+    def _produce(self, var: Var) -> str:
+        """var's code: read back from its stash, or computed (and stashed if planned)."""
         if var in self.stash and self.stash[var][1] < self.loop:
-            name = self.bind(f"{self.stash[var][0]}[{self._stash_index()}]")
-        else:
-            name = self.compute(var)
-            if var in self.stash and self.stash[var][1] == self.loop:
-                self.nest.put(f"{self.stash[var][0]}[{self._stash_index()}] = {name}",
-                              self.nest.needed_depth(name))
-        self.values[var] = name
+            return self.bind(f"{self.stash[var][0]}[{self._stash_index()}]")
+        name = self.compute(var)
+        if var in self.stash and self.stash[var][1] == self.loop:
+            self.nest.put(f"{self.stash[var][0]}[{self._stash_index()}] = {name}",
+                          self.nest.needed_depth(name))
         return name
 
     def compute(self, var: Var) -> str:
@@ -364,43 +412,87 @@ class LoopRegionCodegen:
 
         Each reduction accumulates into an array over the kept axes (`ra0[i1] += ...`):
         the input is read in memory order, the inner loop vectorises across columns, and
-        each column is still summed in row order (as NumPy does). A second loop over the
-        kept axes computes what depends on the results.
+        each column is summed in row order. Float sums over more than COLUMN_CHUNK rows
+        add each chunk of COLUMN_CHUNK rows (`ra0`) to a compensated float64 total (`rt0`,
+        `rc0`) and start the chunk again from zero: NumPy's axis-0 sum runs down the whole
+        column, with error growing with the number of rows; this one stays within the
+        pairwise bound (docs/reliability.md). A second loop over the kept axes computes
+        what depends on the results.
         """
         self.loop = 1
         kept_shape = tuple(self.domain[a] for a in self.kept)
         at_kept = ", ".join(f"i{a}" for a in self.kept)
-        accs = []
+        rows = int(np.prod([self.domain[a] for a in self.reduce_axes], dtype=np.int64))
+        accs, chunked = [], {}
         for node in reductions:
             init, _ = self.rules[node.prim].reduce
             dtype = node.outputs[0].aval.dtype
             acc = f"ra{len(accs)}"
             self.nest.put(f"{acc} = np.full({kept_shape!r}, {init(dtype)}, {ctor(dtype)})"
                           f"  # {_comment(node)}", 0)
+            if rows > COLUMN_CHUNK and node.prim.name == "reduce_sum" and dtype.kind == "f":
+                chunked[node] = (f"rt{len(accs)}", f"rc{len(accs)}")
+                for name, what in zip(chunked[node], ("the chunks' compensated float64 totals",
+                                                      "their rounding errors")):
+                    self.nest.put(f"{name} = np.zeros({kept_shape!r})  # {what}", 0)
             accs.append(acc)
         # Serial: inside a Numba prange body LLVM does not vectorise the accumulation (it
         # cannot tell the accumulator from the input), which costs more than a second
         # thread gains on this memory-bound loop.
-        for a in self.reduce_axes + tuple(self.kept):
+        *outer, inner = self.reduce_axes
+        for a in outer:
             self.nest.open(f"i{a}", self.domain[a])
+        n = self.domain[inner]
+        if chunked:
+            self.nest.open(f"j{inner}", f"0, {n}, {COLUMN_CHUNK}")
+            self.nest.open(f"i{inner}", f"min(j{inner} + {COLUMN_CHUNK}, {n})",
+                           start=f"j{inner}")
+        else:
+            self.nest.open(f"i{inner}", n)
+        self._open_kept_serially()
         for node, acc in zip(reductions, accs):
             v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
             cell = f"{acc}[{at_kept}]"
             self.nest.put(f"{cell} = {self._combine(node, cell, v)}")
         for v in full_outputs:
             self._store(v)
+        for _ in range(len(self.kept) + 1):
+            self.nest.close()
+        if chunked:
+            self._fold_column_chunks(chunked, dict(zip(reductions, accs)), at_kept)
         while self.nest.depth > 0:
             self.nest.close()
         self.loop = 2
-        for a in self.kept:
-            self.nest.open(f"i{a}", self.domain[a])
+        self._open_kept_serially()
+        comp_total = self.program.helper("comp_total") if chunked else ""
         for node, acc in zip(reductions, accs):
-            self.values[node.outputs[0]] = self.bind(f"{acc}[{at_kept}]")
+            total = f"{acc}[{at_kept}]"
+            if node in chunked:
+                dtype = node.outputs[0].aval.dtype
+                wide, comp = (f"{name}[{at_kept}]" for name in chunked[node])
+                total = f"{ctor(dtype)}({comp_total}({wide}, {comp}))"
+            self.values[node.outputs[0]] = self.bind(total)
         for v in kept_outputs:
             self._store(v)
         while self.nest.depth > 0:
             self.nest.close()
         return self.nest.root
+
+    def _open_kept_serially(self) -> None:
+        for a in self.kept:
+            self.nest.open(f"i{a}", self.domain[a])
+
+    def _fold_column_chunks(self, chunked: dict, accs: dict, at_kept: str) -> None:
+        """After each chunk of rows: add its sums to the compensated totals, and clear it."""
+        self._open_kept_serially()
+        comp_add = self.program.helper("comp_add")
+        for node, names in chunked.items():
+            total, comp = (f"{name}[{at_kept}]" for name in names)
+            cell = f"{accs[node]}[{at_kept}]"
+            self.nest.put(f"{total}, {comp} = {comp_add}({total}, {comp}, {cell})")
+            self.nest.put(f"{cell} = 0")
+        for _ in self.kept:
+            self.nest.close()
 
     def _store(self, var: Var) -> None:
         idx = self.canonical(var)
@@ -450,7 +542,8 @@ class LoopRegionCodegen:
         else:
             self.nest.open(f"i{inner}", n)
             row, count = f"i{inner}", None
-        folds = []
+        folds, totals = [], []
+        several = bool(outer) or n > block  # more than one row-buffer fold per result
         for node in reductions:
             acc = accs[node]
             dtype = node.outputs[0].aval.dtype
@@ -465,16 +558,35 @@ class LoopRegionCodegen:
             self.nest.put(f"{buf}[{row}] = {v}")
             helper = self.program.helper(helper)
             whole = buf if count is None else f"{buf}[:{count}]"
-            folds.append((acc, self._combine(node, acc, f"{helper}({whole})")))
+            if several and node.prim.name == "reduce_sum":
+                wide, comp = self._compensated_sum(acc)
+                folds.append(f"{wide}, {comp} = {self.program.helper('comp_add')}"
+                             f"({wide}, {comp}, {helper}({whole}))")
+                totals.append(f"{acc} = {ctor(dtype)}("
+                              f"{self.program.helper('comp_total')}({wide}, {comp}))")
+            else:
+                folds.append(f"{acc} = {self._combine(node, acc, f'{helper}({whole})')}")
         for v in outputs:
             self._store(v)
         self.nest.close()
-        for acc, fold in folds:
-            self.nest.put(f"{acc} = {fold}")
+        for fold in folds:
+            self.nest.put(fold)
         if n > block:
             self.nest.close()
         for _ in outer:
             self.nest.close()
+        for total in totals:
+            self.nest.put(total)
+
+    def _compensated_sum(self, acc: str) -> tuple[str, str]:
+        """A float64 total and its compensation, next to a float sum's accumulator: the
+        row-buffer sums are added with TwoSum (comp_add), so the error does not grow with
+        the number of buffers (runtime/cpu_kernels.py, docs/reliability.md)."""
+        depth = self.nest.depth_of[acc]
+        wide, comp = self.program.local(), self.program.local()
+        self.nest.assign(wide, "0.0", f"{acc} in float64, compensated", depth=depth)
+        self.nest.assign(comp, "0.0", "its rounding errors", depth=depth)
+        return wide, comp
 
     def _combine(self, node: Node, acc: str, value: str) -> str:
         _, combine = self.rules[node.prim].reduce

@@ -375,7 +375,8 @@ class _Fuser:
             head.first = min(head.first, other.first)
             head.last = max(head.last, other.last)
             head.reduced |= other.reduced
-        head.nodes.sort(key=lambda n: self.node_pos[id(n)])
+        if len(members) > 1:  # one member's nodes are in graph order already
+            head.nodes.sort(key=lambda n: self.node_pos[id(n)])
         head.nodes.append(node)
         head.domain, head.reduce_axes = spec
         self.attach(head, node)

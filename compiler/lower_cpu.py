@@ -23,20 +23,10 @@ import numba
 import numpy as np
 from transfuse.ir.core import Graph, Node, Var
 from transfuse.ir.errors import CompileError
-from transfuse.ir.primitives import (
-    _GOLDEN,
-    _MASK,
-    BINARY_FLOAT,
-    BINARY_NUMERIC,
-    COMPARISONS,
-    LOGICAL,
-    PRIMITIVES,
-    UNARY_FLOAT,
-    UNARY_TO_BOOL,
-    _mix64,
-)
+from transfuse.ir.primitives import _GOLDEN, _MASK, PRIMITIVES, _mix64
 
 from .codegen import (
+    COLUMN_CHUNK,
     LoopNest,
     LoopRegionCodegen,
     PointCtx,
@@ -74,17 +64,6 @@ def _exact(c: PointCtx, expr: str) -> str:
 # Elementwise math
 
 
-_SCALAR_MATH = {
-    "exp": "np.exp({})", "expm1": "np.expm1({})", "log": "np.log({})",
-    "log1p": "np.log1p({})", "sqrt": "np.sqrt({})", "sin": "np.sin({})",
-    "cos": "np.cos({})", "tan": "np.tan({})", "arcsin": "np.arcsin({})",
-    "arccos": "np.arccos({})", "arctan": "np.arctan({})", "sinh": "np.sinh({})",
-    "cosh": "np.cosh({})", "tanh": "np.tanh({})", "arcsinh": "np.arcsinh({})",
-    "arccosh": "np.arccosh({})", "arctanh": "np.arctanh({})", "floor": "np.floor({})",
-    "ceil": "np.ceil({})", "round": "np.round({})",
-}
-
-
 def _math_function(name: str, dtype: np.dtype) -> str | None:
     """The name of a vectorisable mathlib function for (primitive, dtype), if any."""
     fn = MATH_FUNCTIONS.get((name, np.dtype(dtype).name))
@@ -103,35 +82,68 @@ def _vectorises(c: PointCtx) -> bool:
     return int(np.prod(c.region.domain, dtype=np.int64)) >= MATHLIB_MIN_POINTS
 
 
-def _unary_float(name: str) -> Callable[[PointCtx], str]:
+Scalar = Callable[[PointCtx, str], str]  # (context, operand) -> a scalar expression
+
+
+def _unary_float(name: str, scalar: Scalar) -> Callable[[PointCtx], str]:
+    """compiler/mathlib.py's vectorised `name` in large regions (where it has one), else
+    the scalar expression."""
     def point(c: PointCtx) -> str:
         x = c.arg(0)
         fast = _math_function(name, c.out_dtype) if _vectorises(c) else None
         if fast is not None:
             return f"{c.region.program.math(fast)}({x})"
-        one = c.lit(1)
-        if name == "logistic":
-            return f"{one} / ({one} + np.exp(-{x}))"
-        if name == "rsqrt":
-            return f"{one} / np.sqrt({x})"
-        if name == "reciprocal":
-            return f"{one} / {x}"
-        if name == "erf":
-            c.region.program.helper("math")
-            return f"{ctor(c.out_dtype)}(math.erf({x}))"
-        return _SCALAR_MATH[name].format(x)
+        return scalar(c, x)
     return point
 
 
-for _name in UNARY_FLOAT:
-    _rule(_name, point=_unary_float(_name))
+def _np(fn: str) -> Scalar:
+    """Numba's scalar np.<fn> (libm)."""
+    return lambda c, x: f"np.{fn}({x})"
+
+
+def _logistic(c: PointCtx, x: str) -> str:
+    one = c.lit(1)
+    return f"{one} / ({one} + np.exp(-{x}))"
+
+
+def _erf(c: PointCtx, x: str) -> str:
+    c.region.program.helper("math")
+    return f"{ctor(c.out_dtype)}(math.erf({x}))"
+
+
+_rule("exp", point=_unary_float("exp", _np("exp")))
+_rule("expm1", point=_unary_float("expm1", _np("expm1")))
+_rule("log", point=_unary_float("log", _np("log")))
+_rule("log1p", point=_unary_float("log1p", _np("log1p")))
+_rule("sqrt", point=_unary_float("sqrt", _np("sqrt")))
+_rule("rsqrt", point=_unary_float("rsqrt", lambda c, x: f"{c.lit(1)} / np.sqrt({x})"))
+_rule("sin", point=_unary_float("sin", _np("sin")))
+_rule("cos", point=_unary_float("cos", _np("cos")))
+_rule("tan", point=_unary_float("tan", _np("tan")))
+_rule("arcsin", point=_unary_float("arcsin", _np("arcsin")))
+_rule("arccos", point=_unary_float("arccos", _np("arccos")))
+_rule("arctan", point=_unary_float("arctan", _np("arctan")))
+_rule("sinh", point=_unary_float("sinh", _np("sinh")))
+_rule("cosh", point=_unary_float("cosh", _np("cosh")))
+_rule("tanh", point=_unary_float("tanh", _np("tanh")))
+_rule("arcsinh", point=_unary_float("arcsinh", _np("arcsinh")))
+_rule("arccosh", point=_unary_float("arccosh", _np("arccosh")))
+_rule("arctanh", point=_unary_float("arctanh", _np("arctanh")))
+_rule("logistic", point=_unary_float("logistic", _logistic))
+_rule("erf", point=_unary_float("erf", _erf))
+_rule("floor", point=_unary_float("floor", _np("floor")))
+_rule("ceil", point=_unary_float("ceil", _np("ceil")))
+_rule("round", point=_unary_float("round", _np("round")))
+_rule("reciprocal", point=_unary_float("reciprocal", lambda c, x: f"{c.lit(1)} / {x}"))
 
 _rule("neg", point=lambda c: _exact(c, f"-{c.arg(0)}"))
 _rule("abs", point=lambda c: _exact(c, f"abs({c.arg(0)})"))
 _rule("sign", point=lambda c: _exact(c, f"np.sign({c.arg(0)})"))
 _rule("square", point=lambda c: _exact(c, f"{c.arg(0)} * {c.arg(0)}"))
-for _name in UNARY_TO_BOOL:
-    _rule(_name, point=lambda c, _n=_name: f"np.{_n}({c.arg(0)})")
+_rule("isnan", point=lambda c: f"np.isnan({c.arg(0)})")
+_rule("isinf", point=lambda c: f"np.isinf({c.arg(0)})")
+_rule("isfinite", point=lambda c: f"np.isfinite({c.arg(0)})")
 _rule("not", point=lambda c: f"not {c.arg(0)}" if c.out_dtype == np.bool_
       else _exact(c, f"~{c.arg(0)}"))
 
@@ -153,19 +165,29 @@ def _integer_pow(c: PointCtx) -> str:
 
 _rule("integer_pow", point=_integer_pow)
 
-_BINARY_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floor_div": "//", "mod": "%"}
-_COMPARE_OPS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-_LOGICAL_OPS = {"and": "&", "or": "|", "xor": "^"}
-
-
 def _infix(op: str) -> Callable[[PointCtx], str]:
     return lambda c: _exact(c, f"{c.arg(0)} {op} {c.arg(1)}")
 
 
-for _name, _op in {**_BINARY_OPS, **_LOGICAL_OPS}.items():
-    _rule(_name, point=_infix(_op))
-for _name, _op in _COMPARE_OPS.items():
-    _rule(_name, point=lambda c, _op=_op: f"{c.arg(0)} {_op} {c.arg(1)}")
+def _compare(op: str) -> Callable[[PointCtx], str]:
+    return lambda c: f"{c.arg(0)} {op} {c.arg(1)}"
+
+
+_rule("add", point=_infix("+"))
+_rule("sub", point=_infix("-"))
+_rule("mul", point=_infix("*"))
+_rule("div", point=_infix("/"))
+_rule("floor_div", point=_infix("//"))
+_rule("mod", point=_infix("%"))
+_rule("and", point=_infix("&"))
+_rule("or", point=_infix("|"))
+_rule("xor", point=_infix("^"))
+_rule("eq", point=_compare("=="))
+_rule("ne", point=_compare("!="))
+_rule("lt", point=_compare("<"))
+_rule("le", point=_compare("<="))
+_rule("gt", point=_compare(">"))
+_rule("ge", point=_compare(">="))
 
 
 def _extremum(which: str) -> Callable[[PointCtx], str]:
@@ -190,8 +212,6 @@ def _pow(c: PointCtx) -> str:
 
 _rule("pow", point=_pow)
 _rule("arctan2", point=lambda c: f"np.arctan2({c.arg(0)}, {c.arg(1)})")
-assert set(BINARY_NUMERIC) | set(BINARY_FLOAT) | set(COMPARISONS) | set(LOGICAL) <= {
-    p.name for p in LOWERING_RULES}
 _rule("select", point=lambda c: f"({c.arg(1)} if {c.arg(0)} else {c.arg(2)})")
 
 
@@ -395,8 +415,9 @@ def _random_split_point(c: PointCtx) -> str:
     return f"{c.helper('split_key')}({key}, {c.index[-1]})"
 
 
-for _name in ("broadcast_in_dim", "squeeze", "expand_dims"):
-    _rule(_name, point=_relabel, kernel=lambda k: _view_kernel(k))
+_rule("broadcast_in_dim", point=_relabel, kernel=lambda k: _view_kernel(k))
+_rule("squeeze", point=_relabel, kernel=lambda k: _view_kernel(k))
+_rule("expand_dims", point=_relabel, kernel=lambda k: _view_kernel(k))
 _rule("reshape", point=_reshape_point, kernel=lambda k: _view_kernel(k))
 _rule("copy", point=lambda c: c.arg(0), kernel=lambda k: _copy_kernel(k))
 _rule("transpose", point=_transpose_point)
@@ -740,6 +761,11 @@ def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
         k.loops(names[outer:], list(out.shape[outer:]))
         k.put(f"{target} = {k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]")
         k.close(out.ndim - outer)
+    elif out.dtype.kind == "f" and lhs.shape[lc[-1]] > COLUMN_CHUNK:
+        if outer == out.ndim:
+            _dot_rows(k, target, knames, lidx, ridx)
+        else:
+            _dot_chunked(k, target, names[outer:], knames, lidx, ridx)
     else:
         k.loops(names[outer:], list(out.shape[outer:]))
         k.put(f"{target} = 0")
@@ -750,6 +776,61 @@ def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
         k.put(f"{target} += {a} * {k.ins[1]}[{index_str(ridx)}]")
         k.close(out.ndim - outer + len(lc))
     k.close(outer)
+
+
+def _dot_rows(k: KernelCtx, target: str, knames: list[str], lidx: list[str],
+              ridx: list[str]) -> None:
+    """Each output element as block_dot of the two operands' 1-D views along the last
+    contracted axis (vectorised, with block_sum's accuracy); compensated across the other
+    contracted axes."""
+    (lc, _), _ = k.params["dimension_numbers"]
+    last = knames[-1]
+    x = f"{k.ins[0]}[{index_str([':' if i == last else i for i in lidx])}]"
+    y = f"{k.ins[1]}[{index_str([':' if i == last else i for i in ridx])}]"
+    dot = f"{k.program.helper('block_dot')}({x}, {y})"
+    if len(knames) == 1:
+        k.put(f"{target} = {dot}")
+        return
+    acc, comp = (k.nest.assign(k.program.local(), "0.0", what, depth=k.nest.depth)
+                 for what in ("compensated float64 total", "its rounding errors"))
+    lhs = k.node.inputs[0].aval
+    k.loops(knames[:-1], [lhs.shape[a] for a in lc[:-1]])
+    k.put(f"{acc}, {comp} = {k.program.helper('comp_add')}({acc}, {comp}, {dot})")
+    k.close(len(knames) - 1)
+    k.put(f"{target} = {k.program.helper('comp_total')}({acc}, {comp})")
+
+
+def _dot_chunked(k: KernelCtx, target: str, rnames: list[str], knames: list[str],
+                 lidx: list[str], ridx: list[str]) -> None:
+    """out[..., rfree] accumulated over chunks of COLUMN_CHUNK steps of the last contracted
+    axis, each chunk's sums added to compensated totals (as column sums in codegen.py):
+    the rfree loop stays innermost and vectorises, and the error does not grow with K."""
+    lhs = k.node.inputs[0].aval
+    out = k.node.outputs[0].aval
+    (lc, _), _ = k.params["dimension_numbers"]
+    rshape = list(out.shape[out.ndim - len(rnames):])
+    cell = index_str(rnames)
+    totals, comps = (k.nest.assign(k.program.local(), f"np.zeros({tuple(rshape)!r})", what,
+                                   depth=k.nest.depth)
+                     for what in ("compensated float64 totals", "their rounding errors"))
+    k.loops(knames[:-1], [lhs.shape[a] for a in lc[:-1]])
+    chunk, last, n = f"j{out.ndim + len(knames) - 1}", knames[-1], lhs.shape[lc[-1]]
+    k.nest.open(chunk, f"0, {n}, {COLUMN_CHUNK}")
+    k.loops(rnames, rshape)
+    k.put(f"{target} = 0")
+    k.close(len(rnames))
+    k.nest.open(last, f"min({chunk} + {COLUMN_CHUNK}, {n})", start=chunk)
+    a = k.nest.assign(k.program.local(), f"{k.ins[0]}[{index_str(lidx)}]")
+    k.loops(rnames, rshape)
+    k.put(f"{target} += {a} * {k.ins[1]}[{index_str(ridx)}]")
+    k.close(len(rnames) + 1)
+    k.loops(rnames, rshape)
+    k.put(f"{totals}[{cell}], {comps}[{cell}] = {k.program.helper('comp_add')}("
+          f"{totals}[{cell}], {comps}[{cell}], {target})")
+    k.close(len(rnames) + 1 + len(knames) - 1)
+    k.loops(rnames, rshape)
+    k.put(f"{target} = {k.program.helper('comp_total')}({totals}[{cell}], {comps}[{cell}])")
+    k.close(len(rnames))
 
 
 
@@ -811,11 +892,22 @@ def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
         others = [d for d in range(aval.ndim) if d != axis]
         k.loops([f"i{d}" for d in others], [aval.shape[d] for d in others],
                 k.work_is_large(aval.size))
-        acc = k.nest.assign(k.program.local(), literal(0 if op == "+" else 1, aval.dtype),
-                            depth=k.nest.depth)
+        # NumPy's running sum errs by up to n roundoffs; a compensated float64 one by one
+        compensated = op == "+" and aval.dtype.kind == "f"
+        init = "0.0" if compensated else literal(0 if op == "+" else 1, aval.dtype)
+        acc = k.nest.assign(k.program.local(), init, depth=k.nest.depth)
         n = aval.shape[axis]
+        if compensated:
+            comp = k.nest.assign(k.program.local(), "0.0", "rounding errors",
+                                 depth=k.nest.depth)
         k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
         idx = index_str([f"i{d}" for d in range(aval.ndim)])
+        if compensated:
+            k.put(f"{acc}, {comp} = {k.program.helper('comp_add')}({acc}, {comp}, "
+                  f"{k.ins[0]}[{idx}])")
+            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
+            k.close(1 + len(others))
+            return
         step = f"{acc} {op} {k.ins[0]}[{idx}]"
         if aval.dtype in NARROW_INTS:
             step = f"{ctor(aval.dtype)}({step})"
@@ -1067,7 +1159,8 @@ class _Lowering:
             nest, report = self._loop_source(node)
         except RegionSplit as e:
             if len(sub.nodes) == 1:
-                raise CompileError(f"cannot lower {sub.nodes[0].prim.name}: {e}") from None
+                raise CompileError(f"the CPU backend cannot lower {sub.nodes[0].prim.name}: "
+                                   f"{e}") from None
             for part in fuse(sub, enabled=False).nodes:
                 self.lower_node(part)
             return

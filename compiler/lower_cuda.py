@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from transfuse.ir.core import Graph, Node, Var
 from transfuse.ir.errors import CompileError
-from transfuse.ir.primitives import PRIMITIVES, UNARY_FLOAT
+from transfuse.ir.primitives import PRIMITIVES
 from transfuse.ir.source import with_location
 
 from .codegen import (
@@ -53,7 +53,6 @@ from .codegen import (
 )
 from .fusion import FUSED, REDUCTION, fuse, fusion_class
 from .lower_cpu import (
-    _BINARY_OPS,
     LOWERING_RULES,
     NARROW_INTS,
     _exact,
@@ -67,14 +66,6 @@ from .lower_cpu import (
 
 P = PRIMITIVES
 CUDA_LOWERING_RULES: dict[Any, Rule] = {}
-# Point rules whose CPU expression is valid device code as it stands.
-_SHARED_POINT = (
-    "neg", "abs", "square", "not", "integer_pow", *_BINARY_OPS, "and", "or", "xor",
-    "eq", "ne", "lt", "le", "gt", "ge", "max", "min", "select", "clip", "cast",
-    "random_fold_in", "broadcast_in_dim", "squeeze", "expand_dims", "reshape", "copy",
-    "transpose", "slice", "pad", "concatenate", "dynamic_slice", "update_slice",
-    "dynamic_update_slice", "iota", "full", "random_uniform", "random_normal",
-    "random_split", "reduce_sum", "reduce_prod", "reduce_max", "reduce_min")
 # Errors the kernels report through their `err` array (runtime/cuda_kernels.py).
 ERROR_HELPERS = ("take_index", "ipow_checked")
 
@@ -83,31 +74,68 @@ def _rule(name: str, **kwargs: Any) -> None:
     CUDA_LOWERING_RULES[P[name]] = Rule(**kwargs)
 
 
-for _name in _SHARED_POINT:
-    _cpu = LOWERING_RULES[P[_name]]
-    CUDA_LOWERING_RULES[P[_name]] = Rule(point=_cpu.point, reduce=_cpu.reduce)
+def _as_on_the_cpu(*names: str) -> None:
+    """The CPU backend's point (and reduce) rules for `names`: their expressions are valid
+    device code as they stand."""
+    for name in names:
+        cpu = LOWERING_RULES[P[name]]
+        _rule(name, point=cpu.point, reduce=cpu.reduce)
+
+
+_as_on_the_cpu("neg", "abs", "square", "not", "integer_pow")
+_as_on_the_cpu("add", "sub", "mul", "div", "floor_div", "mod", "max", "min")
+_as_on_the_cpu("and", "or", "xor", "eq", "ne", "lt", "le", "gt", "ge")
+_as_on_the_cpu("select", "clip", "cast", "random_fold_in")
+_as_on_the_cpu("broadcast_in_dim", "transpose", "slice", "pad", "concatenate",
+               "dynamic_slice", "update_slice", "dynamic_update_slice", "iota", "full")
+_as_on_the_cpu("random_uniform", "random_normal", "random_split")
+_as_on_the_cpu("reduce_sum", "reduce_prod", "reduce_max", "reduce_min")
 
 # ---------------------------------------------------------------------------------------
 # Point rules of their own: math through runtime/cuda_kernels.py, errors through `err`
 
 
-def _unary_float(name: str) -> Callable[[PointCtx], str]:
+def _math(helper: str) -> Callable[[PointCtx], str]:
+    """A runtime/cuda_kernels.py math helper applied to the operands."""
     def point(c: PointCtx) -> str:
-        x, one, to = c.arg(0), c.lit(1), ctor(c.out_dtype)
-        if name == "logistic":
-            return f"{one} / ({one} + {to}({c.helper('cu_exp')}(-{x})))"
-        if name == "rsqrt":
-            return f"{one} / {to}({c.helper('cu_sqrt')}({x}))"
-        if name == "reciprocal":
-            return f"{one} / {x}"
-        return f"{to}({c.helper('cu_' + name)}({x}))"
+        return f"{ctor(c.out_dtype)}({c.helper(helper)}({', '.join(c.args())}))"
     return point
 
 
-for _name in UNARY_FLOAT:
-    _rule(_name, point=_unary_float(_name))
-_rule("arctan2", point=lambda c: f"{ctor(c.out_dtype)}({c.helper('cu_arctan2')}"
-      f"({c.arg(0)}, {c.arg(1)}))")
+def _logistic(c: PointCtx) -> str:
+    one = c.lit(1)
+    return f"{one} / ({one} + {ctor(c.out_dtype)}({c.helper('cu_exp')}(-{c.arg(0)})))"
+
+
+def _rsqrt(c: PointCtx) -> str:
+    return f"{c.lit(1)} / {ctor(c.out_dtype)}({c.helper('cu_sqrt')}({c.arg(0)}))"
+
+
+_rule("exp", point=_math("cu_exp"))
+_rule("expm1", point=_math("cu_expm1"))
+_rule("log", point=_math("cu_log"))
+_rule("log1p", point=_math("cu_log1p"))
+_rule("sqrt", point=_math("cu_sqrt"))
+_rule("rsqrt", point=_rsqrt)
+_rule("sin", point=_math("cu_sin"))
+_rule("cos", point=_math("cu_cos"))
+_rule("tan", point=_math("cu_tan"))
+_rule("arcsin", point=_math("cu_arcsin"))
+_rule("arccos", point=_math("cu_arccos"))
+_rule("arctan", point=_math("cu_arctan"))
+_rule("sinh", point=_math("cu_sinh"))
+_rule("cosh", point=_math("cu_cosh"))
+_rule("tanh", point=_math("cu_tanh"))
+_rule("arcsinh", point=_math("cu_arcsinh"))
+_rule("arccosh", point=_math("cu_arccosh"))
+_rule("arctanh", point=_math("cu_arctanh"))
+_rule("logistic", point=_logistic)
+_rule("erf", point=_math("cu_erf"))
+_rule("floor", point=_math("cu_floor"))
+_rule("ceil", point=_math("cu_ceil"))
+_rule("round", point=_math("cu_round"))
+_rule("reciprocal", point=lambda c: f"{c.lit(1)} / {c.arg(0)}")
+_rule("arctan2", point=_math("cu_arctan2"))
 
 
 def _sign(c: PointCtx) -> str:
@@ -130,8 +158,9 @@ def _is_class(which: str) -> Callable[[PointCtx], str]:
 
 
 _rule("sign", point=_sign)
-for _name in ("isnan", "isinf", "isfinite"):
-    _rule(_name, point=_is_class(_name))
+_rule("isnan", point=_is_class("isnan"))
+_rule("isinf", point=_is_class("isinf"))
+_rule("isfinite", point=_is_class("isfinite"))
 
 
 def _pow(c: PointCtx) -> str:
@@ -183,10 +212,32 @@ def _dot_point(c: PointCtx) -> str:
         nest.open(name, lhs.shape[a])
     x, y = c.load_expr(0, lidx), c.load_expr(1, ridx)
     term = f"({x} and {y})" if dtype == np.bool_ else f"{x} * {y}"
-    nest.put(f"{acc} = {_acc_step(acc, term, dtype)}")
+    comp = _compensation(nest, c.region.program, acc, dtype)
+    nest.put(_acc_update(c.region.program, acc, comp, term, dtype))
     for _ in knames:
         nest.close()
+    if comp:
+        nest.put(f"{acc} = {c.region.program.helper('comp_total')}({acc}, {comp})")
     return acc
+
+
+def _compensation(nest: LoopNest, program: ProgramBuilder, acc: str, dtype: np.dtype
+                  ) -> str | None:
+    """A float sum's compensation local, next to its accumulator (None for other dtypes):
+    the sum then runs as kahan_add (runtime/cuda_kernels.py, docs/reliability.md)."""
+    if dtype.kind != "f":
+        return None
+    comp = program.local()
+    nest.assign(comp, literal(0, dtype), "its rounding error", depth=nest.depth_of[acc])
+    return comp
+
+
+def _acc_update(program: ProgramBuilder, acc: str, comp: str | None, term: str,
+                dtype: np.dtype) -> str:
+    """acc += term: compensated when comp is a compensation local."""
+    if comp is None:
+        return f"{acc} = {_acc_step(acc, term, dtype)}"
+    return f"{acc}, {comp} = {program.helper('kahan_add')}({acc}, {comp}, {term})"
 
 
 def with_epilogue(node: Node) -> Node | None:
@@ -286,12 +337,15 @@ def _dot_general_kernel(k: KernelCtx) -> None:
     names, knames, lidx, ridx = dot_indices(k.node, lfree, rfree)
     k.threads(names, list(out.shape))
     acc = k.local(literal(0, out.dtype))
+    comp = _compensation(k.nest, k.program, acc, out.dtype)
     k.loops(knames, [lhs.shape[a] for a in lc])
     term = f"{k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]"
     if out.dtype == np.bool_:
         term = f"({k.ins[0]}[{index_str(lidx)}] and {k.ins[1]}[{index_str(ridx)}])"
-    k.put(f"{acc} = {_acc_step(acc, term, out.dtype)}")
+    k.put(_acc_update(k.program, acc, comp, term, out.dtype))
     k.close(len(lc))
+    if comp:
+        acc = f"{k.program.helper('comp_total')}({acc}, {comp})"
     k.put(f"{k.outs[0]}[{index_str(names)}] = {acc}")
 
 
@@ -327,9 +381,15 @@ def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
         others = [d for d in range(aval.ndim) if d != axis]
         k.threads([f"i{d}" for d in others], [aval.shape[d] for d in others])
         acc = k.local(literal(0 if op == "+" else 1, aval.dtype))
+        comp = _compensation(k.nest, k.program, acc, aval.dtype) if op == "+" else None
         n = aval.shape[axis]
         k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
         idx = index_str([f"i{d}" for d in range(aval.ndim)])
+        if comp:
+            k.put(_acc_update(k.program, acc, comp, f"{k.ins[0]}[{idx}]", aval.dtype))
+            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
+            k.close(1)
+            return
         step = f"{acc} {op} {k.ins[0]}[{idx}]"
         if aval.dtype in NARROW_INTS:
             step = f"{ctor(aval.dtype)}({step})"
@@ -398,12 +458,20 @@ def _no_device_kernel(k: Any) -> None:
         "CPU (jit without device='cuda')", k.node.source))
 
 
-for _name in ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu"):
-    _rule(_name, kernel=_no_device_kernel)
-# Views and copies run on the host (device-array reshape, a device-to-device copy).
-for _name in ("reshape", "squeeze", "expand_dims", "copy"):
-    CUDA_LOWERING_RULES[P[_name]] = Rule(point=LOWERING_RULES[P[_name]].point,
-                                         kernel=lambda k: None)
+_rule("cholesky", kernel=_no_device_kernel)
+_rule("triangular_solve", kernel=_no_device_kernel)
+_rule("solve", kernel=_no_device_kernel)
+_rule("slogdet", kernel=_no_device_kernel)
+_rule("eigh", kernel=_no_device_kernel)
+_rule("svd", kernel=_no_device_kernel)
+_rule("qr", kernel=_no_device_kernel)
+_rule("lu", kernel=_no_device_kernel)
+# Views and copies left alone run on the host (a reshaped device array, a device-to-device
+# copy: `lower_host`); inside a loop region they are the CPU's index maps.
+_rule("reshape", point=LOWERING_RULES[P["reshape"]].point, kernel=lambda k: None)
+_rule("squeeze", point=LOWERING_RULES[P["squeeze"]].point, kernel=lambda k: None)
+_rule("expand_dims", point=LOWERING_RULES[P["expand_dims"]].point, kernel=lambda k: None)
+_rule("copy", point=LOWERING_RULES[P["copy"]].point, kernel=lambda k: None)
 CUDA_LOWERING_RULES[FUSED] = Rule()  # lowered by the driver (loop regions)
 
 # ---------------------------------------------------------------------------------------
@@ -458,18 +526,39 @@ class CudaLoopCodegen(LoopRegionCodegen):
             acc = self.program.local()
             self.nest.assign(acc, init(node.outputs[0].aval.dtype), depth=self.inner_depth)
             accs[node] = acc
+        comps = self._compensations(accs)
         for a in self.reduce_axes:
             self.nest.open(f"i{a}", self.domain[a])
-        for node, acc in accs.items():
-            v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
-            self.nest.put(f"{acc} = {self._combine(node, acc, v)}")
+        self._fold(accs, comps)
         for v in outputs:
             self._store(v)
         for _ in self.reduce_axes:
             self.nest.close()
         for node, acc in accs.items():
+            self._finish_sum(acc, comps.get(node))
             self.values[node.outputs[0]] = acc
             self.nest.depth_of[acc] = self.inner_depth
+
+    def _compensations(self, accs: dict) -> dict:
+        """A compensation local for each float sum (summed with kahan_add: the error stays
+        at a few roundoffs however long the row, docs/reliability.md)."""
+        return {node: comp for node, acc in accs.items() if node.prim.name == "reduce_sum"
+                and (comp := _compensation(self.nest, self.program, acc,
+                                           node.outputs[0].aval.dtype)) is not None}
+
+    def _fold(self, accs: dict, comps: dict) -> None:
+        """Each reduction's step at the current point of the row."""
+        for node, acc in accs.items():
+            v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
+            if node in comps:
+                dtype = node.outputs[0].aval.dtype
+                self.nest.put(_acc_update(self.program, acc, comps[node], v, dtype))
+            else:
+                self.nest.put(f"{acc} = {self._combine(node, acc, v)}")
+
+    def _finish_sum(self, acc: str, comp: str | None) -> None:
+        if comp is not None:
+            self.nest.put(f"{acc} = {self.program.helper('comp_total')}({acc}, {comp})")
 
     # -- the block strategy: long rows ---------------------------------------------------
     def _generate_blocks(self, reductions, loops_of_red, full_outputs, loops_of_out,
@@ -510,19 +599,20 @@ class CudaLoopCodegen(LoopRegionCodegen):
             init, _ = self.rules[node.prim].reduce
             accs[node] = self.nest.assign(self.program.local(),
                                           init(node.outputs[0].aval.dtype), depth=1)
+        comps = self._compensations(accs)
         row_axes = list(self.reduce_axes)
         row = open_threads(self.nest, [f"i{a}" for a in row_axes],
                            [self.domain[a] for a in row_axes], flat="j1", start="tid",
                            step=str(self.block_threads))
         del row
-        for node, acc in accs.items():
-            v = self.value(node.inputs[0], self.canonical(node.inputs[0]))
-            self.nest.put(f"{acc} = {self._combine(node, acc, v)}")
+        self._fold(accs, comps)
         for v in outputs:
             self._store(v)
         self.nest.close()
         if not accs:
             return
+        for node, acc in accs.items():  # the tree below is pairwise
+            self._finish_sum(acc, comps.get(node))
         for node, acc in accs.items():
             self.nest.put(f"{shared[node]}[tid] = {acc}")
         self.nest.put("cuda.syncthreads()")

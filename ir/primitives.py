@@ -590,6 +590,8 @@ def _pad_rule(x: Aval, value: Aval, *, padding_config) -> Aval:
 
 def _pad_impl(x, value, *, padding_config):
     x = np.asarray(x)
+    if x.ndim == 0:  # nothing to pad (np.pad rejects an empty pad_width)
+        return x.copy()
     # Interior positions hold the padding value too (as in lax.pad).
     x = _dilate(x, [c[2] + 1 for c in padding_config], 0, np.asarray(value).item())
     pads = [(max(lo, 0), max(hi, 0)) for lo, hi, _ in padding_config]

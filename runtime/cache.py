@@ -3,7 +3,8 @@
 Disk layout (root: $TRANSFUSE_CACHE_DIR, default ~/.cache/transfuse):
 
     kernels/<name>-<key16>/kernel.py       the generated source, written atomically
-    kernels/<name>-<key16>/meta.json       key, versions, CPU, source checksum
+    kernels/<name>-<key16>/meta.json       key, target, checksums of kernel.py and of
+                                           Numba's files (recorded after each compile)
     kernels/<name>-<key16>/__pycache__/    Numba's own cache (cache=True) of kernel.py
     index/<signature hash>                 the last key seen for a function + signature
 
@@ -12,23 +13,33 @@ in its file keeps its kernel); the code is determined by the graph's structure, 
 signature and the options, together with the CPU target, the versions of transfuse, Numba,
 NumPy and Python, and a fingerprint of the compiler's own source files. A new process
 that generates the same source imports kernel.py, and Numba loads the machine code from
-__pycache__ instead of compiling. An entry whose kernel.py differs from the source we
-generate (truncated, foreign, edited) is rewritten; an unreadable Numba cache is wiped
-and rebuilt. Nothing here ever raises for a bad entry: it compiles instead.
+__pycache__ instead of compiling.
+
+Nothing on disk is trusted: kernel.py must match the checksum in meta.json and our code,
+and Numba's files the checksums recorded after the compile that wrote them. A file that
+does not (garbage, truncated, empty, foreign, stale) is replaced by compiling again, with
+the reason under TRANSFUSE_LOG=cache: a bad entry never raises and is never loaded. A
+cache folder we cannot write is still read: its checked entries are copied to a private
+writable fallback folder ($TRANSFUSE_CACHE_FALLBACK_DIR, default <tmp>/transfuse-<uid>/..)
+where Numba can use them, and what is missing compiles there (in memory if that fails
+too). Every write is a temporary file renamed over the target, so concurrent processes
+see the old file or the whole new one.
 
 TRANSFUSE_LOG=cache prints each hit and miss with its reason; TRANSFUSE_DISABLE_CACHE=1
-(or jit(..., cache=False)) keeps everything in memory.
+(or jit(..., cache=False)) keeps everything in memory. `stats()` counts compiles, disk
+hits, repairs and fallbacks in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import platform
-import shutil
+import re
 import sys
 import tempfile
 import threading
@@ -38,6 +49,11 @@ from typing import Any
 
 import numba
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent compiles then both compile
+    fcntl = None
 
 _HERE = Path(__file__).resolve().parent
 _ROOT = _HERE.parent
@@ -104,6 +120,46 @@ def code_only(source: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# What the cache has done in this process
+
+
+@dataclasses.dataclass
+class CacheStats:
+    """Counts for this process (tests, benchmarks and TRANSFUSE_LOG=cache read them)."""
+
+    compiles: int = 0  # entry points compiled by LLVM (no usable machine code anywhere)
+    disk_hits: int = 0  # entry points whose machine code came from a disk cache
+    repairs: int = 0  # corrupt, truncated or stale cache files found and replaced
+    fallbacks: int = 0  # kernels served from the fallback folder (cache not writable)
+
+
+_STATS = CacheStats()
+
+
+def stats() -> CacheStats:
+    """A copy of this process's counts."""
+    return dataclasses.replace(_STATS)
+
+
+def compile_count() -> int:
+    """Entry points LLVM compiled in this process (0 when everything came from disk)."""
+    return _STATS.compiles
+
+
+def count_load(kernel: LoadedKernel) -> None:
+    """Count a freshly loaded kernel as a compile or a disk hit."""
+    if kernel.from_disk:
+        _STATS.disk_hits += 1
+    else:
+        _STATS.compiles += 1
+
+
+def _repaired(message: str) -> None:
+    _STATS.repairs += 1
+    log(message)
+
+
+# ---------------------------------------------------------------------------------------
 # Loading generated source as a module
 
 
@@ -134,100 +190,38 @@ def load_kernel(source: str, name: str, *, disk: bool) -> LoadedKernel:
         if disk:
             kernel = _load_from_disk(source, name, key)
         else:
-            kernel = LoadedKernel(_exec_module(source, f"_transfuse_kernel_{key[:24]}", None),
-                                  "compiled")
+            kernel = _load_in_memory(source, key)
+        count_load(kernel)
         _LOADED[key] = kernel
         return kernel
 
 
+def _module_name(key: str) -> str:
+    return f"_transfuse_kernel_{key[:24]}"
+
+
+def _load_in_memory(source: str, key: str) -> LoadedKernel:
+    module = _exec_module(_without_disk_cache(source), _module_name(key), None)
+    return LoadedKernel(module, "compiled")
+
+
 def _exec_module(source: str, module_name: str, path: Path | None) -> types.ModuleType:
-    """Run the source as a module; Numba compiles (or loads) `entry` while it runs."""
-    if path is None:
-        module = types.ModuleType(module_name)
-        module.__file__ = f"<transfuse kernel {module_name}>"
-        sys.modules[module_name] = module
-        try:
-            exec(compile(source, module.__file__, "exec"), module.__dict__)
-        except BaseException:
-            sys.modules.pop(module_name, None)
-            raise
-        return module
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
+    """Run the source as a module; Numba compiles (or loads) `entry` while it runs.
+
+    With a path, the code is compiled from `source` (the text of that file, as checked by
+    the caller) under the file's name, so Numba finds its cache next to it; Python's own
+    bytecode cache is not used (a stale or corrupt .pyc could not slip a wrong kernel in).
+    """
+    module = types.ModuleType(module_name)
+    module.__file__ = str(path) if path is not None else f"<transfuse kernel {module_name}>"
     # Numba's cached environment re-imports the module by name: it must be registered.
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
     except BaseException:
         sys.modules.pop(module_name, None)
         raise
     return module
-
-
-def _load_from_disk(source: str, name: str, key: str) -> LoadedKernel:
-    try:
-        entry_dir = cache_root() / "kernels" / f"{_safe(name)}-{key[:16]}"
-        path = entry_dir / "kernel.py"
-        status = _ensure_source(entry_dir, path, source, key)
-    except OSError as e:  # an unwritable cache: compile in memory
-        log(f"miss {name}: cache folder unusable ({e}); compiling in memory")
-        module = _exec_module(_without_disk_cache(source), f"_transfuse_kernel_{key[:24]}", None)
-        return LoadedKernel(module, "compiled")
-    module_name = f"_transfuse_kernel_{key[:24]}"
-    try:
-        module = _exec_module(source, module_name, path)
-    except Exception as e:  # a corrupted Numba cache file: wipe it and compile again
-        log(f"miss {name}: Numba's cache for {path.parent.name} is unreadable "
-            f"({type(e).__name__}); rebuilding it")
-        shutil.rmtree(entry_dir / "__pycache__", ignore_errors=True)
-        module = _exec_module(source, module_name, path)
-    kernel = LoadedKernel(module, "disk" if status == "ok" else "compiled")
-    if kernel.from_disk:
-        log(f"disk hit {name}: {entry_dir}")
-    elif status == "ok":
-        log(f"disk miss {name}: Numba had no machine code for {entry_dir.name}; compiled")
-        kernel.origin = "compiled"
-    else:
-        log(f"disk miss {name}: {status}; compiled and stored in {entry_dir}")
-    return kernel
-
-
-def _ensure_source(entry_dir: Path, path: Path, source: str, key: str) -> str:
-    """Write kernel.py unless an identical one is there; say why it was (re)written."""
-    if path.exists():
-        try:
-            existing = path.read_text()
-        except (OSError, UnicodeDecodeError):
-            existing = None
-        if existing is not None and code_only(existing) == code_only(source):
-            return "ok"
-        status = "corrupted or foreign entry (source differs); rewritten"
-        shutil.rmtree(entry_dir / "__pycache__", ignore_errors=True)
-    else:
-        status = "no entry"
-    entry_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, source)
-    meta = {"key": key, "target": target_description(),
-            "sha256": hashlib.sha256(source.encode()).hexdigest()}
-    atomic_write(entry_dir / "meta.json", json.dumps(meta, indent=1))
-    return status
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write text to path so that readers see the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _without_disk_cache(source: str) -> str:
@@ -239,23 +233,403 @@ def _safe(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# The disk cache: a writable folder, else a private fallback copy, else memory
+
+
+def _load_from_disk(source: str, name: str, key: str) -> LoadedKernel:
+    entry_dir = cache_root() / "kernels" / f"{_safe(name)}-{key[:16]}"
+    if _writable(entry_dir):
+        try:
+            return _load_entry(entry_dir, source, name, key)
+        except OSError as e:  # a full disk, a folder made read-only meanwhile
+            log(f"miss {name}: cache folder unusable ({e}); compiling in memory")
+            return _load_in_memory(source, key)
+    fallback = _fallback_entry(entry_dir)
+    if fallback is None:
+        log(f"miss {name}: {entry_dir.parent} is not writable and no fallback folder is; "
+            "compiling in memory")
+        return _load_in_memory(source, key)
+    log(f"cache {name}: {entry_dir.parent} is not writable; using {fallback}")
+    try:
+        kernel = _load_entry(fallback, source, name, key, seed_from=entry_dir)
+    except OSError as e:
+        log(f"miss {name}: fallback folder unusable ({e}); compiling in memory")
+        return _load_in_memory(source, key)
+    _STATS.fallbacks += 1
+    return kernel
+
+
+def _load_entry(entry_dir: Path, source: str, name: str, key: str,
+                seed_from: Path | None = None) -> LoadedKernel:
+    """Load (or compile and store) the kernel of a writable entry folder, repairing it;
+    seed_from: a read-only entry to copy checked files from first."""
+    with _entry_lock(entry_dir):
+        if seed_from is not None:
+            _seed_fallback(seed_from, entry_dir, source, key)
+        return _load_locked_entry(entry_dir, source, name, key)
+
+
+@contextlib.contextmanager
+def _entry_lock(entry_dir: Path):
+    """Hold the entry's .lock file: a second process compiling the same kernel waits, then
+    loads what the first stored (instead of compiling too and racing on the files)."""
+    if fcntl is None:
+        yield
+        return
+    entry_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(entry_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock (also when the process dies)
+
+
+def _load_locked_entry(entry_dir: Path, source: str, name: str, key: str) -> LoadedKernel:
+    meta = _read_meta(entry_dir, name)
+    text, problem = _check_source(entry_dir, meta, source, key)
+    if problem is not None:
+        if problem != "no entry":
+            _repaired(f"disk miss {name}: {problem}; rewriting {entry_dir.name}")
+        _clear_numba_files(entry_dir)
+        meta = _write_source(entry_dir, source, key)
+        text = source
+    else:
+        numba_problem = _check_numba_files(entry_dir, meta)
+        if numba_problem is not None:
+            _repaired(f"disk miss {name}: {numba_problem}; recompiling {entry_dir.name}")
+            _clear_numba_files(entry_dir)
+    module = _import_entry(entry_dir, text, _module_name(key), name)
+    kernel = LoadedKernel(module, "disk")
+    if kernel.from_disk:
+        log(f"disk hit {name}: {entry_dir}")
+        return kernel
+    kernel.origin = "compiled"
+    _record_numba_files(entry_dir, meta)
+    if problem is None:
+        log(f"disk miss {name}: Numba had no machine code for {entry_dir.name}; compiled")
+    else:
+        log(f"disk miss {name}: {problem}; compiled and stored in {entry_dir}")
+    return kernel
+
+
+def _import_entry(entry_dir: Path, text: str, module_name: str, name: str
+                  ) -> types.ModuleType:
+    """Import kernel.py; a Numba cache file that fails to load is removed and rebuilt."""
+    path = entry_dir / "kernel.py"
+    try:
+        return _exec_module(text, module_name, path)
+    except Exception as e:  # Numba could not read its cache (a failed unpickle, say)
+        _repaired(f"disk miss {name}: Numba's cache for {entry_dir.name} is unreadable "
+                  f"({type(e).__name__}); rebuilding it")
+        _clear_numba_files(entry_dir)
+        return _exec_module(text, module_name, path)
+
+
+# -- checking an entry -------------------------------------------------------------------
+
+_META_FORMAT = 2
+_NUMBA_SUFFIXES = (".nbi", ".nbc")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _read_meta(entry_dir: Path, name: str) -> dict | None:
+    """meta.json's content; None when it is missing or unusable (said in the log)."""
+    try:
+        meta = json.loads((entry_dir / "meta.json").read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
+        log(f"disk {name}: {entry_dir.name}/meta.json is unreadable ({type(e).__name__})")
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != _META_FORMAT:
+        log(f"disk {name}: {entry_dir.name}/meta.json is corrupt or of another format")
+        return None
+    return meta
+
+
+def _check_source(entry_dir: Path, meta: dict | None, source: str, key: str
+                  ) -> tuple[str, str | None]:
+    """(kernel.py's text, None) when it is the one meta.json describes and has our code;
+    else ('', why not)."""
+    try:
+        data = (entry_dir / "kernel.py").read_bytes()
+    except FileNotFoundError:
+        return "", "no entry"
+    except OSError as e:
+        return "", f"kernel.py is unreadable ({e})"
+    if meta is None:
+        return "", "meta.json is missing or corrupt"
+    if meta.get("key") != key or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        return "", "corrupted or foreign entry (kernel.py's checksum differs)"
+    text = data.decode("utf-8")  # the checksum matched: this is text we wrote
+    if code_only(text) != code_only(source):
+        return "", "corrupted or foreign entry (source differs)"
+    return text, None
+
+
+def _check_numba_files(entry_dir: Path, meta: dict) -> str | None:
+    """Why Numba's files in __pycache__ cannot be trusted, or None (also when there are
+    none: Numba then compiles)."""
+    found = _numba_files(entry_dir)
+    if not found:
+        return None
+    recorded = meta.get("numba")
+    if not isinstance(recorded, dict):
+        return "Numba's cache files were never recorded as complete"
+    if found != recorded:
+        return "Numba's cache files differ from the ones recorded (corrupt or stale)"
+    return None
+
+
+def _numba_files(entry_dir: Path) -> dict[str, str]:
+    """{file name: sha256} of Numba's index and data files in the entry's __pycache__."""
+    pycache = entry_dir / "__pycache__"
+    try:
+        names = sorted(os.listdir(pycache))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    files = {}
+    for file_name in names:
+        if file_name.endswith(_NUMBA_SUFFIXES):
+            files[file_name] = hashlib.sha256((pycache / file_name).read_bytes()).hexdigest()
+    return files
+
+
+# -- writing an entry --------------------------------------------------------------------
+
+
+def _write_source(entry_dir: Path, source: str, key: str) -> dict:
+    """Store kernel.py and a meta.json that has no Numba files recorded yet."""
+    entry_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(entry_dir / "kernel.py", source)
+    meta = {"format": _META_FORMAT, "key": key, "target": target_description(),
+            "sha256": hashlib.sha256(source.encode()).hexdigest()}
+    atomic_write(entry_dir / "meta.json", json.dumps(meta, indent=1))
+    return meta
+
+
+def _ensure_source(entry_dir: Path, path: Path, source: str, key: str) -> str:
+    """Store source as entry_dir/kernel.py unless a checked copy is there: 'ok', or why it
+    was (re)written. (CUDA modules: numba-cuda keeps no machine code on disk.)"""
+    meta = _read_meta(entry_dir, entry_dir.name)
+    _, problem = _check_source(entry_dir, meta, source, key)
+    if problem is None:
+        return "ok"
+    _write_source(entry_dir, source, key)
+    return problem
+
+
+def _record_numba_files(entry_dir: Path, meta: dict) -> None:
+    """After a compile: note Numba's files in meta.json, so later loads can check them."""
+    files = _numba_files(entry_dir)
+    if files and meta.get("numba") != files:
+        meta = {**meta, "numba": files}
+        atomic_write(entry_dir / "meta.json", json.dumps(meta, indent=1))
+
+
+def _clear_numba_files(entry_dir: Path) -> None:
+    """Remove the files in __pycache__ (the folder stays: a concurrent Numba may be
+    renaming a new file into it)."""
+    pycache = entry_dir / "__pycache__"
+    try:
+        names = os.listdir(pycache)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for file_name in names:
+        try:
+            (pycache / file_name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def atomic_write(path: Path, text: str | bytes) -> None:
+    """Write text (or bytes) to path so that readers see the old file or the whole new one."""
+    data = text.encode() if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _writable(entry_dir: Path) -> bool:
+    """Whether the entry folder (or, before it exists, kernels/) and its __pycache__ take
+    new files: tried, since permission bits say nothing for root or read-only mounts."""
+    try:
+        if not entry_dir.is_dir():
+            entry_dir.parent.mkdir(parents=True, exist_ok=True)
+        folders = [entry_dir if entry_dir.is_dir() else entry_dir.parent]
+        if (entry_dir / "__pycache__").is_dir():
+            folders.append(entry_dir / "__pycache__")
+        for folder in folders:
+            tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
+
+
+# -- the fallback folder of a read-only cache --------------------------------------------
+
+
+def fallback_root() -> Path | None:
+    """Where kernels go when the cache folder is not writable: $TRANSFUSE_CACHE_FALLBACK_DIR,
+    else a folder private to this user under the system's temporary folder (None if that
+    cannot be had safely)."""
+    env = os.environ.get("TRANSFUSE_CACHE_FALLBACK_DIR")
+    if env:
+        return Path(env).expanduser()
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    base = Path(tempfile.gettempdir()) / f"transfuse-{uid}"
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(base)
+    except OSError:
+        return None
+    # Code is loaded from here: refuse a folder another user made or can write into.
+    if not os.path.isdir(base) or os.path.islink(base) or st.st_uid != uid or st.st_mode & 0o022:
+        return None
+    digest = hashlib.sha256(str(cache_root().resolve()).encode()).hexdigest()[:12]
+    return base / digest
+
+
+def _fallback_entry(entry_dir: Path) -> Path | None:
+    root = fallback_root()
+    if root is None:
+        return None
+    fallback = root / "kernels" / entry_dir.name
+    return fallback if _writable(fallback) else None
+
+
+def _seed_fallback(entry_dir: Path, fallback: Path, source: str, key: str) -> None:
+    """Copy a read-only entry's checked files to the fallback entry, unless it has them."""
+    name = entry_dir.name
+    meta = _read_meta(fallback, name)
+    _, problem = _check_source(fallback, meta, source, key)
+    if problem is None and _check_numba_files(fallback, meta) is None and _numba_files(fallback):
+        return
+    meta = _read_meta(entry_dir, name)
+    text, problem = _check_source(entry_dir, meta, source, key)
+    if problem is not None:
+        return  # nothing usable to copy: the fallback entry compiles
+    trusted = _check_numba_files(entry_dir, meta) is None
+    files = _numba_files(entry_dir) if trusted else {}
+    _clear_numba_files(fallback)
+    fallback.mkdir(parents=True, exist_ok=True)
+    atomic_write(fallback / "kernel.py", text)
+    if files:
+        (fallback / "__pycache__").mkdir(exist_ok=True)
+        for file_name in files:
+            data = (entry_dir / "__pycache__" / file_name).read_bytes()
+            atomic_write(fallback / "__pycache__" / file_name, data)
+    copied = {k: v for k, v in meta.items() if k != "numba"}
+    if files:
+        copied["numba"] = files
+    atomic_write(fallback / "meta.json", json.dumps(copied, indent=1))
+
+
+# -- prebuilt kernels (aot builds) -------------------------------------------------------
+
+
+def import_prebuilt(entry_dir: Path, text: str, module_name: str, recorded: dict | None,
+                    ) -> tuple[types.ModuleType, dict | None]:
+    """Import an aot entry's kernel.py, whose text the caller checked.
+
+    Numba's files are used only when they match `recorded` (None: an old build that
+    recorded none, trusted as before); others are removed and rebuilt. A folder we cannot
+    write is read through a copy in the fallback folder. Returns the module and, when they
+    changed in entry_dir, Numba's files to record.
+    """
+    target = entry_dir
+    if not _writable(entry_dir):
+        root = fallback_root()
+        digest = hashlib.sha256(str(entry_dir.resolve()).encode()).hexdigest()[:16]
+        target = root / "aot" / digest if root is not None else None
+        if target is None or not _writable(target):
+            log(f"aot {entry_dir}: not writable and no fallback folder is; compiling in memory")
+            return _exec_module(_without_disk_cache(text), module_name, None), None
+        _STATS.fallbacks += 1
+    with _entry_lock(target):
+        if target != entry_dir:
+            _copy_prebuilt(entry_dir, target, text, recorded)
+        found = _numba_files(target)
+        if recorded is not None and found and found != recorded:
+            _repaired(f"aot {entry_dir}: Numba's cache files differ from the ones recorded "
+                      "(corrupt or stale); recompiling")
+            _clear_numba_files(target)
+        module = _import_entry(target, text, module_name, str(entry_dir))
+        after = _numba_files(target)
+    return module, (after if target == entry_dir and after != recorded else None)
+
+
+def _copy_prebuilt(entry_dir: Path, target: Path, text: str, recorded: dict | None) -> None:
+    """Seed a fallback copy of a read-only aot entry: kernel.py and trusted Numba files."""
+    if (target / "kernel.py").is_file() and (target / "kernel.py").read_text() == text:
+        return
+    _clear_numba_files(target)
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write(target / "kernel.py", text)
+    found = _numba_files(entry_dir)
+    if recorded is not None and found == recorded:
+        (target / "__pycache__").mkdir(exist_ok=True)
+        for file_name in found:
+            data = (entry_dir / "__pycache__" / file_name).read_bytes()
+            atomic_write(target / "__pycache__" / file_name, data)
+
+
+# ---------------------------------------------------------------------------------------
 # Why a function was compiled again: the signature index
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|\('id', \d+\)")
+
+
+def stable_repr(signature: Any) -> str:
+    """repr(signature) without what differs between processes (object addresses)."""
+    return _ADDRESS.sub("", repr(signature))
 
 
 def note_signature(qualname: str, signature: Any, key: str) -> str | None:
-    """Record key for (function, signature); say why it changed, if it did (disk only)."""
-    ident = hashlib.sha256(f"{qualname}\n{signature!r}".encode()).hexdigest()[:32]
+    """Record key for (function, signature); say why it changed, if it did (disk only).
+
+    Never raises: an unreadable or garbage index file is rewritten (logged), an unwritable
+    one is left alone.
+    """
+    ident = hashlib.sha256(f"{qualname}\n{stable_repr(signature)}".encode()).hexdigest()[:32]
     path = cache_root() / "index" / ident
-    try:
-        old = path.read_text() if path.exists() else None
-        if old != key:
+    old = _read_index(path)
+    if old != key:
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, key)
-    except OSError:
-        return None
+        except OSError as e:
+            log(f"index {ident}: not writable ({type(e).__name__}); left as it is")
     if old is not None and old != key:
         return "changed function (its graph or source differs from the cached one)"
     return None
+
+
+def _read_index(path: Path) -> str | None:
+    """The key an index file holds; None when there is none or it is not a key (logged)."""
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        log(f"index {path.name}: unreadable ({type(e).__name__}); ignored")
+        return None
+    text = data.decode("ascii", errors="replace").strip()
+    if not _HEX64.fullmatch(text):
+        _repaired(f"index {path.name}: corrupt (not a key); rewritten")
+        return None
+    return text
 
 
 def clear_memory_cache() -> None:

@@ -210,13 +210,24 @@ def load_program(source: str, name: str, *, disk: bool) -> CudaModule:
                 path = entry_dir / "kernel.py"
                 status = disk_cache._ensure_source(entry_dir, path, source, key)
                 disk_cache.log(f"cuda source {name}: {status} ({entry_dir})")
-                module = disk_cache._exec_module(source, module_name, path)
+                module = _exec_generated(source, module_name, path)
             except OSError as e:  # an unwritable cache: keep it in memory
                 disk_cache.log(f"miss {name}: cache folder unusable ({e}); in memory")
         if module is None:
-            module = disk_cache._exec_module(source, module_name, None)
+            module = _exec_generated(source, module_name, None)
         loaded = _LOADED[key] = CudaModule(module, "compiled")
         return loaded
+
+
+def _exec_generated(source: str, module_name: str, path) -> types.ModuleType:
+    """Run a generated module; a helper it imports that does not exist is a CompileError
+    (a CUDA lowering rule named it), raised here, before anything is launched."""
+    try:
+        return disk_cache._exec_module(source, module_name, path)
+    except ImportError as e:
+        raise CompileError(f"the CUDA backend generated code that imports a missing name: "
+                           f"{e} (a rule in compiler/lower_cuda.py calls a helper that "
+                           "transfuse.runtime.cuda_kernels does not define)") from e
 
 
 @dataclass(eq=False)

@@ -190,3 +190,29 @@ def clamp_start(start, size, n):
     if s < 0:
         s = 0
     return s
+
+
+# ---------------------------------------------------------------------------------------
+# Accurate sums (docs/reliability.md, "Accuracy of reductions"): a thread's running sum
+# of n terms errs by up to n roundoffs; with the rounding error of each addition carried
+# into the next one (Kahan's scheme, with Knuth's branch-free TwoSum), by about two,
+# whatever n (up to a second-order n u^2 term). In the input's dtype: float64 arithmetic is
+# slow on many GPUs. (The CPU's comp_add keeps its total in float64 instead.)
+
+
+@device
+def kahan_add(total, comp, x):
+    """Add x to the compensated sum (total, comp), comp being the last rounding error."""
+    y = x + comp
+    new = total + y
+    if new - new != 0:  # inf or NaN from here on: a zero keeps comp from adding NaN
+        return new, comp * 0
+    y_part = new - total
+    return new, (total - (new - y_part)) + (y - y_part)
+
+
+@device
+def comp_total(total, comp):
+    """The value of a compensated sum. Once the total is inf or NaN (an inf or NaN term,
+    or overflow) the compensation is NaN, and the total alone is NumPy's answer."""
+    return total + comp if total - total == 0 else total

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -208,10 +209,21 @@ def test_compare_is_relative_to_the_reference_scale():
     assert not compare(np.array([np.nan]), np.array([1.0]), rtol=1, atol=1).ok
 
 
-def test_measure_loops_fast_calls():
-    timing = measure(lambda: None, repeat=3, warmup=1, min_sample_s=0.001)
+def test_measure_loops_fast_calls(monkeypatch):
+    # A clock that only the call advances, by 1 us: on a busy machine a preempted first
+    # call of a real clock could look slow and leave too few calls per sample.
+    from transfuse.bench import timing as timing_module
+
+    now = [0.0]
+    monkeypatch.setattr(timing_module, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def call():
+        now[0] += 1e-6
+
+    timing = measure(call, repeat=3, warmup=1, min_sample_s=0.001)
     assert timing.samples == 3 and timing.calls_per_sample > 10
     assert timing.min_s <= timing.median_s <= timing.max_s
+    assert timing.median_s == pytest.approx(1e-6)
 
 
 def test_measure_keeps_expensive_calls_within_budget():

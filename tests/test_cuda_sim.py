@@ -21,6 +21,7 @@ from numba import cuda  # noqa: E402
 
 import transfuse as tx  # noqa: E402
 import transfuse.numpy as tnp  # noqa: E402
+from tests.catalogue import combined, copies, families, reference  # noqa: E402
 from tests.cuda_programs import programs  # noqa: E402
 from tests.helpers import rand  # noqa: E402
 
@@ -61,6 +62,19 @@ def test_programs_match_the_interpreter(dtype, name):
         actual = tx.jit(f, device="cuda")(*args)
     outs = actual if isinstance(actual, tuple) else (actual,)
     assert all(isinstance(o, type(cuda.device_array(1))) for o in outs), "device arrays out"
+    assert_matches(actual, expected)
+
+
+FAMILIES = families()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_primitive_of_the_catalogue_matches_the_interpreter(family):
+    """tests/catalogue.py, one program a family (as tests/test_coverage.py compiles it)."""
+    f, args = combined(FAMILIES[family])
+    with np.errstate(all="ignore"):
+        expected = reference(f, args)
+        actual = tx.jit(f, device="cuda")(*copies(args))
     assert_matches(actual, expected)
 
 

@@ -702,11 +702,6 @@ def step_pure(w, g):
     return ((w - 0.1 * g) ** 2).sum()
 
 
-def _has(name: str) -> bool:
-    return hasattr(tx, name)
-
-
-@pytest.mark.skipif(not _has("grad"), reason="transfuse.grad not available yet")
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_grad_of_a_mutating_program_matches_its_pure_rewrite(dtype):
     x = _rand(np.random.default_rng(11), (4, 3), dtype)
@@ -715,7 +710,6 @@ def test_grad_of_a_mutating_program_matches_its_pure_rewrite(dtype):
     np.testing.assert_array_equal(x, x_before)  # a fresh buffer was written, not x
 
 
-@pytest.mark.skipif(not _has("grad"), reason="transfuse.grad not available yet")
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_grad_through_a_write_into_an_argument_is_taken_at_entry(dtype):
     rng = np.random.default_rng(12)
@@ -749,7 +743,6 @@ def fill_like_pure(x):
     return scaled + (np.arange(x.shape[0]) % 2 == 0).astype(x.dtype)
 
 
-@pytest.mark.skipif(not _has("vmap"), reason="transfuse.vmap not available yet")
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("mutating,pure", [(fill_fresh, fill_fresh_pure),
                                            (fill_like, fill_like_pure)])
@@ -760,7 +753,6 @@ def test_vmap_batches_a_fresh_buffer_that_receives_batched_writes(mutating, pure
     _assert_close(out, np.stack([mutating(row.copy()) for row in xs]))
 
 
-@pytest.mark.skipif(not _has("vmap"), reason="transfuse.vmap not available yet")
 def test_vmap_writes_back_into_a_batched_argument_and_refuses_an_unbatched_one():
     def accumulate(acc, v):
         acc += v
@@ -778,7 +770,6 @@ def test_vmap_writes_back_into_a_batched_argument_and_refuses_an_unbatched_one()
     np.testing.assert_array_equal(shared, np.zeros(4))
 
 
-@pytest.mark.skipif(not _has("jvp"), reason="transfuse.jvp not available yet")
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_jvp_of_a_mutating_program_matches_its_pure_rewrite(dtype):
     rng = np.random.default_rng(15)
@@ -896,7 +887,6 @@ def test_views_replay_on_values_computed_from_transposed_data(remove):
     _assert_close(x, x_after)
 
 
-@pytest.mark.skipif(not (_has("vmap") and _has("grad")), reason="vmap/grad not available yet")
 def test_functionalize_composes_with_vmap_and_grad_both_ways():
     rng = np.random.default_rng(17)
     ws, gs = _rand(rng, (2, 3), "float64"), _rand(rng, (2, 3), "float64")

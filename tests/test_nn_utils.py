@@ -369,9 +369,7 @@ def test_batch_norm_training_under_a_transform_needs_the_buffers():
 
 
 def test_vmap_over_stacked_models_matches_each_model():
-    vmap = getattr(tx, "vmap", None)
-    if vmap is None:
-        pytest.skip("needs transfuse.vmap")
+    vmap = tx.vmap
     models = [nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
                             nn.Linear(12, 2)) for _ in range(4)]
     params, buffers = stack_module_state(models)

@@ -497,9 +497,7 @@ def test_vmap_of_jacrev():
 
 
 def test_grad_composes_with_jit():
-    jit = getattr(tx, "jit", None)
-    if jit is None:
-        pytest.skip("transfuse.jit is not there yet")
+    jit = tx.jit
     x = np.linspace(-1.0, 1.0, 5)
 
     def f(x):

@@ -65,7 +65,6 @@ JIT_CHECKED = (NAMES if os.environ.get("TRANSFUSE_TUTORIAL_JIT") == "all"
                else ["ensembling", "jacobians_hessians"])
 
 
-@pytest.mark.skipif(not hasattr(tx, "jit"), reason="transfuse.jit not available yet")
 @pytest.mark.parametrize("name", JIT_CHECKED)
 def test_jit_gives_the_same_numbers(name, capsys):
     res = load(name).main(with_jit=True)

@@ -581,14 +581,8 @@ def test_vmap_of_vjp():
                                rtol=1e-12)
 
 
-def _needs(name):
-    if not hasattr(tx, name):
-        pytest.skip(f"transfuse.{name} is not there yet")
-    return getattr(tx, name)
-
-
 def test_jacfwd_of_vmap():
-    jacfwd = _needs("jacfwd")
+    jacfwd = tx.jacfwd
     rng = np.random.default_rng(17)
     xs = rng.normal(size=(3, 2))
     f = tx.vmap(lambda x: np.sin(x) * x[1])
@@ -601,7 +595,7 @@ def test_jacfwd_of_vmap():
 
 
 def test_vmap_of_jacfwd_and_of_grad_of_grad():
-    jacfwd = _needs("jacfwd")
+    jacfwd = tx.jacfwd
     rng = np.random.default_rng(24)
     xs = rng.normal(size=(4, 3))
     f = lambda x: np.cos(x) * np.sum(x)
@@ -614,7 +608,7 @@ def test_vmap_of_jacfwd_and_of_grad_of_grad():
 
 
 def test_vmap_of_hessian():
-    hessian = _needs("hessian")
+    hessian = tx.hessian
     rng = np.random.default_rng(18)
     xs = rng.normal(size=(4, 3))
     f = lambda x: np.sum(np.sin(x) * x[0])
@@ -624,7 +618,7 @@ def test_vmap_of_hessian():
 
 
 def test_vmap_of_jvp():
-    jvp = _needs("jvp")
+    jvp = tx.jvp
     rng = np.random.default_rng(19)
     xs, ts = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
     f = lambda x: np.exp(x) * x[2]

@@ -356,9 +356,8 @@ def test_chunked_vmap_composes_with_vmap_and_forward_mode():
     loop = np.stack([[f(v) for v in row] for row in x])
     np.testing.assert_allclose(tx.vmap(inner)(x), loop, rtol=1e-12)
     np.testing.assert_allclose(tx.vmap(inner, chunk_size=2)(x), loop, rtol=1e-12)
-    if hasattr(tx, "jacfwd"):
-        np.testing.assert_allclose(tx.jacfwd(inner)(x[0]), tx.jacrev(inner)(x[0]),
-                                   rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(tx.jacfwd(inner)(x[0]), tx.jacrev(inner)(x[0]),
+                               rtol=1e-12, atol=1e-14)
 
 
 def test_constant_outputs_do_not_alias_the_cached_graph():

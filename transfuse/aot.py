@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 
 from transfuse.ir.core import Aval, check_dtype, short_dtype
-from transfuse.ir.errors import TransfuseTypeError, TransfuseValueError
+from transfuse.ir.errors import (
+    TransfuseTypeError,
+    TransfuseValueError,
+    indexing_sites,
+    traced_index_error,
+)
 from transfuse.ir.primitives import random_streams
 from transfuse.runtime import cache as kernel_cache
 from transfuse.runtime.executable import Executable, as_kernel_arg
@@ -91,38 +96,74 @@ def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int) -> dic
     np.savez(entry_dir / "consts.npz", *program.const_args)
     info = {"out_tree": out_tree, "num_outputs": len(graph.outputs),
             "mutated_inputs": tuple(graph.mutated_inputs), "has_rng": graph.has_rng,
-            "rng_streams": random_streams(graph)}
+            "rng_streams": random_streams(graph),
+            # the user's lines of the gathers and scatters, for an index out of range
+            "index_sites": indexing_sites(graph)}
     (entry_dir / "info.pkl").write_bytes(pickle.dumps(info))
     _import_kernel(entry_dir)  # Numba compiles here and caches the machine code beside it
-    return {"dir": entry_dir.name, "signature": format_signature(avals)}
+    # Checksums: load() never runs a kernel, or unpickles a file, that the build did not write.
+    return {"dir": entry_dir.name, "signature": format_signature(avals),
+            "files": _checksums(entry_dir), "numba": kernel_cache._numba_files(entry_dir)}
 
 
-def _import_kernel(entry_dir: Path) -> kernel_cache.LoadedKernel:
+_CHECKED_FILES = ("kernel.py", "consts.npz", "info.pkl")
+
+
+def _checksums(entry_dir: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((entry_dir / name).read_bytes()).hexdigest()
+            for name in _CHECKED_FILES}
+
+
+def _check_files(entry_dir: Path, recorded: dict[str, str]) -> None:
+    """Raise if a file of the entry is not the one the build wrote (the build does not
+    carry the program, so it cannot be recompiled from here)."""
+    for name in _CHECKED_FILES:
+        try:
+            digest = hashlib.sha256((entry_dir / name).read_bytes()).hexdigest()
+        except OSError as e:
+            digest = f"unreadable ({e})"
+        if digest != recorded.get(name):
+            raise TransfuseValueError(
+                f"{entry_dir / name} is corrupt or missing (not the file the aot build "
+                "wrote); build it again with `transfuse aot`")
+
+
+def _import_kernel(entry_dir: Path, entry: dict | None = None) -> kernel_cache.LoadedKernel:
+    """The entry's compiled kernel; entry (its manifest record) has the files' checksums,
+    and Numba's files (updated in it when they were rebuilt)."""
+    if entry is not None and "files" in entry:
+        _check_files(entry_dir, entry["files"])
     source = (entry_dir / "kernel.py").read_text()
     # Numba's cached code re-imports its module by name: the name must be the same when
     # the build is made and when it is loaded, so it is derived from the source.
     module_name = f"_transfuse_aot_{hashlib.sha256(source.encode()).hexdigest()[:20]}"
     if module_name in sys.modules:
         return kernel_cache.LoadedKernel(sys.modules[module_name], "memory")
-    module = kernel_cache._exec_module(source, module_name, entry_dir / "kernel.py")
-    return kernel_cache.LoadedKernel(module, "disk")
+    recorded = entry.get("numba") if entry is not None else None
+    module, rebuilt = kernel_cache.import_prebuilt(entry_dir, source, module_name, recorded)
+    if rebuilt is not None and entry is not None:
+        entry["numba"] = rebuilt
+    kernel = kernel_cache.LoadedKernel(module, "disk")
+    kernel_cache.count_load(kernel)
+    return kernel
 
 
 class AotFunction:
     """A function loaded from an ahead-of-time build: call it with matching arrays."""
 
     def __init__(self, path: Path, name: str, executables: dict[tuple, Executable],
-                 signatures: list[str]):
+                 signatures: list[str], index_sites: dict[tuple, tuple] | None = None):
         self.path = path
         self.__name__ = name
         self._executables = executables
         self.signatures = signatures
+        self._index_sites = index_sites or {}
 
     def __repr__(self) -> str:
         return f"<transfuse.load of {self.__name__}: {', '.join(self.signatures)}>"
 
     def __call__(self, *args: Any) -> Any:
-        arrays = [np.asarray(a) for a in args]
+        arrays = [_native(np.asarray(a)) for a in args]
         key = tuple((a.shape, a.dtype.str) for a in arrays)
         exe = self._executables.get(key)
         if exe is None:
@@ -133,7 +174,10 @@ class AotFunction:
         kernel_args = [as_kernel_arg(a, a.dtype) for a in arrays]
         if exe.mutated_inputs:
             check_no_aliasing(kernel_args, exe.mutated_inputs)
-        outs = exe.run(kernel_args, next_key(exe.rng_streams) if exe.has_rng else None)
+        try:
+            outs = exe.run(kernel_args, next_key(exe.rng_streams) if exe.has_rng else None)
+        except IndexError as error:  # a traced index out of range, found by the kernel
+            raise traced_index_error(self._index_sites.get(key, ())) from error
         if exe.mutated_inputs:
             n_user = len(outs) - len(exe.mutated_inputs)
             write_back(list(args), exe.mutated_inputs, outs[n_user:])
@@ -150,12 +194,13 @@ def load(path: str | Path) -> AotFunction:
         raise TransfuseValueError(f"{path} is not a transfuse aot build ({e})") from None
     if manifest.get("format") != FORMAT:
         raise TransfuseValueError(f"{path}: unknown aot format {manifest.get('format')!r}")
+    original = json.loads(json.dumps(manifest))
     if manifest["target"] != kernel_cache.target_description():
         kernel_cache.log(f"aot {path}: built for another CPU or versions; Numba recompiles")
-    executables, signatures = {}, []
+    executables, signatures, index_sites = {}, [], {}
     for entry in manifest["entries"]:
         entry_dir = path / entry["dir"]
-        kernel = _import_kernel(entry_dir)
+        kernel = _import_kernel(entry_dir, entry)
         consts = np.load(entry_dir / "consts.npz")
         info = pickle.loads((entry_dir / "info.pkl").read_bytes())
         avals = parse_signature(entry["signature"])
@@ -165,8 +210,19 @@ def load(path: str | Path) -> AotFunction:
                          (entry_dir / "kernel.py").read_text(),
                          rng_streams=info.get("rng_streams", 1))
         executables[tuple((a.shape, a.dtype.str) for a in avals)] = exe
+        index_sites[tuple((a.shape, a.dtype.str) for a in avals)] = info.get("index_sites", ())
         signatures.append(entry["signature"])
-    return AotFunction(path, manifest["function"], executables, signatures)
+    if manifest != original:  # Numba's files were rebuilt: record them
+        try:
+            kernel_cache.atomic_write(path / MANIFEST, json.dumps(manifest, indent=1))
+        except OSError:
+            pass  # a read-only build: it is checked (and rebuilt) again next time
+    return AotFunction(path, manifest["function"], executables, signatures, index_sites)
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """array in native byte order (a big-endian array is converted, as jit does)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def _resolve(target: str) -> Callable:

@@ -164,7 +164,7 @@ def main(with_jit: bool = True) -> dict:
     }
     results["max_abs_diff_different"] = _max_diff(different, results["loop_different"])
     results["max_abs_diff_same"] = _max_diff(same, results["loop_same"])
-    if with_jit and hasattr(tx, "jit"):  # transfuse.jit may not exist yet
+    if with_jit:
         results["jit_max_abs_diff"] = jit_max_abs_diff(fmodel, params, buffers, minibatches,
                                                        different)
     return results

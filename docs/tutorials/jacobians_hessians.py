@@ -264,7 +264,7 @@ def main(with_jit: bool = True) -> dict:
             "parameter_jacrev_vs_jacfwd": _max_diff(params["jacrev"], params["jacfwd"]),
         },
     }
-    if with_jit and hasattr(tx, "jit"):  # transfuse.jit may not exist yet
+    if with_jit:
         results["jit_max_abs_diff"] = jit_max_abs_diff(weight, bias, batch,
                                                        batch_results["hessians"])
     return results

@@ -212,7 +212,7 @@ def main(with_jit: bool = True) -> dict:
         "initial_params": initial, "params": params, "eval_tasks": eval_tasks,
         "history": history, "gradient_check": check,
     }
-    if with_jit and hasattr(tx, "jit"):  # transfuse.jit may not exist yet
+    if with_jit:
         results["jit_max_abs_diff"] = jit_max_abs_diff(loss, params, eval_tasks)
     return results
 

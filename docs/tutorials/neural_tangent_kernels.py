@@ -186,7 +186,7 @@ def main(with_jit: bool = True) -> dict:
         "max_abs_diff_contraction": float(np.max(np.abs(contraction - loop))),
         "max_abs_diff_ntk_vps": float(np.max(np.abs(ntk_vps - loop))),
     }
-    if with_jit and hasattr(tx, "jit"):  # transfuse.jit may not exist yet
+    if with_jit:
         results["jit_max_abs_diff"] = jit_max_abs_diff(fnet_single, params, x1, x2, contraction)
     return results
 

@@ -141,7 +141,7 @@ def main(with_jit: bool = True) -> dict:
         "vmap_seconds": vmap_s, "loop_seconds": loop_s,
     }
 
-    if with_jit and hasattr(tx, "jit"):  # transfuse.jit may not exist yet
+    if with_jit:
         results["jit_max_abs_diff"] = jit_max_abs_diff(loss, params, buffers, images,
                                                        labels, vmap_grads)
     return results

@@ -11,7 +11,7 @@ import numpy as np
 
 from transfuse.ir import lax
 from transfuse.ir.core import check_dtype
-from transfuse.ir.errors import ShapeError
+from transfuse.ir.errors import ShapeError, TransfuseValueError
 from transfuse.ir.source import with_location
 from transfuse.ir.tracing import NUMPY_TABLE, Tracer
 
@@ -282,7 +282,8 @@ def reshape(a, shape=None, order="C", *, newshape=None, copy=None):
 def _fortran_order(a: Any, order: str) -> bool:
     """Whether ravel/flatten with `order` reads a in Fortran (column-major) index order."""
     if order not in ("C", "F", "A", "K"):
-        raise ValueError(f"order must be one of 'C', 'F', 'A', or 'K' (got {order!r})")
+        raise TransfuseValueError(with_location(
+            f"order must be one of 'C', 'F', 'A', or 'K' (got {order!r})"))
     if order in ("C", "F") or ndim_of(a) < 2:
         return order == "F"
     flags = layout_of(a).flags if is_traced(a) else np.asarray(a).flags
@@ -322,7 +323,9 @@ def transpose(a, axes=None):
     perm = tuple(reversed(range(a.ndim))) if axes is None else tuple(
         normalize_axis(int(p), a.ndim) for p in axes)
     if sorted(perm) != list(range(a.ndim)):
-        raise ValueError("axes don't match array")
+        raise TransfuseValueError(with_location(
+            f"axes don't match array: {tuple(perm)} is not a permutation of the "
+            f"{a.ndim} axes of an array of shape {a.shape}"))
     return view_transpose(a, perm) if is_traced(a) else lax.transpose(a, perm)
 
 
@@ -362,8 +365,9 @@ def squeeze(a, axis=None):
         axes = normalize_axes(axis, a.ndim)
         for ax in axes:
             if a.shape[ax] != 1:
-                raise ValueError("cannot select an axis to squeeze out which has size not "
-                                 "equal to one")
+                raise TransfuseValueError(with_location(
+                    f"cannot select an axis to squeeze out which has size not equal to one "
+                    f"(axis {ax} of shape {a.shape})"))
     return reshape_maybe_view(a, tuple(d for i, d in enumerate(a.shape) if i not in axes))
 
 
@@ -467,7 +471,8 @@ def _split_points(n: int, indices_or_sections: Any, strict: bool) -> list[int]:
     if isinstance(indices_or_sections, (int, np.integer)):
         k = int(indices_or_sections)
         if strict and n % k:
-            raise ValueError("array split does not result in an equal division")
+            raise TransfuseValueError(with_location(
+                "array split does not result in an equal division"))
         base, extra = divmod(n, k)
         sizes = [base + 1] * extra + [base] * (k - extra)
         return list(np.cumsum([0] + sizes))
@@ -600,7 +605,7 @@ def diag(v, k=0):
     if v.ndim == 2:
         return diagonal(v, k)
     if v.ndim != 1:
-        raise ValueError("Input must be 1- or 2-d.")
+        raise TransfuseValueError(with_location("Input must be 1- or 2-d."))
     n = v.shape[0] + abs(k)
     rows = np.arange(v.shape[0]) + builtins.max(0, -k)
     cols = rows + k
@@ -646,7 +651,7 @@ def clip(a, a_min=None, a_max=None, out=None, **kwargs):
     a_max = kwargs.pop("max", a_max)
     _no_out(out, "clip")
     if a_min is None and a_max is None:
-        raise ValueError("One of max or min must be given")
+        raise TransfuseValueError(with_location("One of max or min must be given"))
     if a_min is None:
         return call_ufunc(np.minimum, a, a_max)
     if a_max is None:
@@ -783,7 +788,8 @@ def matmul(x1, x2, out=None, **kwargs):
     _no_out(out, "matmul")
     a, b = _promote_pair(x1, x2)
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError("matmul: Input operand does not have enough dimensions")
+        raise TransfuseValueError(with_location(
+            "matmul: Input operand does not have enough dimensions"))
     if b.ndim == 1:
         _check_contract(a.shape[-1], b.shape[0], a.shape, b.shape)
         return lax.dot_general(a, b, (((a.ndim - 1,), (0,)), ((), ())))
@@ -871,6 +877,9 @@ def einsum(subscripts, *operands, out=None, optimize=False, **kwargs):
         raise unsupported("np.einsum in the interleaved (operand, sublist) form")
     operands = _promote_all(operands)
     inputs, output = _parse_einsum(subscripts, [ndim_of(o) for o in operands])
+    if len(operands) == 1 and sorted(inputs[0]) == sorted(output):
+        # Nothing summed: NumPy returns a (writable) view, so writes reach the operand.
+        return transpose(operands[0], [inputs[0].index(c) for c in output])
     terms = list(zip(inputs, operands))
     terms = [_einsum_single(spec, x, _letters_needed(terms, i, output))
              for i, (spec, x) in enumerate(terms)]
@@ -898,7 +907,8 @@ def _parse_einsum(subscripts: str, ndims: list[int]) -> tuple[list[str], str]:
     lhs, _, rhs = subscripts.partition("->")
     specs = lhs.split(",")
     if len(specs) != len(ndims):
-        raise ValueError("einsum: number of subscripts does not match operands")
+        raise TransfuseValueError(with_location(
+            "einsum: number of subscripts does not match operands"))
     used = set(subscripts)
     free = [c for c in string.ascii_uppercase + string.ascii_lowercase if c not in used]
     ell_len = builtins.max([nd - (len(s) - 3) for s, nd in zip(specs, ndims) if "..." in s],
@@ -910,7 +920,8 @@ def _parse_einsum(subscripts: str, ndims: list[int]) -> tuple[list[str], str]:
             k = nd - (len(s) - 3)
             s = s.replace("...", ell[ell_len - k:] if k else "")
         if len(s) != nd:
-            raise ValueError(f"einsum: subscript {s!r} does not match an operand of rank {nd}")
+            raise TransfuseValueError(with_location(
+                f"einsum: subscript {s!r} does not match an operand of rank {nd}"))
         if len(set(s)) != len(s):
             raise unsupported("einsum with a repeated index in one operand (a diagonal)")
         out_specs.append(s)
@@ -966,7 +977,8 @@ def take(a, indices, axis=None, out=None, mode=None):
             indices = (call_ufunc(np.mod, indices, n) if mode == "wrap"
                        else lax.clip(indices, 0, n - 1))
     elif mode not in (None, "raise", "wrap", "clip"):
-        raise ValueError(f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})")
+        raise TransfuseValueError(with_location(
+            f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})"))
     return lax.gather(a, _index_array(indices, n, ax), ax)
 
 
