@@ -111,6 +111,19 @@ class Inputs:
             return self._cast(x)
         return self._draw("special", shape, make)
 
+    def spd(self, shape) -> np.ndarray:
+        """Symmetric positive-definite matrices (..., n, n), eigenvalues 1, 2, ..., n."""
+        def make():
+            q, _ = np.linalg.qr(self.rng.standard_normal(shape))
+            n = shape[-1]
+            return self._cast((q * np.arange(1.0, n + 1)) @ np.swapaxes(q, -1, -2))
+        return self._draw("spd", shape, make)
+
+    def invertible(self, shape) -> np.ndarray:
+        """Well-conditioned square matrices (..., n, n): normals plus 3 on the diagonal."""
+        return self._draw("invertible", shape, lambda: self._cast(
+            self.rng.standard_normal(shape) + 3 * np.eye(shape[-1])))
+
     def bools(self, shape) -> np.ndarray:
         return self._draw("bools", shape, lambda: self.rng.random(shape) < 0.5)
 
@@ -400,6 +413,59 @@ def _split(m: Inputs) -> list[Sample]:
 
 
 # ---------------------------------------------------------------------------------------
+# Linear algebra (ir/linalg.py): one matrix, a stack, an empty stack
+
+STACKS = [(3, 3), (2, 3, 3), (0, 3, 3)]
+
+
+def _matrices(domain: str) -> Callable[[Inputs], list[Sample]]:
+    return lambda m: [call(getattr(m, domain)(s)) for s in STACKS]
+
+
+def _solves(m: Inputs) -> list[Sample]:
+    return [call(m.invertible(s), m.normal(s[:-1] + (2,))) for s in STACKS]
+
+
+def _triangular_solves(m: Inputs) -> list[Sample]:
+    a, b = m.invertible((2, 3, 3)), m.normal((2, 3, 2))
+    return [call(a, b, lower=lower, transpose_a=t) for lower in (True, False)
+            for t in (True, False)] + [call(m.invertible((0, 3, 3)), m.normal((0, 3, 2)),
+                                            lower=True, transpose_a=False)]
+
+
+def _rectangular(m: Inputs) -> list[Sample]:
+    return [call(m.normal(s), **p) for s in [(4, 3), (2, 3, 4), (0, 3, 3)] for p in (
+        dict(full_matrices=False, compute_uv=True), dict(full_matrices=True, compute_uv=True),
+        dict(full_matrices=False, compute_uv=False))]
+
+
+def _qr_samples(m: Inputs) -> list[Sample]:
+    return [call(m.normal(s), complete=c) for s in [(4, 3), (2, 3, 4), (0, 3, 3)]
+            for c in (False, True)]
+
+
+def _signs_fixed(name: str, params: dict) -> Callable:
+    """The factorization with each vector's sign fixed (LAPACK builds may differ in it)."""
+    def program(a):
+        outs = bind(P[name], a, **params)
+        if name == "eigh":
+            w, v = outs
+            return w, v * np.sign(v[..., :1, :])
+        if name == "qr":
+            q, r = outs
+            d = np.sign(np.diagonal(r, axis1=-2, axis2=-1))
+            k = d.shape[-1]
+            return q[..., :k] * d[..., None, :], r[..., :k, :] * d[..., :, None]
+        if not params["compute_uv"]:
+            return outs[0]
+        u, s, vt = outs
+        k = s.shape[-1]
+        sign = np.sign(u[..., :1, :k])
+        return u[..., :, :k] * sign, s, vt[..., :k, :] * np.swapaxes(sign, -1, -2)
+    return program
+
+
+# ---------------------------------------------------------------------------------------
 # Views, mutation and calls: removed (`prepare`) or inlined before lowering, so their
 # programs go through the whole pipeline as a user's would.
 
@@ -471,6 +537,11 @@ BINARY, COMPARE = "binary", "compare-logical"
 REDUCE, SCAN, CONTRACT = "reductions", "scans", "contractions"
 SHAPE, INDEX, CREATE, RANDOM = "shapes", "indexing", "creation", "random"
 EFFECTS = "views-calls"
+LINALG = "linalg"
+# Families the CUDA backend refuses when a program is built (tests/test_coverage.py checks
+# the refusal instead of PTX; the simulator does not run them), and why.
+HOST_ONLY = {LINALG: "np.linalg has no CUDA kernel yet: jit(device='cuda') raises "
+                     "CompileError naming the function when the program is built"}
 
 CATALOGUE: dict[str, Entry] = {
     # Elementwise unary
@@ -566,6 +637,15 @@ CATALOGUE: dict[str, Entry] = {
     "random_normal": Entry(RANDOM, _draws),
     "random_fold_in": Entry(RANDOM, _fold_in, KEYS),
     "random_split": Entry(RANDOM, _split, KEYS),
+    # Linear algebra
+    "cholesky": Entry(LINALG, _matrices("spd")),
+    "triangular_solve": Entry(LINALG, _triangular_solves),
+    "solve": Entry(LINALG, _solves),
+    "slogdet": Entry(LINALG, _matrices("invertible")),
+    "eigh": Entry(LINALG, _matrices("spd"), program=_signs_fixed),
+    "svd": Entry(LINALG, _rectangular, program=_signs_fixed),
+    "qr": Entry(LINALG, _qr_samples, program=_signs_fixed),
+    "lu": Entry(LINALG, _matrices("invertible")),
     # Views, mutation, calls
     "view_slice": Entry(EFFECTS, _views, MOVES, program=_view_program),
     "view_reshape": Entry(EFFECTS, _views, MOVES, program=_view_program),

@@ -28,7 +28,15 @@ from transfuse.ir.errors import CompileError
 from transfuse.ir.primitives import PRIMITIVES
 
 import transfuse as tx
-from tests.catalogue import CATALOGUE, NO_ENTRY, combined, copies, families, reference
+from tests.catalogue import (
+    CATALOGUE,
+    HOST_ONLY,
+    NO_ENTRY,
+    combined,
+    copies,
+    families,
+    reference,
+)
 
 TABLES = {
     "JVP_RULES": ("compiler.jvp", "forward-mode (jvp)"),
@@ -151,6 +159,13 @@ def check_cpu(pairs: list[tuple[str, str]]) -> None:
     assert_reaches_the_backend(pairs, jitted.lower(*args).fused_graph, "CPU")
 
 
+def check_refused_on_cuda(pairs: list[tuple[str, str]]) -> None:
+    """A host-only family: the CUDA backend refuses it when the program is built."""
+    f, args = combined(pairs)
+    with np.errstate(all="ignore"), pytest.raises(CompileError, match="no CUDA kernel"):
+        tx.jit(f, device="cuda", cache=False).lower(*args)
+
+
 def check_ptx(pairs: list[tuple[str, str]]) -> None:
     from transfuse.runtime import cuda as cuda_runtime
 
@@ -196,6 +211,9 @@ def test_compiles_and_runs_on_the_cpu(family):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_compiles_to_ptx(family):
     pytest.importorskip("numba_cuda")
+    if family in HOST_ONLY:
+        check_refused_on_cuda(FAMILIES[family])
+        return
     attributed(check_ptx, FAMILIES[family], "CUDA")
 
 

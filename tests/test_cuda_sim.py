@@ -21,7 +21,7 @@ from numba import cuda  # noqa: E402
 
 import transfuse as tx  # noqa: E402
 import transfuse.numpy as tnp  # noqa: E402
-from tests.catalogue import combined, copies, families, reference  # noqa: E402
+from tests.catalogue import HOST_ONLY, combined, copies, families, reference  # noqa: E402
 from tests.cuda_programs import programs  # noqa: E402
 from tests.helpers import rand  # noqa: E402
 
@@ -65,7 +65,7 @@ def test_programs_match_the_interpreter(dtype, name):
     assert_matches(actual, expected)
 
 
-FAMILIES = families()
+FAMILIES = {name: pairs for name, pairs in families().items() if name not in HOST_ONLY}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
