@@ -47,3 +47,41 @@ def rand(rng: np.random.Generator, shape, dtype) -> np.ndarray:
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
     return rng.integers(-5, 6, size=shape).astype(dtype)
+
+
+# Compiled against interpreted: float32 to rounding (about a hundred ulps at worst), float64
+# to a few ulps of accumulated rounding; integers and bools exactly.
+COMPILED_TOL = {"float32": 2e-5, "float64": 1e-12}
+
+
+def host(x: Any) -> np.ndarray:
+    """A NumPy array of x (a CUDA device array is copied to the host)."""
+    return x.copy_to_host() if hasattr(x, "copy_to_host") else np.asarray(x)
+
+
+def assert_compiled_matches(actual: Any, expected: Any) -> None:
+    """Same pytree, shapes and dtypes; values within COMPILED_TOL (exact for ints/bools)."""
+    a_leaves, a_tree = tx.tree_flatten(actual)
+    e_leaves, e_tree = tx.tree_flatten(expected)
+    assert a_tree == e_tree, (a_tree, e_tree)
+    for i, (a, e) in enumerate(zip(a_leaves, e_leaves)):
+        a, e = host(a), np.asarray(e)
+        assert (a.shape, a.dtype) == (e.shape, e.dtype), (i, a.shape, a.dtype, e.shape, e.dtype)
+        if a.dtype.kind in "biu":
+            np.testing.assert_array_equal(a, e, err_msg=f"output {i}")
+        else:
+            tol = COMPILED_TOL[a.dtype.name]
+            np.testing.assert_allclose(a, e, rtol=tol, atol=tol, err_msg=f"output {i}")
+
+
+def primitives_of(graph: Any) -> set[str]:
+    """The primitives of a (fused) graph, looking inside fused regions."""
+    from transfuse.compiler.fusion import FUSED
+
+    names = set()
+    for node in graph.nodes:
+        if node.prim is FUSED:
+            names |= primitives_of(node.params["graph"])
+        else:
+            names.add(node.prim.name)
+    return names

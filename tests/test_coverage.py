@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import pytest
-from transfuse.compiler.fusion import FUSED
 from transfuse.ir.errors import CompileError
 from transfuse.ir.primitives import PRIMITIVES
 
@@ -37,6 +36,7 @@ from tests.catalogue import (
     families,
     reference,
 )
+from tests.helpers import assert_compiled_matches, primitives_of
 
 TABLES = {
     "JVP_RULES": ("compiler.jvp", "forward-mode (jvp)"),
@@ -63,9 +63,6 @@ NO_RULE: dict[str, dict[str, str]] = {
 # Primitives whose catalogue programs reach the backends as other primitives.
 NOT_LOWERED = {name: why for name, tables in NO_RULE.items()
                for table, why in tables.items() if table == "LOWERING_RULES"}
-
-TOL = {"float32": 2e-5, "float64": 1e-12}
-
 
 def table(name: str) -> dict:
     module, _ = TABLES[name]
@@ -119,29 +116,6 @@ def test_every_primitive_has_a_reference_implementation_and_doc():
 # Programs: one per family and dtype, re-run per primitive to say which one fails
 
 
-def assert_agrees(actual: tuple, expected: tuple) -> None:
-    assert len(actual) == len(expected), (len(actual), len(expected))
-    for i, (a, e) in enumerate(zip(actual, expected)):
-        a = a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
-        e = np.asarray(e)
-        assert (a.shape, a.dtype) == (e.shape, e.dtype), (i, a.shape, a.dtype, e.shape, e.dtype)
-        if a.dtype.kind in "biu":
-            np.testing.assert_array_equal(a, e, err_msg=f"output {i}")
-        else:
-            tol = TOL[a.dtype.name]
-            np.testing.assert_allclose(a, e, rtol=tol, atol=tol, err_msg=f"output {i}")
-
-
-def primitives_of(graph) -> set[str]:
-    names = set()
-    for node in graph.nodes:
-        if node.prim is FUSED:
-            names |= primitives_of(node.params["graph"])
-        else:
-            names.add(node.prim.name)
-    return names
-
-
 def assert_reaches_the_backend(pairs: Iterable[tuple[str, str]], fused_graph, backend: str
                                ) -> None:
     """The primitives were lowered themselves, not folded or rewritten away before."""
@@ -155,7 +129,7 @@ def check_cpu(pairs: list[tuple[str, str]]) -> None:
     with np.errstate(all="ignore"):
         expected = reference(f, args)
         jitted = tx.jit(f)
-        assert_agrees(jitted(*copies(args)), expected)
+        assert_compiled_matches(jitted(*copies(args)), expected)
     assert_reaches_the_backend(pairs, jitted.lower(*args).fused_graph, "CPU")
 
 

@@ -23,30 +23,11 @@ import transfuse as tx  # noqa: E402
 import transfuse.numpy as tnp  # noqa: E402
 from tests.catalogue import HOST_ONLY, combined, copies, families, reference  # noqa: E402
 from tests.cuda_programs import programs  # noqa: E402
-from tests.helpers import rand  # noqa: E402
+from tests.helpers import assert_compiled_matches, host, rand  # noqa: E402
 
-TOL = {"float32": 2e-5, "float64": 1e-12}
 # The simulator runs the uint64 random-number arithmetic on NumPy scalars, which warn
 # when it wraps around (as it is meant to).
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-
-
-def host(x):
-    return x.copy_to_host() if hasattr(x, "copy_to_host") else np.asarray(x)
-
-
-def assert_matches(actual, expected):
-    a_leaves, a_tree = tx.tree_flatten(actual)
-    e_leaves, e_tree = tx.tree_flatten(expected)
-    assert a_tree == e_tree
-    for i, (a, e) in enumerate(zip(a_leaves, e_leaves)):
-        a, e = host(a), np.asarray(e)
-        assert (a.shape, a.dtype) == (e.shape, e.dtype), (i, a.shape, a.dtype, e.shape, e.dtype)
-        if a.dtype.kind in "biu":
-            np.testing.assert_array_equal(a, e, err_msg=f"output {i}")
-        else:
-            tol = TOL[a.dtype.name]
-            np.testing.assert_allclose(a, e, rtol=tol, atol=tol, err_msg=f"output {i}")
 
 
 CASES = [(d, name) for d in ("float32", "float64") for name, _, _ in programs(d)]
@@ -62,7 +43,7 @@ def test_programs_match_the_interpreter(dtype, name):
         actual = tx.jit(f, device="cuda")(*args)
     outs = actual if isinstance(actual, tuple) else (actual,)
     assert all(isinstance(o, type(cuda.device_array(1))) for o in outs), "device arrays out"
-    assert_matches(actual, expected)
+    assert_compiled_matches(actual, expected)
 
 
 FAMILIES = {name: pairs for name, pairs in families().items() if name not in HOST_ONLY}
@@ -75,12 +56,12 @@ def test_every_primitive_of_the_catalogue_matches_the_interpreter(family):
     with np.errstate(all="ignore"):
         expected = reference(f, args)
         actual = tx.jit(f, device="cuda")(*copies(args))
-    assert_matches(actual, expected)
+    assert_compiled_matches(actual, expected)
 
 
 def test_unfused_programs_match_too():
     _, f, args = next(p for p in programs("float64") if p[0] == "reductions")
-    assert_matches(tx.jit(f, device="cuda", fuse=False)(*args), tx.functionalize(f)(*args))
+    assert_compiled_matches(tx.jit(f, device="cuda", fuse=False)(*args), tx.functionalize(f)(*args))
 
 
 def test_device_array_inputs_are_used_without_a_new_signature():
@@ -139,7 +120,7 @@ def test_per_sample_gradients_of_a_tiny_mlp():
     per_sample = tx.vmap(tx.grad(loss), in_dims=(None, 0, 0))
     expected = per_sample(params, xs, ys)
     actual = tx.jit(per_sample, device="cuda")(params, xs, ys)
-    assert_matches(actual, expected)
+    assert_compiled_matches(actual, expected)
 
 
 def test_random_draws_differ_between_calls():
@@ -158,4 +139,4 @@ def test_rows_reduced_by_a_block_of_threads():
 
     jitted = tx.jit(f, device="cuda")
     assert "launch_blocks(" in jitted.lower(x).source  # the simulator's blocks: 8 threads
-    assert_matches(jitted(x), tx.functionalize(f)(x))
+    assert_compiled_matches(jitted(x), tx.functionalize(f)(x))

@@ -14,27 +14,16 @@ import scipy.special
 import transfuse as tx
 import transfuse.lax as lax
 import transfuse.numpy as tnp
-from tests.helpers import rand, traced
+from tests.helpers import assert_compiled_matches, rand, traced
 
 FLOATS = ["float32", "float64"]
-TOL = {"float32": 2e-5, "float64": 1e-12}
 
 
 def check(f, *args, fuse=True, **kwargs):
     """jit(f)(*args) equals the interpreted graph: exactly for ints/bools, to rounding else."""
     expected = traced(f, *args)
     actual = tx.jit(f, fuse=fuse, **kwargs)(*args)
-    e_leaves, e_tree = tx.tree_flatten(expected)
-    a_leaves, a_tree = tx.tree_flatten(actual)
-    assert a_tree == e_tree
-    for i, (a, e) in enumerate(zip(a_leaves, e_leaves)):
-        a, e = np.asarray(a), np.asarray(e)
-        assert (a.shape, a.dtype) == (e.shape, e.dtype), (i, a.shape, a.dtype, e.shape, e.dtype)
-        if a.dtype.kind in "biu":
-            np.testing.assert_array_equal(a, e, err_msg=f"output {i}")
-        else:
-            tol = TOL[a.dtype.name]
-            np.testing.assert_allclose(a, e, rtol=tol, atol=tol, err_msg=f"output {i}")
+    assert_compiled_matches(actual, expected)
     return actual
 
 
