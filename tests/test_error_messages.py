@@ -295,7 +295,7 @@ def _no_rule_message(marker, fn, x=None):
 
 
 UNSUPPORTED = {
-    "numpy.linalg.inv": lambda x: np.linalg.inv(x),  # <- numpy.linalg.inv
+    "numpy.linalg.eig": lambda x: np.linalg.eig(x),  # <- numpy.linalg.eig
     "numpy.fft.fft": lambda x: np.fft.fft(x),  # <- numpy.fft.fft
     "scipy.special.erf": lambda x: scipy.special.erf(x),  # <- scipy.special.erf
     "numpy.spacing": lambda x: np.spacing(x),  # <- numpy.spacing
