@@ -201,6 +201,7 @@ def relayout(rng: np.random.Generator, a: np.ndarray, writable: bool) -> Any:
     """a's values in another memory layout: Fortran order, negative or gapped strides, or
     a NumPy scalar for a 0-d array (what a signature cache must tell apart)."""
     r = rng.random()
+    a = a.copy()  # never the oracle's array (asfortranarray of a vector returns it)
     if a.ndim == 0:
         return a[()] if r < 0.5 and not writable else a.copy()
     if r < 0.25:
