@@ -61,6 +61,9 @@ class Builder:
         # Strided stand-ins for the memory layout of values that may be views (used by
         # transfuse.numpy to decide, as NumPy does, whether a reshape is a view or a copy).
         self.layouts: dict[Var, np.ndarray] = {}
+        # Values that stand for NumPy scalars (elements taken by integer indexing): `op=`
+        # rebinds them, as Python does for an immutable NumPy scalar.
+        self.scalars: set[Var] = set()
 
     # -- values -------------------------------------------------------------------------
     def new_input(self, aval: Aval) -> Tracer:

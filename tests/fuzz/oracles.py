@@ -29,6 +29,9 @@ ULPS_PER_STEP = 4  # and this many ulps per rounding step besides (mathlib, FMA,
 # for a large u keeps few digits in both), so a relative floor: rules that are wrong are
 # wrong by far more.
 DERIVATIVE_RTOL = 1e-7
+# ... and an absolute floor: a derivative that cancels to zero (d(x/x)/dx) is 0 exactly in
+# transfuse and rounding noise of the cancelled terms' size (about eps) in JAX.
+DERIVATIVE_ATOL = 64 * float(np.finfo(np.float64).eps)
 
 
 class Mismatch(AssertionError):
@@ -47,6 +50,7 @@ class Check:
     measured: Any = None  # the same computation in the program's dtype, to gauge rounding
     cost: int = 1
     rtol: float = 0.0  # a relative floor where nothing gauges the conditioning
+    atol: float = 0.0  # an absolute floor (derivatives: see DERIVATIVE_ATOL)
 
 
 @dataclass
@@ -76,7 +80,7 @@ def maybe_jit(f: Callable, jit: bool) -> Callable:
 
 
 def tolerance(ref: np.ndarray, measured: np.ndarray | None, eps: float, cost: int,
-              rtol: float = 0.0) -> Any:
+              rtol: float = 0.0, atol: float = 0.0) -> Any:
     """How far from the reference a result may be, elementwise.
 
     NumPy's own distance from the precise reference (its largest over the output) gauges
@@ -92,7 +96,7 @@ def tolerance(ref: np.ndarray, measured: np.ndarray | None, eps: float, cost: in
         diff = np.abs(np.asarray(measured, np.float64) - ref)[finite & np.isfinite(measured)]
         np_err = float(diff.max()) if diff.size else 0.0
     relative = max(ULPS_PER_STEP * cost * eps, rtol)
-    return NP_ERROR_FACTOR * np_err + relative * (np.abs(ref) + top)
+    return NP_ERROR_FACTOR * np_err + relative * (np.abs(ref) + top) + atol
 
 
 def compare(check: Check, what: str = "result") -> None:
@@ -122,7 +126,7 @@ def _compare_leaf(got: np.ndarray, exp: np.ndarray, ref: np.ndarray, meas: Any,
         if not np.array_equal(test(got), test(np.asarray(ref, np.float64))):
             raise Mismatch(f"{what}: {label} in different places\n got {got}\n expected {ref}")
     eps = float(np.finfo(exp.dtype).eps)
-    tol = tolerance(ref, meas, eps, check.cost, check.rtol)
+    tol = tolerance(ref, meas, eps, check.cost, check.rtol, check.atol)
     finite = np.isfinite(np.asarray(ref, np.float64))
     err = np.abs(got.astype(np.float64) - np.asarray(ref, np.float64))
     bad = finite & ~(err <= tol)
@@ -201,6 +205,7 @@ def relayout(rng: np.random.Generator, a: np.ndarray, writable: bool) -> Any:
     """a's values in another memory layout: Fortran order, negative or gapped strides, or
     a NumPy scalar for a 0-d array (what a signature cache must tell apart)."""
     r = rng.random()
+    a = a.copy()  # never the oracle's array (asfortranarray of a vector returns it)
     if a.ndim == 0:
         return a[()] if r < 0.5 and not writable else a.copy()
     if r < 0.25:
@@ -412,7 +417,8 @@ def mode_grad(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
         expected = expected if isinstance(diff.argnums, tuple) else expected[0]
         return Check(got, expected, got, None, program.cost)  # values checked above
     ref = jax_call(jax, jax.grad(diff.scalar(fj, jax.numpy), diff.argnums), *diff.args)
-    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL)
+    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL,
+                 DERIVATIVE_ATOL)
 
 
 def mode_jvp(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
@@ -442,7 +448,8 @@ def mode_jvp(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
         return Check(got, (expected, expected), (expected, got[1]), None, program.cost)
     ref = jax_call(jax, lambda p, t: jax.jvp(of_floats(diff.floats(fj)), p, t), primals,
                    tangents)
-    return Check(got, (expected, expected), ref, None, 4 * program.cost, DERIVATIVE_RTOL)
+    return Check(got, (expected, expected), ref, None, 4 * program.cost, DERIVATIVE_RTOL,
+                 DERIVATIVE_ATOL)
 
 
 def mode_vmap_grad(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
@@ -455,7 +462,8 @@ def mode_vmap_grad(case: Case, rng: np.random.Generator, jit: bool = False) -> C
     got = to_numpy(maybe_jit(fn, jit)(*batch.batched))
     ref = jax_call(jax, jax.vmap(jax.grad(diff.scalar(fj, jax.numpy), diff.argnums),
                                  in_axes=batch.in_dims), *batch.batched)
-    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL)
+    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL,
+                 DERIVATIVE_ATOL)
 
 
 def mode_grad_vmap(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
@@ -477,7 +485,8 @@ def mode_grad_vmap(case: Case, rng: np.random.Generator, jit: bool = False) -> C
     fn = tx.grad(loss(program.build(np), tx.vmap, np), diff.argnums)
     got = to_numpy(maybe_jit(fn, jit)(*batch.batched))
     ref = jax_call(jax, jax.grad(loss(fj, jax.vmap, jax.numpy), diff.argnums), *batch.batched)
-    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL)
+    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL,
+                 DERIVATIVE_ATOL)
 
 
 def mode_jacobian(case: Case, rng: np.random.Generator, jit: bool = False,
@@ -490,7 +499,8 @@ def mode_jacobian(case: Case, rng: np.random.Generator, jit: bool = False,
     jac, jax_jac = (tx.jacfwd, jax.jacfwd) if forward else (tx.jacrev, jax.jacrev)
     got = to_numpy(maybe_jit(jac(pick(program.build(np)), diff.argnums), jit)(*diff.args))
     ref = jax_call(jax, jax_jac(pick(fj), diff.argnums), *diff.args)
-    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL)
+    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL,
+                 DERIVATIVE_ATOL)
 
 
 def mode_hessian(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
@@ -500,7 +510,8 @@ def mode_hessian(case: Case, rng: np.random.Generator, jit: bool = False) -> Che
     k = _argnum_tuple(diff.argnums)[0]
     got = to_numpy(maybe_jit(tx.hessian(diff.scalar(program.build(np), np), k), jit)(*diff.args))
     ref = jax_call(jax, jax.hessian(diff.scalar(fj, jax.numpy), k), *diff.args)
-    return Check(got, ref, ref, None, 8 * program.cost, DERIVATIVE_RTOL)
+    return Check(got, ref, ref, None, 8 * program.cost, DERIVATIVE_RTOL,
+                 DERIVATIVE_ATOL)
 
 
 def mode_vmap_jvp(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
@@ -520,7 +531,8 @@ def mode_vmap_jvp(case: Case, rng: np.random.Generator, jit: bool = False) -> Ch
     got = to_numpy(maybe_jit(tx.vmap(mapped(program.build(np), tx.jvp)), jit)(*primals,
                                                                                 *tangents))
     ref = jax_call(jax, jax.vmap(mapped(fj, jax.jvp)), *primals, *tangents)
-    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL)
+    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL,
+                 DERIVATIVE_ATOL)
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,9 +3,13 @@
 1. A single-operand np.einsum that sums nothing ('ij->ji', 'i->i') returned a copy; NumPy
    returns a writable view, so a write into the result must reach the operand. Fixed in
    transfuse/numpy/_functions.py (einsum returns transpose's view).
-2. `a[i] *= 1.5` on an integer array raises DTypeError; NumPy computes it through the
-   scalar a[i] (a NumPy scalar rebinds to float64) and stores it back with a cast. Open:
-   traced values do not know they stand for NumPy scalars (ir/tracing.py).
+2. `a[i] *= 1.5` on an integer array raised DTypeError; NumPy computes it through the
+   scalar a[i] (a NumPy scalar rebinds to float64) and stores it back with a cast. Fixed:
+   an element taken by integer indexing is marked a NumPy scalar (Builder.scalars), and
+   `op=` on it rebinds (transfuse/numpy/_core.py, inplace_op).
+3. grad of `x / x` is exactly 0 in transfuse; JAX gives rounding noise (about 1e-16) of the
+   cancelled terms, which the fuzzer's relative tolerance took for an error. Not a
+   transfuse bug: derivative checks have an absolute floor (DERIVATIVE_ATOL).
 """
 
 from __future__ import annotations
@@ -65,15 +69,52 @@ def test_einsum_permutation_still_differentiates():
 # 2. op= on one element of an integer array with a float operand
 
 
-@pytest.mark.xfail(strict=True, reason="fuzzer finding 2: `a[i] *= 1.5` on an int array "
-                   "raises DTypeError; NumPy goes through the scalar a[i] (rebinding it to "
-                   "float64) and casts on the store. Traced values do not know they stand "
-                   "for NumPy scalars (ir/tracing.py)")
-def test_inplace_float_op_on_one_integer_element():
-    def scale_one(x):
-        y = x.copy()
-        y[1] *= -1.25
-        return y
+def scale_one(x):
+    y = x.copy()
+    y[1] *= -1.25
+    return y
 
+
+@pytest.mark.parametrize("run", ["traced", "jit"])
+def test_inplace_float_op_on_one_integer_element(run):
     x = np.arange(4)
-    assert_same(traced(scale_one, x), scale_one(x))  # [0, -1, 2, 3]
+    got = traced(scale_one, x) if run == "traced" else tx.jit(scale_one)(x)
+    assert_same(got, scale_one(x))  # [0, -1, 2, 3]
+
+
+def test_a_numpy_scalar_taken_from_an_array_is_rebound_not_written():
+    def bump(x):
+        s = x[1]
+        s += 10.0
+        return s, x * 1.0
+
+    x = np.arange(4.0)
+    got = traced(bump, x)
+    assert float(got[0]) == 11.0 and np.array_equal(got[1], x)
+
+
+def test_an_inplace_op_on_a_zero_d_array_still_checks_the_cast():
+    from transfuse.ir.errors import DTypeError
+
+    def widen(x):
+        a = np.zeros((), np.int64)
+        a += x[0] * 1.5
+        return a
+
+    with pytest.raises(DTypeError, match="same_kind"):
+        traced(widen, np.arange(3.0))
+    with pytest.raises(TypeError):
+        widen(np.arange(3.0))  # NumPy refuses it too (UFuncTypeError, a TypeError)
+
+
+# ---------------------------------------------------------------------------------------
+# 3. a derivative that cancels to zero
+
+
+def test_the_derivative_of_x_over_x_is_exactly_zero_and_the_fuzzer_accepts_it():
+    from tests.fuzz.campaign import cases_for, outcome
+
+    x = np.random.default_rng(0).uniform(0.5, 2.0, size=(3, 2))
+    assert np.array_equal(tx.grad(lambda v: np.sum(v / v))(x), np.zeros_like(x))
+    cases = [c for c in cases_for(40532, jit_modes=0) if c.mode in ("grad", "vmap(grad)")]
+    assert cases and all(outcome(c).status == "pass" for c in cases)

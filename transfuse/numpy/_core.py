@@ -374,8 +374,11 @@ def _ufunc_method(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> 
 
 
 def inplace_op(ufunc: np.ufunc, target: Tracer, other: Any) -> Tracer:
-    """`x op= y`: NumPy computes x op y and writes it into x's buffer (same_kind cast)."""
+    """`x op= y`: NumPy computes x op y and writes it into x's buffer (same_kind cast);
+    on a NumPy scalar (an element taken by integer indexing) it rebinds x instead."""
     result = call_ufunc(ufunc, target, other)
+    if target._var in target._builder.scalars:
+        return result
     if not np.can_cast(result.dtype, target.dtype, casting="same_kind"):
         raise DTypeError(with_location(
             f"Cannot cast ufunc '{ufunc.__name__}' output from {result.dtype} to "

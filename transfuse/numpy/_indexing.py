@@ -174,8 +174,12 @@ def getitem(x: Tracer, index: Any) -> Any:
     all_ints = all(_is_int(it) for it in items) and not isinstance(index, type(Ellipsis))
     if all_ints and index is not Ellipsis and not (
             isinstance(index, tuple) and any(i is Ellipsis for i in index)):
-        # Integer indexing to a scalar: NumPy returns a copy, not a view.
-        return lax.reshape(lax.slice(x, starts, steps, sizes), final)
+        # Integer indexing to a scalar: NumPy returns a copy, not a view, and a NumPy
+        # scalar, which `op=` rebinds instead of writing into (see inplace_op).
+        element = lax.reshape(lax.slice(x, starts, steps, sizes), final)
+        if not final and isinstance(element, Tracer):
+            element._builder.scalars.add(element._var)
+        return element
     view = view_slice(x, starts, steps, sizes)
     return reshape_maybe_view(view, final) if view.shape != final else view
 
