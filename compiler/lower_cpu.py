@@ -525,8 +525,8 @@ def _dot_general_kernel(k: KernelCtx) -> None:
     (lc, _), _ = k.params["dimension_numbers"]
     if out.size == 0:
         return
-    if any(lhs.shape[d] == 0 for d in lc):
-        k.put(f"{k.outs[0]}.fill(0)")
+    if any(lhs.shape[d] == 0 for d in lc):  # an empty sum: zeros (Numba has no 0-d fill)
+        k.put(f"{k.outs[0]}.reshape({out.size})[:] = 0")
         return
     plan = _gemm_plan(k.node) if out.dtype in _BLAS_KINDS else None
     if plan is None:

@@ -10,6 +10,9 @@
 3. grad of `x / x` is exactly 0 in transfuse; JAX gives rounding noise (about 1e-16) of the
    cancelled terms, which the fuzzer's relative tolerance took for an error. Not a
    transfuse bug: derivative checks have an absolute floor (DERIVATIVE_ATOL).
+4. `jit(lambda x: np.dot(x, x - 3.0))` of size-0 vectors failed to compile: the empty
+   contraction was lowered as `out.fill(0)`, which Numba cannot type for a 0-d output.
+   Fixed in compiler/lower_cpu.py (a flat view set to 0).
 """
 
 from __future__ import annotations
@@ -118,3 +121,20 @@ def test_the_derivative_of_x_over_x_is_exactly_zero_and_the_fuzzer_accepts_it():
     assert np.array_equal(tx.grad(lambda v: np.sum(v / v))(x), np.zeros_like(x))
     cases = [c for c in cases_for(40532, jit_modes=0) if c.mode in ("grad", "vmap(grad)")]
     assert cases and all(outcome(c).status == "pass" for c in cases)
+
+
+# ---------------------------------------------------------------------------------------
+# 4. a contraction over an empty axis to a 0-d result
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dot_of_empty_vectors_compiles_to_zero(dtype):
+    """np.dot of two size-0 vectors is 0.0: jit emitted `out.fill(0)`, which Numba cannot
+    type for a 0-d array (a TypingError at compile time; fuzzer seed 60563)."""
+    def f(x):
+        return np.dot(x, x - 3.0)
+
+    x = np.zeros(0, dtype)
+    got = tx.jit(f)(x)
+    assert_same(got, traced(f, x))
+    assert got.shape == () and got == 0
