@@ -67,7 +67,7 @@ from .lower_cpu import (
 P = PRIMITIVES
 CUDA_LOWERING_RULES: dict[Any, Rule] = {}
 # Errors the kernels report through their `err` array (runtime/cuda_kernels.py).
-ERROR_HELPERS = ("take_index", "ipow_checked")
+ERROR_HELPERS = ("take_index", "ipow_checked", "solve_small", "cholesky_small")
 
 
 def _rule(name: str, **kwargs: Any) -> None:
@@ -458,9 +458,31 @@ def _no_device_kernel(k: Any) -> None:
         "CPU (jit without device='cuda')", k.node.source))
 
 
-_rule("cholesky", kernel=_no_device_kernel)
+SMALL_MATRIX_MAX = 32  # runtime/cuda_kernels.py: the order a thread factors in local memory
+
+
+def _per_matrix_kernel(helper: str) -> Callable[[Any], None]:
+    """A thread a matrix of the stack, calling a runtime/cuda_kernels helper on its views
+    (the loop body the CPU's helper runs too); larger matrices are refused at build time."""
+    def kernel(k: Any) -> None:
+        a = k.node.inputs[0].aval
+        if a.shape[-1] > SMALL_MATRIX_MAX:
+            raise CompileError(with_location(
+                f"{k.node.prim.name} (np.linalg) of {a.shape[-1]}x{a.shape[-1]} matrices has "
+                f"no CUDA kernel (a thread factors matrices up to {SMALL_MATRIX_MAX}x"
+                f"{SMALL_MATRIX_MAX}); run this function on the CPU", k.node.source))
+        lead = list(a.shape[:-2])
+        names = [f"i{d}" for d in range(len(lead))]
+        k.threads(names, lead)
+        at = f"[{', '.join(names)}]" if names else ""
+        views = [f"{name}{at}" for name in k.ins + k.outs]
+        k.put(f"{k.program.helper(helper)}({', '.join(views)}, err)  # a thread a matrix")
+    return kernel
+
+
+_rule("cholesky", kernel=_per_matrix_kernel("cholesky_small"))
 _rule("triangular_solve", kernel=_no_device_kernel)
-_rule("solve", kernel=_no_device_kernel)
+_rule("solve", kernel=_per_matrix_kernel("solve_small"))
 _rule("slogdet", kernel=_no_device_kernel)
 _rule("eigh", kernel=_no_device_kernel)
 _rule("svd", kernel=_no_device_kernel)

@@ -15,6 +15,8 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
+from . import linalg_bodies
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -468,25 +470,32 @@ def block_min(buf):
 # values NumPy gives (an empty solve returns the right-hand side).
 
 
+SMALL_MATRIX_MAX = 16  # up to this order a loop beats a LAPACK call per matrix
+_eliminate = njit(cache=True)(linalg_bodies.eliminate)
+_cholesky_lower = njit(cache=True)(linalg_bodies.cholesky_lower)
+
+
 @njit(cache=True)
 def linalg_cholesky(a, out):
-    """out[k] = the lower Cholesky factor of a[k]."""
+    """out[k] = the lower Cholesky factor of a[k]: small matrices by the loop CUDA shares
+    (runtime/linalg_bodies.py), large ones by LAPACK."""
     if a.shape[1] == 0:
         return
     for k in range(a.shape[0]):
-        out[k] = np.linalg.cholesky(a[k])
-
-
-SMALL_SOLVE_MAX = 16  # below this order a loop beats a LAPACK call per matrix
+        if a.shape[1] > SMALL_MATRIX_MAX:
+            out[k] = np.linalg.cholesky(a[k])
+        elif not _cholesky_lower(a[k], out[k]):
+            raise np.linalg.LinAlgError("Matrix is not positive definite")
 
 
 @njit(cache=True)
 def linalg_solve(a, b, out):
-    """out[k] = a[k]^-1 b[k]: small matrices by an in-place elimination, large by LAPACK."""
+    """out[k] = a[k]^-1 b[k]: small matrices by an in-place elimination (the loop CUDA
+    shares), large ones by LAPACK."""
     if a.shape[1] == 0:
         out[:] = b
         return
-    if a.shape[1] > SMALL_SOLVE_MAX:
+    if a.shape[1] > SMALL_MATRIX_MAX:
         for k in range(a.shape[0]):
             out[k] = np.linalg.solve(a[k], b[k])
         return
@@ -494,38 +503,8 @@ def linalg_solve(a, b, out):
     for k in range(a.shape[0]):
         lu[:] = a[k]
         out[k] = b[k]
-        _eliminate(lu, out[k])
-
-
-@njit(cache=True)
-def _eliminate(lu, x):
-    """Solve lu @ result = x in place (result in x) by Gaussian elimination with partial
-    pivoting, as LAPACK's getrf/getrs; an exactly zero pivot is NumPy's LinAlgError."""
-    n, k = x.shape
-    for j in range(n):
-        pivot, best = j, abs(lu[j, j])
-        for i in range(j + 1, n):
-            if abs(lu[i, j]) > best:
-                pivot, best = i, abs(lu[i, j])
-        if best == 0:
+        if not _eliminate(lu, out[k]):
             raise np.linalg.LinAlgError("Singular matrix")
-        if pivot != j:
-            for c in range(n):
-                lu[j, c], lu[pivot, c] = lu[pivot, c], lu[j, c]
-            for c in range(k):
-                x[j, c], x[pivot, c] = x[pivot, c], x[j, c]
-        for i in range(j + 1, n):
-            f = lu[i, j] / lu[j, j]
-            for c in range(j + 1, n):
-                lu[i, c] -= f * lu[j, c]
-            for c in range(k):
-                x[i, c] -= f * x[j, c]
-    for j in range(n - 1, -1, -1):
-        for c in range(k):
-            total = x[j, c]
-            for i in range(j + 1, n):
-                total -= lu[j, i] * x[i, c]
-            x[j, c] = total / lu[j, j]
 
 
 def _cblas_trsm(scalar):

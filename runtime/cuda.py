@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from transfuse.ir.errors import CompileError, TransfuseIndexError, TransfuseValueError
+from transfuse.ir.errors import (
+    CompileError,
+    TransfuseIndexError,
+    TransfuseLinAlgError,
+    TransfuseValueError,
+)
 from transfuse.ir.tree import TreeDef, tree_unflatten
 
 from . import cache as disk_cache
@@ -29,7 +34,13 @@ try:
     import numba_cuda  # noqa: F401  (not the CUDA target numba itself once bundled)
     from numba import cuda
 
-    from .cuda_kernels import INDEX_ERROR, NEGATIVE_POWER, SIMULATOR
+    from .cuda_kernels import (
+        INDEX_ERROR,
+        NEGATIVE_POWER,
+        NOT_POSITIVE_DEFINITE,
+        SIMULATOR,
+        SINGULAR,
+    )
 except ImportError as e:  # pragma: no cover - depends on the installation
     cuda = None
     _IMPORT_ERROR: ImportError | None = e
@@ -99,6 +110,12 @@ def check_errors(err: Any) -> None:
         raise TransfuseIndexError(
             "index out of bounds in a gather or scatter (np.take semantics), found on the "
             "device by a jit(device='cuda') kernel")
+    if code == SINGULAR:
+        raise TransfuseLinAlgError("Singular matrix (found on the device by a "
+                                   "jit(device='cuda') kernel)")
+    if code == NOT_POSITIVE_DEFINITE:
+        raise TransfuseLinAlgError("Matrix is not positive definite (found on the device by a "
+                                   "jit(device='cuda') kernel)")
     if code == NEGATIVE_POWER:
         raise TransfuseValueError(
             "Integers to negative integer powers are not allowed (found on the device by "

@@ -20,9 +20,14 @@ import math
 import numpy as np
 from numba import config, cuda
 
+from . import linalg_bodies
+
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 INDEX_ERROR = 1  # the codes the `err` flag array holds
 NEGATIVE_POWER = 2
+SINGULAR = 3
+NOT_POSITIVE_DEFINITE = 4
+SMALL_MATRIX_MAX = 32  # the largest order a thread factors (its scratch is local memory)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -216,3 +221,31 @@ def comp_total(total, comp):
     """The value of a compensated sum. Once the total is inf or NaN (an inf or NaN term,
     or overflow) the compensation is NaN, and the total alone is NumPy's answer."""
     return total + comp if total - total == 0 else total
+
+
+# ---------------------------------------------------------------------------------------
+# Linear algebra: a thread a matrix, the loops of runtime/linalg_bodies.py (the CPU's own)
+
+_eliminate = device(linalg_bodies.eliminate)
+_cholesky_lower = device(linalg_bodies.cholesky_lower)
+
+
+@device
+def solve_small(a, b, x, err):
+    """x = a^-1 b for one matrix of order <= SMALL_MATRIX_MAX; SINGULAR in err."""
+    n = a.shape[0]
+    lu = cuda.local.array((SMALL_MATRIX_MAX, SMALL_MATRIX_MAX), np.float64)
+    for i in range(n):
+        for j in range(n):
+            lu[i, j] = a[i, j]
+        for c in range(b.shape[1]):
+            x[i, c] = b[i, c]
+    if not _eliminate(lu[:n, :n], x):
+        err[0] = SINGULAR
+
+
+@device
+def cholesky_small(a, low, err):
+    """low = the lower Cholesky factor of one matrix; NOT_POSITIVE_DEFINITE in err."""
+    if not _cholesky_lower(a, low):
+        err[0] = NOT_POSITIVE_DEFINITE

@@ -537,11 +537,11 @@ BINARY, COMPARE = "binary", "compare-logical"
 REDUCE, SCAN, CONTRACT = "reductions", "scans", "contractions"
 SHAPE, INDEX, CREATE, RANDOM = "shapes", "indexing", "creation", "random"
 EFFECTS = "views-calls"
-LINALG = "linalg"
+LINALG, SMALL_LINALG = "linalg", "linalg-per-thread"
 # Families the CUDA backend refuses when a program is built (tests/test_coverage.py checks
 # the refusal instead of PTX; the simulator does not run them), and why.
-HOST_ONLY = {LINALG: "np.linalg has no CUDA kernel yet: jit(device='cuda') raises "
-                     "CompileError naming the function when the program is built"}
+HOST_ONLY = {LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
+                     "raises CompileError naming the function when the program is built"}
 
 CATALOGUE: dict[str, Entry] = {
     # Elementwise unary
@@ -638,9 +638,9 @@ CATALOGUE: dict[str, Entry] = {
     "random_fold_in": Entry(RANDOM, _fold_in, KEYS),
     "random_split": Entry(RANDOM, _split, KEYS),
     # Linear algebra
-    "cholesky": Entry(LINALG, _matrices("spd")),
+    "cholesky": Entry(SMALL_LINALG, _matrices("spd")),  # CUDA: a thread a matrix
     "triangular_solve": Entry(LINALG, _triangular_solves),
-    "solve": Entry(LINALG, _solves),
+    "solve": Entry(SMALL_LINALG, _solves),
     "slogdet": Entry(LINALG, _matrices("invertible")),
     "eigh": Entry(LINALG, _matrices("spd"), program=_signs_fixed),
     "svd": Entry(LINALG, _rectangular, program=_signs_fixed),

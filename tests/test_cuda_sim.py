@@ -140,3 +140,27 @@ def test_rows_reduced_by_a_block_of_threads():
     jitted = tx.jit(f, device="cuda")
     assert "launch_blocks(" in jitted.lower(x).source  # the simulator's blocks: 8 threads
     assert_compiled_matches(jitted(x), tx.functionalize(f)(x))
+
+
+def test_small_solves_and_choleskys_run_a_thread_a_matrix():
+    """np.linalg.solve/inv/cholesky up to 32x32 on the device (runtime/linalg_bodies.py,
+    the CPU's loop) against NumPy; a singular or indefinite matrix raises LinAlgError."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((6, 5, 5)) + 3 * np.eye(5)
+    b = rng.standard_normal((6, 5, 2))
+    spd = a @ np.swapaxes(a, -1, -2) + np.eye(5)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        got = host(tx.jit(np.linalg.solve, device="cuda")(a.astype(dtype), b.astype(dtype)))
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, np.linalg.solve(a, b), rtol=tol, atol=tol)
+        got = host(tx.jit(np.linalg.cholesky, device="cuda")(spd.astype(dtype)))
+        np.testing.assert_allclose(got, np.linalg.cholesky(spd), rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(host(tx.jit(np.linalg.inv, device="cuda")(a)),
+                               np.linalg.inv(a), rtol=1e-12, atol=1e-12)
+    grad = tx.grad(lambda m: np.sum(np.linalg.solve(m, b[0])))
+    np.testing.assert_allclose(host(tx.jit(grad, device="cuda")(a[0])), grad(a[0]),
+                               rtol=1e-12, atol=1e-12)
+    with pytest.raises(np.linalg.LinAlgError, match="Singular"):
+        tx.jit(np.linalg.solve, device="cuda")(np.zeros((2, 2)), np.ones((2, 1)))
+    with pytest.raises(np.linalg.LinAlgError, match="positive definite"):
+        tx.jit(np.linalg.cholesky, device="cuda")(-np.eye(3))

@@ -265,9 +265,27 @@ def test_bad_shapes_are_linalg_errors_at_the_users_line():
     assert "test_linalg.py" in str(info.value)
 
 
-def test_cuda_refuses_linalg_when_the_program_is_built():
-    with pytest.raises(CompileError, match="no CUDA kernel"):
-        tx.jit(np.linalg.inv, device="cuda").lower(general((3, 3)))
+@pytest.mark.parametrize("f", [np.linalg.eigvalsh, np.linalg.slogdet,
+                               lambda a: np.linalg.solve(a, np.ones(40))])
+def test_cuda_refuses_what_it_has_no_kernel_for_when_the_program_is_built(f):
+    """eigh and slogdet have no CUDA kernel; solve and cholesky run a thread a matrix up
+    to 32x32 (tests/test_cuda_sim.py runs them), larger ones are refused."""
+    a = spd((40, 40)) if f not in (np.linalg.eigvalsh, np.linalg.slogdet) else spd((3, 3))
+    with pytest.raises(CompileError, match="CUDA kernel") as info:
+        tx.jit(f, device="cuda", cache=False).lower(a)
+    assert "test_linalg.py" in str(info.value) or "CPU" in str(info.value)
+
+
+def test_small_solves_and_choleskys_compile_to_ptx():
+    pytest.importorskip("numba_cuda")
+    from transfuse.runtime import cuda as cuda_runtime
+
+    a = spd((6, 5, 5))
+    for f in (np.linalg.cholesky, np.linalg.inv, lambda m: np.linalg.solve(m, m[..., :1])):
+        low = tx.jit(f, device="cuda", cache=False).lower(a)
+        module = cuda_runtime.load_program(low.source, "linalg", disk=False)
+        ptx = cuda_runtime.kernel_ptx(module.module, low.kernels, cc=(7, 5))
+        assert ptx and all(".visible .entry" in text for text in ptx.values())
 
 
 # ---------------------------------------------------------------------------------------
