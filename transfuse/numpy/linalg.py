@@ -35,15 +35,21 @@ def _float_dtype(*xs: Any) -> np.dtype:
 
 def _matrices(a: Any, name: str) -> Any:
     """a as a stack of square float matrices, or NumPy's LinAlgError at the user's line."""
+    a = _at_least_2d(a, name)
+    if a.shape[-1] != a.shape[-2]:
+        raise TransfuseLinAlgError(with_location(
+            f"numpy.linalg.{name}: last 2 dimensions of the array must be square, got shape "
+            f"{a.shape}"))
+    return a
+
+
+def _at_least_2d(a: Any, name: str) -> Any:
+    """a as a stack of float matrices (..., m, n), or NumPy's LinAlgError at the line."""
     a = asarray(a)
     if a.ndim < 2:
         raise TransfuseLinAlgError(with_location(
             f"numpy.linalg.{name}: {a.ndim}-dimensional array given. Array must be at least "
             "two-dimensional"))
-    if a.shape[-1] != a.shape[-2]:
-        raise TransfuseLinAlgError(with_location(
-            f"numpy.linalg.{name}: last 2 dimensions of the array must be square, got shape "
-            f"{a.shape}"))
     return cast_operand(a, _float_dtype(a))
 
 
@@ -255,15 +261,6 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
 @_linalg(np.linalg.svdvals)
 def svdvals(x, /):
     return lax.svd(_at_least_2d(x, "svdvals"), compute_uv=False)[0]
-
-
-def _at_least_2d(a: Any, name: str) -> Any:
-    a = asarray(a)
-    if a.ndim < 2:
-        raise TransfuseLinAlgError(with_location(
-            f"numpy.linalg.{name}: {a.ndim}-dimensional array given. Array must be at least "
-            "two-dimensional"))
-    return cast_operand(a, _float_dtype(a))
 
 
 @_linalg(np.linalg.qr)
