@@ -219,7 +219,6 @@ class Jitted:
         key = next_key(exe.rng_streams) if exe.has_rng else None
         if exe.mutated_inputs:
             check_no_aliasing(dyn, exe.mutated_inputs)
-        plain = dyn
         try:
             if self._options.device == "cuda":
                 return self._run_cuda(exe, dyn, key)
