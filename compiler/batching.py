@@ -566,7 +566,7 @@ def _register(names: Sequence[str], make: Callable[[Primitive], BatchRule]) -> N
 
 _register([*UNARY_FLOAT, *UNARY_NUMERIC, *UNARY_TO_BOOL, "not", "integer_pow",
            *BINARY_NUMERIC, *BINARY_FLOAT, *COMPARISONS, *LOGICAL, "select", "clip", "cast",
-           "copy",
+           "copy", "real", "imag", "conj", "complex",
            # Random draws have shape key.shape + shape: a batched key batches the draws.
            "random_uniform", "random_normal", "random_fold_in", "random_split"],
           _elementwise)

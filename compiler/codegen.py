@@ -58,6 +58,10 @@ def literal(value: Any, dtype: Any) -> str:
         else:
             body = str(v) if dt == np.float32 else repr(float(v))
         return f"np.{dt.name}({body})"
+    if dt.kind == "c":
+        part = np.dtype(np.float32 if dt == np.complex64 else np.float64)
+        re, im = (literal(p, part) for p in (v.real, v.imag))
+        return f"np.{dt.name}(complex({re}, {im}))"
     if dt == np.uint64 and int(v) > 2**31:
         return f"np.uint64({hex(int(v))})"
     return f"np.{dt.name}({int(v)})"

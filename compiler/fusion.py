@@ -69,7 +69,8 @@ VIEW = "view"  # reshapes: a view of a contiguous buffer when not fused
 _ELEMENTWISE_NAMES = (
     list(UNARY_FLOAT) + list(UNARY_NUMERIC) + list(UNARY_TO_BOOL) + list(BINARY_NUMERIC)
     + list(BINARY_FLOAT) + list(COMPARISONS) + list(LOGICAL)
-    + ["not", "integer_pow", "select", "clip", "cast", "copy", "random_fold_in"]
+    + ["not", "integer_pow", "select", "clip", "cast", "copy", "random_fold_in", "real", "imag",
+       "conj", "complex"]
 )
 FUSION_CLASS: dict[Primitive, str] = {P[n]: ELEMENTWISE for n in _ELEMENTWISE_NAMES}
 FUSION_CLASS.update({P[n]: RELABEL for n in ("broadcast_in_dim", "squeeze", "expand_dims")})

@@ -22,7 +22,7 @@ import numpy as np
 from transfuse.compiler.functionalize import num_user_outputs, prepare
 from transfuse.compiler.simplify import dce
 from transfuse.ir import lax
-from transfuse.ir.core import Aval, Graph, Var
+from transfuse.ir.core import Aval, Graph, Var, is_inexact
 from transfuse.ir.errors import DTypeError, UnsupportedError
 from transfuse.ir.primitives import PRIMITIVES, Primitive
 from transfuse.ir.source import with_location
@@ -39,7 +39,8 @@ Tangent = Any  # a traced or concrete array, or None for a symbolic zero
 
 
 def is_float(x: Any) -> bool:
-    return lax.dtype(x).kind == "f"
+    """Whether x carries a tangent (floating or complex)."""
+    return is_inexact(lax.dtype(x))
 
 
 def zeros_like_aval(aval: Aval) -> Any:
@@ -137,12 +138,34 @@ _UNARY_DERIVATIVES: dict[str, Callable[[Any, Any], Any]] = {
     "erf": lambda x, out: lax.mul(lax.exp(lax.neg(lax.square(x))), float(2 / np.sqrt(np.pi))),
     "reciprocal": lambda x, out: lax.neg(lax.square(out)),
     "square": lambda x, out: lax.mul(x, 2),
-    # sign(0) = 0: at x == 0 the tangent is 0, like torch and this project's VJP of abs
-    # (JAX passes +t there).
-    "abs": lambda x, out: lax.sign(x),
 }
 for _name, _derivative in _UNARY_DERIVATIVES.items():
     _def(_name, unary_rule(P[_name], _derivative))
+
+
+def _abs_rule(primals, tangents):
+    """d|x| = sign(x) dx; for complex x, Re(conj(sign x) dx) with sign x = x/|x|.
+
+    sign(0) = 0: at x == 0 the tangent is 0, like torch and this project's VJP of abs
+    (JAX passes +t there for real x).
+    """
+    (x,), (t,) = primals, tangents
+    out = lax.abs(x)
+    if t is None:
+        return out, None
+    if lax.is_complex(x):
+        return out, lax.real(lax.mul(lax.conj(lax.sign(x)), t))
+    return out, lax.mul(t, lax.sign(x))
+
+
+def _complex_rule(primals, tangents):
+    (re, im), (t_re, t_im) = primals, tangents
+    out = lax.complex(re, im)
+    return out, lax.complex(instantiate(t_re, re), instantiate(t_im, im))
+
+
+_def("abs", _abs_rule)
+_def("complex", _complex_rule)
 
 
 def _log_rule(primals, tangents):
@@ -170,7 +193,8 @@ _def("log", _log_rule)
 _def("log1p", _log1p_rule)
 _def("integer_pow", _integer_pow_rule)
 for _name in ("neg", "copy", "reshape", "transpose", "broadcast_in_dim", "squeeze",
-              "expand_dims", "slice", "reduce_sum", "cumsum", "gather", "dynamic_slice"):
+              "expand_dims", "slice", "reduce_sum", "cumsum", "gather", "dynamic_slice",
+              "real", "imag", "conj"):
     _def(_name, linear_rule(P[_name]))
 for _name in ("floor", "ceil", "round", "sign", "isnan", "isinf", "isfinite", "not",
               "floor_div", "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor",
@@ -448,7 +472,7 @@ def _clip_rule(primals, tangents):
 def _cast_rule(primals, tangents, *, dtype):
     (x,), (t,) = primals, tangents
     out = bind(P["cast"], x, dtype=dtype)
-    if t is None or np.dtype(dtype).kind != "f":
+    if t is None or not is_inexact(dtype):
         return out, None
     return out, lax.convert(t, dtype)
 
@@ -608,7 +632,7 @@ def jvp_eval(graph: Graph, primals: Sequence[Any], tangents: Sequence[Tangent]
             outs, out_tangents = _apply_rule(node.prim, args, arg_tangents, node.params)
         for var, out, tangent in zip(node.outputs, outs, out_tangents):
             env[var] = out
-            if tangent is not None and var.aval.dtype.kind == "f":
+            if tangent is not None and is_inexact(var.aval.dtype):
                 tangent_env[var] = _fit(tangent, var.aval, node.prim)
     return [env[v] for v in graph.outputs], [tangent_env.get(v) for v in graph.outputs]
 
@@ -643,9 +667,9 @@ def _fit(tangent: Any, aval: Aval, prim: Primitive) -> Any:
 
 def check_differentiable(aval: Aval, what: str) -> None:
     """Differentiating with respect to a non-floating value is an error."""
-    if aval.dtype.kind != "f":
+    if not is_inexact(aval.dtype):
         raise DTypeError(f"{what} has dtype {aval.dtype}; differentiation needs floating-"
-                         "point inputs (float32 or float64)")
+                         "point or complex inputs (float32, float64, complex64, complex128)")
 
 
 def jvp_graph_with_zeros(graph: Graph, nonzero: Sequence[bool], *, instantiate: bool = True

@@ -137,9 +137,22 @@ _rule("ceil", point=_unary_float("ceil", _np("ceil")))
 _rule("round", point=_unary_float("round", _np("round")))
 _rule("reciprocal", point=_unary_float("reciprocal", lambda c, x: f"{c.lit(1)} / {x}"))
 
+def _abs(c: PointCtx) -> str:
+    if c.in_dtype.kind == "c":  # the modulus, in the real dtype of the same precision
+        return f"{ctor(c.out_dtype)}(abs({c.arg(0)}))"
+    return _exact(c, f"abs({c.arg(0)})")
+
+
+def _sign(c: PointCtx) -> str:
+    if c.out_dtype.kind == "c":  # NumPy 2: z / |z|, and 0 at 0
+        z = c.bind(c.arg(0))
+        return f"({z} / {ctor(c.out_dtype)}(abs({z})) if {z} != 0 else {z})"
+    return _exact(c, f"np.sign({c.arg(0)})")
+
+
 _rule("neg", point=lambda c: _exact(c, f"-{c.arg(0)}"))
-_rule("abs", point=lambda c: _exact(c, f"abs({c.arg(0)})"))
-_rule("sign", point=lambda c: _exact(c, f"np.sign({c.arg(0)})"))
+_rule("abs", point=_abs)
+_rule("sign", point=_sign)
 _rule("square", point=lambda c: _exact(c, f"{c.arg(0)} * {c.arg(0)}"))
 _rule("isnan", point=lambda c: f"np.isnan({c.arg(0)})")
 _rule("isinf", point=lambda c: f"np.isinf({c.arg(0)})")
@@ -154,7 +167,7 @@ def _integer_pow(c: PointCtx) -> str:
         return c.lit(1)
     product = " * ".join([x] * min(abs(y), 4))
     if abs(y) > 4:
-        if c.out_dtype.kind == "f":
+        if c.out_dtype.kind in "fc":
             product = f"{x} ** {c.lit(abs(y))}"
         else:
             product = f"{c.helper('ipow')}({x}, {abs(y)})"
@@ -170,7 +183,21 @@ def _infix(op: str) -> Callable[[PointCtx], str]:
 
 
 def _compare(op: str) -> Callable[[PointCtx], str]:
-    return lambda c: f"{c.arg(0)} {op} {c.arg(1)}"
+    def point(c: PointCtx) -> str:
+        x, y = c.args()
+        if c.in_dtype.kind == "c" and op not in ("==", "!="):
+            return _complex_order(c, op, x, y)
+        return f"{x} {op} {y}"
+    return point
+
+
+def _complex_order(c: PointCtx, op: str, x: str, y: str) -> str:
+    """NumPy's lexicographic order of complex numbers (its CLT/CLE macros)."""
+    if op in (">", ">="):
+        x, y, op = y, x, op.replace(">", "<")
+    x, y = c.bind(x), c.bind(y)
+    return (f"(({x}.real < {y}.real and not np.isnan({x}.imag) and not np.isnan({y}.imag))"
+            f" or ({x}.real == {y}.real and {x}.imag {op} {y}.imag))")
 
 
 _rule("add", point=_infix("+"))
@@ -205,7 +232,7 @@ _rule("min", point=_extremum("min"))
 
 def _pow(c: PointCtx) -> str:
     x, y = c.args()
-    if c.out_dtype.kind == "f":
+    if c.out_dtype.kind in "fc":
         return f"{x} ** {y}"
     return _exact(c, f"{c.helper('ipow')}({x}, {y})")
 
@@ -229,10 +256,16 @@ def _cast(c: PointCtx) -> str:
     x = c.arg(0)
     if c.out_dtype == np.bool_:
         return x if c.in_dtype == np.bool_ else f"{x} != 0"
+    if c.in_dtype.kind == "c" and c.out_dtype.kind != "c":
+        x = f"{x}.real"  # NumPy's astype keeps the real part
     return f"{ctor(c.out_dtype)}({x})"
 
 
 _rule("cast", point=_cast)
+_rule("real", point=lambda c: f"{c.arg(0)}.real")
+_rule("imag", point=lambda c: f"{c.arg(0)}.imag")
+_rule("conj", point=lambda c: f"{c.arg(0)}.conjugate()")
+_rule("complex", point=lambda c: f"{ctor(c.out_dtype)}(complex({c.arg(0)}, {c.arg(1)}))")
 
 
 def _fold_in_word(data: int) -> int:

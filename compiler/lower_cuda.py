@@ -85,7 +85,7 @@ def _as_on_the_cpu(*names: str) -> None:
 _as_on_the_cpu("neg", "abs", "square", "not", "integer_pow")
 _as_on_the_cpu("add", "sub", "mul", "div", "floor_div", "mod", "max", "min")
 _as_on_the_cpu("and", "or", "xor", "eq", "ne", "lt", "le", "gt", "ge")
-_as_on_the_cpu("select", "clip", "cast", "random_fold_in")
+_as_on_the_cpu("select", "clip", "cast", "random_fold_in", "real", "imag", "conj", "complex")
 _as_on_the_cpu("broadcast_in_dim", "transpose", "slice", "pad", "concatenate",
                "dynamic_slice", "update_slice", "dynamic_update_slice", "iota", "full")
 _as_on_the_cpu("random_uniform", "random_normal", "random_split")
@@ -96,9 +96,11 @@ _as_on_the_cpu("reduce_sum", "reduce_prod", "reduce_max", "reduce_min")
 
 
 def _math(helper: str) -> Callable[[PointCtx], str]:
-    """A runtime/cuda_kernels.py math helper applied to the operands."""
+    """A runtime/cuda_kernels.py math helper applied to the operands (its complex twin,
+    cz_*, for complex operands)."""
     def point(c: PointCtx) -> str:
-        return f"{ctor(c.out_dtype)}({c.helper(helper)}({', '.join(c.args())}))"
+        name = "cz_" + helper[3:] if c.in_dtype.kind == "c" else helper
+        return f"{ctor(c.out_dtype)}({c.helper(name)}({', '.join(c.args())}))"
     return point
 
 
@@ -108,7 +110,8 @@ def _logistic(c: PointCtx) -> str:
 
 
 def _rsqrt(c: PointCtx) -> str:
-    return f"{c.lit(1)} / {ctor(c.out_dtype)}({c.helper('cu_sqrt')}({c.arg(0)}))"
+    sqrt = "cz_sqrt" if c.in_dtype.kind == "c" else "cu_sqrt"
+    return f"{c.lit(1)} / {ctor(c.out_dtype)}({c.helper(sqrt)}({c.arg(0)}))"
 
 
 _rule("exp", point=_math("cu_exp"))
@@ -139,6 +142,8 @@ _rule("arctan2", point=_math("cu_arctan2"))
 
 
 def _sign(c: PointCtx) -> str:
+    if c.out_dtype.kind == "c":
+        return LOWERING_RULES[P["sign"]].point(c)  # z / |z|: the same code on the device
     x = c.arg(0)
     if c.out_dtype.kind == "u":
         return _exact(c, f"({c.lit(1)} if {x} > 0 else {x})")
@@ -146,14 +151,22 @@ def _sign(c: PointCtx) -> str:
     return _exact(c, f"({c.lit(1)} if {x} > 0 else ({c.lit(-1)} if {x} < 0 else {x}))")
 
 
+def _class_test(which: str, x: str, inf: str) -> str:
+    """isnan/isinf/isfinite of a real float x, as comparisons."""
+    return {"isnan": f"{x} != {x}", "isinf": f"abs({x}) == {inf}",
+            "isfinite": f"abs({x}) < {inf}"}[which]
+
+
 def _is_class(which: str) -> Callable[[PointCtx], str]:
     def point(c: PointCtx) -> str:
         x = c.arg(0)
+        if c.in_dtype.kind == "c":  # nan (inf) when either part is; finite when both are
+            inf = literal(np.inf, np.float32 if c.in_dtype == np.complex64 else np.float64)
+            parts = [_class_test(which, c.bind(f"{x}.{p}"), inf) for p in ("real", "imag")]
+            return "(" + (" and " if which == "isfinite" else " or ").join(parts) + ")"
         if c.in_dtype.kind != "f":
             return "True" if which == "isfinite" else "False"
-        inf = literal(np.inf, c.in_dtype)
-        return {"isnan": f"{x} != {x}", "isinf": f"abs({x}) == {inf}",
-                "isfinite": f"abs({x}) < {inf}"}[which]
+        return _class_test(which, x, literal(np.inf, c.in_dtype))
     return point
 
 
@@ -165,6 +178,8 @@ _rule("isfinite", point=_is_class("isfinite"))
 
 def _pow(c: PointCtx) -> str:
     x, y = c.args()
+    if c.out_dtype.kind == "c":
+        return f"{ctor(c.out_dtype)}({c.helper('cz_pow')}({x}, {y}))"
     if c.out_dtype.kind == "f":
         return f"{x} ** {y}"
     return _exact(c, f"{c.helper('ipow_checked')}({x}, {y}, err)")

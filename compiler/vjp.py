@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from transfuse.compiler.simplify import dce, inline_calls
 from transfuse.ir import lax
-from transfuse.ir.core import Aval, Graph, Var
+from transfuse.ir.core import Aval, Graph, Var, is_inexact
 from transfuse.ir.primitives import PRIMITIVES, Primitive
 from transfuse.ir.tracing import bind, building, inline_env, source_of, trace_to_graph
 
@@ -40,8 +40,8 @@ def _register(*names: str) -> Callable[[VjpRule], VjpRule]:
 
 
 def is_differentiable(aval: Aval) -> bool:
-    """Only floating values carry cotangents."""
-    return aval.dtype.kind == "f"
+    """Only floating and complex values carry cotangents."""
+    return is_inexact(aval.dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,6 +122,39 @@ for _name, _deriv in _UNARY_DERIVS.items():
     _unary(_name, _deriv)
 
 
+@_register("abs")
+def _abs_vjp(ct, ins, outs):
+    x = ins[0]
+    if lax.is_complex(x):
+        # The transpose of dx -> Re(conj(sign x) dx) (JAX's convention, docs/numpy.md).
+        return [lax.mul(lax.convert(ct, lax.dtype(x)), lax.conj(lax.sign(x)))]
+    return [lax.mul(ct, lax.sign(x))]
+
+
+# Complex parts. Cotangents follow JAX's convention: a linear map's transpose is taken
+# without conjugation, so grad of a real function of z returns conj(df/dz*) * 2 style
+# values exactly as jax.grad does (docs/numpy.md, "Complex numbers").
+@_register("real")
+def _real_vjp(ct, ins, outs):
+    return [lax.complex(ct, lax.zeros_like(ct))]
+
+
+@_register("imag")
+def _imag_vjp(ct, ins, outs):
+    return [lax.complex(lax.zeros_like(ct), lax.neg(ct))]
+
+
+@_register("conj")
+def _conj_vjp(ct, ins, outs):
+    return [lax.conj(ct)]
+
+
+@_register("complex")
+def _complex_vjp(ct, ins, outs):
+    re, im = ins
+    return [_unbroadcast(lax.real(ct), re), _unbroadcast(lax.neg(lax.imag(ct)), im)]
+
+
 @_register("integer_pow")
 def _integer_pow_vjp(ct, ins, outs, *, y):
     x = ins[0]
@@ -136,7 +169,7 @@ def _integer_pow_vjp(ct, ins, outs, *, y):
 @_register("cast")
 def _cast_vjp(ct, ins, outs, *, dtype):
     x = ins[0]
-    if not (is_differentiable(lax.aval(x)) and np.dtype(dtype).kind == "f"):
+    if not (is_differentiable(lax.aval(x)) and is_inexact(dtype)):
         return [None]
     return [lax.convert(ct, lax.dtype(x))]
 

@@ -16,12 +16,13 @@ if TYPE_CHECKING:
     from .source import SourceInfo
 
 SUPPORTED_DTYPES = tuple(
-    np.dtype(d) for d in ("float32", "float64", "int32", "int64", "bool", "uint32", "uint64")
+    np.dtype(d) for d in ("float32", "float64", "int32", "int64", "bool", "uint32", "uint64",
+                          "complex64", "complex128")
 )
 _SHORT = {
     "float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "bool",
     "uint32": "u32", "uint64": "u64", "int8": "i8", "int16": "i16", "uint8": "u8",
-    "float16": "f16",
+    "float16": "f16", "complex64": "c64", "complex128": "c128",
 }
 
 
@@ -56,6 +57,11 @@ def short_dtype(dtype) -> str:
     return _SHORT.get(name, name)
 
 
+def is_inexact(dtype) -> bool:
+    """Floating or complex: the dtypes that carry derivatives."""
+    return np.dtype(dtype).kind in "fc"
+
+
 def aval_of(x: Any) -> Aval:
     """The abstract value of a concrete array or scalar (Python scalars as NumPy would)."""
     arr = np.asarray(x)
@@ -70,8 +76,8 @@ def check_dtype(dtype) -> np.dtype:
         dtype = dtype.newbyteorder("=")
     if dtype not in SUPPORTED_DTYPES:
         raise DTypeError(
-            f"dtype {dtype} is not supported; transfuse supports float32, float64, int32, "
-            "int64 and bool"
+            f"dtype {dtype} is not supported; transfuse supports float32, float64, "
+            "complex64, complex128, int32, int64, uint32, uint64 and bool"
         )
     return dtype
 

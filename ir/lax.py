@@ -17,6 +17,7 @@ from .primitives import PRIMITIVES
 from .tracing import Tracer, aval_of_value, bind
 
 P = PRIMITIVES
+_PY_SCALARS = (int, float, bool, complex)
 
 
 def aval(x: Any) -> Aval:
@@ -33,11 +34,11 @@ def dtype(x: Any) -> np.dtype:
 
 def _scalars_like(*args: Any) -> list[Any]:
     """Give Python scalars the dtype of the first array operand."""
-    ref = next((a for a in args if not isinstance(a, (int, float, bool))), None)
+    ref = next((a for a in args if not isinstance(a, _PY_SCALARS)), None)
     if ref is None:
         return [np.asarray(a) for a in args]
     dt = dtype(ref)
-    return [np.asarray(a, dtype=dt) if isinstance(a, (int, float, bool)) else a for a in args]
+    return [np.asarray(a, dtype=dt) if isinstance(a, _PY_SCALARS) else a for a in args]
 
 
 def _unary(name: str):
@@ -74,6 +75,23 @@ add, sub, mul, div, floor_div, mod, pow = (
 max, min, arctan2 = (_binary(n) for n in ("max", "min", "arctan2"))
 eq, ne, lt, le, gt, ge = (_binary(n) for n in ("eq", "ne", "lt", "le", "gt", "ge"))
 bitwise_and, bitwise_or, bitwise_xor = (_binary(n) for n in ("and", "or", "xor"))
+
+
+real, imag, conj = (_unary(n) for n in ("real", "imag", "conj"))
+
+
+def complex(re: Any, im: Any) -> Any:
+    """re + i*im (real operands of one dtype)."""
+    return bind(P["complex"], *_scalars_like(re, im))
+
+
+def is_complex(x: Any) -> bool:
+    return dtype(x).kind == "c"
+
+
+def real_part(x: Any) -> Any:
+    """x's real part: x itself when it is real."""
+    return real(x) if is_complex(x) else x
 
 
 def integer_pow(x: Any, y: int) -> Any:

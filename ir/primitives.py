@@ -77,18 +77,37 @@ def define(name: str, shape_rule: ShapeRule, impl: Callable, **kwargs) -> Primit
 # ---------------------------------------------------------------------------------------
 # Shape/dtype rule helpers
 
-FLOAT = "f"
-NUMERIC = "fiu"
+FLOAT = "f"  # real floating
+INEXACT = "fc"  # floating or complex
+NUMERIC = "fiu"  # real numbers (ordered)
+NUMBER = "fciu"  # any number, complex included
 INTEGRAL = "iub"
-ANY = "fiub"
+ORDERED = "fiub"  # what max/min and their reductions compare
+ANY = "fciub"
 BOOL = "b"
+_WANT = {FLOAT: "a real floating", INEXACT: "a floating or complex", NUMERIC: "a real numeric",
+         NUMBER: "a numeric", INTEGRAL: "an integer or bool", ORDERED: "a real (ordered)",
+         BOOL: "a bool", ANY: "an array"}
 
 
 def _check_kind(name: str, aval: Aval, kinds: str) -> None:
     if aval.dtype.kind not in kinds:
-        want = {FLOAT: "a floating", NUMERIC: "a numeric", INTEGRAL: "an integer or bool",
-                BOOL: "a bool", ANY: "an array"}[kinds]
-        raise DTypeError(f"{name} needs {want} operand, got {aval.dtype}")
+        raise DTypeError(f"{name} needs {_WANT[kinds]} operand, got {aval.dtype}")
+
+
+def real_dtype(dtype) -> np.dtype:
+    """The real dtype of the same precision: complex128 -> float64; others unchanged."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32 if dtype == np.complex64 else np.float64) \
+        if dtype.kind == "c" else dtype
+
+
+def complex_dtype(dtype) -> np.dtype:
+    """The complex dtype of the same precision: float32 -> complex64."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        return dtype
+    return np.dtype(np.complex64 if dtype == np.float32 else np.complex128)
 
 
 def broadcast_shapes(name: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -155,19 +174,34 @@ UNARY_FLOAT = {
 UNARY_NUMERIC = {"neg": np.negative, "abs": np.abs, "sign": np.sign, "square": np.square}
 UNARY_TO_BOOL = {"isnan": np.isnan, "isinf": np.isinf, "isfinite": np.isfinite}
 
+# Real-only elementwise functions (NumPy has no complex loop, or it means something else).
+REAL_ONLY = frozenset(("logistic", "erf", "floor", "ceil", "round", "max", "min",
+                       "floor_div", "mod", "arctan2"))
+
+
+def _abs_rule(x: Aval) -> Aval:
+    _check_kind("abs", x, NUMBER)
+    return Aval(x.shape, real_dtype(x.dtype))
+
+
 for _name, _fn in UNARY_FLOAT.items():
-    define(_name, _unary_rule(_name, FLOAT), _keep_dtype(_fn), doc=f"elementwise {_name}")
+    define(_name, _unary_rule(_name, FLOAT if _name in REAL_ONLY else INEXACT),
+           _keep_dtype(_fn), doc=f"elementwise {_name}")
 for _name, _fn in UNARY_NUMERIC.items():
-    define(_name, _unary_rule(_name, NUMERIC), _keep_dtype(_fn), doc=f"elementwise {_name}")
+    if _name == "abs":
+        define(_name, _abs_rule, lambda x: np.asarray(np.abs(x)),
+               doc="elementwise absolute value (complex: the modulus, a real value)")
+    else:
+        define(_name, _unary_rule(_name, NUMBER), _keep_dtype(_fn), doc=f"elementwise {_name}")
 for _name, _fn in UNARY_TO_BOOL.items():
-    define(_name, _unary_rule(_name, FLOAT, np.dtype(bool)),
+    define(_name, _unary_rule(_name, INEXACT, np.dtype(bool)),
            lambda x, _fn=_fn: np.asarray(_fn(x)), doc=f"elementwise {_name}")
 define("not", _unary_rule("not", INTEGRAL), _keep_dtype(np.invert),
        doc="logical not (bool) or bitwise not (integers)")
 
 
 def _integer_pow_rule(x: Aval, *, y: int) -> Aval:
-    _check_kind("integer_pow", x, NUMERIC)
+    _check_kind("integer_pow", x, NUMBER)
     if x.dtype.kind in "iu" and y < 0:
         raise DTypeError("integer_pow: integers to negative powers are not allowed")
     return x
@@ -212,9 +246,11 @@ COMPARISONS = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_
 LOGICAL = {"and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}
 
 for _name, _fn in BINARY_NUMERIC.items():
-    define(_name, _binary_rule(_name, NUMERIC), _binary_impl(_fn), doc=f"elementwise {_name}")
+    define(_name, _binary_rule(_name, NUMERIC if _name in REAL_ONLY else NUMBER),
+           _binary_impl(_fn), doc=f"elementwise {_name}")
 for _name, _fn in BINARY_FLOAT.items():
-    define(_name, _binary_rule(_name, FLOAT), _binary_impl(_fn), doc=f"elementwise {_name}")
+    define(_name, _binary_rule(_name, FLOAT if _name in REAL_ONLY else INEXACT),
+           _binary_impl(_fn), doc=f"elementwise {_name}")
 for _name, _fn in COMPARISONS.items():
     define(_name, _binary_rule(_name, ANY, np.dtype(bool)), _binary_impl(_fn, np.bool_),
            doc=f"elementwise comparison {_name}")
@@ -248,8 +284,56 @@ def _cast_rule(x: Aval, *, dtype) -> Aval:
     return Aval(x.shape, check_dtype(dtype))
 
 
-define("cast", _cast_rule, lambda x, *, dtype: np.asarray(x).astype(dtype),
-       doc="convert to another dtype (NumPy's astype: unsafe casting)")
+def _cast_impl(x, *, dtype):
+    x = np.asarray(x)
+    if x.dtype.kind == "c" and np.dtype(dtype).kind != "c":
+        x = x.real  # what astype keeps (with a ComplexWarning, which a cast node implies)
+    return x.astype(dtype)
+
+
+define("cast", _cast_rule, _cast_impl,
+       doc="convert to another dtype (NumPy's astype: unsafe casting; complex to real "
+           "keeps the real part)")
+
+# ---------------------------------------------------------------------------------------
+# Complex numbers: the parts, the conjugate, and building one from its parts
+
+
+def _part_rule(name: str) -> ShapeRule:
+    def rule(x: Aval) -> Aval:
+        if x.dtype.kind != "c":
+            raise DTypeError(f"{name} needs a complex operand, got {x.dtype}")
+        return Aval(x.shape, real_dtype(x.dtype))
+    return rule
+
+
+def _conj_rule(x: Aval) -> Aval:
+    if x.dtype.kind != "c":
+        raise DTypeError(f"conj needs a complex operand, got {x.dtype}")
+    return x
+
+
+def _complex_rule(re: Aval, im: Aval) -> Aval:
+    dtype = _same_dtype("complex", re, im)
+    _check_kind("complex", re, FLOAT)
+    return Aval(broadcast_shapes("complex", re.shape, im.shape), complex_dtype(dtype))
+
+
+def _complex_impl(re, im):
+    re, im = np.asarray(re), np.asarray(im)
+    out = np.empty(np.broadcast_shapes(re.shape, im.shape), complex_dtype(re.dtype))
+    out.real, out.imag = re, im  # exact, unlike re + 1j * im (inf * 0j is nan)
+    return out
+
+
+define("real", _part_rule("real"), lambda x: np.array(np.real(x)),
+       doc="the real part of a complex array")
+define("imag", _part_rule("imag"), lambda x: np.array(np.imag(x)),
+       doc="the imaginary part of a complex array")
+define("conj", _conj_rule, lambda x: np.asarray(np.conjugate(x)),
+       doc="the complex conjugate")
+define("complex", _complex_rule, _complex_impl,
+       doc="re + i*im from real arrays of one dtype, broadcasting")
 
 
 def _copy_rule(x: Aval) -> Aval:
@@ -264,7 +348,7 @@ define("copy", _copy_rule, lambda x: np.array(x, copy=True, order="C"),
 ELEMENTWISE = frozenset(
     list(UNARY_FLOAT) + list(UNARY_NUMERIC) + list(UNARY_TO_BOOL) + list(BINARY_NUMERIC)
     + list(BINARY_FLOAT) + list(COMPARISONS) + list(LOGICAL)
-    + ["not", "integer_pow", "select", "clip", "cast"])
+    + ["not", "integer_pow", "select", "clip", "cast", "real", "imag", "conj", "complex"])
 
 # ---------------------------------------------------------------------------------------
 # Reductions and scans
@@ -287,13 +371,14 @@ def _reduce_impl(fn: Callable) -> Callable:
     return impl
 
 
-for _name, _fn, _kinds in [("reduce_sum", np.sum, NUMERIC), ("reduce_prod", np.prod, NUMERIC),
-                           ("reduce_max", np.max, ANY), ("reduce_min", np.min, ANY)]:
+for _name, _fn, _kinds in [("reduce_sum", np.sum, NUMBER), ("reduce_prod", np.prod, NUMBER),
+                           ("reduce_max", np.max, ORDERED), ("reduce_min", np.min, ORDERED)]:
     define(_name, _reduce_rule(_name, _kinds), _reduce_impl(_fn), doc=f"{_name} over axes")
 
 
 def _arg_rule(name: str) -> ShapeRule:
     def rule(x: Aval, *, axis: int, index_dtype) -> Aval:
+        _check_kind(name, x, ORDERED)
         _norm_axes(name, (axis,), x.ndim)
         if x.shape[axis] == 0:
             raise ShapeError(f"{name}: attempt to get {name} of an empty sequence")
@@ -312,7 +397,7 @@ define("argmin", _arg_rule("argmin"),
 
 def _scan_rule(name: str) -> ShapeRule:
     def rule(x: Aval, *, axis: int, reverse: bool) -> Aval:
-        _check_kind(name, x, NUMERIC)
+        _check_kind(name, x, NUMBER)
         _norm_axes(name, (axis,), x.ndim)
         return x
     return rule
@@ -339,7 +424,7 @@ define("cumprod", _scan_rule("cumprod"), _scan_impl(np.cumprod),
 def _dot_general_rule(lhs: Aval, rhs: Aval, *, dimension_numbers) -> Aval:
     (lc, rc), (lb, rb) = dimension_numbers
     dtype = _same_dtype("dot_general", lhs, rhs)
-    _check_kind("dot_general", lhs, NUMERIC)
+    _check_kind("dot_general", lhs, NUMBER)
     _norm_axes("dot_general", tuple(lc) + tuple(lb), lhs.ndim)
     _norm_axes("dot_general", tuple(rc) + tuple(rb), rhs.ndim)
     if len(lc) != len(rc) or len(lb) != len(rb):
@@ -401,7 +486,7 @@ def _conv_out_size(n, k, stride, lo, hi, lhs_dil, rhs_dil) -> int:
 def _conv_rule(lhs: Aval, rhs: Aval, *, window_strides, padding, lhs_dilation, rhs_dilation,
                feature_group_count) -> Aval:
     dtype = _same_dtype("conv", lhs, rhs)
-    _check_kind("conv", lhs, NUMERIC)
+    _check_kind("conv", lhs, NUMBER)
     nsp = lhs.ndim - 2
     if nsp < 1 or rhs.ndim != lhs.ndim:
         raise ShapeError(f"conv: lhs {lhs.shape} (N, C, ...) and rhs {rhs.shape} "

@@ -218,7 +218,7 @@ def _permuted_layout(shape: tuple[int, ...], order: list[int]) -> np.ndarray:
 
 
 def _check_output(x: Any) -> Any:
-    if isinstance(x, (Tracer, np.ndarray, np.generic, bool, int, float)):
+    if isinstance(x, (Tracer, np.ndarray, np.generic, bool, int, float, complex)):
         return x
     raise TransfuseTypeError(with_location(
         f"a transformed function must return arrays, got a {type(x).__name__}"))
@@ -442,6 +442,14 @@ class Tracer:
         return _dispatch("T", self)
 
     @property
+    def real(self) -> Tracer:
+        return _dispatch(np.real, self)
+
+    @property
+    def imag(self) -> Tracer:
+        return _dispatch(np.imag, self)
+
+    @property
     def mT(self) -> Tracer:
         return _dispatch(np.swapaxes, self, -1, -2)
 
@@ -572,6 +580,7 @@ class Tracer:
     diagonal = _method(np.diagonal)
     trace = _method(np.trace)
     conj = _method(np.conj)
+    conjugate = _method(np.conj)
 
     def reshape(self, *shape, order="C"):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):

@@ -15,6 +15,7 @@ same names are NumPy's ufuncs, which return inf and NaN as the GPU does.
 
 from __future__ import annotations
 
+import cmath
 import math
 
 import numpy as np

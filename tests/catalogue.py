@@ -34,6 +34,7 @@ NUMERIC = FLOATS + INTS
 INTEGRAL = INTS + ("bool",)
 ALL = NUMERIC + ("bool",)
 MOVES = FLOATS  # data movement: the code is the same for every dtype
+COMPLEX = ("complex64", "complex128")
 KEYS = ("uint64",)  # random keys: the dtype of the programs' inputs, not of draws
 SHAPES = [(3, 4), (), (0, 3)]  # the usual shape, 0-d, size 0
 BROADCASTS = [((3, 1), (1, 4)), ((), (2, 3)), ((0, 3), (3,))]
@@ -63,7 +64,12 @@ class Inputs:
         return self.shared[key]
 
     def _cast(self, x) -> np.ndarray:
-        return np.asarray(x).astype(self.dtype)
+        """x in the dtype; complex dtypes get an imaginary part in (-0.5, 0.5) (small, so
+        each domain's real-axis limits still keep the values off branch cuts and poles)."""
+        x = np.asarray(x)
+        if self.dtype.kind == "c":
+            x = x + 1j * self.rng.uniform(-0.5, 0.5, x.shape)
+        return x.astype(self.dtype)
 
     def normal(self, shape) -> np.ndarray:
         """Normals for floats, small integers for ints, coin flips for bools."""
@@ -601,6 +607,11 @@ CATALOGUE: dict[str, Entry] = {
     "or": Entry(COMPARE, broadcasting("normal", "normal"), INTEGRAL),
     "xor": Entry(COMPARE, broadcasting("normal", "normal"), INTEGRAL),
     "cast": Entry(UNARY_NUMERIC, _cast, ALL),
+    # Complex parts
+    "real": Entry(UNARY_NUMERIC, elementwise("normal"), COMPLEX),
+    "imag": Entry(UNARY_NUMERIC, elementwise("normal"), COMPLEX),
+    "conj": Entry(UNARY_NUMERIC, elementwise("normal"), COMPLEX),
+    "complex": Entry(BINARY, broadcasting("normal", "normal")),
     "copy": Entry(SHAPE, elementwise("normal"), MOVES),
     # Reductions, scans, arg-reductions
     "reduce_sum": Entry(REDUCE, _sum, NUMERIC),

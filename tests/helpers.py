@@ -44,6 +44,8 @@ def rand(rng: np.random.Generator, shape, dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
     return rng.integers(-5, 6, size=shape).astype(dtype)
@@ -51,7 +53,7 @@ def rand(rng: np.random.Generator, shape, dtype) -> np.ndarray:
 
 # Compiled against interpreted: float32 to rounding (about a hundred ulps at worst), float64
 # to a few ulps of accumulated rounding; integers and bools exactly.
-COMPILED_TOL = {"float32": 2e-5, "float64": 1e-12}
+COMPILED_TOL = {"float32": 2e-5, "float64": 1e-12, "complex64": 2e-5, "complex128": 1e-12}
 
 
 def host(x: Any) -> np.ndarray:

@@ -21,7 +21,7 @@ from transfuse.compiler.jvp import jvp_graph_with_zeros
 from transfuse.compiler.partial_eval import Split, split_jvp_graph
 from transfuse.compiler.simplify import dce
 from transfuse.ir import lax
-from transfuse.ir.core import Graph
+from transfuse.ir.core import Graph, is_inexact
 from transfuse.ir.errors import (
     BatchingError,
     DTypeError,
@@ -82,25 +82,25 @@ def _differentiable_leaf(x: Any, what: str, transform: str) -> Any:
         raise DTypeError(with_location(
             f"{transform}: {what} is a Python/NumPy {type(x).__name__}; "
             "differentiation needs floating-point inputs (float32 or float64)"))
-    if isinstance(x, float):
-        return np.asarray(x, dtype=np.float64)
+    if isinstance(x, (float, complex)):
+        return np.asarray(x)
     if not is_array_leaf(x):
         raise TransfuseTypeError(with_location(
             f"{transform}: {what} is a {type(x).__name__}; only arrays "
             "(and Python floats) can be differentiated"))
     dtype = leaf_aval(x).dtype
-    if dtype.kind != "f":
+    if not is_inexact(dtype):
         raise DTypeError(with_location(
             f"{transform}: {what} has dtype {dtype}; differentiation needs "
-            "floating-point inputs (float32 or float64). Leave it out of "
-            "argnums/primals or cast it with .astype(float)"))
+            "floating-point or complex inputs (float32, float64, complex64, complex128). "
+            "Leave it out of argnums/primals or cast it with .astype(float)"))
     return x
 
 
 def _tangent_leaf(t: Any, primal: Any, what: str, transform: str) -> Any:
     """A tangent matching its primal's shape and dtype (Python scalars take its dtype)."""
     p_aval = leaf_aval(primal)
-    if isinstance(t, (int, float)) and not isinstance(t, bool):
+    if isinstance(t, (int, float, complex)) and not isinstance(t, bool):
         t = np.asarray(t, dtype=p_aval.dtype)
     if not is_array_leaf(t):
         raise TransfuseTypeError(with_location(
@@ -333,7 +333,7 @@ class _JacEntry:
 
 
 def jacfwd(func: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False, *,
-           randomness: str = "error") -> Callable:
+           holomorphic: bool = False, randomness: str = "error") -> Callable:
     """The Jacobian of func by forward mode: shape out.shape + in.shape per leaf pair.
 
     The standard basis is pushed forward in one batched evaluation of the tangent graph
@@ -353,12 +353,13 @@ def jacfwd(func: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = F
             raise TransfuseValueError(with_location(
                 f"jacfwd: argnums {argnums!r} repeats an argument"))
         args = _differentiable_args(func, args, nums, "jacfwd")
+        _check_jacfwd_inputs(args, nums, holomorphic)
         leaves, in_tree = tree_flatten((args, dict(kwargs)))
         dyn_index = [i for i, x in enumerate(leaves) if is_array_leaf(x)]
-        key = ("jacfwd", nums, has_aux, randomness,
+        key = ("jacfwd", nums, has_aux, holomorphic, randomness,
                signature(leaves, dyn_index, in_tree))
         entry = _cached(func, key, lambda: _jacfwd_entry(func, args, kwargs, nums, has_aux,
-                                                         randomness))
+                                                         randomness, holomorphic))
         outs = _run(entry.graph, [leaves[i] for i in dyn_index], entry.implicit)
         return _assemble(entry, outs, args, nums, isinstance(argnums, int))
 
@@ -383,10 +384,34 @@ def _assemble(entry: _JacEntry, outs: list, args: tuple, nums: tuple[int, ...],
     return jac, tree_unflatten(entry.aux_tree, outs[n_out * n_in:])
 
 
+def _check_jacfwd_inputs(args: tuple, nums: tuple[int, ...], holomorphic: bool) -> None:
+    """As JAX: complex inputs need holomorphic=True (a real Jacobian of a complex input is
+    not one matrix of complex numbers), and holomorphic=True needs complex inputs."""
+    for i in nums:
+        for leaf in tree_flatten(args[i])[0]:
+            kind = leaf_aval(leaf).dtype.kind
+            if holomorphic and kind != "c":
+                raise DTypeError(with_location(
+                    f"jacfwd with holomorphic=True requires inputs with complex dtype, but "
+                    f"got {leaf_aval(leaf).dtype}"))
+            if not holomorphic and kind == "c":
+                raise DTypeError(with_location(
+                    f"jacfwd requires real-valued inputs (a floating dtype), but got "
+                    f"{leaf_aval(leaf).dtype}. For holomorphic differentiation, pass "
+                    "holomorphic=True. For non-holomorphic functions of complex inputs, use "
+                    "jvp or jacrev"))
+
+
 def _jacfwd_entry(func: Callable, args: tuple, kwargs: dict, nums: tuple[int, ...],
-                  has_aux: bool, randomness: str) -> _JacEntry:
+                  has_aux: bool, randomness: str, holomorphic: bool) -> _JacEntry:
     staged = stage(func, args, kwargs)
     out_tree, aux_tree = _outputs(staged.out_tree, has_aux, "jacfwd")
+    if holomorphic:
+        for i, aval in enumerate(staged.graph.out_avals[:out_tree.num_leaves]):
+            if aval.dtype.kind != "c":
+                raise DTypeError(with_location(
+                    f"jacfwd with holomorphic=True requires outputs with complex dtype, but "
+                    f"output leaf {i} has dtype {aval.dtype}"))
     if randomness == "error" and staged.graph.has_effect("random"):
         raise BatchingError(with_location(
             "jacfwd: the function draws random numbers, and randomness="
@@ -548,11 +573,13 @@ def _jacobian_block(batched: Any, in_avals: list, k: int) -> Any:
 # hessian
 
 
-def hessian(func: Callable, argnums: int | tuple[int, ...] = 0) -> Callable:
+def hessian(func: Callable, argnums: int | tuple[int, ...] = 0, *,
+            holomorphic: bool = False) -> Callable:
     """The Hessian of func, forward-over-reverse: jacfwd(jacrev(func, argnums), argnums)."""
     from ._reverse import jacrev
 
-    return jacfwd(jacrev(func, argnums), argnums)
+    return jacfwd(jacrev(func, argnums, holomorphic=holomorphic), argnums,
+                  holomorphic=holomorphic)
 
 
 __all__ = ["jvp", "linearize", "jacfwd", "hessian"]

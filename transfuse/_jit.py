@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from transfuse.compiler.complex_split import split_complex
 from transfuse.compiler.functionalize import prepare
 from transfuse.compiler.fusion import fuse, inline_calls
 from transfuse.compiler.lower_cpu import Program, RegionReport, lower_program
@@ -470,8 +471,9 @@ def _arrays(sig: tuple) -> list:
 
 
 def optimise(graph: Graph) -> Graph:
-    """The graph jit compiles: pure (prepare), simplified, with calls inlined."""
-    return inline_calls(simplify(prepare(graph)))
+    """The graph jit compiles: pure (prepare), simplified, with calls inlined, complex sums
+    and contractions split into real ones (compiler/complex_split.py)."""
+    return split_complex(inline_calls(simplify(prepare(graph))))
 
 
 __all__ = ["jit", "Jitted", "Lowered", "CacheInfo"]

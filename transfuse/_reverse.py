@@ -19,7 +19,7 @@ import numpy as np
 from transfuse.compiler.functionalize import num_user_outputs, prepare
 from transfuse.compiler.vjp import VJPGraphs, is_differentiable, vjp_graph
 from transfuse.ir import lax
-from transfuse.ir.core import Aval, Graph
+from transfuse.ir.core import Aval, Graph, is_inexact
 from transfuse.ir.errors import DTypeError, ShapeError, TransfuseTypeError, TransfuseValueError
 from transfuse.ir.source import with_location
 from transfuse.ir.tracing import Tracer
@@ -63,15 +63,43 @@ def _describe(x: Any) -> str:
 
 
 def _differentiable_leaf(x: Any, where: str, what: str) -> Any:
-    """The leaf as a floating array (Python floats become float64 0-d arrays), or an error."""
-    if isinstance(x, float):
-        return np.asarray(x, dtype=np.float64)
-    if isinstance(x, (np.ndarray, np.generic, Tracer)) and x.dtype.kind == "f":
+    """The leaf as a floating or complex array (Python floats and complex numbers become
+    0-d float64/complex128 arrays), or an error."""
+    if isinstance(x, (float, complex)):
+        return np.asarray(x)
+    if isinstance(x, (np.ndarray, np.generic, Tracer)) and is_inexact(x.dtype):
         return x
     raise DTypeError(with_location(
         f"{what}: cannot differentiate with respect to {where}, {_describe(x)}; only "
-        "floating arrays (float32, float64) and Python floats have gradients (pass "
-        "integer and boolean arguments at positions outside argnums)"))
+        "floating and complex arrays (float32, float64, complex64, complex128) and Python "
+        "floats have gradients (pass integer and boolean arguments at positions outside "
+        "argnums)"))
+
+
+def check_holomorphic_inputs(avals: Sequence[Aval], holomorphic: bool, what: str) -> None:
+    """holomorphic=True needs complex inputs (as in JAX)."""
+    if not holomorphic:
+        return
+    for aval in avals:
+        if aval.dtype.kind != "c":
+            raise DTypeError(with_location(
+                f"{what} with holomorphic=True requires inputs with complex dtype, but got "
+                f"{aval.dtype}"))
+
+
+def check_output_kind(aval: Aval, holomorphic: bool, what: str, where: str = "output") -> None:
+    """JAX's rule: without holomorphic=True the differentiated outputs must be real; with
+    it, complex."""
+    if holomorphic and aval.dtype.kind != "c":
+        raise DTypeError(with_location(
+            f"{what} with holomorphic=True requires outputs with complex dtype, but the "
+            f"{where} has dtype {aval.dtype}"))
+    if not holomorphic and aval.dtype.kind == "c":
+        raise DTypeError(with_location(
+            f"{what} requires real-valued outputs (a floating dtype), but the {where} has "
+            f"dtype {aval.dtype}. For holomorphic differentiation, pass holomorphic=True. "
+            "For non-holomorphic functions with complex outputs, use vjp directly (or "
+            "differentiate the real and imaginary parts separately)"))
 
 
 def _prepare_args(args: Sequence[Any], nums: tuple[int, ...], what: str
@@ -269,7 +297,7 @@ def vjp(func: Callable, *primals: Any, has_aux: bool = False) -> tuple:
 # grad and grad_and_value
 
 
-def _check_scalar_output(lin: _Linearized, what: str) -> Aval:
+def _check_scalar_output(lin: _Linearized, what: str, holomorphic: bool = False) -> Aval:
     if lin.out_tree != LEAF:
         raise TransfuseTypeError(with_location(
             f"{what} needs func to return a single scalar array, got a value of structure "
@@ -279,6 +307,8 @@ def _check_scalar_output(lin: _Linearized, what: str) -> Aval:
         raise TransfuseTypeError(with_location(
             f"{what} needs a floating scalar output, got an output of dtype {aval.dtype} "
             f"and shape {aval.shape}"))
+    check_output_kind(aval, holomorphic, what)
+    check_holomorphic_inputs(lin.wrt_avals, holomorphic, what)
     if aval.size != 1:
         raise TransfuseTypeError(with_location(
             f"{what} needs a scalar (0-d or one-element) output, got an output of shape "
@@ -287,34 +317,41 @@ def _check_scalar_output(lin: _Linearized, what: str) -> Aval:
 
 
 def _grad_and_value(func: Callable, argnums: int | Sequence[int], has_aux: bool,
-                    args: tuple, kwargs: dict, what: str) -> tuple[Any, Any, Any]:
+                    args: tuple, kwargs: dict, what: str, holomorphic: bool = False
+                    ) -> tuple[Any, Any, Any]:
     nums = normalize_argnums(argnums, len(args), what)
     lin = _Linearized(func, args, kwargs, nums, has_aux, what)
-    aval = _check_scalar_output(lin, what)
+    aval = _check_scalar_output(lin, what, holomorphic)
     value, aux = lin.run_forward()
     grads = lin.pullback([np.ones(aval.shape, aval.dtype)])
     return lin.by_argument(grads, single=isinstance(argnums, int)), value, aux
 
 
-def grad(func: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False
-         ) -> Callable:
-    """The gradient of a scalar-output function with respect to the args at argnums."""
+def grad(func: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+         holomorphic: bool = False) -> Callable:
+    """The gradient of a scalar-output function with respect to the args at argnums.
+
+    For complex inputs it is what jax.grad returns (docs/numpy.md, "Complex numbers"):
+    with a real output, df/dx - i df/dy at z = x + iy (the conjugate of the steepest-
+    ascent direction); with holomorphic=True (complex inputs and output), f'(z).
+    """
     check_argnums(argnums, "grad")
 
     def grad_fn(*args: Any, **kwargs: Any) -> Any:
-        g, _value, aux = _grad_and_value(func, argnums, has_aux, args, kwargs, "grad")
+        g, _value, aux = _grad_and_value(func, argnums, has_aux, args, kwargs, "grad",
+                                         holomorphic)
         return (g, aux) if has_aux else g
     return _wrap(func, grad_fn, "grad")
 
 
 def grad_and_value(func: Callable, argnums: int | Sequence[int] = 0,
-                   has_aux: bool = False) -> Callable:
+                   has_aux: bool = False, *, holomorphic: bool = False) -> Callable:
     """Like grad, returning (grad, value), or (grad, (value, aux)) with has_aux."""
     check_argnums(argnums, "grad_and_value")
 
     def grad_and_value_fn(*args: Any, **kwargs: Any) -> tuple:
         g, value, aux = _grad_and_value(func, argnums, has_aux, args, kwargs,
-                                        "grad_and_value")
+                                        "grad_and_value", holomorphic)
         return (g, (value, aux)) if has_aux else (g, value)
     return _wrap(func, grad_and_value_fn, "grad_and_value")
 
@@ -356,16 +393,18 @@ def _pull_back_basis(lin: _Linearized, chunk_size: int | None) -> list[Any]:
     return [np.stack([row[j] for row in rows]) for j in range(len(lin.wrt_avals))]
 
 
-def _check_jacobian_outputs(lin: _Linearized, what: str) -> None:
+def _check_jacobian_outputs(lin: _Linearized, what: str, holomorphic: bool) -> None:
     for i, aval in enumerate(lin.out_avals):
         if not is_differentiable(aval):
             raise TransfuseTypeError(with_location(
                 f"{what} needs floating outputs, but output leaf {i} has dtype {aval.dtype} "
                 f"(shape {aval.shape})"))
+        check_output_kind(aval, holomorphic, what, f"output leaf {i}")
+    check_holomorphic_inputs(lin.wrt_avals, holomorphic, what)
 
 
 def jacrev(func: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = False,
-           chunk_size: int | None = None) -> Callable:
+           holomorphic: bool = False, chunk_size: int | None = None) -> Callable:
     """The Jacobian by reverse mode: out.shape + in.shape per output leaf and input leaf."""
     check_argnums(argnums, "jacrev")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
@@ -375,7 +414,7 @@ def jacrev(func: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = 
     def jacrev_fn(*args: Any, **kwargs: Any) -> Any:
         nums = normalize_argnums(argnums, len(args), "jacrev")
         lin = _Linearized(func, args, kwargs, nums, has_aux, "jacrev")
-        _check_jacobian_outputs(lin, "jacrev")
+        _check_jacobian_outputs(lin, "jacrev", holomorphic)
         _output, aux = lin.run_forward()
         rows = _pull_back_basis(lin, chunk_size)
         per_output, start = [], 0

@@ -24,7 +24,7 @@ from transfuse.ir.tracing import NUMPY_TABLE, Tracer, bind, current_builder
 
 P = PRIMITIVES
 EXPORTS: dict[str, Callable] = {}
-PY_SCALARS = (bool, int, float)
+PY_SCALARS = (bool, int, float, complex)
 
 
 # ---------------------------------------------------------------------------------------
@@ -237,6 +237,11 @@ def to_bool(x: Any) -> Any:
     return np.asarray(x).astype(bool)
 
 
+def _conjugate(x: Any) -> Any:
+    x = asarray(x)
+    return lax.conj(x) if lax.is_complex(x) else lax.copy(x)
+
+
 def _composite_ufuncs() -> dict[np.ufunc, Callable]:
     """Ufuncs without a primitive of their own, written with others."""
     log2 = np.log(2.0)
@@ -309,7 +314,7 @@ def _composite_ufuncs() -> dict[np.ufunc, Callable]:
         np.positive: positive, np.fmax: fmax, np.fmin: fmin, np.signbit: signbit,
         np.logical_and: _logical("and"), np.logical_or: _logical("or"),
         np.logical_xor: _logical("xor"), np.logical_not: _logical("not"),
-        np.conjugate: lambda x: lax.copy(asarray(x)),
+        np.conjugate: _conjugate,
     }
 
 

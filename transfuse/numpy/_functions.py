@@ -21,6 +21,7 @@ from ._core import (
     asarray,
     call_ufunc,
     cast_operand,
+    dtype_of,
     implements,
     is_traced,
     ndim_of,
@@ -155,8 +156,7 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
     _no_out(out, "mean")
     a = asarray(a)
     axes = normalize_axes(axis, ndim_of(a))
-    acc = np.dtype(dtype) if dtype is not None else (
-        a.dtype if a.dtype.kind == "f" else np.dtype(np.float64))
+    acc = np.dtype(dtype) if dtype is not None else _mean_dtype(a.dtype)
     mask = _where_mask(where, a)
     total = lax.reduce_sum(_masked(lax.convert(a, acc), mask, 0), axes)
     return _keep(lax.div(total, _count(a, axes, mask, acc)), shape_of(a), axes, keepdims)
@@ -170,8 +170,7 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, 
         ddof = correction
     a = asarray(a)
     axes = normalize_axes(axis, ndim_of(a))
-    acc = np.dtype(dtype) if dtype is not None else (
-        a.dtype if a.dtype.kind == "f" else np.dtype(np.float64))
+    acc = np.dtype(dtype) if dtype is not None else _mean_dtype(a.dtype)
     mask = _where_mask(where, a)
     count = _count(a, axes, mask, acc)
     x = lax.convert(a, acc)
@@ -182,9 +181,20 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, 
     else:  # the caller's mean, in the accumulator's dtype (NumPy: arr - mean)
         mu = asarray(mean, acc)
     centered = lax.sub(x, mu)
-    total = lax.reduce_sum(_masked(lax.mul(centered, centered), mask, 0), axes)
+    if lax.is_complex(centered):  # |x - mu|^2 as NumPy forms it: re^2 + im^2, real
+        re, im = lax.real(centered), lax.imag(centered)
+        squares = lax.add(lax.mul(re, re), lax.mul(im, im))
+        count = lax.real(count)
+    else:
+        squares = lax.mul(centered, centered)
+    total = lax.reduce_sum(_masked(squares, mask, 0), axes)
     r = lax.div(total, lax.max(lax.sub(count, ddof), 0))
     return _keep(r, shape_of(a), axes, keepdims)
+
+
+def _mean_dtype(dtype: np.dtype) -> np.dtype:
+    """What mean and var accumulate in: floats and complex as they are, others float64."""
+    return dtype if dtype.kind in "fc" else np.dtype(np.float64)
 
 
 @implements(np.std)
@@ -713,12 +723,42 @@ def diff(a, n=1, axis=-1):
 
 @implements(np.real)
 def real(val):
-    return asarray(val)
+    val = asarray(val)
+    return lax.real(val) if lax.is_complex(val) else val
+
+
+@implements(np.imag)
+def imag(val):
+    val = asarray(val)
+    return lax.imag(val) if lax.is_complex(val) else lax.zeros_like(val)
 
 
 @implements(np.conj)
 def conj(x):
-    return lax.copy(asarray(x))
+    x = asarray(x)
+    return lax.conj(x) if lax.is_complex(x) else lax.copy(x)
+
+
+@implements(np.angle)
+def angle(z, deg=False):
+    z = asarray(z)
+    if z.dtype.kind != "c":
+        z = cast_operand(z, result_type(z, 1.0))  # NumPy: angle of a real array is float
+        im, re = lax.zeros_like(z), z
+    else:
+        im, re = lax.imag(z), lax.real(z)
+    out = lax.arctan2(im, re)
+    return lax.mul(out, 180 / np.pi) if deg else out
+
+
+@implements(np.iscomplexobj)
+def iscomplexobj(x):
+    return dtype_of(x).kind == "c"
+
+
+@implements(np.isrealobj)
+def isrealobj(x):
+    return dtype_of(x).kind != "c"
 
 
 def astype(x, dtype, copy=True):
