@@ -91,7 +91,6 @@ def _one_minus_sq(x: Any) -> Any:
 
 _UNARY_DERIVS: dict[str, Callable[[Any, Any, Any], Any]] = {
     "neg": lambda ct, x, out: lax.neg(ct),
-    "abs": lambda ct, x, out: lax.mul(ct, lax.sign(x)),
     "square": lambda ct, x, out: lax.mul(ct, lax.mul(x, 2.0)),
     "exp": lambda ct, x, out: lax.mul(ct, out),
     "expm1": lambda ct, x, out: lax.mul(ct, lax.add(out, 1.0)),

@@ -94,6 +94,54 @@ else:
 
 
 # ---------------------------------------------------------------------------------------
+# Complex math: cmath on the GPU (NumPy's ufuncs in the simulator). cmath has no expm1 or
+# log1p: they are written with the real ones, exact near 0 as NumPy's are.
+
+CMATH_NAMES = {
+    "exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan",
+    "arcsin": "asin", "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh",
+    "tanh": "tanh", "arcsinh": "asinh", "arccosh": "acosh", "arctanh": "atanh",
+}
+
+
+def _cmath_helper(gpu_name: str, numpy_name: str):
+    if SIMULATOR:
+        return getattr(np, numpy_name)
+    fn = getattr(cmath, gpu_name)
+    return device(lambda z: fn(z))
+
+
+for _name, _gpu in CMATH_NAMES.items():
+    globals()["cz_" + _name] = _cmath_helper(_gpu, _name)
+
+
+@device
+def cz_expm1(z):
+    """exp(z) - 1: Re = expm1(x) cos y - 2 sin(y/2)^2, Im = exp(x) sin y."""
+    x, y = z.real, z.imag
+    half = math.sin(0.5 * y)
+    return complex(math.expm1(x) * math.cos(y) - 2.0 * half * half, math.exp(x) * math.sin(y))
+
+
+@device
+def cz_log1p(z):
+    """log(1 + z): Re = log1p(2x + x^2 + y^2) / 2, Im = atan2(y, 1 + x)."""
+    x, y = z.real, z.imag
+    return complex(0.5 * math.log1p(x * (2.0 + x) + y * y), math.atan2(y, 1.0 + x))
+
+
+@device
+def cz_pow(z, w):
+    """z ** w = exp(w log z), with 0 ** w = 0 for Re w > 0 (and 1 for w = 0), as NumPy."""
+    if w == 0:
+        return complex(1.0, 0.0)
+    if z == 0:
+        return complex(0.0, 0.0) if w.real > 0 and w.imag == 0 else complex(math.nan,
+                                                                              math.nan)
+    return cmath.exp(w * cmath.log(z))
+
+
+# ---------------------------------------------------------------------------------------
 # Random numbers: the same counter-based splitmix64 as ir/primitives.py and cpu_kernels.py
 
 
