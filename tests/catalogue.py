@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from transfuse.ir import verify
 from transfuse.ir.interpreter import interpret
+from transfuse.ir.linalg import MADE_BY_JIT
 from transfuse.ir.primitives import PRIMITIVES
 from transfuse.ir.tracing import bind
 
@@ -204,7 +205,7 @@ def _integer_pow(m: Inputs) -> list[Sample]:
 
 
 def _pow(m: Inputs) -> list[Sample]:
-    if m.dtype.kind == "f":
+    if m.dtype.kind in "fc":
         return broadcasting("positive", "normal")(m)
     return broadcasting("normal", "small")(m)  # integers: non-negative exponents only
 
@@ -224,8 +225,8 @@ def _clip(m: Inputs) -> list[Sample]:
 
 
 def _cast(m: Inputs) -> list[Sample]:
-    x = m.scaled((3, 4)) if m.dtype.kind == "f" else m.normal((3, 4))
-    return [call(x, dtype=np.dtype(to)) for to in ALL if to != m.dtype.name] + [
+    x = m.scaled((3, 4)) if m.dtype.kind in "fc" else m.normal((3, 4))
+    return [call(x, dtype=np.dtype(to)) for to in ALL + COMPLEX if to != m.dtype.name] + [
         call(m.normal(()), dtype=np.dtype("float64" if m.dtype.name != "float64" else "int32")),
         call(m.normal((0, 3)), dtype=np.dtype("bool" if m.dtype.name != "bool" else "int64"))]
 
@@ -551,62 +552,62 @@ HOST_ONLY = {LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(de
 
 CATALOGUE: dict[str, Entry] = {
     # Elementwise unary
-    "exp": Entry(UNARY_FLOAT, elementwise("normal")),
-    "expm1": Entry(UNARY_FLOAT, elementwise("normal")),
-    "log": Entry(UNARY_FLOAT, elementwise("positive")),
-    "log1p": Entry(UNARY_FLOAT, elementwise("positive")),
-    "sqrt": Entry(UNARY_FLOAT, elementwise("positive")),
-    "rsqrt": Entry(UNARY_FLOAT, elementwise("positive")),
-    "sin": Entry(UNARY_FLOAT, elementwise("normal")),
-    "cos": Entry(UNARY_FLOAT, elementwise("normal")),
-    "tan": Entry(UNARY_FLOAT, elementwise("unit")),
-    "arcsin": Entry(UNARY_FLOAT, elementwise("unit")),
-    "arccos": Entry(UNARY_FLOAT, elementwise("unit")),
-    "arctan": Entry(UNARY_FLOAT, elementwise("normal")),
-    "sinh": Entry(UNARY_FLOAT, elementwise("normal")),
-    "cosh": Entry(UNARY_FLOAT, elementwise("normal")),
-    "tanh": Entry(UNARY_FLOAT, elementwise("normal")),
-    "arcsinh": Entry(UNARY_FLOAT, elementwise("normal")),
-    "arccosh": Entry(UNARY_FLOAT, elementwise("above_one")),
-    "arctanh": Entry(UNARY_FLOAT, elementwise("unit")),
+    "exp": Entry(UNARY_FLOAT, elementwise("normal"), FLOATS + COMPLEX),
+    "expm1": Entry(UNARY_FLOAT, elementwise("normal"), FLOATS + COMPLEX),
+    "log": Entry(UNARY_FLOAT, elementwise("positive"), FLOATS + COMPLEX),
+    "log1p": Entry(UNARY_FLOAT, elementwise("positive"), FLOATS + COMPLEX),
+    "sqrt": Entry(UNARY_FLOAT, elementwise("positive"), FLOATS + COMPLEX),
+    "rsqrt": Entry(UNARY_FLOAT, elementwise("positive"), FLOATS + COMPLEX),
+    "sin": Entry(UNARY_FLOAT, elementwise("normal"), FLOATS + COMPLEX),
+    "cos": Entry(UNARY_FLOAT, elementwise("normal"), FLOATS + COMPLEX),
+    "tan": Entry(UNARY_FLOAT, elementwise("unit"), FLOATS + COMPLEX),
+    "arcsin": Entry(UNARY_FLOAT, elementwise("unit"), FLOATS + COMPLEX),
+    "arccos": Entry(UNARY_FLOAT, elementwise("unit"), FLOATS + COMPLEX),
+    "arctan": Entry(UNARY_FLOAT, elementwise("normal"), FLOATS + COMPLEX),
+    "sinh": Entry(UNARY_FLOAT, elementwise("normal"), FLOATS + COMPLEX),
+    "cosh": Entry(UNARY_FLOAT, elementwise("normal"), FLOATS + COMPLEX),
+    "tanh": Entry(UNARY_FLOAT, elementwise("normal"), FLOATS + COMPLEX),
+    "arcsinh": Entry(UNARY_FLOAT, elementwise("normal"), FLOATS + COMPLEX),
+    "arccosh": Entry(UNARY_FLOAT, elementwise("above_one"), FLOATS + COMPLEX),
+    "arctanh": Entry(UNARY_FLOAT, elementwise("unit"), FLOATS + COMPLEX),
     "logistic": Entry(UNARY_FLOAT, elementwise("normal")),
     "erf": Entry(UNARY_FLOAT, elementwise("normal")),
     "floor": Entry(UNARY_FLOAT, elementwise("scaled")),
     "ceil": Entry(UNARY_FLOAT, elementwise("scaled")),
     "round": Entry(UNARY_FLOAT, elementwise("scaled")),
-    "reciprocal": Entry(UNARY_FLOAT, elementwise("nonzero")),
-    "neg": Entry(UNARY_NUMERIC, elementwise("normal"), NUMERIC),
-    "abs": Entry(UNARY_NUMERIC, elementwise("normal"), NUMERIC),
-    "sign": Entry(UNARY_NUMERIC, elementwise("normal"), NUMERIC),
-    "square": Entry(UNARY_NUMERIC, elementwise("normal"), NUMERIC),
-    "integer_pow": Entry(UNARY_NUMERIC, _integer_pow, NUMERIC),
+    "reciprocal": Entry(UNARY_FLOAT, elementwise("nonzero"), FLOATS + COMPLEX),
+    "neg": Entry(UNARY_NUMERIC, elementwise("normal"), NUMERIC + COMPLEX),
+    "abs": Entry(UNARY_NUMERIC, elementwise("normal"), NUMERIC + COMPLEX),
+    "sign": Entry(UNARY_NUMERIC, elementwise("normal"), NUMERIC + COMPLEX),
+    "square": Entry(UNARY_NUMERIC, elementwise("normal"), NUMERIC + COMPLEX),
+    "integer_pow": Entry(UNARY_NUMERIC, _integer_pow, NUMERIC + COMPLEX),
     "not": Entry(UNARY_NUMERIC, elementwise("normal"), INTEGRAL),
-    "isnan": Entry(UNARY_BOOL, elementwise("special")),
-    "isinf": Entry(UNARY_BOOL, elementwise("special")),
-    "isfinite": Entry(UNARY_BOOL, elementwise("special")),
+    "isnan": Entry(UNARY_BOOL, elementwise("special"), FLOATS + COMPLEX),
+    "isinf": Entry(UNARY_BOOL, elementwise("special"), FLOATS + COMPLEX),
+    "isfinite": Entry(UNARY_BOOL, elementwise("special"), FLOATS + COMPLEX),
     # Elementwise binary
-    "add": Entry(BINARY, broadcasting("normal", "normal"), NUMERIC),
-    "sub": Entry(BINARY, broadcasting("normal", "normal"), NUMERIC),
-    "mul": Entry(BINARY, broadcasting("normal", "normal"), NUMERIC),
-    "div": Entry(BINARY, broadcasting("normal", "nonzero")),
+    "add": Entry(BINARY, broadcasting("normal", "normal"), NUMERIC + COMPLEX),
+    "sub": Entry(BINARY, broadcasting("normal", "normal"), NUMERIC + COMPLEX),
+    "mul": Entry(BINARY, broadcasting("normal", "normal"), NUMERIC + COMPLEX),
+    "div": Entry(BINARY, broadcasting("normal", "nonzero"), FLOATS + COMPLEX),
     "floor_div": Entry(BINARY, broadcasting("normal", "nonzero"), NUMERIC),
     "mod": Entry(BINARY, broadcasting("normal", "nonzero"), NUMERIC),
-    "pow": Entry(BINARY, _pow, NUMERIC),
+    "pow": Entry(BINARY, _pow, NUMERIC + COMPLEX),
     "max": Entry(BINARY, broadcasting("normal", "normal"), NUMERIC),
     "min": Entry(BINARY, broadcasting("normal", "normal"), NUMERIC),
     "arctan2": Entry(BINARY, broadcasting("normal", "nonzero")),
-    "select": Entry(BINARY, _select, ALL),
+    "select": Entry(BINARY, _select, ALL + COMPLEX),
     "clip": Entry(BINARY, _clip, NUMERIC),
-    "eq": Entry(COMPARE, broadcasting("normal", "normal"), ALL),
-    "ne": Entry(COMPARE, broadcasting("normal", "normal"), ALL),
-    "lt": Entry(COMPARE, broadcasting("normal", "normal"), ALL),
-    "le": Entry(COMPARE, broadcasting("normal", "normal"), ALL),
-    "gt": Entry(COMPARE, broadcasting("normal", "normal"), ALL),
-    "ge": Entry(COMPARE, broadcasting("normal", "normal"), ALL),
+    "eq": Entry(COMPARE, broadcasting("normal", "normal"), ALL + COMPLEX),
+    "ne": Entry(COMPARE, broadcasting("normal", "normal"), ALL + COMPLEX),
+    "lt": Entry(COMPARE, broadcasting("normal", "normal"), ALL + COMPLEX),
+    "le": Entry(COMPARE, broadcasting("normal", "normal"), ALL + COMPLEX),
+    "gt": Entry(COMPARE, broadcasting("normal", "normal"), ALL + COMPLEX),
+    "ge": Entry(COMPARE, broadcasting("normal", "normal"), ALL + COMPLEX),
     "and": Entry(COMPARE, broadcasting("normal", "normal"), INTEGRAL),
     "or": Entry(COMPARE, broadcasting("normal", "normal"), INTEGRAL),
     "xor": Entry(COMPARE, broadcasting("normal", "normal"), INTEGRAL),
-    "cast": Entry(UNARY_NUMERIC, _cast, ALL),
+    "cast": Entry(UNARY_NUMERIC, _cast, ALL + COMPLEX),
     # Complex parts
     "real": Entry(UNARY_NUMERIC, elementwise("normal"), COMPLEX),
     "imag": Entry(UNARY_NUMERIC, elementwise("normal"), COMPLEX),
@@ -614,17 +615,17 @@ CATALOGUE: dict[str, Entry] = {
     "complex": Entry(BINARY, broadcasting("normal", "normal")),
     "copy": Entry(SHAPE, elementwise("normal"), MOVES),
     # Reductions, scans, arg-reductions
-    "reduce_sum": Entry(REDUCE, _sum, NUMERIC),
-    "reduce_prod": Entry(REDUCE, _product, NUMERIC),
+    "reduce_sum": Entry(REDUCE, _sum, NUMERIC + COMPLEX),
+    "reduce_prod": Entry(REDUCE, _product, NUMERIC + COMPLEX),
     "reduce_max": Entry(REDUCE, reduction, ALL),
     "reduce_min": Entry(REDUCE, reduction, ALL),
     "argmax": Entry(SCAN, _arg_reduction, NUMERIC),
     "argmin": Entry(SCAN, _arg_reduction, NUMERIC),
-    "cumsum": Entry(SCAN, _scan("normal"), NUMERIC),
-    "cumprod": Entry(SCAN, _scan("small"), NUMERIC),
+    "cumsum": Entry(SCAN, _scan("normal"), NUMERIC + COMPLEX),
+    "cumprod": Entry(SCAN, _scan("small"), NUMERIC + COMPLEX),
     # Contractions
-    "dot_general": Entry(CONTRACT, _dot_general, NUMERIC),
-    "conv": Entry(CONTRACT, _conv),
+    "dot_general": Entry(CONTRACT, _dot_general, NUMERIC + COMPLEX),
+    "conv": Entry(CONTRACT, _conv, FLOATS + COMPLEX),
     # Shapes
     "reshape": Entry(SHAPE, _reshape, MOVES),
     "transpose": Entry(SHAPE, _transpose, MOVES),
@@ -669,6 +670,9 @@ CATALOGUE: dict[str, Entry] = {
 NO_ENTRY = {
     "fused": "made by the fusion pass (compiler/fusion.py) after every transform; every "
              "compiled catalogue program runs it",
+    **dict.fromkeys(MADE_BY_JIT, "made by jit's optimiser after every transform; "
+                                 "tests/test_linalg_rewrites.py compiles programs that reach "
+                                 "it"),
 }
 
 
