@@ -144,7 +144,7 @@ for _name, _derivative in _UNARY_DERIVATIVES.items():
 
 
 def _abs_rule(primals, tangents):
-    """d|x| = sign(x) dx; for complex x, Re(conj(sign x) dx) with sign x = x/|x|.
+    """d|x| = sign(x) dx; for complex x, Re(conj(x) dx / |x|) (complex_abs_slope).
 
     sign(0) = 0: at x == 0 the tangent is 0, like torch and this project's VJP of abs
     (JAX passes +t there for real x).
@@ -154,8 +154,16 @@ def _abs_rule(primals, tangents):
     if t is None:
         return out, None
     if lax.is_complex(x):
-        return out, lax.real(lax.mul(lax.conj(lax.sign(x)), t))
+        return out, lax.real(lax.mul(complex_abs_slope(x, out), t))
     return out, lax.mul(t, lax.sign(x))
+
+
+def complex_abs_slope(z, modulus):
+    """conj(z) / |z| (0 at z == 0), written with differentiable operations so that second
+    derivatives are right (sign(z) = z / |z| has a zero derivative, as in JAX); shared with
+    the VJP."""
+    safe = lax.select(lax.eq(modulus, 0), lax.full((), 1, lax.dtype(modulus)), modulus)
+    return lax.div(lax.conj(z), lax.convert(safe, lax.dtype(z)))
 
 
 def _complex_rule(primals, tangents):

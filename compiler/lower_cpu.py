@@ -112,10 +112,20 @@ def _erf(c: PointCtx, x: str) -> str:
     return f"{ctor(c.out_dtype)}(math.erf({x}))"
 
 
+def _complex_aware(name: str) -> Scalar:
+    """Numba's np.<name>, but runtime/complex_bodies.py's for complex operands (Numba's
+    complex expm1 and log1p lose a small argument's digits)."""
+    def scalar(c: PointCtx, x: str) -> str:
+        if c.in_dtype.kind == "c":
+            return f"{ctor(c.out_dtype)}({c.helper('complex_' + name)}({x}))"
+        return f"np.{name}({x})"
+    return scalar
+
+
 _rule("exp", point=_unary_float("exp", _np("exp")))
-_rule("expm1", point=_unary_float("expm1", _np("expm1")))
+_rule("expm1", point=_unary_float("expm1", _complex_aware("expm1")))
 _rule("log", point=_unary_float("log", _np("log")))
-_rule("log1p", point=_unary_float("log1p", _np("log1p")))
+_rule("log1p", point=_unary_float("log1p", _complex_aware("log1p")))
 _rule("sqrt", point=_unary_float("sqrt", _np("sqrt")))
 _rule("rsqrt", point=_unary_float("rsqrt", lambda c, x: f"{c.lit(1)} / np.sqrt({x})"))
 _rule("sin", point=_unary_float("sin", _np("sin")))

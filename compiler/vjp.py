@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from transfuse.compiler.jvp import complex_abs_slope
 from transfuse.compiler.simplify import dce, inline_calls
 from transfuse.ir import lax
 from transfuse.ir.core import Aval, Graph, Var, is_inexact
@@ -125,8 +126,8 @@ for _name, _deriv in _UNARY_DERIVS.items():
 def _abs_vjp(ct, ins, outs):
     x = ins[0]
     if lax.is_complex(x):
-        # The transpose of dx -> Re(conj(sign x) dx) (JAX's convention, docs/numpy.md).
-        return [lax.mul(lax.convert(ct, lax.dtype(x)), lax.conj(lax.sign(x)))]
+        # The transpose of dx -> Re(conj(x) dx / |x|) (JAX's convention, docs/numpy.md).
+        return [lax.mul(lax.convert(ct, lax.dtype(x)), complex_abs_slope(x, outs[0]))]
     return [lax.mul(ct, lax.sign(x))]
 
 

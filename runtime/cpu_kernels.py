@@ -15,7 +15,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-from . import linalg_bodies
+from . import complex_bodies, linalg_bodies
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -90,6 +90,10 @@ def fmax(a, b):
 def fmin(a, b):
     """np.minimum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
     return a if (a < b or a != a) else b
+
+
+complex_expm1 = njit(cache=True)(complex_bodies.complex_expm1)
+complex_log1p = njit(cache=True)(complex_bodies.complex_log1p)
 
 
 @njit(cache=True)

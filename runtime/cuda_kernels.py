@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import config, cuda
 
-from . import linalg_bodies
+from . import complex_bodies, linalg_bodies
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 INDEX_ERROR = 1  # the codes the `err` flag array holds
@@ -95,7 +95,7 @@ else:
 
 # ---------------------------------------------------------------------------------------
 # Complex math: cmath on the GPU (NumPy's ufuncs in the simulator). cmath has no expm1 or
-# log1p: they are written with the real ones, exact near 0 as NumPy's are.
+# log1p: runtime/complex_bodies.py writes them with the real ones (the CPU's own).
 
 CMATH_NAMES = {
     "exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan",
@@ -115,19 +115,8 @@ for _name, _gpu in CMATH_NAMES.items():
     globals()["cz_" + _name] = _cmath_helper(_gpu, _name)
 
 
-@device
-def cz_expm1(z):
-    """exp(z) - 1: Re = expm1(x) cos y - 2 sin(y/2)^2, Im = exp(x) sin y."""
-    x, y = z.real, z.imag
-    half = math.sin(0.5 * y)
-    return complex(math.expm1(x) * math.cos(y) - 2.0 * half * half, math.exp(x) * math.sin(y))
-
-
-@device
-def cz_log1p(z):
-    """log(1 + z): Re = log1p(2x + x^2 + y^2) / 2, Im = atan2(y, 1 + x)."""
-    x, y = z.real, z.imag
-    return complex(0.5 * math.log1p(x * (2.0 + x) + y * y), math.atan2(y, 1.0 + x))
+cz_expm1 = complex_bodies.complex_expm1 if SIMULATOR else device(complex_bodies.complex_expm1)
+cz_log1p = complex_bodies.complex_log1p if SIMULATOR else device(complex_bodies.complex_log1p)
 
 
 @device
