@@ -12,7 +12,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 _LIBRARY_DIRS = tuple(
     os.path.join(_ROOT, *d.split("/")) + os.sep
-    for d in ("ir", "compiler", "runtime", "transfuse/numpy", "transfuse/nn")
+    for d in ("ir", "compiler", "runtime", "transfuse/numpy", "transfuse/nn", "transfuse/scipy")
 )
 _LIBRARY_FILE_PREFIXES = (
     os.path.join(_ROOT, "transfuse", "_"),

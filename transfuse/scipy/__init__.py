@@ -18,7 +18,7 @@ from typing import Any
 from transfuse.numpy._patches import on_tracing_thread, replace_while_tracing
 
 LINALG = ("solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "det", "solve",
-          "lu_factor", "lu_solve")
+          "lu_factor", "lu_solve", "expm")
 
 
 def _linalg_replacement(name: str) -> Callable[[Callable], Callable]:

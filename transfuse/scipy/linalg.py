@@ -1,4 +1,4 @@
-"""transfuse.scipy.linalg: scipy.linalg's triangular and Cholesky solvers, traced.
+"""transfuse.scipy.linalg: scipy.linalg's solvers, factorizations and expm, traced.
 
 Built on ir/linalg.py's primitives, on stacked (..., n, n) inputs as recent SciPy accepts
 them; with NumPy arrays alone each function is SciPy's own.
@@ -17,8 +17,10 @@ from transfuse.ir import lax
 from transfuse.numpy import linalg as tnp_linalg
 from transfuse.numpy._core import any_traced, asarray, cast_operand, unsupported
 
+from . import _expm
+
 __all__ = ["solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "det", "solve",
-           "lu_factor", "lu_solve"]
+           "lu_factor", "lu_solve", "expm"]
 # transfuse/scipy/__init__.py routes scipy.linalg.<name> here while tracing: keep in step.
 
 
@@ -168,3 +170,8 @@ def _permutation(pivots: Any, n: int) -> Any:
     for j, p in enumerate(pivots):
         perm[j], perm[p] = perm[p], perm[j]
     return perm
+
+
+@_traced("expm")
+def expm(A):  # noqa: N803  (SciPy's name)
+    return _expm.expm(A)
