@@ -220,9 +220,9 @@ for _name in ("mul", "dot_general", "conv"):
 def _cholesky_rule(primals, tangents):
     (a,), (ta,) = primals, tangents
     low = lax.cholesky(a)
-    # dL = L phi(L^-1 dA L^-T), phi: the lower triangle with half the diagonal.
+    # dL = L phi(L^-1 dA L^-H), phi: the lower triangle with half the diagonal.
     left = lax.triangular_solve(low, lax.symmetrize(ta), lower=True)
-    middle = lax.triangular_solve(low, lax.matrix_transpose(left), lower=True)
+    middle = lax.triangular_solve(low, lax.adjoint(left), lower=True)
     return low, lax.batch_matmul(low, lax.lower_triangle(middle, 0.5))
 
 
@@ -248,8 +248,14 @@ def _solve_rule(primals, tangents):
 def _slogdet_rule(primals, tangents):
     (a,), (ta,) = primals, tangents
     sign, logabsdet = lax.slogdet(a)
-    # d log|det A| = trace(A^-1 dA)
-    return [sign, logabsdet], [None, _trace(lax.solve(a, ta))]
+    # d log det A = trace(A^-1 dA): its real part moves log|det A|, its imaginary part
+    # (complex A) turns the sign: d sign = sign * i Im(trace).
+    g = _trace(lax.solve(a, ta))
+    if not lax.is_complex(a):
+        return [sign, logabsdet], [None, g]
+    d_log = lax.real(g)
+    return [sign, logabsdet], [lax.mul(sign, lax.sub(g, lax.convert(d_log, lax.dtype(g)))),
+                               d_log]
 
 
 def _trace(x):
@@ -259,11 +265,17 @@ def _trace(x):
 def _eigh_rule(primals, tangents):
     (a,), (ta,) = primals, tangents
     w, v = lax.eigh(a)
-    # C = V^T dA V: dw = diag(C), dV = V (F * C), F_ij = 1 / (w_j - w_i) off the diagonal
-    # (infinite at repeated eigenvalues, where eigenvectors are not unique, as in JAX).
-    c = lax.batch_matmul(lax.matrix_transpose(v), lax.batch_matmul(lax.symmetrize(ta), v))
-    dv = lax.batch_matmul(v, lax.mul(eigen_gaps(w), c))
-    return [w, v], [lax.matrix_diagonal(c), dv]
+    # C = V^H dA V: dw = Re diag(C), dV = V (F * C), F_ij = 1 / (w_j - w_i) off the
+    # diagonal (infinite at repeated eigenvalues, where eigenvectors are not unique, as in
+    # JAX).
+    c = lax.batch_matmul(lax.adjoint(v), lax.batch_matmul(lax.symmetrize(ta), v))
+    dv = lax.batch_matmul(v, lax.mul(_like(eigen_gaps(w), c), c))
+    return [w, v], [lax.real_part(lax.matrix_diagonal(c)), dv]
+
+
+def _like(x, ref):
+    """x (real) in ref's dtype, to multiply a complex value."""
+    return lax.convert(x, lax.dtype(ref))
 
 
 def eigen_gaps(w):
@@ -305,29 +317,36 @@ def _svd_rule(primals, tangents, *, full_matrices, compute_uv):
             "matrix is not unique (the extra singular vectors are arbitrary); pass "
             "full_matrices=False"))
     u, s, vt = lax.svd(a, full_matrices=False)
-    v, ut = lax.matrix_transpose(vt), lax.matrix_transpose(u)
-    ds_mat = lax.batch_matmul(ut, lax.batch_matmul(ta, v))
-    ds = lax.matrix_diagonal(ds_mat)
+    v, uh = lax.adjoint(vt), lax.adjoint(u)
+    ds_mat = lax.batch_matmul(uh, lax.batch_matmul(ta, v))
+    ds = lax.real_part(lax.matrix_diagonal(ds_mat))
     if not compute_uv:
         return [s], [ds]
-    # F_ij = 1 / (s_j^2 - s_i^2); dU = U (F * (dS s + (dS s)^T)) [+ the part outside U's
-    # span], dV = V (F * (s dS + (s dS)^T)) [+ outside V's span] (real case of JAX's rule).
-    s_row, s_col = _row(s), _column(s)
-    f = _off_diagonal_reciprocal(lax.mul(lax.add(s_row, s_col), lax.sub(s_row, s_col)))
+    # JAX's rule. F_ij = 1 / (s_j^2 - s_i^2); dU = U (F * (dS s + (dS s)^H) + D)
+    # [+ the part outside U's span], dV = V (F * (s dS + (s dS)^H)) [+ outside V's span];
+    # D = i Im(diag dS) / s fixes the phase of complex singular vectors (0 for real A).
+    s_row, s_col = _like(_row(s), ds_mat), _like(_column(s), ds_mat)
+    f = _like(_off_diagonal_reciprocal(
+        lax.mul(lax.add(_row(s), _column(s)), lax.sub(_row(s), _column(s)))), ds_mat)
     ds_s = lax.mul(ds_mat, s_row)
     s_ds = lax.mul(s_col, ds_mat)
-    du = lax.batch_matmul(u, lax.mul(f, lax.add(ds_s, lax.matrix_transpose(ds_s))))
-    dv = lax.batch_matmul(v, lax.mul(f, lax.add(s_ds, lax.matrix_transpose(s_ds))))
-    s_inv = _row(_safe_reciprocal(s))
+    inner_u = lax.mul(f, lax.add(ds_s, lax.adjoint(ds_s)))
+    s_inv = _like(_row(_safe_reciprocal(s)), ds_mat)
+    if lax.is_complex(a):
+        phase = lax.sub(ds_mat, lax.convert(lax.real(ds_mat), lax.dtype(ds_mat)))
+        inner_u = lax.add(inner_u, lax.mul(lax.diagonal_matrix(lax.matrix_diagonal(phase)),
+                                           s_inv))
+    du = lax.batch_matmul(u, inner_u)
+    dv = lax.batch_matmul(v, lax.mul(f, lax.add(s_ds, lax.adjoint(s_ds))))
     if m > n:
         da_v = lax.batch_matmul(ta, v)
-        outside = lax.sub(da_v, lax.batch_matmul(u, lax.batch_matmul(ut, da_v)))
+        outside = lax.sub(da_v, lax.batch_matmul(u, lax.batch_matmul(uh, da_v)))
         du = lax.add(du, lax.mul(outside, s_inv))
     if n > m:
-        dat_u = lax.batch_matmul(lax.matrix_transpose(ta), u)
-        outside = lax.sub(dat_u, lax.batch_matmul(v, lax.batch_matmul(vt, dat_u)))
+        dah_u = lax.batch_matmul(lax.adjoint(ta), u)
+        outside = lax.sub(dah_u, lax.batch_matmul(v, lax.batch_matmul(vt, dah_u)))
         dv = lax.add(dv, lax.mul(outside, s_inv))
-    return [u, s, vt], [du, ds, lax.matrix_transpose(dv)]
+    return [u, s, vt], [du, ds, lax.adjoint(dv)]
 
 
 def _lu_rule(primals, tangents):
@@ -362,9 +381,13 @@ def _qr_rule(primals, tangents, *, complete):
     # dA R^-1, by a solve with R^T from the right
     da_rinv = lax.matrix_transpose(lax.triangular_solve(
         r, lax.matrix_transpose(ta), lower=False, transpose_a=True))
-    qt_da_rinv = lax.batch_matmul(lax.matrix_transpose(q), da_rinv)
+    qt_da_rinv = lax.batch_matmul(lax.adjoint(q), da_rinv)
     below = lax.lower_triangle(qt_da_rinv, 0.0)
-    omega = lax.sub(below, lax.matrix_transpose(below))  # skew-symmetric
+    omega = lax.sub(below, lax.adjoint(below))  # skew-symmetric (skew-Hermitian)
+    if lax.is_complex(a):  # ... plus the imaginary part of the diagonal (JAX's correction)
+        diagonal = lax.matrix_diagonal(qt_da_rinv)
+        omega = lax.add(omega, lax.diagonal_matrix(
+            lax.sub(diagonal, lax.convert(lax.real(diagonal), lax.dtype(diagonal)))))
     dq = lax.add(lax.batch_matmul(q, lax.sub(omega, qt_da_rinv)), da_rinv)
     dr = lax.batch_matmul(lax.sub(qt_da_rinv, omega), r)
     return [q, r], [dq, dr]

@@ -1044,8 +1044,15 @@ def _linalg_kernel(helper: str, in_trailing: tuple[int, ...], out_trailing: tupl
 
 _rule("cholesky", kernel=_linalg_kernel("linalg_cholesky", (2,), (2,)))
 _rule("solve", kernel=_linalg_kernel("linalg_solve", (2, 2), (2,)))
-_rule("triangular_solve", kernel=_linalg_kernel("linalg_triangular_solve", (2, 2), (2,),
-                                                "lower", "transpose_a"))
+def _triangular_solve_kernel(k: KernelCtx) -> None:
+    # BLAS trsm from NumPy's OpenBLAS is bound for real data; complex data solves the
+    # triangle with LAPACK.
+    complex_data = k.node.outputs[0].aval.dtype.kind == "c"
+    helper = "linalg_triangular_solve_lapack" if complex_data else "linalg_triangular_solve"
+    _linalg_kernel(helper, (2, 2), (2,), "lower", "transpose_a")(k)
+
+
+_rule("triangular_solve", kernel=_triangular_solve_kernel)
 _rule("slogdet", kernel=_linalg_kernel("linalg_slogdet", (2,), (0, 0)))
 _rule("eigh", kernel=_linalg_kernel("linalg_eigh", (2,), (1, 2)))
 _rule("qr", kernel=_linalg_kernel("linalg_qr", (2,), (2, 2)))

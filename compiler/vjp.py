@@ -553,6 +553,22 @@ def _eigh_vjp(ct, ins, outs):
     return [lax.symmetrize(lax.batch_matmul(v, lax.batch_matmul(inner, vt)))]
 
 
+def _complex_by_transposed_jvp(prim: Primitive, real_rule: VjpRule) -> VjpRule:
+    """real_rule for real inputs; for complex ones the transpose of the JVP, which holds
+    the conjugations (Hermitian parts, real eigenvalues) a complex formula needs."""
+    complex_rule = transposed_jvp(prim)
+
+    def rule(ct, ins, outs, **params):
+        chosen = complex_rule if lax.is_complex(ins[0]) else real_rule
+        return chosen(ct, ins, outs, **params)
+    rule.__name__ = real_rule.__name__
+    return rule
+
+
+for _name in ("cholesky", "slogdet", "eigh"):
+    VJP_RULES[P[_name]] = _complex_by_transposed_jvp(P[_name], VJP_RULES[P[_name]])
+
+
 @_register("conv")
 def _conv_vjp(ct, ins, outs, **params):
     lhs, rhs = ins

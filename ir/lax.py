@@ -359,9 +359,15 @@ def batch_matmul(x: Any, y: Any) -> Any:
     return dot_general(x, y, (((n - 1,), (n - 2,)), (batch, batch)))
 
 
+def adjoint(x: Any) -> Any:
+    """The conjugate transpose x^H of each matrix (the transpose of a real one)."""
+    xt = matrix_transpose(x)
+    return conj(xt) if is_complex(x) else xt
+
+
 def symmetrize(x: Any) -> Any:
-    """(x + x^T) / 2 over the last two axes."""
-    return mul(add(x, matrix_transpose(x)), 0.5)
+    """(x + x^H) / 2 over the last two axes: the symmetric (Hermitian) part."""
+    return mul(add(x, adjoint(x)), 0.5)
 
 
 def lower_triangle(x: Any, diagonal: float = 1.0) -> Any:

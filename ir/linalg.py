@@ -12,13 +12,13 @@ import numpy as np
 
 from .core import Aval
 from .errors import DTypeError, ShapeError
-from .primitives import define
+from .primitives import define, real_dtype
 
 
 def _square(name: str, a: Aval) -> int:
-    """The order n of a stack of square float matrices (..., n, n)."""
-    if a.dtype.kind != "f":
-        raise DTypeError(f"{name} needs floating matrices, got {a.dtype}")
+    """The order n of a stack of square float or complex matrices (..., n, n)."""
+    if a.dtype.kind not in "fc":
+        raise DTypeError(f"{name} needs floating or complex matrices, got {a.dtype}")
     if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
         raise ShapeError(f"{name} needs square matrices (..., n, n), got shape {a.shape}")
     return a.shape[-1]
@@ -63,17 +63,17 @@ def _solve_impl(a, b):
 
 def _slogdet_rule(a: Aval) -> list[Aval]:
     _square("slogdet", a)
-    return [Aval(a.shape[:-2], a.dtype), Aval(a.shape[:-2], a.dtype)]
+    return [Aval(a.shape[:-2], a.dtype), Aval(a.shape[:-2], real_dtype(a.dtype))]
 
 
 def _slogdet_impl(a):
     sign, logabsdet = np.linalg.slogdet(a)
-    return [np.asarray(sign, a.dtype), np.asarray(logabsdet, a.dtype)]
+    return [np.asarray(sign, a.dtype), np.asarray(logabsdet, real_dtype(a.dtype))]
 
 
 def _eigh_rule(a: Aval) -> list[Aval]:
     n = _square("eigh", a)
-    return [Aval(a.shape[:-2] + (n,), a.dtype), a]
+    return [Aval(a.shape[:-2] + (n,), real_dtype(a.dtype)), a]
 
 
 def _eigh_impl(a):
@@ -82,9 +82,9 @@ def _eigh_impl(a):
 
 
 def _matrix(name: str, a: Aval) -> tuple[int, int]:
-    """The shape (m, n) of a stack of float matrices (..., m, n)."""
-    if a.dtype.kind != "f":
-        raise DTypeError(f"{name} needs floating matrices, got {a.dtype}")
+    """The shape (m, n) of a stack of float or complex matrices (..., m, n)."""
+    if a.dtype.kind not in "fc":
+        raise DTypeError(f"{name} needs floating or complex matrices, got {a.dtype}")
     if a.ndim < 2:
         raise ShapeError(f"{name} needs matrices (..., m, n), got shape {a.shape}")
     return a.shape[-2], a.shape[-1]
@@ -93,7 +93,7 @@ def _matrix(name: str, a: Aval) -> tuple[int, int]:
 def _svd_rule(a: Aval, *, full_matrices: bool, compute_uv: bool) -> list[Aval]:
     m, n = _matrix("svd", a)
     k, batch = min(m, n), a.shape[:-2]
-    s = Aval(batch + (k,), a.dtype)
+    s = Aval(batch + (k,), real_dtype(a.dtype))
     if not compute_uv:
         return [s]
     u_cols, vt_rows = (m, n) if full_matrices else (k, k)
@@ -152,7 +152,7 @@ define("svd", _svd_rule, _svd_impl, multiple_results=True,
 define("qr", _qr_rule, _qr_impl, multiple_results=True,
        doc="(Q, R) of each matrix: reduced (Q m x k) or complete (Q m x m)")
 define("cholesky", _same("cholesky"), lambda a: np.linalg.cholesky(a),
-       doc="the lower Cholesky factor L of each positive-definite matrix (A = L L^T; "
+       doc="the lower Cholesky factor L of each positive-definite matrix (A = L L^H; "
            "reads A's lower triangle)")
 define("triangular_solve",
        lambda a, b, *, lower, transpose_a: _rhs("triangular_solve", a, b),
@@ -162,9 +162,9 @@ define("triangular_solve",
 define("solve", lambda a, b: _rhs("solve", a, b), _solve_impl,
        doc="X with A X = B for general square A (LU with partial pivoting)")
 define("slogdet", _slogdet_rule, _slogdet_impl, multiple_results=True,
-       doc="(sign, log|det|) of each matrix")
+       doc="(sign, log|det|) of each matrix (complex sign det/|det| for complex A)")
 define("eigh", _eigh_rule, _eigh_impl, multiple_results=True,
-       doc="(w, V): ascending eigenvalues and orthonormal eigenvectors of each symmetric "
-           "matrix (reads A's lower triangle)")
+       doc="(w, V): ascending (real) eigenvalues and orthonormal eigenvectors of each "
+           "symmetric or Hermitian matrix (reads A's lower triangle)")
 
 LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu")

@@ -564,6 +564,9 @@ def _triangular_solve_lapack(a, b, out, lower, transpose_a):
         out[k] = np.linalg.solve(tri, b[k])
 
 
+linalg_triangular_solve_lapack = _triangular_solve_lapack  # for complex data
+
+
 def _numpy_trsm() -> bool:
     import llvmlite.binding as llvm
     return _numpy_openblas() and all(llvm.address_of_symbol(f"scipy_cblas_{k}trsm64_")

@@ -50,9 +50,10 @@ def cholesky_lower(a, low) -> bool:
     potrf reports it."""
     n = a.shape[0]
     for j in range(n):
-        diagonal = a[j, j]
+        # A = L L^H: the diagonal is real (.real and .conjugate() are no-ops on floats).
+        diagonal = a[j, j].real
         for c in range(j):
-            diagonal -= low[j, c] * low[j, c]
+            diagonal -= (low[j, c] * low[j, c].conjugate()).real
         if not diagonal > 0:
             return False
         root = math.sqrt(diagonal)
@@ -60,7 +61,7 @@ def cholesky_lower(a, low) -> bool:
         for i in range(j + 1, n):
             total = a[i, j]
             for c in range(j):
-                total -= low[i, c] * low[j, c]
+                total -= low[i, c] * low[j, c].conjugate()
             low[i, j] = total / root
         for i in range(j):
             low[i, j] = 0

@@ -16,6 +16,7 @@ import numpy as np
 
 from transfuse.ir import lax
 from transfuse.ir.errors import TransfuseLinAlgError
+from transfuse.ir.primitives import real_dtype
 from transfuse.ir.source import with_location
 
 from ._core import asarray, cast_operand, implements, result_type, unsupported
@@ -28,9 +29,18 @@ def _linalg(np_func: Callable) -> Callable[[Callable], Callable]:
 
 
 def _float_dtype(*xs: Any) -> np.dtype:
-    """NumPy's result dtype of a linalg function: float32 stays, the rest is float64."""
+    """NumPy's result dtype of a linalg function: float32, complex64 and complex128 stay,
+    the rest is float64."""
     dt = result_type(*xs)
-    return dt if dt == np.float32 else np.dtype(np.float64)
+    return dt if dt in (np.float32, np.complex64, np.complex128) else np.dtype(np.float64)
+
+
+def _abs_squared(x: Any) -> Any:
+    """|x|^2, real: x * x, or re^2 + im^2 for complex x (as NumPy's norm forms it)."""
+    if not lax.is_complex(x):
+        return np.multiply(x, x)
+    re, im = lax.real(x), lax.imag(x)
+    return lax.add(lax.mul(re, re), lax.mul(im, im))
 
 
 def _matrices(a: Any, name: str) -> Any:
@@ -62,7 +72,7 @@ def _identity_like(a: Any) -> Any:
 def cholesky(a, /, *, upper=False):
     a = _matrices(a, "cholesky")
     low = lax.cholesky(a)
-    return lax.matrix_transpose(low) if upper else low
+    return lax.adjoint(low) if upper else low
 
 
 @_linalg(np.linalg.solve)
@@ -99,20 +109,21 @@ def slogdet(a):
 @_linalg(np.linalg.det)
 def det(a):
     sign, logabsdet = lax.slogdet(_matrices(a, "det"))
-    return lax.mul(sign, lax.exp(logabsdet))
+    return lax.mul(sign, lax.convert(lax.exp(logabsdet), sign.dtype))
 
 
 @_linalg(np.linalg.eigh)
 def eigh(a, UPLO="L"):  # noqa: N803  (NumPy's name)
     a = _matrices(a, "eigh")
-    w, v = lax.eigh(a if _lower(UPLO) else lax.matrix_transpose(a))
+    # UPLO='U': the Hermitian matrix of the upper triangle has (upper)^H as its lower one.
+    w, v = lax.eigh(a if _lower(UPLO) else lax.adjoint(a))
     return w, v
 
 
 @_linalg(np.linalg.eigvalsh)
 def eigvalsh(a, UPLO="L"):  # noqa: N803
     a = _matrices(a, "eigvalsh")
-    return lax.eigh(a if _lower(UPLO) else lax.matrix_transpose(a))[0]
+    return lax.eigh(a if _lower(UPLO) else lax.adjoint(a))[0]
 
 
 def _lower(uplo: str) -> bool:
@@ -192,7 +203,7 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's name)
     x = asarray(x)
     x = cast_operand(x, _float_dtype(x))
     if axis is None and ord is None:
-        out = np.sqrt(np.sum(x * x, axis=None))
+        out = np.sqrt(np.sum(_abs_squared(x), axis=None))
         return lax.reshape(out, (1,) * x.ndim) if keepdims else out
     if axis is None:
         axis = tuple(range(x.ndim))
@@ -207,13 +218,13 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's name)
 def _vector_norm(x: Any, ord: Any, axis: int, keepdims: bool) -> Any:  # noqa: A002
     mag = np.abs(x)
     if ord is None or ord == 2:
-        return np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))
+        return np.sqrt(np.sum(_abs_squared(x), axis=axis, keepdims=keepdims))
     if ord == np.inf:
         return np.max(mag, axis=axis, keepdims=keepdims)
     if ord == -np.inf:
         return np.min(mag, axis=axis, keepdims=keepdims)
     if ord == 0:
-        return np.sum((x != 0).astype(x.dtype), axis=axis, keepdims=keepdims)
+        return np.sum((x != 0).astype(mag.dtype), axis=axis, keepdims=keepdims)
     if ord == 1:
         return np.sum(mag, axis=axis, keepdims=keepdims)
     if isinstance(ord, str):
@@ -228,7 +239,7 @@ def _matrix_norm(x: Any, ord: Any, axes: tuple, keepdims: bool) -> Any:  # noqa:
         raise ValueError("Duplicate axes given.")
     mag = np.abs(x)
     if ord is None or ord == "fro":
-        out = np.sqrt(np.sum(x * x, axis=(row, col)))
+        out = np.sqrt(np.sum(_abs_squared(x), axis=(row, col)))
     elif ord in (1, -1):
         sums = np.sum(mag, axis=row)
         out = (np.max if ord == 1 else np.min)(sums, axis=col - (col > row))
@@ -289,8 +300,7 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=None):
     u, s, vt = lax.svd(a, full_matrices=False)
     large = _cutoff_mask(s, rcond)
     s_inv = np.where(large, np.divide(1.0, np.where(large, s, 1.0)), 0.0).astype(a.dtype)
-    return np.matmul(lax.matrix_transpose(vt),
-                     np.multiply(np.expand_dims(s_inv, -1), lax.matrix_transpose(u)))
+    return np.matmul(lax.adjoint(vt), np.multiply(np.expand_dims(s_inv, -1), lax.adjoint(u)))
 
 
 @_linalg(np.linalg.lstsq)
@@ -306,13 +316,12 @@ def lstsq(a, b, rcond=None):
     u, s, vt = lax.svd(a, full_matrices=False)
     large = _cutoff_mask(s, rcond)
     s_inv = np.where(large, np.divide(1.0, np.where(large, s, 1.0)), 0.0).astype(dt)
-    x = np.matmul(lax.matrix_transpose(vt),
-                  np.expand_dims(s_inv, -1) * np.matmul(lax.matrix_transpose(u), b2))
+    x = np.matmul(lax.adjoint(vt), np.expand_dims(s_inv, -1) * np.matmul(lax.adjoint(u), b2))
     rank = np.sum(large.astype(np.int32), axis=-1)
     if m > n:  # NumPy leaves these empty when a is rank-deficient: traced, they are kept
-        residuals = np.sum((np.matmul(a, x) - b2) ** 2, axis=-2)
+        residuals = np.sum(_abs_squared(np.matmul(a, x) - b2), axis=-2)
     else:
-        residuals = lax.full((0,), 0, dt)
+        residuals = lax.full((0,), 0, real_dtype(dt))
     if vector:
         x = lax.reshape(x, (n,))
     return x, residuals, rank, s
