@@ -48,16 +48,17 @@ def _unary_all(z):
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-@pytest.mark.parametrize("shape", [(3, 4), (), (0, 3)])
-def test_elementwise_functions_match_numpy(dtype, shape):
-    z = crand(shape, dtype)
-    expected = _unary_all(z.astype(np.complex128))
-    got = tx.jit(_unary_all)(z)
+def test_elementwise_functions_match_numpy(dtype):
+    shapes = [(3, 4), (), (0, 3)]  # one compile for the usual shape, 0-d and size 0
+    zs = [crand(shape, dtype) for shape in shapes]
+    got = tx.jit(lambda *zs: [_unary_all(z) for z in zs])(*zs)
     rtol = 2e-6 if dtype == np.complex64 else 1e-14
-    for name, g, e in zip(UNARY, got, expected):
-        assert g.dtype == np.asarray(getattr(np, name)(z)).dtype, name
-        scale = np.maximum(np.abs(e), 1.0)
-        assert np.all(np.abs(g - e) <= rtol * 4 * scale), name
+    for z, got_z in zip(zs, got):
+        expected = _unary_all(z.astype(np.complex128))
+        for name, g, e in zip(UNARY, got_z, expected):
+            assert g.dtype == np.asarray(getattr(np, name)(z)).dtype, name
+            scale = np.maximum(np.abs(e), 1.0)
+            assert np.all(np.abs(g - e) <= rtol * 4 * scale), name
 
 
 def test_tiny_arguments_keep_expm1_and_log1p_accurate():
@@ -347,3 +348,127 @@ def test_complex_programs_compile_to_ptx():
     module = cuda_runtime.load_program(low.source, "complex", disk=False)
     ptx = cuda_runtime.kernel_ptx(module.module, low.kernels, cc=(7, 5))
     assert set(ptx) == {k.name for k in low.kernels} and ptx
+
+
+# ---------------------------------------------------------------------------------------
+# Linear algebra on complex matrices
+
+
+def _hermitian_pd(shape, seed):
+    a = crand(shape, seed=seed)
+    return a @ np.conj(np.swapaxes(a, -1, -2)) + shape[-1] * np.eye(shape[-1])
+
+
+A_SQUARE = crand((2, 4, 4), seed=61) + 4 * np.eye(4)
+A_HERM = _hermitian_pd((2, 4, 4), 62)
+A_TALL = crand((2, 5, 3), seed=63)
+B_RHS = crand((2, 4, 3), seed=64)
+
+
+def _linalg_programs(np_):
+    la = np_.linalg
+    return {
+        "solve": (lambda a: la.solve(a, B_RHS), A_SQUARE),
+        "inv": (lambda a: la.inv(a), A_SQUARE),
+        "det": (lambda a: la.det(a), A_SQUARE),
+        "slogdet": (lambda a: la.slogdet(a)[0] * la.slogdet(a)[1], A_SQUARE),
+        "cholesky": (lambda a: la.cholesky(a), A_HERM),
+        "eigh": (lambda a: (la.eigh(a)[0], np_.abs(la.eigh(a)[1]) ** 2), A_HERM),
+        "eigvalsh_upper": (lambda a: la.eigvalsh(a, UPLO="U"), A_HERM),
+        "svdvals": (lambda a: la.svd(a, compute_uv=False), A_TALL),
+        # U diag(s) is defined up to a phase per column: its modulus is not.
+        "svd": (lambda a: np_.abs(la.svd(a, full_matrices=False)[0]
+                                  * la.svd(a, compute_uv=False)[..., None, :]), A_TALL),
+        "qr": (lambda a: tuple(la.qr(a)), A_TALL),
+        "pinv": (lambda a: la.pinv(a), A_TALL),
+        "norms": (lambda a: (la.norm(a), la.norm(a, 2, axis=(-2, -1)),
+                             la.norm(a, "nuc", axis=(-2, -1)), la.norm(a[..., 0], axis=-1)),
+                  A_TALL),
+    }
+
+
+LINALG = _linalg_programs(np)
+
+
+def _flat(x):
+    leaves = tx.tree_flatten(x)[0]
+    return np.concatenate([np.ravel(np.asarray(leaf)) for leaf in leaves])
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_complex_linalg_values_match_numpy_compiled(dtype):
+    names = list(LINALG)
+    inputs = [LINALG[name][1].astype(dtype) for name in names]
+    got = tx.jit(lambda *xs: [LINALG[n][0](x) for n, x in zip(names, xs)])(*inputs)
+    tol = 2e-4 if dtype == np.complex64 else 1e-11
+    for name, g in zip(names, got):
+        f, a = LINALG[name]
+        np.testing.assert_allclose(_flat(g), _flat(f(a)), rtol=tol, atol=tol, err_msg=name)
+
+
+def _hermitian_direction(a, seed):
+    t = crand(a.shape, seed=seed)
+    return t + np.conj(np.swapaxes(t, -1, -2))  # Hermitian inputs move Hermitian-ly
+
+
+@pytest.mark.parametrize("name", list(LINALG))
+def test_complex_linalg_derivatives(name):
+    """JVP against central differences; VJP against the JVP (the bilinear transpose)."""
+    f, a = LINALG[name]
+    t = _hermitian_direction(a, 71) if a is A_HERM else crand(a.shape, seed=71)
+    _, jvp_out = tx.jvp(f, (a,), (t,))
+    fd = [(np.asarray(p) - np.asarray(m)) / 2e-6 for p, m in zip(
+        tx.tree_flatten(f(a + 1e-6 * t))[0], tx.tree_flatten(f(a - 1e-6 * t))[0])]
+    np.testing.assert_allclose(_flat(jvp_out), np.concatenate([np.ravel(d) for d in fd]),
+                               rtol=1e-5, atol=1e-6)
+    out, vjp_fn = tx.vjp(f, a)
+    rng = np.random.default_rng(72)
+    ct = tx.tree_map(lambda o: rand(rng, np.shape(o), np.asarray(o).dtype), out)
+    (pulled,) = vjp_fn(ct)
+    lhs = sum(np.real(np.sum(c * j)) for c, j in zip(tx.tree_flatten(ct)[0],
+                                                      tx.tree_flatten(jvp_out)[0]))
+    np.testing.assert_allclose(lhs, np.real(np.sum(pulled * t)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["solve", "slogdet", "cholesky", "eigh", "svd", "qr"])
+def test_complex_linalg_derivatives_agree_with_jax(name):
+    jax = jax_or_none()
+    if jax is None:
+        pytest.skip("JAX is not installed")
+    import jax.numpy as jnp
+
+    (f, a), (jf, _) = LINALG[name], _linalg_programs(jnp)[name]
+    t = _hermitian_direction(a, 81) if a is A_HERM else crand(a.shape, seed=81)
+    np.testing.assert_allclose(_flat(tx.jvp(f, (a,), (t,))[1]),
+                               _flat(jax.jvp(jf, (a,), (t,))[1]), rtol=1e-10, atol=1e-11)
+    out, vjp_fn = tx.vjp(f, a)
+    rng = np.random.default_rng(82)
+    ct = tx.tree_map(lambda o: rand(rng, np.shape(o), np.asarray(o).dtype), out)
+    np.testing.assert_allclose(vjp_fn(ct)[0], jax.vjp(jf, a)[1](ct)[0], rtol=1e-10,
+                               atol=1e-11)
+
+
+def test_complex_linalg_under_vmap_and_jit_of_grad():
+    f = lambda a: np.real(np.linalg.slogdet(a)[1] + np.sum(np.linalg.solve(a, B_RHS[0])))  # noqa: E731
+    per_matrix = tx.jit(tx.vmap(tx.grad(f)))(A_SQUARE)
+    loop = np.stack([tx.grad(f)(a) for a in A_SQUARE])
+    np.testing.assert_allclose(per_matrix, loop, rtol=1e-12)
+
+
+def test_scipy_triangular_solves_with_conjugate_transposes():
+    import scipy.linalg
+
+    low = np.tril(crand((4, 4), seed=91)) + 3 * np.eye(4)
+    b = crand((4, 2), seed=92)
+
+    def f(low, b):
+        outs = [scipy.linalg.solve_triangular(low, b, trans=t, lower=True) for t in (0, 1, 2)]
+        c = scipy.linalg.cho_factor(A_HERM[0], lower=False)
+        outs.append(scipy.linalg.cho_solve(c, b))
+        outs.append(scipy.linalg.cho_solve(scipy.linalg.cho_factor(A_HERM[0], lower=True), b))
+        lu = scipy.linalg.lu_factor(A_SQUARE[0])
+        outs += [scipy.linalg.lu_solve(lu, b, trans=t) for t in (0, 1, 2)]
+        return outs
+
+    for got, want in zip(tx.jit(f)(low, b), f(low, b)):
+        np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -30,6 +30,12 @@ def replace_while_tracing(module: str, name: str, factory: Callable[[Callable], 
     _FACTORIES.setdefault(module, {})[name] = factory
 
 
+def original(module: str, name: str) -> Callable:
+    """`module.name` as its module defines it, whether or not a trace has replaced it."""
+    built = _BUILT.get((module, name))
+    return built[0] if built is not None else getattr(sys.modules[module], name)
+
+
 def on_tracing_thread() -> bool:
     """Whether this call comes from the code being traced (not another thread)."""
     return current_builder() is not None and threading.get_ident() == _active["thread"]

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import scipy.linalg
+import scipy.linalg  # noqa: F401  (SciPy's own functions are the untraced fallback)
 
 from transfuse.ir import lax
 from transfuse.numpy import linalg as tnp_linalg
 from transfuse.numpy._core import any_traced, asarray, cast_operand, unsupported
+from transfuse.numpy._patches import original
 
 from . import _expm
 
@@ -26,15 +27,15 @@ __all__ = ["solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "de
 
 def _traced(name: str) -> Callable[[Callable], Callable]:
     """The public function: SciPy's own unless an argument is traced."""
-    original = getattr(scipy.linalg, name)
-
     def decorate(impl: Callable) -> Callable:
         @functools.wraps(impl)
         def public(*args: Any, **kwargs: Any) -> Any:
             flat = [x for a in args for x in (a if isinstance(a, tuple) else (a,))]
             if any_traced(flat, kwargs):
                 return impl(*args, **kwargs)
-            return original(*args, **kwargs)
+            # SciPy's own: this module may be first imported while a trace has replaced
+            # scipy.linalg.<name> by the function that calls this one.
+            return original("scipy.linalg", name)(*args, **kwargs)
         return public
     return decorate
 
@@ -59,21 +60,34 @@ def _restore_vector(x: Any, vector: bool) -> Any:
 @_traced("solve_triangular")
 def solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False, overwrite_b=False,
                      check_finite=True):
-    transpose = {0: False, "N": False, 1: True, "T": True, 2: True, "C": True}.get(trans)
-    if transpose is None:
-        raise ValueError(f"invalid trans argument {trans!r}")
+    op = _trans_op(trans)
     a, b, vector = _matrix_and_rhs(a, b)
     if unit_diagonal:
         eye = np.eye(a.shape[-1], dtype=a.dtype)
         a = lax.add(lax.mul(a, 1 - eye), eye)
-    x = lax.triangular_solve(a, b, lower=bool(lower), transpose_a=transpose)
-    return _restore_vector(x, vector)
+    return _restore_vector(_op_solve(a, b, bool(lower), op), vector)
+
+
+def _trans_op(trans: Any) -> str:
+    """SciPy's trans argument as 'N' (A), 'T' (A^T) or 'C' (A^H)."""
+    op = {0: "N", "N": "N", 1: "T", "T": "T", 2: "C", "C": "C"}.get(trans)
+    if op is None:
+        raise ValueError(f"invalid trans argument {trans!r}")
+    return op
+
+
+def _op_solve(tri: Any, b: Any, lower: bool, op: str) -> Any:
+    """X with op(T) X = B, T the lower (upper) triangle of tri, op one of 'N', 'T', 'C'
+    (the conjugate transpose solves with the conjugated triangle, transposed)."""
+    if op == "C" and lax.is_complex(tri):
+        tri = lax.conj(tri)
+    return lax.triangular_solve(tri, b, lower=lower, transpose_a=op != "N")
 
 
 @_traced("cholesky")
 def cholesky(a, lower=False, overwrite_a=False, check_finite=True):
     low = tnp_linalg.cholesky(a)
-    return low if lower else lax.matrix_transpose(low)
+    return low if lower else lax.adjoint(low)
 
 
 @_traced("cho_factor")
@@ -83,7 +97,7 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True):
     low = tnp_linalg.cholesky(a)
     if lower:
         return lax.add(low, _strict_upper(cast_operand(a, low.dtype))), True
-    return lax.add(lax.matrix_transpose(low),
+    return lax.add(lax.adjoint(low),
                    lax.matrix_transpose(_strict_upper(lax.matrix_transpose(
                        cast_operand(a, low.dtype))))), False
 
@@ -96,9 +110,9 @@ def _strict_upper(x: Any) -> Any:
 def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
     c, lower = c_and_lower
     c, b, vector = _matrix_and_rhs(c, b)
-    # lower: L L^T x = b; upper: U^T U x = b
-    y = lax.triangular_solve(c, b, lower=bool(lower), transpose_a=not lower)
-    x = lax.triangular_solve(c, y, lower=bool(lower), transpose_a=bool(lower))
+    # lower: L L^H x = b; upper: U^H U x = b
+    y = _op_solve(c, b, bool(lower), "N" if lower else "C")
+    x = _op_solve(c, y, bool(lower), "C" if lower else "N")
     return _restore_vector(x, vector)
 
 
@@ -136,19 +150,17 @@ def lu_factor(a, overwrite_a=False, check_finite=True):
 @_traced("lu_solve")
 def lu_solve(lu_and_piv, b, trans=0, overwrite_b=False, check_finite=True):
     packed, pivots = lu_and_piv
-    transpose = {0: False, "N": False, 1: True, "T": True, 2: True, "C": True}.get(trans)
-    if transpose is None:
-        raise ValueError(f"invalid trans argument {trans!r}")
+    op = _trans_op(trans)
     packed, b, vector = _matrix_and_rhs(packed, b)
     n = packed.shape[-1]
     low = lax.add(lax.lower_triangle(packed, 0.0), np.eye(n, dtype=packed.dtype))
     perm = _permutation(pivots, n)
-    if not transpose:  # A = P^T L U: L U x = P b
+    if op == "N":  # A = P^T L U: L U x = P b
         y = lax.triangular_solve(low, lax.permute_rows(b, perm), lower=True)
         x = lax.triangular_solve(packed, y, lower=False)
-    else:  # A^T = U^T L^T P: x = P^T L^-T U^-T b
-        z = lax.triangular_solve(packed, b, lower=False, transpose_a=True)
-        w = lax.triangular_solve(low, z, lower=True, transpose_a=True)
+    else:  # A^T = U^T L^T P: x = P^T L^-T U^-T b (conjugated for A^H)
+        z = _op_solve(packed, b, False, op)
+        w = _op_solve(low, z, True, op)
         x = lax.permute_rows(w, lax.inverse_permutation(perm))
     return _restore_vector(x, vector)
 
