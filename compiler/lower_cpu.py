@@ -1054,6 +1054,11 @@ def _triangular_solve_kernel(k: KernelCtx) -> None:
 
 _rule("triangular_solve", kernel=_triangular_solve_kernel)
 _rule("slogdet", kernel=_linalg_kernel("linalg_slogdet", (2,), (0, 0)))
+_rule("solve_by_cholesky", kernel=_linalg_kernel("linalg_solve_by_cholesky", (2, 2, 2), (2,),
+                                                 "transpose_a"))
+_rule("slogdet_by_cholesky", kernel=_linalg_kernel("linalg_slogdet_by_cholesky", (2, 2),
+                                                   (0, 0)))
+_rule("cholesky_inverse", kernel=_linalg_kernel("linalg_cholesky_inverse", (2, 1), (2,)))
 _rule("eigh", kernel=_linalg_kernel("linalg_eigh", (2,), (1, 2)))
 _rule("qr", kernel=_linalg_kernel("linalg_qr", (2,), (2, 2)))
 _rule("lu", kernel=_linalg_kernel("linalg_lu", (2,), (2, 1, 1)))

@@ -251,11 +251,13 @@ def inline_calls(graph: Graph) -> Graph:
 
 def simplify(graph: Graph, max_rounds: int = 4) -> Graph:
     """The passes in turn until nothing changes (or max_rounds)."""
+    from transfuse.compiler.linalg_rewrites import reuse_cholesky  # it builds on this module
+
     if not is_pure(graph):
         return graph
     for _ in range(max_rounds):
         before = (len(graph.nodes), len(graph.consts))
-        graph = dce(algebraic(fold_constants(cse(graph))))
+        graph = dce(algebraic(fold_constants(reuse_cholesky(cse(graph)))))
         if (len(graph.nodes), len(graph.consts)) == before:
             break
     return graph

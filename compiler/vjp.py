@@ -519,6 +519,7 @@ def _triangular_solve_vjp(ct, ins, outs, *, lower, transpose_a):
 def _cholesky_vjp(ct, ins, outs):
     low = outs[0]
     # S = L^-T phi(L^T ct) L^-1 (phi: lower triangle, half diagonal); ct_A = sym(S).
+    # jit recognises this form with a diagonal ct (compiler/linalg_rewrites.py).
     phi = lax.lower_triangle(lax.batch_matmul(lax.matrix_transpose(low), ct), 0.5)
     left = lax.triangular_solve(low, phi, lower=True, transpose_a=True)
     s = lax.triangular_solve(low, lax.matrix_transpose(left), lower=True, transpose_a=True)

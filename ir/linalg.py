@@ -61,6 +61,63 @@ def _solve_impl(a, b):
     return np.linalg.solve(a, b)
 
 
+def _solve_by_cholesky_rule(a: Aval, low: Aval, b: Aval, *, transpose_a: bool) -> Aval:
+    if low != a:
+        raise ShapeError(f"solve_by_cholesky: a factor of {low} for matrices of {a}")
+    return _rhs("solve_by_cholesky", a, b)
+
+
+def _is_symmetric(a: np.ndarray) -> bool:
+    """Exactly symmetric (a NaN entry is not equal to itself, so never)."""
+    return bool(np.array_equal(a, a.T))
+
+
+def _solve_by_cholesky_impl(a, low, b, *, transpose_a):
+    a, low, b = np.asarray(a), np.asarray(low), np.asarray(b)
+    out = np.array(b, copy=True)
+    for index in np.ndindex(*a.shape[:-2]):
+        if a.shape[-1] == 0:
+            continue
+        if _is_symmetric(a[index]):
+            half = np.linalg.solve(np.tril(low[index]), b[index])
+            out[index] = np.linalg.solve(np.tril(low[index]).T, half)
+        else:
+            out[index] = np.linalg.solve(a[index].T if transpose_a else a[index], b[index])
+    return out
+
+
+def _slogdet_by_cholesky_rule(a: Aval, low: Aval) -> list[Aval]:
+    if low != a:
+        raise ShapeError(f"slogdet_by_cholesky: a factor of {low} for matrices of {a}")
+    return _slogdet_rule(a)
+
+
+def _slogdet_by_cholesky_impl(a, low):
+    sign, logabsdet = _slogdet_impl(a)
+    for index in np.ndindex(*np.shape(a)[:-2]):
+        if _is_symmetric(np.asarray(a)[index]):
+            sign[index] = 1
+            logabsdet[index] = 2 * np.sum(np.log(np.diagonal(np.asarray(low)[index])))
+    return [sign, logabsdet]
+
+
+def _cholesky_inverse_rule(low: Aval, w: Aval) -> Aval:
+    n = _square("cholesky_inverse", low)
+    if w.dtype != low.dtype or w.shape != low.shape[:-2] + (n,):
+        raise ShapeError(f"cholesky_inverse: weights {w} for factors {low} (expected "
+                         f"{low.shape[:-2] + (n,)} of {low.dtype})")
+    return low
+
+
+def _cholesky_inverse_impl(low, w):
+    low = np.tril(np.asarray(low))
+    if low.shape[-1] == 0:
+        return np.array(low, copy=True)
+    inverse = np.linalg.solve(low, np.broadcast_to(np.eye(low.shape[-1], dtype=low.dtype),
+                                                   low.shape))
+    return np.swapaxes(inverse, -1, -2) @ (np.asarray(w)[..., :, None] * inverse)
+
+
 def _slogdet_rule(a: Aval) -> list[Aval]:
     _square("slogdet", a)
     return [Aval(a.shape[:-2], a.dtype), Aval(a.shape[:-2], real_dtype(a.dtype))]
@@ -161,6 +218,17 @@ define("triangular_solve",
            "transpose_a")
 define("solve", lambda a, b: _rhs("solve", a, b), _solve_impl,
        doc="X with A X = B for general square A (LU with partial pivoting)")
+# MADE_BY_JIT: made by jit's optimiser (compiler/linalg_rewrites.py) after every
+# transform, so they have lowering rules only.
+define("solve_by_cholesky", _solve_by_cholesky_rule, _solve_by_cholesky_impl,
+       doc="X with op(A) X = B (op transposing when transpose_a): by the Cholesky factor "
+           "L of A where A is exactly symmetric, else as solve")
+define("slogdet_by_cholesky", _slogdet_by_cholesky_rule, _slogdet_by_cholesky_impl,
+       multiple_results=True,
+       doc="(sign, log|det|) of each A: (1, 2 sum(log(diag(L)))) from its Cholesky factor L "
+           "where A is exactly symmetric, else as slogdet")
+define("cholesky_inverse", _cholesky_inverse_rule, _cholesky_inverse_impl,
+       doc="L^-T diag(w) L^-1 for each lower-triangular L (with w = 1: (L L^T)^-1)")
 define("slogdet", _slogdet_rule, _slogdet_impl, multiple_results=True,
        doc="(sign, log|det|) of each matrix (complex sign det/|det| for complex A)")
 define("eigh", _eigh_rule, _eigh_impl, multiple_results=True,
@@ -168,3 +236,5 @@ define("eigh", _eigh_rule, _eigh_impl, multiple_results=True,
            "symmetric or Hermitian matrix (reads A's lower triangle)")
 
 LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu")
+# Made by jit's optimiser after every transform: lowering rules only, no transform rules.
+MADE_BY_JIT = ("solve_by_cholesky", "slogdet_by_cholesky", "cholesky_inverse")

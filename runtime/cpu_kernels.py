@@ -486,7 +486,9 @@ def linalg_cholesky(a, out):
     if a.shape[1] == 0:
         return
     for k in range(a.shape[0]):
-        if a.shape[1] > SMALL_MATRIX_MAX:
+        if a.shape[1] > SMALL_MATRIX_MAX and _LAPACKE:
+            _cholesky_lapack(a[k], out[k])
+        elif a.shape[1] > SMALL_MATRIX_MAX:
             out[k] = np.linalg.cholesky(a[k])
         elif not _cholesky_lower(a[k], out[k]):
             raise np.linalg.LinAlgError("Matrix is not positive definite")
@@ -576,6 +578,193 @@ def _numpy_trsm() -> bool:
 # out[k] = op(T)^-1 b[k], T the lower (or upper) triangle of a[k]
 linalg_triangular_solve = (_triangular_solve_numpy_blas if _numpy_trsm()
                            else _triangular_solve_lapack)
+
+
+# A factorization reused (compiler/linalg_rewrites.py): solves with a matrix whose Cholesky
+# factor the program already computed, and the inverse-like products of a Cholesky VJP.
+
+_SYMMETRY_TILE = 32  # square tiles compared at a time (both stay in the L1 cache)
+
+
+@njit(cache=True)
+def _is_symmetric(a):
+    """a == a^T exactly (a NaN never equals itself: such a matrix is not symmetric)."""
+    n = a.shape[0]
+    for i0 in range(0, n, _SYMMETRY_TILE):
+        for j0 in range(i0, n, _SYMMETRY_TILE):
+            for i in range(i0, min(i0 + _SYMMETRY_TILE, n)):
+                for j in range(max(j0, i + 1), min(j0 + _SYMMETRY_TILE, n)):
+                    if a[i, j] != a[j, i]:
+                        return False
+    return True
+
+
+@njit(cache=True)
+def _is_identity(b):
+    """b is the identity matrix (so a solve with it is an inverse)."""
+    if b.shape[0] != b.shape[1]:
+        return False
+    for i in range(b.shape[0]):
+        for j in range(b.shape[1]):
+            if b[i, j] != (1 if i == j else 0):
+                return False
+    return True
+
+
+@njit(cache=True)
+def linalg_slogdet_by_cholesky(a, low, sign, logabsdet):
+    """sign[k], logabsdet[k] of a[k]: 1 and 2 sum(log(diag(low[k]))) where a[k] is exactly
+    symmetric (low[k] its Cholesky factor), else by LU as `slogdet`."""
+    for s in range(a.shape[0]):
+        if _is_symmetric(a[s]):
+            total = 0.0
+            for i in range(a.shape[1]):
+                total += np.log(low[s, i, i])
+            sign[s] = 1
+            logabsdet[s] = 2 * total
+        else:
+            linalg_slogdet(a[s:s + 1], sign[s:s + 1], logabsdet[s:s + 1])
+
+
+@njit(cache=True)
+def linalg_solve_by_cholesky(a, low, b, out, transpose_a):
+    """out[k] = op(a[k])^-1 b[k]: two triangular solves with low[k] (the Cholesky factor of
+    a[k]) where a[k] is exactly symmetric, else the LU solve `solve` runs."""
+    half = np.empty(b.shape[1:], b.dtype)
+    ones = np.ones((1, a.shape[1]), a.dtype)
+    for s in range(a.shape[0]):
+        if _is_symmetric(a[s]) and _is_identity(b[s]):  # the inverse: as LAPACK's potri
+            linalg_cholesky_inverse(low[s:s + 1], ones, out[s:s + 1])
+        elif _is_symmetric(a[s]):
+            linalg_triangular_solve(low[s:s + 1], b[s:s + 1], half.reshape((1,) + half.shape),
+                                    True, False)
+            linalg_triangular_solve(low[s:s + 1], half.reshape((1,) + half.shape),
+                                    out[s:s + 1], True, True)
+        elif transpose_a:
+            n = a.shape[1]
+            linalg_solve(np.ascontiguousarray(a[s].T).reshape((1, n, n)), b[s:s + 1],
+                         out[s:s + 1])
+        else:
+            linalg_solve(a[s:s + 1], b[s:s + 1], out[s:s + 1])
+
+
+def _lapacke(name: str, scalar, *args):
+    """LAPACKE's ?name_work of NumPy's bundled OpenBLAS (ILP64): returns the info code."""
+    kind = "s" if scalar is types.float32 else "d"
+    return types.ExternalFunction(f"scipy_LAPACKE_{kind}{name}_work64_", types.int64(*args))
+
+
+def _numpy_lapacke() -> bool:
+    import llvmlite.binding as llvm
+    return _numpy_openblas() and all(
+        llvm.address_of_symbol(f"scipy_LAPACKE_{k}{name}_work64_")
+        for k in "sd" for name in ("trtri", "lauum", "potrf"))
+
+
+# Column-major ?trtri and ?lauum of the upper triangle: the lower triangle in row-major.
+_STRTRI, _DTRTRI = (_lapacke("trtri", t, types.int32, types.int8, types.int8, types.int64,
+                             types.voidptr, types.int64) for t in (types.float32, types.float64))
+_SLAUUM, _DLAUUM = (_lapacke("lauum", t, types.int32, types.int8, types.int64, types.voidptr,
+                             types.int64) for t in (types.float32, types.float64))
+_SPOTRF, _DPOTRF = (_lapacke("potrf", t, types.int32, types.int8, types.int64, types.voidptr,
+                             types.int64) for t in (types.float32, types.float64))
+_U, _N_DIAG = ord("U"), ord("N")
+
+
+@njit(cache=True)
+def _cholesky_lapack(a, m):
+    """m := the lower Cholesky factor of a, in place by potrf (no copies beyond the one into
+    m: Numba's np.linalg.cholesky makes three, and takes 1.7x as long at order 512)."""
+    n = a.shape[0]
+    m[:] = a
+    if m.itemsize == 4:
+        info = _SPOTRF(_COL_MAJOR, _U, n, m.ctypes, n)
+    else:
+        info = _DPOTRF(_COL_MAJOR, _U, n, m.ctypes, n)
+    if info != 0:
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+    for i in range(n):
+        for j in range(i + 1, n):
+            m[i, j] = 0
+
+
+@njit(cache=True)
+def _invert_lower_lapack(m):
+    """m (row-major, lower triangle) := its inverse, by LAPACK's trtri."""
+    n = m.shape[0]
+    if m.itemsize == 4:
+        _STRTRI(_COL_MAJOR, _U, _N_DIAG, n, m.ctypes, n)
+    else:
+        _DTRTRI(_COL_MAJOR, _U, _N_DIAG, n, m.ctypes, n)
+
+
+@njit(cache=True)
+def _gram_lower_lapack(m):
+    """The lower triangle of m (row-major, lower-triangular W) := that of W^T W (lauum)."""
+    n = m.shape[0]
+    if m.itemsize == 4:
+        _SLAUUM(_COL_MAJOR, _U, n, m.ctypes, n)
+    else:
+        _DLAUUM(_COL_MAJOR, _U, n, m.ctypes, n)
+
+
+@njit(cache=True)
+def _invert_lower_trsm(m):
+    """m (row-major, lower triangle) := its inverse, by a triangular solve with I."""
+    n = m.shape[0]
+    eye = np.eye(n, dtype=m.dtype).reshape((1, n, n))
+    inverse = np.empty((1, n, n), m.dtype)
+    linalg_triangular_solve(np.ascontiguousarray(m).reshape((1, n, n)), eye, inverse, True,
+                            False)
+    m[:] = inverse[0]
+
+
+_LAPACKE = _numpy_lapacke()
+_invert_lower = _invert_lower_lapack if _LAPACKE else _invert_lower_trsm
+
+
+@njit(cache=True)
+def _nonnegative_finite(w):
+    for x in w:
+        if not (x >= 0 and x < np.inf):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _weighted_gram(m, w, use_lauum):
+    """m (lower-triangular M) := M^T diag(w) M, both triangles: by lauum on sqrt(w) M when
+    the weights allow (as LAPACK's potri does for w = 1), else by a product."""
+    n = m.shape[0]
+    if use_lauum and _nonnegative_finite(w):
+        for i in range(n):
+            root = np.sqrt(w[i])
+            for j in range(i + 1):
+                m[i, j] *= root
+        _gram_lower_lapack(m)
+    else:
+        m[:] = m.T @ (w.reshape((n, 1)) * m)
+    for i in range(n):
+        for j in range(i + 1, n):
+            m[i, j] = m[j, i]
+
+
+@njit(cache=True)
+def linalg_cholesky_inverse(low, w, out):
+    """out[k] = L^-T diag(w[k]) L^-1, L the lower triangle of low[k]: L^-1 by trtri, then
+    the weighted product (2n^3/3 flops, where two triangular solves with a full
+    right-hand side take 2n^3)."""
+    n = low.shape[1]
+    if n == 0:
+        return
+    _check_diagonal(low)  # a zero on the diagonal: singular, as triangular_solve says
+    for s in range(low.shape[0]):
+        m = out[s]
+        for i in range(n):
+            for j in range(n):
+                m[i, j] = low[s, i, j] if j <= i else 0
+        _invert_lower(m)
+        _weighted_gram(m, w[s], _LAPACKE)
 
 
 @njit(cache=True)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import pytest
+from transfuse.ir import linalg
 from transfuse.ir.errors import CompileError
 from transfuse.ir.primitives import PRIMITIVES
 
@@ -51,6 +52,8 @@ BACKENDS = ("LOWERING_RULES", "CUDA_LOWERING_RULES")
 REMOVED = "compiler/functionalize.py's `prepare` removes it before any transform or lowering"
 INLINED = "jit inlines sub-graph calls before fusion (compiler/fusion.py: inline_calls)"
 MADE_BY_FUSION = "made by the fusion pass, after every transform: only the backends see it"
+MADE_BY_JIT = ("made by jit's optimiser (compiler/linalg_rewrites.py) after every transform: "
+               "only the backends see it")
 # (primitive, table) pairs that need no rule, and why.
 NO_RULE: dict[str, dict[str, str]] = {
     "view_slice": dict.fromkeys(TABLES, REMOVED),
@@ -59,6 +62,7 @@ NO_RULE: dict[str, dict[str, str]] = {
     "assign": dict.fromkeys(TABLES, REMOVED),
     "call": dict.fromkeys(BACKENDS, INLINED),
     "fused": dict.fromkeys(TRANSFORMS, MADE_BY_FUSION),
+    **{name: dict.fromkeys(TRANSFORMS, MADE_BY_JIT) for name in linalg.MADE_BY_JIT},
 }
 # Primitives whose catalogue programs reach the backends as other primitives.
 NOT_LOWERED = {name: why for name, tables in NO_RULE.items()
