@@ -7,9 +7,9 @@ its samples: seeded random inputs of a suitable domain (`positive`, `unit`, ...)
 usual shape, 0-d and size 0 where the primitive allows. A sample's program binds the
 primitive itself (`bind(P[name], *args, **params)`) unless the entry says otherwise.
 
-Issue #14 grows this into an OpInfo-style catalogue (one entry per NumPy function driving
-every transform's tests): `Entry` is where the NumPy function, its reference, domain and
-dtypes will go. The domain generators here are the ones the other sample tables use.
+The function-level catalogue (one entry per NumPy function, driving every transform's
+tests: issue #14) is tests/opinfo.py; this one stays per primitive, so that every
+primitive is compiled in every dtype it takes, on both backends.
 """
 
 from __future__ import annotations
