@@ -14,7 +14,6 @@ for the scalar expression at one point of a loop region, `reduce` for reductions
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +38,7 @@ from .codegen import (
 )
 from .fusion import ELEMENTWISE, FUSED, fuse, fusion_class, is_unit_reshape
 from .mathlib import MATH_FUNCTIONS
+from .region_functions import RegionBody, share_regions
 
 P = PRIMITIVES
 LOWERING_RULES: dict[Any, Rule] = {}
@@ -1142,11 +1142,10 @@ class _Lowering:
         self.allow_parallel = parallel
         self.program = _ProgramState()
         self.region_count = 0
-        self.functions: list[list[str]] = []  # parallel regions, as functions of their own
         self.cache = False
         self.names: dict[Var, str] = {}
         self.const_vars: list[Var] = []
-        self.body: list[str] = []
+        self.body: list[str | RegionBody] = []
         self.reports: list[RegionReport] = []
         self.buffers = _BufferPlan(graph)
 
@@ -1225,23 +1224,9 @@ class _Lowering:
         self.reports.append(report)
 
     def emit_region(self, body: list[str]) -> None:
-        """A region's statements: inline in the entry point, or, when the region runs in
-        parallel, as a function of its own (Numba's parallel passes then work on a small
-        function instead of the whole entry point, which keeps compiles fast)."""
-        if not _is_parallel(body):
-            self.body.extend(body)
-            return
-        assigned = {m.group(1) for line in body
-                    if (m := re.match(r"\s*(\w+)\s*=[^=]", line))}
-        used = sorted({m for line in body for m in re.findall(r"\b([abc]\d+)\b",
-                                                              line.split("#", 1)[0])}
-                      - assigned, key=lambda n: (n[0], int(n[1:])))
-        name = f"region{self.region_count}"
-        if any(re.fullmatch(r"[abc]\d+", a) for a in assigned):
-            raise CompileError("internal: a parallel region defines an entry-level array")
-        self.functions.append([f"@njit(parallel=True, {self.options(self.cache)})",
-                               f"def {name}({', '.join(used)}):"] + body + [""])
-        self.body.append(f"    {name}({', '.join(used)})  # runs in parallel")
+        """A region's statements, placed in the entry point; at render time they stay
+        inline or become a function (compiler/region_functions.py)."""
+        self.body.append(RegionBody(body, parallel=_is_parallel(body)))
 
     def _loop_source(self, node: Node) -> tuple[tuple[list[str], list[str]], RegionReport]:
         sub: Graph = node.params["graph"]
@@ -1408,11 +1393,13 @@ class _Lowering:
         if self.program.constants:
             imports += ["", "# gemm_strided's arguments: kind, transposes, M, N, K, leading "
                         "dimensions, loops"] + self.program.constants
-        functions = [line for f in self.functions for line in f]
+        known = (self.program.helpers | self.program.math_names
+                 | {line.split(" = ", 1)[0] for line in self.program.constants if " = " in line})
+        statements, functions = share_regions(self.body, self.options(cache), known)
         lines = head + [""] + imports + ["", f"SIGNATURE = ({sig}{',' if sig else ''})", "",
-                                         ""] + functions + [
+                                         ""] + [line for f in functions for line in f] + [
             f"@njit(SIGNATURE, {self.options(cache)})", f"def entry({', '.join(args)}):"]
-        lines += guard + (self.body or [])
+        lines += guard + statements
         lines.append(f"    return {ret}")
         return "\n".join(lines) + "\n"
 
