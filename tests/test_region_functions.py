@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from transfuse.compiler.region_functions import RegionBody, share_regions
 
 import transfuse as tx
-from transfuse.compiler.region_functions import RegionBody, share_regions
 
 
 def _unrolled(steps: int):
