@@ -76,8 +76,10 @@ def test_inverse_and_log_determinant_reuse_the_factor():
 
 def test_a_matrix_that_is_not_symmetric_takes_numpys_lu():
     """cholesky reads the lower triangle only: it succeeds on a matrix whose upper
-    triangle differs, and solve and slogdet must still use the whole matrix."""
-    k = spd((2, N, N)) + 0.1 * np.triu(RNG.normal(size=(N, N)), 1)
+    triangle differs, and solve and slogdet must still use the whole matrix (here the
+    second of the stack; the first, symmetric, takes the factor)."""
+    k = spd((2, N, N))
+    k[1] += 0.1 * np.triu(RNG.normal(size=(N, N)), 1)
     b = RNG.normal(size=(2, N, 3))
 
     def f(k, b):
