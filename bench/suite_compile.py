@@ -30,7 +30,7 @@ from transfuse.bench.core import (
     import_transfuse,
 )
 
-from . import suite_elementwise, suite_per_sample_grads
+from . import _rk4, suite_elementwise, suite_per_sample_grads
 
 NAME = "compile"
 MAX_PROCESSES_PER_SAMPLE_SET = 3  # fresh processes are slow: cap the repeats
@@ -42,9 +42,19 @@ WORKER_TIMEOUT_S = 600
 # The workloads: inputs, and the function each system compiles
 
 
+RK4_STEPS = (5, 10)  # JAX takes 151 s for 20 steps on the 2-core VM (issue #15)
+
+
+def _rk4_steps(workload: str) -> int | None:
+    """The step count of an 'rk4-N' workload (None for the others)."""
+    return int(workload.split("-")[1]) if workload.startswith("rk4-") else None
+
+
 def _inputs(workload: str, quick: bool) -> tuple:
     if workload == "elementwise":
         return suite_elementwise.cases(quick)[0].setup()
+    if _rk4_steps(workload):
+        return _rk4.inputs()
     return suite_per_sample_grads.make_inputs(quick)
 
 
@@ -52,6 +62,8 @@ def _transfuse_fn(workload: str) -> Callable:
     tx = import_transfuse(("jit",) if workload == "elementwise" else ("jit", "vmap", "grad"))
     if workload == "elementwise":
         return tx.jit(suite_elementwise.chain)
+    if _rk4_steps(workload):
+        return tx.jit(_rk4.transform(_rk4_steps(workload))(tx))
     return tx.jit(suite_per_sample_grads.transform(tx))
 
 
@@ -65,9 +77,12 @@ def _jax_fn(workload: str, cache_dir: str) -> tuple[Callable, Callable]:
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    build = suite_elementwise._jax_chain if workload == "elementwise" \
-        else suite_per_sample_grads._jax
-    fn = build(jax, jnp)
+    if _rk4_steps(workload):
+        fn = _rk4.jax_function(_rk4_steps(workload), jax, jnp)
+    else:
+        build = suite_elementwise._jax_chain if workload == "elementwise" \
+            else suite_per_sample_grads._jax
+        fn = build(jax, jnp)
     return lambda *args: jax.block_until_ready(fn(*args)), jnp.asarray
 
 
@@ -172,16 +187,18 @@ def _samples(spec: dict[str, Any], scratch: str, warm: bool, count: int) -> list
 
 
 def cases(quick: bool) -> list[Case]:
-    """Cold and warm first calls of the elementwise chain and of per-sample gradients.
+    """Cold and warm first calls of the elementwise chain and of per-sample gradients; cold
+    first calls of jit(grad) of the unrolled RK4 at RK4_STEPS steps.
 
     Under --quick only the elementwise chain: every sample is a fresh process.
     """
     workloads = [("elementwise", ("numba", "jax"), lambda tx: suite_elementwise.chain, ()),
                  ("per-sample-grads", ("jax",), suite_per_sample_grads.transform,
                   ("vmap", "grad"))]
+    workloads += [(f"rk4-{n}", ("jax",), _rk4.transform(n), ("grad",)) for n in RK4_STEPS]
     out = []
     for workload, systems, transform, needs in workloads[:1] if quick else workloads:
-        for warm in (False, True):
+        for warm in (False,) if _rk4_steps(workload) else (False, True):
             temperature = "warm" if warm else "cold"
             out.append(Case(
                 NAME, f"{workload}-{temperature}",
