@@ -575,8 +575,8 @@ _register(["argmax", "argmin"], _arg_reduction)
 _register(["cumsum", "cumprod"], _scan)
 _register(["scatter", "scatter_add"], _scatter_like)
 _register(["iota", "full"], _no_operands)
-_register(["cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu"],
-          _stacked)
+_register(["cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu",
+           "expm"], _stacked)
 BATCH_RULES.update({
     P["dot_general"]: _dot_general,
     P["conv"]: _conv,

@@ -273,6 +273,23 @@ def _eigh_rule(primals, tangents):
     return [w, v], [lax.real_part(lax.matrix_diagonal(c)), dv]
 
 
+def _expm_rule(primals, tangents):
+    (a,), (ta,) = primals, tangents
+    return lax.expm(a), frechet_expm(a, ta)
+
+
+def frechet_expm(a, e):
+    """L(A, E), the Fréchet derivative of exp at A along E: the top-right block of
+    exp([[A, E], [0, A]]) (Higham, Functions of Matrices, 3.16). One expm of order 2n, so
+    derivatives of any order are expm's again (shared with the VJP)."""
+    n, rank = lax.shape(a)[-1], len(lax.shape(a))
+    zeros = lax.full(lax.shape(a), 0, lax.dtype(a))
+    top = lax.concatenate([a, e], rank - 1)
+    bottom = lax.concatenate([zeros, a], rank - 1)
+    block = lax.expm(lax.concatenate([top, bottom], rank - 2))
+    return lax.slice_axis(lax.slice_axis(block, rank - 2, 0, n), rank - 1, n, n)
+
+
 def _like(x, ref):
     """x (real) in ref's dtype, to multiply a complex value."""
     return lax.convert(x, lax.dtype(ref))
@@ -398,6 +415,7 @@ _def("triangular_solve", _triangular_solve_rule)
 _def("solve", _solve_rule)
 _def("slogdet", _slogdet_rule)
 _def("eigh", _eigh_rule)
+_def("expm", _expm_rule)
 _def("svd", _svd_rule)
 _def("lu", _lu_rule)
 _def("qr", _qr_rule)

@@ -1060,6 +1060,7 @@ _rule("slogdet_by_cholesky", kernel=_linalg_kernel("linalg_slogdet_by_cholesky",
                                                    (0, 0)))
 _rule("cholesky_inverse", kernel=_linalg_kernel("linalg_cholesky_inverse", (2, 1), (2,)))
 _rule("eigh", kernel=_linalg_kernel("linalg_eigh", (2,), (1, 2)))
+_rule("expm", kernel=_linalg_kernel("linalg_expm", (2,), (2,)))
 _rule("qr", kernel=_linalg_kernel("linalg_qr", (2,), (2, 2)))
 _rule("lu", kernel=_linalg_kernel("linalg_lu", (2,), (2, 1, 1)))
 

@@ -503,6 +503,7 @@ _rule("solve_by_cholesky", kernel=_no_device_kernel)  # made for order > 32 only
 _rule("slogdet_by_cholesky", kernel=_no_device_kernel)
 _rule("cholesky_inverse", kernel=_no_device_kernel)
 _rule("eigh", kernel=_no_device_kernel)
+_rule("expm", kernel=_no_device_kernel)
 _rule("svd", kernel=_no_device_kernel)
 _rule("qr", kernel=_no_device_kernel)
 _rule("lu", kernel=_no_device_kernel)

@@ -554,6 +554,14 @@ def _eigh_vjp(ct, ins, outs):
     return [lax.symmetrize(lax.batch_matmul(v, lax.batch_matmul(inner, vt)))]
 
 
+@_register("expm")
+def _expm_vjp(ct, ins, outs):
+    from transfuse.compiler.jvp import frechet_expm
+
+    # E -> L(A, E) transposed (non-conjugating, also for complex A): G -> L(A^T, G)
+    return [frechet_expm(lax.matrix_transpose(ins[0]), ct)]
+
+
 def _complex_by_transposed_jvp(prim: Primitive, real_rule: VjpRule) -> VjpRule:
     """real_rule for real inputs; for complex ones the transpose of the JVP, which holds
     the conjugations (Hermitian parts, real eigenvalues) a complex formula needs."""

@@ -346,6 +346,10 @@ def eigh(a: Any) -> list[Any]:
     return bind(P["eigh"], a)
 
 
+def expm(a: Any) -> Any:
+    return bind(P["expm"], a)
+
+
 def matrix_transpose(x: Any) -> Any:
     """x with its last two axes swapped."""
     n = len(shape(x))

@@ -138,6 +138,15 @@ def _eigh_impl(a):
     return [w, v]
 
 
+def _expm_impl(a):
+    import scipy.linalg  # on first use: importing it costs `import transfuse` 0.1 s
+
+    a = np.asarray(a)
+    if a.size == 0:  # SciPy's is np.empty_like
+        return np.zeros_like(a)
+    return np.asarray(scipy.linalg.expm(a), a.dtype)
+
+
 def _matrix(name: str, a: Aval) -> tuple[int, int]:
     """The shape (m, n) of a stack of float or complex matrices (..., m, n)."""
     if a.dtype.kind not in "fc":
@@ -231,10 +240,14 @@ define("cholesky_inverse", _cholesky_inverse_rule, _cholesky_inverse_impl,
        doc="L^-T diag(w) L^-1 for each lower-triangular L (with w = 1: (L L^T)^-1)")
 define("slogdet", _slogdet_rule, _slogdet_impl, multiple_results=True,
        doc="(sign, log|det|) of each matrix (complex sign det/|det| for complex A)")
+define("expm", _same("expm"), _expm_impl,
+       doc="exp of each square matrix, as scipy.linalg.expm (scaling and squaring with "
+           "a Padé approximant)")
 define("eigh", _eigh_rule, _eigh_impl, multiple_results=True,
        doc="(w, V): ascending (real) eigenvalues and orthonormal eigenvectors of each "
            "symmetric or Hermitian matrix (reads A's lower triangle)")
 
-LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu")
+LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu",
+          "expm")
 # Made by jit's optimiser after every transform: lowering rules only, no transform rules.
 MADE_BY_JIT = ("solve_by_cholesky", "slogdet_by_cholesky", "cholesky_inverse")

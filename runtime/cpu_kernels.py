@@ -16,6 +16,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from . import complex_bodies, linalg_bodies
+from .expm import linalg_expm  # noqa: F401  (the expm primitive's kernel, in its own module)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

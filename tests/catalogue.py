@@ -440,6 +440,14 @@ def _triangular_solves(m: Inputs) -> list[Sample]:
                                             lower=True, transpose_a=False)]
 
 
+def _exponentials(m: Inputs) -> list[Sample]:
+    """Stacks with 1-norms from about 0.1 (a low Padé degree, no squaring) to about 12
+    (degree 13 and several squarings), one matrix, an empty stack."""
+    scales = np.array([0.05, 0.5, 2.0, 5.0], m.dtype).reshape(4, 1, 1)
+    return [call(m.normal((4, 3, 3)) * scales), call(m.normal((3, 3))),
+            call(m.normal((0, 3, 3)))]
+
+
 def _rectangular(m: Inputs) -> list[Sample]:
     return [call(m.normal(s), **p) for s in [(4, 3), (2, 3, 4), (0, 3, 3)] for p in (
         dict(full_matrices=False, compute_uv=True), dict(full_matrices=True, compute_uv=True),
@@ -658,6 +666,7 @@ CATALOGUE: dict[str, Entry] = {
     "svd": Entry(LINALG, _rectangular, program=_signs_fixed),
     "qr": Entry(LINALG, _qr_samples, program=_signs_fixed),
     "lu": Entry(LINALG, _matrices("invertible")),
+    "expm": Entry(LINALG, _exponentials, FLOATS + COMPLEX),
     # Views, mutation, calls
     "view_slice": Entry(EFFECTS, _views, MOVES, program=_view_program),
     "view_reshape": Entry(EFFECTS, _views, MOVES, program=_view_program),

@@ -7,6 +7,7 @@ them; with NumPy arrays alone each function is SciPy's own.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -14,11 +15,11 @@ import numpy as np
 import scipy.linalg  # noqa: F401  (SciPy's own functions are the untraced fallback)
 
 from transfuse.ir import lax
+from transfuse.ir.errors import TransfuseLinAlgError
+from transfuse.ir.source import with_location
 from transfuse.numpy import linalg as tnp_linalg
 from transfuse.numpy._core import any_traced, asarray, cast_operand, unsupported
 from transfuse.numpy._patches import original
-
-from . import _expm
 
 __all__ = ["solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "det", "solve",
            "lu_factor", "lu_solve", "expm"]
@@ -186,4 +187,23 @@ def _permutation(pivots: Any, n: int) -> Any:
 
 @_traced("expm")
 def expm(A):  # noqa: N803  (SciPy's name)
-    return _expm.expm(A)
+    a = asarray(A)
+    if a.ndim < 2 and math.prod(a.shape) == 1:  # SciPy: np.array([[np.exp(a.item())]])
+        scalar = np.complex128 if a.dtype.kind == "c" else np.float64
+        return lax.reshape(lax.exp(cast_operand(a, scalar)), (1, 1))
+    if a.ndim < 2:
+        raise TransfuseLinAlgError(with_location(
+            "scipy.linalg.expm: the input array must be at least two-dimensional, got "
+            f"shape {a.shape}"))
+    if a.shape[-1] != a.shape[-2]:
+        raise TransfuseLinAlgError(with_location(
+            f"scipy.linalg.expm: last 2 dimensions of the array must be square, got shape "
+            f"{a.shape}"))
+    return lax.expm(cast_operand(a, _expm_dtype(a.dtype)))
+
+
+def _expm_dtype(dtype: np.dtype) -> type:
+    """SciPy's: single and double precision kept, float16 as float32, the rest float64."""
+    if dtype in (np.float32, np.float64, np.complex64, np.complex128):
+        return dtype.type
+    return np.float32 if dtype == np.float16 else np.float64
