@@ -1,9 +1,12 @@
-"""Small programs reaching every primitive, shared by the CUDA tests (PTX and simulator).
+"""Programs for the CUDA tests (PTX and simulator): the catalogue's families and whole programs.
 
-Each entry is (name, function, arguments). The functions are the jit-equivalence
-catalogue's (tests/test_jit_equivalence.py) at sizes the CUDA simulator runs quickly
-(it runs every GPU thread as a Python thread), plus the primitives that catalogue reaches
-only through other transforms (random_split, random_fold_in, rsqrt, iota).
+Each entry is (name, function, arguments): one program a family of the operation
+catalogue (tests/opinfo.py: every function with a CUDA kernel, its first sample in the
+dtype), which tests/test_opinfo.py compiles to PTX and tests/test_cuda_sim.py runs in
+numba-cuda's simulator; and whole programs beyond single functions (reductions of every
+kind at once, a softmax, dense layers, convolutions, random keys under vmap, NumPy's
+integer division by zero, size-0 programs) at sizes the simulator runs quickly (it runs
+every GPU thread as a Python thread).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import transfuse as tx
 import transfuse.lax as lax
 import transfuse.numpy as tnp
+from tests import opinfo
 from tests import test_jit_equivalence as catalogue
 from tests.helpers import rand
 
@@ -44,26 +48,30 @@ def convs(x, w):
                                      feature_group_count=2))
 
 
+def family_programs(dtype: str) -> list[tuple[str, object, tuple]]:
+    """One program a catalogue family: its functions with a CUDA kernel, in the dtype."""
+    from tests.test_opinfo import combined
+
+    out = []
+    for family, entries in opinfo.families().items():
+        parts = [(e, dtype, opinfo.samples_of(e, dtype)[0]) for e in entries
+                 if e.cuda is None and dtype in e.dtypes]
+        if parts:
+            f, args, _ = combined(parts)
+            out.append((f"catalogue-{family}", f, tuple(args)))
+    return out
+
+
 def programs(dtype: str = "float32") -> list[tuple[str, object, tuple]]:
-    """The catalogue in one dtype, with seeded random inputs."""
+    """Whole programs in one dtype, with seeded random inputs."""
     rng = np.random.default_rng(11)
     r = lambda shape, dt=dtype: rand(rng, shape, dt)  # noqa: E731
     ints = r((4, 5), "int32"), r((5,), "int32")
     ints[1][0] = 0  # division and modulo by zero give 0, as in NumPy
     return [
-        ("unary", catalogue.unary_math, (r((2, 3)), catalogue.positive(rng, (2, 3), dtype),
-                                         rng.uniform(-0.9, 0.9, (2, 3)).astype(dtype))),
-        ("unary-0d", catalogue.unary_math, (r(()), catalogue.positive(rng, (), dtype),
-                                            np.asarray(0.3, dtype))),
-        ("binary-broadcast", catalogue.binary_float, (r((3, 1)), r((1, 4)))),
         ("integers", catalogue.integer_ops, (*ints, rng.random((4, 5)) < 0.5)),
         ("reductions", light_reductions, (r((2, 3, 4)),)),
         ("softmax", softmax, (r((3, 9)),)),
-        ("shapes", catalogue.shape_ops, (r((2, 3, 4)), r((4,)))),
-        ("gather-scatter", catalogue.indexing, (r((4, 5)), np.array([3, 0, 3, -1]), r((5,)))),
-        ("dynamic-slices", catalogue.dynamic_ops, (r((4, 5)), np.int64(-2), np.int64(9))),
-        ("dot", catalogue.contractions, (r((3, 5)), r((5, 3)), r((2, 5, 5)), r((3,)),
-                                         r((5,)))),
         ("dense-layers", lambda x, w, b: (np.tanh(x @ w + b), np.maximum(x @ w.T.T, 0) * 2),
          (r((3, 4)), r((4, 5)), r((5,)))),
         ("conv", convs, (r((1, 4, 5, 4)), r((2, 2, 3, 2)))),

@@ -1232,7 +1232,7 @@ def _scaled(m: Draws) -> list[Sample]:
             s(m._finish(2 * m.rng.standard_normal((4, 4)))), s(m.normal((0, 3, 3)))]
 
 
-linalg("scipy.linalg.expm", lambda a: scipy.linalg.expm(a), _scaled, cuda=None, tol=20,
+linalg("scipy.linalg.expm", lambda a: scipy.linalg.expm(a), _scaled, tol=20,
        jax=lambda jax, a: jax.scipy.linalg.expm(a))
 
 

@@ -36,8 +36,10 @@ def lowered(f, args, **options):
 # Every CUDA rule is reached by tests/test_coverage.py (the catalogue, family by family).
 
 
+# The catalogue's functions compile to PTX family by family in tests/test_opinfo.py;
+# here the whole programs of tests/cuda_programs.py.
 PTX_CASES = [("float32", name) for name, _, _ in programs("float32")] + [
-    ("float64", name) for name in ("unary", "dot")]
+    ("float64", name) for name in ("reductions", "dense-layers")]
 
 
 @pytest.mark.parametrize("dtype,name", PTX_CASES, ids=[f"{n}-{d}" for d, n in PTX_CASES])

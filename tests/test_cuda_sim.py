@@ -22,7 +22,7 @@ from numba import cuda  # noqa: E402
 import transfuse as tx  # noqa: E402
 import transfuse.numpy as tnp  # noqa: E402
 from tests.catalogue import HOST_ONLY, combined, copies, families, reference  # noqa: E402
-from tests.cuda_programs import programs  # noqa: E402
+from tests.cuda_programs import family_programs, programs  # noqa: E402
 from tests.helpers import assert_compiled_matches, host, rand  # noqa: E402
 
 # The simulator runs the uint64 random-number arithmetic on NumPy scalars, which warn
@@ -30,17 +30,22 @@ from tests.helpers import assert_compiled_matches, host, rand  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
 
-CASES = [(d, name) for d in ("float32", "float64") for name, _, _ in programs(d)]
+def all_programs(dtype: str) -> list:
+    return programs(dtype) + family_programs(dtype)
+
+
+CASES = [(d, name) for d in ("float32", "float64") for name, _, _ in all_programs(d)]
 
 
 @pytest.mark.parametrize("dtype,name", CASES, ids=[f"{n}-{d}" for d, n in CASES])
 def test_programs_match_the_interpreter(dtype, name):
-    _, f, args = next(p for p in programs(dtype) if p[0] == name)
-    with np.errstate(all="ignore"):
+    """Whole programs, and the catalogue's functions family by family (tests/opinfo.py)."""
+    _, f, args = next(p for p in all_programs(dtype) if p[0] == name)
+    with np.errstate(all="ignore"):  # copies: some functions write into their arguments
         tx.random.seed(3)
-        expected = tx.functionalize(f)(*args)  # interpreted, one fresh key per call
+        expected = tx.functionalize(f)(*copies(args))  # interpreted, a fresh key per call
         tx.random.seed(3)
-        actual = tx.jit(f, device="cuda")(*args)
+        actual = tx.jit(f, device="cuda")(*copies(args))
     outs = actual if isinstance(actual, tuple) else (actual,)
     assert all(isinstance(o, type(cuda.device_array(1))) for o in outs), "device arrays out"
     assert_compiled_matches(actual, expected)
