@@ -96,6 +96,9 @@ def share_regions(body: list[str | RegionBody], options: str, known: set[str]
             statements.append(item)
             continue
         shape = shapes[id(item)]
+        if shape is not None and not shape.key.strip():
+            statements.extend(item.lines)  # no statements (an empty array's kernel)
+            continue
         if shape is None or not (item.parallel or counts[shape.key] > 1):
             if item.parallel:
                 raise AssertionError("internal: a parallel region that cannot be a function")

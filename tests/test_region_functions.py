@@ -78,3 +78,17 @@ def test_a_body_reading_an_unknown_name_or_defining_an_entry_array_stays_inline(
     for body in (reads_scalar, defines_array):
         statements, functions = share_regions([body, body], "cache=False", set())
         assert functions == [] and statements == body.lines * 2
+
+
+def test_empty_bodies_are_not_functions():
+    empty = RegionBody(["    # nothing to do: size 0"])
+    statements, functions = share_regions([empty, empty, RegionBody([])], "cache=False", set())
+    assert functions == [] and statements == empty.lines * 2
+
+
+def test_empty_kernels_compile_in_a_program_that_repeats_them():
+    x = np.zeros((2, 0, 3))
+    f = tx.jit(lambda a: [np.linalg.svd(a, compute_uv=False), np.linalg.qr(a)[1],
+                          np.linalg.svd(a + 1.0, compute_uv=False)], cache=False)
+    for got, want in zip(f(x), [np.zeros((2, 0)), np.zeros((2, 0, 3)), np.zeros((2, 0))]):
+        assert got.shape == want.shape
