@@ -12,7 +12,7 @@ import argparse
 import time
 from collections import Counter
 
-from .campaign import cases_for, outcome, shrink
+from .campaign import COMPLEX_SHARE, cases_for, kind_for, outcome, shrink
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()) % 1_000_000)
     parser.add_argument("--jit-modes", type=int, default=1,
                         help="compiled modes per program (each compiles: about a second)")
-    parser.add_argument("--kind", choices=["pure", "smooth", "mutation", "large"])
+    parser.add_argument("--kind", choices=["pure", "smooth", "mutation", "large", "complex"])
+    parser.add_argument("--complex", type=float, default=COMPLEX_SHARE, metavar="SHARE",
+                        help="share of complex programs when --kind is not given "
+                             "(replay one with --kind complex)")
     parser.add_argument("--quiet", action="store_true", help="no line per finding")
     args = parser.parse_args(argv)
     deadline = time.monotonic() + 60 * args.minutes
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     findings: dict[str, tuple] = {}
     seed, programs = args.seed, 0
     while time.monotonic() < deadline:
-        for case in cases_for(seed, args.jit_modes, args.kind):
+        for case in cases_for(seed, args.jit_modes, args.kind or kind_for(seed, args.complex)):
             result = outcome(case)
             counts.setdefault(case.mode, Counter())[result.status] += 1
             if result.bad and result.signature() not in findings:

@@ -12,11 +12,13 @@ import numpy as np
 
 import transfuse as tx
 
+from .complex_ops import generate_complex
 from .ops import generate
 from .oracles import MODES, Case, Mismatch, OracleSkip, modes_for, run_case
 from .programs import Program
 
 KINDS = {"pure": 0.42, "smooth": 0.3, "mutation": 0.25, "large": 0.03}
+COMPLEX_SHARE = 0.2  # of a campaign's programs, complex ones (--complex)
 # transfuse's own source folders: an exception raised from inside them is transfuse's
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TRANSFUSE_DIRS = tuple(os.path.join(_ROOT, d) + os.sep
@@ -28,7 +30,14 @@ def program_for(seed: int, kind: str | None = None) -> Program:
     rng = np.random.default_rng([seed, 1])
     kind = kind or str(rng.choice(list(KINDS), p=list(KINDS.values())))
     dtype = np.float64 if kind == "smooth" or rng.random() < 0.5 else np.float32
+    if kind == "complex":
+        return generate_complex(rng, dtype)
     return generate(rng, kind, dtype)
+
+
+def kind_for(seed: int, complex_share: float = COMPLEX_SHARE) -> str | None:
+    """A campaign's kind for a seed: 'complex' for a share of them, else drawn as before."""
+    return "complex" if np.random.default_rng([seed, 3]).random() < complex_share else None
 
 
 def cases_for(seed: int, jit_modes: int = 1, kind: str | None = None) -> Iterator[Case]:
@@ -54,8 +63,10 @@ class Outcome:
         return self.status in ("fail", "error")
 
     def signature(self) -> str:
-        """What identifies the same finding: the status and the message's first line."""
-        return f"{self.status}: {self.message.splitlines()[0] if self.message else ''}"
+        """What identifies the same finding: the status and the message's first line (hex
+        names, such as a generated kernel's, made alike)."""
+        first = self.message.splitlines()[0] if self.message else ""
+        return f"{self.status}: {re.sub(r'[0-9a-f]{12,}', '#', first)}"
 
 
 def outcome(case: Case) -> Outcome:
@@ -137,4 +148,5 @@ def _mentions(text: str, name: str) -> bool:
     return re.search(rf"\b{name}\b", text) is not None
 
 
-__all__ = ["MODES", "Case", "Outcome", "cases_for", "outcome", "program_for", "shrink"]
+__all__ = ["MODES", "Case", "Outcome", "cases_for", "kind_for", "outcome", "program_for",
+           "shrink"]

@@ -20,6 +20,9 @@ from .programs import (
     hull,
     iv_monotone,
     iv_mul,
+    rect,
+    rect_mul,
+    rect_scaled_sum,
 )
 
 
@@ -476,17 +479,23 @@ def op_stack(g: Generator) -> Value | None:
 # contractions
 
 
+def _numeric(g: Generator) -> str:
+    """The dtype kinds a contraction takes: complex too in complex programs."""
+    return "iufc" if g.kind == "complex" else "iuf"
+
+
 def _operand(g: Generator, shape: tuple) -> Value | None:
-    return _same_shape(g, shape, "f" if g.smooth else "iuf")
+    kinds = "f" if g.smooth else "iuf"
+    return _same_shape(g, shape, kinds + "c" if g.kind == "complex" else kinds)
 
 
 def _contract(g: Generator, expr: str, a: Value, b: Value, k: int) -> Value | None:
-    lo, hi = iv_mul(_bounds(a), _bounds(b))
-    return g.emit(expr, min(0.0, k * lo), max(0.0, k * hi), cost=_reduced_log(k))
+    lo, hi, ilo, ihi = rect_scaled_sum(rect_mul(rect(a), rect(b)), k)
+    return g.emit(expr, lo, hi, imag=(ilo, ihi), cost=_reduced_log(k))
 
 
 def op_matmul(g: Generator) -> Value | None:
-    a = g.pick(lambda v: len(v.shape) >= 1 and v.kind in "iuf" and not v.nan)
+    a = g.pick(lambda v: len(v.shape) >= 1 and v.kind in _numeric(g) and not v.nan)
     if a is None:
         return None
     k = a.shape[-1]
@@ -502,15 +511,15 @@ def op_matmul(g: Generator) -> Value | None:
 
 
 def op_outer(g: Generator) -> Value | None:
-    a = g.pick(lambda v: v.kind in "iuf" and not v.nan and v.size <= 12)
-    b = g.pick(lambda v: v.kind in "iuf" and not v.nan and v.size <= 8, recent=False)
+    a = g.pick(lambda v: v.kind in _numeric(g) and not v.nan and v.size <= 12)
+    b = g.pick(lambda v: v.kind in _numeric(g) and not v.nan and v.size <= 8, recent=False)
     if a is None or b is None:
         return None
     return _contract(g, f"xp.outer({a.name}, {b.name})", a, b, 1)
 
 
 def op_einsum(g: Generator) -> Value | None:
-    a = g.pick(lambda v: 1 <= len(v.shape) <= 3 and v.kind in "iuf" and not v.nan)
+    a = g.pick(lambda v: 1 <= len(v.shape) <= 3 and v.kind in _numeric(g) and not v.nan)
     if a is None:
         return None
     letters = "ijkl"[:len(a.shape)]
@@ -518,8 +527,9 @@ def op_einsum(g: Generator) -> Value | None:
     if g.chance(0.3):  # one operand: a permutation and partial sum
         out = "".join(g.rng.permutation(list(letters))[:int(g.rng.integers(0, len(letters) + 1))])
         summed = math.prod(sizes[c] for c in letters if c not in out)
-        return g.emit(f"xp.einsum('{letters}->{out}', {a.name})",
-                      min(0.0, summed * a.lo), max(0.0, summed * a.hi), cost=_reduced_log(summed))
+        lo, hi, ilo, ihi = rect_scaled_sum(rect(a), summed)
+        return g.emit(f"xp.einsum('{letters}->{out}', {a.name})", lo, hi, imag=(ilo, ihi),
+                      cost=_reduced_log(summed))
     shared = [c for c in letters if g.chance(0.6)] or [letters[-1]]
     fresh = [c for c in "mn" if g.chance(0.4)]
     sizes.update({c: g.choice([1, 2, 3]) for c in fresh})

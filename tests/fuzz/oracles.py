@@ -20,7 +20,7 @@ from transfuse.ir import interpret, verify
 
 import transfuse as tx
 
-from .programs import Program
+from .programs import Program, complex_twin
 
 HIGHER = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.longdouble}
 NP_ERROR_FACTOR = 8  # transfuse may be this many times further from the truth than NumPy
@@ -60,7 +60,8 @@ class Case:
     seed: int
 
     def describe(self) -> str:
-        return f"mode={self.mode} seed={self.seed}\n{self.program.source()}"
+        kind = " kind=complex" if self.program.kind == "complex" else ""
+        return f"mode={self.mode} seed={self.seed}{kind}\n{self.program.source()}"
 
 
 @contextlib.contextmanager
@@ -88,12 +89,12 @@ def tolerance(ref: np.ndarray, measured: np.ndarray | None, eps: float, cost: in
     step of the reference's size (relative to the largest element: a small element of a
     sum or a product is as uncertain as the large ones around it).
     """
-    ref = np.asarray(ref, dtype=np.float64)
+    ref = wide(ref)
     finite = np.isfinite(ref)
     top = float(np.max(np.abs(ref[finite]))) if finite.any() else 0.0
     np_err = 0.0
     if measured is not None:
-        diff = np.abs(np.asarray(measured, np.float64) - ref)[finite & np.isfinite(measured)]
+        diff = np.abs(wide(measured) - ref)[finite & np.isfinite(measured)]
         np_err = float(diff.max()) if diff.size else 0.0
     relative = max(ULPS_PER_STEP * cost * eps, rtol)
     return NP_ERROR_FACTOR * np_err + relative * (np.abs(ref) + top) + atol
@@ -122,20 +123,34 @@ def _compare_leaf(got: np.ndarray, exp: np.ndarray, ref: np.ndarray, meas: Any,
         if not np.array_equal(got, exp):
             raise Mismatch(f"{what}: integers differ\n got {got}\n expected {exp}")
         return
-    for test, label in ((np.isnan, "NaN"), (np.isposinf, "+inf"), (np.isneginf, "-inf")):
-        if not np.array_equal(test(got), test(np.asarray(ref, np.float64))):
-            raise Mismatch(f"{what}: {label} in different places\n got {got}\n expected {ref}")
+    parts = ((got.real, ref.real), (got.imag, ref.imag)) if exp.dtype.kind == "c" else \
+        ((got, ref),)
+    for got_part, ref_part in parts:
+        _same_specials(got_part, ref_part, what)
     eps = float(np.finfo(exp.dtype).eps)
     tol = tolerance(ref, meas, eps, check.cost, check.rtol, check.atol)
-    finite = np.isfinite(np.asarray(ref, np.float64))
-    err = np.abs(got.astype(np.float64) - np.asarray(ref, np.float64))
+    finite = np.isfinite(wide(ref))
+    err = np.abs(wide(got) - wide(ref))
     bad = finite & ~(err <= tol)
     if bad.any():
         k = np.unravel_index(np.argmax(np.where(bad, err / np.maximum(tol, 1e-300), 0)),
                              bad.shape) if bad.ndim else ()
         raise Mismatch(f"{what}: {int(bad.sum())} of {bad.size} values off; worst at {k}: "
-                       f"got {got[k]!r}, reference {float(ref[k])!r}, error {err[k]:.3g} > "
+                       f"got {got[k]!r}, reference {wide(ref)[k]!r}, error {err[k]:.3g} > "
                        f"tolerance {float(np.broadcast_to(tol, bad.shape)[k]):.3g}")
+
+
+def _same_specials(got: np.ndarray, ref: np.ndarray, what: str) -> None:
+    """NaN and +-inf in the same places (of a real array, or one part of a complex one)."""
+    for test, label in ((np.isnan, "NaN"), (np.isposinf, "+inf"), (np.isneginf, "-inf")):
+        if not np.array_equal(test(got), test(np.asarray(ref, np.float64))):
+            raise Mismatch(f"{what}: {label} in different places\n got {got}\n expected {ref}")
+
+
+def wide(a: Any) -> np.ndarray:
+    """a as float64, or complex128 if it is complex (for comparisons)."""
+    a = np.asarray(a)
+    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
 
 
 # ---------------------------------------------------------------------------------------
@@ -151,8 +166,9 @@ def to_numpy(tree: Any) -> Any:
 
 
 def raised(args: list, dtype: Any) -> list:
-    """The arguments with every float array in a more precise dtype."""
-    return [a.astype(dtype) if a.dtype.kind == "f" else a.copy() for a in args]
+    """The arguments with every float (complex) array in a more precise (complex) dtype."""
+    return [a.astype(dtype) if a.dtype.kind == "f" else
+            a.astype(complex_twin(dtype)) if a.dtype.kind == "c" else a.copy() for a in args]
 
 
 def numpy_run(program: Program, args: list, precise: bool = False) -> tuple[tuple, list]:
@@ -315,17 +331,27 @@ class Diff:
 
     args: list
     argnums: int | tuple[int, ...]
-    float_outputs: list[int]
+    float_outputs: list[int]  # the float (and complex) outputs
     weights: list[np.ndarray]
+    squares: tuple[bool, ...] = ()  # per output: a complex one enters as w |o|^2
 
     def scalar(self, f: Callable, xp: Any) -> Callable:
         def loss(*args: Any) -> Any:
             outs = as_tuple(f(*args))
-            total = 0.0
-            for i, w in zip(self.float_outputs, self.weights):
-                total = total + xp.sum(outs[i] * w)
-            return total
+            return self.combine([outs[i] for i in self.float_outputs], xp)
         return loss
+
+    def combine(self, outs: list, xp: Any) -> Any:
+        """A real number from the float outputs: sum(w o), real(sum(w o)) or sum(w |o|^2)."""
+        total = 0.0
+        for k, (o, w) in enumerate(zip(outs, self.weights)):
+            if k < len(self.squares) and self.squares[k]:
+                total = total + xp.sum(xp.abs(o) ** 2 * w.real)
+            elif np.iscomplexobj(w):
+                total = total + xp.sum(xp.real(o * w))
+            else:
+                total = total + xp.sum(o * w)
+        return total
 
     def floats(self, f: Callable) -> Callable:
         return lambda *args: tuple(as_tuple(f(*args))[i] for i in self.float_outputs)
@@ -334,16 +360,22 @@ class Diff:
 def make_diff(program: Program, rng: np.random.Generator, batch: tuple = ()) -> Diff:
     if program.float_dtype != np.float64:
         raise OracleSkip("derivatives are checked on float64 programs")
-    floats = [i for i, v in enumerate(program.inputs) if v.kind == "f"]
+    floats = [i for i, v in enumerate(program.inputs) if v.kind in "fc"]
     outs, _ = numpy_run(program, program.make_inputs(rng))
-    keep = [i for i, o in enumerate(outs) if np.asarray(o).dtype.kind == "f"]
+    keep = [i for i, o in enumerate(outs) if np.asarray(o).dtype.kind in "fc"]
     if not floats or not keep:
         raise OracleSkip("no float input or output")
     picked = sorted(int(i) for i in rng.choice(floats, size=int(rng.integers(1, len(floats) + 1)),
                                                replace=False))
     argnums = picked[0] if len(picked) == 1 and rng.random() < 0.6 else tuple(picked)
     weights = [rng.uniform(-1, 1, size=batch + np.shape(outs[i])) for i in keep]
-    return Diff(program.make_inputs(rng), argnums, keep, weights)
+    if program.kind != "complex":
+        return Diff(program.make_inputs(rng), argnums, keep, weights)
+    complex_out = [np.iscomplexobj(outs[i]) for i in keep]
+    weights = [w + 1j * rng.uniform(-1, 1, size=w.shape) if c else w
+               for w, c in zip(weights, complex_out)]
+    squares = tuple(bool(c and rng.random() < 0.3) for c in complex_out)
+    return Diff(program.make_inputs(rng), argnums, keep, weights, squares)
 
 
 def jax_program(case: Case) -> tuple[Any, Callable]:
@@ -373,8 +405,7 @@ def finite_difference(f: Callable, args: list, argnums: tuple, direction: list, 
         return out
     with quiet():
         plus, minus = f(*moved(1.0)), f(*moved(-1.0))
-    return tx.tree_map(lambda p, m: (np.asarray(p, np.float64) - np.asarray(m, np.float64))
-                       / (2 * h), plus, minus)
+    return tx.tree_map(lambda p, m: (wide(p) - wide(m)) / (2 * h), plus, minus)
 
 
 def check_directional(f: Callable, args: list, argnums: tuple, slope: Any,
@@ -384,7 +415,7 @@ def check_directional(f: Callable, args: list, argnums: tuple, slope: Any,
     d2 = finite_difference(f, args, argnums, direction, 2e-5)
     for i, (s, a, b) in enumerate(zip(tx.tree_leaves(slope), tx.tree_leaves(d1),
                                       tx.tree_leaves(d2))):
-        s, a, b = (np.asarray(t, np.float64) for t in (s, a, b))
+        s, a, b = (wide(t) for t in (s, a, b))
         top = float(np.max(np.abs(a), initial=0.0))
         tol = 10 * np.abs(a - b) + 1e-6 * (np.abs(a) + top) + 1e-9
         bad = ~(np.abs(s - a) <= tol) & np.isfinite(a)
@@ -394,7 +425,20 @@ def check_directional(f: Callable, args: list, argnums: tuple, slope: Any,
 
 
 def _directions(rng: np.random.Generator, args: list, argnums: tuple) -> list:
-    return [rng.standard_normal(np.shape(args[k])) for k in argnums]
+    return [random_like(rng, args[k]) for k in argnums]
+
+
+def random_like(rng: np.random.Generator, x: Any) -> np.ndarray:
+    """Standard normal values of x's shape; complex (both parts random) when x is."""
+    t = rng.standard_normal(np.shape(x))
+    if np.iscomplexobj(x):
+        return (t + 1j * rng.standard_normal(np.shape(x))).astype(np.asarray(x).dtype)
+    return t
+
+
+def pairing(u: Any, v: Any) -> float:
+    """JAX's bilinear pairing of cotangents and tangents: Re(sum(u * v)), no conjugate."""
+    return float(np.real(np.sum(np.asarray(u) * np.asarray(v))))
 
 
 def mode_grad(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
@@ -410,7 +454,7 @@ def mode_grad(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
         jax = None
     for _ in range(1 if jax else 3):  # without JAX, differences are the only oracle
         direction = _directions(rng, diff.args, nums)
-        slope = sum(float(np.sum(np.asarray(g) * d)) for g, d in zip(grads, direction))
+        slope = sum(pairing(g, d) for g, d in zip(grads, direction))
         check_directional(loss, diff.args, nums, slope, direction, "grad")
     if jax is None:
         expected = tuple(diff.args[k] for k in nums)
@@ -424,7 +468,7 @@ def mode_grad(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
 def mode_jvp(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
     program = case.program
     diff = make_diff(program, rng)
-    nums = tuple(i for i, v in enumerate(program.inputs) if v.kind == "f")
+    nums = tuple(i for i, v in enumerate(program.inputs) if v.kind in "fc")
     f = diff.floats(program.build(np))
 
     def of_floats(fn: Callable) -> Callable:
@@ -436,7 +480,7 @@ def mode_jvp(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
         return g
 
     primals = tuple(diff.args[k] for k in nums)
-    tangents = tuple(rng.standard_normal(np.shape(p)) for p in primals)
+    tangents = tuple(random_like(rng, p) for p in primals)
     run = maybe_jit(lambda p, t: tx.jvp(of_floats(f), p, t), jit)
     got = to_numpy(run(primals, tangents))
     check_directional(f, diff.args, nums, got[1], list(tangents), "jvp")
@@ -450,6 +494,42 @@ def mode_jvp(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
                    tangents)
     return Check(got, (expected, expected), ref, None, 4 * program.cost, DERIVATIVE_RTOL,
                  DERIVATIVE_ATOL)
+
+
+def mode_vjp(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
+    """vjp along random cotangents: Re<ct, jvp(t)> (by differences) == Re<vjp(ct), t>, and
+    JAX's vjp (the bilinear transpose, no conjugation)."""
+    program = case.program
+    diff = make_diff(program, rng)
+    nums = _argnum_tuple(diff.argnums)
+    f = diff.floats(program.build(np))
+    outs = f(*diff.args)
+    cts = tuple(random_like(rng, o) for o in outs)
+    primals = tuple(diff.args[k] for k in nums)
+    pull = maybe_jit(lambda p, ct: tx.vjp(_of_argnums(f, diff.args, nums), *p)[1](ct), jit)
+    got = to_numpy(pull(primals, cts))
+    direction = _directions(rng, diff.args, nums)
+    slope = sum(pairing(g, d) for g, d in zip(got, direction))
+    paired = lambda *args: sum(pairing(c, o) for c, o in zip(cts, f(*args)))  # noqa: E731
+    check_directional(paired, diff.args, nums, slope, direction, "vjp")
+    try:
+        jax, fj = jax_program(case)
+    except OracleSkip:
+        return Check(got, primals, got, None, program.cost)  # values checked above
+    fixed = [jax.numpy.asarray(a) for a in diff.args]  # NumPy can't index with a tracer
+    their = _of_argnums(diff.floats(fj), fixed, nums)
+    ref = jax_call(jax, lambda p, ct: jax.vjp(their, *p)[1](ct), primals, cts)
+    return Check(got, ref, ref, None, 4 * program.cost, DERIVATIVE_RTOL, DERIVATIVE_ATOL)
+
+
+def _of_argnums(f: Callable, args: list, nums: tuple) -> Callable:
+    """f as a function of the arguments at nums, the others fixed."""
+    def g(*chosen: Any) -> Any:
+        full = list(args)
+        for k, x in zip(nums, chosen):
+            full[k] = x
+        return f(*full)
+    return g
 
 
 def mode_vmap_grad(case: Case, rng: np.random.Generator, jit: bool = False) -> Check:
@@ -476,10 +556,7 @@ def mode_grad_vmap(case: Case, rng: np.random.Generator, jit: bool = False) -> C
     def loss(f: Callable, vmap: Callable, xp: Any) -> Callable:
         mapped = vmap(diff.floats(f), batch.in_dims)
         def total(*args: Any) -> Any:
-            out = 0.0
-            for o, w in zip(mapped(*args), diff.weights):
-                out = out + xp.sum(o * w)
-            return out
+            return diff.combine(list(mapped(*args)), xp)
         return total
 
     fn = tx.grad(loss(program.build(np), tx.vmap, np), diff.argnums)
@@ -555,6 +632,8 @@ MODES: dict[str, Callable[[Case, np.random.Generator], Check]] = {
     "jit(grad)": _jitted(mode_grad),
     "jvp": mode_jvp,
     "jit(jvp)": _jitted(mode_jvp),
+    "vjp": mode_vjp,
+    "jit(vjp)": _jitted(mode_vjp),
     "vmap(grad)": mode_vmap_grad,
     "jit(vmap(grad))": _jitted(mode_vmap_grad),
     "grad(vmap)": mode_grad_vmap,
@@ -571,12 +650,18 @@ FORWARD = ["eager", "jit", "vmap", "jit(vmap)"]
 DERIVATIVE = ["grad", "jit(grad)", "jvp", "jit(jvp)", "vmap(grad)", "jit(vmap(grad))",
               "grad(vmap)", "jit(grad(vmap))", "jacrev", "jacfwd", "jit(jacfwd)", "hessian",
               "vmap(jvp)", "jit(vmap(jvp))"]
+# complex inputs: jacfwd needs real ones, jacrev and hessian real outputs (holomorphic=True
+# is another contract); vjp is checked as the bilinear transpose of the jvp
+COMPLEX_DERIVATIVE = ["grad", "jit(grad)", "jvp", "jit(jvp)", "vjp", "jit(vjp)", "vmap(grad)",
+                      "jit(vmap(grad))", "grad(vmap)", "jit(grad(vmap))"]
 
 
 def modes_for(program: Program) -> list[str]:
     """The modes that apply to a program."""
     if program.kind == "large":
         return ["eager", "jit"]
+    if program.kind == "complex":
+        return FORWARD + COMPLEX_DERIVATIVE if program.smooth else FORWARD
     if program.kind == "mutation":
         modes = ["eager", "jit", "functionalize", "jit(functionalize)"]
         if not program.mutates_inputs:

@@ -11,6 +11,7 @@ it, and magnitudes stay small enough for float32, so programs stay finite.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,6 +22,7 @@ MAX_MAG = 1e4  # largest magnitude a value may reach (keeps float32 far from ove
 MAX_ELEMS = 96  # largest array in an ordinary program
 LARGE_ELEMS = (10**5, 10**6, 10**7)  # sizes of the rare reduction-only programs
 SUPPORTED = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64, bool)}
+COMPLEX = {np.dtype(np.complex64), np.dtype(np.complex128)}
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Value:
     hi: float
     exact: bool = True  # every implementation computes it bit for bit (no rounding)
     nan: bool = False  # may hold NaN (a mean over an empty axis)
+    ilo: float = 0.0  # complex values: [lo, hi] bounds the real part, [ilo, ihi] the imaginary
+    ihi: float = 0.0
 
     @property
     def kind(self) -> str:
@@ -53,7 +57,8 @@ class Program:
     lines: list[str]
     outputs: list[str]
     consts: dict[str, np.ndarray] = field(default_factory=dict)
-    kind: str = "pure"  # 'pure', 'smooth' (differentiable, float64), 'mutation', 'large'
+    kind: str = "pure"  # 'pure', 'smooth' (differentiable, float64), 'mutation', 'large',
+    # 'complex' (complex64/complex128 values; F is the real dtype, C its complex twin)
     mutates_inputs: bool = False
     dyadic: bool = False  # float inputs are multiples of 1/8 (ties and exact sums)
     smooth: bool = False  # derivatives may be checked (no kinks where they are evaluated)
@@ -67,22 +72,33 @@ class Program:
 
     def build(self, xp: Any, float_dtype: Any = None) -> Any:
         """The program as a function over namespace xp, floats made in float_dtype."""
-        names = {"xp": xp, "F": float_dtype or self.float_dtype.type, **self.consts}
+        real = float_dtype or self.float_dtype.type
+        names = {"xp": xp, "F": real, "C": complex_twin(real), **self.consts}
         exec(compile(self.source(), "<fuzz program>", "exec"), names)
         return names["f"]
 
     def make_inputs(self, rng: np.random.Generator, batch: tuple[int, ...] = ()) -> list:
         """Fresh inputs (with leading batch dims) drawn from each input's range."""
-        return [draw(rng, batch + v.shape, v.dtype, v.lo, v.hi, self.dyadic)
+        return [draw(rng, batch + v.shape, v.dtype, v.lo, v.hi, self.dyadic, (v.ilo, v.ihi))
                 for v in self.inputs]
 
     def with_lines(self, lines: list[str], outputs: list[str]) -> Program:
         return replace(self, lines=lines, outputs=outputs)
 
 
+def complex_twin(real: Any) -> type:
+    """The complex type of a real float type's precision (float32 -> complex64)."""
+    return np.result_type(np.dtype(real), np.complex64).type
+
+
 def draw(rng: np.random.Generator, shape: tuple, dtype: np.dtype, lo: float, hi: float,
-         dyadic: bool = False) -> np.ndarray:
-    """Random values in [lo, hi] of a dtype (uniform floats, integers, booleans)."""
+         dyadic: bool = False, imag: tuple = (0.0, 0.0)) -> np.ndarray:
+    """Random values in [lo, hi] of a dtype (uniform floats, integers, booleans); complex
+    values have their imaginary parts in imag."""
+    if dtype.kind == "c":
+        re = draw(rng, shape, np.dtype(np.float64), lo, hi, dyadic)
+        return np.asarray(re + 1j * draw(rng, shape, np.dtype(np.float64), *imag, dyadic),
+                          dtype=dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
     if dtype.kind in "iu":
@@ -113,6 +129,25 @@ def iv_monotone(fn, lo: float, hi: float) -> tuple[float, float]:
 
 def away_from_zero(v: Value, margin: float = 0.25) -> bool:
     return v.lo >= margin or v.hi <= -margin
+
+
+# rectangles: (re_lo, re_hi, im_lo, im_hi), what a complex value's parts lie in
+
+
+def rect(v: Value) -> tuple[float, float, float, float]:
+    return v.lo, v.hi, v.ilo, v.ihi
+
+
+def rect_mul(a: tuple, b: tuple) -> tuple[float, float, float, float]:
+    """Bounds of (a_re + i a_im)(b_re + i b_im) for parts in the rectangles a and b."""
+    rr, ii = iv_mul(a[:2], b[:2]), iv_mul(a[2:], b[2:])
+    ri, ir = iv_mul(a[:2], b[2:]), iv_mul(a[2:], b[:2])
+    return rr[0] - ii[1], rr[1] - ii[0], ri[0] + ir[0], ri[1] + ir[1]
+
+
+def rect_scaled_sum(r: tuple, n: int) -> tuple[float, float, float, float]:
+    """Bounds of a sum of n values in r (0 when n is 0)."""
+    return min(0.0, n * r[0]), max(0.0, n * r[1]), min(0.0, n * r[2]), max(0.0, n * r[3])
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,8 +238,12 @@ class Generator:
         return self.choice([(-2.0, 2.0), (-1.0, 1.0), (0.5, 2.0), (-3.0, -0.5)])
 
     def emit(self, expr: str, lo: float, hi: float, *, exact: bool = False,
-             nan: bool = False, cost: int = 1) -> Value | None:
-        """Append `vN = expr` if NumPy accepts it on the probes; None if it does not."""
+             nan: bool = False, cost: int = 1, imag: tuple | None = None) -> Value | None:
+        """Append `vN = expr` if NumPy accepts it on the probes; None if it does not.
+
+        imag bounds a complex result's imaginary part (by default: the imaginary bounds of
+        the values expr names, right for shape ops, which only move elements).
+        """
         if max(abs(lo), abs(hi)) > MAX_MAG or math.isnan(lo) or math.isnan(hi):
             return None
         name = f"v{self.counter}"
@@ -213,17 +252,30 @@ class Generator:
         except Exception:
             return None
         result = np.asarray(result)
-        if result.size > self.size_limit() or result.dtype not in SUPPORTED:
+        imag = (imag or self.named_imag(expr)) if result.dtype.kind == "c" else (0.0, 0.0)
+        if result.size > self.size_limit() or result.dtype not in self.dtypes() or \
+                max(abs(imag[0]), abs(imag[1])) > MAX_MAG:
             self.env.pop(name, None)
             return None
         self.counter += 1
         v = Value(name, result.shape, result.dtype, float(lo), float(hi),
-                  exact=exact or result.dtype.kind != "f", nan=nan)
+                  exact=exact or result.dtype.kind not in "fc", nan=nan,
+                  ilo=float(imag[0]), ihi=float(imag[1]))
         self.lines.append(f"{name} = {expr}")
         self.check_interval(v, result)
         self.values.append(v)
         self.cost += cost
         return v
+
+    def dtypes(self) -> set[np.dtype]:
+        """The dtypes a program's values may have."""
+        return SUPPORTED | COMPLEX if self.kind == "complex" else SUPPORTED
+
+    def named_imag(self, expr: str) -> tuple[float, float]:
+        """The hull of the imaginary bounds of the values expr names."""
+        named = [v for v in self.values if re.search(rf"\b{v.name}\b", expr)]
+        return (min([v.ilo for v in named], default=0.0),
+                max([v.ihi for v in named], default=0.0))
 
     def run(self, statement: str) -> dict:
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -237,6 +289,11 @@ class Generator:
     def check_interval(self, v: Value, result: np.ndarray) -> None:
         """The generator's own check: the probe's values lie in the claimed interval."""
         result = np.asarray(result)
+        if result.dtype.kind == "c":
+            self.check_interval(replace(v, dtype=np.dtype(np.float64)), result.real)
+            self.check_interval(replace(v, dtype=np.dtype(np.float64), lo=v.ilo, hi=v.ihi),
+                                result.imag)
+            return
         finite = result[np.isfinite(result)] if result.dtype.kind == "f" else result
         if finite.size and (finite.min() < v.lo - 1e-6 * (1 + abs(v.lo))
                             or finite.max() > v.hi + 1e-6 * (1 + abs(v.hi))):

@@ -138,3 +138,43 @@ def test_dot_of_empty_vectors_compiles_to_zero(dtype):
     got = tx.jit(f)(x)
     assert_same(got, traced(f, x))
     assert got.shape == () and got == 0
+
+
+# ---------------------------------------------------------------------------------------
+# 5. two identical scans of empty arrays under jit
+
+
+def test_two_scans_of_empty_arrays_compile():
+    """Two cumsums over size-0 arrays lower to two identical regions with no statements;
+    the (uncommitted) region sharing of compiler/region_functions.py made them one
+    `@njit def region0():` with an empty body, an IndentationError when the kernel was
+    loaded (complex fuzzer, seed 1029 kind=complex, jit(vmap) with a batch of 0)."""
+    def f(x, y):
+        return np.cumsum(x, axis=1), np.cumsum(y, axis=1)
+
+    x, y = np.ones((0, 2)), np.ones((0, 2))
+    got = tx.jit(f)(x, y)
+    assert_same(got, f(x, y))
+
+
+# ---------------------------------------------------------------------------------------
+# 6. complex division by zero under jit
+
+
+@pytest.mark.xfail(strict=True, raises=ZeroDivisionError,
+                   reason="fuzzer finding 6: jit's complex division raises on a zero divisor "
+                          "(Numba's complex `/`); NumPy gives inf/nan")
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_complex_mean_over_an_empty_axis_is_nan_under_jit(dtype):
+    """The mean (var, std) of complex values over an empty axis divides by a count of 0:
+    NumPy (and the interpreter) give nan+nanj, jit raised ZeroDivisionError: Numba's complex
+    division raises whatever the error model (complex fuzzer, seed 5093 kind=complex; `z / w`
+    and `1 / z` with a zero divisor too)."""
+    def f(z):
+        return np.mean(z, axis=0), np.var(z, axis=0)
+
+    z = np.ones((0, 3), dtype)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = f(z)
+    assert_same(traced(f, z), expected)
+    assert_same(tx.jit(f)(z), expected)

@@ -15,7 +15,10 @@ import pytest
 from .campaign import cases_for, outcome, shrink
 from .oracles import jax_modules
 
-SEEDS = range(100)  # about two minutes of CPU time
+SEEDS = range(90)  # with the complex seeds, about two minutes of CPU time
+# Complex programs (tests/fuzz/complex_ops.py): seeds with kind='complex', picked to hold
+# complex64 and complex128 programs, three smooth ones (derivatives checked) among them.
+COMPLEX_SEEDS = (2, 5, 7, 8, 9, 11, 13, 22, 24)
 # Reductions over 10^5..10^7 elements (float32 and float64): their seeds with kind='large'.
 LARGE_SEEDS = range(4)
 
@@ -33,6 +36,11 @@ def _check(cases) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_program(seed):
     _check(cases_for(seed, jit_modes=1))
+
+
+@pytest.mark.parametrize("seed", COMPLEX_SEEDS)
+def test_complex_program(seed):
+    _check(cases_for(seed, jit_modes=1, kind="complex"))
 
 
 @pytest.mark.parametrize("seed", LARGE_SEEDS)
