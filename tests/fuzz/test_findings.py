@@ -13,6 +13,13 @@
 4. `jit(lambda x: np.dot(x, x - 3.0))` of size-0 vectors failed to compile: the empty
    contraction was lowered as `out.fill(0)`, which Numba cannot type for a 0-d output.
    Fixed in compiler/lower_cpu.py (a flat view set to 0).
+5. (complex campaign) Two identical regions with no statements (scans of size-0 arrays,
+   e.g. under vmap with a batch of 0) became one shared `@njit` region function with an
+   empty body: an IndentationError loading the kernel. Found in the then uncommitted
+   compiler/region_functions.py; fixed there by its author (empty bodies stay inline).
+6. (complex campaign) jit's complex division raises ZeroDivisionError on a zero divisor
+   (Numba's complex `/`, whatever the error model), so the complex mean/var/std over an
+   empty axis, `z / 0` and `1 / z` at 0 raise where NumPy gives inf/nan. Open: xfail.
 """
 
 from __future__ import annotations
