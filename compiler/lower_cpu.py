@@ -85,6 +85,14 @@ def _vectorises(c: PointCtx) -> bool:
 Scalar = Callable[[PointCtx, str], str]  # (context, operand) -> a scalar expression
 
 
+def divide(c: PointCtx, x: str, y: str) -> str:
+    """x / y in the output dtype; complex by NumPy's algorithm (runtime/complex_bodies.py:
+    Numba's complex `/` raises ZeroDivisionError where NumPy gives inf or nan)."""
+    if c.out_dtype.kind == "c":
+        return f"{ctor(c.out_dtype)}({c.helper('complex_divide')}({x}, {y}))"
+    return f"{x} / {y}"
+
+
 def _unary_float(name: str, scalar: Scalar) -> Callable[[PointCtx], str]:
     """compiler/mathlib.py's vectorised `name` in large regions (where it has one), else
     the scalar expression."""
@@ -127,7 +135,7 @@ _rule("expm1", point=_unary_float("expm1", _complex_aware("expm1")))
 _rule("log", point=_unary_float("log", _np("log")))
 _rule("log1p", point=_unary_float("log1p", _complex_aware("log1p")))
 _rule("sqrt", point=_unary_float("sqrt", _np("sqrt")))
-_rule("rsqrt", point=_unary_float("rsqrt", lambda c, x: f"{c.lit(1)} / np.sqrt({x})"))
+_rule("rsqrt", point=_unary_float("rsqrt", lambda c, x: divide(c, c.lit(1), f"np.sqrt({x})")))
 _rule("sin", point=_unary_float("sin", _np("sin")))
 _rule("cos", point=_unary_float("cos", _np("cos")))
 _rule("tan", point=_unary_float("tan", _np("tan")))
@@ -145,7 +153,7 @@ _rule("erf", point=_unary_float("erf", _erf))
 _rule("floor", point=_unary_float("floor", _np("floor")))
 _rule("ceil", point=_unary_float("ceil", _np("ceil")))
 _rule("round", point=_unary_float("round", _np("round")))
-_rule("reciprocal", point=_unary_float("reciprocal", lambda c, x: f"{c.lit(1)} / {x}"))
+_rule("reciprocal", point=_unary_float("reciprocal", lambda c, x: divide(c, c.lit(1), x)))
 
 def _abs(c: PointCtx) -> str:
     if c.in_dtype.kind == "c":  # the modulus, in the real dtype of the same precision
@@ -181,8 +189,11 @@ def _integer_pow(c: PointCtx) -> str:
             product = f"{x} ** {c.lit(abs(y))}"
         else:
             product = f"{c.helper('ipow')}({x}, {abs(y)})"
+    if y < 0 and c.out_dtype.kind == "c":  # NumPy: 0 ** (negative) is nan + nan j
+        inverse = divide(c, c.lit(1), f"({product})")
+        return f"({inverse} if {x} != 0 else {c.lit(complex(np.nan, np.nan))})"
     if y < 0:
-        return f"{c.lit(1)} / ({product})"
+        return divide(c, c.lit(1), f"({product})")
     return _exact(c, product)
 
 
@@ -213,7 +224,7 @@ def _complex_order(c: PointCtx, op: str, x: str, y: str) -> str:
 _rule("add", point=_infix("+"))
 _rule("sub", point=_infix("-"))
 _rule("mul", point=_infix("*"))
-_rule("div", point=_infix("/"))
+_rule("div", point=lambda c: divide(c, *c.args()))
 _rule("floor_div", point=_infix("//"))
 _rule("mod", point=_infix("%"))
 _rule("and", point=_infix("&"))

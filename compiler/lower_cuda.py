@@ -61,6 +61,7 @@ from .lower_cpu import (
     _top_level_consts,
     arg_scan,
     conv_window,
+    divide,
     dot_indices,
 )
 
@@ -111,7 +112,7 @@ def _logistic(c: PointCtx) -> str:
 
 def _rsqrt(c: PointCtx) -> str:
     sqrt = "cz_sqrt" if c.in_dtype.kind == "c" else "cu_sqrt"
-    return f"{c.lit(1)} / {ctor(c.out_dtype)}({c.helper(sqrt)}({c.arg(0)}))"
+    return divide(c, c.lit(1), f"{ctor(c.out_dtype)}({c.helper(sqrt)}({c.arg(0)}))")
 
 
 _rule("exp", point=_math("cu_exp"))
@@ -137,7 +138,7 @@ _rule("erf", point=_math("cu_erf"))
 _rule("floor", point=_math("cu_floor"))
 _rule("ceil", point=_math("cu_ceil"))
 _rule("round", point=_math("cu_round"))
-_rule("reciprocal", point=lambda c: f"{c.lit(1)} / {c.arg(0)}")
+_rule("reciprocal", point=lambda c: divide(c, c.lit(1), c.arg(0)))
 _rule("arctan2", point=_math("cu_arctan2"))
 
 

@@ -27,3 +27,18 @@ def complex_log1p(z):
     else:
         re = math.log(math.hypot(x + 1.0, y))
     return complex(re, math.atan2(y, x + 1.0))
+
+
+def complex_divide(a, b):
+    """a / b as NumPy divides complex numbers (Smith's method: no overflow of |b|^2; a zero
+    divisor gives inf or nan, not an exception). Compile with error_model="numpy"."""
+    ar, ai, br, bi = a.real, a.imag, b.real, b.imag
+    if abs(br) >= abs(bi):
+        if br == 0 and bi == 0:
+            return complex(ar / abs(br), ai / abs(bi))
+        ratio = bi / br
+        scale = 1.0 / (br + bi * ratio)
+        return complex((ar + ai * ratio) * scale, (ai - ar * ratio) * scale)
+    ratio = br / bi
+    scale = 1.0 / (bi + br * ratio)
+    return complex((ar * ratio + ai) * scale, (ai * ratio - ar) * scale)

@@ -95,6 +95,7 @@ def fmin(a, b):
 
 complex_expm1 = njit(cache=True)(complex_bodies.complex_expm1)
 complex_log1p = njit(cache=True)(complex_bodies.complex_log1p)
+complex_divide = njit(cache=True, error_model="numpy")(complex_bodies.complex_divide)
 
 
 @njit(cache=True)

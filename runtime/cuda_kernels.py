@@ -117,6 +117,8 @@ for _name, _gpu in CMATH_NAMES.items():
 
 cz_expm1 = complex_bodies.complex_expm1 if SIMULATOR else device(complex_bodies.complex_expm1)
 cz_log1p = complex_bodies.complex_log1p if SIMULATOR else device(complex_bodies.complex_log1p)
+complex_divide = (complex_bodies.complex_divide if SIMULATOR
+                  else device(complex_bodies.complex_divide))
 
 
 @device

@@ -16,6 +16,7 @@ derivative checks use JAX's convention, so an entry is tested on complex inputs 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ import transfuse.lax as lax
 import transfuse.numpy as tnp
 
 FLOATS = ("float32", "float64")
-COMPLEX = ("complex64", "complex128")  # for entries once transfuse has complex dtypes
+COMPLEX = ("complex64", "complex128")
 INTS = ("int32", "int64")
 UNARY_DTYPES = FLOATS + ("int32",)
 NUMERIC = FLOATS + INTS
@@ -54,7 +55,7 @@ class Draws:
         real = np.asarray(real)
         if self.dtype.kind == "c":
             imag = 0.5 * self.rng.standard_normal(real.shape)
-            return (real + 1j * imag).astype(self.dtype)
+            return np.asarray(real + 1j * imag).astype(self.dtype)  # 0-d stays an array
         return real.astype(self.dtype)
 
     def normal(self, shape) -> np.ndarray:
@@ -1252,6 +1253,32 @@ linalg("scipy.linalg.lu_solve", _lu_solve, lambda m: [
 
 # ---------------------------------------------------------------------------------------
 # Views of the catalogue
+
+
+# ---------------------------------------------------------------------------------------
+# Complex numbers: the entries whose functions NumPy (and transfuse) define on complex
+# inputs are also tested in complex64 and complex128 (docs/numpy.md, "Complex numbers").
+
+COMPLEX_CAPABLE = (
+    "np.exp", "np.expm1", "np.log", "np.log1p", "np.sqrt", "np.sin", "np.cos", "np.tan",
+    "np.arcsin", "np.arccos", "np.arctan", "np.sinh", "np.cosh", "np.tanh", "np.arcsinh",
+    "np.arccosh", "np.arctanh", "np.reciprocal", "np.exp2", "np.log2", "np.log10",
+    "np.negative", "np.positive", "np.absolute", "np.square", "np.conjugate", "np.real",
+    "np.sign", "np.isnan", "np.isinf", "np.isfinite", "np.add", "np.subtract",
+    "np.multiply", "np.divide", "np.power", "np.equal", "np.not_equal", "np.less",
+    "np.less_equal", "np.greater", "np.greater_equal", "np.where", "np.sum", "np.prod",
+    "np.mean", "np.var", "np.std", "np.cumsum", "np.cumprod", "np.matmul", "np.dot",
+    "np.inner", "np.outer", "np.vdot", "np.kron", "np.einsum", "np.tensordot", "np.round",
+    "np.transpose", "np.reshape", "np.flip", "np.diagonal", "np.trace",
+    # Linear algebra whose domains hold for complex draws (Hermitian ones: test_complex.py)
+    "np.linalg.inv", "np.linalg.solve", "np.linalg.det", "np.linalg.slogdet",
+    "np.linalg.svdvals", "np.linalg.norm", "np.linalg.pinv", "np.linalg.matrix_power",
+    "np.linalg.multi_dot", "np.linalg.tensorsolve", "np.linalg.tensorinv")
+for _name in COMPLEX_CAPABLE:
+    OPS[_name] = dataclasses.replace(OPS[_name], dtypes=OPS[_name].dtypes + COMPLEX)
+# Piecewise constant on real inputs (a zero derivative), smooth on complex ones.
+add("np.imag (complex)", np.imag, unary(), UNARY_NUMERIC, dtypes=COMPLEX)
+add("np.angle (complex)", np.angle, unary("nonzero"), UNARY_NUMERIC, dtypes=COMPLEX)
 
 
 def samples_of(entry: OpInfo, dtype: str, seed: int = 0) -> list[Sample]:

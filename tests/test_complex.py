@@ -116,6 +116,15 @@ def test_casts_between_complex_and_real_keep_the_real_part():
     np.testing.assert_array_equal(got[3], z.real.astype(np.complex64))
 
 
+def test_division_by_zero_gives_numpys_inf_and_nan():
+    a = np.array([1 + 1j, 0j, 2 - 1j, np.inf + 0j, 3 + 4j])
+    b = np.array([0j, 0j, 1e300 + 1e300j, 1 + 1j, 1e-200 + 0j])
+    f = tx.jit(lambda a, b: (a / b, 1 / b, np.reciprocal(b), b ** -2))
+    with np.errstate(all="ignore"):
+        for got, want in zip(f(a, b), (a / b, 1 / b, np.reciprocal(b), b ** -2)):
+            np.testing.assert_array_equal(got, want)
+
+
 def _exact_sum(z: np.ndarray) -> complex:
     return complex(math.fsum(z.real.astype(np.float64).ravel()),
                    math.fsum(z.imag.astype(np.float64).ravel()))

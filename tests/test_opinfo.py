@@ -728,11 +728,12 @@ def test_cuda_refuses_when_the_program_is_built(name):
 def primitives_reached(entries) -> set[str]:
     names: set[str] = set()
     for entry in entries:
-        dtype = "float64" if "float64" in entry.dtypes else entry.dtypes[0]
-        for sample in samples_of(entry, dtype):
-            with np.errstate(all="ignore"):
-                graph = tx.make_graph(bound(entry, sample))(*copies(sample.args))
-            names |= helpers.primitives_of(graph)
+        dtypes = [d for d in ("float64", "complex128") if d in entry.dtypes] or entry.dtypes[:1]
+        for dtype in dtypes:
+            for sample in samples_of(entry, dtype):
+                with np.errstate(all="ignore"):
+                    graph = tx.make_graph(bound(entry, sample))(*copies(sample.args))
+                names |= helpers.primitives_of(graph)
     return names
 
 
@@ -744,33 +745,28 @@ UNREACHED = {
     "call": "a jit inside a traced function: tests/test_jit_api.py and tests/catalogue.py",
     "fused": "made by the fusion pass after every transform",
 }
-# Complex numbers are being added to transfuse: their entries get "complex64"/"complex128"
-# in their dtypes when that lands (tests/opinfo.py, Draws makes complex samples).
-COMPLEX_ONLY = {"complex", "conj", "real", "imag"}
 
 
 def test_every_primitive_with_a_derivative_is_reached_by_a_differentiated_entry():
     reached = primitives_reached(e for e in OPS.values() if differentiable(e))
     zero = primitives_reached(e for e in OPS.values() if not differentiable(e))
-    missing = sorted(p.name for p in JVP_RULES
-                     if p.name not in reached | zero | set(UNREACHED) | COMPLEX_ONLY)
+    missing = sorted(p.name for p in JVP_RULES if p.name not in reached | zero | set(UNREACHED))
     assert not missing, f"no catalogue entry differentiates {missing}"
 
 
 def test_every_primitive_with_a_batching_rule_is_reached():
     reached = primitives_reached(OPS.values())
-    exempt = set(UNREACHED) | COMPLEX_ONLY
-    missing = sorted(p.name for p in BATCH_RULES if p.name not in reached | exempt)
+    missing = sorted(p.name for p in BATCH_RULES if p.name not in reached | set(UNREACHED))
     assert not missing, f"no catalogue entry is vmapped through {missing}"
 
 
-def test_complex_dtypes_are_not_enabled_yet():
-    """Complex samples exist (Draws) but no entry asks for them until transfuse has them."""
-    from tests.opinfo import COMPLEX, Draws
+def test_complex_capable_entries_are_tested_on_complex_inputs():
+    from tests.opinfo import COMPLEX, COMPLEX_CAPABLE, Draws
 
     z = Draws("complex128").normal((3,))
     assert z.dtype == np.complex128 and np.all(z.imag != 0)
-    assert not any(set(e.dtypes) & set(COMPLEX) for e in OPS.values())
+    for name in COMPLEX_CAPABLE:
+        assert set(COMPLEX) <= set(OPS[name].dtypes), name
 
 
 def test_docs_coverage_table_is_current():

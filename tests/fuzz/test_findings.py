@@ -19,7 +19,9 @@
    compiler/region_functions.py; fixed there by its author (empty bodies stay inline).
 6. (complex campaign) jit's complex division raises ZeroDivisionError on a zero divisor
    (Numba's complex `/`, whatever the error model), so the complex mean/var/std over an
-   empty axis, `z / 0` and `1 / z` at 0 raise where NumPy gives inf/nan. Open: xfail.
+   empty axis, `z / 0` and `1 / z` at 0 raise where NumPy gives inf/nan. Fixed: complex
+   division is NumPy's algorithm (runtime/complex_bodies.py, compiled with NumPy's error
+   model), on both backends; 0 ** (negative int) is nan + nan j, as NumPy.
 """
 
 from __future__ import annotations
@@ -168,9 +170,6 @@ def test_two_scans_of_empty_arrays_compile():
 # 6. complex division by zero under jit
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError,
-                   reason="fuzzer finding 6: jit's complex division raises on a zero divisor "
-                          "(Numba's complex `/`); NumPy gives inf/nan")
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
 def test_complex_mean_over_an_empty_axis_is_nan_under_jit(dtype):
     """The mean (var, std) of complex values over an empty axis divides by a count of 0:

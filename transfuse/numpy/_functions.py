@@ -676,6 +676,8 @@ def round(a, decimals=0, out=None):
     a = asarray(a)
     if a.dtype.kind in "iub":
         return lax.copy(a)
+    if a.dtype.kind == "c":  # NumPy rounds the parts
+        return lax.complex(round(lax.real(a), decimals), round(lax.imag(a), decimals))
     if decimals == 0:
         return lax.round(a)
     scale = np.asarray(10.0 ** decimals, dtype=a.dtype)
@@ -683,6 +685,7 @@ def round(a, decimals=0, out=None):
 
 
 EXPORTS["around"] = EXPORTS["round"]
+NUMPY_TABLE[np.around] = round  # NumPy 2's np.around dispatches as itself
 
 
 @implements(np.nan_to_num)
@@ -867,7 +870,8 @@ def dot(a, b, out=None):
 
 @implements(np.vdot)
 def vdot(a, b):
-    return dot(ravel(asarray(a)), ravel(asarray(b)))
+    a = ravel(asarray(a))
+    return dot(lax.conj(a) if lax.is_complex(a) else a, ravel(asarray(b)))  # conj(a) . b
 
 
 @implements(np.inner)

@@ -317,7 +317,7 @@ def lstsq(a, b, rcond=None):
     large = _cutoff_mask(s, rcond)
     s_inv = np.where(large, np.divide(1.0, np.where(large, s, 1.0)), 0.0).astype(dt)
     x = np.matmul(lax.adjoint(vt), np.expand_dims(s_inv, -1) * np.matmul(lax.adjoint(u), b2))
-    rank = np.sum(large.astype(np.int32), axis=-1)
+    rank = np.sum(large.astype(np.int32), axis=-1).astype(np.int32)  # NumPy's dtype
     if m > n:  # NumPy leaves these empty when a is rank-deficient: traced, they are kept
         residuals = np.sum(_abs_squared(np.matmul(a, x) - b2), axis=-2)
     else:

@@ -124,7 +124,9 @@ def inv(a, overwrite_a=False, check_finite=True):
 
 @_traced("det")
 def det(a, overwrite_a=False, check_finite=True):
-    return tnp_linalg.det(a)
+    d = tnp_linalg.det(a)
+    # SciPy returns float64 (complex128) whatever the input's precision
+    return lax.convert(d, np.complex128 if lax.is_complex(d) else np.float64)
 
 
 @_traced("solve")
