@@ -49,6 +49,18 @@ def transform(request) -> Callable[[Callable], Callable]:
     return lambda f: maybe_jit(f, request.param)
 
 
+@pytest.fixture(scope="session")
+def jax64():
+    """JAX with float64 enabled (an oracle: the test is skipped where JAX is absent)."""
+    import sys
+
+    if "jax" not in sys.modules:  # faster XLA compiles for the many small test programs
+        os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
 def pytest_addoption(parser) -> None:
     parser.addoption("--jit", action="store_true", default=False,
                      help="run the functions under test through transfuse.jit")

@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -411,21 +409,13 @@ JAX = [n for n, e in OPS.items() if differentiable(e) and jax_function(e) is not
        and "float64" in e.dtypes]
 
 
-@pytest.fixture(scope="module")
-def jax():
-    if "jax" not in sys.modules:  # faster XLA compiles for these many small programs
-        os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
-
-
 def symmetric_part(x: np.ndarray) -> np.ndarray:
     return (x + np.swapaxes(x, -1, -2)) / 2
 
 
 @pytest.mark.parametrize("name", JAX)
-def test_jvp_and_vjp_match_jax(name, jax):
+def test_jvp_and_vjp_match_jax(name, jax64):
+    jax = jax64
     entry = OPS[name]
     sample = first_differentiable(entry)
     rng = np.random.default_rng(6)

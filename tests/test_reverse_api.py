@@ -15,13 +15,6 @@ def rng(seed=0):
     return np.random.default_rng(seed)
 
 
-@pytest.fixture(scope="module")
-def jax64():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
-
-
 # ---------------------------------------------------------------------------------------
 # grad and grad_and_value
 

@@ -7,8 +7,6 @@ the special points and whole programs (against JAX and torch).
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -60,15 +58,6 @@ def assert_close(actual, expected, rtol=1e-6, atol=1e-6):
         a, e = np.asarray(a), np.asarray(e)
         assert a.shape == e.shape, (a.shape, e.shape)
         np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
-
-
-@pytest.fixture(scope="module")
-def jax64():
-    if "jax" not in sys.modules:  # faster XLA compiles for these many tiny programs
-        os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
 
 
 def jax_vjp(jax, fn, args, ct):
