@@ -585,10 +585,12 @@ def family_parts(entries: list[OpInfo]) -> list[tuple[OpInfo, str, Sample]]:
 
 
 def compiled_dtypes(entry: OpInfo) -> list[str]:
-    """The floats, and the first of the entry's integer and boolean dtypes."""
+    """The floats, complex128 (complex64 compiles the same code; tests/test_complex.py
+    compiles it), and the first of the entry's integer and boolean dtypes."""
     if entry.family in FULL_DTYPE_ONLY and FULL_DTYPE in entry.dtypes:
         return [FULL_DTYPE]
-    floats = [d for d in entry.dtypes if np.dtype(d).kind in "fc"]
+    floats = [d for d in entry.dtypes if np.dtype(d).kind == "f"]
+    floats += [d for d in entry.dtypes if d == "complex128"]
     others = [d for d in entry.dtypes if np.dtype(d).kind not in "fc"]
     return floats + others[:1]
 
