@@ -59,21 +59,23 @@ def _assigned_names(lines: list[str]) -> list[str]:
 def _shape_of(body: RegionBody, known: set[str]) -> _Shape | None:
     """The body's shape, or None when it cannot be a function (it defines an entry-level
     name, or reads a name that is neither an entry array, a local nor a module global)."""
-    assigned = _assigned_names(body.lines)
+    assigned = set(_assigned_names(body.lines))
     if any(ENTRY_ARRAY.fullmatch(n) for n in assigned):
         return None
-    order: dict[str, str] = {}
+    params: dict[str, str] = {}  # entry array -> p0, p1, ... in order of appearance
+    local_names: dict[str, str] = {}  # local -> l0, l1, ...
     for line in body.lines:
         for name in _IDENTIFIER.findall(_STRING.sub("''", _code(line))):
             if ENTRY_ARRAY.fullmatch(name):
-                order.setdefault(name, f"p{sum(1 for v in order.values() if v[0] == 'p')}")
+                params.setdefault(name, f"p{len(params)}")
             elif name in assigned:
-                order.setdefault(name, f"l{sum(1 for v in order.values() if v[0] == 'l')}")
+                local_names.setdefault(name, f"l{len(local_names)}")
             elif name not in known and name not in PYTHON_NAMES:
                 return None
+    order = {**params, **local_names}
     renamed = [_rename(_code(line), order) for line in body.lines if _code(line).strip()]
     key = ("parallel\n" if body.parallel else "") + "\n".join(renamed)
-    return _Shape(key, [n for n, v in order.items() if v[0] == "p"])
+    return _Shape(key, list(params))
 
 
 def _rename(text: str, names: dict[str, str]) -> str:
