@@ -237,7 +237,7 @@ def to_bool(x: Any) -> Any:
     return np.asarray(x).astype(bool)
 
 
-def _conjugate(x: Any) -> Any:
+def conjugate(x: Any) -> Any:
     x = asarray(x)
     return lax.conj(x) if lax.is_complex(x) else lax.copy(x)
 
@@ -314,7 +314,7 @@ def _composite_ufuncs() -> dict[np.ufunc, Callable]:
         np.positive: positive, np.fmax: fmax, np.fmin: fmin, np.signbit: signbit,
         np.logical_and: _logical("and"), np.logical_or: _logical("or"),
         np.logical_xor: _logical("xor"), np.logical_not: _logical("not"),
-        np.conjugate: _conjugate,
+        np.conjugate: conjugate,
     }
 
 

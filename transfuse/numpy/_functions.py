@@ -21,6 +21,7 @@ from ._core import (
     asarray,
     call_ufunc,
     cast_operand,
+    conjugate,
     dtype_of,
     implements,
     is_traced,
@@ -738,8 +739,7 @@ def imag(val):
 
 @implements(np.conj)
 def conj(x):
-    x = asarray(x)
-    return lax.conj(x) if lax.is_complex(x) else lax.copy(x)
+    return conjugate(x)
 
 
 @implements(np.angle)
