@@ -17,6 +17,7 @@ from numba.np.numpy_support import as_dtype
 
 from . import complex_bodies, linalg_bodies
 from .expm import linalg_expm  # noqa: F401  (the expm primitive's kernel, in its own module)
+from .helper_options import HELPER
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -37,7 +38,7 @@ class SignatureMismatch(Exception):
 # Random numbers: the same counter-based splitmix64 as ir/primitives.py
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def mix64(z):
     """splitmix64's finaliser on a uint64."""
     z = (z ^ (z >> _S30)) * _M1
@@ -45,25 +46,25 @@ def mix64(z):
     return z ^ (z >> _S31)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def rng_word(base, i):
     """The i-th uint64 word of a key whose mixed base is `base` (i counts from 0)."""
     return mix64(base + (np.uint64(i) + _ONE) * _GOLDEN)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def unit64(bits):
     """A float64 in [0, 1) from the top 53 bits."""
     return np.float64(bits >> _S11) * _TWO_M53
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def unit32(bits):
     """A float32 in [0, 1) from the top 24 bits."""
     return np.float32(bits >> _S40) * _TWO_M24
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def rng_normal(base, i):
     """The i-th standard normal draw (Box-Muller on words 2i and 2i+1), as float64."""
     u1 = 1.0 - unit64(rng_word(base, 2 * i))
@@ -71,7 +72,7 @@ def rng_normal(base, i):
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def split_key(key, i):
     """The i-th key of random_split."""
     return mix64(key ^ mix64((np.uint64(i) + _ONE) * _GOLDEN))
@@ -81,24 +82,24 @@ def split_key(key, i):
 # Scalar arithmetic with NumPy's semantics
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def fmax(a, b):
     """np.maximum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
     return a if (a > b or a != a) else b
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def fmin(a, b):
     """np.minimum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
     return a if (a < b or a != a) else b
 
 
-complex_expm1 = njit(cache=True)(complex_bodies.complex_expm1)
-complex_log1p = njit(cache=True)(complex_bodies.complex_log1p)
-complex_divide = njit(cache=True, error_model="numpy")(complex_bodies.complex_divide)
+complex_expm1 = njit(**HELPER)(complex_bodies.complex_expm1)
+complex_log1p = njit(**HELPER)(complex_bodies.complex_log1p)
+complex_divide = njit(**HELPER)(complex_bodies.complex_divide)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def ipow(base, exp):
     """Integer power by squaring, as np.power on integers (negative powers raise)."""
     if exp < 0:
@@ -112,7 +113,7 @@ def ipow(base, exp):
     return result
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def take_index(i, n):
     """An index as np.take reads it: negative counts from the end; out of range raises."""
     if i < 0:
@@ -122,7 +123,7 @@ def take_index(i, n):
     return i
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def clamp_start(start, size, n):
     """A dynamic_slice start index clamped so the slice stays in bounds (as in JAX)."""
     s = np.int64(start)
@@ -160,7 +161,7 @@ if sys.platform.startswith("linux"):
             return builder.call(fn, [addr, size, flag])
         return types.int32(address, length, advice), codegen
 
-    @njit(cache=True)
+    @njit(**HELPER)
     def advise_huge_pages(a):
         """Ask for transparent huge pages on a's page-aligned interior (as NumPy does)."""
         start = a.ctypes.data
@@ -169,7 +170,7 @@ if sys.platform.startswith("linux"):
             return 0
         return _madvise(start + offset, np.uint64(a.nbytes - offset), np.int64(_MADV_HUGEPAGE))
 else:  # pragma: no cover - other platforms have no MADV_HUGEPAGE
-    @njit(cache=True)
+    @njit(**HELPER)
     def advise_huge_pages(a):
         """No transparent huge pages to ask for on this platform."""
         return 0
@@ -217,7 +218,7 @@ _SGEMM, _DGEMM = _cblas_gemm(types.float32), _cblas_gemm(types.float64)
 _COL_MAJOR, _NO_TRANS = 102, 111  # cblas enums; transposed is _NO_TRANS + 1
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gemm_strided_numpy_blas(x, y, c, args):
     """gemm_strided through NumPy's OpenBLAS (cblas interface)."""
     tx, ty = _NO_TRANS + args[1], _NO_TRANS + args[2]
@@ -243,7 +244,7 @@ _XXGEMM = types.ExternalFunction("numba_xxgemm", types.intc(
 _N, _T_MINUS_N = ord("n"), ord("t") - ord("n")
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gemm_strided_scipy_blas(x, y, c, args):
     """gemm_strided through SciPy's BLAS (numba_xxgemm)."""
     one = np.ones(1, c.dtype)
@@ -349,7 +350,7 @@ def _lane_sum(buf, start, stop):
     return total
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def block_sum(buf):
     """The sum of buf (not empty), as accurate as NumPy's pairwise sum at any length.
 
@@ -393,7 +394,7 @@ def block_sum(buf):
     return as_type_of(comp_total(total, comp), zero)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def block_dot(x, y):
     """The sum of x * y (1-D, not empty, any strides) with block_sum's accuracy; the
     products are rounded to the inputs' dtype first, as in NumPy's loops."""
@@ -426,7 +427,7 @@ def block_dot(x, y):
 # Block maxima and minima: eight lanes, as block_sum (exact, so no compensation)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def block_max(buf):
     """The NaN-propagating maximum of buf (not empty), eight lanes."""
     n = buf.shape[0]
@@ -448,7 +449,7 @@ def block_max(buf):
     return fmax(fmax(fmax(a0, a1), fmax(a2, a3)), fmax(fmax(a4, a5), fmax(a6, a7)))
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def block_min(buf):
     """The NaN-propagating minimum of buf (not empty), eight lanes."""
     n = buf.shape[0]
@@ -477,11 +478,11 @@ def block_min(buf):
 
 
 SMALL_MATRIX_MAX = 16  # up to this order a loop beats a LAPACK call per matrix
-_eliminate = njit(cache=True)(linalg_bodies.eliminate)
-_cholesky_lower = njit(cache=True)(linalg_bodies.cholesky_lower)
+_eliminate = njit(**HELPER)(linalg_bodies.eliminate)
+_cholesky_lower = njit(**HELPER)(linalg_bodies.cholesky_lower)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_cholesky(a, out):
     """out[k] = the lower Cholesky factor of a[k]: small matrices by the loop CUDA shares
     (runtime/linalg_bodies.py), large ones by LAPACK."""
@@ -496,7 +497,7 @@ def linalg_cholesky(a, out):
             raise np.linalg.LinAlgError("Matrix is not positive definite")
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_solve(a, b, out):
     """out[k] = a[k]^-1 b[k]: small matrices by an in-place elimination (the loop CUDA
     shares), large ones by LAPACK."""
@@ -527,7 +528,7 @@ _STRSM, _DTRSM = _cblas_trsm(types.float32), _cblas_trsm(types.float64)
 _ROW_MAJOR, _LEFT, _UPPER, _LOWER, _NON_UNIT = 101, 141, 121, 122, 131
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _check_diagonal(a):
     """A triangular system with an exactly zero diagonal entry is singular (as NumPy)."""
     for k in range(a.shape[0]):
@@ -536,7 +537,7 @@ def _check_diagonal(a):
                 raise np.linalg.LinAlgError("Singular matrix")
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _triangular_solve_numpy_blas(a, b, out, lower, transpose_a):
     """op(T) X = B for each matrix by BLAS trsm (row-major, in place in out)."""
     n, k = b.shape[1], b.shape[2]
@@ -555,7 +556,7 @@ def _triangular_solve_numpy_blas(a, b, out, lower, transpose_a):
                    out[s].ctypes, k)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _triangular_solve_lapack(a, b, out, lower, transpose_a):
     """op(T) X = B for each matrix by a general LAPACK solve of the triangle."""
     for k in range(a.shape[0]):
@@ -588,7 +589,7 @@ linalg_triangular_solve = (_triangular_solve_numpy_blas if _numpy_trsm()
 _SYMMETRY_TILE = 32  # square tiles compared at a time (both stay in the L1 cache)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _is_symmetric(a):
     """a == a^T exactly (a NaN never equals itself: such a matrix is not symmetric)."""
     n = a.shape[0]
@@ -601,7 +602,7 @@ def _is_symmetric(a):
     return True
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _is_identity(b):
     """b is the identity matrix (so a solve with it is an inverse)."""
     if b.shape[0] != b.shape[1]:
@@ -613,7 +614,7 @@ def _is_identity(b):
     return True
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_slogdet_by_cholesky(a, low, sign, logabsdet):
     """sign[k], logabsdet[k] of a[k]: 1 and 2 sum(log(diag(low[k]))) where a[k] is exactly
     symmetric (low[k] its Cholesky factor), else by LU as `slogdet`."""
@@ -628,7 +629,7 @@ def linalg_slogdet_by_cholesky(a, low, sign, logabsdet):
             linalg_slogdet(a[s:s + 1], sign[s:s + 1], logabsdet[s:s + 1])
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_solve_by_cholesky(a, low, b, out, transpose_a):
     """out[k] = op(a[k])^-1 b[k]: two triangular solves with low[k] (the Cholesky factor of
     a[k]) where a[k] is exactly symmetric, else the LU solve `solve` runs."""
@@ -673,7 +674,7 @@ _SPOTRF, _DPOTRF = (_lapacke("potrf", t, types.int32, types.int8, types.int64, t
 _U, _N_DIAG = ord("U"), ord("N")
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _cholesky_lapack(a, m):
     """m := the lower Cholesky factor of a, in place by potrf (no copies beyond the one into
     m: Numba's np.linalg.cholesky makes three, and takes 1.7x as long at order 512)."""
@@ -690,7 +691,7 @@ def _cholesky_lapack(a, m):
             m[i, j] = 0
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _invert_lower_lapack(m):
     """m (row-major, lower triangle) := its inverse, by LAPACK's trtri."""
     n = m.shape[0]
@@ -700,7 +701,7 @@ def _invert_lower_lapack(m):
         _DTRTRI(_COL_MAJOR, _U, _N_DIAG, n, m.ctypes, n)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _gram_lower_lapack(m):
     """The lower triangle of m (row-major, lower-triangular W) := that of W^T W (lauum)."""
     n = m.shape[0]
@@ -710,7 +711,7 @@ def _gram_lower_lapack(m):
         _DLAUUM(_COL_MAJOR, _U, n, m.ctypes, n)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _invert_lower_trsm(m):
     """m (row-major, lower triangle) := its inverse, by a triangular solve with I."""
     n = m.shape[0]
@@ -725,7 +726,7 @@ _LAPACKE = _numpy_lapacke()
 _invert_lower = _invert_lower_lapack if _LAPACKE else _invert_lower_trsm
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _nonnegative_finite(w):
     for x in w:
         if not (x >= 0 and x < np.inf):
@@ -733,7 +734,7 @@ def _nonnegative_finite(w):
     return True
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _weighted_gram(m, w, use_lauum):
     """m (lower-triangular M) := M^T diag(w) M, both triangles: by lauum on sqrt(w) M when
     the weights allow (as LAPACK's potri does for w = 1), else by a product."""
@@ -751,7 +752,7 @@ def _weighted_gram(m, w, use_lauum):
             m[i, j] = m[j, i]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_cholesky_inverse(low, w, out):
     """out[k] = L^-T diag(w[k]) L^-1, L the lower triangle of low[k]: L^-1 by trtri, then
     the weighted product (2n^3/3 flops, where two triangular solves with a full
@@ -769,7 +770,7 @@ def linalg_cholesky_inverse(low, w, out):
         _weighted_gram(m, w[s], _LAPACKE)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_slogdet(a, sign, logabsdet):
     """sign[k], logabsdet[k] = the sign and log|det| of a[k]."""
     for k in range(a.shape[0]):
@@ -782,7 +783,7 @@ def linalg_slogdet(a, sign, logabsdet):
         logabsdet[k] = logdet
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_eigh(a, w, v):
     """w[k], v[k] = the ascending eigenvalues and eigenvectors of a[k] (lower triangle)."""
     for k in range(a.shape[0]):
@@ -793,7 +794,7 @@ def linalg_eigh(a, w, v):
         v[k] = vecs
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_svd(a, u, s, vt, full_matrices):
     """u[k], s[k], vt[k] = the SVD of a[k] (reduced or full)."""
     if a.shape[1] == 0 or a.shape[2] == 0:
@@ -807,7 +808,7 @@ def linalg_svd(a, u, s, vt, full_matrices):
         vt[k] = vtk
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_singular_values(a, s):
     """s[k] = the singular values of a[k], descending."""
     if a.shape[1] == 0 or a.shape[2] == 0:
@@ -816,7 +817,7 @@ def linalg_singular_values(a, s):
         s[k] = np.linalg.svd(a[k], full_matrices=False)[1]
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _identity_stack(x):
     """Each matrix of x (stack, m, n) set to the identity (what LAPACK gives when empty)."""
     x[:] = 0
@@ -825,7 +826,7 @@ def _identity_stack(x):
             x[k, i, i] = 1
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_qr(a, q, r):
     """q[k], r[k] = the QR decomposition of a[k]: reduced, or complete when q is square.
 
@@ -853,7 +854,7 @@ def linalg_qr(a, q, r):
             r[k] = rk
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_lu(a, lu, pivots, permutation):
     """lu[k], pivots[k], permutation[k] = the LU factorization of a[k] with partial
     pivoting, as LAPACK's getrf (0-based pivots, as scipy.linalg.lu_factor)."""

@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from . import linalg_bodies
+from .helper_options import HELPER
 
 # theta_m: the largest eta for which degree m is accurate (SciPy's theta, one table for
 # both precisions), for m = 3, 5, 7, 9, 13.
@@ -42,10 +43,10 @@ PADE = np.array([
 DEGREE_13 = 4  # the row of THETA, ERROR_CONSTANTS_* and PADE for degree 13
 # Partial pivoting as LAPACK's getrf/getrs, at every order: np.linalg.solve would add some
 # ten seconds per dtype to the helper's first compile, for one solve among many products.
-_eliminate = njit(cache=True)(linalg_bodies.eliminate)
+_eliminate = njit(**HELPER)(linalg_bodies.eliminate)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def linalg_expm(a, out):
     """out[k] = exp(a[k]), as scipy.linalg.expm."""
     if a.shape[1] == 0:
@@ -59,7 +60,7 @@ def linalg_expm(a, out):
 # re-optimizes all of its code (Numba links callees in to inline them).
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _expm(a, out):
     """out = exp(a) for one matrix of order n >= 1."""
     lower, upper = _has_off_diagonal(a, True), _has_off_diagonal(a, False)
@@ -77,7 +78,7 @@ def _expm(a, out):
         _zero_off_triangle(out, upper)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _has_off_diagonal(a, below):
     """Whether a has a nonzero entry below (or above) its diagonal."""
     n = a.shape[0]
@@ -88,7 +89,7 @@ def _has_off_diagonal(a, below):
     return False
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _all_finite(a):
     for value in a.ravel():
         if not np.isfinite(value):
@@ -96,7 +97,7 @@ def _all_finite(a):
     return True
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _zero_off_triangle(x, upper):
     """Zero the entries below (upper) or above the diagonal of x."""
     n = x.shape[0]
@@ -108,7 +109,7 @@ def _zero_off_triangle(x, upper):
                 x[j, i] = 0
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _scaling_and_squaring(a, lower, upper):
     degree, s, powers = _pade_structure(a)
     x = _pade(degree, powers)
@@ -121,7 +122,7 @@ def _scaling_and_squaring(a, lower, upper):
     return _triangular_squarings(a, x, s, upper)
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _triangular_squarings(a, x, s, upper):
     """s squarings of x ~ exp(2^-s a), a triangular, the diagonal and first off-diagonal
     set exactly after each (SciPy: Al-Mohy & Higham's Code Fragment 2.1)."""
@@ -132,7 +133,7 @@ def _triangular_squarings(a, x, s, upper):
     return x
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _set_diagonals(x, a, scale, upper, with_off_diagonal):
     """x's diagonal = exp(scale diag(a)); its first off-diagonal the exact entries of the
     2x2 blocks' exp (Higham's formula 10.42: the off-diagonal entry of scale a times the
@@ -151,7 +152,7 @@ def _set_diagonals(x, a, scale, upper, with_off_diagonal):
             x[i + 1, i] = divided * (scale * a[i + 1, i])
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _pade_structure(a):
     """(row, s, powers): SciPy's degree (its row of PADE) and squarings for a, and
     powers[j] = B^(2j) (B^0 = I) for B = 2^-s a, powers[5] = B."""
@@ -191,7 +192,7 @@ def _pade_structure(a):
     return DEGREE_13, s, powers
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _norm1(x):
     """The 1-norm of x: its largest column sum of magnitudes."""
     largest = 0.0
@@ -203,19 +204,19 @@ def _norm1(x):
     return largest
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _log_root_norm(power, k, e):
     """log2 of d_k = ||A^k||_1^(1/k), power = (2^-e A)^k."""
     return e + _log2(_norm1(power)) / k
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _log2(x):
     """log2 in float64 (-inf at 0; Numba's float32 log2 of a scalar does not compile)."""
     return np.log2(np.float64(x))
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _spin(sums, magnitude, done, target):
     """1^T |unit|^target from 1^T |unit|^done."""
     for _ in range(target - done):
@@ -223,7 +224,7 @@ def _spin(sums, magnitude, done, target):
     return sums
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _extra_squarings(sums, norm_unit, k, e, constant):
     """SciPy's ell: max(0, ceil(log2(||(|B|)^(k+1)||_1 / ||B||_1 / constant) / k)) for
     B = 2^e unit, sums = 1^T |unit|^(k+1)."""
@@ -231,7 +232,7 @@ def _extra_squarings(sums, norm_unit, k, e, constant):
     return int(max(0.0, np.ceil((log_ratio - np.log2(constant)) / k)))
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _scale_powers(powers, unit, s, e):
     """powers[j] *= 2^(2j(e - s)) (j >= 1), powers[0] = I, powers[5] = 2^(e - s) unit.
     One factor 2^(e - s) at a time: a zero power stays zero where 2^(2j(e - s)) is inf."""
@@ -244,7 +245,7 @@ def _scale_powers(powers, unit, s, e):
         powers[0, i, i] = 1
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _pade(row, powers):
     """The Padé approximant of exp(B): I + 2 (V - U)^-1 U, as SciPy's pade_UV_calc, with
     U = B sum_j b_{2j+1} B^(2j) and V = sum_j b_{2j} B^(2j) (b = PADE[row]); degree 13
@@ -268,14 +269,14 @@ def _pade(row, powers):
     return x
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _fill(x, value):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             x[i, j] = value
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _scale(x, c):
     """x *= c, elementwise."""
     for i in range(x.shape[0]):
@@ -283,7 +284,7 @@ def _scale(x, c):
             x[i, j] *= c
 
 
-@njit(cache=True)
+@njit(**HELPER)
 def _add_scaled(out, c, x):
     """out += c x, elementwise (c a float64: a whole-array c * x would promote float32)."""
     for i in range(out.shape[0]):

@@ -316,3 +316,37 @@ def test_jit_of_vmap_of_dynamic_slice_with_some_starts_batched():
     got = tx.jit(tx.vmap(window, in_dims=(None, 0, None)))(x, rows, col)
     want = np.stack([x[min(r, 2):min(r, 2) + 3, 3:5] for r in rows])
     np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------------------------------
+# A fast-math kernel compiled first gave every later kernel its fast-math helpers.
+# Numba compiles a cached helper that sets no `fastmath` with its first caller's flags and
+# caches that code under a key without them: after one `jit(f, fastmath=True)` using
+# np.maximum, `fmax` dropped NaN in every kernel of every later process
+# (runtime/helper_options.py).
+
+_FIRST = """
+import numpy as np, transfuse as tx
+x = np.array([np.nan, 1.0, -2.0], np.float32)
+tx.jit(lambda a: np.maximum(a, 0.0) + np.minimum(a, 0.0), fastmath=True, cache=False)(x)
+"""
+_SECOND = """
+import numpy as np, transfuse as tx
+x = np.array([np.nan, 1.0, -2.0], np.float32)
+y = tx.jit(lambda a: np.maximum(a, 0.0) + np.minimum(a, 0.0), cache=False)(x)
+print(repr(y.tolist()))
+"""
+
+
+def test_a_fast_math_kernel_does_not_leave_fast_math_helpers_in_the_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               TRANSFUSE_CACHE_DIR=str(tmp_path / "transfuse"))
+    for script in (_FIRST, _SECOND):
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=600, check=True)
+    values = eval(done.stdout.strip().splitlines()[-1], {"nan": float("nan")})
+    assert np.isnan(values[0]) and values[1:] == [1.0, -2.0]
