@@ -43,6 +43,7 @@ WORKER_TIMEOUT_S = 600
 
 
 RK4_STEPS = (5, 10)  # JAX takes 151 s for 20 steps on the 2-core VM (issue #15)
+NEW_BATCH = "per-sample-grads-new-batch"  # half the batch, after the whole one has run
 
 
 def _rk4_steps(workload: str) -> int | None:
@@ -55,7 +56,11 @@ def _inputs(workload: str, quick: bool) -> tuple:
         return suite_elementwise.cases(quick)[0].setup()
     if _rk4_steps(workload):
         return _rk4.inputs()
-    return suite_per_sample_grads.make_inputs(quick)
+    params, x, y = suite_per_sample_grads.make_inputs(quick)
+    if workload == NEW_BATCH:
+        half = len(x) // 2
+        return params, x[:half].copy(), y[:half].copy()
+    return params, x, y
 
 
 def _transfuse_fn(workload: str) -> Callable:
@@ -99,6 +104,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         status = "absent" if isinstance(exc, Absent) else "unavailable"
         return {"status": status, "reason": str(exc) or type(exc).__name__}
     args = tuple(_map_arrays(convert, a) for a in inputs)
+    if spec["workload"] == NEW_BATCH:  # the whole batch first, untimed
+        fn(*(_map_arrays(convert, a) for a in _inputs("per-sample-grads", spec["quick"])))
     start = time.perf_counter()
     try:
         result = fn(*args)
@@ -188,7 +195,9 @@ def _samples(spec: dict[str, Any], scratch: str, warm: bool, count: int) -> list
 
 def cases(quick: bool) -> list[Case]:
     """Cold and warm first calls of the elementwise chain and of per-sample gradients; cold
-    first calls of jit(grad) of the unrolled RK4 at RK4_STEPS steps.
+    first calls of jit(grad) of the unrolled RK4 at RK4_STEPS steps; the first call of
+    per-sample gradients at half the batch, in the process that has just run the whole
+    batch (a new batch size: transfuse reuses the kernel, JAX recompiles).
 
     Under --quick only the elementwise chain: every sample is a fresh process.
     """
@@ -196,12 +205,14 @@ def cases(quick: bool) -> list[Case]:
                  ("per-sample-grads", ("jax",), suite_per_sample_grads.transform,
                   ("vmap", "grad"))]
     workloads += [(f"rk4-{n}", ("jax",), _rk4.transform(n), ("grad",)) for n in RK4_STEPS]
+    workloads.append((NEW_BATCH, ("jax",), suite_per_sample_grads.transform, ("vmap", "grad")))
     out = []
     for workload, systems, transform, needs in workloads[:1] if quick else workloads:
-        for warm in (False,) if _rk4_steps(workload) else (False, True):
+        once = _rk4_steps(workload) or workload == NEW_BATCH
+        for warm in (False,) if once else (False, True):
             temperature = "warm" if warm else "cold"
             out.append(Case(
-                NAME, f"{workload}-{temperature}",
+                NAME, workload if workload == NEW_BATCH else f"{workload}-{temperature}",
                 f"first call of the {workload} case in a fresh process, "
                 f"{'warm disk cache' if warm else 'empty caches'}",
                 lambda w=workload: _inputs(w, quick), transform=transform, needs=needs,

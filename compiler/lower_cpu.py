@@ -20,7 +20,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from transfuse.ir.core import Graph, Node, Var
+from transfuse.ir.core import Aval, Graph, Node, Var
 from transfuse.ir.errors import CompileError
 from transfuse.ir.primitives import _GOLDEN, _MASK, PRIMITIVES, _mix64
 
@@ -39,12 +39,14 @@ from .codegen import (
 from .fusion import ELEMENTWISE, FUSED, fuse, fusion_class, is_unit_reshape
 from .mathlib import MATH_FUNCTIONS
 from .region_functions import RegionBody, share_regions
+from .size_params import SizeParams
 
 P = PRIMITIVES
 LOWERING_RULES: dict[Any, Rule] = {}
 NARROW_INTS = (np.dtype(np.int32), np.dtype(np.uint32))
 BLAS_MIN_FLOPS = 1 << 13  # below this a loop nest beats a BLAS call
 PARALLEL_MIN_FLOPS = 1 << 18
+INT_ARGS = "g0"  # the entry's int64 array argument of run-time integers (BLAS arguments)
 HUGE_PAGE_MIN_BYTES = 1 << 22  # NumPy's threshold for asking for huge pages
 MATHLIB_MIN_POINTS = 1 << 14
 
@@ -580,7 +582,7 @@ def _dot_general_kernel(k: KernelCtx) -> None:
     if out.size == 0:
         return
     if any(lhs.shape[d] == 0 for d in lc):  # an empty sum: zeros (Numba has no 0-d fill)
-        k.put(f"{k.outs[0]}.reshape({out.size})[:] = 0")
+        k.put(f"{k.outs[0]}.reshape({k.outs[0]}.size)[:] = 0")
         return
     plan = _gemm_plan(k.node) if out.dtype in _BLAS_KINDS else None
     if plan is None:
@@ -759,18 +761,20 @@ def _operand_copy(k: KernelCtx, index: int) -> str:
 def _dot_blas(k: KernelCtx, plan: GemmPlan) -> None:
     """One gemm_strided call: BLAS on strided views, looping over batch dims (no copies)."""
     flat = []
-    for i, var in enumerate(k.node.inputs):
+    for i in range(len(k.node.inputs)):
         name = _operand_copy(k, i) if plan.copies[i] else k.ins[i]
-        flat.append(k.nest.assign(k.program.local(), f"{name}.reshape({var.aval.size})"))
+        # `.size` rather than the number: a product of extents would be a size of its own
+        # (compiler/size_params.py), and equal to another size in some programs only
+        flat.append(k.nest.assign(k.program.local(), f"{name}.reshape({name}.size)"))
     out = k.node.outputs[0].aval
-    flat.append(k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape({out.size})"))
+    flat.append(k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape({k.outs[0]}.size)"))
     x, y = (1, 0) if plan.swap else (0, 1)
     loops = [(a.size, a.strides[x], a.strides[y], a.strides[2]) for a in plan.loops]
     loops += [(1, 0, 0, 0)] * (GEMM_LOOPS - len(loops))
     args = (_BLAS_KINDS[out.dtype],) + plan.blas + tuple(v for lp in loops for v in lp)
     m, n, kk = plan.mnk
     count = "".join(f"{a.size} x " for a in plan.loops)
-    blas_args = k.program.constant("GEMM", f"np.array({args!r}, np.int64)")
+    blas_args = k.program.int_args(args)
     k.put(f"{k.program.helper('gemm_strided')}({flat[x]}, {flat[y]}, {flat[2]}, "
           f"{blas_args})  # BLAS: {count}({m}x{kk} @ {kk}x{n})")
 
@@ -1121,24 +1125,28 @@ class Program:
     num_outputs: int
     parallel: bool
     regions: list[RegionReport]
+    size_args: list[int] = field(default_factory=list)  # values of the entry's n0, n1, ...
 
 
 class _ProgramState(ProgramBuilder):
     def __init__(self) -> None:
         super().__init__()
         self.math_names: set[str] = set()
-        self.constants: list[str] = []  # module-level definitions, e.g. BLAS arguments
+        self.int_values: list[int] = []  # INT_ARGS: BLAS calls' arguments, end to end
 
     def math(self, name: str) -> str:
         self.math_names.add(name)
         return name
 
-    def constant(self, prefix: str, expr: str) -> str:
-        """A module-level constant: Numba freezes a global array into the compiled code,
-        where building it in the entry point would be typed and allocated per call site."""
-        name = f"{prefix}{len(self.constants)}"
-        self.constants.append(f"{name} = {expr}")
-        return name
+    def int_args(self, values: tuple[int, ...]) -> str:
+        """A slice of the entry's int64 argument INT_ARGS holding values.
+
+        Passed at run time rather than written into the source, because they hold sizes
+        (BLAS's M, N, K, strides, batch counts): programs that differ only in sizes share
+        one compiled kernel (compiler/size_params.py)."""
+        start = len(self.int_values)
+        self.int_values.extend(int(v) for v in values)
+        return f"{INT_ARGS}[{start}:{len(self.int_values)}]"
 
 
 def lower_program(graph: Graph, *, fastmath: bool = False, parallel: bool = True,
@@ -1173,12 +1181,18 @@ class _Lowering:
             self.lower_node(node)
             self.buffers.release_after(node, step)
         ret = self.returns()
-        args = [self.names[v] for v in self.graph.inputs + self.const_vars]
-        source = self.render(args, ret, cache, title)
         avals = [v.aval for v in self.graph.inputs + self.const_vars]
         consts = [np.ascontiguousarray(self.graph.consts[v]) for v in self.const_vars]
+        args = [self.names[v] for v in self.graph.inputs + self.const_vars]
+        if self.program.int_values:
+            int_args = np.array(self.program.int_values, np.int64)
+            args.append(INT_ARGS)
+            avals.append(Aval(int_args.shape, int_args.dtype))
+            consts.append(int_args)
+        sizes = SizeParams()
+        source = self.render(args, ret, cache, title, sizes)
         return Program(source, "entry", avals, consts, len(self.graph.outputs),
-                       self.program.uses_prange, self.reports)
+                       self.program.uses_prange, self.reports, sizes.values)
 
     # -- nodes ---------------------------------------------------------------------------
     def lower_node(self, node: Node) -> None:
@@ -1377,18 +1391,28 @@ class _Lowering:
         lines.append("        raise SignatureMismatch()")
         return lines
 
-    def render(self, args: list[str], ret: str, cache: bool, title: str) -> str:
-        guard = self.guard()
+    def render(self, args: list[str], ret: str, cache: bool, title: str,
+               sizes: SizeParams) -> str:
+        """The module's source; sizes collects the size parameters appended to args."""
+        guard = [sizes.rewrite(line) for line in self.guard()]
+        body = [_sized(item, sizes) for item in self.body]
+        args = args + sizes.param_names()
         self.program.helpers |= self.buffers.helpers
-        sig = ", ".join(_numba_type(v.aval) for v in self.graph.inputs + self.const_vars)
+        sig = [_numba_type(v.aval) for v in self.graph.inputs + self.const_vars]
+        if self.program.int_values:
+            sig.append('nt.Array(nt.int64, 1, "C")')
+        sig += ["nt.int64"] * len(sizes.values)
         ins = ", ".join(str(v.aval) for v in self.graph.inputs)
         outs = ", ".join(str(v.aval) for v in self.graph.outputs)
         head = [
             f"# transfuse: CPU kernel for `{self.graph.name}` ({ins}) -> ({outs})",
             f"#   generated by transfuse {_version()} for numba {numba.__version__},"
             f" numpy {np.__version__}",
-            "#   entry(inputs..., constants...) runs every region below in order.",
+            "#   entry(inputs..., constants..., sizes...) runs every region below in order.",
         ]
+        if sizes.values:
+            head.append("#   sizes: " + ", ".join(
+                f"{name}={value}" for value, name in sizes.names.items()))
         if title:
             head.append(f"#   {title}")
         imports = ["import numpy as np", "from numba import njit, prange",
@@ -1402,18 +1426,22 @@ class _Lowering:
             imports.append("from transfuse.compiler.mathlib import math_globals")
             imports.append("_MATH = math_globals()")
             imports += [f"{n} = _MATH[{n!r}]" for n in sorted(self.program.math_names)]
-        if self.program.constants:
-            imports += ["", "# gemm_strided's arguments: kind, transposes, M, N, K, leading "
-                        "dimensions, loops"] + self.program.constants
-        known = (self.program.helpers | self.program.math_names
-                 | {line.split(" = ", 1)[0] for line in self.program.constants if " = " in line})
-        statements, functions = share_regions(self.body, self.options(cache), known)
-        lines = head + [""] + imports + ["", f"SIGNATURE = ({sig}{',' if sig else ''})", "",
+        known = self.program.helpers | self.program.math_names
+        statements, functions = share_regions(body, self.options(cache), known)
+        signature = ", ".join(sig) + ("," if sig else "")
+        lines = head + [""] + imports + ["", f"SIGNATURE = ({signature})", "",
                                          ""] + [line for f in functions for line in f] + [
             f"@njit(SIGNATURE, {self.options(cache)})", f"def entry({', '.join(args)}):"]
         lines += guard + statements
         lines.append(f"    return {ret}")
         return "\n".join(lines) + "\n"
+
+
+def _sized(item: str | RegionBody, sizes: SizeParams) -> str | RegionBody:
+    """A statement or region body with its sizes made parameters."""
+    if isinstance(item, RegionBody):
+        return RegionBody([sizes.rewrite(line) for line in item.lines], item.parallel)
+    return sizes.rewrite(item)
 
 
 def _version() -> str:
@@ -1437,16 +1465,22 @@ def _sources(nodes: list[Node]) -> str:
 
 
 def _layout_conditions(name: str, aval) -> list[str]:
-    """Conditions under which an array is not of aval's shape in C order."""
+    """Conditions under which an array is not of aval's shape in C order.
+
+    Strides are checked against the array's own extents, not as numbers, so the check
+    reads the same for every size (the extents are compared with the compiled ones, which
+    become size parameters): stride d must be the itemsize times the extents after d,
+    except along an axis of extent 1 and in an empty array, where NumPy's strides say
+    nothing about the layout."""
     if aval.ndim == 0:
         return []
     conds = [f"{name}.shape[{d}] != {n}" for d, n in enumerate(aval.shape)]
-    if aval.size:
-        stride = aval.dtype.itemsize
-        for d in reversed(range(aval.ndim)):
-            if aval.shape[d] > 1:
-                conds.append(f"{name}.strides[{d}] != {stride}")
-            stride *= aval.shape[d]
+    strides = []
+    for d in reversed(range(aval.ndim)):
+        want = " * ".join([str(aval.dtype.itemsize)]
+                          + [f"{name}.shape[{k}]" for k in range(d + 1, aval.ndim)])
+        strides.append(f"(({name}.shape[{d}] > 1) & ({name}.strides[{d}] != {want}))")
+    conds.append(f"({name}.size > 0) & ({' | '.join(strides)})")
     return conds
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ENTRY_ARRAY = re.compile(r"[abc]\d+")  # inputs, buffers and constants of the entry point
+ENTRY_ARRAY = re.compile(r"[abcgn]\d+")  # the entry's inputs, buffers, constants, sizes
 _IDENTIFIER = re.compile(r"(?<![.\w])([A-Za-z_]\w*)")
 _ASSIGNED = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?:[-+*/|&^]|//)?=(?!=)")
 _LOOP_VARIABLE = re.compile(r"^\s*for\s+([A-Za-z_]\w*)\s+in\b")

@@ -214,6 +214,8 @@ def _exec_module(source: str, module_name: str, path: Path | None) -> types.Modu
     """
     module = types.ModuleType(module_name)
     module.__file__ = str(path) if path is not None else f"<transfuse kernel {module_name}>"
+    if path is not None:
+        _numba_caches_beside(path)
     # Numba's cached environment re-imports the module by name: it must be registered.
     sys.modules[module_name] = module
     try:
@@ -222,6 +224,41 @@ def _exec_module(source: str, module_name: str, path: Path | None) -> types.Modu
         sys.modules.pop(module_name, None)
         raise
     return module
+
+
+_KERNEL_FILES: set[str] = set()  # kernel.py files whose Numba cache is beside them
+
+
+def _numba_caches_beside(path: Path) -> None:
+    """Have Numba keep (and look for) this kernel's machine code in its own __pycache__.
+
+    Numba's first choice is `$NUMBA_CACHE_DIR` when it is set: an entry built without it
+    (or an aot build made elsewhere) would then be compiled again, and its files would be
+    out of reach of the checks and recovery here. A locator placed before Numba's own
+    answers for transfuse's kernel files only; it needs a writable folder, as Numba's
+    in-tree one does (a read-only entry is read through a fallback copy, see below).
+    """
+    from numba.core import caching
+
+    _KERNEL_FILES.add(os.path.abspath(path))
+    locators = caching.CacheImpl._locator_classes
+    if not any(getattr(c, "for_transfuse_kernels", False) for c in locators):
+        locators.insert(0, _kernel_locator(caching.InTreeCacheLocator))
+
+
+def _kernel_locator(in_tree: type) -> type:
+    """Numba's in-tree locator, for the files in _KERNEL_FILES only."""
+
+    class KernelFileLocator(in_tree):
+        for_transfuse_kernels = True
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.abspath(py_file) not in _KERNEL_FILES:
+                return None
+            return super().from_function(py_func, py_file)
+
+    return KernelFileLocator
 
 
 def _without_disk_cache(source: str) -> str:

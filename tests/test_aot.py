@@ -100,3 +100,52 @@ def test_loaded_build_rejects_other_signatures_and_missing_builds(tmp_path):
         loaded(np.arange(4.0))
     with pytest.raises(TransfuseValueError, match="not a transfuse aot build"):
         tx.load(tmp_path / "nothing-here")
+
+
+COPIED = '''
+import json, sys
+import numpy as np
+import transfuse as tx
+from transfuse.runtime import cache as kernel_cache
+
+build, read_only = sys.argv[1], sys.argv[2] == "read-only"
+if read_only:  # as a build in a folder this user cannot write (the tests may run as root)
+    writable = kernel_cache._writable
+    kernel_cache._writable = lambda p: not str(p).startswith(build) and writable(p)
+f = tx.load(build)
+x = np.linspace(0, 1, 12).reshape(4, 3)
+y = np.linspace(-1, 1, 15).reshape(3, 5)
+out = f(x, y)
+print(json.dumps({"compiles": kernel_cache.compile_count(), "out": out.tolist(),
+                  "fallbacks": kernel_cache.stats().fallbacks}))
+'''
+
+
+@pytest.mark.parametrize("where", ["copied", "read-only"])
+def test_a_copied_build_loads_without_compiling_whatever_numba_cache_dir_says(tmp_path, where):
+    # Numba's first choice for its cache is $NUMBA_CACHE_DIR: a build made without it (or
+    # copied elsewhere) was compiled again at every load (runtime/cache.py
+    # `_numba_caches_beside`).
+    import os
+    import shutil
+
+    (tmp_path / "copied_model.py").write_text(
+        "import numpy as np\n\ndef f(x, y):\n    return np.tanh(x @ y).sum(axis=0)\n")
+    (tmp_path / "use.py").write_text(COPIED)
+    subprocess.run([sys.executable, "-m", "transfuse.cli", "aot", "copied_model:f",
+                    "--signature", "f64[4,3],f64[3,5]", "--out", str(tmp_path / "build")],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=600)
+    shutil.copytree(tmp_path / "build", tmp_path / "moved")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-elsewhere"),
+               TRANSFUSE_CACHE_FALLBACK_DIR=str(tmp_path / "fallback"))
+    proc = subprocess.run([sys.executable, str(tmp_path / "use.py"), str(tmp_path / "moved"),
+                           where], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    import json
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["compiles"] == 0
+    assert result["fallbacks"] == (1 if where == "read-only" else 0)
+    x = np.linspace(0, 1, 12).reshape(4, 3)
+    y = np.linspace(-1, 1, 15).reshape(3, 5)
+    np.testing.assert_allclose(result["out"], np.tanh(x @ y).sum(axis=0), rtol=1e-13)

@@ -262,3 +262,26 @@ def test_plain_array_calls_take_the_fast_path(cache_dir):
     np.testing.assert_array_equal(f(x), x * 2.5 + 1)
     np.testing.assert_array_equal(f(x[::2]), x[::2] * 2.5 + 1)  # other shape: slow path
     np.testing.assert_array_equal(f(x.reshape(2, 4)), x.reshape(2, 4) * 2.5 + 1)
+
+
+def test_numba_cache_dir_neither_hides_nor_scatters_a_kernels_machine_code(tmp_path):
+    # Numba prefers $NUMBA_CACHE_DIR for its files: a kernel compiled under one value (or
+    # none) was compiled again under another, and its files escaped the entry's checks.
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    base = dict(os.environ, TRANSFUSE_CACHE_DIR=str(tmp_path / "cache"),
+                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    base.pop("TRANSFUSE_DISABLE_CACHE", None)
+
+    def run(numba_dir: str) -> dict:
+        env = dict(base, NUMBA_CACHE_DIR=str(tmp_path / numba_dir))
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              env=env, timeout=600, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second = run("numba-a"), run("numba-b")
+    assert first["compiles"] == 1
+    assert second["compiles"] == 0 and second["numba_hits"] == 1
+    assert second["out"] == first["out"]
+    assert not any((tmp_path / "numba-a").rglob("kernel.*.nbi"))  # beside kernel.py instead
+    assert any((tmp_path / "cache").rglob("kernel.entry-*.nbi"))

@@ -319,7 +319,7 @@ class Jitted:
             kernel = disk_cache.load_kernel(program.source, self._short, disk=disk)
             self._count(kernel)
             n_in = graph.num_explicit_inputs
-            exe = Executable(kernel, tuple(program.const_args), out_tree,
+            exe = Executable(kernel, (*program.const_args, *program.size_args), out_tree,
                              len(fused.outputs), tuple(graph.mutated_inputs), graph.has_rng,
                              tuple(a.dtype for a in graph.in_avals[:n_in]), program.source,
                              tuple(i for i, p in enumerate(sig[2]) if p[0] != "static"),

@@ -97,6 +97,7 @@ def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int) -> dic
     info = {"out_tree": out_tree, "num_outputs": len(graph.outputs),
             "mutated_inputs": tuple(graph.mutated_inputs), "has_rng": graph.has_rng,
             "rng_streams": random_streams(graph),
+            "size_args": tuple(program.size_args),  # the entry's n0, n1, ... (sizes)
             # the user's lines of the gathers and scatters, for an index out of range
             "index_sites": indexing_sites(graph)}
     (entry_dir / "info.pkl").write_bytes(pickle.dumps(info))
@@ -204,7 +205,8 @@ def load(path: str | Path) -> AotFunction:
         consts = np.load(entry_dir / "consts.npz")
         info = pickle.loads((entry_dir / "info.pkl").read_bytes())
         avals = parse_signature(entry["signature"])
-        exe = Executable(kernel, tuple(consts[f"arr_{k}"] for k in range(len(consts.files))),
+        arrays = tuple(consts[f"arr_{k}"] for k in range(len(consts.files)))
+        exe = Executable(kernel, (*arrays, *info.get("size_args", ())),
                          info["out_tree"], info["num_outputs"], info["mutated_inputs"],
                          info["has_rng"], tuple(a.dtype for a in avals),
                          (entry_dir / "kernel.py").read_text(),

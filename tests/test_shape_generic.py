@@ -1,0 +1,195 @@
+"""Sizes are arguments of the compiled entry point (compiler/size_params.py).
+
+Programs that differ only in their sizes render the same source, so one compiled kernel
+serves every batch size, in this process and (through the disk cache) in the next. What
+must hold: the results are those of the reference interpreter for every size, a new batch
+size compiles nothing, the signature guard still sends arrays of another shape back to
+Python, and literals that are not sizes stay literal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transfuse.compiler.size_params import SizeParams
+from transfuse.runtime import cache as kernel_cache
+
+import transfuse as tx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _loss(params, x, y):
+    w1, b1, w2, b2 = params
+    h = np.tanh(x @ w1 + b1)
+    out = h @ w2 + b2
+    return np.sum((out - y) ** 2)
+
+
+def _mlp(rng, dtype, batch, widths=(48, 40, 30)):
+    params = [rng.standard_normal((widths[0], widths[1])) / 4, rng.standard_normal(widths[1]),
+              rng.standard_normal((widths[1], widths[2])) / 4, rng.standard_normal(widths[2])]
+    x = rng.standard_normal((batch, widths[0]))
+    y = rng.standard_normal((batch, widths[2]))
+    return [p.astype(dtype) for p in params], x.astype(dtype), y.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_per_sample_gradients_at_batch_sizes_7_64_128_share_one_kernel(dtype):
+    rng = np.random.default_rng(11)
+    per_sample = tx.vmap(tx.grad(_loss), in_dims=(None, 0, 0))
+    jitted = tx.jit(per_sample, cache=False)
+    rtol = 2e-5 if dtype == "float32" else 1e-12
+    for batch in (7, 64, 128, 7):
+        params, x, y = _mlp(rng, dtype, batch)
+        got = jitted(params, x, y)
+        want = per_sample(params, x, y)  # the reference interpreter
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and g.dtype == np.dtype(dtype)
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol)
+    info = jitted.cache_info()
+    assert info.signatures == 3 and info.traces == 3
+    assert info.compiles == 1 and info.reused == 2
+
+
+def test_batch_size_one_and_an_empty_batch_are_right_whatever_they_share():
+    rng = np.random.default_rng(12)
+    per_sample = tx.vmap(tx.grad(_loss), in_dims=(None, 0, 0))
+    jitted = tx.jit(per_sample, cache=False)
+    for batch in (1, 0, 5, 1):
+        params, x, y = _mlp(rng, "float64", batch)
+        for g, w in zip(jitted(params, x, y), per_sample(params, x, y)):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_an_elementwise_chain_of_any_length_compiles_once(dtype):
+    rng = np.random.default_rng(13)
+
+    def chain(x):
+        return np.sin(x) * np.exp(-x * x) + np.tanh(3.0 * x)
+
+    jitted = tx.jit(chain, cache=False)
+    for n in (3, 1000, 4097):
+        x = rng.uniform(-2, 2, n).astype(dtype)
+        want = np.sin(x.astype(np.float64)) * np.exp(-x.astype(np.float64) ** 2) + np.tanh(
+            3.0 * x.astype(np.float64))
+        got = jitted(x)
+        assert got.shape == (n,) and got.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, want, rtol=2e-6 if dtype == "float32" else 1e-13,
+                                   atol=1e-6 if dtype == "float32" else 1e-14)
+    info = jitted.cache_info()
+    assert info.compiles == 1 and info.signatures == 3
+
+
+def test_sizes_equal_in_one_call_and_different_in_the_next_get_their_own_kernel():
+    # (3, 3) @ (3, 3) has one size where (3, 4) @ (4, 5) has three: their sources differ,
+    # so neither may run the other's kernel.
+    def f(a, b):
+        return np.tanh(a @ b).sum(axis=0)
+
+    rng = np.random.default_rng(14)
+    jitted = tx.jit(f, cache=False)
+    for shapes in (((3, 3), (3, 3)), ((3, 4), (4, 5)), ((5, 5), (5, 5)), ((3, 4), (4, 5))):
+        a, b = (rng.standard_normal(s) for s in shapes)
+        np.testing.assert_allclose(jitted(a, b), np.tanh(a @ b).sum(axis=0), rtol=1e-13)
+    assert jitted.cache_info().compiles == 2  # (3,3)/(5,5) share; (3,4)@(4,5) is its own
+
+
+def test_the_guard_still_rejects_arrays_of_another_shape():
+    jitted = tx.jit(lambda x: np.cumsum(x * 2.0, axis=-1), cache=False)
+    rng = np.random.default_rng(15)
+    small, large = rng.standard_normal((4, 6)), rng.standard_normal((9, 6))
+    np.testing.assert_allclose(jitted(small), np.cumsum(small * 2.0, axis=-1), rtol=1e-12)
+    exe = jitted.executables()[0]
+    with pytest.raises(Exception) as caught:  # the entry point's own check, not Python's
+        exe.run([large])
+    assert type(caught.value).__name__ == "SignatureMismatch"
+    np.testing.assert_allclose(jitted(large), np.cumsum(large * 2.0, axis=-1), rtol=1e-12)
+
+
+def test_the_source_names_its_sizes_and_keeps_structural_literals():
+    x = np.linspace(0.0, 1.0, 24).reshape(2, 3, 4)
+    source = tx.jit(lambda x: np.sum(x[:, 1] * 2.0, axis=-1), cache=False).lower(x).source
+    assert "#   sizes: n0=" in source
+    assert "def entry(a0, " in source and "nt.int64" in source
+    assert ".shape[2]" in source  # a subscript stays literal (Numba types tuples by it)
+    assert "range(2)" not in source and "range(4)" not in source
+
+
+@pytest.mark.parametrize(("line", "want"), [
+    ("    for i0 in range(128):", "    for i0 in range(n0):"),
+    ("    b1 = np.empty((128, 512), np.float32)", "    b1 = np.empty((n0, n1), np.float32)"),
+    ("        for i2 in range(j2, min(j2 + 16, 512)):",
+     "        for i2 in range(j2, min(j2 + n2, n1)):"),
+    ("    m = (a0.shape[2] != 128) | (a0.strides[0] != 16)",
+     "    m = (a0.shape[2] != n0) | (a0.strides[0] != 16)"),  # a stride stays literal
+    ("    t1 = a0[i0 // 3, 2] * 3.0", "    t1 = a0[i0 // 3, 2] * 3.0"),  # structure
+    ("    t2 = b1.reshape(512)  # 128 in a comment", "    t2 = b1.reshape(n1)  # 128 in a comment"),
+    ("    for i1 in range(x.shape[3]):", "    for i1 in range(x.shape[3]):"),
+    ("    gemm_strided(t1, t2, t3, g0[0:21])", "    gemm_strided(t1, t2, t3, g0[0:21])"),
+    ("    for i0 in range(0, 128, 1):", "    for i0 in range(0, n0, n3):"),
+])
+def test_size_positions(line, want):
+    sizes = SizeParams()
+    sizes.rewrite("    x = np.zeros((128, 512, 16))")  # n0, n1, n2 as in a real program
+    assert sizes.rewrite(line) == want
+    assert sizes.values[:3] == [128, 512, 16]
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import transfuse as tx
+    from transfuse.runtime import cache as kernel_cache
+
+    def loss(w, x):
+        return np.sum(np.tanh(x @ w) ** 2)
+
+    batch = int(sys.argv[1])
+    rng = np.random.default_rng(batch)
+    w, x = rng.standard_normal((6, 4)), rng.standard_normal((batch, 6))
+    jitted = tx.jit(tx.vmap(tx.grad(loss), in_dims=(None, 0)))
+    out = jitted(w, x)
+    want = tx.vmap(tx.grad(loss), in_dims=(None, 0))(w, x)
+    print(json.dumps({"compiles": kernel_cache.compile_count(),
+                      "error": float(np.max(np.abs(out - want)))}))
+""")
+
+
+def test_a_new_batch_size_in_a_new_process_loads_the_kernel_from_disk(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, TRANSFUSE_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TRANSFUSE_DISABLE_CACHE", None)
+
+    def run(batch: int) -> dict:
+        done = subprocess.run([sys.executable, str(script), str(batch)], capture_output=True,
+                              text=True, env=env, timeout=600, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second = run(64), run(37)
+    assert first["compiles"] >= 1
+    assert second["compiles"] == 0
+    assert first["error"] < 1e-12 and second["error"] < 1e-12
+
+
+def test_the_compiled_kernel_is_keyed_by_the_generic_source():
+    rng = np.random.default_rng(16)
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((8, 3))
+    f = tx.jit(lambda x: np.exp(x) - x, cache=False)
+    g = tx.jit(lambda x: np.exp(x) - x, cache=False)
+    f(a)
+    before = kernel_cache.compile_count()
+    np.testing.assert_allclose(g(b), np.exp(b) - b, rtol=1e-14)  # another function, size
+    assert kernel_cache.compile_count() == before
+    assert g.cache_info().reused == 1
