@@ -23,12 +23,11 @@ stay literal: a division by a constant is a multiply, and those places are struc
 
 from __future__ import annotations
 
-import io
 import re
-import tokenize
 
 SIZE_CALLS = frozenset({"range", "prange", "empty", "zeros", "full", "reshape"})
 SIZE_NAME = re.compile(r"n\d+")  # the parameters this module introduces
+_MAYBE_SIZED = re.compile(r"range\(|empty\(|zeros\(|full\(|reshape\(|shape\[")
 
 
 class SizeParams:
@@ -47,7 +46,7 @@ class SizeParams:
 
     def rewrite(self, line: str) -> str:
         """The line with the integer literals in size positions replaced by parameters."""
-        if not any(c.isdigit() for c in line):
+        if not _MAYBE_SIZED.search(line):
             return line
         if "\n" in line:  # a statement and its comment lines, say
             return "\n".join(self.rewrite(part) for part in line.split("\n"))
@@ -61,27 +60,30 @@ class SizeParams:
         return self.names.setdefault(value, f"n{len(self.names)}")
 
 
+_TOKEN = re.compile(r"""(?P<skip>'[^']*'|"[^"]*"|\#.*)"""
+                    r"|(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[jJ]?)"
+                    r"|(?P<name>[A-Za-z_]\w*)|(?P<op>!=|[()\[\]])|(?P<other>\S)")
+
+
 def _size_literals(line: str) -> list[tuple[int, int, str]]:
-    """(start, end, text) of each decimal integer literal of the line in a size position."""
-    try:
-        tokens = [t for t in tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline)
-                  if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT)]
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        return []  # not a whole statement (a fragment of a multi-line one): leave it
-    offset = len(line) - len(line.lstrip())
+    """(start, end, text) of each decimal integer literal of the line in a size position.
+
+    A regular expression rather than `tokenize`: the generated code is one statement per
+    line with no multi-line strings, and this runs on every line of every program."""
+    tokens = [(m.lastgroup, m.group(), m.start(), m.end()) for m in _TOKEN.finditer(line)
+              if m.lastgroup != "skip"]
     found = []
     stack: list[str | None] = []  # per open bracket: the call's name, '[', or None
-    for i, tok in enumerate(tokens):
-        if tok.type == tokenize.OP and tok.string in "([":
-            called = tokens[i - 1].string if i and tokens[i - 1].type == tokenize.NAME else None
-            stack.append("[" if tok.string == "[" else called)
-        elif tok.type == tokenize.OP and tok.string in ")]":
+    for i, (kind, text, start, end) in enumerate(tokens):
+        if text in ("(", "["):
+            called = tokens[i - 1][1] if i and tokens[i - 1][0] == "name" else None
+            stack.append("[" if text == "[" else called)
+        elif text in (")", "]"):
             if stack:
                 stack.pop()
-        elif tok.type == tokenize.NUMBER and tok.string.isdigit() and int(tok.string) > 0:
-            if _in_size_call(stack) or _guarded_size(tokens, i):
-                start, end = tok.start[1] + offset, tok.end[1] + offset
-                found.append((start, end, tok.string))
+        elif kind == "number" and text.isdigit() and int(text) > 0:
+            if _in_size_call(stack) or _guarded_size([t[1] for t in tokens[max(0, i - 5):i]]):
+                found.append((start, end, text))
     return found
 
 
@@ -94,9 +96,7 @@ def _in_size_call(stack: list[str | None]) -> bool:
     return False
 
 
-def _guarded_size(tokens: list[tokenize.TokenInfo], i: int) -> bool:
-    """Whether tokens[i] is N in the guard's `x.shape[k] != N`."""
-    if i < 5:
-        return False
-    window = [t.string for t in tokens[i - 5:i]]
-    return window == ["shape", "[", window[2], "]", "!="]
+def _guarded_size(before: list[str]) -> bool:
+    """Whether the five tokens before a number are those of the guard's `x.shape[k] !=`."""
+    return len(before) == 5 and before[0] == "shape" and before[1] == "[" and before[3:] == [
+        "]", "!="]
