@@ -257,17 +257,23 @@ class Batch:
     batched: list  # the arguments vmap gets
 
 
-def make_batch(program: Program, rng: np.random.Generator, out_ndim: int) -> Batch:
+def make_batch(program: Program, rng: np.random.Generator, out_ndim: int,
+               like: Batch | None = None) -> Batch:
+    """A batch of random size and in_dims (like's in_dims and out_dims, if given)."""
     size = int(rng.choice([0, 1, 2, 3, 4], p=[0.05, 0.15, 0.3, 0.3, 0.2]))
     dims = [_in_dim(rng, len(v.shape)) for v in program.inputs]
     if all(d is None for d in dims):
         dims[int(rng.integers(len(dims)))] = 0
+    if like is not None:  # another batch size for the same compiled function
+        size, dims = like.size + int(rng.integers(1, 6)), list(like.in_dims)
     shared = program.make_inputs(rng)
     examples = [[shared[j] if d is None else x for j, (d, x) in
                  enumerate(zip(dims, program.make_inputs(rng)))] for _ in range(size)]
     batched = [shared[j] if d is None else _stack([e[j] for e in examples], d, shared[j])
                for j, d in enumerate(dims)]
     out_dims = int(rng.choice([0, 0, -1])) if out_ndim >= 0 else 0
+    if like is not None:
+        out_dims = like.out_dims
     return Batch(size, tuple(dims), out_dims, examples, batched)
 
 
@@ -303,10 +309,16 @@ def mode_vmap(case: Case, rng: np.random.Generator, jit: bool = False,
     if functionalize:
         f = tx.functionalize(f)
     chunk = [None, None, 1, 2][int(rng.integers(4))]
-    vf = tx.vmap(f, in_dims=batch.in_dims, out_dims=batch.out_dims, chunk_size=chunk)
-    got = as_tuple(maybe_jit(vf, jit)(*[relayout(rng, a, False) for a in batch.batched]))
-    expected = loop_reference(program, batch, False, probe)
-    reference = loop_reference(program, batch, True, probe)
+    vf = maybe_jit(tx.vmap(f, in_dims=batch.in_dims, out_dims=batch.out_dims,
+                           chunk_size=chunk), jit)
+    batches = [batch]
+    if jit:  # a second batch size: the kernel compiled for the first may serve it
+        batches.append(make_batch(program, rng, 0, like=batch))
+    got, expected, reference = (), (), ()
+    for b in batches:
+        got += as_tuple(vf(*[relayout(rng, a, False) for a in b.batched]))
+        expected += loop_reference(program, b, False, probe)
+        reference += loop_reference(program, b, True, probe)
     return Check(to_numpy(got), expected, reference, expected, program.cost)
 
 
