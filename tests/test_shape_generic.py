@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -120,7 +121,7 @@ def test_the_source_names_its_sizes_and_keeps_structural_literals():
     x = np.linspace(0.0, 1.0, 24).reshape(2, 3, 4)
     source = tx.jit(lambda x: np.sum(x[:, 1] * 2.0, axis=-1), cache=False).lower(x).source
     assert "#   sizes: n0=" in source
-    assert "def entry(a0, " in source and "nt.int64" in source
+    assert re.search(r"def entry\(n0, .*a0\)", source) and "nt.int64" in source
     assert ".shape[2]" in source  # a subscript stays literal (Numba types tuples by it)
     assert "range(2)" not in source and "range(4)" not in source
 
