@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.special
 
 from .core import Aval, Graph, Node, check_dtype
 from .errors import DTypeError, ShapeError
@@ -155,8 +154,18 @@ def _keep_dtype(fn: Callable) -> Callable:
     return impl
 
 
+# SciPy is imported when the reference interpreter first runs erf or logistic, not by
+# `import transfuse` (scipy.special costs ~0.3 s to import).
 def _logistic(x):
+    import scipy.special
+
     return scipy.special.expit(x)
+
+
+def _erf(x):
+    import scipy.special
+
+    return scipy.special.erf(x)
 
 
 def _rsqrt(x):
@@ -168,7 +177,7 @@ UNARY_FLOAT = {
     "rsqrt": _rsqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan, "arcsin": np.arcsin,
     "arccos": np.arccos, "arctan": np.arctan, "sinh": np.sinh, "cosh": np.cosh,
     "tanh": np.tanh, "arcsinh": np.arcsinh, "arccosh": np.arccosh, "arctanh": np.arctanh,
-    "logistic": _logistic, "erf": scipy.special.erf, "floor": np.floor, "ceil": np.ceil,
+    "logistic": _logistic, "erf": _erf, "floor": np.floor, "ceil": np.ceil,
     "round": np.round, "reciprocal": np.reciprocal,
 }
 UNARY_NUMERIC = {"neg": np.negative, "abs": np.abs, "sign": np.sign, "square": np.square}

@@ -47,7 +47,6 @@ import types
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 
 try:
@@ -90,6 +89,7 @@ def cache_root() -> Path:
 def target_description() -> str:
     """The CPU and software a compiled kernel is valid for."""
     import llvmlite.binding as llvm
+    import numba  # here, not at the top: `import transfuse` does not import Numba
 
     import transfuse
 

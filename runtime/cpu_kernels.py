@@ -16,6 +16,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from . import complex_bodies, linalg_bodies
+from .errors import SignatureMismatch  # noqa: F401  (generated entry points raise it)
 from .expm import linalg_expm  # noqa: F401  (the expm primitive's kernel, in its own module)
 from .helper_options import HELPER
 
@@ -28,10 +29,6 @@ _ONE = np.uint64(1)
 _TWO_M53 = 2.0 ** -53
 _TWO_M24 = np.float32(2.0 ** -24)
 _TWO_PI = 2.0 * np.pi
-
-
-class SignatureMismatch(Exception):
-    """Raised by an entry point called with arrays of another shape or layout."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,15 +21,13 @@ import functools
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from transfuse.compiler.complex_split import split_complex
 from transfuse.compiler.functionalize import prepare
 from transfuse.compiler.fusion import fuse, inline_calls
-from transfuse.compiler.lower_cpu import Program, RegionReport, lower_program
-from transfuse.compiler.lower_cuda import lower_cuda_program
 from transfuse.compiler.simplify import simplify
 from transfuse.ir.core import Graph
 from transfuse.ir.errors import (
@@ -43,12 +41,15 @@ from transfuse.ir.primitives import random_streams
 from transfuse.ir.tracing import Tracer, current_builder
 from transfuse.ir.tree import tree_flatten, tree_unflatten
 from transfuse.runtime import cache as disk_cache
-from transfuse.runtime.cpu_kernels import SignatureMismatch
+from transfuse.runtime.errors import SignatureMismatch
 from transfuse.runtime.executable import Executable, as_kernel_arg
 
 from ._functionalize import check_no_aliasing, write_back
 from ._staging import _recordings, is_array_leaf, stage, static_key
 from .random import next_key
+
+if TYPE_CHECKING:  # the lowering (and Numba) are imported when a signature first compiles
+    from transfuse.compiler.lower_cpu import Program, RegionReport
 
 
 def jit(func: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
@@ -354,12 +355,15 @@ class Jitted:
         graph = optimise(staged.graph)
         fused = fuse(graph, enabled=self._options.fuse)
         if self._options.device == "cuda":
+            from transfuse.compiler.lower_cuda import lower_cuda_program
             from transfuse.runtime.cuda import ROW_BLOCK
 
             program = lower_cuda_program(fused, fastmath=self._options.fastmath,
                                          title=f"jit of {self._name}",
                                          block_threads=ROW_BLOCK[0], block_min_row=ROW_BLOCK[1])
             return graph, fused, program, staged.out_tree
+        from transfuse.compiler.lower_cpu import lower_program
+
         disk = disk_cache.disk_enabled(self._options.cache)
         program = lower_program(fused, fastmath=self._options.fastmath, cache=disk,
                                 title=f"jit of {self._name}")
