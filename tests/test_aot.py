@@ -149,3 +149,18 @@ def test_a_copied_build_loads_without_compiling_whatever_numba_cache_dir_says(tm
     x = np.linspace(0, 1, 12).reshape(4, 3)
     y = np.linspace(-1, 1, 15).reshape(3, 5)
     np.testing.assert_allclose(result["out"], np.tanh(x @ y).sum(axis=0), rtol=1e-13)
+
+
+def test_a_build_of_an_older_format_is_refused_not_called_wrongly(tmp_path):
+    # Format 1 entry points took their inputs before the constants; format 2 takes
+    # constants and sizes first. Calling an old build the new way would pass arrays in the
+    # wrong places, so it must be rebuilt.
+    import json
+
+    from transfuse.aot import FORMAT, MANIFEST
+
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": 1, "function": "f",
+                                                 "target": "", "entries": []}))
+    with pytest.raises(TransfuseValueError, match="build it again") as caught:
+        tx.load(tmp_path)
+    assert f"reads format {FORMAT}" in str(caught.value) and FORMAT == 2

@@ -41,7 +41,9 @@ from ._jit import Jitted, jit
 from .random import next_key
 
 MANIFEST = "transfuse-aot.json"
-FORMAT = 1
+# 2: the entry point takes constants and sizes before the inputs (compiler/size_params.py);
+# a format-1 build would be called with its arguments in the wrong order, so it is refused.
+FORMAT = 2
 _DTYPES = {"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64",
            "bool": "bool", "b": "bool"}
 _ARRAY = re.compile(r"\s*([a-z0-9]+)\[([0-9,\s]*)\]\s*")
@@ -194,7 +196,9 @@ def load(path: str | Path) -> AotFunction:
     except (OSError, ValueError) as e:
         raise TransfuseValueError(f"{path} is not a transfuse aot build ({e})") from None
     if manifest.get("format") != FORMAT:
-        raise TransfuseValueError(f"{path}: unknown aot format {manifest.get('format')!r}")
+        raise TransfuseValueError(
+            f"{path}: aot format {manifest.get('format')!r}, this transfuse reads format "
+            f"{FORMAT}; build it again with `transfuse aot`")
     original = json.loads(json.dumps(manifest))
     if manifest["target"] != kernel_cache.target_description():
         kernel_cache.log(f"aot {path}: built for another CPU or versions; Numba recompiles")
