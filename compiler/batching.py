@@ -577,6 +577,8 @@ _register(["scatter", "scatter_add"], _scatter_like)
 _register(["iota", "full"], _no_operands)
 _register(["cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "qr", "lu",
            "expm"], _stacked)
+# The Fourier transform acts on trailing axes: the batch axis is one more leading axis.
+_register(["fft"], _stacked)
 BATCH_RULES.update({
     P["dot_general"]: _dot_general,
     P["conv"]: _conv,

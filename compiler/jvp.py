@@ -419,6 +419,7 @@ _def("expm", _expm_rule)
 _def("svd", _svd_rule)
 _def("lu", _lu_rule)
 _def("qr", _qr_rule)
+_def("fft", linear_rule(P["fft"]))  # linear: the same transform of the tangent
 
 
 # ---------------------------------------------------------------------------------------

@@ -1088,6 +1088,25 @@ def _svd_kernel(k: KernelCtx) -> None:
 
 
 _rule("svd", kernel=_svd_kernel)
+
+
+def _fft_kernel(k: KernelCtx) -> None:
+    """The Fourier transform over the trailing axes: one pocketfft call (rocket-fft) on
+    (stack, *lengths) views of the operand and the output (runtime/cpu_kernels.py)."""
+    x, out = k.node.inputs[0].aval, k.node.outputs[0].aval
+    if out.size == 0:
+        return  # an empty stack (lengths are positive): nothing to compute
+    trailing = len(k.params["fft_lengths"])
+    args = f"{_stack_view(k.ins[0], x, trailing)}, {_stack_view(k.outs[0], out, trailing)}"
+    fft_type = k.params["fft_type"]
+    if fft_type in ("fft", "ifft"):
+        call = f"{k.program.helper('fft_c2c')}({args}, {fft_type == 'fft'!r})"
+    else:
+        call = f"{k.program.helper('fft_' + ('r2c' if fft_type == 'rfft' else 'c2r'))}({args})"
+    k.put(f"{call}  # pocketfft: {fft_type} over {trailing} trailing axes")
+
+
+_rule("fft", kernel=_fft_kernel)
 _rule("dot_general", kernel=_dot_general_kernel)
 _rule("conv", kernel=_conv_kernel)
 _rule("cumsum", kernel=_scan_kernel("+"))

@@ -508,6 +508,16 @@ _rule("expm", kernel=_no_device_kernel)
 _rule("svd", kernel=_no_device_kernel)
 _rule("qr", kernel=_no_device_kernel)
 _rule("lu", kernel=_no_device_kernel)
+
+
+def _no_fft_kernel(k: Any) -> None:
+    """The Fourier transform has no CUDA kernel yet: refuse while the program is built."""
+    raise CompileError(with_location(
+        f"{k.node.prim.name} ({k.params['fft_type']}: np.fft/scipy.fft) has no CUDA kernel "
+        "yet; run this function on the CPU (jit without device='cuda')", k.node.source))
+
+
+_rule("fft", kernel=_no_fft_kernel)
 # Views and copies left alone run on the host (a reshaped device array, a device-to-device
 # copy: `lower_host`); inside a loop region they are the CPU's index maps.
 _rule("reshape", point=LOWERING_RULES[P["reshape"]].point, kernel=lambda k: None)

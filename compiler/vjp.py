@@ -562,6 +562,40 @@ def _expm_vjp(ct, ins, outs):
     return [frechet_expm(lax.matrix_transpose(ins[0]), ct)]
 
 
+# ---------------------------------------------------------------------------------------
+# The Fourier transform (ir/fft.py): linear, so each cotangent is another transform. For
+# the bilinear pairing Re(sum(u * v)) (JAX's convention, no conjugation) "fft" and "ifft"
+# are symmetric matrices: their own transposes. The real transforms' halved spectra are
+# weighted exactly: an interior bin stands for itself and its mirror image.
+
+
+def _half_spectrum_weights(fft_lengths: tuple[int, ...], interior: float, dtype) -> np.ndarray:
+    """Weights along the halved last axis: 1 at the zero bin (and the Nyquist bin of an
+    even length), `interior` elsewhere."""
+    n = fft_lengths[-1]
+    w = np.full(n // 2 + 1, interior)
+    w[0] = 1.0
+    if n % 2 == 0:
+        w[-1] = 1.0
+    return w.astype(dtype)
+
+
+@_register("fft")
+def _fft_vjp(ct, ins, outs, *, fft_type, fft_lengths):
+    if fft_type in ("fft", "ifft"):
+        return [lax.fft(ct, fft_type, fft_lengths)]
+    total = float(np.prod(fft_lengths))
+    if fft_type == "rfft":
+        # y = R x (x real): x_ct = Re(R^T ct) = N irfftn(conj(ct) w), w = 1/2 inside
+        weights = _half_spectrum_weights(fft_lengths, 0.5, lax.dtype(ct)) * total
+        return [lax.fft(lax.mul(lax.conj(ct), weights), "irfft", fft_lengths)]
+    # irfft: x_ct = conj(rfftn(ct)) w / N, w = 2 inside (the imaginary parts of the zero
+    # and Nyquist bins, which irfft ignores, get none: rfft makes those bins real)
+    spectrum = lax.conj(lax.fft(ct, "rfft", fft_lengths))
+    weights = _half_spectrum_weights(fft_lengths, 2.0, lax.dtype(spectrum)) / total
+    return [lax.mul(spectrum, weights)]
+
+
 def _complex_by_transposed_jvp(prim: Primitive, real_rule: VjpRule) -> VjpRule:
     """real_rule for real inputs; for complex ones the transpose of the JVP, which holds
     the conjugations (Hermitian parts, real eigenvalues) a complex formula needs."""

@@ -433,3 +433,10 @@ def inverse_permutation(permutation: Any) -> Any:
     onehot = eq(expand_dims(permutation, (k,)), np.arange(n, dtype=dtype(permutation)))
     return reduce_sum(mul(convert(onehot, np.int64), np.arange(n, dtype=np.int64).reshape(
         n, 1)), (k - 1,))
+
+
+# The discrete Fourier transform (ir/fft.py) over the trailing len(fft_lengths) axes
+
+
+def fft(x: Any, fft_type: str, fft_lengths: Sequence[int]) -> Any:
+    return bind(P["fft"], x, fft_type=fft_type, fft_lengths=tuple(int(n) for n in fft_lengths))

@@ -1066,4 +1066,5 @@ define("call", _call_rule, _call_impl, multiple_results=True,
        doc="apply a sub-graph to the inputs")
 
 
+from . import fft as _fft  # noqa: E402,F401  (defines the discrete Fourier transform)
 from . import linalg as _linalg  # noqa: E402,F401  (defines the linear-algebra primitives)

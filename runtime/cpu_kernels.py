@@ -14,6 +14,9 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
+from rocket_fft import c2c as _fft_c2c  # pocketfft (DUCC0) for Numba: the fft kernels
+from rocket_fft import c2r as _fft_c2r
+from rocket_fft import r2c as _fft_r2c
 
 from . import complex_bodies, linalg_bodies
 from .errors import SignatureMismatch  # noqa: F401  (generated entry points raise it)
@@ -878,3 +881,34 @@ def linalg_lu(a, lu, pivots, permutation):
                 lu[k, i, j] = f
                 for c in range(j + 1, n):
                     lu[k, i, c] -= f * lu[k, j, c]
+
+
+# ---------------------------------------------------------------------------------------
+# The discrete Fourier transform (the `fft` primitive, ir/fft.py): rocket-fft's bindings of
+# pocketfft (DUCC0, the library behind scipy.fft) on (stack, *lengths) views, writing into
+# the kernel's output. The transform lengths come from the output's shape, so nothing here
+# depends on a size the generated source holds as a literal (compiler/size_params.py).
+
+
+@njit(**HELPER)
+def fft_c2c(x, out, forward):
+    """out[k] = fftn(x[k]) (forward) or ifftn(x[k]) over every axis but the first."""
+    total = 1
+    for d in range(1, out.ndim):
+        total *= out.shape[d]
+    _fft_c2c(x, out, np.arange(1, x.ndim), forward, 1.0 if forward else 1.0 / total, 1)
+
+
+@njit(**HELPER)
+def fft_r2c(x, out):
+    """out[k] = rfftn(x[k]) over every axis but the first."""
+    _fft_r2c(x, out, np.arange(1, x.ndim), True, 1.0, 1)
+
+
+@njit(**HELPER)
+def fft_c2r(x, out):
+    """out[k] = irfftn(x[k], s=out.shape[1:]) over every axis but the first."""
+    total = 1
+    for d in range(1, out.ndim):
+        total *= out.shape[d]
+    _fft_c2r(x, out, np.arange(1, x.ndim), False, 1.0 / total, 1)

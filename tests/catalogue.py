@@ -558,8 +558,31 @@ EFFECTS = "views-calls"
 LINALG, SMALL_LINALG = "linalg", "linalg-per-thread"
 # Families the CUDA backend refuses when a program is built (tests/test_coverage.py checks
 # the refusal instead of PTX; the simulator does not run them), and why.
+FFT = "fft"
 HOST_ONLY = {LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
-                     "raises CompileError naming the function when the program is built"}
+                     "raises CompileError naming the function when the program is built",
+             FFT: "the Fourier transform has no CUDA kernel yet: jit(device='cuda') raises "
+                  "CompileError naming it when the program is built"}
+
+
+def _fft_samples(m: Inputs) -> list[Sample]:
+    """Real dtypes: rfft (and irfft of its result, see _fft_program); complex: fft, ifft.
+    One and two trailing axes, an odd length, an empty stack (lengths are positive)."""
+    if m.dtype.kind == "f":
+        return [call(m.normal((3, 4)), fft_type="rfft", fft_lengths=(4,)),
+                call(m.normal((2, 3, 5)), fft_type="irfft", fft_lengths=(3, 5)),
+                call(m.normal((0, 4)), fft_type="rfft", fft_lengths=(4,))]
+    return [call(m.normal((3, 4)), fft_type="fft", fft_lengths=(4,)),
+            call(m.normal((2, 3, 5)), fft_type="ifft", fft_lengths=(3, 5)),
+            call(m.normal((0, 4)), fft_type="fft", fft_lengths=(4,))]
+
+
+def _fft_program(name: str, params: dict) -> Callable:
+    """The transform; an irfft of real samples takes the rfft of its input first."""
+    if params["fft_type"] != "irfft":
+        return binds(name, params)
+    forward = dict(params, fft_type="rfft")
+    return lambda x: bind(P[name], bind(P[name], x, **forward), **params)
 
 CATALOGUE: dict[str, Entry] = {
     # Elementwise unary
@@ -671,6 +694,7 @@ CATALOGUE: dict[str, Entry] = {
     "lu": Entry(LINALG, _matrices("invertible")),
     # complex expm: tests/test_expm.py (each dtype compiles the kernel anew: seconds each)
     "expm": Entry(LINALG, _exponentials, FLOATS),
+    "fft": Entry(FFT, _fft_samples, FLOATS + WIDE_COMPLEX, program=_fft_program),
     # Views, mutation, calls
     "view_slice": Entry(EFFECTS, _views, MOVES, program=_view_program),
     "view_reshape": Entry(EFFECTS, _views, MOVES, program=_view_program),
