@@ -1252,6 +1252,59 @@ linalg("scipy.linalg.lu_solve", _lu_solve, lambda m: [
 
 
 # ---------------------------------------------------------------------------------------
+# np.fft (the `fft` primitive, ir/fft.py): lengths padded and cropped, axes moved, every norm
+
+FFT = "fft"
+
+
+def _fft_options(**options: Any) -> dict:
+    options.update(cuda=NO_KERNEL, exact=False, tol=5)
+    return options
+
+
+def _c2c_samples(norm: str) -> Callable[[Draws], list[Sample]]:
+    return lambda m: [s(m.normal((3, 4))), s(m.normal((5,)), n=8, norm=norm),
+                      s(m.normal((4, 3)), n=2, axis=0, norm="ortho"), s(m.normal((0, 4)))]
+
+
+def _c2r_samples(norm: str) -> Callable[[Draws], list[Sample]]:
+    return lambda m: [s(m.normal((3, 4))), s(m.normal((5,)), n=7, norm=norm),
+                      s(m.normal((4, 3)), n=4, axis=0, norm="ortho")]
+
+
+def _nd_samples(**variant: Any) -> Callable[[Draws], list[Sample]]:
+    return lambda m: [s(m.normal((2, 3, 4))), s(m.normal((2, 3, 4)), **variant),
+                      s(m.normal((0, 2, 3)), axes=(1, 2))]
+
+
+for _name, _samples, _dtypes in [
+        ("fft", _c2c_samples("forward"), FLOATS + COMPLEX),
+        ("ifft", _c2c_samples("forward"), FLOATS + COMPLEX),
+        ("rfft", _c2c_samples("forward"), FLOATS),
+        ("ihfft", _c2c_samples("backward"), FLOATS),
+        ("irfft", _c2r_samples("forward"), FLOATS + COMPLEX),
+        ("hfft", _c2r_samples("backward"), FLOATS + COMPLEX),
+        ("fftn", _nd_samples(s=(3, 5), axes=(2, 0), norm="ortho"), FLOATS + COMPLEX),
+        ("ifftn", _nd_samples(axes=(0, 2), norm="forward"), FLOATS + COMPLEX),
+        ("rfftn", _nd_samples(s=(4, 3), axes=(0, 2), norm="ortho"), FLOATS),
+        ("irfftn", _nd_samples(s=(3, 5), axes=(1, 2), norm="forward"), FLOATS + COMPLEX),
+        ("fft2", _nd_samples(s=(4, 4)), FLOATS + COMPLEX),
+        ("ifft2", _nd_samples(axes=(0, 1), norm="ortho"), FLOATS + COMPLEX),
+        ("rfft2", _nd_samples(s=(2, 6), norm="forward"), FLOATS),
+        ("irfft2", _nd_samples(s=(3, 3), norm="ortho"), FLOATS + COMPLEX)]:
+    add(f"np.fft.{_name}", getattr(np.fft, _name), _samples, FFT,
+        **_fft_options(dtypes=_dtypes))
+
+
+def _shift_samples(m: Draws) -> list[Sample]:
+    return [s(m.normal((3, 4))), s(m.normal((5, 2)), axes=0), s(m.normal((0, 3)), axes=(1,))]
+
+
+add("np.fft.fftshift", np.fft.fftshift, _shift_samples, SHAPE, dtypes=FLOATS + COMPLEX)
+add("np.fft.ifftshift", np.fft.ifftshift, _shift_samples, SHAPE, dtypes=FLOATS + COMPLEX)
+
+
+# ---------------------------------------------------------------------------------------
 # Views of the catalogue
 
 

@@ -5,7 +5,8 @@ function is traced, `scipy.linalg.<name>` is replaced by one that runs the trace
 implementation of transfuse.scipy.linalg on the tracing thread
 (transfuse/numpy/_patches.py). A name imported before (`from scipy.linalg import
 cho_solve`) is SciPy's own function: call it through the module, or use
-`tx.scipy.linalg.cho_solve`. Nothing here imports SciPy's linalg until it is used.
+`tx.scipy.linalg.cho_solve`. The same holds for `scipy.fft`'s transforms
+(`tx.scipy.fft`). Nothing here imports SciPy's linalg or fft until it is used.
 """
 
 from __future__ import annotations
@@ -21,23 +22,33 @@ LINALG = ("solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "det
           "lu_factor", "lu_solve", "expm")
 
 
-def _linalg_replacement(name: str) -> Callable[[Callable], Callable]:
+FFT = ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft", "fft2", "ifft2", "rfft2", "irfft2",
+       "fftn", "ifftn", "rfftn", "irfftn", "fftshift", "ifftshift")
+
+
+def _replacement(module: str, name: str) -> Callable[[Callable], Callable]:
     def factory(scipys: Callable) -> Callable:
         @functools.wraps(scipys)
         def call(*args: Any, **kwargs: Any) -> Any:
             if on_tracing_thread():
-                return getattr(importlib.import_module("transfuse.scipy.linalg"),
+                return getattr(importlib.import_module(f"transfuse.{module}"),
                                name)(*args, **kwargs)
             return scipys(*args, **kwargs)
         return call
     return factory
 
 
+def _linalg_replacement(name: str) -> Callable[[Callable], Callable]:
+    return _replacement("scipy.linalg", name)
+
+
 for _name in LINALG:
     replace_while_tracing("scipy.linalg", _name, _linalg_replacement(_name))
+for _name in FFT:
+    replace_while_tracing("scipy.fft", _name, _replacement("scipy.fft", _name))
 
 
 def __getattr__(attr: str) -> Any:
-    if attr == "linalg":
-        return importlib.import_module("transfuse.scipy.linalg")
+    if attr in ("linalg", "fft"):
+        return importlib.import_module(f"transfuse.scipy.{attr}")
     raise AttributeError(f"module 'transfuse.scipy' has no attribute {attr!r}")
