@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -60,7 +61,7 @@ _ROOT = _HERE.parent
 _FINGERPRINT_FILES = [
     _ROOT / "compiler" / "lower_cpu.py", _ROOT / "compiler" / "codegen.py",
     _ROOT / "compiler" / "fusion.py", _ROOT / "compiler" / "mathlib.py",
-    _HERE / "cpu_kernels.py", _HERE / "cache.py",
+    _HERE / "cpu_kernels.py", _HERE / "cache.py", _HERE / "helper_options.py",
 ]
 
 COMPILE_LOCK = threading.RLock()  # first compiles from several threads are serialised
@@ -98,6 +99,8 @@ def target_description() -> str:
         f"numpy={np.__version__}", f"python={platform.python_version()}",
         f"cpu={llvm.get_host_cpu_name()}", f"features={llvm.get_host_cpu_features().flatten()}",
         f"threads={numba.config.NUMBA_NUM_THREADS}",
+        # pocketfft's kernels come from rocket-fft (linked into fft kernels' machine code)
+        f"rocket-fft={_installed_version('rocket-fft')}",
     ]
     digest = hashlib.sha256()
     for path in _FINGERPRINT_FILES:
@@ -105,6 +108,13 @@ def target_description() -> str:
             digest.update(path.read_bytes())
     parts.append(f"compiler={digest.hexdigest()[:16]}")
     return ";".join(parts)
+
+
+def _installed_version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
 
 
 def program_key(source: str) -> str:
