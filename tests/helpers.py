@@ -87,3 +87,21 @@ def primitives_of(graph: Any) -> set[str]:
         else:
             names.add(node.prim.name)
     return names
+
+
+def run_json_script(script: Any, cache_dir: Any, *argv: str, **env: str) -> dict:
+    """Run a Python script in a new process with its own kernel cache (and env's
+    variables); the JSON object its last line prints."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[1])
+    full_env = dict(os.environ, TRANSFUSE_CACHE_DIR=str(cache_dir), **env,
+                    PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    full_env.pop("TRANSFUSE_DISABLE_CACHE", None)
+    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True,
+                          text=True, env=full_env, timeout=600, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -15,6 +11,7 @@ import pytest
 from transfuse.runtime import cache as kernel_cache
 
 import transfuse as tx
+from tests.helpers import run_json_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -223,14 +220,9 @@ SCRIPT = textwrap.dedent("""
 def test_a_second_process_loads_the_kernel_from_disk_and_compiles_nothing(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, TRANSFUSE_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("TRANSFUSE_DISABLE_CACHE", None)
 
     def run():
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                              env=env, timeout=600, check=True)
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return run_json_script(script, tmp_path / "cache")
 
     first, second = run(), run()
     assert first["compiles"] == 1 and first["numba_misses"] == 1
@@ -269,15 +261,10 @@ def test_numba_cache_dir_neither_hides_nor_scatters_a_kernels_machine_code(tmp_p
     # none) was compiled again under another, and its files escaped the entry's checks.
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
-    base = dict(os.environ, TRANSFUSE_CACHE_DIR=str(tmp_path / "cache"),
-                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    base.pop("TRANSFUSE_DISABLE_CACHE", None)
 
     def run(numba_dir: str) -> dict:
-        env = dict(base, NUMBA_CACHE_DIR=str(tmp_path / numba_dir))
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                              env=env, timeout=600, check=True)
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return run_json_script(script, tmp_path / "cache",
+                               NUMBA_CACHE_DIR=str(tmp_path / numba_dir))
 
     first, second = run("numba-a"), run("numba-b")
     assert first["compiles"] == 1

@@ -9,11 +9,7 @@ Python, and literals that are not sizes stay literal.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,6 +19,7 @@ from transfuse.compiler.size_params import SizeParams
 from transfuse.runtime import cache as kernel_cache
 
 import transfuse as tx
+from tests.helpers import run_json_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,14 +166,9 @@ SCRIPT = textwrap.dedent("""
 def test_a_new_batch_size_in_a_new_process_loads_the_kernel_from_disk(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, TRANSFUSE_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("TRANSFUSE_DISABLE_CACHE", None)
 
     def run(batch: int) -> dict:
-        done = subprocess.run([sys.executable, str(script), str(batch)], capture_output=True,
-                              text=True, env=env, timeout=600, check=True)
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return run_json_script(script, tmp_path / "cache", str(batch))
 
     first, second = run(64), run(37)
     assert first["compiles"] >= 1
