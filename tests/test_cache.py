@@ -13,8 +13,6 @@ from transfuse.runtime import cache as kernel_cache
 import transfuse as tx
 from tests.helpers import run_json_script
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,6 @@ from transfuse.runtime import cache as kernel_cache
 
 import transfuse as tx
 from tests.helpers import run_json_script
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _loss(params, x, y):
