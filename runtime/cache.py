@@ -409,6 +409,8 @@ def _check_source(entry_dir: Path, meta: dict | None, source: str, key: str
         return "", "meta.json is missing or corrupt"
     if meta.get("key") != key or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         return "", "corrupted or foreign entry (kernel.py's checksum differs)"
+    if meta.get("target") != target_description():  # in the key too: meta.json is spoiled
+        return "", "corrupted or foreign entry (meta.json's target differs)"
     text = data.decode("utf-8")  # the checksum matched: this is text we wrote
     if code_only(text) != code_only(source):
         return "", "corrupted or foreign entry (source differs)"
