@@ -7,9 +7,14 @@
   order (the backward graph differentiated again);
 - jvp and vjp against JAX in float64 (one compiled JAX computation an entry);
 - vmap against a Python loop, for each way of batching the arguments;
-- jit against the reference interpreter, one compile a family (all its entries and dtypes);
+- jit against the reference interpreter, one compile a chunk of a family (its entries'
+  dtypes and samples; equal sample arrays passed once, so the loops that read them fuse);
+  a part whose traced graph is one primitive alone that tests/test_coverage.py compiles in
+  that dtype (np.sin on float32: `sin` on float32) is that file's compile, not repeated
+  here, and a test checks that every part is compiled by one of the two;
 - functionalize against the reference, the caller's arrays written as NumPy writes them;
-- CUDA: each family's program compiles to PTX, or the build refuses the function.
+- CUDA: each family's program compiles to PTX (the same division of work with
+  tests/test_coverage.py), or the build refuses the function.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from transfuse.ir.errors import CompileError, UnsupportedError
 
 import transfuse as tx
 from tests import helpers
+from tests.catalogue import HOST_ONLY
+from tests.catalogue import families as coverage_families
 from tests.helpers import COMPILED_TOL, host
 from tests.opinfo import (
     INTEGER,
@@ -602,20 +609,78 @@ def ptx_parts(entries: list[OpInfo]) -> list[tuple[OpInfo, str, Sample]]:
             for d in (["float32"] if "float32" in e.dtypes else e.dtypes[:1])]
 
 
+# (primitive, dtype) pairs tests/test_coverage.py compiles and runs against the reference
+# interpreter on the CPU (every pair of its catalogue), and those it compiles to PTX.
+COVERAGE_CPU = {pair for pairs in coverage_families().values() for pair in pairs}
+COVERAGE_PTX = {pair for family, pairs in coverage_families().items() if family not in HOST_ONLY
+                for pair in pairs}
+
+
+def same_compile_as_coverage(part: tuple[OpInfo, str, Sample], compiled: set
+                             ) -> tuple[str, str] | None:
+    """(primitive, dtype) when the part's traced graph is that one primitive alone (no
+    parameters, no constants, its inputs the function's, its outputs the function's) on
+    inputs of that one dtype, and tests/test_coverage.py compiles the pair: np.sin on a
+    float32 array is the `sin` primitive on a float32 array, and compiling it again here
+    would prove nothing more. None otherwise (the part is compiled here)."""
+    entry, _, sample = part
+    if entry.writes:
+        return None
+    with np.errstate(all="ignore"):
+        graph = tx.make_graph(bound(entry, sample))(*copies(sample.args))
+    if len(graph.nodes) != 1 or graph.consts:
+        return None
+    node = graph.nodes[0]
+    dtypes = {v.aval.dtype.name for v in node.inputs}
+    if (node.params or list(node.inputs) != list(graph.inputs)
+            or list(node.outputs) != list(graph.outputs) or len(dtypes) != 1):
+        return None
+    pair = (node.prim.name, dtypes.pop())
+    return pair if pair in compiled else None
+
+
+def own_parts(parts: list, compiled: set) -> list:
+    """The parts this file compiles: those tests/test_coverage.py does not."""
+    return [p for p in parts if same_compile_as_coverage(p, compiled) is None]
+
+
+def share_key(a) -> tuple | None:
+    """Equal sample arrays (entries draw from the same seed) are one argument of a combined
+    program: the fusion pass then merges the loops that read it, so a chunk compiles a few
+    loops instead of one per part (Numba's cost is mostly per compiled function)."""
+    if not isinstance(a, np.ndarray):
+        return None
+    return a.dtype.str, a.shape, a.tobytes()
+
+
 def combined(parts: list) -> tuple[Callable, list, list[tuple[OpInfo, str]]]:
-    """One function computing every part, its arguments, and each output's entry."""
-    args, owners = [], []
-    spans = []
-    for _, _, sample in parts:
-        spans.append((len(args), len(args) + len(sample.args)))
-        args += list(sample.args)
+    """One function computing every part, its arguments, and each output's entry.
+
+    Arguments equal in dtype, shape and bits are passed once (`share_key`), except those of
+    entries that write into their arguments; `program.shared` lists the positions that
+    several parts read, which the jitted call must leave as they were."""
+    args, owners, positions = [], [], []
+    first: dict[tuple, int] = {}
+    readers: dict[int, int] = {}
+    for entry, _, sample in parts:
+        where = []
+        for a in sample.args:
+            key = None if entry.writes else share_key(a)
+            if key is None or key not in first:
+                if key is not None:
+                    first[key] = len(args)
+                args.append(a)
+            where.append(len(args) - 1 if key is None else first[key])
+            readers[where[-1]] = readers.get(where[-1], 0) + 1
+        positions.append(where)
 
     def program(*flat):
         outs = []
-        for (entry, _, sample), (a, b) in zip(parts, spans):
-            outs += leaves_traced(entry.op(*flat[a:b], **sample.kwargs))
+        for (entry, _, sample), where in zip(parts, positions):
+            outs += leaves_traced(entry.op(*(flat[i] for i in where), **sample.kwargs))
         return tuple(outs)
 
+    program.shared = sorted(i for i, n in readers.items() if n > 1)
     for entry, dtype, sample in parts:
         with np.errstate(all="ignore"):
             n = len(leaves(entry.op(*copies(sample.args), **sample.kwargs)))
@@ -636,11 +701,14 @@ def reference_run(f: Callable, args: list) -> list:
 
 
 def check_family_on_cpu(entries: list[OpInfo]) -> None:
-    f, args, owners = combined(family_parts(entries))
+    f, args, owners = combined(own_parts(family_parts(entries), COVERAGE_CPU))
     with np.errstate(all="ignore"):
         expected = reference_run(f, args)
-        got = tx.jit(f)(*copies(args))
+        passed = copies(args)
+        got = tx.jit(f)(*passed)
     assert len(got) == len(expected) == len(owners)
+    for i in f.shared:  # each part read its own sample: no part wrote into a shared one
+        helpers.assert_same([passed[i]], [args[i]])
     for i, (g, e, (entry, dtype)) in enumerate(zip(got, expected, owners)):
         g, e = host(g), np.asarray(e)
         what = f"{entry.name} ({dtype}), output {i}"
@@ -655,7 +723,7 @@ def check_family_on_cpu(entries: list[OpInfo]) -> None:
 def check_family_ptx(entries: list[OpInfo]) -> None:
     from transfuse.runtime import cuda as cuda_runtime
 
-    f, args, _ = combined(ptx_parts(entries))
+    f, args, _ = combined(own_parts(ptx_parts(entries), COVERAGE_PTX))
     with np.errstate(all="ignore"):
         low = tx.jit(f, device="cuda", cache=False).lower(*args)
     module = cuda_runtime.load_program(low.source, "opinfo", disk=False)
@@ -685,8 +753,15 @@ def attributed(check: Callable[[list[OpInfo]], None], entries: list[OpInfo], whe
 
 
 FAMILIES = families()
-CHUNKS = {f"{family}-{i // CHUNK}": entries[i:i + CHUNK] for family, entries in FAMILIES.items()
-          for i in range(0, len(entries), CHUNK)}
+# The entries with a part of their own to compile (the others' parts are all compiled by
+# tests/test_coverage.py: see same_compile_as_coverage), CHUNK to a program.
+JIT_ENTRIES = {family: [e for e in entries if own_parts(family_parts([e]), COVERAGE_CPU)]
+               for family, entries in FAMILIES.items()}
+CHUNKS = {f"{family}-{i // CHUNK}": entries[i:i + CHUNK]
+          for family, entries in JIT_ENTRIES.items() for i in range(0, len(entries), CHUNK)}
+PTX_ENTRIES = {family: [e for e in entries
+                        if e.cuda is None and own_parts(ptx_parts([e]), COVERAGE_PTX)]
+               for family, entries in FAMILIES.items()}
 
 
 @pytest.mark.parametrize("chunk", list(CHUNKS))
@@ -694,12 +769,41 @@ def test_jit_matches_the_interpreter(chunk):
     attributed(check_family_on_cpu, CHUNKS[chunk], "under jit")
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", [f for f, entries in PTX_ENTRIES.items() if entries])
 def test_cuda_compiles_to_ptx(family):
     pytest.importorskip("numba_cuda")
-    kernels = [e for e in FAMILIES[family] if e.cuda is None]
-    if kernels:
-        attributed(check_family_ptx, kernels, "on the CUDA backend")
+    attributed(check_family_ptx, PTX_ENTRIES[family], "on the CUDA backend")
+
+
+def test_every_part_is_compiled_here_or_by_test_coverage():
+    """Each entry's jit and PTX parts are compiled by a chunk or family above, or are one
+    primitive that tests/test_coverage.py compiles in that dtype (its CPU test runs every
+    (primitive, dtype) pair of its catalogue against the interpreter; its PTX test every
+    pair outside the host-only families)."""
+    from tests.test_coverage import FAMILIES as COVERAGE_FAMILIES
+
+    pairs = {pair for family_pairs in COVERAGE_FAMILIES.values() for pair in family_pairs}
+    assert COVERAGE_CPU == pairs
+    in_chunks = {id(e) for entries in CHUNKS.values() for e in entries}
+    for entry in OPS.values():
+        for kind, parts, compiled, ours in (
+                ("cpu", family_parts([entry]), COVERAGE_CPU, id(entry) in in_chunks),
+                ("ptx", ptx_parts([entry]) if entry.cuda is None else [], COVERAGE_PTX,
+                 entry in PTX_ENTRIES[entry.family])):
+            for part in parts:
+                pair = same_compile_as_coverage(part, compiled)
+                assert pair is not None or ours, (
+                    f"{entry.name} ({part[1]}): no {kind} compile here or in test_coverage")
+                assert pair is None or pair in compiled, (entry.name, part[1], pair)
+    # What goes there: a plain alias; what stays: a composite, a mixed-dtype call.
+    sin, std, add = OPS["np.sin"], OPS["np.std"], OPS["np.add"]
+    assert same_compile_as_coverage(
+        (sin, "float32", samples_of(sin, "float32")[0]), COVERAGE_CPU) == ("sin", "float32")
+    assert same_compile_as_coverage(
+        (std, "float64", samples_of(std, "float64")[0]), COVERAGE_CPU) is None
+    mixed = samples_of(add, "float32")[-1]
+    assert mixed.args[1].dtype == np.float64
+    assert same_compile_as_coverage((add, "float32", mixed), COVERAGE_CPU) is None
 
 
 REFUSED = [n for n, e in OPS.items() if e.cuda]
