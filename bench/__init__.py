@@ -20,6 +20,7 @@ SUITES = {
     "maml": "suite_maml",
     "ntk": "suite_ntk",
     "linalg": "suite_linalg",
+    "fft": "suite_fft",
     "dispatch": "suite_dispatch",
     "compile": "suite_compile",
 }
