@@ -579,6 +579,8 @@ _register(["cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "q
            "expm"], _stacked)
 # The Fourier transform acts on trailing axes: the batch axis is one more leading axis.
 _register(["fft"], _stacked)
+# sort acts on the last axis: the batch axis is one more leading (row) axis.
+_register(["sort"], _stacked)
 BATCH_RULES.update({
     P["dot_general"]: _dot_general,
     P["conv"]: _conv,

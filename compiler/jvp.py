@@ -422,6 +422,20 @@ _def("qr", _qr_rule)
 _def("fft", linear_rule(P["fft"]))  # linear: the same transform of the tangent
 
 
+def _sort_rule(primals, tangents, *, num_keys, permutation):
+    # As JAX: sort with the permutation, then the tangents gathered through it (integer
+    # outputs, the permutation among them, have none).
+    outs = lax.sort(primals, num_keys, permutation=True)
+    perm = outs[-1]
+    out_t = [None if t is None else lax.take_along_last(t, perm) for t in tangents]
+    if permutation:
+        return outs, out_t + [None]
+    return outs[:-1], out_t
+
+
+_def("sort", _sort_rule)
+
+
 # ---------------------------------------------------------------------------------------
 # Elementwise binary (tangents of broadcast operands broadcast; jvp_graph fits shapes)
 

@@ -1107,6 +1107,31 @@ def _fft_kernel(k: KernelCtx) -> None:
 
 
 _rule("fft", kernel=_fft_kernel)
+
+
+def _sort_kernel(k: KernelCtx) -> None:
+    """Stable sort along the last axis (runtime/sort_kernels.py): each row's permutation by
+    one merge sort per key, least significant first, then every operand gathered through it."""
+    aval = k.node.inputs[0].aval
+    if aval.size == 0:
+        return
+    rows, n = int(np.prod(aval.shape[:-1], dtype=np.int64)), aval.shape[-1]
+    num_keys = k.params["num_keys"]
+    views = [_stack_view(name, var.aval, 1) for name, var in zip(k.ins, k.node.inputs)]
+    outs = [_stack_view(name, var.aval, 1) for name, var in zip(k.outs, k.node.outputs)]
+    if k.params["permutation"]:
+        perm = outs[-1]
+    else:
+        perm = k.nest.assign(k.program.local(), f"np.empty({(rows, n)!r}, np.int64)",
+                             "the permutation (scratch)")
+    for i in reversed(range(num_keys)):
+        k.put(f"{k.program.helper('sort_rows_by')}({views[i]}, {perm}, {i == num_keys - 1})"
+              f"  # merge sort by key {i}")
+    for view, out in zip(views, outs):
+        k.put(f"{k.program.helper('take_rows')}({view}, {perm}, {out})")
+
+
+_rule("sort", kernel=_sort_kernel)
 _rule("dot_general", kernel=_dot_general_kernel)
 _rule("conv", kernel=_conv_kernel)
 _rule("cumsum", kernel=_scan_kernel("+"))

@@ -518,6 +518,16 @@ def _no_fft_kernel(k: Any) -> None:
 
 
 _rule("fft", kernel=_no_fft_kernel)
+
+
+def _no_sort_kernel(k: Any) -> None:
+    """Sorting has no CUDA kernel yet: refuse while the program is built."""
+    raise CompileError(with_location(
+        "sort (np.sort, argsort, partition, lexsort, median, quantile, ...) has no CUDA kernel "
+        "yet; run this function on the CPU (jit without device='cuda')", k.node.source))
+
+
+_rule("sort", kernel=_no_sort_kernel)
 # Views and copies left alone run on the host (a reshaped device array, a device-to-device
 # copy: `lower_host`); inside a loop region they are the CPU's index maps.
 _rule("reshape", point=LOWERING_RULES[P["reshape"]].point, kernel=lambda k: None)

@@ -596,6 +596,16 @@ def _fft_vjp(ct, ins, outs, *, fft_type, fft_lengths):
     return [lax.mul(spectrum, weights)]
 
 
+@_register("sort")
+def _sort_vjp(ct, ins, outs, *, num_keys, permutation):
+    # Cotangents scattered back through the permutation: read from the node's own output
+    # when it made one (np.sort of floats does, so a gradient sorts once), else sorted anew.
+    perm = outs[-1] if permutation else lax.sort(ins[:num_keys], num_keys, True)[-1]
+    n = lax.shape(perm)[-1]
+    return [None if c is None or not is_differentiable(lax.aval(x))
+            else lax.put_along_last(c, perm, n) for c, x in zip(ct, ins)]
+
+
 def _complex_by_transposed_jvp(prim: Primitive, real_rule: VjpRule) -> VjpRule:
     """real_rule for real inputs; for complex ones the transpose of the JVP, which holds
     the conjugations (Hermitian parts, real eigenvalues) a complex formula needs."""

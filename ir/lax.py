@@ -440,3 +440,32 @@ def inverse_permutation(permutation: Any) -> Any:
 
 def fft(x: Any, fft_type: str, fft_lengths: Sequence[int]) -> Any:
     return bind(P["fft"], x, fft_type=fft_type, fft_lengths=tuple(int(n) for n in fft_lengths))
+
+
+# Sorting (ir/sort.py) along the last axis, stable, keys first; the permutation on request
+
+
+def sort(operands: Sequence[Any], num_keys: int = 1, permutation: bool = False) -> list[Any]:
+    return bind(P["sort"], *operands, num_keys=int(num_keys), permutation=bool(permutation))
+
+
+def take_along_last(x: Any, idx: Any) -> Any:
+    """x[..., idx[..., j]] for idx of x's leading shape (any last length): one gather of
+    the flattened x at row offsets plus idx."""
+    x_shape, idx_shape = shape(x), shape(idx)
+    rows = int(np.prod(x_shape[:-1], dtype=np.int64))
+    offsets = (np.arange(rows, dtype=np.int64) * x_shape[-1]).reshape(x_shape[:-1] + (1,))
+    flat = reshape(add(convert(idx, np.int64), offsets), (rows * idx_shape[-1],))
+    return reshape(gather(reshape(x, (rows * x_shape[-1],)), flat, 0), idx_shape)
+
+
+def put_along_last(updates: Any, idx: Any, n: int) -> Any:
+    """Zeros of updates' leading shape + (n,) with updates added at idx along the last axis:
+    take_along_last's transpose."""
+    u_shape = shape(updates)
+    rows = int(np.prod(u_shape[:-1], dtype=np.int64))
+    offsets = (np.arange(rows, dtype=np.int64) * n).reshape(u_shape[:-1] + (1,))
+    flat = reshape(add(convert(idx, np.int64), offsets), (rows * u_shape[-1],))
+    zeros = full((rows * n,), 0, dtype(updates))
+    out = scatter_add(zeros, flat, reshape(updates, (rows * u_shape[-1],)), 0)
+    return reshape(out, u_shape[:-1] + (n,))

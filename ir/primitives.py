@@ -1068,3 +1068,4 @@ define("call", _call_rule, _call_impl, multiple_results=True,
 
 from . import fft as _fft  # noqa: E402,F401  (defines the discrete Fourier transform)
 from . import linalg as _linalg  # noqa: E402,F401  (defines the linear-algebra primitives)
+from . import sort as _sort  # noqa: E402,F401  (defines the sort primitive)

@@ -22,6 +22,7 @@ from . import complex_bodies, linalg_bodies
 from .errors import SignatureMismatch  # noqa: F401  (generated entry points raise it)
 from .expm import linalg_expm  # noqa: F401  (the expm primitive's kernel, in its own module)
 from .helper_options import HELPER
+from .sort_kernels import sort_rows_by, take_rows  # noqa: F401  (sort)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

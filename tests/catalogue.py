@@ -559,10 +559,13 @@ LINALG, SMALL_LINALG = "linalg", "linalg-per-thread"
 # Families the CUDA backend refuses when a program is built (tests/test_coverage.py checks
 # the refusal instead of PTX; the simulator does not run them), and why.
 FFT = "fft"
+SORT = "sort"
 HOST_ONLY = {LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
                      "raises CompileError naming the function when the program is built",
              FFT: "the Fourier transform has no CUDA kernel yet: jit(device='cuda') raises "
-                  "CompileError naming it when the program is built"}
+                  "CompileError naming it when the program is built",
+             SORT: "sorting has no CUDA kernel yet: jit(device='cuda') raises CompileError "
+                   "naming it when the program is built"}
 
 
 def _fft_samples(m: Inputs) -> list[Sample]:
@@ -575,6 +578,16 @@ def _fft_samples(m: Inputs) -> list[Sample]:
     return [call(m.normal((3, 4)), fft_type="fft", fft_lengths=(4,)),
             call(m.normal((2, 3, 5)), fft_type="ifft", fft_lengths=(3, 5)),
             call(m.normal((0, 4)), fft_type="fft", fft_lengths=(4,))]
+
+
+def _sort_samples(m: Inputs) -> list[Sample]:
+    """One key with the permutation (ties among ints and bools), two keys over a stack of
+    rows carrying a third operand, a 1-d row, an empty stack."""
+    return [call(m.normal((3, 20)), num_keys=1, permutation=True),
+            call(m.small((2, 3, 5)), m.normal((2, 3, 5)), m.normal((2, 3, 5)), num_keys=2,
+                 permutation=False),
+            call(m.normal((7,)), num_keys=1, permutation=False),
+            call(m.normal((0, 4)), num_keys=1, permutation=True)]
 
 
 def _fft_program(name: str, params: dict) -> Callable:
@@ -695,6 +708,7 @@ CATALOGUE: dict[str, Entry] = {
     # complex expm: tests/test_expm.py (each dtype compiles the kernel anew: seconds each)
     "expm": Entry(LINALG, _exponentials, FLOATS),
     "fft": Entry(FFT, _fft_samples, FLOATS + WIDE_COMPLEX, program=_fft_program),
+    "sort": Entry(SORT, _sort_samples, ALL),
     # Views, mutation, calls
     "view_slice": Entry(EFFECTS, _views, MOVES, program=_view_program),
     "view_reshape": Entry(EFFECTS, _views, MOVES, program=_view_program),

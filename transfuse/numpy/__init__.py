@@ -12,6 +12,7 @@ import numpy as _np
 from transfuse.ir import lax as _lax
 
 from . import _functions, _indexing, _np_random, fft, linalg, random  # noqa: F401  (registers implementations)
+from . import sorting  # noqa: F401  (registers np.sort, np.quantile and the rest)
 from ._core import EXPORTS as _EXPORTS
 from ._core import UFUNC_COMPOSITES as _COMPOSITES
 from ._core import UFUNC_PRIMITIVE as _UFUNCS
