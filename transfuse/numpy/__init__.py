@@ -12,7 +12,6 @@ import numpy as _np
 from transfuse.ir import lax as _lax
 
 from . import _functions, _indexing, _np_random, fft, linalg, random  # noqa: F401  (registers implementations)
-from . import sorting  # noqa: F401  (registers np.sort, np.quantile and the rest)
 from ._core import EXPORTS as _EXPORTS
 from ._core import UFUNC_COMPOSITES as _COMPOSITES
 from ._core import UFUNC_PRIMITIVE as _UFUNCS
@@ -54,5 +53,8 @@ def _float_operand(x):
     from ._core import asarray, cast_operand, resolve_loop
     in_dts, _ = resolve_loop(_np.exp, (x,))
     return cast_operand(asarray(x), in_dts[0])
+
+
+from . import sorting  # noqa: E402,F401  (registers np.sort, np.quantile and the rest)
 
 
