@@ -48,7 +48,7 @@ BLAS_MIN_FLOPS = 1 << 13  # below this a loop nest beats a BLAS call
 PARALLEL_MIN_FLOPS = 1 << 18
 INT_ARGS = "g0"  # the entry's int64 array argument of run-time integers (BLAS arguments)
 HUGE_PAGE_MIN_BYTES = 1 << 22  # NumPy's threshold for asking for huge pages
-MATHLIB_MIN_POINTS = 1 << 14
+MATHLIB_MIN_ROW = 64  # innermost loop extent from which transcendental functions vectorise
 
 
 def _rule(name: str, **kwargs: Any) -> None:
@@ -75,13 +75,16 @@ def _math_function(name: str, dtype: np.dtype) -> str | None:
 
 
 def _vectorises(c: PointCtx) -> bool:
-    """Whether the region is large enough for vectorised math to repay its compile time.
+    """Whether the region's rows are long enough for vectorised math to repay its compile time.
 
-    mathlib's functions are inlined into every call site by Numba, which costs a few
-    tenths of a second of compile time each; below 2**14 points Numba's scalar libm
-    calls cost less than that over many calls.
+    mathlib's functions are inlined into every call site by Numba, which costs a tenth of
+    a second of compile time or more each. The decision looks at the innermost loop only,
+    not at the region's whole size: the outer extents are usually a batch, and a decision
+    taken on them would give each batch size a source, and a compile, of its own
+    (compiler/size_params.py) — a row shorter than 64 gains little from SIMD anyway.
     """
-    return int(np.prod(c.region.domain, dtype=np.int64)) >= MATHLIB_MIN_POINTS
+    domain = c.region.domain
+    return len(domain) > 0 and domain[-1] >= MATHLIB_MIN_ROW
 
 
 Scalar = Callable[[PointCtx, str], str]  # (context, operand) -> a scalar expression

@@ -54,6 +54,22 @@ def test_per_sample_gradients_at_batch_sizes_7_64_128_share_one_kernel(dtype):
     assert info.compiles == 1 and info.reused == 2
 
 
+def test_batch_sizes_on_both_sides_of_a_vectorisation_threshold_share_one_kernel():
+    # Rows of 160: mathlib's vectorised tanh (compiler/lower_cpu.py) at every batch size;
+    # the decision once depended on the region's whole size (2**14 points), so 128 x 160
+    # and 7 x 160 compiled twice.
+    rng = np.random.default_rng(14)
+    per_sample = tx.vmap(tx.grad(_loss), in_dims=(None, 0, 0))
+    jitted = tx.jit(per_sample, cache=False)
+    for batch in (128, 7):
+        params, x, y = _mlp(rng, "float32", batch, widths=(12, 160, 8))
+        for g, w in zip(jitted(params, x, y), per_sample(params, x, y)):
+            np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+    assert "tf_tanh_f32" in jitted.lower(params, x, y).source
+    info = jitted.cache_info()
+    assert info.compiles == 1 and info.reused == 1
+
+
 def test_batch_size_one_and_an_empty_batch_are_right_whatever_they_share():
     rng = np.random.default_rng(12)
     per_sample = tx.vmap(tx.grad(_loss), in_dims=(None, 0, 0))
@@ -73,7 +89,7 @@ def test_an_elementwise_chain_of_any_length_compiles_once(dtype):
         return np.sin(x) * np.exp(-x * x) + np.tanh(3.0 * x)
 
     jitted = tx.jit(chain, cache=False)
-    for n in (3, 1000, 4097):
+    for n in (64, 1000, 40000):  # rows of 64 and more vectorise at every length
         x = rng.uniform(-2, 2, n).astype(dtype)
         want = np.sin(x.astype(np.float64)) * np.exp(-x.astype(np.float64) ** 2) + np.tanh(
             3.0 * x.astype(np.float64))
