@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from transfuse.compiler import special_slopes
 from transfuse.compiler.functionalize import num_user_outputs, prepare
 from transfuse.compiler.simplify import dce
 from transfuse.ir import lax
@@ -138,6 +139,15 @@ _UNARY_DERIVATIVES: dict[str, Callable[[Any, Any], Any]] = {
     "erf": lambda x, out: lax.mul(lax.exp(lax.neg(lax.square(x))), float(2 / np.sqrt(np.pi))),
     "reciprocal": lambda x, out: lax.neg(lax.square(out)),
     "square": lambda x, out: lax.mul(x, 2),
+    # scipy.special's (compiler/special_slopes.py)
+    "erfc": special_slopes.erfc_slope,
+    "erf_inv": special_slopes.erf_inv_slope,
+    "ndtri": special_slopes.ndtri_slope,
+    "log_ndtr": special_slopes.log_ndtr_slope,
+    "lgamma": special_slopes.lgamma_slope,
+    "digamma": special_slopes.digamma_slope,
+    "bessel_i0e": special_slopes.bessel_i0e_slope,
+    "bessel_i1e": special_slopes.bessel_i1e_slope,
 }
 for _name, _derivative in _UNARY_DERIVATIVES.items():
     _def(_name, unary_rule(P[_name], _derivative))
@@ -510,6 +520,15 @@ _def("min", _extremum_rule(P["min"], lax.lt))
 _def("mod", _mod_rule)
 _def("pow", _pow_rule)
 _def("arctan2", _arctan2_rule)
+
+
+def _zeta_rule(primals, tangents):
+    # Hurwitz zeta(s, q): the order s has no derivative (compiler/special_slopes.py)
+    (s, q), (_, tq) = primals, tangents
+    return lax.zeta(s, q), _scale(tq, lambda: special_slopes.zeta_q_slope(s, q))
+
+
+_def("zeta", _zeta_rule)
 
 
 def _select_rule(primals, tangents):

@@ -140,6 +140,22 @@ _rule("ceil", point=_math("cu_ceil"))
 _rule("round", point=_math("cu_round"))
 _rule("reciprocal", point=lambda c: divide(c, c.lit(1), c.arg(0)))
 _rule("arctan2", point=_math("cu_arctan2"))
+# scipy.special: libdevice's erfc, erfinv, normcdfinv and lgamma (runtime/cuda_kernels.py)
+_rule("erfc", point=_math("cu_erfc"))
+_rule("erf_inv", point=_math("cu_erfinv"))
+_rule("ndtri", point=_math("cu_ndtri"))
+_rule("lgamma", point=_math("cu_lgamma"))
+
+
+def _no_device_function(c: PointCtx) -> str:
+    """scipy.special's functions libdevice lacks: refuse while the program is built."""
+    raise CompileError(with_location(
+        f"{c.node.prim.name} (scipy.special) has no CUDA kernel (libdevice lacks it); "
+        "run this function on the CPU (jit without device='cuda')", c.node.source))
+
+
+for _name in ("log_ndtr", "digamma", "bessel_i0e", "bessel_i1e", "zeta"):
+    _rule(_name, point=_no_device_function)
 
 
 def _sign(c: PointCtx) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from transfuse.compiler import special_slopes
 from transfuse.compiler.jvp import complex_abs_slope
 from transfuse.compiler.simplify import dce, inline_calls
 from transfuse.ir import lax
@@ -117,6 +118,15 @@ _UNARY_DERIVS: dict[str, Callable[[Any, Any, Any], Any]] = {
         ct, lax.mul(lax.exp(lax.neg(lax.square(x))), 2.0 / np.sqrt(np.pi))),
     "reciprocal": lambda ct, x, out: lax.neg(lax.mul(ct, lax.square(out))),
     "copy": lambda ct, x, out: ct,
+    # scipy.special's (compiler/special_slopes.py)
+    "erfc": lambda ct, x, out: lax.mul(ct, special_slopes.erfc_slope(x, out)),
+    "erf_inv": lambda ct, x, out: lax.mul(ct, special_slopes.erf_inv_slope(x, out)),
+    "ndtri": lambda ct, x, out: lax.mul(ct, special_slopes.ndtri_slope(x, out)),
+    "log_ndtr": lambda ct, x, out: lax.mul(ct, special_slopes.log_ndtr_slope(x, out)),
+    "lgamma": lambda ct, x, out: lax.mul(ct, special_slopes.lgamma_slope(x, out)),
+    "digamma": lambda ct, x, out: lax.mul(ct, special_slopes.digamma_slope(x, out)),
+    "bessel_i0e": lambda ct, x, out: lax.mul(ct, special_slopes.bessel_i0e_slope(x, out)),
+    "bessel_i1e": lambda ct, x, out: lax.mul(ct, special_slopes.bessel_i1e_slope(x, out)),
 }
 for _name, _deriv in _UNARY_DERIVS.items():
     _unary(_name, _deriv)
@@ -234,6 +244,13 @@ _BINARY_DERIVS: dict[str, Callable[..., tuple[Any, Any]]] = {
 }
 for _name, _deriv in _BINARY_DERIVS.items():
     _binary(_name, _deriv)
+
+
+@_register("zeta")
+def _zeta_vjp(ct, ins, outs):
+    # the order s has no derivative (compiler/special_slopes.py)
+    s, q = ins
+    return [None, _unbroadcast(lax.mul(ct, special_slopes.zeta_q_slope(s, q)), q)]
 
 
 @_register("select")

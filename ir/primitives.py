@@ -172,6 +172,25 @@ def _rsqrt(x):
     return 1 / np.sqrt(x)
 
 
+def _scipy_special(name: str) -> Callable:
+    """scipy.special.<name>, imported when first called (the special functions' reference)."""
+    def fn(*args):
+        import scipy.special
+
+        with np.errstate(all="ignore"):
+            return getattr(scipy.special, name)(*args)
+    fn.__name__ = name
+    return fn
+
+
+# scipy.special's functions as primitives (transfuse/scipy/special.py; the rest of
+# scipy.special there are composites of these). zeta is Hurwitz's zeta(s, q).
+SPECIAL_UNARY = {
+    "erfc": "erfc", "erf_inv": "erfinv", "ndtri": "ndtri", "log_ndtr": "log_ndtr",
+    "lgamma": "gammaln", "digamma": "psi", "bessel_i0e": "i0e", "bessel_i1e": "i1e",
+}
+
+
 UNARY_FLOAT = {
     "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt,
     "rsqrt": _rsqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan, "arcsin": np.arcsin,
@@ -179,13 +198,14 @@ UNARY_FLOAT = {
     "tanh": np.tanh, "arcsinh": np.arcsinh, "arccosh": np.arccosh, "arctanh": np.arctanh,
     "logistic": _logistic, "erf": _erf, "floor": np.floor, "ceil": np.ceil,
     "round": np.round, "reciprocal": np.reciprocal,
+    **{name: _scipy_special(scipy_name) for name, scipy_name in SPECIAL_UNARY.items()},
 }
 UNARY_NUMERIC = {"neg": np.negative, "abs": np.abs, "sign": np.sign, "square": np.square}
 UNARY_TO_BOOL = {"isnan": np.isnan, "isinf": np.isinf, "isfinite": np.isfinite}
 
 # Real-only elementwise functions (NumPy has no complex loop, or it means something else).
 REAL_ONLY = frozenset(("logistic", "erf", "floor", "ceil", "round", "max", "min",
-                       "floor_div", "mod", "arctan2"))
+                       "floor_div", "mod", "arctan2", "zeta", *SPECIAL_UNARY))
 
 
 def _abs_rule(x: Aval) -> Aval:
@@ -249,7 +269,7 @@ BINARY_NUMERIC = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
     "min": np.minimum, "floor_div": np.floor_divide, "mod": np.mod, "pow": _int_pow,
 }
-BINARY_FLOAT = {"div": np.true_divide, "arctan2": np.arctan2}
+BINARY_FLOAT = {"div": np.true_divide, "arctan2": np.arctan2, "zeta": _scipy_special("zeta")}
 COMPARISONS = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
                "gt": np.greater, "ge": np.greater_equal}
 LOGICAL = {"and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}

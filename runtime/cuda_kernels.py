@@ -93,6 +93,35 @@ else:
         return libdevice.rint(x)
 
 
+# scipy.special's functions libdevice has (float32 ones computed in float64). The
+# simulator runs SciPy's (math.lgamma raises at the poles, where gammaln is inf).
+if SIMULATOR:
+    import scipy.special
+
+    cu_erfc, cu_erfinv = scipy.special.erfc, scipy.special.erfinv
+    cu_ndtri, cu_lgamma = scipy.special.ndtri, scipy.special.gammaln
+else:
+    @device
+    def cu_erfc(x):
+        """scipy.special.erfc."""
+        return math.erfc(x)
+
+    @device
+    def cu_erfinv(x):
+        """scipy.special.erfinv (libdevice in float64)."""
+        return libdevice.erfinv(x + 0.0)
+
+    @device
+    def cu_ndtri(x):
+        """scipy.special.ndtri (libdevice's normcdfinv, in float64)."""
+        return libdevice.normcdfinv(x + 0.0)
+
+    @device
+    def cu_lgamma(x):
+        """scipy.special.gammaln."""
+        return math.lgamma(x)
+
+
 # ---------------------------------------------------------------------------------------
 # Complex math: cmath on the GPU (NumPy's ufuncs in the simulator). cmath has no expm1 or
 # log1p: runtime/complex_bodies.py writes them with the real ones (the CPU's own).

@@ -560,7 +560,10 @@ LINALG, SMALL_LINALG = "linalg", "linalg-per-thread"
 # the refusal instead of PTX; the simulator does not run them), and why.
 FFT = "fft"
 SORT = "sort"
-HOST_ONLY = {LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
+SPECIAL_HOST = "special-host"  # scipy.special's functions libdevice lacks
+HOST_ONLY = {SPECIAL_HOST: "libdevice has no log_ndtr, digamma, i0e, i1e or Hurwitz zeta: "
+                           "jit(device='cuda') raises CompileError naming the function",
+             LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
                      "raises CompileError naming the function when the program is built",
              FFT: "the Fourier transform has no CUDA kernel yet: jit(device='cuda') raises "
                   "CompileError naming it when the program is built",
@@ -619,6 +622,17 @@ CATALOGUE: dict[str, Entry] = {
     "arctanh": Entry(UNARY_FLOAT, elementwise("unit"), FLOATS + WIDE_COMPLEX),
     "logistic": Entry(UNARY_FLOAT, elementwise("normal")),
     "erf": Entry(UNARY_FLOAT, elementwise("normal")),
+    # scipy.special's (ndtri maps the unit samples into (0.05, 0.95))
+    "erfc": Entry(UNARY_FLOAT, elementwise("normal")),
+    "erf_inv": Entry(UNARY_FLOAT, elementwise("unit")),
+    "ndtri": Entry(UNARY_FLOAT, elementwise("unit"),
+                   program=lambda name, params: lambda p: bind(P[name], p * 0.5 + 0.5)),
+    "lgamma": Entry(UNARY_FLOAT, elementwise("positive")),
+    "log_ndtr": Entry(SPECIAL_HOST, elementwise("normal")),
+    "digamma": Entry(SPECIAL_HOST, elementwise("positive")),
+    "bessel_i0e": Entry(SPECIAL_HOST, elementwise("normal")),
+    "bessel_i1e": Entry(SPECIAL_HOST, elementwise("normal")),
+    "zeta": Entry(SPECIAL_HOST, broadcasting("above_one", "positive")),
     "floor": Entry(UNARY_FLOAT, elementwise("scaled")),
     "ceil": Entry(UNARY_FLOAT, elementwise("scaled")),
     "round": Entry(UNARY_FLOAT, elementwise("scaled")),

@@ -312,6 +312,95 @@ add("tnp.erf", tnp.erf, unary(), UNARY_FLOAT, ref=scipy.special.erf,
     jax=lambda jax, x: jax.scipy.special.erf(x), note="`scipy.special.erf`")
 add("lax.rsqrt", lax.rsqrt, unary("positive"), UNARY_FLOAT, ref=lambda x: 1 / np.sqrt(x),
     exact=False, jax=lambda jax, x: jax.lax.rsqrt(x))
+
+# ---------------------------------------------------------------------------------------
+# scipy.special (transfuse/scipy/special.py): its ufuncs dispatch through __array_ufunc__,
+# its Python functions are replaced while tracing. ndtr, logit, xlogy, ... are compositions.
+
+SPECIAL = "scipy-special"
+NO_DEVICE = "scipy.special\\) has no CUDA kernel"  # libdevice lacks it: device='cuda' refuses
+
+
+def _inside(lo: float, hi: float) -> Callable[[Draws], list[Sample]]:
+    """Unary samples inside (lo, hi): the domains of erfinv, ndtri, logit, erfcinv."""
+    return lambda m: [s(m._finish(m.rng.uniform(lo, hi, shape))) for shape in UNARY_SHAPES]
+
+
+def _x_log_samples(m: Draws) -> list[Sample]:
+    """xlogy's pairs, and x with exact zeros (where d/dx is log(y), as JAX's)."""
+    x = m.normal((3, 4))
+    x[:, 1] = 0
+    return binary("normal", "positive")(m) + [s(x, m.positive((3, 4)))]
+
+
+def _polygamma(x, n):
+    return scipy.special.polygamma(n, x)
+
+
+def _polygamma_samples(m: Draws) -> list[Sample]:
+    return [s(m.positive((3, 4)), n=n) for n in (0, 1, 2, 3)] + [
+        s(m.positive(()), n=1), s(m.positive((0, 3)), n=2),
+        s(m.positive((2, 4)), n=np.array([0, 1, 3, 2]))]
+
+
+def _logsumexp_samples(m: Draws) -> list[Sample]:
+    """Every axis kind and keepdims; b= positive (the sum stays positive) or any sign with
+    return_sign; 0-d and size 0."""
+    x = m.normal((2, 3, 4))
+    return [s(x, axis=a, keepdims=k) for a in (None, 0, -1, (0, 2)) for k in (False, True)] + [
+        s(x, m.positive((3, 4)), axis=1),
+        s(x, m.normal((2, 3, 4)), axis=-1, return_sign=True),
+        s(m.normal(())), s(m.normal((0, 3)), axis=1)]
+
+
+def _logsumexp(a, b=None, **kwargs):
+    return scipy.special.logsumexp(a, b=b, **kwargs)
+
+
+def _softmax_samples(m: Draws) -> list[Sample]:
+    x = m.normal((3, 4))
+    return [s(x, axis=a) for a in (None, 0, 1, (0, 1))] + [s(m.normal(())),
+                                                            s(m.normal((0, 3)), axis=1)]
+
+
+def _softmax(x, axis=None):
+    return scipy.special.softmax(x, axis=axis)  # through the module: replaced while tracing
+
+
+def _log_softmax(x, axis=None):
+    return scipy.special.log_softmax(x, axis=axis)
+
+
+def _jsp(name: str) -> Callable:
+    return lambda jax, *args, **kwargs: getattr(jax.scipy.special, name)(*args, **kwargs)
+
+
+for _name, _samples, _cuda in (
+        ("erf", unary(), None), ("erfc", unary(), None), ("erfinv", _inside(-0.95, 0.95), None),
+        ("ndtri", _inside(0.02, 0.98), None), ("ndtr", unary(), None),
+        ("log_ndtr", unary(), NO_DEVICE), ("gammaln", unary("positive"), None),
+        ("digamma", unary("positive"), NO_DEVICE), ("i0e", unary(), NO_DEVICE),
+        ("i1e", unary(), NO_DEVICE), ("expit", unary(), None),
+        ("logit", _inside(0.05, 0.95), None)):
+    add(f"scipy.special.{_name}", getattr(scipy.special, _name), _samples, SPECIAL,
+        exact=False, jax=_jsp(_name), cuda=_cuda)
+add("scipy.special.psi", scipy.special.psi, unary("positive"), SPECIAL, exact=False,
+    jax=_jsp("digamma"), cuda=NO_DEVICE)
+add("scipy.special.erfcinv", scipy.special.erfcinv, _inside(0.05, 1.95), SPECIAL, exact=False)
+add("scipy.special.softplus", scipy.special.softplus, unary(), SPECIAL, exact=False,
+    jax=lambda jax, x: jax.nn.softplus(x))
+add("scipy.special.xlogy", scipy.special.xlogy, _x_log_samples, SPECIAL, exact=False,
+    jax=_jsp("xlogy"))
+add("scipy.special.xlog1py", scipy.special.xlog1py, _x_log_samples, SPECIAL, exact=False,
+    jax=_jsp("xlog1py"))
+add("scipy.special.polygamma", _polygamma, _polygamma_samples, SPECIAL, exact=False,
+    jax=lambda jax, x, n: jax.scipy.special.polygamma(n, x), cuda=NO_DEVICE)
+add("scipy.special.logsumexp", _logsumexp, _logsumexp_samples, SPECIAL, exact=False,
+    jax=lambda jax, a, b=None, **kw: jax.scipy.special.logsumexp(a, b=b, **kw))
+add("scipy.special.softmax", _softmax, _softmax_samples, SPECIAL, exact=False,
+    jax=lambda jax, x, axis=None: jax.nn.softmax(x, axis=axis))
+add("scipy.special.log_softmax", _log_softmax, _softmax_samples, SPECIAL,
+    exact=False, jax=lambda jax, x, axis=None: jax.nn.log_softmax(x, axis=axis))
 # Compositions of primitives: equal to NumPy to rounding.
 for _f in (np.exp2, np.cbrt, np.deg2rad, np.radians, np.rad2deg, np.degrees):
     add(f"np.{_f.__name__}", _f, unary(), UNARY_FLOAT, dtypes=UNARY_DTYPES, exact=False)

@@ -6,7 +6,9 @@ implementation of transfuse.scipy.linalg on the tracing thread
 (transfuse/numpy/_patches.py). A name imported before (`from scipy.linalg import
 cho_solve`) is SciPy's own function: call it through the module, or use
 `tx.scipy.linalg.cho_solve`. The same holds for `scipy.fft`'s transforms
-(`tx.scipy.fft`). Nothing here imports SciPy's linalg or fft until it is used.
+(`tx.scipy.fft`), and scipy.special's Python functions (`tx.scipy.special`; its ufuncs
+dispatch by themselves once transfuse.scipy.special is imported, which the first trace
+after `import scipy.special` does). Nothing here imports SciPy's modules until used.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ def _replacement(module: str, name: str) -> Callable[[Callable], Callable]:
     return factory
 
 
+SPECIAL = ("polygamma", "logsumexp", "softmax", "log_softmax", "softplus")
+
+
+def _special_replacement(name: str) -> Callable[[Callable], Callable]:
+    def factory(scipys: Callable) -> Callable:
+        # built at the first trace after scipy.special is imported: importing
+        # transfuse.scipy.special registers scipy.special's ufuncs for Tracer.__array_ufunc__
+        importlib.import_module("transfuse.scipy.special")
+        return _replacement("scipy.special", name)(scipys)
+    return factory
+
+
 def _linalg_replacement(name: str) -> Callable[[Callable], Callable]:
     return _replacement("scipy.linalg", name)
 
@@ -46,9 +60,11 @@ for _name in LINALG:
     replace_while_tracing("scipy.linalg", _name, _linalg_replacement(_name))
 for _name in FFT:
     replace_while_tracing("scipy.fft", _name, _replacement("scipy.fft", _name))
+for _name in SPECIAL:
+    replace_while_tracing("scipy.special", _name, _special_replacement(_name))
 
 
 def __getattr__(attr: str) -> Any:
-    if attr in ("linalg", "fft"):
+    if attr in ("linalg", "fft", "special"):
         return importlib.import_module(f"transfuse.scipy.{attr}")
     raise AttributeError(f"module 'transfuse.scipy' has no attribute {attr!r}")
