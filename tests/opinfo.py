@@ -1394,6 +1394,126 @@ add("np.fft.ifftshift", np.fft.ifftshift, _shift_samples, SHAPE, dtypes=FLOATS +
 
 
 # ---------------------------------------------------------------------------------------
+# Statistics and other common functions (transfuse/numpy/_statistics.py, _ufuncs_more.py,
+# _numerical.py)
+
+STATS = "statistics"
+
+
+def _nan_sprinkled(m: Draws, shape, all_nan_row: bool = False) -> np.ndarray:
+    """Normals (distinct values) with NaNs at every seventh place (floats: no slice of the
+    samples' all NaN); all_nan_row: also a whole slice along the last axis."""
+    x = m.distinct(shape)
+    if x.dtype.kind == "f" and x.size:
+        x.reshape(-1)[2::7] = np.nan
+        if all_nan_row:
+            x[..., 0, :] = np.nan
+    return x
+
+
+def _nan_reductions(ddof: bool = False, all_nan: bool = True
+                    ) -> Callable[[Draws], list[Sample]]:
+    """Every axis kind, keepdims, 0-d; all_nan: a sample with all-NaN slices (the NaN
+    results of nanmean and nanvar there: tests/test_numpy_more.py)."""
+    def samples(m: Draws) -> list[Sample]:
+        x = _nan_sprinkled(m, (2, 3, 4))
+        extra = {"ddof": 1} if ddof else {}  # not along axis 0: 2 elements, one may be NaN
+        return [s(x, axis=a, keepdims=k, **(extra if a != 0 else {})) for a, k in (
+            (None, False), (0, True), (-1, False), ((0, 2), False))] + [s(m.normal(()))] + (
+            [s(_nan_sprinkled(m, (2, 3, 4), all_nan_row=True), axis=-1, smooth=False)]
+            if all_nan else [])
+    return samples
+
+
+def _nan_arg_samples(m: Draws) -> list[Sample]:
+    """(NumPy raises on an all-NaN slice; transfuse's -1 there: tests/test_numpy_more.py)"""
+    x = _nan_sprinkled(m, (3, 4, 5))
+    return [s(x, axis=a, keepdims=k) for a, k in ((None, False), (0, False), (-1, True))]
+
+
+for _f in (np.nansum, np.nanmean, np.nanmax, np.nanmin):
+    add(f"np.{_f.__name__}", _f, _nan_reductions(all_nan=_f is not np.nanmean), STATS,
+        exact=_f in (np.nanmax, np.nanmin))
+for _f in (np.nanvar, np.nanstd):
+    add(f"np.{_f.__name__}", _f, _nan_reductions(ddof=True, all_nan=False), STATS,
+        exact=False)
+add("np.nanargmax", np.nanargmax, _nan_arg_samples, STATS, derivative=ZERO,
+    note="an all-NaN slice gives -1 (as JAX; NumPy raises)")
+add("np.nanargmin", np.nanargmin, _nan_arg_samples, STATS, derivative=ZERO,
+    note="an all-NaN slice gives -1 (as JAX; NumPy raises)")
+add("np.ptp", np.ptp, reductions("distinct", empty_axis=1), STATS, dtypes=FLOATS + ("int64",))
+
+
+def _counted(m: Draws) -> list[Sample]:
+    x = m.rng.integers(0, 3, (2, 3, 4)).astype(m.dtype)
+    return [s(x), s(x, axis=0), s(x, axis=(0, 2), keepdims=True), s(x[:0], axis=1)]
+
+
+add("np.count_nonzero", np.count_nonzero, _counted, STATS, dtypes=FLOATS + ("bool",),
+    derivative=ZERO)
+
+
+def _averages(m: Draws) -> list[Sample]:
+    a = m.normal((3, 4))
+    return [s(a, m.positive((3, 4))), s(a, m.positive((4,)), axis=1),
+            s(a, m.positive((3,)), axis=0, returned=True, keepdims=True),
+            s(m.normal((2, 3, 4)), m.positive((2, 4)), axis=(0, 2))]
+
+
+add("np.average", lambda a, weights, **kw: np.average(a, weights=weights, **kw), _averages,
+    STATS, exact=False, jax=lambda jax, a, weights, **kw: jax.numpy.average(
+        a, weights=weights, **kw))
+add("np.average (unweighted)", np.average, lambda m: [
+    s(m.normal((3, 4))), s(m.normal((3, 4)), axis=0, returned=True)], STATS,
+    dtypes=FLOATS + ("int64",), exact=False)
+add("np.cov", np.cov, lambda m: [
+    s(m.normal((3, 6))), s(m.normal((6, 3)), rowvar=False), s(m.normal((2, 5)), bias=True),
+    s(m.normal((5,)), m.normal((5,))), s(m.normal((2, 5)), ddof=2)], STATS, exact=False,
+    note="float64 at least, as NumPy")
+
+
+def _weighted_cov(m, aweights, fweights, ddof=None):
+    return np.cov(m, fweights=fweights, aweights=aweights, ddof=ddof)
+
+
+add("np.cov (weights)", _weighted_cov, lambda m: [
+    s(m.normal((3, 6)), m.positive((6,)), np.array([1, 2, 1, 3, 1, 2])),
+    s(m.normal((3, 6)), m.positive((6,)), np.array([2, 1, 1, 1, 3, 1]), ddof=0)],
+    STATS, exact=False, jax=lambda jax, m, aweights, fweights, ddof=None: jax.numpy.cov(
+        m, fweights=fweights, aweights=aweights, ddof=ddof))
+add("np.corrcoef", np.corrcoef, lambda m: [
+    s(m.normal((3, 6))), s(m.normal((5,)), m.normal((5,))),
+    s(m.normal((6, 2)), rowvar=False)], STATS, exact=False)
+
+
+def _closeness(m: Draws) -> list[Sample]:
+    a = m.normal((3, 4))
+    near = (a + 1e-9).astype(a.dtype)
+    nans = m.special((3, 4))
+    return [s(a, near), s(a, m.normal((3, 4))), s(a, a[0]), s(nans, nans.copy(), equal_nan=True),
+            s(nans, nans.copy())]
+
+
+add("np.allclose", np.allclose, _closeness, STATS, derivative=ZERO)
+add("np.array_equal", np.array_equal, _closeness, STATS, derivative=ZERO)
+add("np.copysign", np.copysign, binary("nonzero", "nonzero"), BINARY,
+    dtypes=FLOATS + ("int32",))
+add("np.fmod", np.fmod, _mods, BINARY, dtypes=NUMERIC)
+add("np.heaviside", np.heaviside, lambda m: binary("nonzero", "normal")(m) + [
+    s(m._finish([-1.5, 0.0, 2.0, np.nan]), m.normal((4,)), smooth=False)], BINARY)
+add("np.ldexp", np.ldexp, lambda m: [
+    s(m.normal((3, 4)), m.rng.integers(-6, 6, (4,))), s(m.normal(()), np.array(3)),
+    s(m.normal((0, 3)), m.rng.integers(-6, 6, (3,)).astype(np.int32))], BINARY)
+add("np.frexp", lambda x: np.frexp(x), unary("nonzero"), UNARY_FLOAT,  # JAX: float0 exponent
+    note="the exponent (int32) has no derivative; the mantissa's is 2**-exponent")
+add("np.logaddexp2", np.logaddexp2, binary(), BINARY, exact=False)
+add("np.float_power", np.float_power, _powers, BINARY, dtypes=NUMERIC,
+    note="computed in float64, as NumPy")
+add("np.sinc", np.sinc, lambda m: unary()(m) + [s(m._finish([0.0, 0.5, -1.25]))],
+    UNARY_FLOAT, dtypes=UNARY_DTYPES, exact=False, note="derivative 0 at 0 (as JAX)")
+
+
+# ---------------------------------------------------------------------------------------
 # Views of the catalogue
 
 

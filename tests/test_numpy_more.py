@@ -1,0 +1,84 @@
+"""Statistics and other common functions where tests/opinfo.py cannot say it: all-NaN
+slices, conventions where NumPy raises, argument errors, data-dependent lengths."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import transfuse as tx
+import transfuse.numpy as tnp
+
+
+def _nan_rows() -> np.ndarray:
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    x[1] = np.nan
+    x[2, 1] = np.nan
+    return x
+
+
+def test_nan_reductions_of_all_nan_slices_match_numpy_without_warnings():
+    x = _nan_rows()
+
+    def program(v):
+        return (np.nanmean(v, axis=1), np.nanvar(v, axis=1), np.nanstd(v, axis=1, ddof=1),
+                np.nanmax(v, axis=1), np.nanmin(v, axis=1), np.nansum(v, axis=1),
+                np.nanvar(v, axis=1, ddof=3))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = tx.jit(program)(x)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = program(x)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-12)  # NaN where NumPy has NaN
+
+
+def test_nanargmax_of_an_all_nan_slice_is_minus_one_where_numpy_raises():
+    x = _nan_rows()
+    with pytest.raises(ValueError, match="All-NaN"):
+        np.nanargmax(x, axis=1)
+    got = tx.jit(lambda v: (np.nanargmax(v, axis=1), np.nanargmin(v, axis=1)))(x)
+    np.testing.assert_array_equal(got[0], [np.argmax(x[0]), -1, np.nanargmax(x[2])])
+    np.testing.assert_array_equal(got[1], [np.argmin(x[0]), -1, np.nanargmin(x[2])])
+
+
+def test_nanstd_gradient_at_a_single_value_is_zero_as_np_std():
+    x = np.array([[1.5, np.nan, np.nan], [0.5, 2.0, np.nan]])
+    g = tx.grad(lambda v: np.sum(np.nanstd(v, axis=1)))(x)
+    expected_row = np.array([0.5 - 1.25, 2.0 - 1.25]) / 2 / 0.75
+    np.testing.assert_allclose(g, [[0, 0, 0], [*expected_row, 0]], rtol=1e-12)
+
+
+def test_ptp_and_nanmax_split_the_gradient_between_ties_as_jax():
+    x = np.array([[1.0, 3.0, 3.0, -2.0], [0.5, np.nan, 0.5, 0.25]])
+    g_ptp = tx.grad(lambda v: np.sum(np.ptp(v[:1], axis=1)))(x)
+    np.testing.assert_allclose(g_ptp[0], [0, 0.5, 0.5, -1])
+    g_max = tx.grad(lambda v: np.sum(np.nanmax(v, axis=1)))(x)
+    np.testing.assert_allclose(g_max, [[0, 0.5, 0.5, 0], [0.5, 0, 0.5, 0]])
+
+
+def test_statistics_argument_errors_name_the_problem():
+    x = np.random.default_rng(1).standard_normal((3, 5))
+    with pytest.raises(tx.TransfuseTypeError, match="fweights must be integer"):
+        tx.make_graph(lambda v: np.cov(v, fweights=np.ones(5)))(x)
+    with pytest.raises(tx.ShapeError, match="incompatible numbers of samples and aweights"):
+        tx.make_graph(lambda v: np.cov(v, aweights=np.ones(4)))(x)
+    with pytest.raises(tx.TransfuseValueError, match="aweights cannot be negative"):
+        tx.make_graph(lambda v: np.cov(v, aweights=-np.ones(5)))(x)
+    with pytest.raises(tx.TransfuseTypeError, match="axis must be specified"):
+        tx.make_graph(lambda v: np.average(v, weights=np.ones(5)))(x)
+    with pytest.raises(tx.ShapeError, match="weights of shape"):
+        tx.make_graph(lambda v: np.average(v, axis=0, weights=np.ones(5)))(x)
+
+
+def test_whole_array_comparisons_are_traced_booleans():
+    x = np.random.default_rng(2).standard_normal((3,))
+    got = tx.jit(lambda a, b: (np.allclose(a, b), np.array_equal(a, b),
+                               np.array_equal(a, b[:2]), np.count_nonzero(a > 0)))(x, x + 1e-10)
+    assert [bool(g) for g in got[:3]] == [True, False, False]
+    assert got[3] == np.count_nonzero(x > 0) and got[3].dtype == np.int64
+    assert tnp.allclose(x, x) is True  # no traced argument: NumPy itself
