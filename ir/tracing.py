@@ -64,6 +64,11 @@ class Builder:
         # Values that stand for NumPy scalars (elements taken by integer indexing): `op=`
         # rebinds them, as Python does for an immutable NumPy scalar.
         self.scalars: set[Var] = set()
+        # Where the inputs' values come from, when the transform knows them (grad, jvp,
+        # functionalize: arrays or an outer trace's values); None under jit and vmap.
+        # ir/concrete.py computes values from them; asking sets `data_dependent`.
+        self.known: list[Any] | None = None
+        self.data_dependent = False
 
     # -- values -------------------------------------------------------------------------
     def new_input(self, aval: Aval) -> Tracer:
@@ -272,12 +277,13 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     return outs if prim.multiple_results else outs[0]
 
 
-def trace_to_graph(fn: Callable, in_avals: Sequence[Aval], name: str = "f"
-                   ) -> tuple[Graph, list[Any]]:
+def trace_to_graph(fn: Callable, in_avals: Sequence[Aval], name: str = "f",
+                   known: Sequence[Any] | None = None) -> tuple[Graph, list[Any]]:
     """Trace fn on flat inputs of `in_avals`; it must return a flat list of outputs.
 
     Returns the graph and the values to pass for its implicit inputs (captured outer
     traced values; for the random key, a placeholder that `call_graph` replaces).
+    `known`: the inputs' values (ir/concrete.py), where the transform has them.
     """
     def rerun() -> None:
         with building(name) as again:
@@ -287,12 +293,14 @@ def trace_to_graph(fn: Callable, in_avals: Sequence[Aval], name: str = "f"
         for scope in TRACE_SCOPES:
             scopes.enter_context(scope(fn, rerun))
         tracers = [builder.new_input(a) for a in in_avals]
+        builder.known = None if known is None else list(known)
         try:
             outs = fn(*tracers)
         except ValueError as e:
             raise _explain_numpy_setitem(e) from e
         graph = builder.finish(outs)
     graph.const_origins = builder.const_origins
+    graph.data_dependent = builder.data_dependent
     return graph, builder.implicit_args()
 
 
@@ -377,6 +385,14 @@ def _concretization_error(what: str) -> ConcretizationError:
         "select between values with tnp.where(cond, a, b) instead. (Writing a traced value "
         "into a plain NumPy array made with np.zeros/np.empty also ends here: create such "
         "buffers with tnp.zeros(...) or np.zeros_like(x).)"))
+
+
+def _construct_error() -> ConcretizationError | None:
+    """The error naming np.array([...]), np.r_[...], np.int64(x), float(x), ... when the
+    user's expression is one of them (ir/constructs.py)."""
+    from .constructs import describe_construct
+    message = describe_construct()
+    return None if message is None else ConcretizationError(with_location(message))
 
 
 def _ufunc(ufunc, *args):
@@ -479,13 +495,13 @@ class Tracer:
                                     "`or` or `not` on it)")
 
     def __float__(self):
-        raise _concretization_error("float() of a traced array")
+        raise _construct_error() or _concretization_error("float() of a traced array")
 
     def __int__(self):
-        raise _concretization_error("int() of a traced array")
+        raise _construct_error() or _concretization_error("int() of a traced array")
 
     def __complex__(self):
-        raise _concretization_error("complex() of a traced array")
+        raise _construct_error() or _concretization_error("complex() of a traced array")
 
     def __index__(self):
         raise _concretization_error("using a traced array as a Python index")
@@ -504,6 +520,9 @@ class Tracer:
                 "NumPy arrays, which traced values cannot become. Call the function through "
                 "its module (scipy.linalg.cho_solve(...): transfuse traces the ones it "
                 "supports, see docs/numpy.md) or use transfuse.scipy.linalg"))
+        construct = _construct_error()
+        if construct is not None:
+            raise construct
         raise ConcretizationError(with_location(
             "a traced value cannot become a concrete NumPy array. This happens with "
             "np.asarray(x) on a traced x, or when a traced value is written into a plain "

@@ -1392,6 +1392,121 @@ def _shift_samples(m: Draws) -> list[Sample]:
 add("np.fft.fftshift", np.fft.fftshift, _shift_samples, SHAPE, dtypes=FLOATS + COMPLEX)
 add("np.fft.ifftshift", np.fft.ifftshift, _shift_samples, SHAPE, dtypes=FLOATS + COMPLEX)
 
+# ---------------------------------------------------------------------------------------
+# Shape and index functions (transfuse/numpy/_shapes.py) and data-dependent shapes with
+# size= (transfuse/numpy/_data_shapes.py); the rest: tests/test_numpy_shapes.py
+
+
+def _cross_samples(m: Draws) -> list[Sample]:
+    return [s(m.normal((4, 3)), m.normal((4, 3))), s(m.normal((3,)), m.normal((2, 3))),
+            s(m.normal((3, 2)), m.normal((2, 3)), axisa=0, axisb=1, axisc=0),
+            s(m.normal((3, 4)), m.normal((3, 1)), axis=0), s(m.normal((0, 3)), m.normal((3,)))]
+
+
+def _select(x, y, default):
+    return np.select([x > 0.5, x < -0.5], [x, y], default)
+
+
+def _choose(a, c0, c1, c2, mode):
+    return np.choose(a, [c0, c1, c2], mode=mode)
+
+
+def _choose_samples(m: Draws) -> list[Sample]:
+    a = m.rng.integers(0, 3, (3, 4))
+    wide = m.rng.integers(-4, 7, (3, 4))
+    return [s(a, m.normal((3, 4)), m.normal((4,)), m.normal(()), mode="raise"),
+            s(wide, m.normal((3, 4)), m.normal((3, 1)), m.normal((3, 4)), mode="wrap"),
+            s(wide, m.normal((3, 4)), m.normal((3, 4)), m.normal((4,)), mode="clip"),
+            s(a[:0], m.normal((0, 4)), m.normal((4,)), m.normal(()), mode="raise")]
+
+
+def _piecewise(x):
+    return np.piecewise(x, [x < -0.5, x > 0.5], [lambda v: v ** 2, lambda v: 2 * v, 0.25])
+
+
+def _ravel_multi(i, j, dims, mode="raise", order="C"):
+    return np.ravel_multi_index((i, j), dims, mode=mode, order=order)
+
+
+def _nonzero_ref(x, size, fill_value=0):
+    """jax.numpy.nonzero(x, size=, fill_value=) in NumPy: the first `size`, then padding."""
+    found = np.nonzero(x)
+    fills = fill_value if isinstance(fill_value, tuple) else (fill_value,) * len(found)
+    return tuple(np.concatenate([f[:size], np.full(max(size - f.size, 0), v, np.int64)])
+                 for f, v in zip(found, fills))
+
+
+def _with_zeros(m: Draws, shape) -> np.ndarray:
+    return m.normal(shape) * (m.rng.random(shape) < 0.6).astype(m.dtype)
+
+
+add("np.cross", np.cross, _cross_samples, SHAPE)
+add("np.rot90", np.rot90, _shapes({"k": 1}, {"k": 2}, {"k": 3, "axes": (2, 0)},
+                                  {"k": -1, "axes": (1, 2)}), SHAPE)
+add("np.rollaxis", np.rollaxis, _shapes({"axis": 2, "start": 0}, {"axis": 0, "start": 3},
+                                        {"axis": -1, "start": 1}), SHAPE)
+add("np.select", _select, lambda m: [s(m.normal((3, 4)), m.normal((4,)), m.normal(())),
+                                     s(m.normal(()), m.normal((2,)), m.normal((2,))),
+                                     s(m.normal((0, 2)), m.normal((2,)), m.normal(()))],
+    BINARY, jax=lambda jax, x, y, d: jax.numpy.select([x > 0.5, x < -0.5], [x, y], d))
+add("np.choose", _choose, _choose_samples, INDEX, dtypes=NUMERIC,
+    jax=lambda jax, a, *cs, mode: jax.numpy.choose(  # JAX's jit refuses mode='raise'
+        a, list(cs), mode="clip" if mode == "raise" else mode),
+    note="mode='raise': an index out of range raises when the graph runs (jit too)")
+add("np.piecewise", _piecewise, unary(shapes=[(3, 4), (), (0, 3)]), BINARY,
+    jax=lambda jax, x: jax.numpy.piecewise(x, [x < -0.5, x > 0.5],
+                                           [lambda v: v ** 2, lambda v: 2 * v, 0.25]),
+    note="each function sees all of x (as in JAX) and is selected where its condition holds")
+add("np.append", np.append, lambda m: [s(m.normal((3, 4)), m.normal((2, 4)), axis=0),
+                                       s(m.normal((3, 4)), m.normal((5,))),
+                                       s(m.normal(()), m.normal((0,)))], SHAPE)
+add("np.atleast_3d", np.atleast_3d, unary(shapes=[(), (3,), (2, 3), X234]), SHAPE)
+add("np.dstack", _joined(np.dstack), lambda m: [
+    s(m.normal((3, 4)), m.normal((3, 4))), s(m.normal((3,)), m.normal((3,))),
+    s(m.normal((2, 3, 1)), m.normal((2, 3, 2)))], SHAPE, jax=_jax_joined("dstack"))
+add("np.hsplit", np.hsplit, _shapes({"indices_or_sections": 3},
+                                    {"indices_or_sections": [1, 2]}), SHAPE)
+add("np.vsplit", np.vsplit, _shapes({"indices_or_sections": 2},
+                                    {"indices_or_sections": [1, 5]}, shape=(4, 3)), SHAPE)
+add("np.dsplit", np.dsplit, _shapes({"indices_or_sections": 2},
+                                    {"indices_or_sections": [1, 3]}), SHAPE)
+add("np.resize", np.resize, lambda m: [
+    s(m.normal((2, 3)), new_shape=(4, 4)), s(m.normal((3,)), new_shape=2),
+    s(m.normal((0, 3)), new_shape=(2, 2)), s(m.normal((2, 3)), new_shape=(0,))], SHAPE)
+add("np.diagflat", np.diagflat, lambda m: [s(m.normal((2, 2))), s(m.normal((3,)), k=-1),
+                                           s(m.normal(()), k=2)], SHAPE)
+add("np.logspace", np.logspace, lambda m: [
+    s(m.normal(()), m.normal(()), num=5), s(m.normal((2,)), m.normal((2,)), num=4,
+                                            endpoint=False, base=2.0),
+    s(m.normal(()), m.normal((3,)), num=3, axis=1)], CREATE, exact=False)
+add("np.geomspace", np.geomspace, lambda m: [
+    s(m.positive(()), m.positive(()), num=5),
+    s(-m.positive((2,)), -m.positive((2,)), num=4, endpoint=False),
+    s(m.positive(()), m.positive((3,)), num=3, axis=1)], CREATE, exact=False)
+add("np.unravel_index", np.unravel_index, lambda m: [
+    s(np.array([0, 5, 11, 7]), shape=(3, 4)), s(np.array([[3], [20]]), shape=(2, 3, 4),
+                                                order="F"),
+    s(np.array(5), shape=(6,))], INDEX, dtypes=("int64",), derivative=INTEGER,
+    note="an index out of range raises when the graph runs (jit too)")
+add("np.ravel_multi_index", _ravel_multi, lambda m: [
+    s(np.array([0, 2, 1]), np.array([3, 1, 0]), dims=(3, 4)),
+    s(np.array([[0], [2]]), np.array([1, 3]), dims=(3, 4), order="F"),
+    s(np.array([-1, 4, 1]), np.array([7, -5, 0]), dims=(3, 4), mode="wrap"),
+    s(np.array([-1, 4, 1]), np.array([7, -5, 0]), dims=(3, 4), mode=("clip", "wrap"))],
+    INDEX, dtypes=("int64",), derivative=INTEGER,
+    ref=lambda i, j, dims, **kw: np.ravel_multi_index((i, j), dims, **kw))
+add("tnp.nonzero (size=)", lambda x, **kw: tnp.nonzero(x, **kw), lambda m: [
+    s(_with_zeros(m, (3, 4)), size=5), s(_with_zeros(m, (3, 4)), size=14, fill_value=(-1, 9)),
+    s(_with_zeros(m, (5,)), size=0), s(_with_zeros(m, (0, 3)), size=2)], INDEX,
+    dtypes=("float64", "int32", "bool"), derivative=ZERO, ref=_nonzero_ref,
+    note="the first `size` indices, padded with `fill_value` (as jax.numpy.nonzero)")
+add("tnp.flatnonzero (size=)", lambda x, **kw: tnp.flatnonzero(x, **kw), lambda m: [
+    s(_with_zeros(m, (3, 4)), size=5, fill_value=-1), s(_with_zeros(m, (6,)), size=9)],
+    INDEX, derivative=ZERO, ref=lambda x, **kw: _nonzero_ref(np.ravel(x), **kw)[0])
+add("tnp.argwhere (size=)", lambda x, **kw: tnp.argwhere(x, **kw), lambda m: [
+    s(_with_zeros(m, (3, 4)), size=5), s(_with_zeros(m, (2, 3)), size=7, fill_value=-2)],
+    INDEX, derivative=ZERO, ref=lambda x, **kw: np.stack(_nonzero_ref(x, **kw), axis=1))
+
 
 # ---------------------------------------------------------------------------------------
 # Statistics and other common functions (transfuse/numpy/_statistics.py, _ufuncs_more.py,

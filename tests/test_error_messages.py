@@ -299,7 +299,6 @@ UNSUPPORTED = {
     "numpy.interp": lambda x: np.interp(x, x[0], x[1]),  # <- numpy.interp
     "scipy.special.erf": lambda x: scipy.special.erf(x),  # <- scipy.special.erf
     "numpy.spacing": lambda x: np.spacing(x),  # <- numpy.spacing
-    "numpy.ndarray.nonzero": lambda x: x.nonzero(),  # <- numpy.ndarray.nonzero
     "numpy.sort": lambda x: np.sort(x),  # <- numpy.sort
     "numpy.add.reduceat": lambda x: np.add.reduceat(x, [0, 1]),  # <- numpy.add.reduceat
 }

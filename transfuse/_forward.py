@@ -214,7 +214,7 @@ class _JvpEntry:
 
 
 def _jvp_entry(func: Callable, primals: tuple, has_aux: bool) -> _JvpEntry:
-    staged = stage(func, primals)
+    staged = stage(func, primals, concrete=True)
     out_tree, aux_tree = _outputs(staged.out_tree, has_aux, "jvp")
     n_out = out_tree.num_leaves
     n_all = staged.out_tree.num_leaves
@@ -264,7 +264,7 @@ class _LinearizeEntry:
 
 
 def _linearize_entry(func: Callable, primals: tuple) -> _LinearizeEntry:
-    staged = stage(func, primals)
+    staged = stage(func, primals, concrete=True)
     out_tree, _ = _outputs(staged.out_tree, False, "linearize")
     n = len(staged.dyn_index)
     graph, _ = jvp_graph_with_zeros(staged.graph, [True] * n)
@@ -404,7 +404,7 @@ def _check_jacfwd_inputs(args: tuple, nums: tuple[int, ...], holomorphic: bool) 
 
 def _jacfwd_entry(func: Callable, args: tuple, kwargs: dict, nums: tuple[int, ...],
                   has_aux: bool, randomness: str, holomorphic: bool) -> _JacEntry:
-    staged = stage(func, args, kwargs)
+    staged = stage(func, args, kwargs, concrete=True)
     out_tree, aux_tree = _outputs(staged.out_tree, has_aux, "jacfwd")
     if holomorphic:
         for i, aval in enumerate(staged.graph.out_avals[:out_tree.num_leaves]):

@@ -60,11 +60,11 @@ def _functionalized_graph(func: Callable, remove: str, args: tuple, kwargs: dict
     dyn_index = [i for i, x in enumerate(leaves) if is_array_leaf(x)]
     key = (remove, signature(leaves, dyn_index, in_tree))
     def build() -> tuple[Graph, list]:
-        staged = stage(func, args, kwargs)
+        staged = stage(func, args, kwargs, concrete=True)
         return functionalize_graph(staged.graph, remove), staged.implicit
 
     if in_trace():
-        staged = stage(func, args, kwargs)
+        staged = stage(func, args, kwargs, concrete=True)
         graph = functionalize_graph(staged.graph, remove)
         return graph, staged.leaves, staged.dyn_index, staged.implicit
     graph, implicit = _CACHE.lookup(func, key, build)

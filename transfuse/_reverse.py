@@ -156,7 +156,7 @@ def _split_aux(out_tree: TreeDef, has_aux: bool, what: str) -> tuple[TreeDef, Tr
 
 def _compile(func: Callable, args: list, kwargs: dict, wrt: list[bool], has_aux: bool,
              what: str) -> _Compiled:
-    staged = stage(func, args, kwargs)
+    staged = stage(func, args, kwargs, concrete=True)
     graph = prepare(staged.graph)
     out_tree, aux_tree = _split_aux(staged.out_tree, has_aux, what)
     n_out = out_tree.num_leaves

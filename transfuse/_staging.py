@@ -56,9 +56,13 @@ def leaf_aval(x: Any) -> Aval:
 
 
 def stage(fn: Callable, args: Sequence[Any], kwargs: dict | None = None, *,
-          is_dynamic: Callable[[int, Any], bool] | None = None, name: str | None = None
-          ) -> Staged:
-    """Trace fn(*args, **kwargs) with its array leaves as graph inputs."""
+          is_dynamic: Callable[[int, Any], bool] | None = None, name: str | None = None,
+          concrete: bool = False) -> Staged:
+    """Trace fn(*args, **kwargs) with its array leaves as graph inputs.
+
+    concrete: the trace may ask for its values (np.nonzero, x[mask]: ir/concrete.py); a
+    graph that did is not cached (it holds what the data gave).
+    """
     leaves, in_tree = tree_flatten((tuple(args), dict(kwargs or {})))
     check = is_dynamic or (lambda i, x: is_array_leaf(x))
     dyn_index = [i for i, x in enumerate(leaves) if check(i, x)]
@@ -74,10 +78,13 @@ def stage(fn: Callable, args: Sequence[Any], kwargs: dict | None = None, *,
         return out_leaves
 
     in_avals = [leaf_aval(leaves[i]) for i in dyn_index]
-    graph, implicit = trace_to_graph(flat_fn, in_avals, name or _name_of(fn))
+    known = [leaves[i] for i in dyn_index] if concrete else None
+    graph, implicit = trace_to_graph(flat_fn, in_avals, name or _name_of(fn), known)
     graph.in_tree, graph.out_tree = in_tree, out_tree_box[0]
     for recording in _recordings():
         recording.extend(graph.const_origins)
+        if graph.data_dependent:
+            recording.append(DATA_DEPENDENT)
     return Staged(graph, in_tree, out_tree_box[0], leaves, dyn_index, implicit)
 
 
@@ -119,6 +126,8 @@ def static_key(x: Any) -> Any:
 
 
 _local = threading.local()
+# In a cache build's guards: the graph depends on the argument values, never reuse it.
+DATA_DEPENDENT = (None, None)
 
 
 def _recordings() -> list[list]:
@@ -191,6 +200,8 @@ class GraphCache:
             guards = stack.pop()
         if stack:  # an enclosing build captured these arrays too
             stack[-1].extend(guards)
+        if any(g is DATA_DEPENDENT for g in guards):
+            return value
         return self.put(fn, key, value, guards)
 
     def entries(self, fn: Any) -> list:

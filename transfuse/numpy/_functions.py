@@ -201,8 +201,10 @@ def _mean_dtype(dtype: np.dtype) -> np.dtype:
 @implements(np.std)
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, mean=None,
         correction=None):
-    return lax.sqrt(var(a, axis, dtype, out, ddof, keepdims, where=where, mean=mean,
-                        correction=correction))
+    # At zero variance the derivative is 0, torch's subgradient (JAX: NaN).
+    from ._subgradients import sqrt_zero_subgradient
+    return sqrt_zero_subgradient(var(a, axis, dtype, out, ddof, keepdims, where=where,
+                                     mean=mean, correction=correction))
 
 
 def _arg_extremum(reducer, name):
@@ -648,10 +650,10 @@ def triu(m, k=0):
 
 
 @implements(np.where)
-def where(condition, x=None, y=None):
-    if x is None and y is None:
-        raise unsupported("np.where(condition) with one argument (its output shape depends "
-                          "on the data)", "use the three-argument form")
+def where(condition, x=None, y=None, *, size=None, fill_value=None):
+    if x is None and y is None:  # nonzero(condition); size= as in JAX
+        from ._data_shapes import where_one_argument
+        return where_one_argument(condition, size=size, fill_value=fill_value)
     dt = result_type(x, y)
     return lax.select(to_bool(asarray(condition)), cast_operand(x, dt), cast_operand(y, dt))
 

@@ -13,7 +13,6 @@ import numpy as np
 
 from transfuse.ir import lax
 from transfuse.ir.errors import (
-    ConcretizationError,
     MutationError,
     TransfuseIndexError,
     UnsupportedError,
@@ -163,10 +162,9 @@ def _basic_plan(shape: tuple[int, ...], items: list):
 def getitem(x: Tracer, index: Any) -> Any:
     items = _expand(index, x.ndim)
     if any(isinstance(it, Tracer) and it.dtype == np.bool_ for it in items):
-        raise ConcretizationError(with_location(
-            "boolean-mask indexing with a traced mask gives an array whose shape depends on "
-            "the data, which transfuse cannot trace; use tnp.where(mask, x, 0) (or a sum "
-            "with the mask) instead"))
+        from ._data_shapes import traced_mask_indices  # the mask's value: eager, grad
+        items = [traced_mask_indices(it) if isinstance(it, Tracer) and it.dtype == np.bool_
+                 else it for it in items]
     items = _concrete_masks_to_indices(items)
     if any(_is_advanced(it) for it in items):
         return _advanced_getitem(x, items)

@@ -20,6 +20,7 @@ from transfuse.ir.primitives import real_dtype
 from transfuse.ir.source import with_location
 
 from ._core import asarray, cast_operand, implements, result_type, unsupported
+from ._subgradients import root_zero_subgradient, sqrt_zero_subgradient
 
 EXPORTS: dict[str, Callable] = {}
 
@@ -203,7 +204,7 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's name)
     x = asarray(x)
     x = cast_operand(x, _float_dtype(x))
     if axis is None and ord is None:
-        out = np.sqrt(np.sum(_abs_squared(x), axis=None))
+        out = sqrt_zero_subgradient(np.sum(_abs_squared(x), axis=None))
         return lax.reshape(out, (1,) * x.ndim) if keepdims else out
     if axis is None:
         axis = tuple(range(x.ndim))
@@ -218,7 +219,7 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's name)
 def _vector_norm(x: Any, ord: Any, axis: int, keepdims: bool) -> Any:  # noqa: A002
     mag = np.abs(x)
     if ord is None or ord == 2:
-        return np.sqrt(np.sum(_abs_squared(x), axis=axis, keepdims=keepdims))
+        return sqrt_zero_subgradient(np.sum(_abs_squared(x), axis=axis, keepdims=keepdims))
     if ord == np.inf:
         return np.max(mag, axis=axis, keepdims=keepdims)
     if ord == -np.inf:
@@ -230,7 +231,7 @@ def _vector_norm(x: Any, ord: Any, axis: int, keepdims: bool) -> Any:  # noqa: A
     if isinstance(ord, str):
         raise ValueError(f"Invalid norm order '{ord}' for vectors")
     p = float(ord)
-    return np.sum(mag ** p, axis=axis, keepdims=keepdims) ** (1.0 / p)
+    return root_zero_subgradient(np.sum(mag ** p, axis=axis, keepdims=keepdims), p)
 
 
 def _matrix_norm(x: Any, ord: Any, axes: tuple, keepdims: bool) -> Any:  # noqa: A002
@@ -239,7 +240,7 @@ def _matrix_norm(x: Any, ord: Any, axes: tuple, keepdims: bool) -> Any:  # noqa:
         raise ValueError("Duplicate axes given.")
     mag = np.abs(x)
     if ord is None or ord == "fro":
-        out = np.sqrt(np.sum(_abs_squared(x), axis=(row, col)))
+        out = sqrt_zero_subgradient(np.sum(_abs_squared(x), axis=(row, col)))
     elif ord in (1, -1):
         sums = np.sum(mag, axis=row)
         out = (np.max if ord == 1 else np.min)(sums, axis=col - (col > row))
