@@ -589,6 +589,45 @@ def _einsum(*operands, spec):
 add("np.einsum", _einsum,
     lambda m: [s(*(m.normal(x) for x in shapes), spec=spec) for spec, shapes in EINSUMS],
     CONTRACT, exact=False, jax=lambda jax, *ops, spec: jax.numpy.einsum(spec, *ops))
+# The other forms (tests/test_einsum.py has more): diagonals and traces, ellipses and size-1
+# labels broadcasting, the interleaved sublist form, and contraction orders by `optimize=`.
+EINSUM_DIAGONALS = [("ii->i", [(3, 3)]), ("iij->j", [(3, 3, 2)]), ("ii,ij->j", [(3, 3), (3, 4)])]
+EINSUM_BROADCASTS = [("...ij,...jk->...ik", [(2, 1, 3, 4), (5, 4, 2)]), ("i...->...", [(3, 2)]),
+                     ("ij,j->i", [(2, 1), (3,)])]
+
+
+def _einsums(cases) -> Callable[[Draws], list[Sample]]:
+    return lambda m: [s(*(m.normal(x) for x in shapes), spec=spec) for spec, shapes in cases]
+
+
+def _einsum_sublists(*operands, sublists, output=None):
+    args = [x for op, sub in zip(operands, sublists) for x in (op, list(sub))]
+    return np.einsum(*args, *(() if output is None else (list(output),)))
+
+
+def _einsum_optimized(*operands, spec, optimize):
+    return np.einsum(spec, *operands, optimize=optimize)
+
+
+add("np.einsum (diagonals)", _einsum, _einsums(EINSUM_DIAGONALS), CONTRACT, exact=False,
+    jax=lambda jax, *ops, spec: jax.numpy.einsum(spec, *ops))
+add("np.einsum (ellipses, broadcasting)", _einsum, _einsums(EINSUM_BROADCASTS), CONTRACT,
+    exact=False, jax=lambda jax, *ops, spec: jax.numpy.einsum(spec, *ops))
+add("np.einsum (sublists)", _einsum_sublists,
+    lambda m: [s(m.normal((2, 3)), m.normal((3, 4)), sublists=((0, 1), (1, 2)), output=(0, 2)),
+               s(m.normal((2, 1, 3)), m.normal((4, 3, 2)), sublists=((..., 0), (..., 0, 1)),
+                 output=(..., 1))],
+    CONTRACT, exact=False, jax=lambda jax, *ops, sublists, output=None: jax.numpy.einsum(
+        *[x for op, sub in zip(ops, sublists) for x in (op, list(sub))],
+        *(() if output is None else (list(output),))))
+add("np.einsum (optimize)", _einsum_optimized,
+    lambda m: [s(m.normal((4, 2)), m.normal((2, 4)), m.normal((4, 3)), spec="ij,jk,kl->il",
+                 optimize=True),
+               s(m.normal((2, 3)), m.normal((3, 4)), m.normal((4, 2)), spec="ij,jk,kl->li",
+                 optimize=("einsum_path", (1, 2), (0, 1)))],
+    CONTRACT, exact=False,
+    jax=lambda jax, *ops, spec, optimize: jax.numpy.einsum(spec, *ops))
+
 
 DOT_CASES = [  # lhs shape, rhs shape, ((lhs contracting, rhs contracting), (batch, batch))
     ((3, 4), (4, 5), (((1,), (0,)), ((), ()))),

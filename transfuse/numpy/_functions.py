@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -914,93 +913,6 @@ def kron(a, b):
     perm = [p for i in range(nd) for p in (i, nd + i)]
     return lax.reshape(lax.transpose(prod_, perm), tuple(x * y for x, y in zip(a.shape,
                                                                                b.shape)))
-
-
-@implements(np.einsum)
-def einsum(subscripts, *operands, out=None, optimize=False, **kwargs):
-    _no_out(out, "einsum")
-    if not isinstance(subscripts, str):
-        raise unsupported("np.einsum in the interleaved (operand, sublist) form")
-    operands = _promote_all(operands)
-    inputs, output = _parse_einsum(subscripts, [ndim_of(o) for o in operands])
-    if len(operands) == 1 and sorted(inputs[0]) == sorted(output):
-        # Nothing summed: NumPy returns a (writable) view, so writes reach the operand.
-        return transpose(operands[0], [inputs[0].index(c) for c in output])
-    terms = list(zip(inputs, operands))
-    terms = [_einsum_single(spec, x, _letters_needed(terms, i, output))
-             for i, (spec, x) in enumerate(terms)]
-    while len(terms) > 1:
-        (sa, a), (sb, b) = terms[0], terms[1]
-        keep = set(output) | {c for s, _ in terms[2:] for c in s}
-        terms = [_einsum_pair(sa, a, sb, b, keep)] + terms[2:]
-    spec, x = terms[0]
-    x = _einsum_single(spec, x, set(output))[1]
-    spec = "".join(c for c in spec if c in output)
-    return lax.transpose(x, [spec.index(c) for c in output]) if spec != output else \
-        (x if len(operands) > 1 or x is not operands[0] else lax.copy(x))
-
-
-def _letters_needed(terms, i, output) -> set[str]:
-    needed = set(output)
-    for j, (s, _) in enumerate(terms):
-        if j != i:
-            needed |= set(s)
-    return needed
-
-
-def _parse_einsum(subscripts: str, ndims: list[int]) -> tuple[list[str], str]:
-    subscripts = subscripts.replace(" ", "")
-    lhs, _, rhs = subscripts.partition("->")
-    specs = lhs.split(",")
-    if len(specs) != len(ndims):
-        raise TransfuseValueError(with_location(
-            "einsum: number of subscripts does not match operands"))
-    used = set(subscripts)
-    free = [c for c in string.ascii_uppercase + string.ascii_lowercase if c not in used]
-    ell_len = builtins.max([nd - (len(s) - 3) for s, nd in zip(specs, ndims) if "..." in s],
-                           default=0)
-    ell = "".join(free[:ell_len])
-    out_specs = []
-    for s, nd in zip(specs, ndims):
-        if "..." in s:
-            k = nd - (len(s) - 3)
-            s = s.replace("...", ell[ell_len - k:] if k else "")
-        if len(s) != nd:
-            raise TransfuseValueError(with_location(
-                f"einsum: subscript {s!r} does not match an operand of rank {nd}"))
-        if len(set(s)) != len(s):
-            raise unsupported("einsum with a repeated index in one operand (a diagonal)")
-        out_specs.append(s)
-    if _:
-        output = rhs.replace("...", ell)
-    else:
-        counts = {c: "".join(out_specs).count(c) for c in "".join(out_specs)}
-        output = ell + "".join(sorted(c for c, k in counts.items() if k == 1 and c not in ell))
-    return out_specs, output
-
-
-def _einsum_single(spec: str, x: Any, needed: set[str]) -> tuple[str, Any]:
-    axes = [i for i, c in enumerate(spec) if c not in needed]
-    if axes:
-        x = lax.reduce_sum(x, axes)
-        spec = "".join(c for c in spec if c in needed)
-    return spec, x
-
-
-def _einsum_pair(sa: str, a: Any, sb: str, b: Any, keep: set[str]) -> tuple[str, Any]:
-    batch = [c for c in sa if c in sb and c in keep]
-    contract = [c for c in sa if c in sb and c not in keep]
-    dn = (([sa.index(c) for c in contract], [sb.index(c) for c in contract]),
-          ([sa.index(c) for c in batch], [sb.index(c) for c in batch]))
-    for c in contract + batch:
-        if shape_of(a)[sa.index(c)] != shape_of(b)[sb.index(c)]:
-            raise ShapeError(with_location(
-                f"einsum: size of label {c!r} differs between operands "
-                f"({shape_of(a)[sa.index(c)]} vs {shape_of(b)[sb.index(c)]})"))
-    out = lax.dot_general(a, b, dn)
-    spec = "".join(batch) + "".join(c for c in sa if c not in sb) + "".join(
-        c for c in sb if c not in sa)
-    return spec, out
 
 
 # ---------------------------------------------------------------------------------------
