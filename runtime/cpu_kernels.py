@@ -332,7 +332,7 @@ def comp_total(total, comp):
 @njit(cache=True, inline="always")
 def _lane_sum(buf, start, stop):
     """The sum of buf[start:stop] (at most SUM_BLOCK elements) with eight lanes."""
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = buf[0] - buf[0]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = as_type_of(0, buf[0])  # not buf[0] - buf[0]: nan at inf
     i = start
     while i + 8 <= stop:
         a0 += buf[i]
@@ -361,7 +361,7 @@ def block_sum(buf):
     and the tail are combined at the end, and the result has buf's dtype. Up to
     SUM_BLOCK elements this is the plain eight-lane sum."""
     n = buf.shape[0]
-    zero = buf[0] - buf[0]
+    zero = as_type_of(0, buf[0])
     if n <= SUM_BLOCK:
         return _lane_sum(buf, 0, n)
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
@@ -400,7 +400,7 @@ def block_dot(x, y):
     """The sum of x * y (1-D, not empty, any strides) with block_sum's accuracy; the
     products are rounded to the inputs' dtype first, as in NumPy's loops."""
     n = x.shape[0]
-    zero = x[0] * y[0] - x[0] * y[0]
+    zero = as_type_of(0, x[0] * y[0])
     total = comp = 0.0
     for start in range(0, n, SUM_BLOCK):
         stop = min(start + SUM_BLOCK, n)

@@ -268,10 +268,13 @@ def _composite_ufuncs() -> dict[np.ufunc, Callable]:
     def logaddexp(x, y):
         in_dts, out_dt = resolve_loop(np.logaddexp, (x, y))
         x, y = (cast_operand(a, in_dts[0]) for a in (x, y))
+        # NumPy's algorithm: max + log1p(exp(-|x - y|)), so a dominant term keeps the
+        # other's digits (logaddexp(0, -50) is 2e-22, not 0); equal infinities are themselves
         m = lax.max(x, y)
-        safe_m = lax.select(lax.isfinite(m), m, lax.zeros_like(m))
-        return lax.add(lax.log(lax.add(lax.exp(lax.sub(x, safe_m)),
-                                       lax.exp(lax.sub(y, safe_m)))), safe_m)
+        same_inf = lax.bitwise_and(lax.eq(x, y), lax.isinf(x))
+        gap = lax.abs(lax.sub(x, lax.select(same_inf, x, y)))  # 0, not nan, at equal infinities
+        out = lax.add(m, lax.log1p(lax.exp(lax.neg(gap))))
+        return lax.select(same_inf, x, out)
 
     def cbrt(x):
         in_dts, _ = resolve_loop(np.cbrt, (x,))

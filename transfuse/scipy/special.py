@@ -44,6 +44,15 @@ def _operands(ufunc: np.ufunc, *args: Any) -> list[Any]:
     return [cast_operand(asarray(a), dt) for a, dt in zip(args, in_dtypes)]
 
 
+def _in_float64(fn: Callable[[Any], Any], x: Any) -> Any:
+    """fn(x) computed in float64 and rounded back to x's dtype, as SciPy's float32 loops
+    do: where a float32 intermediate (x / sqrt(2), y / 2 of a subnormal) would cost
+    digits."""
+    if lax.dtype(x) == np.float64:
+        return fn(x)
+    return lax.convert(fn(lax.convert(x, np.float64)), lax.dtype(x))
+
+
 def _traced(scipy_name: str) -> Callable[[Callable], Callable]:
     """Register `impl` as the traced scipy.special.<scipy_name>; the exported function is
     SciPy's own when no argument is traced."""
@@ -135,9 +144,13 @@ def expit(x):
 
 @_traced("erfcinv")
 def erfcinv(y):
-    """The inverse of erfc on (0, 2): -ndtri(y / 2) / sqrt(2) (both steps exact but one
-    rounding)."""
+    """The inverse of erfc on (0, 2): -ndtri(y / 2) / sqrt(2), in float64 (one rounding
+    more than ndtri)."""
     (y,) = _operands(_sp.erfcinv, y)
+    return _in_float64(_erfcinv, y)
+
+
+def _erfcinv(y: Any) -> Any:
     return lax.mul(lax.ndtri(lax.mul(y, 0.5)), -_SQRT1_2)
 
 
@@ -146,6 +159,10 @@ def ndtr(x):
     """The standard normal CDF, as Cephes: 1/2 + erf(z)/2 near 0, erfc(|z|)/2 in the
     tails (z = x / sqrt(2))."""
     (x,) = _operands(_sp.ndtr, x)
+    return _in_float64(_ndtr, x)
+
+
+def _ndtr(x: Any) -> Any:
     z = lax.mul(x, _SQRT1_2)
     size = lax.abs(z)
     centre = lax.add(lax.mul(lax.erf(z), 0.5), 0.5)
@@ -157,8 +174,12 @@ def ndtr(x):
 @_traced("logit")
 def logit(p):
     """log(p / (1 - p)); log1p(2 (p - 1/2) / (1 - p)) on (0.3, 0.65), as SciPy, where the
-    quotient is near 1."""
+    quotient is near 1 (float32 computed in float64)."""
     (p,) = _operands(_sp.logit, p)
+    return _in_float64(_logit, p)
+
+
+def _logit(p: Any) -> Any:
     near_half = lax.bitwise_and(lax.gt(p, 0.3), lax.lt(p, 0.65))
     one_minus = lax.sub(1.0, p)
     centre = lax.log1p(lax.div(lax.mul(lax.sub(p, 0.5), 2.0), one_minus))
