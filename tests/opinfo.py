@@ -1668,6 +1668,117 @@ add("np.sinc", np.sinc, lambda m: unary()(m) + [s(m._finish([0.0, 0.5, -1.25]))]
 
 
 # ---------------------------------------------------------------------------------------
+# Sorting and selection (the `sort` primitive, ir/sort.py; transfuse/numpy/sorting.py):
+# tie-free floats where a derivative is checked; argsort's ties under kind="stable" (NumPy's
+# default kind is not stable); partition is a full stable sort (its reference: np.sort).
+# The rest (NaN placement, every quantile method, errors): tests/test_sorting.py
+
+SORTING = "sorting"
+
+
+def _sorting(**options: Any) -> dict:
+    options.setdefault("cuda", NO_KERNEL)
+    return options
+
+
+def _sort_samples(m: Draws) -> list[Sample]:
+    return [s(m.distinct((3, 5))), s(m.distinct((4, 3)), axis=0, kind="stable"),
+            s(m.distinct((2, 3)), axis=None), s(m.distinct((2, 3, 4)), axis=-2),
+            s(m.distinct((0, 3)))]
+
+
+def _argsort_samples(m: Draws) -> list[Sample]:
+    return [s(m.normal((3, 7)), kind="stable"), s(m.normal((4, 3)), axis=0, stable=True),
+            s(m.normal((2, 3)), axis=None, kind="mergesort"), s(m.normal((0, 3)), kind="stable")]
+
+
+def _quantile_samples(scale: float) -> Callable[[Draws], list[Sample]]:
+    return lambda m: [
+        s(m.distinct((3, 6)), q=0.3 * scale, axis=1),
+        s(m.distinct((4, 5)), np.array([0.05, 0.25, 0.5, 0.95]) * scale, axis=0,
+          method="hazen"),
+        s(m.distinct((2, 3, 4)), q=0.7 * scale, axis=(0, 2), keepdims=True, method="lower"),
+        s(m.distinct((7,)), np.array([0.1, 0.9]) * scale, method="median_unbiased"),
+        s(m.distinct((5, 2)), q=0.5 * scale, method="inverted_cdf")]
+
+
+def _nan_quantile_samples(scale: float) -> Callable[[Draws], list[Sample]]:
+    def samples(m: Draws) -> list[Sample]:
+        holed = m.distinct((3, 6))
+        if m.dtype.kind == "f":
+            holed[0, [1, 4]] = np.nan
+            holed[2, :] = np.nan
+        return [s(m.distinct((3, 6)), q=0.3 * scale, axis=1),
+                s(holed, np.array([0.2, 0.5]) * scale, axis=1, smooth=False),
+                s(holed, q=0.6 * scale, axis=1, method="nearest", smooth=False)]
+    return samples
+
+
+def _median_samples(m: Draws) -> list[Sample]:
+    return [s(m.distinct((3, 6)), axis=1), s(m.distinct((5, 3)), axis=0, keepdims=True),
+            s(m.distinct((2, 3, 4)), axis=(0, 2)), s(m.distinct((7,)))]
+
+
+def _nanmedian_samples(m: Draws) -> list[Sample]:
+    holed = m.distinct((4, 5))
+    if m.dtype.kind == "f":
+        holed[1, [0, 3]] = np.nan
+        holed[3, :] = np.nan
+    return [s(m.distinct((3, 6)), axis=1), s(holed, axis=1, smooth=False), s(m.distinct((5,)))]
+
+
+def _searchsorted_samples(m: Draws) -> list[Sample]:
+    table = np.sort(m.normal((9,)))
+    return [s(table, m.normal((3, 4))), s(table, table[[0, 4, 8]], side="right"),
+            s(table, m.normal(()), side="left")]
+
+
+add("np.sort", np.sort, _sort_samples, SORTING, **_sorting(dtypes=ALL))
+add("np.argsort", np.argsort, _argsort_samples, SORTING,
+    **_sorting(dtypes=ALL, derivative=ZERO, note="stable whatever the kind"))
+def _kth_values(partition):
+    """The entries at the kth positions: the same for every valid partition (NumPy's too)."""
+    return lambda a, kth, axis=-1: np.take(partition(a, kth, axis=axis), kth, axis=axis)
+
+
+def _kth_of_argpartition(a, kth, axis=-1):
+    order = np.argpartition(a, kth, axis=axis)
+    flat = np.reshape(a, -1) if axis is None else a
+    return np.take(np.take_along_axis(flat, order, axis=-1 if axis is None else axis), kth,
+                   axis=axis)
+
+
+def _partition_samples(m: Draws) -> list[Sample]:
+    return [s(m.distinct((3, 5)), kth=2), s(m.distinct((4, 3)), kth=[0, 2], axis=0),
+            s(m.distinct((2, 3)), kth=-1, axis=None)]
+
+
+add("np.partition", _kth_values(np.partition), _partition_samples, SORTING,
+    **_sorting(dtypes=NUMERIC, jax=lambda jax, a, kth, axis=-1: jax.numpy.take(
+        jax.numpy.sort(a, axis=axis), np.asarray(kth), axis=axis),
+        note="a full stable sort (a valid partition); tested at the kth positions"))
+add("np.argpartition", _kth_of_argpartition, _partition_samples, SORTING,
+    **_sorting(dtypes=NUMERIC, jax=lambda jax, a, kth, axis=-1: jax.numpy.take(
+        jax.numpy.sort(a, axis=axis), np.asarray(kth), axis=axis),
+        note="the stable argsort (a valid argpartition); tested at the kth positions"))
+add("np.lexsort", np.lexsort, lambda m: [
+    s(m.normal((3, 8))), s(m.normal((2, 3, 4)), axis=0), s(m.normal((1, 5)))], SORTING,
+    **_sorting(dtypes=ALL, derivative=ZERO))
+add("np.searchsorted", np.searchsorted, _searchsorted_samples, SORTING,
+    dtypes=NUMERIC, derivative=ZERO, note="a count: O(len(a) len(v)) work")
+add("np.quantile", np.quantile, _quantile_samples(1.0), SORTING,
+    **_sorting(dtypes=NUMERIC, note="every method; q concrete"))
+add("np.percentile", np.percentile, _quantile_samples(100.0), SORTING,
+    **_sorting(dtypes=NUMERIC, note="every method; q concrete"))
+add("np.nanquantile", np.nanquantile, _nan_quantile_samples(1.0), SORTING,
+    **_sorting(dtypes=NUMERIC, note="every method; q concrete"))
+add("np.nanpercentile", np.nanpercentile, _nan_quantile_samples(100.0), SORTING,
+    **_sorting(dtypes=NUMERIC, note="every method; q concrete"))
+add("np.median", np.median, _median_samples, SORTING, **_sorting(dtypes=NUMERIC))
+add("np.nanmedian", np.nanmedian, _nanmedian_samples, SORTING, **_sorting(dtypes=NUMERIC))
+
+
+# ---------------------------------------------------------------------------------------
 # Views of the catalogue
 
 

@@ -568,9 +568,10 @@ def test_functionalize_matches_the_reference(name, dtype):
 
 FULL_DTYPE = "float64"
 VARIANTS = 2  # samples of an entry compiled in FULL_DTYPE, at most
-# Data movement: the same code in every dtype; LAPACK: several seconds a call to compile.
-# tests/test_coverage.py compiles their primitives in each dtype.
-FULL_DTYPE_ONLY = {"shapes", "indexing", "linalg", "linalg-per-thread"}
+# Data movement: the same code in every dtype; LAPACK: several seconds a call to compile;
+# sorting: a merge sort inlined into each kernel. tests/test_coverage.py compiles their
+# primitives in each dtype.
+FULL_DTYPE_ONLY = {"shapes", "indexing", "linalg", "linalg-per-thread", "sorting"}
 FIRST_ONLY = {"linalg", "linalg-per-thread"}
 CHUNK = 6  # entries a compiled program: Numba's compile time grows faster than its size
 

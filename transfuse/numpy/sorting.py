@@ -6,8 +6,9 @@ axis (or the merged reduced axes) moved last, stable whatever `kind` says, float
 A partition is a full stable sort (a valid partition). Quantiles gather the sorted values
 at indices computed as NumPy 2's methods compute them (numpy/lib/_function_base_impl.py),
 then interpolate with NumPy's two-sided lerp, so results agree to the bit; their gradients
-flow through the gathered values and the sort's permutation, as JAX's do. `q` must be
-concrete. Conventions: docs/numpy.md, "Sorting and selection".
+flow through the gathered values and the sort's permutation, as JAX's do. A traced `q`
+is differentiable (as in JAX); a concrete one is checked to lie in [0, 1]. Conventions:
+docs/numpy.md, "Sorting and selection".
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def searchsorted(a, v, side="left", sorter=None):
         raise TransfuseValueError(with_location("object too deep for desired array"))
     if side not in ("left", "right"):
         raise TransfuseValueError(with_location(
-            f"side must be 'left' or 'right' (got {side!r})"))
+            f"search side must be 'left' or 'right' (got {side!r})"))
     if sorter is not None:
         a = lax.gather(a, asarray(sorter, np.int64), 0)
     v = asarray(v)
@@ -266,12 +267,18 @@ def _take(sorted_x: Any, index: Any, count: Any) -> Any:
     return lax.take_along_last(sorted_x, index)
 
 
-def _lerp(a: Any, b: Any, t: Any) -> Any:
-    """NumPy's _lerp: a + (b - a) t, or b - (b - a)(1 - t) where t >= 0.5 (exact ends)."""
+def _lerp(a: Any, b: Any, t: Any, weak_dtype: Any = None) -> Any:
+    """NumPy's _lerp: a + (b - a) t, or b - (b - a)(1 - t) where t >= 0.5 (exact ends).
+    With weak_dtype (a Python-scalar q), t and 1 - t are formed in t's precision and then
+    rounded to it, as NumPy's float(gamma) meets a float32 array."""
     diff = np.subtract(b, a)
+    upper = np.greater_equal(t, 0.5)
+    rest = np.subtract(1, t)
+    if weak_dtype is not None:
+        t, rest = t.astype(weak_dtype), rest.astype(weak_dtype)
     low = np.add(a, np.multiply(diff, t))
-    high = np.subtract(b, np.multiply(diff, np.subtract(1, t)))
-    return np.where(np.greater_equal(t, 0.5), high, low).astype(lax.dtype(low))
+    high = np.subtract(b, np.multiply(diff, rest))
+    return np.where(upper, high, low).astype(lax.dtype(low))
 
 
 def _quantiles_of_sorted(sorted_x: Any, count: Any, q: np.ndarray, method: str,
@@ -286,17 +293,22 @@ def _quantiles_of_sorted(sorted_x: Any, count: Any, q: np.ndarray, method: str,
     gamma = np.asarray(fix_gamma(np.subtract(virtual, previous), virtual)) if not isinstance(
         virtual, Tracer) else fix_gamma(np.subtract(virtual, previous), virtual)
     gamma = gamma.astype(lax.dtype(virtual) if isinstance(virtual, Tracer) else virtual.dtype)
-    if weak:  # a Python-scalar q promotes weakly, as NumPy's float(gamma)
-        gamma = gamma.astype(np.result_type(lax.dtype(sorted_x), 0.0))
-    return _lerp(_take(sorted_x, previous, count), _take(sorted_x, following, count), gamma)
+    # A Python-scalar q promotes weakly, as NumPy's float(gamma) does.
+    weak_dtype = np.result_type(lax.dtype(sorted_x), 0.0) if weak else None
+    return _lerp(_take(sorted_x, previous, count), _take(sorted_x, following, count), gamma,
+                 weak_dtype)
 
 
-def _check_q(q: Any, what: str, scale: float) -> tuple[np.ndarray, bool]:
-    if isinstance(q, Tracer):
-        raise unsupported(f"a traced q in np.{what}", "pass the quantiles as constants")
+def _check_q(q: Any, what: str, scale: float) -> tuple[Any, bool]:
+    """q / scale, and whether it promotes weakly (a Python scalar); a concrete q is checked
+    to lie in [0, 1], a traced one (differentiable, as in JAX) cannot be."""
     weak = type(q) in (int, float)
-    q = np.true_divide(q, scale) if scale != 1 else np.asarray(q)
-    q = np.asarray(q)
+    if isinstance(q, Tracer):
+        q = np.true_divide(q, scale) if scale != 1 else q
+        if len(shape_of(q)) > 2:
+            raise TransfuseValueError(with_location("q must be a scalar or 1d"))
+        return q, False
+    q = np.asarray(np.true_divide(q, scale) if scale != 1 else q)
     if q.size and not (q.min() >= 0 and q.max() <= 1):
         bound = "Percentiles must be in the range [0, 100]" if scale != 1 else \
             "Quantiles must be in the range [0, 1]"
@@ -352,14 +364,14 @@ def _quantile(a, q, axis, method, keepdims, *, what: str, scale: float, skip_nan
         count = n - np.sum(np.isnan(moved), axis=-1, keepdims=True, dtype=np.int64)
     else:
         count = n
-    flat_q = q.reshape(-1)
+    flat_q = lax.reshape(q, (int(np.prod(shape_of(q), dtype=np.int64)),))
     result = _quantiles_of_sorted(sorted_x, count, flat_q, method, weak)
     if inexact:
         # NumPy: NaN for a slice holding a NaN (skip_nan: a slice of NaNs only)
         empty = np.equal(count, 0) if skip_nan else np.isnan(
             lax.slice_axis(sorted_x, len(shape_of(sorted_x)) - 1, n - 1, 1))
         result = np.where(empty, np.nan, result).astype(lax.dtype(result))
-    return _finish(result, q.shape, shape_of(a), axes, keepdims)
+    return _finish(result, shape_of(q), shape_of(a), axes, keepdims)
 
 
 @implements(np.quantile)
