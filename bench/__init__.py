@@ -21,6 +21,7 @@ SUITES = {
     "ntk": "suite_ntk",
     "linalg": "suite_linalg",
     "fft": "suite_fft",
+    "sorting": "suite_sorting",
     "dispatch": "suite_dispatch",
     "compile": "suite_compile",
 }

@@ -964,7 +964,10 @@ add("np.take", np.take, lambda m: [
     s(m.normal((4, 2)), np.array([-1, 0, -1]), axis=0), s(m.normal((4, 2)), np.array(2), axis=0)],
     INDEX, dtypes=ALL, jax=lambda jax, x, i, **kw: jax.numpy.take(x, i, **kw))
 add("np.take_along_axis", np.take_along_axis,
-    lambda m: [s(m.normal(X234), m.rng.permutation(24).reshape(X234) % 4, axis=2)], INDEX)
+    lambda m: [s(m.normal(X234), m.rng.permutation(24).reshape(X234) % 4, axis=2),
+               s(m.normal(X234), m.indices((2, 1, 4), 3), axis=-2),
+               s(m.normal(X234), m.indices((5,), 24), axis=None),
+               s(m.normal((4, 3)), np.argsort(m.normal((4, 3)), axis=0), axis=0)], INDEX)
 add("lax.dynamic_slice", lambda x, *starts, sizes: lax.dynamic_slice(x, starts, sizes),
     lambda m: [s(m.normal((5, 6)), np.int64(1), np.int64(4), sizes=(3, 3)),
                s(m.normal((5, 6)), np.int64(-2), np.int32(7), sizes=(2, 3)),

@@ -941,8 +941,10 @@ def take(a, indices, axis=None, out=None, mode=None):
 
 
 @implements(np.take_along_axis)
-def take_along_axis(arr, indices, axis):
+def take_along_axis(arr, indices, axis=-1):
     arr = asarray(arr)
+    if axis is None:  # NumPy: 1-d indices into the flattened array
+        arr, axis = ravel(arr), 0
     ax = normalize_axis(axis, arr.ndim)
     from ._indexing import _index_array
     idx = _index_array(indices, arr.shape[ax], ax)
