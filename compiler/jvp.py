@@ -142,6 +142,7 @@ _UNARY_DERIVATIVES: dict[str, Callable[[Any, Any], Any]] = {
     # scipy.special's (compiler/special_slopes.py)
     "erfc": special_slopes.erfc_slope,
     "erf_inv": special_slopes.erf_inv_slope,
+    "ndtr": special_slopes.ndtr_slope,
     "ndtri": special_slopes.ndtri_slope,
     "log_ndtr": special_slopes.log_ndtr_slope,
     "lgamma": special_slopes.lgamma_slope,

@@ -171,6 +171,7 @@ def _special(helper: str) -> Callable[[PointCtx], str]:
 
 _rule("erfc", point=_special("special_erfc"))
 _rule("erf_inv", point=_special("special_erfinv"))
+_rule("ndtr", point=_special("special_ndtr"))
 _rule("ndtri", point=_special("special_ndtri"))
 _rule("log_ndtr", point=_special("special_log_ndtr"))
 _rule("lgamma", point=_special("special_gammaln"))

@@ -140,9 +140,11 @@ _rule("ceil", point=_math("cu_ceil"))
 _rule("round", point=_math("cu_round"))
 _rule("reciprocal", point=lambda c: divide(c, c.lit(1), c.arg(0)))
 _rule("arctan2", point=_math("cu_arctan2"))
-# scipy.special: libdevice's erfc, erfinv, normcdfinv and lgamma (runtime/cuda_kernels.py)
+# scipy.special: libdevice's erfc, erfinv, normcdf, normcdfinv and lgamma
+# (runtime/cuda_kernels.py)
 _rule("erfc", point=_math("cu_erfc"))
 _rule("erf_inv", point=_math("cu_erfinv"))
+_rule("ndtr", point=_math("cu_ndtr"))
 _rule("ndtri", point=_math("cu_ndtri"))
 _rule("lgamma", point=_math("cu_lgamma"))
 

@@ -29,6 +29,11 @@ def erf_inv_slope(x: Any, out: Any) -> Any:
     return lax.mul(lax.exp(lax.square(out)), _SQRT_PI_OVER_TWO)
 
 
+def ndtr_slope(x: Any, out: Any) -> Any:
+    """d ndtr(x) = exp(-x**2 / 2) / sqrt(2 pi)."""
+    return lax.mul(lax.exp(lax.mul(lax.square(x), -0.5)), 1.0 / _SQRT_TWO_PI)
+
+
 def ndtri_slope(x: Any, out: Any) -> Any:
     """d ndtri(p) = sqrt(2 pi) exp(ndtri(p)**2 / 2)."""
     return lax.mul(lax.exp(lax.mul(lax.square(out), 0.5)), _SQRT_TWO_PI)

@@ -121,6 +121,7 @@ _UNARY_DERIVS: dict[str, Callable[[Any, Any, Any], Any]] = {
     # scipy.special's (compiler/special_slopes.py)
     "erfc": lambda ct, x, out: lax.mul(ct, special_slopes.erfc_slope(x, out)),
     "erf_inv": lambda ct, x, out: lax.mul(ct, special_slopes.erf_inv_slope(x, out)),
+    "ndtr": lambda ct, x, out: lax.mul(ct, special_slopes.ndtr_slope(x, out)),
     "ndtri": lambda ct, x, out: lax.mul(ct, special_slopes.ndtri_slope(x, out)),
     "log_ndtr": lambda ct, x, out: lax.mul(ct, special_slopes.log_ndtr_slope(x, out)),
     "lgamma": lambda ct, x, out: lax.mul(ct, special_slopes.lgamma_slope(x, out)),

@@ -70,7 +70,8 @@ logistic, erf, floor, ceil, round, reciprocal = (
     _unary(n) for n in ("logistic", "erf", "floor", "ceil", "round", "reciprocal"))
 isnan, isinf, isfinite = (_unary(n) for n in ("isnan", "isinf", "isfinite"))
 # scipy.special's primitives (transfuse/scipy/special.py); zeta(s, q) is Hurwitz's zeta.
-erfc, erf_inv, ndtri, log_ndtr = (_unary(n) for n in ("erfc", "erf_inv", "ndtri", "log_ndtr"))
+erfc, erf_inv, ndtr, ndtri, log_ndtr = (
+    _unary(n) for n in ("erfc", "erf_inv", "ndtr", "ndtri", "log_ndtr"))
 lgamma, digamma, bessel_i0e, bessel_i1e = (
     _unary(n) for n in ("lgamma", "digamma", "bessel_i0e", "bessel_i1e"))
 zeta = _binary("zeta")

@@ -186,7 +186,7 @@ def _scipy_special(name: str) -> Callable:
 # scipy.special's functions as primitives (transfuse/scipy/special.py; the rest of
 # scipy.special there are composites of these). zeta is Hurwitz's zeta(s, q).
 SPECIAL_UNARY = {
-    "erfc": "erfc", "erf_inv": "erfinv", "ndtri": "ndtri", "log_ndtr": "log_ndtr",
+    "erfc": "erfc", "erf_inv": "erfinv", "ndtr": "ndtr", "ndtri": "ndtri", "log_ndtr": "log_ndtr",
     "lgamma": "gammaln", "digamma": "psi", "bessel_i0e": "i0e", "bessel_i1e": "i1e",
 }
 

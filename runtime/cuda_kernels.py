@@ -99,7 +99,7 @@ if SIMULATOR:
     import scipy.special
 
     cu_erfc, cu_erfinv = scipy.special.erfc, scipy.special.erfinv
-    cu_ndtri, cu_lgamma = scipy.special.ndtri, scipy.special.gammaln
+    cu_ndtr, cu_ndtri, cu_lgamma = scipy.special.ndtr, scipy.special.ndtri, scipy.special.gammaln
 else:
     @device
     def cu_erfc(x):
@@ -110,6 +110,11 @@ else:
     def cu_erfinv(x):
         """scipy.special.erfinv (libdevice in float64)."""
         return libdevice.erfinv(x + 0.0)
+
+    @device
+    def cu_ndtr(x):
+        """scipy.special.ndtr (libdevice's normcdf, in float64)."""
+        return libdevice.normcdf(x + 0.0)
 
     @device
     def cu_ndtri(x):

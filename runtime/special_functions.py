@@ -21,7 +21,8 @@ from .helper_options import HELPER
 _DOUBLE_SIGNATURE = "double (double, int __pyx_skip_dispatch)"
 # our symbol -> cython_special's function (its float64 specialisation)
 CYTHON_FUNCTIONS = {
-    "transfuse_erfc": "erfc", "transfuse_erfinv": "erfinv", "transfuse_ndtri": "ndtri",
+    "transfuse_erfc": "erfc", "transfuse_erfinv": "erfinv", "transfuse_ndtr": "ndtr",
+    "transfuse_ndtri": "ndtri",
     "transfuse_log_ndtr": "log_ndtr", "transfuse_gammaln": "gammaln",
     "transfuse_psi": "psi", "transfuse_i0e": "i0e", "transfuse_i1e": "i1e",
 }
@@ -49,7 +50,7 @@ def _bind_symbols() -> None:
 
 _bind_symbols()
 _SIGNATURE = types.float64(types.float64, types.intc)  # (x, skip_dispatch)
-_ERFC, _ERFINV, _NDTRI, _LOG_NDTR, _GAMMALN, _PSI, _I0E, _I1E = (
+_ERFC, _ERFINV, _NDTR, _NDTRI, _LOG_NDTR, _GAMMALN, _PSI, _I0E, _I1E = (
     types.ExternalFunction(symbol, _SIGNATURE) for symbol in CYTHON_FUNCTIONS)
 
 
@@ -63,6 +64,12 @@ def special_erfc(x):
 def special_erfinv(x):
     """scipy.special.erfinv in float64."""
     return _ERFINV(np.float64(x), 0)
+
+
+@njit(**HELPER)
+def special_ndtr(x):
+    """scipy.special.ndtr in float64."""
+    return _NDTR(np.float64(x), 0)
 
 
 @njit(**HELPER)

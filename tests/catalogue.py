@@ -625,6 +625,7 @@ CATALOGUE: dict[str, Entry] = {
     # scipy.special's (ndtri maps the unit samples into (0.05, 0.95))
     "erfc": Entry(UNARY_FLOAT, elementwise("normal")),
     "erf_inv": Entry(UNARY_FLOAT, elementwise("unit")),
+    "ndtr": Entry(UNARY_FLOAT, elementwise("normal")),
     "ndtri": Entry(UNARY_FLOAT, elementwise("unit"),
                    program=lambda name, params: lambda p: bind(P[name], p * 0.5 + 0.5)),
     "lgamma": Entry(UNARY_FLOAT, elementwise("positive")),

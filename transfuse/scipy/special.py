@@ -1,9 +1,9 @@
 """transfuse.scipy.special: scipy.special's functions on traced values.
 
 Primitives (ir/primitives.py SPECIAL_UNARY, lowered on the CPU to SciPy's own scalar code,
-runtime/special_functions.py): erfc, erfinv, ndtri, log_ndtr, gammaln, psi (digamma), i0e,
-i1e, and Hurwitz's zeta behind polygamma. The rest are compositions written as SciPy writes
-them: erf and expit (lax.erf, lax.logistic), erfcinv (ndtri), ndtr (erf/erfc, as Cephes),
+runtime/special_functions.py): erfc, erfinv, ndtr, ndtri, log_ndtr, gammaln, psi
+(digamma), i0e, i1e, and Hurwitz's zeta behind polygamma. The rest are compositions
+written as SciPy writes them: erf and expit (lax.erf, lax.logistic), erfcinv (ndtri),
 logit, xlogy, xlog1py, softplus, polygamma, logsumexp, softmax, log_softmax.
 
 SciPy's ufuncs reach these through Tracer.__array_ufunc__ once this module is imported
@@ -156,19 +156,8 @@ def _erfcinv(y: Any) -> Any:
 
 @_traced("ndtr")
 def ndtr(x):
-    """The standard normal CDF, as Cephes: 1/2 + erf(z)/2 near 0, erfc(|z|)/2 in the
-    tails (z = x / sqrt(2))."""
-    (x,) = _operands(_sp.ndtr, x)
-    return _in_float64(_ndtr, x)
-
-
-def _ndtr(x: Any) -> Any:
-    z = lax.mul(x, _SQRT1_2)
-    size = lax.abs(z)
-    centre = lax.add(lax.mul(lax.erf(z), 0.5), 0.5)
-    tail = lax.mul(lax.erfc(size), 0.5)
-    tails = lax.select(lax.gt(z, 0.0), lax.sub(1.0, tail), tail)
-    return lax.select(lax.lt(size, _SQRT1_2), centre, tails)
+    """The standard normal CDF."""
+    return lax.ndtr(*_operands(_sp.ndtr, x))
 
 
 @_traced("logit")
