@@ -1550,6 +1550,20 @@ add("tnp.argwhere (size=)", lambda x, **kw: tnp.argwhere(x, **kw), lambda m: [
     INDEX, derivative=ZERO, ref=lambda x, **kw: np.stack(_nonzero_ref(x, **kw), axis=1))
 
 
+def _unique_ref(x, size, fill_value=None):
+    """jax.numpy.unique(x, size=, fill_value=) in NumPy: padded with the smallest value."""
+    found = np.unique(x)
+    pad = found[:1] if fill_value is None else np.asarray([fill_value], x.dtype)
+    return np.concatenate([found[:size], np.repeat(pad, max(size - found.size, 0))])
+
+
+add("tnp.unique (size=)", lambda x, **kw: tnp.unique(x, **kw), lambda m: [
+    s(m.distinct((3, 4)), size=5), s(m.distinct((6,)), size=9, fill_value=2.5),
+    s(np.repeat(m.distinct((4,)), 3), size=6, fill_value=-1.0, smooth=False)], INDEX,
+    ref=_unique_ref, jax=lambda jax, x, **kw: jax.numpy.unique(x, **kw), cuda=NO_KERNEL,
+    note="a stable sort; the values' derivative reaches each value's first occurrence")
+
+
 # ---------------------------------------------------------------------------------------
 # Statistics and other common functions (transfuse/numpy/_statistics.py, _ufuncs_more.py,
 # _numerical.py)

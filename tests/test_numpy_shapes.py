@@ -50,12 +50,8 @@ def test_sized_results_match_jax(jax64):
             tuple(expected[5]) + (expected[6],))):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
         assert np.asarray(g).dtype == np.int64
-    # eagerly, size= means the same; compiled, too (one program)
+    # eagerly, size= means the same (compiled: tests/opinfo.py's "tnp.nonzero (size=)")
     for g, e in zip(tnp.nonzero(x, size=25, fill_value=(-1, 7)), expected[1]):
-        np.testing.assert_array_equal(g, np.asarray(e))
-    compiled = tx.jit(lambda x: (tnp.nonzero(x, size=25, fill_value=(-1, 7)),
-                                 tnp.argwhere(x, size=12, fill_value=5)))(x)
-    for g, e in zip(tx.tree_leaves(compiled), list(expected[1]) + [expected[4]]):
         np.testing.assert_array_equal(g, np.asarray(e))
 
 
@@ -73,6 +69,35 @@ def test_vmap_of_sized_nonzero_matches_a_loop():
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g[lane], w)
     assert (got[0][2] == -1).all()
+
+
+def test_sized_unique_matches_jax(jax64):
+    jnp = jax64.numpy
+    rng = np.random.default_rng(23)
+    x = rng.integers(0, 5, (3, 4)).astype(np.float64)
+    x[0, 1] = x[2, 2] = np.nan
+    for kw in [dict(size=3), dict(size=8, fill_value=-1.0),
+               dict(size=6, return_index=True, return_inverse=True, return_counts=True),
+               dict(size=2, return_index=True, return_counts=True),
+               dict(size=7, equal_nan=False, return_counts=True)]:
+        got = tx.functionalize(lambda v, kw=kw: tnp.unique(v, **kw))(x)
+        for g, e in zip(tx.tree_leaves(got), tx.tree_leaves(tuple(
+                jnp.unique(x, **kw)) if len(kw) > 2 or "return_counts" in kw else
+                jnp.unique(x, **kw))):
+            np.testing.assert_array_equal(g, np.asarray(e))
+            assert g.shape == np.asarray(e).shape
+    lanes = tx.vmap(lambda r: tnp.unique(r, size=3, fill_value=-1.0))(x)
+    np.testing.assert_array_equal(lanes, np.stack([jnp.unique(r, size=3, fill_value=-1.0)
+                                                   for r in x]))
+    y = rng.standard_normal(6)
+    y[3] = y[1]  # a repeated value: the gradient goes to its first occurrence, as JAX's
+    got = tx.grad(lambda v: np.sum(tnp.unique(v, size=4) ** 2))(y)
+    want = jax64.grad(lambda v: jnp.sum(jnp.unique(v, size=4) ** 2))(y)
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-14)
+    empty = tx.functionalize(lambda v: tnp.unique(v[:0], size=2, fill_value=1.5))(y)
+    np.testing.assert_array_equal(empty, [1.5, 1.5])
+    with pytest.raises(tx.TransfuseValueError, match="fill_value must be given"):
+        tx.functionalize(lambda v: tnp.unique(v[:0], size=2))(y)
 
 
 def test_size_must_be_a_python_int():
@@ -283,11 +308,12 @@ def test_std_and_norm_have_zero_gradient_at_zero_like_torch(dtype):
         np.testing.assert_allclose(tx.jacfwd(f)(x), want, atol=1e-6)
     if dtype == np.float64:
         return
-    # compiled: one program of every case's gradient; values stay NumPy's, NaN included
+    # compiled: one program of three cases' gradients; values stay NumPy's, NaN included
     nan = np.array([0.0, np.nan, 2.0], dtype)
-    compiled = tx.jit(lambda *xs: [tx.grad(f)(x) for (f, _, _), x in zip(cases, xs)] + [
-        np.std(xs[-1]), np.std(xs[0]), np.std(xs[1], axis=1)])(*[c[2] for c in cases], nan)
-    for g, (f, _, x) in zip(compiled, cases):
+    some = [cases[1], cases[3], cases[5]]
+    compiled = tx.jit(lambda *xs: [tx.grad(f)(x) for (f, _, _), x in zip(some, xs)] + [
+        np.std(xs[-1]), np.std(xs[0] * 0), np.std(xs[0], axis=1)])(*[c[2] for c in some], nan)
+    for g, (f, _, x) in zip(compiled, some):
         np.testing.assert_allclose(g, tx.grad(f)(x), atol=1e-6)
     assert np.isnan(compiled[-3]) and compiled[-2] == 0
     np.testing.assert_array_equal(compiled[-1], np.std(mixed, axis=1))

@@ -176,8 +176,61 @@ def unique(ar, return_index=False, return_inverse=False, return_counts=False, ax
 
 def _sized_unique(ar, size, fill_value, return_index, return_inverse, return_counts, axis,
                   equal_nan):
-    raise ConcretizationError(with_location(
-        "np.unique with size= needs sorting, which is not available yet"))
+    """jax.numpy.unique(..., size=size, fill_value=fill_value): a stable sort, the first of
+    each run of equal values, and their first `size` positions (padding: the smallest
+    value, or fill_value; index padding: the smallest value's index; counts: 0)."""
+    if axis is not None:
+        raise ConcretizationError(with_location(
+            "np.unique with axis= under jit or vmap is not supported; use axis=None"))
+    if lax.dtype(ar).kind == "c":
+        raise ConcretizationError(with_location(
+            "np.unique of complex values with size= is not supported"))
+    shape = shape_of(ar)
+    n = math.prod(shape)
+    if n == 0:
+        return _unique_of_nothing(ar, size, fill_value, return_index, return_inverse,
+                                  return_counts)
+    ordered, perm = lax.sort([F.ravel(ar)], 1, permutation=True)
+    later, earlier = lax.slice_axis(ordered, 0, 1, n - 1), lax.slice_axis(ordered, 0, 0, n - 1)
+    differs = lax.ne(later, earlier)
+    if equal_nan and lax.dtype(ar).kind == "f":
+        both_nan = lax.bitwise_and(lax.isnan(later), lax.isnan(earlier))
+        differs = lax.bitwise_and(differs, lax.logical_not(both_nan))
+    first = lax.concatenate([lax.full((1,), True, np.bool_), differs], 0)
+    slots, filled = _first_true_positions(first, size)
+    values = lax.gather(ordered, slots, 0)
+    if fill_value is not None:
+        values = lax.select(filled, values, lax.convert(asarray(fill_value), lax.dtype(ar)))
+    extras = []
+    if return_index:
+        extras.append(lax.gather(perm, slots, 0))
+    if return_inverse:
+        group = lax.sub(lax.cumsum(lax.convert(first, np.int64), 0), 1)
+        inverse = lax.scatter(lax.full((n,), 0, np.int64), perm, group, 0)
+        extras.append(lax.reshape(inverse, shape))
+    if return_counts:
+        starts, started = _first_true_positions(first, size + 1)
+        bounds = lax.select(started, starts, n)  # past the last run: the end, n
+        extras.append(lax.sub(lax.slice_axis(bounds, 0, 1, size),
+                              lax.slice_axis(bounds, 0, 0, size)))
+    return (values, *extras) if extras else values
+
+
+def _unique_of_nothing(ar, size, fill_value, return_index, return_inverse, return_counts):
+    """unique of a size-0 array with size=: fill_value everywhere (JAX's rule)."""
+    if size and fill_value is None:
+        raise TransfuseValueError(with_location(
+            "np.unique: for a size-0 input with a nonzero size, fill_value must be given"))
+    values = lax.full((size,), 0, lax.dtype(ar)) if fill_value is None else \
+        lax.broadcast_to(lax.convert(asarray(fill_value), lax.dtype(ar)), (size,))
+    extras = []
+    if return_index:
+        extras.append(lax.full((0,), 0, np.int64))
+    if return_inverse:
+        extras.append(lax.full(shape_of(ar), 0, np.int64))
+    if return_counts:
+        extras.append(lax.full((0,), 0, np.int64))
+    return (values, *extras) if extras else values
 
 
 for _np_func, _impl in ((np.nonzero, nonzero), (np.flatnonzero, flatnonzero),
