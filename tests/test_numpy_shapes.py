@@ -189,6 +189,31 @@ def test_the_mask_is_read_where_the_program_is():
     np.testing.assert_allclose(tx.grad(f)(x), want)
 
 
+def test_writes_through_a_traced_mask():
+    x = rand((4, 3), 24)
+    x[1, 0] = -abs(x[1, 0])  # at least one row is overwritten
+
+    def f(v):
+        y = v * 1.0
+        y[v > 0] = v[v > 0] ** 2  # values of the mask's length: the data decides it
+        y[v[:, 0] < 0] = v[0]  # whole rows
+        return y
+
+    np.testing.assert_allclose(tx.functionalize(f)(x), f(x.copy()))
+    rows = x[:, 0] < 0
+    want = np.where(x > 0, 2 * x, 1.0)
+    want[rows] = 0.0
+    want[0] += rows.sum()
+    np.testing.assert_allclose(tx.grad(lambda v: np.sum(f(v)))(x), want)
+
+    def g(v):  # a 0-d value: a where, also under jit
+        y = v * 1.0
+        y[v > 0] = 0.5
+        return y
+
+    np.testing.assert_allclose(tx.jit(g)(x), g(x.copy()))
+
+
 def _message(fn, *args):
     with pytest.raises(tx.ConcretizationError) as info:
         fn(*args)

@@ -233,6 +233,19 @@ def _unique_of_nothing(ar, size, fill_value, return_index, return_inverse, retur
     return (values, *extras) if extras else values
 
 
+def known_masks(items: list) -> list | None:
+    """An index's traced boolean masks replaced by their values, or None where one of
+    them is not known (under jit or vmap)."""
+    out = []
+    for it in items:
+        if isinstance(it, Tracer) and it.dtype == np.bool_:
+            it = concrete_value(it)
+            if it is None:
+                return None
+        out.append(it)
+    return out
+
+
 for _np_func, _impl in ((np.nonzero, nonzero), (np.flatnonzero, flatnonzero),
                         (np.argwhere, argwhere), (np.unique, unique)):
     NUMPY_TABLE[_np_func] = _impl

@@ -307,8 +307,14 @@ def setitem(x: Tracer, index: Any, value: Any) -> None:
     items = _expand(index, x.ndim)
     masks = [it for it in items if isinstance(it, Tracer) and it.dtype == np.bool_]
     if masks:
-        _masked_setitem(x, items, value)
-        return
+        from ._data_shapes import known_masks
+        # A 0-d value: a where, whatever the data. Otherwise the masks' values where known
+        # (eagerly, under grad) become indices.
+        known = None if shape_of(value) == () else known_masks(items)
+        if known is None:
+            _masked_setitem(x, items, value)
+            return
+        items = known
     items = _concrete_masks_to_indices(items)
     if any(_is_advanced(it) for it in items):
         _advanced_setitem(x, items, value)
