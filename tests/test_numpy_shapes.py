@@ -385,3 +385,7 @@ def test_shape_function_corners():
     x = rand((10,), 22)
     g = tx.grad(lambda v: np.sum(np.piecewise(v, [v < 0], [np.sin, lambda u: u ** 2])))(x)
     np.testing.assert_allclose(g, np.where(x < 0, np.cos(x), 2 * x))
+    # eagerly and under grad each function sees only its part, as in NumPy: no NaN from
+    # sqrt of the negative entries (under jit, JAX's where: the NaN reaches the gradient)
+    g = tx.grad(lambda v: np.sum(np.piecewise(v, [v < 0, v >= 0], [0.5, np.sqrt])))(x)
+    np.testing.assert_allclose(g, np.where(x >= 0, 0.5 / np.sqrt(np.abs(x)), 0.0))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from transfuse.ir import lax
+from transfuse.ir.concrete import concrete_value
 from transfuse.ir.errors import TransfuseAxisError, TransfuseTypeError, TransfuseValueError
 from transfuse.ir.source import with_location
 
@@ -299,13 +300,29 @@ def piecewise(x, condlist, funclist, *args, **kw):
     elif n != n2:
         raise TransfuseValueError(with_location(
             f"with {n} condition(s), either {n} or {n + 1} functions are expected"))
+    if ndim_of(x) > 0 and builtins.any(callable(f) for f in funclist):
+        known = [concrete_value(c) for c in conds]  # eagerly, under grad: NumPy's way
+        if builtins.all(k is not None for k in known):
+            return _piecewise_on_masks(x, known, funclist, args, kw)
     out = lax.full(shape_of(x), 0, dtype_of(x))
-    # Later conditions overwrite earlier ones, as NumPy's assignments in order do. Each
-    # function sees all of x (as in JAX): it must be defined where its condition is false.
+    # Later conditions overwrite earlier ones, as NumPy's assignments in order do. Under
+    # jit and vmap each function sees all of x (as in JAX): it must be defined where its
+    # condition is false, or its NaNs reach the gradient.
     for cond, func in zip(conds, funclist):
         value = func(x, *args, **kw) if callable(func) else func
         out = lax.select(cond, lax.broadcast_to(cast_operand(asarray(value), dtype_of(x)),
                                                 shape_of(x)), out)
+    return out
+
+
+def _piecewise_on_masks(x: Any, masks: list, funclist: list, args: tuple, kw: dict) -> Any:
+    """NumPy's piecewise with known conditions: each function sees x[cond] only."""
+    out = lax.full(shape_of(x), 0, dtype_of(x))
+    for mask, func in zip(masks, funclist):
+        if not callable(func):
+            out[mask] = func
+        elif mask.any():
+            out[mask] = func(x[mask], *args, **kw)
     return out
 
 
