@@ -1684,6 +1684,112 @@ add("np.sinc", np.sinc, lambda m: unary()(m) + [s(m._finish([0.0, 0.5, -1.25]))]
     UNARY_FLOAT, dtypes=UNARY_DTYPES, exact=False, note="derivative 0 at 0 (as JAX)")
 
 
+def _increasing(m: Draws, n: int) -> np.ndarray:
+    """n sorted values at least 0.37 apart."""
+    return np.sort(m.distinct((n,)))
+
+
+add("np.trapezoid", np.trapezoid, lambda m: [
+    s(m.normal((3, 5))), s(m.normal((3, 5)), _increasing(m, 5)),
+    s(m.normal((4, 3)), dx=0.5, axis=0), s(m.normal((2, 4)), _increasing(m, 8).reshape(2, 4))],
+    STATS, exact=False)
+add("np.gradient", np.gradient, lambda m: [
+    s(m.normal((4, 6))), s(m.normal((4, 6)), m.positive(()), axis=1),
+    s(m.normal((4, 6)), _increasing(m, 6), axis=-1, edge_order=2),
+    s(m.normal((5,)), _increasing(m, 5)), s(m.normal((3, 4)), edge_order=2)], STATS,
+    exact=False, note="spacings: scalars or coordinates (traced ones: the non-uniform "
+    "formula); edge_order 1 and 2")
+add("np.polyval", np.polyval, lambda m: [
+    s(m.normal((4,)), m.normal((3, 5))), s(m.normal((3,)), m.normal(())),
+    s(m.normal((2,)), m.normal((0,)))], STATS)
+linalg("np.polyfit", np.polyfit, lambda m: [
+    s(m.normal((6,)), m.normal((6,)), deg=2), s(m.normal((7,)), m.normal((7, 2)), deg=1)],
+    note="least squares by np.linalg.lstsq, as NumPy; w=, not full= or cov=")
+
+
+def _convolutions(zero_d: bool) -> Callable[[Draws], list[Sample]]:
+    """Every mode, the shorter operand first or second; convolve takes 0-d operands."""
+    return lambda m: [s(m.normal((6,)), m.normal((3,)), mode=mode)
+                      for mode in ("full", "same", "valid")] + [
+        s(m.normal((3,)), m.normal((5,)), mode="same"),
+        s(m.normal((4,)), m.normal((4,)), mode="valid")] + (
+        [s(m.normal(()), m.normal((2,)))] if zero_d else [])
+
+
+add("np.convolve", np.convolve, _convolutions(True), STATS, exact=False, cuda=NO_KERNEL,
+    note="the conv primitive")
+add("np.correlate", np.correlate, _convolutions(False), STATS, exact=False, cuda=NO_KERNEL,
+    note="the conv primitive")
+
+
+def _interpolations(m: Draws) -> list[Sample]:
+    xp, fp = _increasing(m, 6), m.normal((6,))
+    x = m._finish(m.rng.uniform(xp[0] - 1, xp[-1] + 1, (3, 4)))
+    return [s(x, xp, fp), s(x, xp, fp, left=-7.0, right=9.0), s(x[0], xp[:1], fp[:1]),
+            s(xp, xp, fp, smooth=False)]
+
+
+add("np.interp", np.interp, _interpolations, STATS,
+    note="float64 as NumPy; period= with concrete xp; derivatives as JAX's")
+
+
+def _digitizations(m: Draws) -> list[Sample]:
+    x = m.normal((3, 5))
+    bins = np.sort(m.distinct((4,))).astype(m.dtype)
+    return [s(x, bins), s(x, bins, right=True), s(x, bins[::-1].copy()),
+            s(x, bins[::-1].copy(), right=True), s(x[:0], bins)]
+
+
+add("np.digitize", np.digitize, _digitizations, STATS, derivative=ZERO,
+    note="traced bins: increasing or decreasing, read from them")
+
+
+def _bincount(x, weights, **kw):
+    return tnp.bincount(x, weights, length=8, **kw)
+
+
+def _bincount_ref(x, weights, **kw):
+    counts = np.bincount(x, weights, **kw)
+    return np.pad(counts, (0, max(8 - counts.shape[0], 0)))[:8]
+
+
+add("tnp.bincount", _bincount, lambda m: [
+    s(m.rng.integers(0, 10, (12,)), m.normal((12,))),
+    s(m.rng.integers(0, 6, (12,)), m.normal((12,)), minlength=3)], STATS, ref=_bincount_ref,
+    jax=lambda jax, x, weights, **kw: jax.numpy.bincount(x, weights, length=8, **kw),
+    exact=False, note="length= (as JAX) under vmap and jit; values >= length dropped")
+
+
+def _histograms(m: Draws) -> list[Sample]:
+    a = m.normal((40,))
+    edges = np.sort(m.distinct((5,))).astype(m.dtype)
+    return [s(a), s(a, bins=5, range=(-1, 1)), s(a, edges),
+            s(a, bins=7, range=(-2, 2), density=True),
+            s(m.normal((3, 4)), bins=3), s(m.normal((0,)), bins=4)]
+
+
+def _histogram(a, *bins, **kw):
+    """np.histogram's counts (the edges, float and differentiable: the weighted entry)."""
+    return np.histogram(a, *bins, **kw)[0]
+
+
+add("np.histogram", _histogram, _histograms, STATS, dtypes=FLOATS + ("int64",),
+    derivative=ZERO, note="fixed bins: a number with range= or the data's range, or edges; "
+    "density=")
+
+
+def _weighted_histogram(a, weights, **kw):
+    return np.histogram(a, weights=weights, **kw)
+
+
+add("np.histogram (weights)", _weighted_histogram, lambda m: [
+    s(m.normal((30,)), m.positive((30,)), bins=6),
+    s(m.normal((30,)), m.positive((30,)), bins=4, density=True),
+    s(m.normal((30,)), m.positive((30,)), bins=4, range=(-1, 1), density=True)],
+    STATS, exact=False, jax=lambda jax, a, weights, **kw: jax.numpy.histogram(
+        a, weights=weights, **kw))
+
+
 # ---------------------------------------------------------------------------------------
 # Sorting and selection (the `sort` primitive, ir/sort.py; transfuse/numpy/sorting.py):
 # tie-free floats where a derivative is checked; argsort's ties under kind="stable" (NumPy's

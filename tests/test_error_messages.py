@@ -296,7 +296,7 @@ def _no_rule_message(marker, fn, x=None):
 
 UNSUPPORTED = {
     "numpy.linalg.eig": lambda x: np.linalg.eig(x),  # <- numpy.linalg.eig
-    "numpy.interp": lambda x: np.interp(x, x[0], x[1]),  # <- numpy.interp
+    "numpy.unwrap": lambda x: np.unwrap(x),  # <- numpy.unwrap
     "scipy.special.erf": lambda x: scipy.special.erf(x),  # <- scipy.special.erf
     "numpy.spacing": lambda x: np.spacing(x),  # <- numpy.spacing
     "numpy.sort": lambda x: np.sort(x),  # <- numpy.sort

@@ -82,3 +82,68 @@ def test_whole_array_comparisons_are_traced_booleans():
     assert [bool(g) for g in got[:3]] == [True, False, False]
     assert got[3] == np.count_nonzero(x > 0) and got[3].dtype == np.int64
     assert tnp.allclose(x, x) is True  # no traced argument: NumPy itself
+
+
+# ---------------------------------------------------------------------------------------
+# bincount's data-dependent length, histogram, interp's period, argument errors
+
+
+def test_bincount_length_comes_from_concrete_values_or_from_length():
+    rng = np.random.default_rng(3)
+    x, w = rng.integers(0, 5, (9,)), rng.standard_normal(9)
+    got = tx.jit(lambda v: np.bincount(x, v, minlength=7))(w)  # x concrete: NumPy's length
+    np.testing.assert_allclose(got, np.bincount(x, w, minlength=7), rtol=1e-12)
+    np.testing.assert_array_equal(tnp.bincount(x, length=3), np.bincount(x)[:3])
+    batch = rng.integers(0, 6, (4, 9))
+    got = tx.vmap(lambda v: tnp.bincount(v, length=6))(batch)
+    np.testing.assert_array_equal(got, [np.bincount(v, minlength=6) for v in batch])
+    grad = tx.grad(lambda v: np.sum(tnp.bincount(x, v, length=4) ** 2))(w)
+    np.testing.assert_allclose(grad, np.where(x < 4, 2 * np.bincount(x, w)[np.minimum(x, 3)],
+                                              0), rtol=1e-12)
+    with pytest.raises(tx.TransfuseValueError, match="Pass length="):
+        tx.jit(lambda v: np.bincount(v))(x)
+    with pytest.raises(tx.TransfuseValueError, match="no negative elements"):
+        tx.make_graph(lambda v: np.bincount(np.array([1, -1]), v))(w[:2])
+    with pytest.raises(tx.TransfuseTypeError, match="according to the rule 'safe'"):
+        tx.make_graph(lambda v: tnp.bincount(v, length=3))(w)
+
+
+def test_histogram_density_drops_nan_and_checks_its_bins():
+    a = np.random.default_rng(4).standard_normal(200)
+    a[::17] = np.nan
+    hist, edges = tx.jit(lambda v: np.histogram(v, 8, range=(-2, 2), density=True))(a)
+    ref_hist, ref_edges = np.histogram(a, 8, range=(-2, 2), density=True)
+    np.testing.assert_allclose(hist, ref_hist, rtol=1e-12)
+    np.testing.assert_array_equal(edges, ref_edges)
+    assert np.isclose(np.sum(hist * np.diff(edges)), 1.0)
+    with pytest.raises(tx.UnsupportedError, match="bins='auto'"):
+        tx.make_graph(lambda v: np.histogram(v, bins="auto"))(a)
+    with pytest.raises(tx.TransfuseValueError, match="increase monotonically"):
+        tx.make_graph(lambda v: np.histogram(v, bins=np.array([0.0, 2.0, 1.0])))(a)
+
+
+def test_interp_with_a_period_and_polyfit_with_weights_match_numpy():
+    rng = np.random.default_rng(5)
+    xp, fp = np.array([350.0, 10.0, 90.0, 180.0]), rng.standard_normal(4)
+    x = rng.uniform(-360, 720, 9)
+    t, y, w = np.linspace(0, 1, 8), rng.standard_normal(8), rng.uniform(0.5, 2, 8)
+    got = tx.jit(lambda v, f, yv, u: (np.interp(v, xp, f, period=360),
+                                      np.polyfit(t, yv, 2, w=u)))(x, fp, y, w)
+    np.testing.assert_allclose(got[0], np.interp(x, xp, fp, period=360), rtol=1e-12)
+    np.testing.assert_allclose(got[1], np.polyfit(t, y, 2, w=w), rtol=1e-10)
+    with pytest.raises(tx.UnsupportedError, match="period"):
+        tx.make_graph(lambda p: np.interp(x, p, fp, period=360))(xp)
+
+
+def test_numerical_argument_errors_name_the_problem():
+    f = np.random.default_rng(6).standard_normal((2, 5))
+    with pytest.raises(tx.TransfuseValueError, match="'edge_order' greater than 2"):
+        tx.make_graph(lambda v: np.gradient(v, edge_order=3))(f)
+    with pytest.raises(tx.TransfuseValueError, match="at least \\(edge_order \\+ 1\\)"):
+        tx.make_graph(lambda v: np.gradient(v, axis=0, edge_order=2))(f)
+    with pytest.raises(tx.TransfuseValueError, match="v cannot be empty"):
+        tx.make_graph(lambda v: np.convolve(v[0], v[0, :0]))(f)
+    with pytest.raises(tx.TransfuseValueError, match="monotonically increasing or decreasing"):
+        tx.make_graph(lambda v: np.digitize(v, np.array([0.0, 2.0, 1.0])))(f)
+    with pytest.raises(tx.TransfuseValueError, match="fp and xp are not of the same length"):
+        tx.make_graph(lambda v: np.interp(v, np.arange(3.0), np.arange(4.0)))(f)

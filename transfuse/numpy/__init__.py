@@ -11,7 +11,17 @@ import numpy as _np
 
 from transfuse.ir import lax as _lax
 
-from . import _functions, _indexing, _np_random, _statistics, _ufuncs_more, fft, linalg, random  # noqa: F401  (registers implementations)
+from . import (  # noqa: F401  (registers implementations)
+    _functions,
+    _indexing,
+    _np_random,
+    _numerical,
+    _statistics,
+    _ufuncs_more,
+    fft,
+    linalg,
+    random,
+)
 from ._core import EXPORTS as _EXPORTS
 from ._core import UFUNC_COMPOSITES as _COMPOSITES
 from ._core import UFUNC_PRIMITIVE as _UFUNCS
