@@ -627,6 +627,27 @@ add("np.einsum (optimize)", _einsum_optimized,
                  optimize=("einsum_path", (1, 2), (0, 1)))],
     CONTRACT, exact=False,
     jax=lambda jax, *ops, spec, optimize: jax.numpy.einsum(spec, *ops))
+# NumPy 2's vector and matrix products and np.linalg's array-API names
+# (transfuse/numpy/_products.py): vecdot and vecmat conjugate their first operand.
+add("np.vecdot", np.vecdot, _pairs_of([((3, 4), (4,)), ((2, 1, 3), (4, 3)), ((0, 3), (3,))]),
+    CONTRACT, dtypes=FLOATS + COMPLEX, exact=False)
+add("np.matvec", np.matvec, _pairs_of([((2, 3, 4), (4,)), ((3, 4), (2, 4))]), CONTRACT,
+    dtypes=FLOATS + COMPLEX, exact=False)
+add("np.vecmat", np.vecmat, _pairs_of([((3,), (3, 4)), ((2, 3), (3, 4))]), CONTRACT,
+    dtypes=FLOATS + COMPLEX, exact=False)
+add("np.linalg.vecdot", np.linalg.vecdot,
+    lambda m: [s(m.normal((4, 3)), m.normal((2, 4, 3)), axis=-2)], CONTRACT, exact=False)
+add("np.linalg.outer", np.linalg.outer, _pairs_of([((3,), (4,))]), CONTRACT, exact=False)
+add("np.linalg.tensordot", np.linalg.tensordot,
+    lambda m: [s(m.normal((2, 3, 4)), m.normal((3, 4, 2))),
+               s(m.normal((3, 4)), m.normal((4, 5)), axes=1)], CONTRACT, exact=False)
+add("np.linalg.matmul", np.linalg.matmul, _pairs_of([((2, 3, 4), (4, 5))]), CONTRACT,
+    exact=False)
+add("np.linalg.diagonal", np.linalg.diagonal, lambda m: [s(m.normal((2, 3, 4)), offset=1)],
+    CONTRACT)
+add("np.linalg.trace", np.linalg.trace,
+    lambda m: [s(m.normal((2, 3, 3))), s(m.normal((3, 4)), offset=-1)], CONTRACT)
+add("np.matrix_transpose", np.matrix_transpose, lambda m: [s(m.normal((2, 3, 4)))], CONTRACT)
 
 
 DOT_CASES = [  # lhs shape, rhs shape, ((lhs contracting, rhs contracting), (batch, batch))

@@ -263,3 +263,19 @@ def test_bad_subscripts_raise_transfuse_errors(call, error, match):
     with pytest.raises(error, match=match) as info:
         tx.make_graph(call)(a, b)
     assert isinstance(info.value, TransfuseError)
+
+
+def test_bool_and_integer_operands_and_dtype():
+    """Bools: NumPy's sum of products is an or of ands; integers exactly; dtype= casts."""
+    a, b = RNG.random((3, 4)) < 0.5, RNG.random((4, 2)) < 0.5
+    for args in (("ij,jk->ik", a, b), ("ii->", a[:, :3]), (a, [0, 1], b, [1, 2], [2, 0])):
+        f = as_function(args, {})
+        got, want = traced(f, *arrays(args, bool)), f(*arrays(args, bool))
+        assert got.dtype == want.dtype == np.bool_
+        np.testing.assert_array_equal(got, want)
+    i, j = RNG.integers(-5, 6, (3, 4)), RNG.integers(-5, 6, (4, 4)).astype(np.int32)
+    f = lambda x, y: np.einsum("ij,jj->ij", x, y)  # noqa: E731
+    np.testing.assert_array_equal(traced(f, i, j), f(i, j))
+    g = lambda x, y: np.einsum("ij,jk", x, y, dtype=np.float32, casting="same_kind")  # noqa: E731
+    got = traced(g, arr(3, 4), arr(4, 2))
+    assert got.dtype == np.float32

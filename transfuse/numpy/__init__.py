@@ -34,7 +34,7 @@ ndarray = _np.ndarray
 dtype = _np.dtype
 finfo, iinfo = _np.finfo, _np.iinfo
 
-from . import _constructs, _data_shapes, _einsum, _shapes  # noqa: E402,F401  (issue #16)
+from . import _constructs, _data_shapes, _einsum, _products, _shapes  # noqa: E402,F401  (issue #16)
 
 for _uf in list(_UFUNCS) + list(_COMPOSITES):
     # A ufunc dispatches to Tracer.__array_ufunc__ by itself: export it as is.

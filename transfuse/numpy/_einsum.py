@@ -25,7 +25,7 @@ from transfuse.ir.errors import ShapeError, TransfuseTypeError, TransfuseValueEr
 from transfuse.ir.source import with_location
 from transfuse.ir.tracing import Tracer
 
-from ._core import asarray, cast_operand, implements, result_type, shape_of, unsupported
+from ._core import asarray, call_ufunc, cast_operand, implements, result_type, shape_of, unsupported
 from ._indexing import reshape_maybe_view, view_slice, view_transpose
 
 Labels = list[int]
@@ -301,6 +301,10 @@ def einsum(*operands, out=None, optimize=False, dtype=None, order="K", casting="
     sizes = _label_sizes(labels, shapes)
     if len(arrays) == 1 and set(labels[0]) == set(output):
         return _single_view(arrays[0], labels[0], output)
+    if arrays[0].dtype == np.bool_:  # NumPy's sum of bool products is an or: count, then != 0
+        counts = einsum(*_with_arrays(operands, [cast_operand(a, np.int64) for a in arrays]),
+                        optimize=optimize)
+        return call_ufunc(np.not_equal, counts, 0)
     terms = [_diagonals(ls, x) for x, ls in zip(arrays, labels)]
     terms = [_drop_broadcast(*term, sizes) for term in terms]
     terms = [_sum_unneeded(*term, _needed_besides(terms, i, output))
@@ -314,6 +318,15 @@ def einsum(*operands, out=None, optimize=False, dtype=None, order="K", casting="
     if result_labels == output:
         return result
     return lax.transpose(result, [result_labels.index(lab) for lab in output])
+
+
+def _with_arrays(operands: tuple, arrays: list[Any]) -> list:
+    """einsum's arguments with the operands replaced, in either form."""
+    if isinstance(operands[0], str):
+        return [operands[0], *arrays]
+    replaced = list(operands)
+    replaced[0:2 * len(arrays):2] = arrays
+    return replaced
 
 
 def _cast_all(arrays: list[Any], dtype: Any, casting: str) -> list[Any]:
