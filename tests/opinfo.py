@@ -1737,9 +1737,9 @@ def _convolutions(zero_d: bool) -> Callable[[Draws], list[Sample]]:
         [s(m.normal(()), m.normal((2,)))] if zero_d else [])
 
 
-add("np.convolve", np.convolve, _convolutions(True), STATS, exact=False, cuda=NO_KERNEL,
+add("np.convolve", np.convolve, _convolutions(True), STATS, exact=False,
     note="the conv primitive")
-add("np.correlate", np.correlate, _convolutions(False), STATS, exact=False, cuda=NO_KERNEL,
+add("np.correlate", np.correlate, _convolutions(False), STATS, exact=False,
     note="the conv primitive")
 
 
