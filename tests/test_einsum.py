@@ -279,3 +279,16 @@ def test_bool_and_integer_operands_and_dtype():
     g = lambda x, y: np.einsum("ij,jk", x, y, dtype=np.float32, casting="same_kind")  # noqa: E731
     got = traced(g, arr(3, 4), arr(4, 2))
     assert got.dtype == np.float32
+
+
+def test_complex_operands_match_numpy_and_jax(jax64):
+    """No conjugation anywhere (as NumPy); the gradient of a real loss is JAX's."""
+    z = arr(3, 3, 4) + 1j * arr(3, 3, 4)
+    w = arr(4, 2) + 1j * arr(4, 2)
+    f = lambda x, y: np.einsum("iij,jk->ik", x, y)  # noqa: E731
+    np.testing.assert_allclose(traced(f, z, w), f(z, w), rtol=1e-13)
+    loss = lambda np_: lambda x, y: np_.abs(np_.einsum("iij,jk->ik", x, y)).sum()  # noqa: E731
+    got = tx.grad(loss(np), argnums=(0, 1))(z, w)
+    want = jax64.grad(loss(jax64.numpy), argnums=(0, 1))(z, w)
+    for g, ww in zip(got, want):
+        np.testing.assert_allclose(g, np.asarray(ww), rtol=1e-12, atol=1e-13)

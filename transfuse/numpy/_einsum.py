@@ -285,6 +285,7 @@ def _checked_path(path: Sequence, n: int) -> list[tuple[int, ...]]:
 
 @implements(np.einsum)
 def einsum(*operands, out=None, optimize=False, dtype=None, order="K", casting="safe"):
+    """NumPy's einsum, traceable, in every form (the module docstring says how)."""
     if out is not None:
         raise unsupported("np.einsum(..., out=...) on traced values",
                           "assign the result instead: out[...] = result")
@@ -312,7 +313,8 @@ def einsum(*operands, out=None, optimize=False, dtype=None, order="K", casting="
     for step in _path(optimize, [ls for ls, _ in terms], output, sizes):
         picked = [terms[i] for i in step]
         terms = [t for i, t in enumerate(terms) if i not in step]
-        terms.append(_contract_all(picked, _needed_besides(terms, len(terms), output), output))
+        still_needed = set(output).union(*(ls for ls, _ in terms))
+        terms.append(_contract_all(picked, still_needed, output))
     (result_labels, result), = terms
     result_labels, result = _sum_unneeded(result_labels, result, set(output))
     if result_labels == output:
