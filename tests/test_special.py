@@ -167,12 +167,9 @@ def test_logsumexp_matches_scipy_at_its_edge_cases():
     b = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, -2.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0],
                   [-1.0, -1.0, 0.5], [1.0, 2.0, 3.0]])
 
-    def program(a, b):
+    def program(a, b):  # (keepdims, axis tuples, softmax: tests/opinfo.py)
         return (sp.logsumexp(a, axis=1), sp.logsumexp(a, axis=1, b=b),
-                sp.logsumexp(a, axis=1, b=b, return_sign=True),
-                sp.logsumexp(a[4:], axis=None, keepdims=True),
-                sp.logsumexp(a[:1], axis=(0, 1), b=b[:1]),
-                sp.softmax(a[4:], axis=1), sp.log_softmax(a[4:], axis=0))
+                sp.logsumexp(a, axis=1, b=b, return_sign=True))
     with np.errstate(all="ignore"):
         want = program(a, b)
     got = tx.jit(program)(a, b)
@@ -196,11 +193,11 @@ def test_a_sum_whose_first_term_is_inf_is_inf():
 
 
 def test_polygamma_order_may_be_traced_and_must_be_integral():
-    x = np.array([0.7, 2.5, 9.0])
-    n = np.array([0.0, 1.0, 3.0])
-    np.testing.assert_allclose(tx.jit(lambda n, x: sp.polygamma(n, x))(n, x),
-                               sp.polygamma(n, x), rtol=1e-13)
-    assert np.isnan(tx.jit(lambda n, x: sp.polygamma(n, x))(np.array([1.5]), x[:1]))[0]
+    x = np.array([0.7, 2.5, 9.0, 0.7])
+    n = np.array([0.0, 1.0, 3.0, 1.5])
+    got = tx.jit(lambda n, x: sp.polygamma(n, x))(n, x)
+    np.testing.assert_allclose(got[:3], sp.polygamma(n[:3], x[:3]), rtol=1e-13)
+    assert np.isnan(got[3])
 
 
 def test_dtypes_follow_scipy_and_complex_is_refused():

@@ -46,7 +46,7 @@ def _operands(ufunc: np.ufunc, *args: Any) -> list[Any]:
 
 def _in_float64(fn: Callable[[Any], Any], x: Any) -> Any:
     """fn(x) computed in float64 and rounded back to x's dtype, as SciPy's float32 loops
-    do: where a float32 intermediate (x / sqrt(2), y / 2 of a subnormal) would cost
+    do: where a float32 intermediate (y / 2 of a subnormal, logit's quotient) would cost
     digits."""
     if lax.dtype(x) == np.float64:
         return fn(x)
@@ -76,43 +76,43 @@ def _traced(scipy_name: str) -> Callable[[Callable], Callable]:
 
 
 @_traced("erf")
-def erf(x):
+def erf(x: Any) -> Any:
     """erf(x) = 2/sqrt(pi) integral_0^x exp(-t**2) dt."""
     return lax.erf(*_operands(_sp.erf, x))
 
 
 @_traced("erfc")
-def erfc(x):
+def erfc(x: Any) -> Any:
     """1 - erf(x), without cancellation in the right tail."""
     return lax.erfc(*_operands(_sp.erfc, x))
 
 
 @_traced("erfinv")
-def erfinv(x):
+def erfinv(x: Any) -> Any:
     """The inverse of erf on (-1, 1)."""
     return lax.erf_inv(*_operands(_sp.erfinv, x))
 
 
 @_traced("ndtri")
-def ndtri(p):
+def ndtri(p: Any) -> Any:
     """The inverse of ndtr (the standard normal quantile function) on (0, 1)."""
     return lax.ndtri(*_operands(_sp.ndtri, p))
 
 
 @_traced("log_ndtr")
-def log_ndtr(x):
+def log_ndtr(x: Any) -> Any:
     """log(ndtr(x)), accurate in both tails."""
     return lax.log_ndtr(*_operands(_sp.log_ndtr, x))
 
 
 @_traced("gammaln")
-def gammaln(x):
+def gammaln(x: Any) -> Any:
     """log|Gamma(x)|."""
     return lax.lgamma(*_operands(_sp.gammaln, x))
 
 
 @_traced("psi")
-def psi(x):
+def psi(x: Any) -> Any:
     """The digamma function Gamma'(x) / Gamma(x)."""
     return lax.digamma(*_operands(_sp.psi, x))
 
@@ -121,19 +121,19 @@ digamma = psi
 
 
 @_traced("i0e")
-def i0e(x):
+def i0e(x: Any) -> Any:
     """exp(-|x|) I0(x), the exponentially scaled modified Bessel function of order 0."""
     return lax.bessel_i0e(*_operands(_sp.i0e, x))
 
 
 @_traced("i1e")
-def i1e(x):
+def i1e(x: Any) -> Any:
     """exp(-|x|) I1(x), the exponentially scaled modified Bessel function of order 1."""
     return lax.bessel_i1e(*_operands(_sp.i1e, x))
 
 
 @_traced("expit")
-def expit(x):
+def expit(x: Any) -> Any:
     """The logistic sigmoid 1 / (1 + exp(-x))."""
     return lax.logistic(*_operands(_sp.expit, x))
 
@@ -143,7 +143,7 @@ def expit(x):
 
 
 @_traced("erfcinv")
-def erfcinv(y):
+def erfcinv(y: Any) -> Any:
     """The inverse of erfc on (0, 2): -ndtri(y / 2) / sqrt(2), in float64 (one rounding
     more than ndtri)."""
     (y,) = _operands(_sp.erfcinv, y)
@@ -155,13 +155,13 @@ def _erfcinv(y: Any) -> Any:
 
 
 @_traced("ndtr")
-def ndtr(x):
+def ndtr(x: Any) -> Any:
     """The standard normal CDF."""
     return lax.ndtr(*_operands(_sp.ndtr, x))
 
 
 @_traced("logit")
-def logit(p):
+def logit(p: Any) -> Any:
     """log(p / (1 - p)); log1p(2 (p - 1/2) / (1 - p)) on (0.3, 0.65), as SciPy, where the
     quotient is near 1 (float32 computed in float64)."""
     (p,) = _operands(_sp.logit, p)
@@ -196,27 +196,27 @@ def _above_minus_one_finite(y: Any) -> Any:
 
 
 @_traced("xlogy")
-def xlogy(x, y):
+def xlogy(x: Any, y: Any) -> Any:
     """x * log(y), 0 where x == 0 (unless y is nan)."""
     x, y = _operands(_sp.xlogy, x, y)
     return _x_times_log(x, y, lax.log, _positive_finite, 1.0)
 
 
 @_traced("xlog1py")
-def xlog1py(x, y):
+def xlog1py(x: Any, y: Any) -> Any:
     """x * log1p(y), 0 where x == 0 (unless y is nan)."""
     x, y = _operands(_sp.xlog1py, x, y)
     return _x_times_log(x, y, lax.log1p, _above_minus_one_finite, 0.0)
 
 
 @_traced("softplus")
-def softplus(x, **kwargs: Any):
+def softplus(x: Any, **kwargs: Any) -> Any:
     """log(1 + exp(x)) = np.logaddexp(0, x), as SciPy."""
     return np.logaddexp(0, x, **kwargs)
 
 
 @_traced("polygamma")
-def polygamma(n, x):
+def polygamma(n: Any, x: Any) -> Any:
     """The n-th derivative of digamma: psi(x) for n = 0, else (-1)**(n+1) n! zeta(n+1, x)
     (SciPy's formula). n must be integral (else nan); it has no derivative."""
     n_dtype = asarray(n).dtype
@@ -257,7 +257,8 @@ def _float_array(a: Any) -> Any:
 
 
 @_traced("logsumexp")
-def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
+def logsumexp(a: Any, axis: Any = None, b: Any = None, keepdims: bool = False,
+              return_sign: bool = False) -> Any:
     """log(sum(b * exp(a))) along axis, as SciPy computes it: the largest term is taken
     out of the sum (log1p of the rest), so a dominant term loses no digits; where that
     gives no finite value, the direct log(sum(b * exp(a))). return_sign returns
@@ -307,7 +308,7 @@ def _logsumexp_nonempty(a: Any, b: Any, axis: Any, return_sign: bool) -> tuple[A
 
 
 @_traced("softmax")
-def softmax(x, axis=None):
+def softmax(x: Any, axis: Any = None) -> Any:
     """exp(x) / sum(exp(x)) along axis, shifted by the maximum (SciPy's formula)."""
     x = _float_array(x)
     shifted = np.exp(x - np.max(x, axis=axis, keepdims=True))
@@ -315,7 +316,7 @@ def softmax(x, axis=None):
 
 
 @_traced("log_softmax")
-def log_softmax(x, axis=None):
+def log_softmax(x: Any, axis: Any = None) -> Any:
     """x - logsumexp(x) along axis, shifted by the (finite) maximum (SciPy's formula)."""
     x = _float_array(x)
     x_max = np.max(x, axis=axis, keepdims=True)
