@@ -1751,7 +1751,7 @@ def _interpolations(m: Draws) -> list[Sample]:
 
 
 add("np.interp", np.interp, _interpolations, STATS,
-    note="float64 as NumPy; period= with concrete xp; derivatives as JAX's")
+    note="float64 as NumPy; period= a number; derivatives as JAX's")
 
 
 def _digitizations(m: Draws) -> list[Sample]:

@@ -131,8 +131,9 @@ def test_interp_with_a_period_and_polyfit_with_weights_match_numpy():
                                       np.polyfit(t, yv, 2, w=u)))(x, fp, y, w)
     np.testing.assert_allclose(got[0], np.interp(x, xp, fp, period=360), rtol=1e-12)
     np.testing.assert_allclose(got[1], np.polyfit(t, y, 2, w=w), rtol=1e-10)
-    with pytest.raises(tx.UnsupportedError, match="period"):
-        tx.make_graph(lambda p: np.interp(x, p, fp, period=360))(xp)
+    got = tx.vmap(lambda p: np.interp(x, p, fp, period=360))(np.stack([xp, xp[::-1] + 1]))
+    np.testing.assert_allclose(got, [np.interp(x, xp, fp, period=360),
+                                     np.interp(x, xp[::-1] + 1, fp, period=360)], rtol=1e-12)
 
 
 def test_numerical_argument_errors_name_the_problem():

@@ -27,7 +27,7 @@ from ._core import (
     shape_of,
     unsupported,
 )
-from .sorting import searchsorted
+from .sorting import argsort, searchsorted
 
 
 def _along(x: Any, axis: int, start: int, stop: int) -> Any:
@@ -308,7 +308,8 @@ def convolve(a, v, mode="full"):
 @implements(np.interp)
 def interp(x, xp, fp, left=None, right=None, period=None):
     """Piecewise-linear interpolation, in float64 (complex128) as NumPy: slope * (x - xp[j])
-    + fp[j] with xp[j] <= x < xp[j + 1]; derivatives as JAX's (the slope between knots)."""
+    + fp[j] with xp[j] <= x < xp[j + 1]; derivatives as JAX's (the slope between knots).
+    period= sorts xp (the sort primitive when xp is traced)."""
     fp = asarray(fp)
     dt = np.dtype(np.complex128) if fp.dtype.kind == "c" else np.dtype(np.float64)
     x, xp, fp = asarray(x, np.float64), asarray(xp, np.float64), asarray(fp, dt)
@@ -341,19 +342,22 @@ def interp(x, xp, fp, left=None, right=None, period=None):
 
 
 def _periodic(x: Any, xp: Any, fp: Any, period: Any) -> tuple[Any, Any, Any]:
-    """NumPy's period= handling: everything modulo period, xp sorted (xp concrete)."""
-    if is_traced(xp) or is_traced(period):
-        raise unsupported("np.interp(..., period=...) with traced xp or period",
-                          "pass xp and period as NumPy values")
+    """NumPy's period= handling: everything modulo period, xp sorted (stably) and extended
+    by one point on each side."""
+    if is_traced(period):
+        raise unsupported("np.interp(..., period=...) with a traced period",
+                          "pass the period as a number")
     if period == 0:
         raise TransfuseValueError(with_location("period must be a non-zero value"))
     period = abs(period)
     x = _op(np.remainder, x, period)
-    xp = np.remainder(xp, period)
-    order = np.argsort(xp, kind="stable")
-    xp, fp = xp[order], F.take(fp, order) if is_traced(fp) else fp[order]
-    xp = np.concatenate((xp[-1:] - period, xp, xp[0:1] + period))
-    fp = F.concatenate([_along(fp, 0, fp.shape[0] - 1, fp.shape[0]), fp, _along(fp, 0, 0, 1)])
+    xp = _op(np.remainder, xp, period)
+    order = argsort(xp, kind="stable")
+    xp, fp = F.take(xp, order), F.take(fp, order)
+    n = xp.shape[0]
+    xp = F.concatenate([_op(np.subtract, _along(xp, 0, n - 1, n), period), xp,
+                        _op(np.add, _along(xp, 0, 0, 1), period)])
+    fp = F.concatenate([_along(fp, 0, n - 1, n), fp, _along(fp, 0, 0, 1)])
     return xp, fp, x
 
 
