@@ -584,9 +584,10 @@ def _fft_samples(m: Inputs) -> list[Sample]:
 
 
 def _sort_samples(m: Inputs) -> list[Sample]:
-    """One key with the permutation (ties among ints and bools), two keys over a stack of
-    rows carrying a third operand, a 1-d row, an empty stack."""
-    return [call(m.normal((3, 20)), num_keys=1, permutation=True),
+    """One key with the permutation (rows long enough for the radix sort; ties among ints
+    and bools), two keys over a stack of short rows (merge sort) carrying a third operand,
+    a 1-d row, an empty stack."""
+    return [call(m.normal((3, 150)), num_keys=1, permutation=True),
             call(m.small((2, 3, 5)), m.normal((2, 3, 5)), m.normal((2, 3, 5)), num_keys=2,
                  permutation=False),
             call(m.normal((7,)), num_keys=1, permutation=False),
