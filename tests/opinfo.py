@@ -1623,7 +1623,7 @@ def _nan_arg_samples(m: Draws) -> list[Sample]:
     return [s(x, axis=a, keepdims=k) for a, k in ((None, False), (0, False), (-1, True))]
 
 
-for _f in (np.nansum, np.nanmean, np.nanmax, np.nanmin):
+for _f in (np.nansum, np.nanprod, np.nanmean, np.nanmax, np.nanmin):
     add(f"np.{_f.__name__}", _f, _nan_reductions(all_nan=_f is not np.nanmean), STATS,
         exact=_f in (np.nanmax, np.nanmin))
 for _f in (np.nanvar, np.nanstd):
