@@ -157,6 +157,11 @@ def test_grad_through_boolean_masks_matches_jax(jax64):
         got = tx.grad(loss)(x)
         want = jax64.grad(lambda v: loss(v, jnp))(x)
         np.testing.assert_allclose(got, np.asarray(want), rtol=1e-12, atol=1e-12)
+    from transfuse._reverse import _CACHE
+    assert _CACHE.size(loss) == 0  # data-dependent graphs are never cached
+    smooth = lambda v: np.sum(v ** 2)  # noqa: E731
+    tx.grad(smooth)(x)
+    assert _CACHE.size(smooth) == 1
 
 
 def test_masks_under_other_transforms():
