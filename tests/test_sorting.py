@@ -101,6 +101,15 @@ def test_searchsorted_sides_sorter_and_nans(side):
     assert_same(got, (np.searchsorted(table, queries, side=side),
                       np.searchsorted(unsorted, queries, side=side, sorter=sorter),
                       np.searchsorted(table, queries.astype(np.float32)[3], side=side)))
+    # len(a) len(v) above COUNT_WORK: a and v sorted together (ties, NaN, inf, ints)
+    big = np.sort(np.concatenate([RNG.integers(-20, 20, 300).astype(float), [np.nan, np.inf]]))
+    many = np.concatenate([RNG.integers(-22, 22, 99).astype(float), [np.nan, -np.inf, 0.0]])
+    ints = np.sort(RNG.integers(-5, 5, 400))
+    got = traced(lambda a, v, i: (np.searchsorted(a, v.reshape(3, 34), side=side),
+                                  np.searchsorted(i, v[:60].astype(np.int64) % 7, side=side)),
+                 big, many, ints)
+    assert_same(got, (np.searchsorted(big, many.reshape(3, 34), side=side),
+                      np.searchsorted(ints, many[:60].astype(np.int64) % 7, side=side)))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
@@ -194,7 +203,7 @@ def test_vmap_of_nan_quantiles_matches_a_loop():
 def test_one_jitted_program_matches_numpy():
     x = with_nans((6, 90))  # rows of 90: radix sorted (short rows: tests/catalogue.py)
     ints = RNG.integers(-4, 4, (6, 90)).astype(np.int32)
-    table = np.sort(RNG.standard_normal(40))
+    table = np.sort(RNG.standard_normal(300))  # with 90 queries: searched by sorting
 
     def f(a, k, t):
         return (np.sort(a, axis=1), np.argsort(k, axis=0, kind="stable"), np.sort(k),

@@ -165,10 +165,14 @@ def lexsort(keys, axis=-1):
 # searchsorted: a composite (a count of the sorted entries before each query)
 
 
+COUNT_WORK = 1 << 14  # len(a) * len(v) up to which searchsorted counts instead of sorting
+
+
 @implements(np.searchsorted)
 def searchsorted(a, v, side="left", sorter=None):
-    """For each v, the index where it would go in the sorted 1-d a: a count of the entries
-    of a before it (side='left') or not after it (side='right'), O(len(a) len(v))."""
+    """For each v, the index where it would go in the sorted 1-d a: the number of entries
+    of a before it (side='left') or not after it (side='right'). Small problems count
+    (one fused loop, len(a) len(v) comparisons), large ones sort a and v together."""
     a = asarray(a)
     if len(shape_of(a)) != 1:
         raise TransfuseValueError(with_location("object too deep for desired array"))
@@ -180,6 +184,13 @@ def searchsorted(a, v, side="left", sorter=None):
     v = asarray(v)
     common = np.result_type(lax.dtype(a), lax.dtype(v))
     a, v = lax.convert(a, common), lax.convert(v, common)
+    n, m = shape_of(a)[0], int(np.prod(shape_of(v), dtype=np.int64))
+    if n * m <= COUNT_WORK:
+        return _search_by_counting(a, v, side)
+    return lax.reshape(_search_by_sorting(a, lax.reshape(v, (m,)), side), shape_of(v))
+
+
+def _search_by_counting(a: Any, v: Any, side: str) -> Any:
     row = lax.reshape(a, (1,) * len(shape_of(v)) + shape_of(a))
     col = lax.expand_dims(v, (len(shape_of(v)),))
     if side == "left":
@@ -187,6 +198,22 @@ def searchsorted(a, v, side="left", sorter=None):
     else:
         hits = np.logical_not(_nan_last_less(col, row))  # v not before a[i]
     return np.sum(hits, axis=-1, dtype=np.int64)
+
+
+def _search_by_sorting(a: Any, v: Any, side: str) -> Any:
+    """a and the queries v (1-d) sorted together, ties ordered so that a query comes
+    before equal entries of a (left) or after them (right): a query's answer is its sorted
+    position less the queries before it. O((n + m) log) instead of O(n m)."""
+    n, m = shape_of(a)[0], shape_of(v)[0]
+    is_query = np.concatenate([np.zeros(n, np.int64), np.ones(m, np.int64)])
+    # the second key: 0 sorts first among equal values
+    tie = is_query if side == "right" else 1 - is_query
+    keys = _keys(lax.concatenate([a, v], 0))
+    outs = lax.sort(keys + [tie, is_query], len(keys) + 1, permutation=True)
+    query_sorted, perm = outs[-2], outs[-1]
+    queries_before = lax.sub(lax.cumsum(query_sorted, 0), query_sorted)
+    answer = lax.sub(lax.iota(np.int64, (n + m,)), queries_before)  # entries of a before
+    return lax.slice_axis(lax.put_along_last(answer, perm, n + m), 0, n, m)
 
 
 def _nan_last_less(x: Any, y: Any) -> Any:
