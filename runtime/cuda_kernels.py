@@ -22,6 +22,7 @@ import numpy as np
 from numba import config, cuda
 
 from . import complex_bodies, linalg_bodies
+from .special_device import make_digamma, make_log_ndtr
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 INDEX_ERROR = 1  # the codes the `err` flag array holds
@@ -100,6 +101,7 @@ if SIMULATOR:
 
     cu_erfc, cu_erfinv = scipy.special.erfc, scipy.special.erfinv
     cu_ndtr, cu_ndtri, cu_lgamma = scipy.special.ndtr, scipy.special.ndtri, scipy.special.gammaln
+    cu_digamma, cu_log_ndtr = scipy.special.psi, scipy.special.log_ndtr
 else:
     @device
     def cu_erfc(x):
@@ -125,6 +127,20 @@ else:
     def cu_lgamma(x):
         """scipy.special.gammaln."""
         return math.lgamma(x)
+
+    # libdevice has no digamma or log_ndtr: runtime/special_device.py's, in float64
+    _digamma = device(make_digamma(libdevice.floor))
+    _log_ndtr = device(make_log_ndtr(libdevice.floor))
+
+    @device
+    def cu_digamma(x):
+        """scipy.special.digamma (Cephes' psi)."""
+        return _digamma(x + 0.0)
+
+    @device
+    def cu_log_ndtr(x):
+        """scipy.special.log_ndtr."""
+        return _log_ndtr(x + 0.0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -561,7 +561,7 @@ LINALG, SMALL_LINALG = "linalg", "linalg-per-thread"
 FFT = "fft"
 SORT = "sort"
 SPECIAL_HOST = "special-host"  # scipy.special's functions libdevice lacks
-HOST_ONLY = {SPECIAL_HOST: "libdevice has no log_ndtr, digamma, i0e, i1e or Hurwitz zeta: "
+HOST_ONLY = {SPECIAL_HOST: "libdevice has no i0e, i1e or Hurwitz zeta: "
                            "jit(device='cuda') raises CompileError naming the function",
              LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
                      "raises CompileError naming the function when the program is built",
@@ -630,8 +630,8 @@ CATALOGUE: dict[str, Entry] = {
     "ndtri": Entry(UNARY_FLOAT, elementwise("unit"),
                    program=lambda name, params: lambda p: bind(P[name], p * 0.5 + 0.5)),
     "lgamma": Entry(UNARY_FLOAT, elementwise("positive")),
-    "log_ndtr": Entry(SPECIAL_HOST, elementwise("normal")),
-    "digamma": Entry(SPECIAL_HOST, elementwise("positive")),
+    "log_ndtr": Entry(UNARY_FLOAT, elementwise("normal")),
+    "digamma": Entry(UNARY_FLOAT, elementwise("positive")),
     "bessel_i0e": Entry(SPECIAL_HOST, elementwise("normal")),
     "bessel_i1e": Entry(SPECIAL_HOST, elementwise("normal")),
     "zeta": Entry(SPECIAL_HOST, broadcasting("above_one", "positive")),
