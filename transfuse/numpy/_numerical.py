@@ -455,16 +455,10 @@ def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002
                 != a.shape[0]:
             raise TransfuseValueError(with_location("weights should have the same shape as a."))
         weights = F.ravel(weights)
-    edges = _bin_edges(a, bins, range)
+    edges, outer = _bin_edges(a, bins, range)
     n = lax.shape(edges)[0] - 1
-    value = cast_operand(a, result_type(a, edges))
-    edge_values = cast_operand(edges, result_type(a, edges))
-    bin_of = _op(np.subtract, searchsorted(_along(edge_values, 0, 0, n), value,
-                                           side="right"), 1)
-    last = lax.reshape(_along(edge_values, 0, n, n + 1), ())
-    bin_of = F.where(_op(np.equal, value, last), n - 1, bin_of)  # the last bin is closed
-    beyond = _op(np.logical_not, _op(np.less_equal, value, last))  # above it, or NaN
-    bin_of = F.where(beyond, -1, bin_of)
+    bin_of = _bins_by_search(a, edges) if outer is None else _bins_by_arithmetic(
+        a, edges, *outer)
     dtype = np.dtype(np.int64) if weights is None else weights.dtype
     if weights is None:
         hist = _binned_sum(bin_of, None, n, dtype)
@@ -477,8 +471,38 @@ def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002
     return hist, edges
 
 
-def _bin_edges(a: Any, bins: Any, range: Any) -> Any:  # noqa: A002
-    """The bin edges NumPy uses: explicit (increasing), or `bins` equal bins by linspace."""
+def _bins_by_search(a: Any, edges: Any) -> Any:
+    """Each value's bin among explicit edges (-1: outside them, or NaN)."""
+    n = lax.shape(edges)[0] - 1
+    dt = result_type(a, edges)
+    value, edge_values = cast_operand(a, dt), cast_operand(edges, dt)
+    bin_of = _op(np.subtract, searchsorted(_along(edge_values, 0, 0, n), value, side="right"),
+                 1)
+    last = lax.reshape(_along(edge_values, 0, n, n + 1), ())
+    bin_of = F.where(_op(np.equal, value, last), n - 1, bin_of)  # the last bin is closed
+    beyond = _op(np.logical_not, _op(np.less_equal, value, last))  # above it, or NaN
+    return F.where(beyond, -1, bin_of)
+
+
+def _bins_by_arithmetic(a: Any, edges: Any, first: Any, last: Any) -> Any:
+    """Each value's bin among equal bins, NumPy's way: (a - first) / width, corrected by one
+    against the edges either way; O(len(a)) (-1: outside [first, last], or NaN)."""
+    n = lax.shape(edges)[0] - 1
+    keep = _op(np.logical_and, _op(np.greater_equal, a, first), _op(np.less_equal, a, last))
+    value = lax.convert(a, lax.dtype(edges))
+    scaled = _op(np.multiply, _op(np.true_divide, _op(np.subtract, value, first),
+                                  _op(np.subtract, last, first)), n)
+    safe = F.where(keep, scaled, lax.zeros_like(scaled))  # no int cast of NaN or inf
+    index = lax.clip(lax.convert(safe, np.int64), 0, n - 1)
+    index = _op(np.subtract, index, _op(np.less, value, F.take(edges, index)))
+    above = _op(np.greater_equal, value, F.take(edges, _op(np.add, index, 1)))
+    index = _op(np.add, index, _op(np.logical_and, above, _op(np.not_equal, index, n - 1)))
+    return F.where(keep, index, -1)
+
+
+def _bin_edges(a: Any, bins: Any, range: Any) -> tuple[Any, Any]:  # noqa: A002
+    """The bin edges NumPy uses: explicit (increasing), or `bins` equal bins by linspace;
+    with (first, last) for equal bins (None for explicit ones)."""
     if isinstance(bins, str):
         raise unsupported(f"np.histogram(..., bins={bins!r}) on traced values (its number of "
                           "bins depends on the data)", "pass an integer or the edges")
@@ -487,7 +511,7 @@ def _bin_edges(a: Any, bins: Any, range: Any) -> Any:  # noqa: A002
         if not is_traced(edges) and np.any(edges[:-1] > edges[1:]):
             raise TransfuseValueError(with_location(
                 "`bins` must increase monotonically, when an array"))
-        return edges
+        return edges, None
     if ndim_of(bins) != 0 or is_traced(bins):
         raise TransfuseValueError(with_location("`bins` must be 1d, when an array"))
     count = int(bins)
@@ -517,4 +541,4 @@ def _bin_edges(a: Any, bins: Any, range: Any) -> Any:  # noqa: A002
     bin_type = result_type(first, last, a)
     if bin_type.kind in "iub":
         bin_type = result_type(bin_type, 1.0)
-    return F.linspace(first, last, count + 1, dtype=bin_type)
+    return F.linspace(first, last, count + 1, dtype=bin_type), (first, last)
