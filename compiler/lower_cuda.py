@@ -140,8 +140,8 @@ _rule("ceil", point=_math("cu_ceil"))
 _rule("round", point=_math("cu_round"))
 _rule("reciprocal", point=lambda c: divide(c, c.lit(1), c.arg(0)))
 _rule("arctan2", point=_math("cu_arctan2"))
-# scipy.special: libdevice's erfc, erfinv, normcdf, normcdfinv and lgamma; digamma and
-# log_ndtr written with libdevice (runtime/special_device.py)
+# scipy.special: libdevice's erfc, erfinv, normcdf, normcdfinv and lgamma; digamma,
+# log_ndtr and Hurwitz zeta written with libdevice (runtime/special_device.py)
 _rule("erfc", point=_math("cu_erfc"))
 _rule("erf_inv", point=_math("cu_erfinv"))
 _rule("ndtr", point=_math("cu_ndtr"))
@@ -149,6 +149,7 @@ _rule("ndtri", point=_math("cu_ndtri"))
 _rule("lgamma", point=_math("cu_lgamma"))
 _rule("digamma", point=_math("cu_digamma"))
 _rule("log_ndtr", point=_math("cu_log_ndtr"))
+_rule("zeta", point=_math("cu_zeta"))
 
 
 def _no_device_function(c: PointCtx) -> str:
@@ -158,7 +159,7 @@ def _no_device_function(c: PointCtx) -> str:
         "run this function on the CPU (jit without device='cuda')", c.node.source))
 
 
-for _name in ("bessel_i0e", "bessel_i1e", "zeta"):
+for _name in ("bessel_i0e", "bessel_i1e"):
     _rule(_name, point=_no_device_function)
 
 

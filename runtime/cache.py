@@ -62,7 +62,7 @@ _FINGERPRINT_FILES = [
     _ROOT / "compiler" / "lower_cpu.py", _ROOT / "compiler" / "codegen.py",
     _ROOT / "compiler" / "fusion.py", _ROOT / "compiler" / "mathlib.py",
     _HERE / "cpu_kernels.py", _HERE / "cache.py", _HERE / "helper_options.py",
-    _HERE / "special_functions.py", _HERE / "sort_kernels.py",
+    _HERE / "special_functions.py", _HERE / "special_device.py", _HERE / "sort_kernels.py",
 ]
 
 COMPILE_LOCK = threading.RLock()  # first compiles from several threads are serialised

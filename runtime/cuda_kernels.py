@@ -22,7 +22,7 @@ import numpy as np
 from numba import config, cuda
 
 from . import complex_bodies, linalg_bodies
-from .special_device import make_digamma, make_log_ndtr
+from .special_device import make_digamma, make_log_ndtr, make_zeta
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 INDEX_ERROR = 1  # the codes the `err` flag array holds
@@ -102,6 +102,7 @@ if SIMULATOR:
     cu_erfc, cu_erfinv = scipy.special.erfc, scipy.special.erfinv
     cu_ndtr, cu_ndtri, cu_lgamma = scipy.special.ndtr, scipy.special.ndtri, scipy.special.gammaln
     cu_digamma, cu_log_ndtr = scipy.special.psi, scipy.special.log_ndtr
+    cu_zeta = scipy.special.zeta
 else:
     @device
     def cu_erfc(x):
@@ -128,9 +129,11 @@ else:
         """scipy.special.gammaln."""
         return math.lgamma(x)
 
-    # libdevice has no digamma or log_ndtr: runtime/special_device.py's, in float64
+    # libdevice has no digamma, log_ndtr or Hurwitz zeta: runtime/special_device.py's,
+    # in float64
     _digamma = device(make_digamma(libdevice.floor))
     _log_ndtr = device(make_log_ndtr(libdevice.floor))
+    _zeta = device(make_zeta(libdevice.floor))
 
     @device
     def cu_digamma(x):
@@ -141,6 +144,11 @@ else:
     def cu_log_ndtr(x):
         """scipy.special.log_ndtr."""
         return _log_ndtr(x + 0.0)
+
+    @device
+    def cu_zeta(s, q):
+        """Hurwitz's zeta (scipy.special.zeta(s, q))."""
+        return _zeta(s + 0.0, q + 0.0)
 
 
 # ---------------------------------------------------------------------------------------

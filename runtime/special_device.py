@@ -1,9 +1,10 @@
-"""scipy.special's digamma and log_ndtr for generated CUDA kernels (libdevice lacks them).
+"""scipy.special's digamma, log_ndtr and Hurwitz zeta for generated CUDA kernels (libdevice
+lacks them); zeta is the CPU kernels' too (cython_special does not export it).
 
 Plain Python over `math`, made by factories that take the `floor` of the target (Numba's
 CPU math.floor returns an integer; libdevice's returns a float): runtime/cuda_kernels.py
 compiles them as device functions, tests/test_special.py with njit on the CPU, where they
-are checked against SciPy. The CPU backend itself calls SciPy's own code
+are checked against SciPy. The CPU backend itself calls SciPy's own code for the others
 (runtime/special_functions.py).
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+
+import numpy as np
 
 _EULER = 0.57721566490153286061
 _SQRT1_2 = 0.70710678118654752440
@@ -77,3 +80,59 @@ def make_log_ndtr(floor: Callable) -> Callable:
             k += 1.0
         return -0.5 * x * x - math.log(-x) - _HALF_LOG_2PI + math.log(total)
     return log_ndtr
+
+
+# Hurwitz zeta: Euler-Maclaurin summation (Cephes zeta.c, as scipy.special.zeta). The
+# coefficients are (2k)! / B_2k.
+_ZETA_A = np.array([
+    12.0, -720.0, 30240.0, -1209600.0, 47900160.0, -1.8924375803183791606e9, 7.47242496e10,
+    -2.950130727918164224e12, 1.1646782814350067249e14, -4.5979787224074726105e15,
+    1.8152105401943546773e17, -7.1661652561756670113e18])
+_MACHEP = 1.11022302462515654042e-16
+
+
+def make_zeta(floor: Callable) -> Callable:
+    """Hurwitz's zeta(s, q) = sum over k >= 0 of (k + q)**-s (scipy.special.zeta(s, q)):
+    the first terms summed until k + q > 9, then Euler-Maclaurin's correction."""
+    def zeta(s, q):
+        x = s
+        if x == 1.0:
+            return math.inf
+        if x < 1.0 or q != q:
+            return math.nan
+        if q <= 0.0:
+            if q == floor(q):
+                return math.inf
+            if x != floor(x):
+                return math.nan  # q**-x is not real
+        if q > 1e8:  # the asymptotic expansion (DLMF 25.11.43)
+            return (1.0 / (x - 1.0) + 1.0 / (2.0 * q)) * math.pow(q, 1.0 - x)
+        total = math.pow(q, -x)
+        a = q
+        b = 0.0
+        i = 0
+        while i < 9 or a <= 9.0:
+            i += 1
+            a += 1.0
+            b = math.pow(a, -x)
+            total += b
+            if abs(b / total) < _MACHEP:
+                return total
+        w = a
+        total += b * w / (x - 1.0)
+        total -= 0.5 * b
+        factor = 1.0
+        k = 0.0
+        for j in range(12):
+            factor *= x + k
+            b /= w
+            term = factor * b / _ZETA_A[j]
+            total += term
+            if abs(term / total) < _MACHEP:
+                break
+            k += 1.0
+            factor *= x + k
+            b /= w
+            k += 1.0
+        return total
+    return zeta

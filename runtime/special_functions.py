@@ -6,7 +6,7 @@ rounding of a float32 result. The C functions are bound by symbol name (`llvm.ad
 done when this module is imported, before any cached kernel is loaded): Numba's cached
 machine code refers to the name, not to an address, so kernels stay cacheable across
 processes. Hurwitz's zeta, which cython_special does not export, is Cephes' algorithm
-(as SciPy's) written here.
+(as SciPy's) from runtime/special_device.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from numba import njit, types
 from numba.extending import get_cython_function_address
 
 from .helper_options import HELPER
+from .special_device import make_zeta
 
 _DOUBLE_SIGNATURE = "double (double, int __pyx_skip_dispatch)"
 # our symbol -> cython_special's function (its float64 specialisation)
@@ -108,55 +109,12 @@ def special_i1e(x):
     return _I1E(np.float64(x), 0)
 
 
-# Hurwitz zeta: Euler-Maclaurin summation (Cephes zeta.c, as scipy.special.zeta). The
-# coefficients are (2k)! / B_2k.
-_ZETA_A = np.array([
-    12.0, -720.0, 30240.0, -1209600.0, 47900160.0, -1.8924375803183791606e9, 7.47242496e10,
-    -2.950130727918164224e12, 1.1646782814350067249e14, -4.5979787224074726105e15,
-    1.8152105401943546773e17, -7.1661652561756670113e18])
-_MACHEP = 1.11022302462515654042e-16
+# Hurwitz zeta (Cephes' Euler-Maclaurin summation, as SciPy's): the body the CUDA kernels
+# compile too (runtime/special_device.py)
+_zeta = njit(**HELPER)(make_zeta(np.floor))
 
 
 @njit(**HELPER)
 def special_zeta(s, q):
-    """Hurwitz's zeta(s, q) = sum over k >= 0 of (k + q)**-s (scipy.special.zeta(s, q))."""
-    x, q = np.float64(s), np.float64(q)
-    if x == 1.0:
-        return np.inf
-    if x < 1.0 or np.isnan(q):
-        return np.nan
-    if q <= 0.0:
-        if q == np.floor(q):
-            return np.inf
-        if x != np.floor(x):
-            return np.nan  # q**-x is not real
-    if q > 1e8:  # the asymptotic expansion (DLMF 25.11.43)
-        return (1.0 / (x - 1.0) + 1.0 / (2.0 * q)) * q ** (1.0 - x)
-    total = q ** -x
-    a = q
-    b = 0.0
-    i = 0
-    while i < 9 or a <= 9.0:
-        i += 1
-        a += 1.0
-        b = a ** -x
-        total += b
-        if abs(b / total) < _MACHEP:
-            return total
-    w = a
-    total += b * w / (x - 1.0)
-    total -= 0.5 * b
-    factor = 1.0
-    k = 0.0
-    for j in range(12):
-        factor *= x + k
-        b /= w
-        term = factor * b / _ZETA_A[j]
-        total += term
-        if abs(term / total) < _MACHEP:
-            break
-        k += 1.0
-        factor *= x + k
-        b /= w
-        k += 1.0
-    return total
+    """scipy.special.zeta(s, q) in float64."""
+    return _zeta(np.float64(s), np.float64(q))

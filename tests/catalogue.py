@@ -561,7 +561,7 @@ LINALG, SMALL_LINALG = "linalg", "linalg-per-thread"
 FFT = "fft"
 SORT = "sort"
 SPECIAL_HOST = "special-host"  # scipy.special's functions libdevice lacks
-HOST_ONLY = {SPECIAL_HOST: "libdevice has no i0e, i1e or Hurwitz zeta: "
+HOST_ONLY = {SPECIAL_HOST: "libdevice has no i0e or i1e: "
                            "jit(device='cuda') raises CompileError naming the function",
              LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
                      "raises CompileError naming the function when the program is built",
@@ -634,7 +634,7 @@ CATALOGUE: dict[str, Entry] = {
     "digamma": Entry(UNARY_FLOAT, elementwise("positive")),
     "bessel_i0e": Entry(SPECIAL_HOST, elementwise("normal")),
     "bessel_i1e": Entry(SPECIAL_HOST, elementwise("normal")),
-    "zeta": Entry(SPECIAL_HOST, broadcasting("above_one", "positive")),
+    "zeta": Entry(BINARY, broadcasting("above_one", "positive")),
     "floor": Entry(UNARY_FLOAT, elementwise("scaled")),
     "ceil": Entry(UNARY_FLOAT, elementwise("scaled")),
     "round": Entry(UNARY_FLOAT, elementwise("scaled")),

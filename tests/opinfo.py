@@ -394,7 +394,7 @@ add("scipy.special.xlogy", scipy.special.xlogy, _x_log_samples, SPECIAL, exact=F
 add("scipy.special.xlog1py", scipy.special.xlog1py, _x_log_samples, SPECIAL, exact=False,
     jax=_jsp("xlog1py"))
 add("scipy.special.polygamma", _polygamma, _polygamma_samples, SPECIAL, exact=False,
-    jax=lambda jax, x, n: jax.scipy.special.polygamma(n, x), cuda=NO_DEVICE)
+    jax=lambda jax, x, n: jax.scipy.special.polygamma(n, x))
 add("scipy.special.logsumexp", _logsumexp, _logsumexp_samples, SPECIAL, exact=False,
     jax=lambda jax, a, b=None, **kw: jax.scipy.special.logsumexp(a, b=b, **kw))
 add("scipy.special.softmax", _softmax, _softmax_samples, SPECIAL, exact=False,
