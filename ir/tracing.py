@@ -600,6 +600,17 @@ class Tracer:
     trace = _method(np.trace)
     conj = _method(np.conj)
     conjugate = _method(np.conj)
+    argsort = _method(np.argsort)
+    argpartition = _method(np.argpartition)
+    searchsorted = _method(np.searchsorted)
+
+    def sort(self, axis=-1, kind=None, order=None, *, stable=None):
+        """In place, as ndarray.sort: the array's contents replaced by np.sort's."""
+        self[...] = _dispatch(np.sort, self, axis, kind, order, stable=stable)
+
+    def partition(self, kth, axis=-1, kind="introselect", order=None):
+        """In place, as ndarray.partition (a full stable sort, as np.partition)."""
+        self[...] = _dispatch(np.partition, self, kth, axis, kind, order)
 
     def reshape(self, *shape, order="C"):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):

@@ -251,3 +251,22 @@ def test_bad_arguments_raise_clear_errors(call, error, message, numpy_too):
             call(x)  # NumPy's own error ...
     with pytest.raises(error, match=message):
         tx.make_graph(call)(x)  # ... and transfuse's, naming the same thing
+
+
+def test_array_methods_sort_in_place():
+    x = RNG.standard_normal((3, 5))
+    table = np.sort(RNG.standard_normal(7))
+
+    def f(a, t):
+        b = a * 2
+        b.sort(axis=0)
+        c = a + 1
+        c.partition(2)  # a full sort, as np.partition
+        return b, c, a.argsort(kind="stable"), a.argpartition(1, axis=0), t.searchsorted(a[0])
+
+    b, c = np.sort(x * 2, axis=0), np.sort(x + 1)
+    assert_same(traced(f, x, table), (b, c, np.argsort(x, kind="stable"),
+                                      np.argsort(x, axis=0, kind="stable"),
+                                      np.searchsorted(table, x[0])))
+    smallest_two = tx.grad(lambda a: (lambda s: (s.sort(), np.sum(s[:, :2]))[1])(a * 1.0))(x)
+    assert np.array_equal(smallest_two, (np.argsort(np.argsort(x)) < 2).astype(float))
