@@ -226,6 +226,8 @@ def test_cuda_refuses_sorting():
 BAD = [
     (lambda a: np.sort(a, kind="bogo"), ValueError, "sort kind must be one of", True),
     (lambda a: np.sort(a, axis=2), ValueError, "axis 2 is out of bounds", True),
+    (lambda a: np.quantile(a[0, 0], 0.5, axis=0), ValueError, "axis 0 is out of bounds", True),
+    (lambda a: np.median(a[0, 0], axis=(0,)), ValueError, "axis 0 is out of bounds", True),
     (lambda a: np.partition(a, 5), ValueError, r"kth\(=5\) out of bounds \(5\)", True),
     (lambda a: np.partition(a, 1.5), TypeError, "Partition index must be integer", True),
     (lambda a: np.quantile(a, 1.5), ValueError, r"Quantiles must be in the range \[0, 1\]", True),

@@ -20,7 +20,12 @@ import numpy as np
 
 from transfuse.ir import lax
 from transfuse.ir.core import is_inexact
-from transfuse.ir.errors import TransfuseIndexError, TransfuseTypeError, TransfuseValueError
+from transfuse.ir.errors import (
+    TransfuseAxisError,
+    TransfuseIndexError,
+    TransfuseTypeError,
+    TransfuseValueError,
+)
 from transfuse.ir.source import with_location
 from transfuse.ir.tracing import Tracer
 
@@ -348,6 +353,10 @@ def _check_q(q: Any, what: str, scale: float) -> tuple[Any, bool]:
 def _reduce_layout(a: Any, axis: Any) -> tuple[Any, tuple[int, ...], tuple[int, ...]]:
     """a with the reduced axes merged last: (that array, the reduced axes, the rest's
     shape)."""
+    if axis is not None and len(shape_of(a)) == 0:  # NumPy: a 0-d array has no axis 0
+        first = axis[0] if isinstance(axis, (tuple, list)) and axis else axis
+        raise TransfuseAxisError(with_location(
+            f"axis {first} is out of bounds for array of dimension 0"), first, 0)
     axes = normalize_axes(axis, len(shape_of(a)))
     moved, rest = _to_last(a, axes)
     return moved, axes, rest
