@@ -141,7 +141,7 @@ _rule("round", point=_math("cu_round"))
 _rule("reciprocal", point=lambda c: divide(c, c.lit(1), c.arg(0)))
 _rule("arctan2", point=_math("cu_arctan2"))
 # scipy.special: libdevice's erfc, erfinv, normcdf, normcdfinv and lgamma; digamma,
-# log_ndtr and Hurwitz zeta written with libdevice (runtime/special_device.py)
+# log_ndtr, Hurwitz zeta, i0e and i1e written with libdevice (runtime/special_device.py)
 _rule("erfc", point=_math("cu_erfc"))
 _rule("erf_inv", point=_math("cu_erfinv"))
 _rule("ndtr", point=_math("cu_ndtr"))
@@ -152,15 +152,8 @@ _rule("log_ndtr", point=_math("cu_log_ndtr"))
 _rule("zeta", point=_math("cu_zeta"))
 
 
-def _no_device_function(c: PointCtx) -> str:
-    """scipy.special's functions libdevice lacks: refuse while the program is built."""
-    raise CompileError(with_location(
-        f"{c.node.prim.name} (scipy.special) has no CUDA kernel (libdevice lacks it); "
-        "run this function on the CPU (jit without device='cuda')", c.node.source))
-
-
-for _name in ("bessel_i0e", "bessel_i1e"):
-    _rule(_name, point=_no_device_function)
+_rule("bessel_i0e", point=_math("cu_i0e"))
+_rule("bessel_i1e", point=_math("cu_i1e"))
 
 
 def _sign(c: PointCtx) -> str:

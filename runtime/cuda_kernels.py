@@ -22,7 +22,7 @@ import numpy as np
 from numba import config, cuda
 
 from . import complex_bodies, linalg_bodies
-from .special_device import make_digamma, make_log_ndtr, make_zeta
+from .special_device import chebyshev, make_digamma, make_i0e, make_i1e, make_log_ndtr, make_zeta
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 INDEX_ERROR = 1  # the codes the `err` flag array holds
@@ -102,7 +102,7 @@ if SIMULATOR:
     cu_erfc, cu_erfinv = scipy.special.erfc, scipy.special.erfinv
     cu_ndtr, cu_ndtri, cu_lgamma = scipy.special.ndtr, scipy.special.ndtri, scipy.special.gammaln
     cu_digamma, cu_log_ndtr = scipy.special.psi, scipy.special.log_ndtr
-    cu_zeta = scipy.special.zeta
+    cu_zeta, cu_i0e, cu_i1e = scipy.special.zeta, scipy.special.i0e, scipy.special.i1e
 else:
     @device
     def cu_erfc(x):
@@ -129,11 +129,14 @@ else:
         """scipy.special.gammaln."""
         return math.lgamma(x)
 
-    # libdevice has no digamma, log_ndtr or Hurwitz zeta: runtime/special_device.py's,
-    # in float64
+    # libdevice has no digamma, log_ndtr, i0e, i1e or Hurwitz zeta:
+    # runtime/special_device.py's, in float64
     _digamma = device(make_digamma(libdevice.floor))
     _log_ndtr = device(make_log_ndtr(libdevice.floor))
     _zeta = device(make_zeta(libdevice.floor))
+    _chebyshev = device(chebyshev)
+    _i0e = device(make_i0e(_chebyshev))
+    _i1e = device(make_i1e(_chebyshev))
 
     @device
     def cu_digamma(x):
@@ -149,6 +152,16 @@ else:
     def cu_zeta(s, q):
         """Hurwitz's zeta (scipy.special.zeta(s, q))."""
         return _zeta(s + 0.0, q + 0.0)
+
+    @device
+    def cu_i0e(x):
+        """scipy.special.i0e."""
+        return _i0e(x + 0.0)
+
+    @device
+    def cu_i1e(x):
+        """scipy.special.i1e."""
+        return _i1e(x + 0.0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -560,10 +560,7 @@ LINALG, SMALL_LINALG = "linalg", "linalg-per-thread"
 # the refusal instead of PTX; the simulator does not run them), and why.
 FFT = "fft"
 SORT = "sort"
-SPECIAL_HOST = "special-host"  # scipy.special's functions libdevice lacks
-HOST_ONLY = {SPECIAL_HOST: "libdevice has no i0e or i1e: "
-                           "jit(device='cuda') raises CompileError naming the function",
-             LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
+HOST_ONLY = {LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
                      "raises CompileError naming the function when the program is built",
              FFT: "the Fourier transform has no CUDA kernel yet: jit(device='cuda') raises "
                   "CompileError naming it when the program is built",
@@ -632,8 +629,8 @@ CATALOGUE: dict[str, Entry] = {
     "lgamma": Entry(UNARY_FLOAT, elementwise("positive")),
     "log_ndtr": Entry(UNARY_FLOAT, elementwise("normal")),
     "digamma": Entry(UNARY_FLOAT, elementwise("positive")),
-    "bessel_i0e": Entry(SPECIAL_HOST, elementwise("normal")),
-    "bessel_i1e": Entry(SPECIAL_HOST, elementwise("normal")),
+    "bessel_i0e": Entry(UNARY_FLOAT, elementwise("normal")),
+    "bessel_i1e": Entry(UNARY_FLOAT, elementwise("normal")),
     "zeta": Entry(BINARY, broadcasting("above_one", "positive")),
     "floor": Entry(UNARY_FLOAT, elementwise("scaled")),
     "ceil": Entry(UNARY_FLOAT, elementwise("scaled")),

@@ -318,7 +318,6 @@ add("lax.rsqrt", lax.rsqrt, unary("positive"), UNARY_FLOAT, ref=lambda x: 1 / np
 # its Python functions are replaced while tracing. ndtr, logit, xlogy, ... are compositions.
 
 SPECIAL = "scipy-special"
-NO_DEVICE = "scipy.special\\) has no CUDA kernel"  # libdevice lacks it: device='cuda' refuses
 
 
 def _inside(lo: float, hi: float) -> Callable[[Draws], list[Sample]]:
@@ -375,15 +374,13 @@ def _jsp(name: str) -> Callable:
     return lambda jax, *args, **kwargs: getattr(jax.scipy.special, name)(*args, **kwargs)
 
 
-for _name, _samples, _cuda in (
-        ("erf", unary(), None), ("erfc", unary(), None), ("erfinv", _inside(-0.95, 0.95), None),
-        ("ndtri", _inside(0.02, 0.98), None), ("ndtr", unary(), None),
-        ("log_ndtr", unary(), None), ("gammaln", unary("positive"), None),
-        ("digamma", unary("positive"), None), ("i0e", unary(), NO_DEVICE),
-        ("i1e", unary(), NO_DEVICE), ("expit", unary(), None),
-        ("logit", _inside(0.05, 0.95), None)):
+for _name, _samples in (
+        ("erf", unary()), ("erfc", unary()), ("erfinv", _inside(-0.95, 0.95)),
+        ("ndtri", _inside(0.02, 0.98)), ("ndtr", unary()), ("log_ndtr", unary()),
+        ("gammaln", unary("positive")), ("digamma", unary("positive")), ("i0e", unary()),
+        ("i1e", unary()), ("expit", unary()), ("logit", _inside(0.05, 0.95))):
     add(f"scipy.special.{_name}", getattr(scipy.special, _name), _samples, SPECIAL,
-        exact=False, jax=_jsp(_name), cuda=_cuda)
+        exact=False, jax=_jsp(_name))
 add("scipy.special.psi", scipy.special.psi, unary("positive"), SPECIAL, exact=False,
     jax=_jsp("digamma"))
 add("scipy.special.erfcinv", scipy.special.erfcinv, _inside(0.05, 1.95), SPECIAL, exact=False)

@@ -256,15 +256,24 @@ def test_a_second_process_loads_special_function_kernels_from_disk(tmp_path):
     assert second["out"] == first["out"]
 
 
-def test_the_cuda_digamma_and_log_ndtr_match_scipy():
-    """runtime/special_device.py (the CUDA kernels' digamma and log_ndtr, libdevice having
-    none) compiled for the CPU: within 2e-14 of mpmath's digamma (relative; near its roots
-    absolute) and 1e-13 of SciPy's log_ndtr; their infinities and NaNs SciPy's."""
+def test_the_cuda_functions_libdevice_lacks_match_scipy():
+    """runtime/special_device.py (the CUDA kernels' digamma, log_ndtr, i0e and i1e)
+    compiled for the CPU: within 2e-14 of mpmath's digamma (relative; near its roots
+    absolute), 1e-13 of SciPy's log_ndtr, 1e-15 of SciPy's i0e and i1e; their infinities,
+    zeros and NaNs SciPy's."""
     from numba import njit
-    from transfuse.runtime.special_device import make_digamma, make_log_ndtr
+    from transfuse.runtime.special_device import (
+        chebyshev,
+        make_digamma,
+        make_i0e,
+        make_i1e,
+        make_log_ndtr,
+    )
 
     floor = njit(lambda v: np.floor(v))
     digamma, log_ndtr = njit(make_digamma(floor)), njit(make_log_ndtr(floor))
+    series = njit(chebyshev)
+    i0e, i1e = njit(make_i0e(series)), njit(make_i1e(series))
     rng = np.random.default_rng(5)
     edges = [0.0, -0.0, -1.0, -2.5, 1.0, 10.0, 11.0, np.inf, -np.inf, np.nan]
     x = np.r_[rng.uniform(-20, 20, 300), np.exp(rng.uniform(-700, 700, 100)), edges]
@@ -276,3 +285,9 @@ def test_the_cuda_digamma_and_log_ndtr_match_scipy():
     got, want = np.array([log_ndtr(v) for v in y]), sp.log_ndtr(y)
     # right tail: erfc(x / sqrt(2)) inherits x**2 roundings of the argument (1e-13 at 34)
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=0, equal_nan=True)
+    z = np.r_[rng.uniform(-60, 60, 300), np.exp(rng.uniform(-700, 700, 100)), edges, 8.0,
+              -8.0, 1e308]
+    for ours, scipys in ((i0e, sp.i0e), (i1e, sp.i1e)):
+        got, want = np.array([ours(v) for v in z]), scipys(z)
+        np.testing.assert_allclose(got, want, rtol=1e-15, atol=0, equal_nan=True)
+        assert np.array_equal(np.signbit(got), np.signbit(want))
