@@ -39,6 +39,7 @@ from .codegen import (
 from .fusion import ELEMENTWISE, FUSED, fuse, fusion_class, is_unit_reshape
 from .mathlib import MATH_FUNCTIONS
 from .region_functions import RegionBody, share_regions
+from .repeated_blocks import outline_repeats
 from .size_params import SizeParams
 
 P = PRIMITIVES
@@ -1504,6 +1505,8 @@ class _Lowering:
             imports += [f"{n} = _MATH[{n!r}]" for n in sorted(self.program.math_names)]
         known = self.program.helpers | self.program.math_names
         statements, functions = share_regions(body, self.options(cache), known)
+        statements, blocks = outline_repeats(statements, self.options(cache), known, ret)
+        functions += blocks
         signature = ", ".join(sig) + ("," if sig else "")
         lines = head + [""] + imports + ["", f"SIGNATURE = ({signature})", "",
                                          ""] + [line for f in functions for line in f] + [
