@@ -67,5 +67,3 @@ def _float_operand(x):
 
 
 from . import sorting  # noqa: E402,F401  (registers np.sort, np.quantile and the rest)
-
-
