@@ -515,11 +515,13 @@ class Tracer:
     def __array__(self, dtype=None, copy=None):
         scipy_function = scipy_caller()
         if scipy_function is not None:
+            module = (".".join(scipy_function.split(".")[:2])
+                      if scipy_function.startswith("scipy.") else "scipy.linalg")
             raise UnsupportedError(with_location(
                 f"{scipy_function} was given a traced value: SciPy turns its arguments into "
                 "NumPy arrays, which traced values cannot become. Call the function through "
-                "its module (scipy.linalg.cho_solve(...): transfuse traces the ones it "
-                "supports, see docs/numpy.md) or use transfuse.scipy.linalg"))
+                f"its module ({module}.<name>(...): transfuse traces the ones it supports, "
+                f"see docs/numpy.md) or use transfuse.{module}"))
         construct = _construct_error()
         if construct is not None:
             raise construct

@@ -11,7 +11,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 import scipy.special as sp
-from transfuse.ir.errors import DTypeError
+from transfuse.ir.errors import DTypeError, UnsupportedError
 
 import transfuse as tx
 from tests.helpers import run_json_script
@@ -224,6 +224,16 @@ def test_a_name_imported_before_tracing_and_vmap():
     want = [sp.logsumexp(r, b=w, return_sign=True) for r, w in zip(a, b)]
     np.testing.assert_allclose(got[0], [w[0] for w in want], rtol=1e-14)
     np.testing.assert_array_equal(got[1], [w[1] for w in want])
+
+
+def test_a_python_function_imported_before_tracing_names_the_fix():
+    """scipy.special.logsumexp bound before the trace is SciPy's own: the error names it,
+    the module call that traces and transfuse.scipy.special."""
+    from scipy.special import logsumexp
+
+    with pytest.raises(UnsupportedError, match=r"logsumexp was given a traced value(.|\n)*"
+                       r"scipy\.special\.<name>\(\.\.\.\)(.|\n)*transfuse\.scipy\.special"):
+        tx.jit(lambda v: logsumexp(v))(np.ones(3))
 
 
 CACHED = textwrap.dedent("""
