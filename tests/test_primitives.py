@@ -28,6 +28,27 @@ def test_erf_and_logistic_match_scipy():
         assert_same(traced(tnp.logistic, x), scipy.special.expit(x))
 
 
+def test_special_primitives_match_scipy():
+    """scipy.special's primitives (ir/primitives.py SPECIAL_UNARY, zeta) bound directly."""
+    import scipy.special
+    from transfuse.ir import lax
+
+    rng = np.random.default_rng(2)
+    for dtype in FLOATS:
+        x, p = rand(rng, (5, 3), dtype), rng.uniform(0.05, 0.95, (5, 3)).astype(dtype)
+        for fn, ref, arg in ((lax.erfc, scipy.special.erfc, x), (lax.ndtr, scipy.special.ndtr, x),
+                             (lax.log_ndtr, scipy.special.log_ndtr, x),
+                             (lax.erf_inv, scipy.special.erfinv, p),
+                             (lax.ndtri, scipy.special.ndtri, p),
+                             (lax.lgamma, scipy.special.gammaln, p),
+                             (lax.digamma, scipy.special.psi, p),
+                             (lax.bessel_i0e, scipy.special.i0e, x),
+                             (lax.bessel_i1e, scipy.special.i1e, x)):
+            assert_same(traced(fn, arg), ref(arg).astype(dtype))
+        s = (p + 1.5).astype(dtype)
+        assert_same(traced(lax.zeta, s, p), scipy.special.zeta(s, p).astype(dtype))
+
+
 @pytest.mark.parametrize("scalar", [2, 2.5, True])
 @pytest.mark.parametrize("dtype", ["float32", "int32", "int64", "float64"])
 def test_python_scalars_are_weak(scalar, dtype):
