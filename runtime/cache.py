@@ -57,12 +57,14 @@ except ImportError:  # Windows: no advisory locks; concurrent compiles then both
 
 _HERE = Path(__file__).resolve().parent
 _ROOT = _HERE.parent
-# The compiler sources whose edits must invalidate cached kernels.
+# The sources whose edits must invalidate cached kernels: the lowering, and every runtime
+# module (the Numba helpers a kernel calls are linked into its cached machine code, so a
+# kernel whose own source is unchanged must still be rebuilt when one of them changes; a
+# hand-kept list missed expm.py, linalg_bodies.py and complex_bodies.py).
 _FINGERPRINT_FILES = [
     _ROOT / "compiler" / "lower_cpu.py", _ROOT / "compiler" / "codegen.py",
     _ROOT / "compiler" / "fusion.py", _ROOT / "compiler" / "mathlib.py",
-    _HERE / "cpu_kernels.py", _HERE / "cache.py", _HERE / "helper_options.py",
-    _HERE / "special_functions.py", _HERE / "special_device.py", _HERE / "sort_kernels.py",
+    *sorted(_HERE.glob("*.py")),
 ]
 
 COMPILE_LOCK = threading.RLock()  # first compiles from several threads are serialised

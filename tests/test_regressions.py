@@ -350,3 +350,30 @@ def test_a_fast_math_kernel_does_not_leave_fast_math_helpers_in_the_cache(tmp_pa
                               text=True, timeout=600, check=True)
     values = eval(done.stdout.strip().splitlines()[-1], {"nan": float("nan")})
     assert np.isnan(values[0]) and values[1:] == [1.0, -2.0]
+
+
+# A nested transform of a closure's array inside an outer transform folds to constants of
+# the outer graph (its results, not the array): the outer cache did not see the array
+# change in place and kept returning the old gradient (found by the helper adding
+# data-dependent shapes; transfuse/_staging.py guards the arrays a nested transform runs on).
+
+
+@pytest.mark.parametrize("inner", ["grad", "jacrev", "vmap"])
+def test_a_nested_transform_of_a_closure_array_sees_it_change_in_place(inner):
+    rng = np.random.default_rng(31)
+    c = rng.standard_normal(3)
+    inner_fn = {"grad": lambda: tx.grad(lambda v: np.sum(v ** 3)),
+                "jacrev": lambda: tx.jacrev(lambda v: np.sin(v) * v),
+                "vmap": lambda: tx.vmap(lambda v: v * np.tanh(v))}[inner]
+
+    def f(x):
+        out = inner_fn()(c)
+        return np.sum(x * (out if out.ndim == 1 else out @ np.ones(3)))
+
+    outer = tx.grad(f)
+    x = rng.standard_normal(3)
+    for _ in range(2):
+        want = tx.grad(lambda x, c: np.sum(x * (inner_fn()(c) if inner != "jacrev"
+                                                 else inner_fn()(c) @ np.ones(3))))(x, c)
+        np.testing.assert_allclose(outer(x), want, rtol=1e-13)
+        c[1] += 1.5  # in place: the cached outer gradient must not survive it

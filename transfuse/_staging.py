@@ -98,8 +98,20 @@ def execute(graph: Graph, args: Sequence[Any], implicit: Sequence[Any] = ()) -> 
     graph, implicit_args = resolve_implicit(graph, implicit, next_key)
     full = list(args) + implicit_args
     if current_builder() is not None:
+        _guard_concrete(full)
         return inline(graph, full)
     return interpret(graph, [np.asarray(a) for a in full])
+
+
+def _guard_concrete(values: Sequence[Any]) -> None:
+    """Arrays a transform runs on inside an enclosing trace: the enclosing caches guard them.
+
+    A nested transform of concrete arrays (`grad(g)(c)` with c a closure's array, inside an
+    outer `grad`) folds to constants of the outer graph; those constants are its results,
+    not c, so without this the outer cache would not see c change in place."""
+    arrays = [(v, np.array(v, copy=True)) for v in values if isinstance(v, np.ndarray)]
+    for recording in _recordings():
+        recording.extend(arrays)
 
 
 def signature(staged_leaves: Sequence[Any], dyn_index: Sequence[int], in_tree: TreeDef
