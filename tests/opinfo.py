@@ -1906,7 +1906,8 @@ add("np.lexsort", np.lexsort, lambda m: [
     s(m.normal((3, 8))), s(m.normal((2, 3, 4)), axis=0), s(m.normal((1, 5)))], SORTING,
     **_sorting(dtypes=ALL, derivative=ZERO))
 add("np.searchsorted", np.searchsorted, _searchsorted_samples, SORTING,
-    dtypes=NUMERIC, derivative=ZERO, note="a count: O(len(a) len(v)) work")
+    dtypes=NUMERIC, derivative=ZERO,
+    note="a count when small (len(a) len(v) comparisons), else a and v sorted together")
 add("np.quantile", np.quantile, _quantile_samples(1.0), SORTING,
     **_sorting(dtypes=NUMERIC, note="every method; q concrete"))
 add("np.percentile", np.percentile, _quantile_samples(100.0), SORTING,
