@@ -23,6 +23,7 @@ from ._core import (
     shape_of,
     to_bool,
 )
+from ._subgradients import sqrt_zero_subgradient
 
 # ---------------------------------------------------------------------------------------
 # NaN-ignoring reductions: NaNs replaced by the reduction's identity, as NumPy does
@@ -108,15 +109,9 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
 @implements(np.nanstd)
 def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None,
            mean=None, correction=None):
-    return _sqrt_zero_subgradient(nanvar(a, axis, dtype, out, ddof, keepdims, where=where,
-                                         mean=mean, correction=correction))
-
-
-def _sqrt_zero_subgradient(v: Any) -> Any:
-    """sqrt(v) whose derivative at v == 0 is 0 (torch's subgradient; as np.std's), not NaN."""
-    zero = lax.eq(v, lax.zeros_like(v))
-    return lax.select(zero, lax.zeros_like(v), lax.sqrt(lax.select(zero, lax.full_like(v, 1),
-                                                                   v)))
+    # At zero variance the derivative is 0, as np.std's (torch's subgradient; JAX: NaN).
+    return sqrt_zero_subgradient(nanvar(a, axis, dtype, out, ddof, keepdims, where=where,
+                                        mean=mean, correction=correction))
 
 
 def _nan_extremum(reducer, fill: float, name: str):
