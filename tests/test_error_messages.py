@@ -297,9 +297,9 @@ def _no_rule_message(marker, fn, x=None):
 UNSUPPORTED = {
     "numpy.linalg.eig": lambda x: np.linalg.eig(x),  # <- numpy.linalg.eig
     "numpy.unwrap": lambda x: np.unwrap(x),  # <- numpy.unwrap
-    "scipy.special.erf": lambda x: scipy.special.erf(x),  # <- scipy.special.erf
+    "scipy.special.gamma": lambda x: scipy.special.gamma(x),  # <- scipy.special.gamma
     "numpy.spacing": lambda x: np.spacing(x),  # <- numpy.spacing
-    "numpy.sort": lambda x: np.sort(x),  # <- numpy.sort
+    "numpy.sort_complex": lambda x: np.sort_complex(x),  # <- numpy.sort_complex
     "numpy.add.reduceat": lambda x: np.add.reduceat(x, [0, 1]),  # <- numpy.add.reduceat
 }
 
