@@ -12,6 +12,7 @@ import argparse
 import time
 from collections import Counter
 
+from . import ops_more
 from .campaign import COMPLEX_SHARE, cases_for, kind_for, outcome, shrink
 
 
@@ -26,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of complex programs when --kind is not given "
                              "(replay one with --kind complex)")
     parser.add_argument("--quiet", action="store_true", help="no line per finding")
+    parser.add_argument("--boost", type=float, default=1.0, metavar="FACTOR",
+                        help="weight issue #16's ops (tests/fuzz/ops_more.py: sorting, "
+                             "statistics, scipy.special, FFT) FACTOR times as much")
     args = parser.parse_args(argv)
+    if args.boost != 1.0:
+        ops_more.boost(args.boost)
     deadline = time.monotonic() + 60 * args.minutes
     counts: dict[str, Counter] = {}
     findings: dict[str, tuple] = {}

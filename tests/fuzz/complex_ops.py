@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ops_more
 from .ops import (
     _axis,
     _condition,
@@ -423,6 +424,7 @@ COMPLEX_WEIGHTS = {
     op_transpose: 1, op_broadcast: 1, op_slice: 2, op_take: 1, op_flip: 1, op_concatenate: 1,
     op_stack: 1,
 }
+COMPLEX_WEIGHTS.update(ops_more.COMPLEX_WEIGHTS)  # np.fft
 
 
 def generate_complex(rng: np.random.Generator, float_dtype=np.float64) -> Program:

@@ -674,6 +674,8 @@ WEIGHTS = {
 MUTATION_WEIGHTS = {**WEIGHTS, op_buffer: 3, op_mutate: 6}
 SMOOTH_WEIGHTS = {op: w for op, w in WEIGHTS.items()
                   if op not in (op_compare, op_integer, op_logical)}
+# (tests/fuzz/ops_more.py, imported by complex_ops.py, adds issue #16's functions to these
+# tables: sorting, statistics, scipy.special, the FFT)
 
 
 def generate(rng: np.random.Generator, kind: str, float_dtype=np.float64) -> Program:

@@ -73,7 +73,8 @@ class Program:
     def build(self, xp: Any, float_dtype: Any = None) -> Any:
         """The program as a function over namespace xp, floats made in float_dtype."""
         real = float_dtype or self.float_dtype.type
-        names = {"xp": xp, "F": real, "C": complex_twin(real), **self.consts}
+        names = {"xp": xp, "sp": special_namespace(xp, real), "F": real,
+                 "C": complex_twin(real), **self.consts}
         exec(compile(self.source(), "<fuzz program>", "exec"), names)
         return names["f"]
 
@@ -84,6 +85,30 @@ class Program:
 
     def with_lines(self, lines: list[str], outputs: list[str]) -> Program:
         return replace(self, lines=lines, outputs=outputs)
+
+
+def special_namespace(xp: Any, real: Any) -> Any:
+    """What a program's `sp` is: scipy.special beside NumPy (a float64 shim for long
+    double, which SciPy's ufuncs have no loops for), jax.scipy.special beside jax.numpy."""
+    if xp is not np:
+        import jax.scipy.special
+        return jax.scipy.special
+    import scipy.special
+    return _Float64Special() if np.dtype(real) == np.longdouble else scipy.special
+
+
+class _Float64Special:
+    """scipy.special's functions on long double arrays, computed in float64."""
+
+    def __getattr__(self, name: str) -> Any:
+        import scipy.special
+        fn = getattr(scipy.special, name)
+
+        def in_float64(*args: Any, **kwargs: Any) -> Any:
+            low = [np.asarray(a, np.float64) if np.asarray(a).dtype == np.longdouble else a
+                   for a in args]
+            return np.asarray(fn(*low, **kwargs)).astype(np.longdouble)
+        return in_float64
 
 
 def complex_twin(real: Any) -> type:
@@ -170,7 +195,8 @@ class Generator:
         self.values: list[Value] = []
         self.lines: list[str] = []
         self.consts: dict[str, np.ndarray] = {}
-        self.env: dict[str, Any] = {"xp": np, "F": self.float_dtype.type}
+        self.env: dict[str, Any] = {"xp": np, "sp": special_namespace(np, self.float_dtype),
+                                    "F": self.float_dtype.type}
         self.cost = 1
         self.mutates_inputs = False
         self.counter = 0

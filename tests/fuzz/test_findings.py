@@ -22,6 +22,13 @@
    empty axis, `z / 0` and `1 / z` at 0 raise where NumPy gives inf/nan. Fixed: complex
    division is NumPy's algorithm (runtime/complex_bodies.py, compiled with NumPy's error
    model), on both backends; 0 ** (negative int) is nan + nan j, as NumPy.
+7. (issue #16's functions, tests/fuzz/ops_more.py) Not a transfuse bug: jax.numpy's
+   quantile, percentile and median give a 0-d array's keepdims=True result shape (1,),
+   NumPy and transfuse shape (). The generator gives 0-d operands no keepdims.
+8. (issue #16's campaign) The reference interpreter's np.take of one element is a NumPy
+   scalar (ir/primitives.py, _gather_impl), so `s = np.take(x, 0); s -= 1.0` raised
+   TypeError writing into it (jit and functionalize are right). Left as xfail(strict=True);
+   the generator avoids the pattern in mutation programs.
 """
 
 from __future__ import annotations
@@ -184,3 +191,48 @@ def test_complex_mean_over_an_empty_axis_is_nan_under_jit(dtype):
         expected = f(z)
     assert_same(traced(f, z), expected)
     assert_same(tx.jit(f)(z), expected)
+
+
+# ---------------------------------------------------------------------------------------
+# 7. (issue #16's ops) keepdims=True quantiles of a 0-d array
+
+
+def test_quantile_of_a_zero_d_array_keeps_no_dims_as_numpy():
+    """np.quantile/percentile/median(x, keepdims=True) of a 0-d x is 0-d in NumPy (and
+    transfuse, also under jvp and vmap); jax.numpy gives shape (1,), which the fuzzer took
+    for a finding (seed 1102 with --boost 8). An oracle's quirk: the generator gives 0-d
+    operands no keepdims."""
+    def f(x):
+        return (np.percentile(x, 75.0, keepdims=True), np.median(x, keepdims=True),
+                np.quantile(x, 0.3, axis=None, method="lower", keepdims=True))
+
+    x = np.asarray(0.625)
+    assert [np.shape(o) for o in f(x)] == [(), (), ()]
+    assert_same(traced(f, x), f(x))
+    primals, tangents = tx.jvp(f, (x,), (np.asarray(1.0),))
+    assert_same(primals, f(x))
+    assert_same(tangents, (np.asarray(1.0),) * 3)
+    xs = np.array([0.5, -1.25])
+    assert_same(tx.vmap(f)(xs), tuple(np.stack(o) for o in zip(*map(f, xs))))
+
+
+# ---------------------------------------------------------------------------------------
+# 8. the interpreter's np.take of one element, written in place
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+    "ir/primitives.py _gather_impl returns np.take's NumPy scalar for a 0-d result, and "
+    "the interpreter's assign then writes into it (fix: np.asarray around np.take)"))
+def test_an_element_taken_by_np_take_can_be_updated_in_place():
+    """`s = np.take(x, 0, axis=0); s -= 1.0`: NumPy rebinds the scalar, jit and
+    functionalize give -0.5 and leave x alone; the reference interpreter raised TypeError
+    ("'numpy.float64' object does not support item assignment"; fuzzer seed 2160 with
+    --boost 8, np.take of np.partition's k-th element in a mutation program)."""
+    def f(x):
+        s = np.take(x, 0, axis=0)
+        s -= 1.0
+        return s, x * 1.0
+
+    x = np.array([0.5, 1.5, 2.5])
+    assert_same(tx.functionalize(f)(x.copy()), (np.asarray(-0.5), x))
+    assert_same(traced(f, x.copy()), (np.asarray(-0.5), x))
