@@ -85,7 +85,8 @@ def _statement(lines: list[str], globals_: set[str]) -> _Statement:
     for code in codes:
         match = _ASSIGNED.match(code) or _LOOP_VARIABLE.match(code)
         if match and match.re is _ASSIGNED and match.group(2):  # x += y reads x
-            reads.update(dict.fromkeys(_local_names(match.group(1), globals_) - binds))
+            reads.update(dict.fromkeys(
+                n for n in _local_names(match.group(1), globals_) if n not in binds))
         rest = code[match.end():] if match else code
         reads.update(dict.fromkeys(n for n in _local_names(rest, globals_) if n not in binds))
         if match:
@@ -94,9 +95,12 @@ def _statement(lines: list[str], globals_: set[str]) -> _Statement:
     return _Statement(lines, list(numbering), template, list(reads), binds)
 
 
-def _local_names(code: str, globals_: set[str]) -> set[str]:
-    return {n for n in _IDENTIFIER.findall(code)
-            if n not in PYTHON_NAMES and n not in globals_ and not _FUNCTION_NAME.fullmatch(n)}
+def _local_names(code: str, globals_: set[str]) -> list[str]:
+    """The code's local names, in order of appearance (the source must not depend on a set's
+    order: the same graph gives the same kernel in every process)."""
+    return list(dict.fromkeys(
+        n for n in _IDENTIFIER.findall(code)
+        if n not in PYTHON_NAMES and n not in globals_ and not _FUNCTION_NAME.fullmatch(n)))
 
 
 def _canonical(statements: list[_Statement]) -> tuple:
