@@ -819,7 +819,8 @@ def _gather_rule(x: Aval, idx: Aval, *, axis: int) -> Aval:
 
 
 def _gather_impl(x, idx, *, axis):
-    return np.take(np.asarray(x), np.asarray(idx), axis=axis)
+    # np.take of one element is a NumPy scalar: an array, so that an assign can write into it
+    return np.asarray(np.take(np.asarray(x), np.asarray(idx), axis=axis))
 
 
 define("gather", _gather_rule, _gather_impl,

@@ -27,8 +27,8 @@
    NumPy and transfuse shape (). The generator gives 0-d operands no keepdims.
 8. (issue #16's campaign) The reference interpreter's np.take of one element is a NumPy
    scalar (ir/primitives.py, _gather_impl), so `s = np.take(x, 0); s -= 1.0` raised
-   TypeError writing into it (jit and functionalize are right). Left as xfail(strict=True);
-   the generator avoids the pattern in mutation programs.
+   TypeError writing into it (jit and functionalize are right). Fixed: _gather_impl returns
+   an array. (The generator still avoids the pattern in mutation programs.)
 """
 
 from __future__ import annotations
@@ -220,9 +220,6 @@ def test_quantile_of_a_zero_d_array_keeps_no_dims_as_numpy():
 # 8. the interpreter's np.take of one element, written in place
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "ir/primitives.py _gather_impl returns np.take's NumPy scalar for a 0-d result, and "
-    "the interpreter's assign then writes into it (fix: np.asarray around np.take)"))
 def test_an_element_taken_by_np_take_can_be_updated_in_place():
     """`s = np.take(x, 0, axis=0); s -= 1.0`: NumPy rebinds the scalar, jit and
     functionalize give -0.5 and leave x alone; the reference interpreter raised TypeError
