@@ -77,7 +77,7 @@ def _statement(lines: list[str], globals_: set[str]) -> _Statement:
 
     def number(match: re.Match) -> str:
         name = match.group(1)
-        if name in PYTHON_NAMES or name in globals_ or _FUNCTION_NAME.fullmatch(name):
+        if not _is_local(name, globals_):
             return name
         return numbering.setdefault(name, f"v{len(numbering)}")
 
@@ -95,12 +95,16 @@ def _statement(lines: list[str], globals_: set[str]) -> _Statement:
     return _Statement(lines, list(numbering), template, list(reads), binds)
 
 
+def _is_local(name: str, globals_: set[str]) -> bool:
+    """A name of the entry point's own (not Python's, a helper's or a module function's)."""
+    return name not in PYTHON_NAMES and name not in globals_ and not _FUNCTION_NAME.fullmatch(
+        name)
+
+
 def _local_names(code: str, globals_: set[str]) -> list[str]:
     """The code's local names, in order of appearance (the source must not depend on a set's
     order: the same graph gives the same kernel in every process)."""
-    return list(dict.fromkeys(
-        n for n in _IDENTIFIER.findall(code)
-        if n not in PYTHON_NAMES and n not in globals_ and not _FUNCTION_NAME.fullmatch(n)))
+    return list(dict.fromkeys(n for n in _IDENTIFIER.findall(code) if _is_local(n, globals_)))
 
 
 def _canonical(statements: list[_Statement]) -> tuple:
@@ -116,7 +120,7 @@ def outline_repeats(lines: list[str], options: str, globals_: set[str], returned
     """The entry's statements with repeated runs replaced by calls, and the functions."""
     statements = _split(lines, globals_)
     functions: list[list[str]] = []
-    while (run := _best_run(statements, globals_)) is not None:
+    while (run := _best_run(statements)) is not None:
         statements = _outline(statements, *run, f"block{len(functions)}", options, globals_,
                               returned, functions)
     return [line for s in statements for line in s.lines], functions
@@ -127,8 +131,7 @@ def _saving(period: int, copies: int) -> int:
     return period * copies - copies - period
 
 
-def _best_run(statements: list[_Statement], globals_: set[str]
-              ) -> tuple[int, int, int] | None:
+def _best_run(statements: list[_Statement]) -> tuple[int, int, int] | None:
     """(start, period, copies) of the back-to-back repeat that saves most statements."""
     keys: dict[str, int] = {}  # template -> a number
     seq = np.array([keys.setdefault(s.template, len(keys)) for s in statements], dtype=np.int64)

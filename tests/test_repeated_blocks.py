@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from transfuse.bench.suites import _rk4
 from transfuse.compiler import repeated_blocks
 from transfuse.compiler.repeated_blocks import outline_repeats
 
@@ -70,28 +71,10 @@ def test_fewer_copies_than_the_threshold_stay_inline():
     assert functions == []
 
 
-def _pendulum(steps: int):
-    def energy(state, params):
-        g, length = params[0], params[1]
-
-        def deriv(s):
-            return np.stack([s[1], -(g / length) * np.sin(s[0])])
-
-        s = state
-        for _ in range(steps):
-            k1 = deriv(s)
-            k2 = deriv(s + 0.025 * k1)
-            k3 = deriv(s + 0.025 * k2)
-            k4 = deriv(s + 0.05 * k3)
-            s = s + 0.05 / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        return np.sum(s ** 2)
-    return energy
-
-
 def test_an_unrolled_integrator_and_its_gradient_match_the_interpreter(two_copies):
     rng = np.random.default_rng(21)
     state, params = rng.uniform(0.1, 0.4, 2), np.array([9.81, rng.uniform(0.8, 1.2)])
-    grad = tx.grad(_pendulum(5), argnums=(0, 1))
+    grad = tx.grad(_rk4.energy_after(5), argnums=(0, 1))
     jitted = tx.jit(grad, cache=False)
     assert "def block0(" in jitted.lower(state, params).source
     for got, want in zip(jitted(state, params), grad(state, params)):
