@@ -28,6 +28,12 @@ import re
 SIZE_CALLS = frozenset({"range", "prange", "empty", "zeros", "full", "reshape"})
 SIZE_NAME = re.compile(r"n\d+")  # the parameters this module introduces
 _MAYBE_SIZED = re.compile(r"range\(|empty\(|zeros\(|full\(|reshape\(|shape\[")
+# A value inside a size call, not a size: np.full's fill value, written as a scalar of its
+# dtype (`np.full((n0,), np.int64(-9223372036854775808), ...)` made 2**63 a size argument,
+# which no int64 holds: found by the fuzzer).
+_VALUE_CALLS = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                          "uint64", "float32", "float64", "complex64", "complex128", "bool_"})
+_INT64_MAX = 2**63 - 1
 
 
 class SizeParams:
@@ -81,7 +87,7 @@ def _size_literals(line: str) -> list[tuple[int, int, str]]:
         elif text in (")", "]"):
             if stack:
                 stack.pop()
-        elif kind == "number" and text.isdigit() and int(text) > 0:
+        elif kind == "number" and text.isdigit() and 0 < int(text) <= _INT64_MAX:
             if _in_size_call(stack) or _guarded_size([t[1] for t in tokens[max(0, i - 5):i]]):
                 found.append((start, end, text))
     return found
@@ -89,7 +95,7 @@ def _size_literals(line: str) -> list[tuple[int, int, str]]:
 
 def _in_size_call(stack: list[str | None]) -> bool:
     for opened in reversed(stack):
-        if opened == "[":
+        if opened == "[" or opened in _VALUE_CALLS:
             return False
         if opened in SIZE_CALLS:
             return True

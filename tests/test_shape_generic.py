@@ -148,6 +148,11 @@ def test_the_source_names_its_sizes_and_keeps_structural_literals():
     ("    for i1 in range(x.shape[3]):", "    for i1 in range(x.shape[3]):"),
     ("    gemm_strided(t1, t2, t3, g0[0:21])", "    gemm_strided(t1, t2, t3, g0[0:21])"),
     ("    for i0 in range(0, 128, 1):", "    for i0 in range(0, n0, n3):"),
+    # np.full's fill value is a value, not a size (2**63 made an argument no int64 holds)
+    ("    r = np.full((128,), np.int64(-9223372036854775808), np.int64)",
+     "    r = np.full((n0,), np.int64(-9223372036854775808), np.int64)"),
+    ("    r = np.full((128,), np.int32(7), np.int32)",
+     "    r = np.full((n0,), np.int32(7), np.int32)"),
 ])
 def test_size_positions(line, want):
     sizes = SizeParams()

@@ -29,6 +29,14 @@
    scalar (ir/primitives.py, _gather_impl), so `s = np.take(x, 0); s -= 1.0` raised
    TypeError writing into it (jit and functionalize are right). Fixed: _gather_impl returns
    an array. (The generator still avoids the pattern in mutation programs.)
+9. (campaign at the end of session 6, seed 12291) jit of an int64 max/min reduction
+   (np.ptp of argsort's permutation) raised OverflowError: the identity of the max,
+   np.int64(-2**63), inside np.full's arguments was taken for a size (compiler/size_params.py)
+   and passed as an int64 argument. Fixed: a dtype scalar in a size call is a value.
+10. (the same campaign, seed 12078) a full reduction's result is a NumPy scalar in NumPy,
+   so `s = np.median(x); v = np.reshape(s, (1,)); s *= x` leaves v alone; transfuse keeps it
+   a 0-d array, `v` is a view of it and `s *= x` writes through it (functionalize, vmap,
+   jit). Pre-existing for every reduction (np.sum too); left as xfail(strict=True).
 """
 
 from __future__ import annotations
@@ -233,3 +241,38 @@ def test_an_element_taken_by_np_take_can_be_updated_in_place():
     x = np.array([0.5, 1.5, 2.5])
     assert_same(tx.functionalize(f)(x.copy()), (np.asarray(-0.5), x))
     assert_same(traced(f, x.copy()), (np.asarray(-0.5), x))
+
+
+# ---------------------------------------------------------------------------------------
+# 9. an int64 reduction's identity taken for a size
+
+
+def test_jit_of_an_integer_peak_to_peak_of_a_permutation():
+    def f(x0):
+        order = np.argsort(x0, axis=0, stable=True)
+        capped = np.broadcast_to(np.minimum(order, 1), (2, 3, 2))
+        return np.ptp(capped, axis=-3), np.max(order), np.min(order, axis=0)
+
+    x = np.random.default_rng(12291).standard_normal((3, 2)).astype(np.float32)
+    for got, want in zip(tx.jit(f, cache=False)(x), f(x)):
+        np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------------------------------
+# 10. a full reduction's result written in place after a view of it was taken
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a full reduction's 0-d result is a NumPy scalar in NumPy (op= rebinds it) but a 0-d "
+    "array here: a reshape of it is a view that op= writes through (issue: mark reduction "
+    "results as scalars, as integer indexing does in transfuse/numpy/_indexing.py)"))
+@pytest.mark.parametrize("reduce", [np.sum, np.median])
+def test_a_reduced_scalar_written_in_place_leaves_its_reshape_alone(reduce):
+    def f(x):
+        s = reduce(x, axis=None)
+        v = np.reshape(s, (1,))
+        s *= x[0]
+        return v
+
+    x = np.random.default_rng(12078).standard_normal(5)
+    np.testing.assert_allclose(tx.functionalize(f)(x), f(x), rtol=1e-12)
