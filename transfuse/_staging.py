@@ -109,8 +109,11 @@ def _guard_concrete(values: Sequence[Any]) -> None:
     A nested transform of concrete arrays (`grad(g)(c)` with c a closure's array, inside an
     outer `grad`) folds to constants of the outer graph; those constants are its results,
     not c, so without this the outer cache would not see c change in place."""
+    recordings = _recordings()
+    if not recordings:  # no cache build is recording: nothing to guard, nothing to copy
+        return
     arrays = [(v, np.array(v, copy=True)) for v in values if isinstance(v, np.ndarray)]
-    for recording in _recordings():
+    for recording in recordings:
         recording.extend(arrays)
 
 
