@@ -187,7 +187,14 @@ class Graph:
 
 
 def subgraphs(node: Node) -> list[Graph]:
-    return [p for p in node.params.values() if isinstance(p, Graph)]
+    """The graphs a node's params hold (a param may be a tuple of them: cond's branches)."""
+    found = []
+    for p in node.params.values():
+        if isinstance(p, Graph):
+            found.append(p)
+        elif isinstance(p, tuple):
+            found.extend(g for g in p if isinstance(g, Graph))
+    return found
 
 
 def _serialize(graph: Graph) -> str:
@@ -221,6 +228,8 @@ def _serialize(graph: Graph) -> str:
 def _param_str(p: Any) -> str:
     if isinstance(p, Graph):
         return "graph:" + p.structural_key()
+    if isinstance(p, tuple) and any(isinstance(g, Graph) for g in p):
+        return "(" + ",".join(_param_str(g) for g in p) + ")"
     if isinstance(p, np.dtype):
         return p.name
     if isinstance(p, type) and issubclass(p, np.generic):

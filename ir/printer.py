@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Graph, Var, short_dtype
+from .core import Graph, Var, short_dtype, subgraphs
 
 
 def format_graph(graph: Graph, *, source: bool = True, indent: int = 0) -> str:
@@ -41,7 +41,7 @@ def format_graph(graph: Graph, *, source: bool = True, indent: int = 0) -> str:
         if source and node.source is not None:
             text = f"{text:<56} # {node.source.short()}"
         lines.append(f"{pad}  {text}")
-        for sub in (p for p in node.params.values() if isinstance(p, Graph)):
+        for sub in subgraphs(node):
             lines.append(format_graph(sub, source=source, indent=indent + 4))
     lines.append(f"{pad}  return {', '.join(use(v) for v in graph.outputs)}")
     lines.append(f"{pad}}}")
@@ -58,6 +58,8 @@ def _format_params(params: dict[str, Any], indent: int) -> str:
     for k, v in params.items():
         if isinstance(v, Graph):
             shown.append(f"{k}={v.name}")
+        elif isinstance(v, tuple) and v and all(isinstance(g, Graph) for g in v):
+            shown.append(f"{k}=({', '.join(g.name for g in v)})")
         elif isinstance(v, np.dtype) or (isinstance(v, type) and issubclass(v, np.generic)):
             shown.append(f"{k}={short_dtype(v)}")
         else:

@@ -382,9 +382,10 @@ def _concretization_error(what: str) -> ConcretizationError:
         f"{what} needs a concrete value, but this value is traced (its contents are not "
         "known while transfuse records the function). Python control flow on traced "
         "values (`if x > 0:`, `while`, float(x), int(x), x.item()) cannot be recorded; "
-        "select between values with tnp.where(cond, a, b) instead. (Writing a traced value "
-        "into a plain NumPy array made with np.zeros/np.empty also ends here: create such "
-        "buffers with tnp.zeros(...) or np.zeros_like(x).)"))
+        "select between values with tnp.where(cond, a, b), or branch and loop with "
+        "transfuse.lax.cond / switch / while_loop / fori_loop / scan instead. (Writing a "
+        "traced value into a plain NumPy array made with np.zeros/np.empty also ends here: "
+        "create such buffers with tnp.zeros(...) or np.zeros_like(x).)"))
 
 
 def _construct_error() -> ConcretizationError | None:
