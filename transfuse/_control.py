@@ -157,10 +157,16 @@ def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any) -> 
     return _branch(lax.convert(pred, np.int32), [false_fun, true_fun], operands, "cond")
 
 
+def _branch_name(fn: Callable, k: int) -> str:
+    name = getattr(fn, "__name__", "")
+    return name if name.isidentifier() else f"branch{k}"
+
+
 def _branch(index: Any, branches: list[Callable], operands: Sequence[Any], what: str) -> Any:
     leaves, in_tree = _flat_leaves(tuple(operands), f"{what} operands")
     args = tree_unflatten(in_tree, leaves)
-    bodies = [trace_body(fn, args, f"{what} branch {k}") for k, fn in enumerate(branches)]
+    bodies = [trace_body(fn, args, f"{what} branch {k}", _branch_name(fn, k))
+              for k, fn in enumerate(branches)]
     for k, body in enumerate(bodies[1:], 1):
         _check_same(f"{what}: branch {k} returns a different type than branch 0",
                     body.out_tree, body.out_avals, bodies[0].out_tree, bodies[0].out_avals)
