@@ -12,6 +12,7 @@ import numpy as np
 
 import transfuse as tx
 
+from . import control_ops  # noqa: F401  (adds lax control flow to the op tables)
 from .complex_ops import generate_complex
 from .ops import generate
 from .oracles import MODES, Case, Mismatch, OracleSkip, modes_for, run_case

@@ -176,10 +176,10 @@ def numpy_run(program: Program, args: list, precise: bool = False) -> tuple[tupl
     if precise:
         dtype = HIGHER[program.float_dtype]
         args = raised(args, dtype)
-        f = program.build(np, dtype)
+        f = program.build(np, dtype, reference=True)
     else:
         args = [a.copy() for a in args]
-        f = program.build(np)
+        f = program.build(np, reference=True)
     with quiet():
         return as_tuple(f(*args)), args
 

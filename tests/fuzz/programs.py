@@ -70,10 +70,14 @@ class Program:
         outs = ", ".join(self.outputs) + ("," if len(self.outputs) == 1 else "")
         return "\n".join([f"def {name}({args}):", *body, f"    return ({outs})", ""])
 
-    def build(self, xp: Any, float_dtype: Any = None) -> Any:
-        """The program as a function over namespace xp, floats made in float_dtype."""
+    def build(self, xp: Any, float_dtype: Any = None, reference: bool = False) -> Any:
+        """The program as a function over namespace xp, floats made in float_dtype;
+        `reference`: NumPy's reference run (control flow as Python loops)."""
+        from .control_ops import namespace
+
         real = float_dtype or self.float_dtype.type
         names = {"xp": xp, "sp": special_namespace(xp, real), "F": real,
+                 "lx": namespace(xp, reference),
                  "C": complex_twin(real), **self.consts}
         exec(compile(self.source(), "<fuzz program>", "exec"), names)
         return names["f"]
@@ -195,8 +199,10 @@ class Generator:
         self.values: list[Value] = []
         self.lines: list[str] = []
         self.consts: dict[str, np.ndarray] = {}
+        from .control_ops import PythonLax
+
         self.env: dict[str, Any] = {"xp": np, "sp": special_namespace(np, self.float_dtype),
-                                    "F": self.float_dtype.type}
+                                    "F": self.float_dtype.type, "lx": PythonLax}
         self.cost = 1
         self.mutates_inputs = False
         self.counter = 0
