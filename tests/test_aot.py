@@ -45,7 +45,8 @@ w64 = w.astype(np.float64)
 total = sgd(w64, x.astype(np.float64), y.astype(np.float64))
 kernels = [e.kernel for f in (step, sgd) for e in f._executables.values()]
 print(json.dumps({"g": g.tolist(), "w": w64.tolist(), "total": float(total),
-                  "from_disk": [k.from_disk for k in kernels]}))
+                  "from_disk": [k.from_disk for k in kernels],
+                  "origin": [k.origin for k in kernels], "numba": "numba" in sys.modules}))
 '''
 
 
@@ -71,7 +72,8 @@ def test_aot_build_loads_in_a_new_process_without_tracing_or_compiling(tmp_path)
     assert proc.returncode == 0, proc.stderr
     import json
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert all(result["from_disk"])  # Numba loaded machine code: no LLVM compilation
+    assert all(result["from_disk"])  # object code loaded: no LLVM compilation
+    assert result["origin"] == ["native", "native"] and not result["numba"]
 
     sys.path.insert(0, str(tmp_path))
     try:
@@ -93,7 +95,8 @@ def test_loaded_build_rejects_other_signatures_and_missing_builds(tmp_path):
     def double(x):
         return x * 2.0
 
-    compile_to(double, [parse_signature("f64[3]")], tmp_path / "double")
+    # the Numba format (cheaper to build); tests/test_aot_native.py calls object code
+    compile_to(double, [parse_signature("f64[3]")], tmp_path / "double", native=False)
     loaded = tx.load(tmp_path / "double")
     np.testing.assert_array_equal(loaded(np.arange(3.0)), [0.0, 2.0, 4.0])
     with pytest.raises(TransfuseTypeError, match=r"f64\[3\]"):
@@ -125,7 +128,8 @@ print(json.dumps({"compiles": kernel_cache.compile_count(), "out": out.tolist(),
 def test_a_copied_build_loads_without_compiling_whatever_numba_cache_dir_says(tmp_path, where):
     # Numba's first choice for its cache is $NUMBA_CACHE_DIR: a build made without it (or
     # copied elsewhere) was compiled again at every load (runtime/cache.py
-    # `_numba_caches_beside`).
+    # `_numba_caches_beside`). Numba's cache is what an entry without object code (or whose
+    # object code does not match the host) loads: --no-native builds that format alone.
     import os
     import shutil
 
@@ -133,7 +137,8 @@ def test_a_copied_build_loads_without_compiling_whatever_numba_cache_dir_says(tm
         "import numpy as np\n\ndef f(x, y):\n    return np.tanh(x @ y).sum(axis=0)\n")
     (tmp_path / "use.py").write_text(COPIED)
     subprocess.run([sys.executable, "-m", "transfuse.cli", "aot", "copied_model:f",
-                    "--signature", "f64[4,3],f64[3,5]", "--out", str(tmp_path / "build")],
+                    "--signature", "f64[4,3],f64[3,5]", "--out", str(tmp_path / "build"),
+                    "--no-native"],
                    cwd=tmp_path, check=True, capture_output=True, timeout=600)
     shutil.copytree(tmp_path / "build", tmp_path / "moved")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-elsewhere"),

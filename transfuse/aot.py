@@ -2,9 +2,13 @@
 
 The command traces, transforms and compiles a function for the given signatures and
 writes, per signature, the generated Numba source, Numba's machine code (its own cache,
-next to the source), the graph's constants and a manifest. `transfuse.load(DIR)` returns a
-callable that dispatches on its arguments' shapes and dtypes to those kernels: no tracing,
-and no LLVM compilation while the machine code matches this CPU and these versions.
+next to the source), the entry point built as object code in a CPython extension
+(runtime/native_build.py; needs a C compiler), the graph's constants and a manifest.
+`transfuse.load(DIR)` returns a callable that dispatches on its arguments' shapes and
+dtypes to those kernels: no tracing, no compilation and no Numba import while the object
+code matches this CPU and these versions (runtime/native_load.py); otherwise it warns
+(AotFallbackWarning) and runs the stored source through Numba, which compiles it unless
+its own cache matches.
 
     transfuse aot mypkg.model:step --signature "f32[64,784],f32[784,10]" --out build/step
     step = transfuse.load("build/step"); step(x, w)
@@ -19,6 +23,7 @@ import json
 import pickle
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ from transfuse.ir.errors import (
 from transfuse.ir.primitives import random_streams
 from transfuse.runtime import cache as kernel_cache
 from transfuse.runtime.executable import Executable, as_kernel_arg
+from transfuse.runtime.native_load import AotFallbackWarning, load_native
 
 from ._functionalize import check_no_aliasing, write_back
 from ._jit import Jitted, jit
@@ -74,21 +80,23 @@ def format_signature(avals: Sequence[Aval]) -> str:
 
 
 def compile_to(func: Callable, signatures: Sequence[Sequence[Aval]], out_dir: str | Path,
-               ) -> Path:
-    """Compile func for each signature into out_dir (see the module docstring)."""
+               native: bool = True) -> Path:
+    """Compile func for each signature into out_dir (see the module docstring); native:
+    also build object code that loads without Numba (an entry records why it has none)."""
     state = getattr(func, "__transfuse_jit__", None) or jit(func).__transfuse_jit__
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for index, avals in enumerate(signatures):
-        entries.append(_compile_one(state, list(avals), out, index))
+        entries.append(_compile_one(state, list(avals), out, index, native))
     manifest = {"format": FORMAT, "function": getattr(func, "__qualname__", "f"),
                 "target": kernel_cache.target_description(), "entries": entries}
     kernel_cache.atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
     return out
 
 
-def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int) -> dict:
+def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int, native: bool,
+                 ) -> dict:
     args = [np.zeros(a.shape, a.dtype) for a in avals]
     # The same pipeline a jit call runs for these arguments (trace, prepare, fuse, lower).
     graph, _, program, out_tree = state._lower(tuple(args), {}, set())
@@ -105,8 +113,18 @@ def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int) -> dic
     (entry_dir / "info.pkl").write_bytes(pickle.dumps(info))
     _import_kernel(entry_dir)  # Numba compiles here and caches the machine code beside it
     # Checksums: load() never runs a kernel, or unpickles a file, that the build did not write.
-    return {"dir": entry_dir.name, "signature": format_signature(avals),
-            "files": _checksums(entry_dir), "numba": kernel_cache._numba_files(entry_dir)}
+    entry = {"dir": entry_dir.name, "signature": format_signature(avals),
+             "files": _checksums(entry_dir), "numba": kernel_cache._numba_files(entry_dir)}
+    if native:
+        from transfuse.runtime.native_build import build_native
+
+        record, why_not = build_native(entry_dir, program.source)
+        if record is not None:
+            entry["native"] = record
+        else:
+            entry["not_native"] = why_not
+            kernel_cache.log(f"aot {entry_dir}: no object code ({why_not})")
+    return entry
 
 
 _CHECKED_FILES = ("kernel.py", "consts.npz", "info.pkl")
@@ -200,12 +218,10 @@ def load(path: str | Path) -> AotFunction:
             f"{path}: aot format {manifest.get('format')!r}, this transfuse reads format "
             f"{FORMAT}; build it again with `transfuse aot`")
     original = json.loads(json.dumps(manifest))
-    if manifest["target"] != kernel_cache.target_description():
-        kernel_cache.log(f"aot {path}: built for another CPU or versions; Numba recompiles")
     executables, signatures, index_sites = {}, [], {}
     for entry in manifest["entries"]:
         entry_dir = path / entry["dir"]
-        kernel = _import_kernel(entry_dir, entry)
+        kernel = _load_entry(path, manifest, entry)
         consts = np.load(entry_dir / "consts.npz")
         info = pickle.loads((entry_dir / "info.pkl").read_bytes())
         avals = parse_signature(entry["signature"])
@@ -224,6 +240,27 @@ def load(path: str | Path) -> AotFunction:
         except OSError:
             pass  # a read-only build: it is checked (and rebuilt) again next time
     return AotFunction(path, manifest["function"], executables, signatures, index_sites)
+
+
+def _load_entry(path: Path, manifest: dict, entry: dict) -> Any:
+    """The entry's kernel: its object code when it matches this process (Numba is not
+    imported), else the stored source through Numba, with a warning saying why."""
+    entry_dir = path / entry["dir"]
+    if "files" in entry:
+        _check_files(entry_dir, entry["files"])  # consts.npz and info.pkl are read either way
+    if "native" in entry:
+        kernel = load_native(entry_dir, entry["native"])
+        if not isinstance(kernel, str):
+            kernel_cache.count_load(kernel)
+            return kernel
+        warnings.warn(f"transfuse.load({str(path)!r}), {entry['signature']}: {kernel}; "
+                      "compiling its stored source with Numba instead", AotFallbackWarning,
+                      stacklevel=3)
+    elif "not_native" in entry:
+        kernel_cache.log(f"aot {entry_dir}: no object code ({entry['not_native']})")
+    if manifest["target"] != kernel_cache.target_description():
+        kernel_cache.log(f"aot {path}: built for another CPU or versions; Numba recompiles")
+    return _import_kernel(entry_dir, entry)
 
 
 def _native(array: np.ndarray) -> np.ndarray:
@@ -251,11 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signature", action="append", required=True,
                         help="argument arrays, e.g. 'f32[64,5],f32[5]'; repeat for more")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--no-native", action="store_true",
+                        help="keep Numba's cache only (no object code: loading imports Numba)")
     args = parser.parse_args(argv)
     func = _resolve(args.target)
     signatures = [parse_signature(s) for s in args.signature]
-    out = compile_to(func, signatures, args.out)
-    for s in args.signature:
-        print(f"compiled {args.target} for ({s})")
+    out = compile_to(func, signatures, args.out, native=not args.no_native)
+    entries = json.loads((out / MANIFEST).read_text())["entries"]
+    for s, entry in zip(args.signature, entries):
+        how = ("object code" if "native" in entry
+               else f"Numba's cache only: {entry.get('not_native', 'as asked')}")
+        print(f"compiled {args.target} for ({s}): {how}")
     print(f"wrote {out}; load it with transfuse.load({str(out)!r})")
     return 0

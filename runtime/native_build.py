@@ -1,0 +1,180 @@
+"""Build a generated kernel into a CPython extension module (an aot build's object code).
+
+`build_native(entry_dir, source)` compiles the entry point of generated Numba source with
+Numba's `numba.pycc.CC` into `entry_dir/<module><EXT_SUFFIX>`: machine code for this CPU,
+with Numba's C helpers and runtime (NRT) linked in, that Python imports like any extension
+and that runs with neither Numba nor llvmlite imported (runtime/native_load.py loads it).
+The build needs a C compiler; without one (or for a kernel whose machine code calls a
+function only a Numba process can supply) it returns why not, and the aot build keeps
+Numba's cache instead.
+
+What differs from the jit's kernel: parallel regions run on one thread (Numba's threading
+layer lives in Numba), and the compiled wrapper takes its arguments without the
+dispatcher's type checks (as the jit's fast path does): the caller, transfuse.aot's
+AotFunction, matches shapes and dtypes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from .native_load import EXT_SUFFIX, file_digest, host_description, preload, verify_script
+
+# Symbols the extension may leave undefined: the C library, libm and CPython resolve them
+# in every process. Any other undefined symbol must come from a library recorded in the
+# manifest (preloaded with RTLD_GLOBAL before the import), else the kernel is not native.
+_SYSTEM_LIBRARIES = ("libc.so", "libm.so", "libpthread.so", "libgcc_s.so", "libdl.so",
+                     "ld-linux", "libpython")
+
+
+def module_name(source: str) -> str:
+    """The extension's name (its PyInit_ symbol), derived from the kernel's source."""
+    return f"_transfuse_native_{hashlib.sha256(source.encode()).hexdigest()[:20]}"
+
+
+def build_native(entry_dir: Path, source: str) -> tuple[dict | None, str]:
+    """Compile source's `entry` into an extension in entry_dir: (its manifest record,
+    '') or (None, why it was not built)."""
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        return None, "no C compiler (cc) to build object code"
+    name = module_name(source)
+    with tempfile.TemporaryDirectory(prefix="transfuse-native-") as build_dir:
+        try:
+            built = _compile_extension(source, name, Path(build_dir))
+        except Exception as e:  # noqa: BLE001 - any failure keeps the Numba format
+            return None, f"pycc could not build it ({type(e).__name__}: {e})"
+        libraries, missing = _libraries_for(built)
+        if missing:
+            return None, ("its machine code calls functions only a Numba process provides "
+                          f"({', '.join(sorted(missing)[:3])})")
+        file_name = name + EXT_SUFFIX
+        shutil.copyfile(built, entry_dir / file_name)
+    record = {"module": name, "file": file_name, "libraries": libraries,
+              # another build of a library at the same path: refused (see native_load)
+              "library_sizes": [os.path.getsize(lib) for lib in libraries],
+              "host": host_description(), "sha256": file_digest(entry_dir / file_name)}
+    problem = _verify(entry_dir, record)
+    if problem:
+        (entry_dir / file_name).unlink()
+        return None, problem
+    return record, ""
+
+
+def _compile_extension(source: str, name: str, build_dir: Path) -> Path:
+    """pycc's build of the entry point; returns the extension's path."""
+    with warnings.catch_warnings():  # pycc is "pending deprecation" (no replacement yet)
+        warnings.simplefilter("ignore")
+        from numba.pycc import CC
+
+    module = _exec_serial(source, name)
+    dispatcher = module.entry
+    signature = dispatcher.overloads[dispatcher.signatures[0]].signature
+    cc = CC(name)
+    cc.output_dir = str(build_dir)
+    cc.target_cpu = "host"  # as the jit's code: the manifest records the CPU it needs
+    cc.export("entry", signature)(dispatcher.py_func)
+    with _numpy_error_model():
+        cc.compile()
+    return build_dir / cc.output_file
+
+
+def _exec_serial(source: str, name: str) -> types.ModuleType:
+    """The kernel's module with its parallel regions made serial (pycc has no threading
+    layer) and no disk cache."""
+    text = source.replace("cache=True", "cache=False").replace("parallel=True, ", "")
+    module = types.ModuleType(name + "_source")
+    module.__file__ = f"<transfuse native build {name}>"
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(text, module.__file__, "exec"), module.__dict__)
+    finally:
+        sys.modules.pop(module.__name__, None)
+    return module
+
+
+@contextlib.contextmanager
+def _numpy_error_model() -> Iterator[None]:
+    """pycc compiles with default Flags (Python's error model: x / 0.0 would raise
+    ZeroDivisionError); the generated code is written for NumPy's, as the jit compiles it."""
+    import numba.pycc.compiler as pycc_compiler
+
+    base = pycc_compiler.Flags
+
+    class NumpyErrorFlags(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.error_model = "numpy"
+
+    pycc_compiler.Flags = NumpyErrorFlags
+    try:
+        yield
+    finally:
+        pycc_compiler.Flags = base
+
+
+def _undefined_symbols(path: Path) -> list[str]:
+    """The extension's undefined (strong) dynamic symbols, without their version tags."""
+    nm = shutil.which("nm")
+    if nm is None:
+        return []  # the verifying import below still refuses an unresolved symbol
+    out = subprocess.run([nm, "-D", "--undefined-only", str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    # "U name": must be resolved; "w name" (weak) may stay null
+    return [parts[-1].split("@")[0] for parts in map(str.split, out.splitlines())
+            if len(parts) >= 2 and parts[-2] == "U"]
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _libraries_for(path: Path) -> tuple[list[str], set[str]]:
+    """(libraries to preload for the extension's undefined symbols, symbols no library in
+    the process's global scope exports). Numba binds some symbols by address only
+    (scipy.special's Cython functions, its own helpers): a kernel calling one of those
+    cannot be loaded without Numba."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    process = ctypes.CDLL(None)  # dlsym's global scope: what the dynamic linker searches
+    executable = os.path.realpath(sys.executable)
+    libraries: list[str] = []
+    missing: set[str] = set()
+    for symbol in _undefined_symbols(path):
+        info = _DlInfo()
+        if not hasattr(process, symbol) or not libc.dladdr(
+                ctypes.cast(getattr(process, symbol), ctypes.c_void_p), ctypes.byref(info)):
+            missing.add(symbol)
+            continue
+        library = os.path.realpath(info.dli_fname.decode())
+        if library == executable or any(s in os.path.basename(library)
+                                        for s in _SYSTEM_LIBRARIES):
+            continue  # resolved in every process
+        if library not in libraries:
+            libraries.append(library)
+    return libraries, missing
+
+
+def _verify(entry_dir: Path, record: dict) -> str:
+    """'' when a fresh interpreter imports the extension without importing Numba or
+    llvmlite (every symbol resolved), else why not."""
+    preload(record["libraries"])  # fails here, not in the user's process, if one is wrong
+    proc = subprocess.run([sys.executable, "-c", verify_script(entry_dir, record)],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return f"the built extension does not import ({lines[-1] if lines else proc.returncode})"
+    return ""
+

@@ -1,0 +1,137 @@
+"""Load an aot entry's object code (a CPython extension) without Numba or llvmlite.
+
+runtime/native_build.py writes the extension and a record of what it needs: its module
+name, the libraries whose symbols it calls (NumPy's OpenBLAS, say), the host it was built
+for and its checksum. `load_native` checks all of that before the extension is imported;
+anything that does not match is a reason (a string) for the caller to compile the stored
+source instead, never code run on a machine or a file it was not built for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.machinery
+import importlib.util
+import platform
+import sys
+import types
+from pathlib import Path
+
+EXT_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+class AotFallbackWarning(RuntimeWarning):
+    """An aot entry's object code does not match this process: its source is compiled."""
+
+
+class NativeKernel:
+    """An entry point loaded from object code (the interface of cache.LoadedKernel)."""
+
+    def __init__(self, module: types.ModuleType):
+        self.module = module
+        self.entry_point = module.entry
+        self.from_disk = True  # nothing was compiled
+        self.origin = "native"
+        self.claimed = False
+
+
+def host_description() -> dict:
+    """What the extension's machine code and ABI depend on, read without llvmlite."""
+    import numpy as np
+
+    import transfuse
+
+    return {"python": f"{sys.implementation.cache_tag} {platform.python_version()}",
+            "machine": f"{platform.system()} {platform.machine()}",
+            "numpy": np.__version__, "transfuse": transfuse.__version__,
+            "cpu_flags": sorted(_cpu_flags())}
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo); elsewhere the processor's name."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {f"processor={platform.processor()}"}
+
+
+def host_mismatch(built_for: dict) -> str | None:
+    """Why this process cannot run code built for `built_for`, or None."""
+    here = host_description()
+    for key in ("python", "machine", "numpy", "transfuse"):
+        if built_for.get(key) != here[key]:
+            return f"built for {key} {built_for.get(key)}, this is {here[key]}"
+    # Code built for a CPU uses only features that CPU has: a CPU with more runs it too.
+    lacking = set(built_for.get("cpu_flags", ["?"])) - set(here["cpu_flags"])
+    if lacking:
+        return f"built for a CPU with features this one lacks ({', '.join(sorted(lacking)[:5])})"
+    return None
+
+
+def preload(libraries: list[str]) -> None:
+    """Make the libraries' symbols visible to the extensions loaded after them."""
+    for library in libraries:
+        ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_native(entry_dir: Path, record: dict) -> NativeKernel | str:
+    """The entry's extension, loaded; or why it cannot be (a checksum, host or library
+    that does not match)."""
+    problem = host_mismatch(record.get("host", {}))
+    if problem is not None:
+        return problem
+    path = entry_dir / record["file"]
+    try:
+        digest = file_digest(path)
+    except OSError as e:
+        return f"{path.name} is unreadable ({e.strerror})"
+    if digest != record.get("sha256"):
+        return f"{path.name} is corrupt (its checksum is not the one the build recorded)"
+    libraries = record.get("libraries", [])
+    for library, size in zip(libraries, record.get("library_sizes", [])):
+        try:
+            found = Path(library).stat().st_size
+        except OSError:
+            return f"it calls {library}, which is missing"
+        if found != size:
+            return f"it was built against another build of {library}"
+    try:
+        preload(libraries)
+        return NativeKernel(import_extension(path, record["module"]))
+    except (OSError, ImportError) as e:
+        return f"{path.name} does not load ({e})"
+
+
+def import_extension(path: Path, name: str) -> types.ModuleType:
+    """Import the extension module at path (its PyInit_ is named after `name`)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    sys.modules[name] = module
+    return module
+
+
+def verify_script(entry_dir: Path, record: dict) -> str:
+    """Python code that imports the extension in a fresh process and fails if that pulls
+    Numba or llvmlite in (what the aot build checks before it keeps the extension)."""
+    return (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from transfuse.runtime.native_load import import_extension, preload\n"
+        f"preload({record['libraries']!r})\n"
+        f"import_extension(Path({str(entry_dir / record['file'])!r}), {record['module']!r})\n"
+        "bad = [m for m in ('numba', 'llvmlite') if m in sys.modules]\n"
+        "assert not bad, f'importing the extension imported {bad}'\n")

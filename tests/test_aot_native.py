@@ -1,0 +1,142 @@
+"""transfuse aot's object code: loaded without Numba, checked before it runs (issue #15)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transfuse.runtime.native_load import AotFallbackWarning
+
+import transfuse as tx
+from transfuse.aot import MANIFEST, compile_to, parse_signature
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+
+SIGNATURE = "f64[48,40],f64[32,48],f64[]"
+
+
+def model(w, x, scale):
+    """A GEMM (NumPy's OpenBLAS, preloaded by the loader), elementwise math, reductions."""
+    h = np.tanh(x @ w) * scale
+    return h.sum(axis=0) - np.exp(-w * w).mean(axis=0), np.max(h)
+
+
+def _inputs() -> tuple:
+    rng = np.random.default_rng(15)
+    return (rng.standard_normal((48, 40)), rng.standard_normal((32, 48)),
+            np.float64(rng.uniform(0.5, 2.0)))
+
+
+USE = '''
+import json, sys, time
+import numpy as np
+import transfuse as tx
+from transfuse.runtime import cache
+f = tx.load(sys.argv[1])
+w, x, scale = (np.load(sys.argv[2])[k] for k in ("w", "x", "scale"))
+out, top = f(w, x, scale)
+kernels = [e.kernel for e in f._executables.values()]
+print(json.dumps({"out": out.tolist(), "top": float(top), "origin": [k.origin for k in kernels],
+                  "compiles": cache.compile_count(),
+                  "imported": [m for m in ("numba", "llvmlite", "transfuse.compiler.lower_cpu")
+                               if m in sys.modules]}))
+'''
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> Path:
+    """One aot build (object code and Numba's cache) shared by the tests."""
+    out = tmp_path_factory.mktemp("aot-native") / "model"
+    compile_to(model, [parse_signature(SIGNATURE)], out)
+    return out
+
+
+def _copy(build: Path, to: Path) -> Path:
+    shutil.copytree(build, to)
+    return to
+
+
+def _read_only(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.chmod(stat.S_IRUSR | (stat.S_IXUSR if path.is_dir() else 0))
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+
+
+def test_build_records_object_code_for_this_host(build):
+    entry = json.loads((build / MANIFEST).read_text())["entries"][0]
+    native = entry["native"]  # built, not skipped ("not_native" would say why)
+    assert (build / entry["dir"] / native["file"]).is_file()
+    assert native["host"]["numpy"] == np.__version__ and native["host"]["cpu_flags"]
+    assert any("openblas" in lib for lib in native["libraries"])  # the GEMM's library
+
+
+def test_read_only_copy_runs_in_a_new_process_without_numba(build, tmp_path):
+    moved = _copy(build, tmp_path / "moved")
+    _read_only(moved)
+    np.savez(tmp_path / "in.npz", **dict(zip(("w", "x", "scale"), _inputs())))
+    (tmp_path / "use.py").write_text(USE)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-elsewhere"),
+               TRANSFUSE_CACHE_FALLBACK_DIR=str(tmp_path / "fallback"))
+    try:
+        proc = subprocess.run([sys.executable, str(tmp_path / "use.py"), str(moved),
+                               str(tmp_path / "in.npz")], capture_output=True, text=True,
+                              timeout=300, env=env)
+    finally:
+        for path in [moved, *moved.rglob("*")]:
+            path.chmod(stat.S_IRWXU)  # let pytest remove it
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["imported"] == [] and result["origin"] == ["native"]
+    assert result["compiles"] == 0
+    assert not (tmp_path / "numba-elsewhere").exists() and not (tmp_path / "fallback").exists()
+    out, top = model(*_inputs())
+    np.testing.assert_allclose(result["out"], out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(result["top"], top, rtol=1e-13)
+
+
+def _entry_file(folder: Path) -> tuple[dict, Path]:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    entry = manifest["entries"][0]
+    return manifest, folder / entry["dir"] / entry["native"]["file"]
+
+
+def test_corrupt_object_code_is_detected_and_the_source_compiled(build, tmp_path):
+    moved = _copy(build, tmp_path / "moved")
+    _, library = _entry_file(moved)
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = os.urandom(64)  # inside the machine code
+    library.write_bytes(bytes(data))
+    with pytest.warns(AotFallbackWarning, match="corrupt"):
+        loaded = tx.load(moved)
+    [exe] = loaded._executables.values()
+    assert exe.kernel.origin != "native"  # Numba's (checked) cache of the stored source
+    out, top = loaded(*_inputs())
+    want_out, want_top = model(*_inputs())
+    np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(top, want_top, rtol=1e-13)
+
+
+@pytest.mark.parametrize("spoil, says", [
+    (lambda host: host.update(numpy="1.0.0"), "numpy 1.0.0"),
+    (lambda host: host["cpu_flags"].append("avx1024"), "features this one lacks"),
+])
+def test_another_cpu_or_version_falls_back_with_a_warning(build, tmp_path, spoil, says):
+    moved = _copy(build, tmp_path / "moved")
+    manifest, _ = _entry_file(moved)
+    spoil(manifest["entries"][0]["native"]["host"])
+    (moved / MANIFEST).write_text(json.dumps(manifest))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = tx.load(moved)
+    assert [w.category for w in caught] == [AotFallbackWarning]
+    assert says in str(caught[0].message) and SIGNATURE in str(caught[0].message)
+    out, top = loaded(*_inputs())
+    np.testing.assert_allclose(out, model(*_inputs())[0], rtol=1e-12, atol=1e-12)
