@@ -699,6 +699,15 @@ _def("scatter", _scatter_rule(P["scatter"]))
 _def("call", _call_rule)
 
 # ---------------------------------------------------------------------------------------
+# Structured control flow: one new node of the same primitive (compiler/jvp_control.py)
+
+from transfuse.compiler import jvp_control  # noqa: E402 (its rules call jvp_eval below)
+
+_def("cond", jvp_control.cond_jvp)
+_def("while_loop", jvp_control.while_jvp)
+_def("scan", jvp_control.scan_jvp)
+
+# ---------------------------------------------------------------------------------------
 # The rewrite
 
 

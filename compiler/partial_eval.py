@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from transfuse.compiler.simplify import dce
 from transfuse.ir.core import Graph, Node, Var
+from transfuse.ir.primitives import PRIMITIVES as P
 
 
 @dataclass
@@ -66,7 +67,8 @@ def split_jvp_graph(graph: Graph, num_primals: int, num_tangents: int,
                                                                     for v in n.outputs)]
     residuals = _residuals(tangent_nodes, tangent_outputs, tangent, constant)
 
-    primal_nodes = [n for n in graph.nodes if not any(v in tangent for v in n.outputs)]
+    primal_nodes = _primal_nodes(graph, tangent, tangent_inputs,
+                                 list(primal_outputs) + list(mutated_values))
     mutated = tuple(i if i < num_primals else i - num_tangents for i in graph.mutated_inputs)
     primal = dce(Graph(list(primal_inputs) + list(implicit), primal_nodes,
                        list(primal_outputs) + residuals + list(mutated_values),
@@ -78,6 +80,23 @@ def split_jvp_graph(graph: Graph, num_primals: int, num_tangents: int,
                               list(tangent_outputs), dict(graph.consts),
                               name=f"{graph.name}_tangent"))
     return Split(primal, tangent_graph, len(residuals))
+
+
+def _primal_nodes(graph: Graph, tangent: set[Var], tangent_inputs: list[Var],
+                  wanted: list[Var]) -> list[Node]:
+    """The nodes the primal part runs.
+
+    A node that computes primal and tangent values together (the JVP of a `cond`, `scan`
+    or `while_loop` is one node) depends on the tangents, yet a primal output may come from
+    it: then the primal part runs it with zero tangents (primal values never depend on
+    tangents), and the tangent part runs it again for its tangents.
+    """
+    if not any(v in tangent for v in wanted):
+        return [n for n in graph.nodes if not any(v in tangent for v in n.outputs)]
+    zeros = [Node(P["full"], [], {"shape": v.aval.shape, "dtype": v.aval.dtype,
+                                  "value": v.aval.dtype.type(0).item()}, [v])
+             for v in tangent_inputs]
+    return zeros + list(graph.nodes)  # dce keeps what the primal outputs need
 
 
 def _residuals(tangent_nodes: list[Node], tangent_outputs: list[Var], tangent: set[Var],

@@ -775,6 +775,16 @@ def _call_vjp(cts, ins, outs, *, graph):
 
 
 # ---------------------------------------------------------------------------------------
+# Structured control flow (compiler/vjp_control.py: its rules call backward_pass below)
+
+from transfuse.compiler import vjp_control  # noqa: E402
+
+VJP_RULES[P["cond"]] = vjp_control.cond_vjp
+VJP_RULES[P["scan"]] = vjp_control.scan_vjp
+VJP_RULES[P["while_loop"]] = vjp_control.while_vjp
+
+
+# ---------------------------------------------------------------------------------------
 # The backward pass
 
 

@@ -1,0 +1,257 @@
+"""Autodiff through transfuse.lax control flow (compiler/jvp_control.py, vjp_control.py):
+grad, jvp, vjp, linearize, jacfwd/jacrev and second order through cond, switch,
+while_loop, fori_loop and scan, against JAX (float64) and central finite differences.
+
+Without jit, transforms run the reference interpreter, which runs the sub-graphs."""
+
+import numpy as np
+import pytest
+from transfuse.compiler.functionalize import prepare
+from transfuse.compiler.jvp import jvp_graph
+from transfuse.compiler.vjp import vjp_graph
+from transfuse.ir.errors import UnsupportedError
+
+import transfuse as tx
+from transfuse import lax
+from transfuse._staging import stage
+
+jax = pytest.importorskip("jax")
+jax.config.update("jax_enable_x64", True)
+jlax = jax.lax
+jnp = jax.numpy
+
+RNG = np.random.default_rng(2024)
+
+
+def _close(got, want, tol=1e-10):
+    got_leaves = jax.tree_util.tree_leaves(got)
+    want_leaves = jax.tree_util.tree_leaves(want)
+    assert len(got_leaves) == len(want_leaves)
+    for g, w in zip(got_leaves, want_leaves):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=tol, atol=tol)
+
+
+def _central_difference(f, x, eps=1e-6):
+    """d f(x) / dx of a scalar f, componentwise, in float64."""
+    x = np.asarray(x, np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = eps
+        grad[i] = (f(x + step) - f(x - step)) / (2 * eps)
+    return grad
+
+
+# ---------------------------------------------------------------------------------------
+# Programs, written once for both libraries (L: numpy + transfuse.lax, or jax)
+
+NP = (np, lax)
+JX = (jnp, jlax)
+
+
+def switch_program(lib, index):
+    """Three branches that disagree on which outputs depend on the operands; the third
+    reads w, captured from outside (a closure over a differentiated value)."""
+    m, c = lib
+
+    def f(x, w):
+        branches = [lambda a: (m.sin(a) * 2.0, m.ones(())),
+                    lambda a: (a * 0.0 + 3.0, m.sum(a ** 2)),
+                    lambda a: (a * w, m.sum(a) * w)]
+        y, s = c.switch(index, branches, x)
+        return m.sum(y * y) + s
+    return f
+
+
+def cond_program(lib):
+    m, c = lib
+
+    def f(x, w):
+        return m.sum(c.cond(m.sum(x) > 0, lambda a, b: m.tanh(a * b), lambda a, b: a - b,
+                            x, w) ** 2)
+    return f
+
+
+def scan_program(lib, reverse=False):
+    """A pytree carry (dict with an integer counter) and pytree xs; w is captured."""
+    m, c = lib
+
+    def f(x, w):
+        def step(carry, xs):
+            h = m.tanh(carry["h"] * w + xs[0]) + carry["k"] * xs[1]
+            return {"h": h, "k": carry["k"] + 1, "s": carry["s"] + m.sum(h)}, (h ** 2, h[0])
+        init = {"h": x, "k": 0, "s": 0.0}
+        xs = (m.stack([x, 2 * x, x * x, -x]), m.stack([0.5, w, 0.25, 1.0]))
+        carry, (ys, firsts) = c.scan(step, init, xs, reverse=reverse)
+        return m.sum(carry["h"] * ys[1]) + carry["s"] + m.sum(m.cos(firsts))
+    return f
+
+
+def fori_program(lib):
+    m, c = lib
+
+    def f(x, w):
+        return m.sum(c.fori_loop(0, 5, lambda i, v: m.sin(v) * w + i * 0.1, x) ** 2)
+    return f
+
+
+def while_program(lib):
+    """The second carry's tangent starts symbolically zero and becomes nonzero (fixpoint)."""
+    m, c = lib
+
+    def f(x, w):
+        def body(carry):
+            i, a, b = carry
+            return i + 1, m.sin(a) * w, b + a * a
+        _, a, b = c.while_loop(lambda carry: carry[0] < 4, body, (0, x, m.zeros(3)))
+        return m.sum(a) + m.sum(b * b)
+    return f
+
+
+X = RNG.normal(size=3)
+W = 0.8
+T_X, T_W = RNG.normal(size=3), 0.3
+
+
+# ---------------------------------------------------------------------------------------
+# grad and jvp against JAX
+
+
+@pytest.mark.parametrize("index", [-1, 1, 2, 5])
+def test_switch_grad_and_jvp(index):
+    f, jf = switch_program(NP, index), switch_program(JX, index)
+    _close(tx.grad(f, (0, 1))(X, W), jax.grad(jf, (0, 1))(X, W))
+    _close(tx.jvp(f, (X, W), (T_X, T_W)), jax.jvp(jf, (X, W), (T_X, T_W)))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_cond_grad_jvp_and_finite_differences(sign):
+    f, jf = cond_program(NP), cond_program(JX)
+    x = sign * np.abs(X)
+    _close(tx.grad(f, (0, 1))(x, W), jax.grad(jf, (0, 1))(x, W))
+    _close(tx.jvp(f, (x, W), (T_X, T_W)), jax.jvp(jf, (x, W), (T_X, T_W)))
+    fd = _central_difference(lambda v: float(jf(v, W)), x)
+    _close(tx.grad(f)(x, W), fd, tol=1e-7)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_pytree_carry_grad_jvp_vjp(reverse):
+    f, jf = scan_program(NP, reverse), scan_program(JX, reverse)
+    _close(tx.grad(f, (0, 1))(X, W), jax.grad(jf, (0, 1))(X, W))
+    _close(tx.jvp(f, (X, W), (T_X, T_W)), jax.jvp(jf, (X, W), (T_X, T_W)))
+    fd = _central_difference(lambda v: float(jf(v, W)), X)
+    _close(tx.grad(f)(X, W), fd, tol=1e-7)
+
+
+def test_scan_vjp_of_carry_and_ys():
+    """Cotangents for the final carry and the stacked ys (and none for an int carry)."""
+    def program(m, c):
+        def f(x, xs):
+            def step(carry, xi):
+                h, n = carry
+                h = m.sin(h) * xi + h
+                return (h, n + 1), (h * xi, n)
+            return c.scan(step, (x, 0), xs)
+        return f
+    xs = RNG.normal(size=(4, 3))
+    out, pull = tx.vjp(program(np, lax), X, xs)
+    jout, jpull = jax.vjp(program(jnp, jlax), X, xs)
+    _close(out, jout)
+    ct_h, ct_ys = RNG.normal(size=3), RNG.normal(size=(4, 3))
+    int_ct = np.zeros((), jax.dtypes.float0)
+    _close(pull(((ct_h, np.zeros((), np.int64)), (ct_ys, np.zeros(4, np.int64)))),
+           jpull(((ct_h, int_ct), (ct_ys, np.zeros(4, jax.dtypes.float0)))))
+
+
+def test_fori_loop_static_bounds_grad_and_while_loop_jvp():
+    f, jf = fori_program(NP), fori_program(JX)
+    _close(tx.grad(f, (0, 1))(X, W), jax.grad(jf, (0, 1))(X, W))
+    g, jg = while_program(NP), while_program(JX)
+    _close(tx.jvp(g, (X, W), (T_X, T_W)), jax.jvp(jg, (X, W), (T_X, T_W)))
+    _close(tx.jvp(g, (X, W), (T_X, 0.0)), jax.jvp(jg, (X, W), (T_X, 0.0)))
+    fd = _central_difference(lambda v: float(jg(v, W)), X)
+    _close(tx.jvp(g, (X, W), (np.eye(3)[1], 0.0))[1], fd[1], tol=1e-7)
+
+
+def test_scan_length_zero_and_one():
+    def program(m, c, n):
+        def f(x, xs):
+            carry, ys = c.scan(lambda h, xi: (m.sin(h) * xi, h * xi), x, xs)
+            return m.sum(carry * x) + m.sum(ys)
+        return f
+    for n in (0, 1):
+        xs = RNG.normal(size=(n, 3))
+        f, jf = program(np, lax, n), program(jnp, jlax, n)
+        _close(tx.grad(f, (0, 1))(X, xs), jax.grad(jf, (0, 1))(X, xs))
+        _close(tx.jvp(f, (X, xs), (T_X, xs + 1)), jax.jvp(jf, (X, xs), (T_X, xs + 1)))
+
+
+# ---------------------------------------------------------------------------------------
+# Second order, linearize, Jacobians, float32
+
+
+def test_second_order_through_scan_and_cond():
+    for build in (scan_program, cond_program):
+        f, jf = build(NP), build(JX)
+        _close(tx.grad(tx.grad(f, 1), 1)(X, W), jax.grad(jax.grad(jf, 1), 1)(X, W))
+        hvp = tx.jvp(tx.grad(f), (X, W), (T_X, T_W))[1]  # forward over reverse
+        _close(hvp, jax.jvp(jax.grad(jf), (X, W), (T_X, T_W))[1])
+
+
+def test_linearize_through_control_flow():
+    def f(x, w):
+        return scan_program(NP)(x, w) + while_program(NP)(x, w) + cond_program(NP)(x, w)
+
+    def jf(x, w):
+        return scan_program(JX)(x, w) + while_program(JX)(x, w) + cond_program(JX)(x, w)
+    out, lin = tx.linearize(f, X, W)
+    _close(out, jf(X, W))
+    for t in ((T_X, T_W), (X, -W)):
+        _close(lin(*t), jax.jvp(jf, (X, W), t)[1])
+
+
+def test_float32_gradients():
+    def program(m, c):
+        def f(x, w):
+            carry, ys = c.scan(lambda h, xi: (m.tanh(h * w + xi), h * xi), x,
+                               m.stack([x, -x, x * x]))
+            return m.sum(carry) + m.sum(c.cond(w > 0, lambda y: y * w, m.sin, ys))
+        return f
+    x32, w32 = X.astype(np.float32), np.float32(W)
+    got = tx.grad(program(np, lax), (0, 1))(x32, w32)
+    assert got[0].dtype == np.float32 and np.asarray(got[1]).dtype == np.float32
+    _close(got, jax.grad(program(jnp, jlax), (0, 1))(X, W), tol=2e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# The rewritten graphs, and reverse mode through while_loop
+
+
+def _count(graph, name):
+    return sum(node.prim.name == name for node in graph.nodes)
+
+
+def test_jvp_is_one_node_and_vjp_two_loops():
+    graph = prepare(stage(scan_program(NP), [X, np.float64(W)]).graph)
+    assert _count(graph, "scan") == 1
+    assert _count(jvp_graph(graph, [True, True]), "scan") == 1
+    halves = vjp_graph(graph, [True, True])
+    assert _count(halves.forward, "scan") == 1
+    # The backward recomputes the loop (stacking residuals), then runs it in reverse.
+    scans = [n for n in halves.backward.nodes if n.prim.name == "scan"]
+    assert [n.params["reverse"] for n in scans] == [False, True]
+
+
+def test_while_loop_reverse_mode_error_names_the_line():
+    def f(x):
+        return lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, c[1] * 2.0),
+                              (0, x))[1].sum()
+    line = f.__code__.co_firstlineno + 1  # the while_loop's line
+    with pytest.raises(UnsupportedError, match=r"(?s)Reverse-mode.*while_loop.*fori_loop.*"
+                       rf"scan.*test_control_ad\.py:{line} "):
+        tx.grad(f)(X)
+    traced_bound = lambda x: lax.fori_loop(  # noqa: E731
+        0, np.sum(x > -100.0), lambda i, v: v * 2.0, x).sum()
+    with pytest.raises(UnsupportedError, match="while_loop"):
+        tx.grad(traced_bound)(X)
+    assert tx.jvp(traced_bound, (X,), (T_X,))[1] == pytest.approx(8 * T_X.sum())
