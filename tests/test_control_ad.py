@@ -210,6 +210,31 @@ def test_linearize_through_control_flow():
         _close(lin(*t), jax.jvp(jf, (X, W), t)[1])
 
 
+def test_nested_control_flow_and_closures():
+    """A cond inside a scan inside a scan, reading the outer step's x and a captured w;
+    and an inner grad through a scan closing over the outer differentiated x (no
+    perturbation confusion: d/dx [x * d/dy (x y)^2 at y=1.5] = 3 * 1.5 * 2 * x^2)."""
+    def program(m, c):
+        def f(x, w):
+            def outer(h, xi):
+                def inner(g, _):
+                    g = c.cond(m.sum(g) > 0, lambda a: m.sin(a) * w, lambda a: a * xi, g)
+                    return g, m.sum(g)
+                h2, s = c.scan(inner, h, None, length=2)
+                return h2 + xi, s
+            h, ys = c.scan(outer, x, m.stack([x, x * 0.5]))
+            return m.sum(h ** 2) + m.sum(ys)
+        return f
+    f, jf = program(np, lax), program(jnp, jlax)
+    _close(tx.grad(f, (0, 1))(X, W), jax.grad(jf, (0, 1))(X, W))
+
+    def outer(x):
+        inner = lambda y: lax.scan(lambda c, _: (c * y * x, None), 1.0, None,  # noqa: E731
+                                   length=2)[0]
+        return x * tx.grad(inner)(1.5)
+    assert tx.grad(outer)(0.7) == pytest.approx(3 * 1.5 * 2 * 0.7 ** 2, rel=1e-12)
+
+
 def test_float32_gradients():
     def program(m, c):
         def f(x, w):
