@@ -20,6 +20,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from transfuse.ir.control import CONTROL_FLOW
 from transfuse.ir.core import Aval, Graph, Node, Var
 from transfuse.ir.errors import CompileError
 from transfuse.ir.primitives import _GOLDEN, _MASK, PRIMITIVES, _mix64
@@ -1166,6 +1167,10 @@ _rule("scatter_add", kernel=_scatter_kernel(True))
 _rule("scatter", kernel=_scatter_kernel(False))
 # Lowered by the driver (loop regions, contraction + epilogue), not by a rule of its own.
 LOWERING_RULES[FUSED] = Rule()
+# Lowered by the driver too: sub-graphs as functions, real loops and branches
+# (compiler/lower_control.py).
+for _name in CONTROL_FLOW:
+    LOWERING_RULES[P[_name]] = Rule()
 
 # ---------------------------------------------------------------------------------------
 # The program: one entry point for the whole graph
@@ -1236,6 +1241,12 @@ class _Lowering:
         self.body: list[str | RegionBody] = []
         self.reports: list[RegionReport] = []
         self.buffers = _BufferPlan(graph)
+        # Shared with the functions of control-flow sub-graphs (compiler/lower_control.py):
+        self.root = self
+        self.sizes = SizeParams()
+        self.const_values: dict[Var, Any] = dict(graph.consts)
+        self.functions: list[list[str]] = []  # their definitions, placed before the entry
+        self.function_names: set[str] = set()
 
     def run(self, cache: bool, title: str) -> Program:
         self.cache = cache
@@ -1249,12 +1260,12 @@ class _Lowering:
             self.lower_node(node)
             self.buffers.release_after(node, step)
         ret = self.returns()
-        consts = [np.ascontiguousarray(self.graph.consts[v]) for v in self.const_vars]
+        consts = [np.ascontiguousarray(self.const_values[v]) for v in self.const_vars]
         fixed = [self.names[v] for v in self.const_vars]
         if self.program.int_values:
             consts.append(np.array(self.program.int_values, np.int64))
             fixed.append(INT_ARGS)
-        sizes = SizeParams()
+        sizes = self.sizes
         source = self.render(fixed, ret, cache, title, sizes)
         avals = [Aval(c.shape, c.dtype) for c in consts] + [v.aval for v in self.graph.inputs]
         return Program(source, "entry", avals, consts, len(self.graph.outputs),
@@ -1267,6 +1278,11 @@ class _Lowering:
             return
         if node.prim is FUSED:
             raise CompileError(f"cannot lower a fused region of kind {node.params['kind']}")
+        if node.prim.name in CONTROL_FLOW:
+            from .lower_control import lower_control_flow
+
+            lower_control_flow(self, node)
+            return
         rule = LOWERING_RULES.get(node.prim)
         if rule is not None and rule.kernel is not None:
             self.lower_kernel(node, rule)
@@ -1503,10 +1519,10 @@ class _Lowering:
             imports.append("from transfuse.compiler.mathlib import math_globals")
             imports.append("_MATH = math_globals()")
             imports += [f"{n} = _MATH[{n!r}]" for n in sorted(self.program.math_names)]
-        known = self.program.helpers | self.program.math_names
+        known = self.program.helpers | self.program.math_names | self.function_names
         statements, functions = share_regions(body, self.options(cache), known)
         statements, blocks = outline_repeats(statements, self.options(cache), known, ret)
-        functions += blocks
+        functions = self.functions + functions + blocks
         signature = ", ".join(sig) + ("," if sig else "")
         lines = head + [""] + imports + ["", f"SIGNATURE = ({signature})", "",
                                          ""] + [line for f in functions for line in f] + [

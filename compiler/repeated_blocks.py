@@ -60,7 +60,8 @@ def _split(lines: list[str], globals_: set[str]) -> list[_Statement]:
         code = _code(line)
         if not code.strip():
             pending.append(line)
-        elif not groups or code.startswith("    ") and not code.startswith("     "):
+        elif not groups or code.startswith("    ") and not code.startswith(
+                ("     ", "    elif ", "    else:")):  # an if's elif/else stay with it
             groups.append(pending + [line])
             pending = []
         else:
