@@ -539,6 +539,12 @@ def _call(axis_size: int, args: list, dims: list, *, graph) -> tuple[list, list]
     return bind(P["call"], *args, graph=batched), out_dims
 
 
+def _remat(axis_size: int, args: list, dims: list, **params: Any) -> tuple[list, list]:
+    # The batched body, still checkpointed (a batched dot is one the policy sees anew).
+    batched, out_dims = batch_graph(params["graph"], dims, axis_size)
+    return bind(P["remat"], *args, **dict(params, graph=batched)), out_dims
+
+
 # ---------------------------------------------------------------------------------------
 # The table
 
@@ -581,6 +587,8 @@ _register(["cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "q
 _register(["fft"], _stacked)
 # sort acts on the last axis: the batch axis is one more leading (row) axis.
 _register(["sort"], _stacked)
+# The barrier is the identity: batched as it is.
+_register(["optimization_barrier"], _elementwise)
 BATCH_RULES.update({
     P["dot_general"]: _dot_general,
     P["conv"]: _conv,
@@ -597,6 +605,7 @@ BATCH_RULES.update({
     P["dynamic_update_slice"]: _dynamic_update_slice,
     P["gather"]: _gather,
     P["call"]: _call,
+    P["remat"]: _remat,
 })
 
 __all__ = ["BATCH_RULES", "batch_graph", "batch_values", "apply_rule", "batched_aval",

@@ -698,6 +698,32 @@ _def("scatter_add", _scatter_rule(P["scatter_add"]))
 _def("scatter", _scatter_rule(P["scatter"]))
 _def("call", _call_rule)
 
+
+def _remat_rule(primals, tangents, *, graph, policy, prevent_cse, num_saved):
+    """A checkpoint: the JVP of its body, itself one remat node (values and tangents)."""
+    n = len(primals)
+    has_tangent = [t is not None for t in tangents]
+    out_has_tangent: list[bool] = []
+
+    def body(*args: Any) -> list:
+        moving = iter(args[n:])
+        outs, out_tangents = jvp_eval(graph, args[:n],
+                                      [next(moving) if h else None for h in has_tangent])
+        out_has_tangent.extend(t is not None for t in out_tangents)
+        return list(outs) + [t for t in out_tangents if t is not None]
+
+    avals = graph.in_avals + [a for a, h in zip(graph.in_avals, has_tangent) if h]
+    body_graph, implicit = trace_to_graph(body, avals, graph.name + "_jvp")
+    assert not implicit, "a remat body is closed"
+    outs = bind(P["remat"], *primals, *[t for t in tangents if t is not None],
+                graph=body_graph, policy=policy, prevent_cse=prevent_cse, num_saved=0)
+    moving = iter(outs[len(graph.outputs):])
+    return outs[:len(graph.outputs)], [next(moving) if h else None for h in out_has_tangent]
+
+
+_def("remat", _remat_rule)
+_def("optimization_barrier", linear_rule(P["optimization_barrier"]))
+
 # ---------------------------------------------------------------------------------------
 # Structured control flow: one new node of the same primitive (compiler/jvp_control.py)
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from transfuse.compiler import special_slopes
 from transfuse.compiler.jvp import complex_abs_slope
+from transfuse.compiler.remat import expose_saved
 from transfuse.compiler.simplify import dce, inline_calls
 from transfuse.ir import lax
 from transfuse.ir.core import Aval, Graph, Var, is_inexact
@@ -774,6 +775,26 @@ def _call_vjp(cts, ins, outs, *, graph):
     return [in_cts.get(v) for v in graph.inputs]
 
 
+@_register("remat")
+def _remat_vjp(cts, ins, outs, *, graph, policy, prevent_cse, num_saved):
+    # The body's intermediates are recomputed here, in the backward graph, from the node's
+    # inputs (behind barriers, so CSE cannot merge them into the forward pass) and from
+    # the values its policy saved: the trailing `num_saved` outputs, residuals like any.
+    if prevent_cse:
+        ins = [bind(P["optimization_barrier"], x) for x in ins]
+    body = expose_saved(graph)  # nested checkpoints keep their own policies
+    n_out = len(outs) - num_saved
+    env = evaluate(body, ins, known=dict(zip(body.outputs[n_out:], outs[n_out:])))
+    active = active_vars(body, set(body.inputs))
+    in_cts = backward_pass(body, env.__getitem__, list(cts), active)
+    return [in_cts.get(v) for v in body.inputs]
+
+
+@_register("optimization_barrier")
+def _optimization_barrier_vjp(ct, ins, outs):
+    return [ct]
+
+
 # ---------------------------------------------------------------------------------------
 # Structured control flow (compiler/vjp_control.py: its rules call backward_pass below)
 
@@ -788,11 +809,16 @@ VJP_RULES[P["while_loop"]] = vjp_control.while_vjp
 # The backward pass
 
 
-def evaluate(graph: Graph, args: Sequence[Any]) -> dict[Var, Any]:
-    """Every value of the graph (through `bind`: traced when a trace is active)."""
+def evaluate(graph: Graph, args: Sequence[Any], known: dict[Var, Any] | None = None
+             ) -> dict[Var, Any]:
+    """Every value of the graph (through `bind`: traced when a trace is active); the nodes
+    whose results are all `known` are not run again."""
     env: dict[Var, Any] = dict(zip(graph.inputs, args))
     env.update(graph.consts)
+    env.update(known or {})
     for node in graph.nodes:
+        if known and all(v in env for v in node.outputs):
+            continue
         with source_of(node.source):
             outs = bind(node.prim, *[env[v] for v in node.inputs], **node.params)
         env.update(zip(node.outputs, outs if node.prim.multiple_results else [outs]))
@@ -937,7 +963,7 @@ def vjp_graph(graph: Graph, wrt: Sequence[bool],
         ct_outputs = [is_differentiable(a) for a in graph.out_avals[:n_user]]
         ct_outputs += [False] * len(graph.mutated_inputs)
     ct_outputs = [bool(c) for c in ct_outputs]
-    graph = inline_calls(graph)
+    graph = expose_saved(inline_calls(graph))
     wrt_vars = [v for v, w in zip(graph.inputs, wrt) if w]
     active = active_vars(graph, set(wrt_vars))
     ct_vars = [v for v, c in zip(graph.outputs, ct_outputs) if c]

@@ -547,6 +547,20 @@ def _call_program(name: str, params: dict) -> Callable:
     return program
 
 
+def _remat_program(name: str, params: dict) -> Callable:
+    """A checkpointed sub-graph (jit inlines it), or a barrier (jit removes it)."""
+    def body(x, y):
+        return [np.sin(x) * y, x + y]
+
+    def program(x, y):
+        if name == "optimization_barrier":
+            return [bind(P[name], x), y]
+        graph = tx.make_graph(body)(np.zeros(x.shape, x.dtype), np.zeros(y.shape, y.dtype))
+        return bind(P["remat"], x, y, graph=graph, policy="nothing_saveable",
+                    prevent_cse=True, num_saved=0)
+    return program
+
+
 # ---------------------------------------------------------------------------------------
 # The table: one entry per primitive
 
@@ -728,6 +742,9 @@ CATALOGUE: dict[str, Entry] = {
     "view_transpose": Entry(EFFECTS, _views, MOVES, program=_view_program),
     "assign": Entry(EFFECTS, _assign_samples, MOVES, program=_assign_program),
     "call": Entry(EFFECTS, _call_samples, program=_call_program),
+    # Checkpointing (ir/remat.py)
+    "remat": Entry(EFFECTS, _call_samples, program=_remat_program),
+    "optimization_barrier": Entry(EFFECTS, _call_samples, program=_remat_program),
 }
 
 # Primitives that need no entry, and why.

@@ -61,6 +61,10 @@ NO_RULE: dict[str, dict[str, str]] = {
     "view_transpose": dict.fromkeys(TABLES, REMOVED),
     "assign": dict.fromkeys(TABLES, REMOVED),
     "call": dict.fromkeys(BACKENDS, INLINED),
+    "remat": dict.fromkeys(BACKENDS, "jit inlines checkpoints before simplifying "
+                                     "(compiler/remat.py: inline_remat)"),
+    "optimization_barrier": dict.fromkeys(BACKENDS, "jit removes barriers after simplifying "
+                                                    "(compiler/remat.py: strip_barriers)"),
     "fused": dict.fromkeys(TRANSFORMS, MADE_BY_FUSION),
     **{name: dict.fromkeys(TRANSFORMS, MADE_BY_JIT) for name in linalg.MADE_BY_JIT},
 }
