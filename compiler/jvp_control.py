@@ -13,20 +13,20 @@ Symbolic zeros (None) stay out of the new nodes: nothing is carried for them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from transfuse.compiler import jvp
 from transfuse.ir import lax
 from transfuse.ir.control import scan_parts
-from transfuse.ir.core import Graph
+from transfuse.ir.core import Aval, Graph
 from transfuse.ir.primitives import PRIMITIVES
-from transfuse.ir.tracing import bind, trace_to_graph
+from transfuse.ir.tracing import bind, current_builder, inline, source_of, trace_to_graph
 
 P = PRIMITIVES
 
 
-def _groups(n_items: Sequence[int]) -> list[range]:
+def index_ranges(n_items: Sequence[int]) -> list[range]:
     """Consecutive index ranges of the given sizes."""
     out, start = [], 0
     for n in n_items:
@@ -52,7 +52,7 @@ def jvp_subgraph(graph: Graph, nonzero: Sequence[bool], in_groups: Sequence[int]
         given = iter(args)
         primals: list[Any] = [None] * len(graph.inputs)
         tangents: list[Any] = [None] * len(graph.inputs)
-        for group in _groups(in_groups):
+        for group in index_ranges(in_groups):
             for i in group:
                 primals[i] = next(given)
             for i in group:
@@ -63,18 +63,31 @@ def jvp_subgraph(graph: Graph, nonzero: Sequence[bool], in_groups: Sequence[int]
         keep = natural if want is None else want
         assert all(k or not n for k, n in zip(keep, natural)), "a nonzero tangent dropped"
         results: list[Any] = []
-        for group in _groups(out_groups):
+        for group in index_ranges(out_groups):
             results += [outs[i] for i in group]
             results += [jvp.instantiate(out_tangents[i], outs[i]) for i in group if keep[i]]
         return results
 
     in_avals = []
-    for group in _groups(in_groups):
+    for group in index_ranges(in_groups):
         in_avals += [graph.inputs[i].aval for i in group]
         in_avals += [graph.inputs[i].aval for i in group if nonzero[i]]
-    new, implicit = trace_to_graph(fn, in_avals, name=f"jvp_{graph.name}")
-    assert not implicit and not new.num_captures, "a control-flow JVP body captured a value"
-    return new, natural
+    return trace_closed(fn, in_avals, f"jvp_{graph.name}"), natural
+
+
+def trace_closed(fn: Callable, in_avals: Sequence[Aval], name: str) -> Graph:
+    """fn traced into a closed graph (a control-flow body), its nodes attributed to the
+    node being differentiated unless a rule inside says better."""
+    builder = current_builder()
+    where = builder.source_override if builder is not None else None
+
+    def at_node(*args: Any) -> list[Any]:
+        with source_of(where):
+            return fn(*args)
+
+    graph, implicit = trace_to_graph(at_node, list(in_avals), name=name)
+    assert not implicit and not graph.num_captures, f"{name} captured an outer value"
+    return graph
 
 
 def _nonzero(tangents: Sequence[Any]) -> list[bool]:
@@ -148,12 +161,9 @@ def while_jvp(primals, tangents, *, cond_graph, body_graph, cond_nconsts, body_n
                               [len(init)])
     body, _ = jvp_subgraph(body_graph, _nonzero(t_consts) + mask, groups, [len(init)], mask)
     carry_tangent_avals = [lax.aval(x) for x, m in zip(init, mask) if m]
-    test, implicit = trace_to_graph(
-        lambda *args: jvp.jvp_eval(cond_graph, args[:n_cc + len(init)],
-                                   [None] * (n_cc + len(init)))[0],
-        [lax.aval(x) for x in cond_consts + init] + carry_tangent_avals,
-        name=f"jvp_{cond_graph.name}")
-    assert not implicit
+    test = trace_closed(lambda *args: inline(cond_graph, args[:n_cc + len(init)]),
+                   [lax.aval(x) for x in cond_consts + init] + carry_tangent_avals,
+                   f"jvp_{cond_graph.name}")
     outs = bind(P["while_loop"], *cond_consts, *body_consts, *_present(t_consts), *init,
                 *_instantiated(init, t_init, mask), cond_graph=test, body_graph=body,
                 cond_nconsts=n_cc, body_nconsts=n_bc + sum(_nonzero(t_consts)))
@@ -179,4 +189,4 @@ def scan_jvp(primals, tangents, *, body, length, reverse, num_consts, num_carry)
     return _split_outputs(outs, out_groups, [mask, y_mask])
 
 
-__all__ = ["jvp_subgraph", "cond_jvp", "while_jvp", "scan_jvp"]
+__all__ = ["index_ranges", "trace_closed", "jvp_subgraph", "cond_jvp", "while_jvp", "scan_jvp"]

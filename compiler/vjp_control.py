@@ -17,27 +17,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from transfuse.compiler import vjp
+from transfuse.compiler.jvp_control import index_ranges, trace_closed
 from transfuse.compiler.simplify import dce
 from transfuse.ir import lax
-from transfuse.ir.control import scan_parts
 from transfuse.ir.core import Aval, Graph, is_inexact
 from transfuse.ir.errors import UnsupportedError
 from transfuse.ir.primitives import PRIMITIVES
 from transfuse.ir.source import with_location
-from transfuse.ir.tracing import bind, current_builder, inline, trace_to_graph
+from transfuse.ir.tracing import bind, current_builder, inline
 
 P = PRIMITIVES
 
 
 def _zeros(aval: Aval) -> Any:
     return lax.full(aval.shape, 0, aval.dtype)
-
-
-def _closed(fn, in_avals: Sequence[Aval], name: str) -> Graph:
-    """fn traced into a closed graph (a control-flow body)."""
-    graph, implicit = trace_to_graph(fn, list(in_avals), name=name)
-    assert not implicit and not graph.num_captures, f"{name} captured an outer value"
-    return graph
 
 
 def _flags(avals: Sequence[Aval]) -> list[bool]:
@@ -63,7 +56,7 @@ def _branch_backward(branch: Graph, ct_flags: list[bool], op_flags: list[bool]) 
                 for v, f in zip(branch.inputs, op_flags) if f]
 
     ct_avals = [a for a, f in zip(branch.out_avals, ct_flags) if f]
-    return _closed(fn, branch.in_avals + ct_avals, f"{branch.name}_bwd")
+    return trace_closed(fn, branch.in_avals + ct_avals, f"{branch.name}_bwd")
 
 
 def cond_vjp(cts, ins, outs, *, branches):
@@ -81,73 +74,98 @@ def cond_vjp(cts, ins, outs, *, branches):
 # scan
 
 
-def _forward_body(fwd: Graph, n_outputs: int, stacked: list[int]) -> Graph:
-    """The body's vjp forward half, keeping only the residuals that are stacked."""
-    outputs = fwd.outputs[:n_outputs] + [fwd.outputs[n_outputs + k] for k in stacked]
-    return dce(Graph(fwd.inputs, fwd.nodes, outputs, fwd.consts, name=fwd.name))
+def _residual_sources(halves: vjp.VJPGraphs, ins: Sequence[Any], outs: Sequence[Any],
+                      num_consts: int, num_carry: int) -> tuple[dict, dict]:
+    """Where the backward loop reads each residual of the body's backward half.
+
+    Returns ({k: value} read once: residuals that are the body's consts, loop invariants;
+    {k: stacked value or None}: one slice per step, from the scan's own xs or ys where the
+    residual is an x or a y, None where the forward loop must be rerun to stack it)."""
+    fwd = halves.forward
+    n_out = len(fwd.outputs) - halves.num_residuals
+    consts = {v: ins[i] for i, v in enumerate(fwd.inputs[:num_consts])}
+    xs = {v: ins[i] for i, v in enumerate(fwd.inputs) if i >= num_consts + num_carry}
+    ys = {v: outs[j] for j, v in enumerate(fwd.outputs[:n_out]) if j >= num_carry}
+    invariant, per_step = {}, {}
+    for k, v in enumerate(fwd.outputs[n_out:]):
+        if v in consts:
+            invariant[k] = consts[v]
+        else:
+            per_step[k] = xs.get(v, ys.get(v))
+    return invariant, per_step
+
+
+def _restack(halves: vjp.VJPGraphs, ins: Sequence[Any], wanted: list[int], *, length: int,
+             reverse: bool, num_consts: int, num_carry: int) -> list[Any]:
+    """The forward loop run again, stacking the wanted residuals as its ys."""
+    fwd = halves.forward
+    n_out = len(fwd.outputs) - halves.num_residuals
+    outputs = fwd.outputs[:num_carry] + [fwd.outputs[n_out + k] for k in wanted]
+    body = dce(Graph(fwd.inputs, fwd.nodes, outputs, fwd.consts, name=fwd.name))
+    return bind(P["scan"], *ins, body=body, length=length, reverse=reverse,
+                num_consts=num_consts, num_carry=num_carry)[num_carry:]
+
+
+def _backward_body(body: Graph, halves: vjp.VJPGraphs, invariant: list[int],
+                   per_step: list[int], num_consts: int, num_carry: int) -> Graph:
+    """One step of the backward loop: (invariant residuals; carry cotangent, accumulated
+    const cotangents; ys' cotangents, per-step residuals) -> (carry cotangent, accumulated
+    const cotangents; xs' cotangents)."""
+    wrt, ct_flags = halves.wrt, halves.ct_outputs
+    n_in = len(body.inputs)
+    carry_ct = [i for i in range(num_consts, num_consts + num_carry) if wrt[i]]
+    const_ct = [i for i in range(num_consts) if wrt[i]]
+    xs_ct = [i for i in range(num_consts + num_carry, n_in) if wrt[i]]
+    n_ct_y = sum(ct_flags[num_carry:])
+    res_avals = halves.backward.in_avals[sum(ct_flags):]
+    sizes = [len(invariant), len(carry_ct), len(const_ct), n_ct_y, len(per_step)]
+
+    def step(*args: Any) -> list[Any]:
+        inv, ct_carry, acc, ct_y, res = (args[r.start:r.stop] for r in index_ranges(sizes))
+        residuals = dict(zip(invariant, inv)) | dict(zip(per_step, res))
+        in_cts = inline(halves.backward, [*ct_carry, *ct_y,
+                                          *(residuals[k] for k in range(len(res_avals)))])
+        by_input = dict(zip([i for i in range(n_in) if wrt[i]], in_cts))
+        return ([by_input[i] for i in carry_ct]
+                + [lax.add(a, by_input[i]) for a, i in zip(acc, const_ct)]
+                + [by_input[i] for i in xs_ct])
+
+    in_avals = body.in_avals
+    ct_y_avals = [a for a, f in zip(body.out_avals[num_carry:], ct_flags[num_carry:]) if f]
+    step_avals = ([res_avals[k] for k in invariant] + [in_avals[i] for i in carry_ct]
+                  + [in_avals[i] for i in const_ct] + ct_y_avals
+                  + [res_avals[k] for k in per_step])
+    return trace_closed(step, step_avals, f"{body.name}_bwd")
 
 
 def scan_vjp(cts, ins, outs, *, body, length, reverse, num_consts, num_carry):
-    """A forward scan stacking the body's residuals, then a reverse scan of its backward."""
-    consts, init, xs = scan_parts(ins, num_consts, num_carry)
-    n_in, n_out = len(body.inputs), len(body.outputs)
+    """A reverse scan of the body's backward half over its stacked residuals."""
     wrt = _flags(body.in_avals)
-    ct_carry_flags = _flags(body.out_avals[:num_carry])
-    ct_y_flags = [f and ct is not None
-                  for f, ct in zip(_flags(body.out_avals[num_carry:]), cts[num_carry:])]
-    halves = vjp.vjp_graph(body, wrt, ct_carry_flags + ct_y_flags)
-    # Residuals that are the body's consts are loop-invariant: read once, not stacked.
-    const_index = {v: i for i, v in enumerate(halves.forward.inputs[:num_consts])}
-    res_vars = halves.forward.outputs[n_out:]
-    stacked = [k for k, v in enumerate(res_vars) if v not in const_index]
-    invariant = [k for k, v in enumerate(res_vars) if v in const_index]
-
-    # 1. The forward loop again, its residuals stacked as extra ys.
-    stacked_res: list[Any] = []
-    if stacked:
-        fwd_body = _forward_body(halves.forward, n_out, stacked)
-        stacked_res = bind(P["scan"], *ins, body=fwd_body, length=length, reverse=reverse,
-                           num_consts=num_consts, num_carry=num_carry)[n_out:]
-
-    # 2. The backward loop, the other way round.
-    ct_wrt_consts = [i for i in range(num_consts) if wrt[i]]
-    ct_wrt_carry = [i for i in range(num_consts, num_consts + num_carry) if wrt[i]]
-    ct_wrt_xs = [i for i in range(num_consts + num_carry, n_in) if wrt[i]]
-    res_avals = halves.backward.in_avals[sum(ct_carry_flags) + sum(ct_y_flags):]
-    invariant_vals = [consts[const_index[res_vars[k]]] for k in invariant]
-    n_inv, n_cc, n_acc = len(invariant), len(ct_wrt_carry), len(ct_wrt_consts)
-    n_cty = sum(ct_y_flags)
-
-    def bwd_step(*args: Any) -> list[Any]:
-        inv, ct_c, acc = args[:n_inv], args[n_inv:n_inv + n_cc], args[n_inv + n_cc:][:n_acc]
-        rest = args[n_inv + n_cc + n_acc:]
-        ct_y, res_slices = rest[:n_cty], rest[n_cty:]
-        residuals: list[Any] = [None] * len(res_vars)
-        for k, value in zip(invariant, inv):
-            residuals[k] = value
-        for k, value in zip(stacked, res_slices):
-            residuals[k] = value
-        in_cts = inline(halves.backward, [*ct_c, *ct_y, *residuals])
-        by_input = dict(zip([i for i in range(n_in) if wrt[i]], in_cts))
-        return ([by_input[i] for i in ct_wrt_carry]
-                + [lax.add(a, by_input[i]) for a, i in zip(acc, ct_wrt_consts)]
-                + [by_input[i] for i in ct_wrt_xs])
-
+    out_flags = _flags(body.out_avals)
+    ct_flags = out_flags[:num_carry] + [f and ct is not None for f, ct in
+                                        zip(out_flags[num_carry:], cts[num_carry:])]
+    halves = vjp.vjp_graph(body, wrt, ct_flags)
+    invariant, per_step = _residual_sources(halves, ins, outs, num_consts, num_carry)
+    missing = [k for k, value in per_step.items() if value is None]
+    if missing:
+        per_step.update(zip(missing, _restack(halves, ins, missing, length=length,
+                                              reverse=reverse, num_consts=num_consts,
+                                              num_carry=num_carry)))
+    step = _backward_body(body, halves, list(invariant), list(per_step), num_consts,
+                          num_carry)
     in_avals = body.in_avals
-    ct_y_avals = [a for a, f in zip(body.out_avals[num_carry:], ct_y_flags) if f]
-    step_avals = ([res_avals[k] for k in invariant] + [in_avals[i] for i in ct_wrt_carry]
-                  + [in_avals[i] for i in ct_wrt_consts] + ct_y_avals
-                  + [res_avals[k] for k in stacked])
-    bwd_body = _closed(bwd_step, step_avals, f"{body.name}_bwd")
-    ct_init = [cts[i - num_consts] if cts[i - num_consts] is not None else _zeros(in_avals[i])
-               for i in ct_wrt_carry]
-    acc_init = [_zeros(in_avals[i]) for i in ct_wrt_consts]
-    ct_ys = [ct for ct, f in zip(cts[num_carry:], ct_y_flags) if f]
-    bwd_outs = bind(P["scan"], *invariant_vals, *ct_init, *acc_init, *ct_ys, *stacked_res,
-                    body=bwd_body, length=length, reverse=not reverse, num_consts=n_inv,
-                    num_carry=n_cc + n_acc)
-    found = dict(zip(ct_wrt_carry + ct_wrt_consts + ct_wrt_xs, bwd_outs))
-    return [found.get(i) for i in range(n_in)]
+    carry_ct = [i for i in range(num_consts, num_consts + num_carry) if wrt[i]]
+    const_ct = [i for i in range(num_consts) if wrt[i]]
+    xs_ct = [i for i in range(num_consts + num_carry, len(wrt)) if wrt[i]]
+    init = [_zeros(in_avals[i]) if cts[i - num_consts] is None else cts[i - num_consts]
+            for i in carry_ct]
+    found = bind(P["scan"], *invariant.values(), *init, *map(_zeros, (in_avals[i] for i in
+                                                                     const_ct)),
+                 *(ct for ct, f in zip(cts[num_carry:], ct_flags[num_carry:]) if f),
+                 *per_step.values(), body=step, length=length, reverse=not reverse,
+                 num_consts=len(invariant), num_carry=len(carry_ct) + len(const_ct))
+    by_input = dict(zip(carry_ct + const_ct + xs_ct, found))
+    return [by_input.get(i) for i in range(len(wrt))]
 
 
 # ---------------------------------------------------------------------------------------

@@ -256,15 +256,33 @@ def _count(graph, name):
     return sum(node.prim.name == name for node in graph.nodes)
 
 
-def test_jvp_is_one_node_and_vjp_two_loops():
+def _scans(graph):
+    return [node for node in graph.nodes if node.prim.name == "scan"]
+
+
+def test_jvp_is_one_node_and_what_the_scan_vjp_stores():
     graph = prepare(stage(scan_program(NP), [X, np.float64(W)]).graph)
-    assert _count(graph, "scan") == 1
-    assert _count(jvp_graph(graph, [True, True]), "scan") == 1
-    halves = vjp_graph(graph, [True, True])
-    assert _count(halves.forward, "scan") == 1
-    # The backward recomputes the loop (stacking residuals), then runs it in reverse.
-    scans = [n for n in halves.backward.nodes if n.prim.name == "scan"]
-    assert [n.params["reverse"] for n in scans] == [False, True]
+    assert len(_scans(graph)) == 1
+    assert len(_scans(jvp_graph(graph, [True, True]))) == 1
+
+    def rnn(h, w, xs):
+        return lax.scan(lambda h, x: (np.tanh(h @ w + x),) * 2, h, xs)[1].sum()
+    graph = prepare(stage(rnn, [X, RNG.normal(size=(3, 3)), RNG.normal(size=(5, 3))]).graph)
+    halves = vjp_graph(graph, [True, True, True])
+    assert len(_scans(halves.forward)) == 1
+    # The backward reruns the loop to stack the one residual it lacks (the previous h;
+    # tanh's output is the scan's own ys, w is read once), then runs backward.
+    again, back = _scans(halves.backward)
+    assert (again.params["reverse"], back.params["reverse"]) == (False, True)
+    assert [v.aval.shape for v in again.outputs] == [(3,), (5, 3)]
+
+    def quadratic(h, xs):  # residuals: the xs themselves; no loop is rerun
+        return lax.scan(lambda c, x: (c + x * x, c), h, xs)[0].sum()
+    halves = vjp_graph(prepare(stage(quadratic, [X, RNG.normal(size=(5, 3))]).graph),
+                       [True, True])
+    assert [n.params["reverse"] for n in _scans(halves.backward)] == [True]
+    xs = RNG.normal(size=(5, 3))
+    _close(tx.grad(quadratic, (0, 1))(X, xs), (np.ones(3), 2 * xs))
 
 
 def test_while_loop_reverse_mode_error_names_the_line():
