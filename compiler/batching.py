@@ -608,5 +608,54 @@ BATCH_RULES.update({
     P["remat"]: _remat,
 })
 
+# ---------------------------------------------------------------------------------------
+# stop_gradient and the user's rules (ir/custom.py): each sub-graph batched, with every
+# batched operand and every output at dim 0, so the graphs of one node agree
+
+
+def _placed(x: Any, dim: Dim, spec: Any, axis_size: int) -> Any:
+    """An output at dim 0, or (spec "sum": a cotangent of an unbatched operand) summed."""
+    if spec == "sum":
+        return x if dim is None else lax.reduce_sum(x, (dim,))
+    return to_front(x, dim, axis_size)
+
+
+def _batched_front(graph: Graph, in_dims: list, axis_size: int, out_specs: list) -> Graph:
+    """A closed sub-graph batched at `in_dims` (None or 0), its outputs placed by spec."""
+    in_avals = [batched_aval(v.aval, d, axis_size) for v, d in zip(graph.inputs, in_dims)]
+
+    def body(*args: Any) -> list:
+        outs, dims = batch_values(graph, args, in_dims, axis_size)
+        return [_placed(o, d, s, axis_size) for o, d, s in zip(outs, dims, out_specs)]
+
+    return trace_to_graph(body, in_avals, graph.name)[0]
+
+
+def _custom_call(prim: Primitive) -> BatchRule:
+    def rule(axis_size: int, args: list, dims: list, **params: Any) -> tuple[list, list]:
+        if params.get("vmap") is not None:  # transfuse.Function's vmap staticmethod
+            return params["vmap"](axis_size, args, dims)
+        front = [x if d is None else move_axis(x, d, 0) for x, d in zip(args, dims)]
+        in_dims = [None if d is None else 0 for d in dims]
+        tangent_dims = [d for d, flag in zip(in_dims, params["diff"]) if flag]
+        n_out = len(params["fun"].outputs)
+        new = dict(params, fun=_batched_front(params["fun"], in_dims, axis_size, [0] * n_out))
+        if params.get("jvp") is not None:
+            new["jvp"] = _batched_front(params["jvp"], in_dims + tangent_dims, axis_size,
+                                        [0] * (2 * n_out))
+        if params.get("fwd") is not None:
+            new["fwd"] = _batched_front(params["fwd"], in_dims, axis_size,
+                                        [0] * len(params["fwd"].outputs))
+        if params.get("bwd") is not None:
+            res_and_cts = [0] * (params["num_res"] + n_out)
+            specs = [0 if d == 0 else "sum" for d in tangent_dims]
+            new["bwd"] = _batched_front(params["bwd"], in_dims + res_and_cts, axis_size, specs)
+        return bind(prim, *front, **new), [0] * n_out
+    return rule
+
+
+_register(["stop_gradient"], _elementwise)
+_register(["custom_jvp_call", "custom_vjp_call"], _custom_call)
+
 __all__ = ["BATCH_RULES", "batch_graph", "batch_values", "apply_rule", "batched_aval",
            "move_axis", "move_batch_dim", "to_front", "full_axis"]

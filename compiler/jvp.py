@@ -27,7 +27,7 @@ from transfuse.ir.core import Aval, Graph, Var, is_inexact
 from transfuse.ir.errors import DTypeError, UnsupportedError
 from transfuse.ir.primitives import PRIMITIVES, Primitive
 from transfuse.ir.source import with_location
-from transfuse.ir.tracing import bind, source_of, trace_to_graph
+from transfuse.ir.tracing import bind, inline, source_of, trace_to_graph
 
 P = PRIMITIVES
 JVP_RULES: dict[Primitive, Callable] = {}
@@ -697,6 +697,59 @@ _def("dynamic_update_slice", _update_rule(P["dynamic_update_slice"]))
 _def("scatter_add", _scatter_rule(P["scatter_add"]))
 _def("scatter", _scatter_rule(P["scatter"]))
 _def("call", _call_rule)
+
+# ---------------------------------------------------------------------------------------
+# stop_gradient and the user's rules (ir/custom.py)
+
+_def("stop_gradient", zero_rule(P["stop_gradient"]))
+
+
+def _plain_tangents(fun: Graph, primals: list, tangents: list, diff: tuple) -> list:
+    """The output tangents of the operands no rule covers (captures, nondiff_argnums
+    arrays), through `fun` differentiated as ordinary code (None: zero)."""
+    plain = [None if d else t for t, d in zip(tangents, diff)]
+    if all(t is None for t in plain):
+        return [None] * len(fun.outputs)
+    return jvp_eval(fun, primals, plain)[1]
+
+
+def _user_jvp(primals: list, tangents: list, fun: Graph, jvp: Graph, diff: tuple
+              ) -> tuple[list, list]:
+    """The user's JVP graph, inlined as ordinary primitives (so it differentiates again)."""
+    given = [instantiate(t, p) for p, t, d in zip(primals, tangents, diff) if d]
+    results = inline(jvp, list(primals) + given)
+    n_out = len(fun.outputs)
+    extra = _plain_tangents(fun, primals, tangents, diff)
+    return results[:n_out], [add_tangents(t, e) for t, e in zip(results[n_out:], extra)]
+
+
+def _has_rule_tangent(tangents: list, diff: tuple) -> bool:
+    return any(t is not None for t, d in zip(tangents, diff) if d)
+
+
+def _custom_jvp_call_rule(primals, tangents, *, fun, jvp, diff, name):
+    if _has_rule_tangent(tangents, diff):
+        return _user_jvp(primals, tangents, fun, jvp, diff)
+    outs = bind(P["custom_jvp_call"], *primals, fun=fun, jvp=jvp, diff=diff, name=name)
+    return outs, _plain_tangents(fun, primals, tangents, diff)
+
+
+def _custom_vjp_call_rule(primals, tangents, **params):
+    fun, jvp, diff, name = (params[k] for k in ("fun", "jvp", "diff", "name"))
+    if not _has_rule_tangent(tangents, diff):
+        outs = bind(P["custom_vjp_call"], *primals, **params)
+        return outs, _plain_tangents(fun, primals, tangents, diff)
+    if jvp is None:
+        # As JAX: a custom_vjp function defines reverse mode only.
+        raise UnsupportedError(with_location(
+            f"can't apply forward-mode autodiff (jvp, jacfwd, hessian) to {name}: it defines "
+            "reverse-mode rules only (use custom_jvp, or give a transfuse.Function a jvp "
+            "staticmethod)"))
+    return _user_jvp(primals, tangents, fun, jvp, diff)
+
+
+_def("custom_jvp_call", _custom_jvp_call_rule)
+_def("custom_vjp_call", _custom_vjp_call_rule)
 
 
 def _remat_rule(primals, tangents, *, graph, policy, prevent_cse, num_saved):

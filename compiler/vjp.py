@@ -26,8 +26,10 @@ from transfuse.compiler.remat import expose_saved
 from transfuse.compiler.simplify import dce, inline_calls
 from transfuse.ir import lax
 from transfuse.ir.core import Aval, Graph, Var, is_inexact
+from transfuse.ir.errors import UnsupportedError
 from transfuse.ir.primitives import PRIMITIVES, Primitive
-from transfuse.ir.tracing import bind, building, inline_env, source_of, trace_to_graph
+from transfuse.ir.source import with_location
+from transfuse.ir.tracing import bind, building, inline, inline_env, source_of, trace_to_graph
 
 P = PRIMITIVES
 VjpRule = Callable[..., Sequence[Any]]
@@ -803,6 +805,64 @@ from transfuse.compiler import vjp_control  # noqa: E402
 VJP_RULES[P["cond"]] = vjp_control.cond_vjp
 VJP_RULES[P["scan"]] = vjp_control.scan_vjp
 VJP_RULES[P["while_loop"]] = vjp_control.while_vjp
+
+
+# ---------------------------------------------------------------------------------------
+# stop_gradient and the user's rules (ir/custom.py)
+
+_register("stop_gradient")(_no_cotangent)
+
+
+def _plain_cotangents(fun: Graph, ins: list, cts: list, diff: tuple) -> list:
+    """Cotangents of the operands no rule covers (captures, nondiff_argnums arrays),
+    through `fun` differentiated as ordinary code (None for the flagged operands)."""
+    plain = {v for v, d in zip(fun.inputs, diff) if not d and is_differentiable(v.aval)}
+    if not plain:
+        return [None] * len(ins)
+    env = evaluate(fun, ins)
+    in_cts = backward_pass(fun, env.__getitem__, list(cts), active_vars(fun, plain))
+    return [None if d else in_cts.get(v) for v, d in zip(fun.inputs, diff)]
+
+
+def _transposed_jvp(cts: list, ins: list, fun: Graph, jvp: Graph, diff: tuple) -> list:
+    """Cotangents of the flagged operands: the user's JVP rule (linear in its tangents)
+    transposed at the primal point, i.e. the VJP of the jvp graph in its tangent inputs."""
+    n_in, n_out = len(ins), len(fun.outputs)
+    tangent_avals = jvp.in_avals[n_in:]
+    wrt = [False] * n_in + [is_differentiable(a) for a in tangent_avals]
+    ct_outputs = [False] * n_out + [ct is not None and is_differentiable(a)
+                                    for ct, a in zip(cts, fun.out_avals)]
+    split = vjp_graph(jvp, wrt, ct_outputs)
+    zeros = [lax.full(a.shape, 0, a.dtype) for a in tangent_avals]
+    residuals = inline(split.forward, list(ins) + zeros)[split.num_outputs:]
+    given = [ct for ct, c in zip(cts, ct_outputs[n_out:]) if c]
+    found = iter(inline(split.backward, given + residuals))
+    per_tangent = iter([next(found) if w else None for w in wrt[n_in:]])
+    return [next(per_tangent) if d else None for d in diff]
+
+
+@_register("custom_jvp_call")
+def _custom_jvp_call_vjp(cts, ins, outs, *, fun, jvp, diff, name):
+    rule = _transposed_jvp(cts, ins, fun, jvp, diff)
+    plain = _plain_cotangents(fun, ins, cts, diff)
+    return [r if d else p for r, p, d in zip(rule, plain, diff)]
+
+
+@_register("custom_vjp_call")
+def _custom_vjp_call_vjp(cts, ins, outs, *, fun, fwd, bwd, jvp, diff, num_res, vmap, name):
+    plain = _plain_cotangents(fun, ins, cts, diff)
+    if not any(diff):
+        return plain
+    if bwd is None:
+        raise UnsupportedError(with_location(
+            f"can't apply reverse-mode autodiff (grad, vjp, jacrev) to {name}: it has no "
+            "backward rule"))
+    # fwd runs again here, in the backward pass: the forward pass runs fun (as jit does).
+    residuals = inline(fwd, list(ins))[len(outs):]
+    given = [lax.full(lax.shape(o), 0, lax.dtype(o)) if ct is None else ct
+             for ct, o in zip(cts, outs)]
+    rule = iter(inline(bwd, list(ins) + residuals + given))
+    return [next(rule) if d else p for d, p in zip(diff, plain)]
 
 
 # ---------------------------------------------------------------------------------------

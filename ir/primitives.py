@@ -1088,6 +1088,7 @@ define("call", _call_rule, _call_impl, multiple_results=True,
 
 
 from . import control as _control  # noqa: E402,F401  (defines cond, while_loop, scan)
+from . import custom as _custom  # noqa: E402,F401  (defines stop_gradient, custom rules)
 from . import fft as _fft  # noqa: E402,F401  (defines the discrete Fourier transform)
 from . import linalg as _linalg  # noqa: E402,F401  (defines the linear-algebra primitives)
 from . import remat as _remat  # noqa: E402,F401  (defines remat, optimization_barrier)

@@ -561,6 +561,23 @@ def _remat_program(name: str, params: dict) -> Callable:
     return program
 
 
+def _custom_program(name: str, params: dict) -> Callable:
+    """A function with a user derivative rule: one custom_jvp_call / custom_vjp_call node
+    (jit compiles its primal function)."""
+    def body(x, y):
+        return np.sin(x) * y, x + y
+
+    if name == "custom_jvp_call":
+        f = tx.custom_jvp(body)
+        f.defjvp(lambda p, t: (body(*p), (np.cos(p[0]) * p[1] * t[0] + np.sin(p[0]) * t[1],
+                                          t[0] + t[1])))
+    else:
+        f = tx.custom_vjp(body)
+        f.defvjp(lambda x, y: (body(x, y), (x, y)),
+                 lambda r, g: (np.cos(r[0]) * r[1] * g[0] + g[1], np.sin(r[0]) * g[0] + g[1]))
+    return lambda x, y: list(f(x, y))
+
+
 # ---------------------------------------------------------------------------------------
 # The table: one entry per primitive
 
@@ -742,6 +759,10 @@ CATALOGUE: dict[str, Entry] = {
     "view_transpose": Entry(EFFECTS, _views, MOVES, program=_view_program),
     "assign": Entry(EFFECTS, _assign_samples, MOVES, program=_assign_program),
     "call": Entry(EFFECTS, _call_samples, program=_call_program),
+    # User derivative rules (ir/custom.py)
+    "stop_gradient": Entry(UNARY_NUMERIC, elementwise("normal"), FLOATS),
+    "custom_jvp_call": Entry(EFFECTS, _call_samples, program=_custom_program),
+    "custom_vjp_call": Entry(EFFECTS, _call_samples, program=_custom_program),
     # Checkpointing (ir/remat.py)
     "remat": Entry(EFFECTS, _call_samples, program=_remat_program),
     "optimization_barrier": Entry(EFFECTS, _call_samples, program=_remat_program),

@@ -51,6 +51,8 @@ BACKENDS = ("LOWERING_RULES", "CUDA_LOWERING_RULES")
 
 REMOVED = "compiler/functionalize.py's `prepare` removes it before any transform or lowering"
 INLINED = "jit inlines sub-graph calls before fusion (compiler/fusion.py: inline_calls)"
+PRIMAL_ONLY = ("jit replaces it by a call of its primal function before lowering "
+               "(compiler/custom_calls.py)")
 MADE_BY_FUSION = "made by the fusion pass, after every transform: only the backends see it"
 MADE_BY_JIT = ("made by jit's optimiser (compiler/linalg_rewrites.py) after every transform: "
                "only the backends see it")
@@ -61,6 +63,8 @@ NO_RULE: dict[str, dict[str, str]] = {
     "view_transpose": dict.fromkeys(TABLES, REMOVED),
     "assign": dict.fromkeys(TABLES, REMOVED),
     "call": dict.fromkeys(BACKENDS, INLINED),
+    "custom_jvp_call": dict.fromkeys(BACKENDS, PRIMAL_ONLY),
+    "custom_vjp_call": dict.fromkeys(BACKENDS, PRIMAL_ONLY),
     "remat": dict.fromkeys(BACKENDS, "jit inlines checkpoints before simplifying "
                                      "(compiler/remat.py: inline_remat)"),
     "optimization_barrier": dict.fromkeys(BACKENDS, "jit removes barriers after simplifying "

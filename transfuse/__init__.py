@@ -30,6 +30,7 @@ from transfuse.ir.tree import (
 
 from . import nn, numpy, random, scipy  # noqa: F401
 from ._checkpoint import checkpoint, checkpoint_policies, remat, saved_bytes, saved_residuals
+from ._custom import Function, FunctionCtx, custom_jvp, custom_vjp
 from ._forward import hessian, jacfwd, jvp, linearize
 from ._functionalize import functionalize
 from ._jit import jit
@@ -50,5 +51,6 @@ __all__ = [
     "vjp", "grad", "grad_and_value", "jacrev",
     "jvp", "linearize", "jacfwd", "hessian", "functionalize", "nn", "functional_call",
     "stack_module_state", "replace_all_batch_norm_modules_", "jit", "load",
+    "custom_jvp", "custom_vjp", "Function", "FunctionCtx",
     "checkpoint", "remat", "checkpoint_policies", "saved_residuals", "saved_bytes",
 ]

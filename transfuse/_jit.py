@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transfuse.compiler.complex_split import split_complex
+from transfuse.compiler.custom_calls import custom_calls_as_calls
 from transfuse.compiler.functionalize import prepare
 from transfuse.compiler.fusion import fuse, inline_calls
 from transfuse.compiler.remat import inline_remat, strip_barriers
@@ -353,7 +354,7 @@ class Jitted:
         if staged.graph.num_captures:
             raise CompileError("jit: the traced function captured values from an enclosing "
                                "trace outside of one")
-        graph = optimise(staged.graph)
+        graph = optimise(custom_calls_as_calls(staged.graph))
         fused = fuse(graph, enabled=self._options.fuse)
         if self._options.device == "cuda":
             from transfuse.compiler.lower_cuda import lower_cuda_program

@@ -259,8 +259,12 @@ def linear(input: Any, weight: Any, bias: Any = None) -> Any:
 def embedding(input: Any, weight: Any, padding_idx: int | None = None) -> Any:
     """Rows of `weight` picked by the integer indices in `input`."""
     _check_integer(input, "embedding")
-    # padding_idx matters only to gradients in torch; see docs/nn.md for the difference.
-    return tnp.take(weight, input, axis=0)
+    rows = tnp.take(weight, input, axis=0)
+    if padding_idx is None or not is_traced(weight):
+        return rows
+    # As torch: the padding row's value is read, but no gradient flows into it.
+    padding = tnp.expand_dims(input == padding_idx % weight.shape[0], -1)
+    return tnp.where(padding, lax.stop_gradient(rows), rows)
 
 
 def int_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:

@@ -1,0 +1,61 @@
+"""Before lowering, a custom-derivative call is what it computes: a `call` of its `fun`.
+
+After every transform has run (jit traces its function, transforms included, before it
+optimises), the user's rules have done their work; the backends only need the primal
+function, which `inline_calls` then inlines. Custom calls inside other nodes' sub-graphs
+(control-flow bodies) are inlined into those sub-graphs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transfuse.ir.core import Graph, Node
+from transfuse.ir.custom import CUSTOM_CALLS
+from transfuse.ir.primitives import PRIMITIVES
+
+from .simplify import _rebuild, inline_calls
+
+P = PRIMITIVES
+
+
+def has_custom_calls(graph: Graph) -> bool:
+    """Whether a custom call appears in graph, also inside sub-graphs."""
+    return any(node.prim.name in CUSTOM_CALLS or any(
+        has_custom_calls(g) for g in _graphs(node.params.values())) for node in graph.nodes)
+
+
+def _graphs(values: Any) -> list[Graph]:
+    found = []
+    for v in values:
+        if isinstance(v, Graph):
+            found.append(v)
+        elif isinstance(v, tuple):
+            found.extend(g for g in v if isinstance(g, Graph))
+    return found
+
+
+def _primal(p: Any) -> Any:
+    """A sub-graph param with its custom calls inlined (tuples of graphs too)."""
+    if isinstance(p, Graph) and has_custom_calls(p):
+        return inline_calls(custom_calls_as_calls(p))
+    if isinstance(p, tuple) and any(isinstance(g, Graph) for g in p):
+        return tuple(_primal(g) for g in p)
+    return p
+
+
+def custom_calls_as_calls(graph: Graph) -> Graph:
+    """graph with each custom call replaced by a `call` of its primal function."""
+    if not has_custom_calls(graph):
+        return graph
+    nodes = []
+    for node in graph.nodes:
+        if node.prim.name in CUSTOM_CALLS:
+            node = Node(P["call"], node.inputs, {"graph": _primal(node.params["fun"])},
+                        node.outputs, node.source)
+        elif _graphs(node.params.values()):
+            node = Node(node.prim, node.inputs,
+                        {k: _primal(v) for k, v in node.params.items()}, node.outputs,
+                        node.source)
+        nodes.append(node)
+    return _rebuild(graph, nodes, graph.outputs)
