@@ -657,5 +657,10 @@ def _custom_call(prim: Primitive) -> BatchRule:
 _register(["stop_gradient"], _elementwise)
 _register(["custom_jvp_call", "custom_vjp_call"], _custom_call)
 
+# Control flow (cond, while_loop, scan) has its rules in compiler/batching_control.py.
+from .batching_control import CONTROL_BATCH_RULES  # noqa: E402 (it imports this module)
+
+BATCH_RULES.update(CONTROL_BATCH_RULES)
+
 __all__ = ["BATCH_RULES", "batch_graph", "batch_values", "apply_rule", "batched_aval",
            "move_axis", "move_batch_dim", "to_front", "full_axis"]
