@@ -14,12 +14,19 @@ by the entry point. The entry point then holds
 
 The carry is double-buffered (the body reads one buffer and writes the other), so a scan of
 10,000 steps is one loop around one call, its body fused once, and its source (the length
-is a size parameter) is the same for every length. See docs/compiler.md "Control flow".
+is a size parameter) is the same for every length.
+
+A sub-graph whose every value is 0-d (a per-lane body of a vmapped solver, a scalar
+recurrence) is a *scalar function* instead: it takes and returns numbers (`x, n =
+flow2(a0[it])`), its 0-d buffers are locals, and a loop around it allocates nothing and
+passes no array (each array argument of a Numba call costs reference counting).
+See docs/compiler.md "Control flow".
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from transfuse.compiler.complex_split import split_complex
 from transfuse.compiler.functionalize import prepare
@@ -27,12 +34,42 @@ from transfuse.compiler.simplify import simplify
 from transfuse.ir.core import Graph, Node, Var
 
 from .fusion import fuse, inline_calls
-from .lower_cpu import _BufferPlan, _Lowering, _sized, _top_level_consts
-from .region_functions import share_regions
+from .lower_cpu import PARALLEL_MIN_FLOPS, _BufferPlan, _Lowering, _sized, _top_level_consts
+from .region_functions import RegionBody, share_regions
 from .repeated_blocks import outline_repeats
 
 _FIXED_NAME = re.compile(r"(?<![.\w])(c\d+|g0|n\d+)(?!\w)")  # constants, g0, sizes
 _MODULE_FUNCTION = re.compile(r"(?<![.\w])(region|block)(\d+)(?!\w)")
+# Scalar functions: their 0-d arrays (constants too) become numbers.
+_ZERO_D_READ = re.compile(r"(?<![.\w])([a-z]+\d+)\[\(\)\]")  # b3[()] -> b3
+_ZERO_D_BUFFER = re.compile(r"np\.empty\(\(\), np\.(\w+)\)")  # -> np.float64(0)
+_SCALAR_COPY = re.compile(r"(?<![.\w])([a-z]+\d+)\.copy\(\)|np\.empty_like\(([a-z]+\d+)\)")
+MAP_PARALLEL_MIN_LENGTH = 1024  # steps of a map from which they run in parallel
+_ARRAY_CODE = re.compile(r"\[|\.reshape\(|\bnp\.empty\(|\bprange\(|\brange\(")
+
+
+@dataclass
+class _Callee:
+    """A sub-graph's function: its name, the fixed arguments of a call, its convention."""
+
+    name: str
+    fixed: list[str]
+    scalar: bool  # takes and returns numbers, not arrays
+
+    def call(self, args: list[tuple[str, str]], outs: list[tuple[str, str]]) -> str:
+        """The call statement; args and outs are (array, number) forms of each value."""
+        if not self.scalar:
+            arrays = self.fixed + [a for a, _ in args] + [o for o, _ in outs]
+            return f"{self.name}({', '.join(arrays)})"
+        return f"{', '.join(n for _, n in outs)}{',' if len(outs) == 1 else ''} = " \
+               f"{self.value(args)}"
+
+    def value(self, args: list[tuple[str, str]]) -> str:
+        """A scalar function called as an expression (its constants passed as numbers)."""
+        return f"{self.name}({', '.join([n for _, n in self.fixed_args() + args])})"
+
+    def fixed_args(self) -> list[tuple[str, str]]:
+        return [(c, f"{c}[()]") for c in self.fixed]
 
 
 def lower_control_flow(lowering: _Lowering, node: Node) -> None:
@@ -81,10 +118,11 @@ class _FunctionLowering(_Lowering):
         self.program = parent.program
         self.sizes = self.root.sizes
         self.buffers = _OutParams(graph)
+        self.scalar_callees = True  # whether every function it calls is a scalar function
 
-    def define(self, cache: bool, what: str) -> tuple[str, list[str]]:
-        """Lower the graph; the function's name and its fixed parameters (constants, g0,
-        sizes: the caller passes the same names)."""
+    def define(self, cache: bool, what: str) -> _Callee:
+        """Lower the graph into a function of the module; how to call it (its fixed
+        parameters, constants, g0 and sizes, are the caller's names)."""
         self.cache = cache
         for i, v in enumerate(self.graph.inputs):
             self.names[v] = f"a{i}"
@@ -102,16 +140,40 @@ class _FunctionLowering(_Lowering):
         self.body += self._store_outputs()
         name = f"flow{len(root.function_names)}"
         root.function_names.add(name)
-        lines, functions = self._render(name)
-        fixed = _fixed_names(lines + [x for f in functions for x in f])
         outs = [f"o{k}" for k in range(len(self.graph.outputs))]
         ins = [self.names[v] for v in self.graph.inputs]
+        scalar = self._scalar_lines()
+        if scalar is not None:
+            lines, functions = scalar + [f"    return {', '.join(outs)}"], []
+            params = ins
+        else:
+            lines, functions = self._render(name)
+            params = ins + outs
+        fixed = _fixed_names(lines + [x for f in functions for x in f])
         head = [f"@njit({self.options(cache)})",
-                f"def {name}({', '.join(fixed + ins + outs)}):",
+                f"def {name}({', '.join(fixed + params)}):",
                 f"    # {what}: {_signature(self.graph)}"]
         root.functions.extend(functions)
         root.functions.append(head + lines + [""])
-        return name, fixed
+        return _Callee(name, fixed, scalar is not None)
+
+    def _scalar_lines(self) -> list[str] | None:
+        """The body with every 0-d array a local number, if every value is 0-d and the code
+        is straight-line scalar code calling scalar functions only; else None."""
+        if not (self.scalar_callees and all(v.aval.ndim == 0 for v in _values(self.graph))):
+            return None
+        lines = [line for item in self.body for line in (
+            item.lines if isinstance(item, RegionBody) else [item])]
+        out = []
+        for line in "\n".join(lines).split("\n"):
+            code, sep, comment = line.partition("#")
+            code = _ZERO_D_BUFFER.sub(r"np.\1(0)", code)
+            code = _SCALAR_COPY.sub(lambda m: m.group(1) or m.group(2), code)
+            code = _ZERO_D_READ.sub(r"\1", code)
+            if _ARRAY_CODE.search(code):
+                return None
+            out.append(code + sep + comment)
+        return out
 
     def _store_outputs(self) -> list[str]:
         """Copies into the output buffers of what was not computed into them."""
@@ -155,21 +217,33 @@ def _fixed_names(lines: list[str]) -> list[str]:
     return consts + (["g0"] if "g0" in found else []) + sizes
 
 
+def _values(graph: Graph) -> list[Var]:
+    """Every value of a fused graph: inputs, outputs, and those inside its regions."""
+    out = list(graph.inputs) + list(graph.outputs)
+    for node in graph.nodes:
+        out += node.outputs
+        if "graph" in node.params and isinstance(node.params["graph"], Graph):
+            out += _values(node.params["graph"])
+    return out
+
+
 def _signature(graph: Graph) -> str:
     ins = ", ".join(str(v.aval) for v in graph.inputs)
     outs = ", ".join(str(v.aval) for v in graph.outputs)
     return f"({ins}) -> ({outs})"
 
 
-def _function(lowering: _Lowering, graph: Graph, what: str) -> tuple[str, str]:
-    """A sub-graph as a function of the module: its name and the fixed arguments of a call."""
-    sub = _FunctionLowering(_optimised(graph), lowering)
-    name, fixed = sub.define(lowering.cache, what)
-    return name, ", ".join(fixed)
+def _function(lowering: _Lowering, graph: Graph, what: str) -> _Callee:
+    """A sub-graph as a function of the module."""
+    callee = _FunctionLowering(_optimised(graph), lowering).define(lowering.cache, what)
+    if isinstance(lowering, _FunctionLowering) and not callee.scalar:
+        lowering.scalar_callees = False
+    return callee
 
 
-def _call(name: str, fixed: str, args: list[str]) -> str:
-    return f"{name}({', '.join(([fixed] if fixed else []) + args)})"
+def _value(name: str, aval) -> tuple[str, str]:
+    """(array, number) forms of an array value (the number only for a 0-d one)."""
+    return name, f"{name}[()]" if aval.ndim == 0 else name
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,11 +254,11 @@ def _comment(lowering: _Lowering, node: Node, what: str) -> None:
     lowering.body.append(lowering.comment_text(node, what))
 
 
-def _step_view(name: str, ndim: int, it: str) -> str:
-    """Step `it` of a stacked array as an array (a 0-d view for a 1-d stack)."""
-    if ndim == 1:
-        return f"{name}[{it}:{it} + 1].reshape(())"
-    return f"{name}[{it}]"
+def _step(name: str, aval, it: str) -> tuple[str, str]:
+    """(array, number) forms of step `it` of a stacked array (a 0-d view of a 1-d stack)."""
+    if aval.ndim == 1:
+        return f"{name}[{it}:{it} + 1].reshape(())", f"{name}[{it}]"
+    return f"{name}[{it}]", f"{name}[{it}]"
 
 
 def _carry_buffers(lowering: _Lowering, carry_out: list[Var], init: list[str]
@@ -210,62 +284,112 @@ def _swap(current: list[str], spare: list[str], indent: str) -> list[str]:
 def _lower_scan(lowering: _Lowering, node: Node) -> None:
     p = node.params
     nc, nk, length = p["num_consts"], p["num_carry"], p["length"]
-    ins = [lowering.names[v] for v in node.inputs]
-    consts, init, xs = ins[:nc], ins[nc:nc + nk], ins[nc + nk:]
+    ins = [_value(lowering.names[v], v.aval) for v in node.inputs]
+    consts, init = ins[:nc], [a for a, _ in ins[nc:nc + nk]]
     _comment(lowering, node, f"scan of {length} steps{', reversed' if p['reverse'] else ''}")
-    name, fixed = _function(lowering, p["body"], "scan body")
+    body = _function(lowering, p["body"], "scan body")
     current, spare = _carry_buffers(lowering, node.outputs[:nk], init)
     ys = [lowering.allocate(v) for v in node.outputs[nk:]]
     for v, y in zip(node.outputs[nk:], ys):
         lowering.names[v] = y
     steps = f"range({length} - 1, -1, -1)" if p["reverse"] else f"range({length})"
-    x_ndims = [v.aval.ndim for v in node.inputs[nc + nk:]]
-    y_ndims = [v.aval.ndim for v in node.outputs[nk:]]
-    args = (consts + current + [_step_view(x, d, "it") for x, d in zip(xs, x_ndims)]
-            + spare + [_step_view(y, d, "it") for y, d in zip(ys, y_ndims)])
+    carry_avals = [v.aval for v in node.outputs[:nk]]
+    xs = [_step(lowering.names[v], v.aval, "it") for v in node.inputs[nc + nk:]]
+    ys_at = [_step(y, v.aval, "it") for y, v in zip(ys, node.outputs[nk:])]
+    args = consts + [_value(c, a) for c, a in zip(current, carry_avals)] + xs
+    outs = [_value(c, a) for c, a in zip(spare, carry_avals)] + ys_at
+    if nk == 0 and _parallel_map(lowering, p["body"], body, length):
+        # 0-d arrays are read before the loop: Numba's parfors pass them into the loop
+        # body as numbers.
+        hoisted = [f"    v{k} = {n}" for k, (_, n) in enumerate(body.fixed_args() + args)
+                   if n.endswith("[()]")]
+        names = iter(range(len(hoisted)))
+        call = body.name + "(" + ", ".join(
+            f"v{next(names)}" if n.endswith("[()]") else n
+            for _, n in body.fixed_args() + args) + ")"
+        targets = ", ".join(n for _, n in outs) + ("," if len(outs) == 1 else "")
+        lowering.program.uses_prange = True
+        lowering.body.append(RegionBody(hoisted + [f"    for it in prange({length}):",
+                                                   f"        {targets} = {call}"],
+                                        parallel=True))
+        return
     lowering.body.append(f"    for it in {steps}:")
-    lowering.body.append(f"        {_call(name, fixed, args)}")
+    lowering.body.append(f"        {body.call(args, outs)}")
     lowering.body += _swap(current, spare, "        ")
+
+
+def _parallel_map(lowering: _Lowering, graph: Graph, body: _Callee, length: int) -> bool:
+    """Whether a map (a scan without carry: batching's per-lane bodies) runs its steps in
+    parallel: steps of a scalar function (no BLAS or allocation inside to contend for),
+    enough of them, each looping (a while loop) or the whole large enough."""
+    if not (lowering.allow_parallel and body.scalar and length >= MAP_PARALLEL_MIN_LENGTH):
+        return False
+    return _has_while(graph) or length * len(graph.nodes) >= PARALLEL_MIN_FLOPS
+
+
+def _has_while(graph: Graph) -> bool:
+    return any(n.prim.name == "while_loop" or any(_has_while(g) for g in _subgraphs(n))
+               for n in graph.nodes)
+
+
+def _subgraphs(node: Node) -> list[Graph]:
+    graphs = []
+    for value in node.params.values():
+        if isinstance(value, Graph):
+            graphs.append(value)
+        elif isinstance(value, tuple):
+            graphs += [g for g in value if isinstance(g, Graph)]
+    return graphs
 
 
 def _lower_cond(lowering: _Lowering, node: Node) -> None:
     branches = node.params["branches"]
-    index, operands = lowering.names[node.inputs[0]], [lowering.names[v]
-                                                       for v in node.inputs[1:]]
+    index = lowering.names[node.inputs[0]]
+    operands = [_value(lowering.names[v], v.aval) for v in node.inputs[1:]]
     _comment(lowering, node, f"cond of {len(branches)} branches")
-    calls = [_function(lowering, g, f"cond branch {k}") for k, g in enumerate(branches)]
-    outs = [lowering.allocate(v) for v in node.outputs]
-    for v, o in zip(node.outputs, outs):
-        lowering.names[v] = o
-    if len(calls) == 1:
-        lowering.body.append(f"    {_call(*calls[0], operands + outs)}")
+    callees = [_function(lowering, g, f"cond branch {k}") for k, g in enumerate(branches)]
+    outs = []
+    for v in node.outputs:
+        lowering.names[v] = lowering.allocate(v)
+        outs.append(_value(lowering.names[v], v.aval))
+    if len(callees) == 1:
+        lowering.body.append(f"    {callees[0].call(operands, outs)}")
         return
-    for k, (name, fixed) in enumerate(calls):
+    for k, callee in enumerate(callees):
         if k == 0:
             test = f"if {index}[()] <= 0:"
-        elif k < len(calls) - 1:
+        elif k < len(callees) - 1:
             test = f"elif {index}[()] == {k}:"
         else:
             test = "else:"
         lowering.body.append(f"    {test}")
-        lowering.body.append(f"        {_call(name, fixed, operands + outs)}")
+        lowering.body.append(f"        {callee.call(operands, outs)}")
 
 
 def _lower_while(lowering: _Lowering, node: Node) -> None:
     p = node.params
     ncc, nbc = p["cond_nconsts"], p["body_nconsts"]
-    ins = [lowering.names[v] for v in node.inputs]
-    cond_consts, body_consts, init = ins[:ncc], ins[ncc:ncc + nbc], ins[ncc + nbc:]
+    ins = [_value(lowering.names[v], v.aval) for v in node.inputs]
+    cond_consts, body_consts = ins[:ncc], ins[ncc:ncc + nbc]
+    init = [a for a, _ in ins[ncc + nbc:]]
     _comment(lowering, node, "while loop")
-    cond, cond_fixed = _function(lowering, p["cond_graph"], "while_loop cond")
-    body, body_fixed = _function(lowering, p["body_graph"], "while_loop body")
+    cond = _function(lowering, p["cond_graph"], "while_loop cond")
+    body = _function(lowering, p["body_graph"], "while_loop body")
     current, spare = _carry_buffers(lowering, node.outputs, init)
+    avals = [v.aval for v in node.outputs]
+    carry = [_value(c, a) for c, a in zip(current, avals)]
+    step = body.call(body_consts + carry, [_value(c, a) for c, a in zip(spare, avals)])
+    if cond.scalar:
+        lowering.body.append(f"    while {cond.value(cond_consts + carry)}:")
+        lowering.body.append(f"        {step}")
+        lowering.body += _swap(current, spare, "        ")
+        return
     flag = lowering.buffers.new_name()
     lowering.body.append(f"    {flag} = np.empty((), np.bool_)")
-    test = _call(cond, cond_fixed, cond_consts + current + [flag])
+    test = cond.call(cond_consts + carry, [(flag, f"{flag}[()]")])
     lowering.body.append(f"    {test}")
     lowering.body.append(f"    while {flag}[()]:")
-    lowering.body.append(f"        {_call(body, body_fixed, body_consts + current + spare)}")
+    lowering.body.append(f"        {step}")
     lowering.body += _swap(current, spare, "        ")
     lowering.body.append(f"        {test}")
 

@@ -83,6 +83,32 @@ def test_jit_of_every_form_matches_the_interpreter(dtype):
     np.testing.assert_array_equal(x, _arguments(dtype)[0])
 
 
+def _cube_roots(a):
+    """Newton's method per lane, as batching writes a vmapped while loop: a map of a while."""
+    def solve(a):
+        def body(c):
+            x, dx, i = c
+            dx = (x * x * x - a) / (3 * x * x)
+            return x - dx, dx, i + 1
+        x, _, i = lax.while_loop(lambda c: (np.abs(c[1]) > 1e-12) & (c[2] < 60), body,
+                                 (1.0 + a, np.float64(1.0), np.int64(0)))
+        return x, i
+    return lax.map(solve, a)
+
+
+def test_scalar_lanes_run_as_numbers_in_parallel():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0.5, 1e4, 2048) ** rng.uniform(0, 1, 2048)
+    jitted = tx.jit(_cube_roots)
+    roots, steps = jitted(a)
+    assert_compiled_matches((roots, steps), _interpreted(_cube_roots, (a,)))
+    assert 3 <= steps.min() < steps.max() <= 40  # lanes take their own number of steps
+    source = jitted.lower(a).source
+    assert re.search(r"^\s+for it in prange\(p\d+\):$", source, re.M)
+    assert re.search(r"^\s+while flow\d+\(b\d+, b\d+, b\d+\):$", source, re.M)  # numbers
+    assert "np.empty" not in source.split("def entry")[0]  # nothing allocated per lane
+
+
 def _rnn(h, xs, w):
     def cell(h, x):
         h = np.tanh(h @ w + x)
