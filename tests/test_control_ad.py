@@ -248,6 +248,26 @@ def test_float32_gradients():
     _close(got, jax.grad(program(jnp, jlax), (0, 1))(X, W), tol=2e-5)
 
 
+def test_jit_of_grad_and_jvp():
+    """The derivative programs compiled (one jit: a scan's VJP loops and a cond's backward
+    branches, a while_loop's JVP), twice with a different branch taken."""
+    def program(m, c):
+        def f(x, w):
+            h, ys = c.scan(lambda h, xi: (m.tanh(h * w + xi), h * xi), x,
+                           m.stack([x, -x, x * x]))
+            return m.sum(c.cond(m.sum(h) > 0, lambda a: a * w, m.sin, ys)) + m.sum(h)
+        return f
+
+    @tx.jit
+    def derivatives(x, w):
+        return [tx.grad(program(np, lax), (0, 1))(x, w),
+                tx.jvp(while_program(NP), (x, w), (x * 0.5, w))[1]]
+
+    for x in (X, -X):
+        _close(derivatives(x, W), [jax.grad(program(jnp, jlax), (0, 1))(x, W),
+                                   jax.jvp(while_program(JX), (x, W), (x * 0.5, W))[1]])
+
+
 # ---------------------------------------------------------------------------------------
 # The rewritten graphs, and reverse mode through while_loop
 
