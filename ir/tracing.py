@@ -61,8 +61,9 @@ class Builder:
         # Strided stand-ins for the memory layout of values that may be views (used by
         # transfuse.numpy to decide, as NumPy does, whether a reshape is a view or a copy).
         self.layouts: dict[Var, np.ndarray] = {}
-        # Values that stand for NumPy scalars (elements taken by integer indexing): `op=`
-        # rebinds them, as Python does for an immutable NumPy scalar.
+        # Values that stand for NumPy scalars (elements taken by integer indexing, full
+        # reductions, ufuncs of 0-d values: transfuse/numpy/_scalars.py): `op=` rebinds
+        # them, as Python does for an immutable NumPy scalar.
         self.scalars: set[Var] = set()
         # Where the inputs' values come from, when the transform knows them (grad, jvp,
         # functionalize: arrays or an outer trace's values); None under jit and vmap.
@@ -374,7 +375,16 @@ def _dispatch(key: Any, *args: Any, **kwargs: Any) -> Any:
     impl = NUMPY_TABLE.get(key)
     if impl is None:
         raise missing_rule(key)
-    return impl(*args, **kwargs)
+    out = impl(*args, **kwargs)
+    # A NumPy function's 0-d results may be NumPy scalars (the string keys are operators
+    # and indexing, which decide that themselves).
+    return out if isinstance(key, str) else _as_numpy_returns(key, args, kwargs, out)
+
+
+def _as_numpy_returns(key: Any, args: tuple, kwargs: dict, out: Any) -> Any:
+    """out as NumPy's `key` returns it (NUMPY_TABLE["result"], set by transfuse.numpy)."""
+    policy = NUMPY_TABLE.get("result")
+    return out if policy is None else policy(key, args, kwargs, out)
 
 
 def _concretization_error(what: str) -> ConcretizationError:
@@ -418,7 +428,8 @@ def _method(np_func):
         impl = NUMPY_TABLE.get(np_func)
         if impl is None:  # named as the user wrote it: x.nonzero() is ndarray.nonzero
             raise missing_rule(f"numpy.ndarray.{np_func.__name__}")
-        return impl(self, *args, **kwargs)
+        return _as_numpy_returns(f"ndarray.{np_func.__name__}", (self, *args), kwargs,
+                                 impl(self, *args, **kwargs))
     method.__name__ = np_func.__name__
     return method
 

@@ -22,6 +22,8 @@ from transfuse.ir.primitives import PRIMITIVES
 from transfuse.ir.source import with_location
 from transfuse.ir.tracing import NUMPY_TABLE, Tracer, bind, current_builder
 
+from ._scalars import as_scalars, is_scalar
+
 P = PRIMITIVES
 EXPORTS: dict[str, Callable] = {}
 PY_SCALARS = (bool, int, float, complex)
@@ -336,8 +338,9 @@ def call_ufunc(ufunc: np.ufunc, *args: Any) -> Any:
 
 def handle_ufunc(key: Any, inputs: tuple, kwargs: dict) -> Any:
     """Entry point of Tracer.__array_ufunc__ (key: a ufunc, or (ufunc, method))."""
-    if isinstance(key, tuple):
-        return _ufunc_method(key[0], key[1], inputs, kwargs)
+    if isinstance(key, tuple):  # reduce, outer: 0-d results are scalars, unless out=
+        result = _ufunc_method(key[0], key[1], inputs, kwargs)
+        return result if kwargs.get("out") is not None else as_scalars(result, inputs)
     out = kwargs.pop("out", None)
     dtype = kwargs.pop("dtype", None)
     where = kwargs.pop("where", True)
@@ -357,7 +360,7 @@ def handle_ufunc(key: Any, inputs: tuple, kwargs: dict) -> Any:
         from ._indexing import assign_into
         assign_into(target, result)
         return target
-    return result
+    return as_scalars(result, inputs)  # a ufunc's 0-d result is a NumPy scalar
 
 
 def _ufunc_method(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> Any:
@@ -383,10 +386,10 @@ def _ufunc_method(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> 
 
 def inplace_op(ufunc: np.ufunc, target: Tracer, other: Any) -> Tracer:
     """`x op= y`: NumPy computes x op y and writes it into x's buffer (same_kind cast);
-    on a NumPy scalar (an element taken by integer indexing) it rebinds x instead."""
+    on a NumPy scalar (transfuse/numpy/_scalars.py) it rebinds x instead."""
     result = call_ufunc(ufunc, target, other)
-    if target._var in target._builder.scalars:
-        return result
+    if is_scalar(target):
+        return as_scalars(result, (target, other))
     if not np.can_cast(result.dtype, target.dtype, casting="same_kind"):
         raise DTypeError(with_location(
             f"Cannot cast ufunc '{ufunc.__name__}' output from {result.dtype} to "

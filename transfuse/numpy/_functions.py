@@ -33,6 +33,7 @@ from ._core import (
     unsupported,
 )
 from ._indexing import layout_of, reshape_maybe_view, view_slice, view_transpose
+from ._scalars import as_arrays
 
 _builtin_max = builtins.max
 
@@ -1133,7 +1134,8 @@ def asarray_fn(a, dtype=None, order=None, **kwargs):
     """np.asarray that keeps traced values traced (and stacks lists of them)."""
     if _nested_traced(a):
         x = _build_nested(a)
-        return x if dtype is None else lax.convert(x, dtype)
+        # A NumPy scalar becomes a new 0-d array (writes into it leave the scalar alone).
+        return as_arrays(x if dtype is None else lax.convert(x, dtype))
     return np.asarray(a, dtype=dtype)
 
 

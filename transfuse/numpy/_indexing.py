@@ -15,6 +15,7 @@ from transfuse.ir import lax
 from transfuse.ir.errors import (
     MutationError,
     TransfuseIndexError,
+    TransfuseTypeError,
     UnsupportedError,
 )
 from transfuse.ir.primitives import PRIMITIVES, numpy_slices
@@ -22,6 +23,7 @@ from transfuse.ir.source import with_location
 from transfuse.ir.tracing import NUMPY_TABLE, Tracer, bind, current_builder, fresh_layout
 
 from ._core import asarray, cast_operand, dtype_of, shape_of
+from ._scalars import is_scalar
 
 P = PRIMITIVES
 
@@ -43,6 +45,8 @@ def _record_layout(view: Tracer, layout: np.ndarray) -> Tracer:
 
 
 def view_slice(x: Tracer, starts, steps, sizes) -> Tracer:
+    if is_scalar(x):  # a NumPy scalar has no buffer to view: s[...] is a new 0-d array
+        return lax.copy(x)
     if tuple(sizes) == x.shape and all(s == 1 for s in steps) and not any(starts):
         return x
     out = bind(P["view_slice"], x, starts=tuple(starts), steps=tuple(steps),
@@ -51,6 +55,8 @@ def view_slice(x: Tracer, starts, steps, sizes) -> Tracer:
 
 
 def view_transpose(x: Tracer, permutation) -> Tracer:
+    if is_scalar(x):
+        return lax.copy(x)
     out = bind(P["view_transpose"], x, permutation=tuple(permutation))
     return _record_layout(out, layout_of(x).transpose(permutation))
 
@@ -59,6 +65,9 @@ def reshape_maybe_view(x: Any, new_shape: tuple[int, ...]) -> Any:
     """NumPy's reshape: a view when the layout allows, otherwise a copy."""
     if not isinstance(x, Tracer):
         return lax.reshape(x, new_shape)
+    if is_scalar(x):  # a NumPy scalar has no buffer to view: its reshape is a new array
+        out = lax.reshape(x, new_shape)
+        return lax.copy(x) if out is x else out
     layout = layout_of(x)
     candidate = layout.view()
     try:
@@ -304,6 +313,11 @@ def _basic_view_for_write(x: Tracer, items: list) -> Tracer:
 
 
 def setitem(x: Tracer, index: Any, value: Any) -> None:
+    if is_scalar(x):
+        raise TransfuseTypeError(with_location(
+            f"'numpy.{x.dtype}' object does not support item assignment: NumPy's result "
+            "here is a NumPy scalar, not an array (`a = np.reshape(s, ())` makes a 0-d "
+            "array of it that can be written)"))
     items = _expand(index, x.ndim)
     masks = [it for it in items if isinstance(it, Tracer) and it.dtype == np.bool_]
     if masks:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from transfuse.numpy._patches import on_tracing_thread, replace_while_tracing
+from transfuse.numpy._scalars import as_scalars
 
 LINALG = ("solve_triangular", "cho_factor", "cho_solve", "cholesky", "inv", "det", "solve",
           "lu_factor", "lu_solve", "expm")
@@ -33,8 +34,10 @@ def _replacement(module: str, name: str) -> Callable[[Callable], Callable]:
         @functools.wraps(scipys)
         def call(*args: Any, **kwargs: Any) -> Any:
             if on_tracing_thread():
-                return getattr(importlib.import_module(f"transfuse.{module}"),
-                               name)(*args, **kwargs)
+                out = getattr(importlib.import_module(f"transfuse.{module}"),
+                              name)(*args, **kwargs)
+                # 0-d results are NumPy scalars, as NumPy's (polygamma's: 0-d arrays)
+                return out if name == "polygamma" else as_scalars(out, args)
             return scipys(*args, **kwargs)
         return call
     return factory
