@@ -235,6 +235,24 @@ def test_nested_control_flow_and_closures():
     assert tx.grad(outer)(0.7) == pytest.approx(3 * 1.5 * 2 * 0.7 ** 2, rel=1e-12)
 
 
+def test_jacobians_and_vmap_of_grad():
+    """jacfwd, jacrev and vmap(grad) batch the derivative nodes (cotangent or tangent
+    batched, primal not) against JAX; jacfwd through a while_loop."""
+    def program(m, c):
+        def f(x, w):
+            return c.scan(lambda h, xi: (m.tanh(h * w + xi), h), x, m.stack([x, -x]))[1]
+        return f
+    f, jf = program(np, lax), program(jnp, jlax)
+    _close(tx.jacfwd(f, (0, 1))(X, W), jax.jacfwd(jf, (0, 1))(X, W))
+    _close(tx.jacrev(f, (0, 1))(X, W), jax.jacrev(jf, (0, 1))(X, W))
+    _close(tx.jacfwd(while_program(NP))(X, W), jax.jacfwd(while_program(JX))(X, W))
+    xs = RNG.normal(size=(3, 3))  # lanes taking both branches of the cond
+    xs[0] = -np.abs(xs[0])
+    xs[1] = np.abs(xs[1])
+    g, jg = cond_program(NP), cond_program(JX)
+    _close(tx.vmap(tx.grad(g), (0, None))(xs, W), jax.vmap(jax.grad(jg), (0, None))(xs, W))
+
+
 def test_float32_gradients():
     def program(m, c):
         def f(x, w):
