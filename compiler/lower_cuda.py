@@ -543,6 +543,17 @@ def _no_sort_kernel(k: Any) -> None:
 
 
 _rule("sort", kernel=_no_sort_kernel)
+
+
+def _no_control_kernel(k: Any) -> None:
+    """Structured control flow has no CUDA kernel yet: refuse while the program is built."""
+    raise CompileError(with_location(
+        f"{k.node.prim.name} (transfuse.lax control flow) has no CUDA kernel yet; run this "
+        "function on the CPU (jit without device='cuda')", k.node.source))
+
+
+for _name in ("cond", "while_loop", "scan"):
+    _rule(_name, kernel=_no_control_kernel)
 # Views and copies left alone run on the host (a reshaped device array, a device-to-device
 # copy: `lower_host`); inside a loop region they are the CPU's index maps.
 _rule("reshape", point=LOWERING_RULES[P["reshape"]].point, kernel=lambda k: None)

@@ -578,6 +578,29 @@ def _custom_program(name: str, params: dict) -> Callable:
     return lambda x, y: list(f(x, y))
 
 
+def _control_samples(m: Inputs) -> list[Sample]:
+    """A carry and a stack of steps: vectors, 0-d (0-d steps), no steps (size 0)."""
+    return [call(m.normal((3,)), m.normal((4, 3))), call(m.normal(()), m.normal((4,))),
+            call(m.normal((3,)), m.normal((0, 3)))]
+
+
+def _control_program(name: str, params: dict) -> Callable:
+    """One cond (on the data), while_loop (a data-dependent trip count) or scan node."""
+    from transfuse import lax
+
+    def program(x, xs):
+        if name == "scan":
+            return list(lax.scan(lambda c, e: (np.sin(c) * e + c, c * e), x, xs))
+        if name == "cond":
+            return lax.cond(x.sum() < xs.sum(), lambda a, b: [np.sin(a) * b.sum(), a + 1],
+                            lambda a, b: [a, a * 2], x, xs)
+        trips = (xs.sum() > 0).astype(np.int32) + 2
+        return list(lax.while_loop(lambda c: c[1] < trips,
+                                   lambda c: (np.sin(c[0]) * 0.5 + c[0], c[1] + 1),
+                                   (x, np.int32(0))))
+    return program
+
+
 # ---------------------------------------------------------------------------------------
 # The table: one entry per primitive
 
@@ -591,7 +614,10 @@ LINALG, SMALL_LINALG = "linalg", "linalg-per-thread"
 # the refusal instead of PTX; the simulator does not run them), and why.
 FFT = "fft"
 SORT = "sort"
-HOST_ONLY = {LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
+CONTROL = "control-flow"
+HOST_ONLY = {CONTROL: "structured control flow has no CUDA kernel yet: jit(device='cuda') "
+                      "raises CompileError naming the primitive when the program is built",
+             LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
                      "raises CompileError naming the function when the program is built",
              FFT: "the Fourier transform has no CUDA kernel yet: jit(device='cuda') raises "
                   "CompileError naming it when the program is built",
@@ -766,6 +792,10 @@ CATALOGUE: dict[str, Entry] = {
     # Checkpointing (ir/remat.py)
     "remat": Entry(EFFECTS, _call_samples, program=_remat_program),
     "optimization_barrier": Entry(EFFECTS, _call_samples, program=_remat_program),
+    # Structured control flow (ir/control.py)
+    "cond": Entry(CONTROL, _control_samples, program=_control_program),
+    "while_loop": Entry(CONTROL, _control_samples, program=_control_program),
+    "scan": Entry(CONTROL, _control_samples, program=_control_program),
 }
 
 # Primitives that need no entry, and why.
