@@ -333,9 +333,26 @@ def test_vmap_of_grad_through_a_batched_switch():
     _close(got, jax.vmap(jax.grad(f(JX)))(x, i))
 
 
-def test_jit_of_vmapped_newton_matches_the_interpreter():
-    a = RNG.uniform(1e-3, 1e4, size=7)
-    got = tx.jit(tx.vmap(newton_program(NP)))(a)
-    want = tx.vmap(newton_program(NP))(a)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_allclose(got[1], want[1], rtol=1e-14)
+def test_vmap_of_jvp_through_a_batched_while_loop():
+    def tangent_map(lib, jvp):
+        return lambda a, t: jvp(lambda v: newton_program(lib)(v)[1], (a,), (t,))
+
+    a, t = np.array([0.5, 8.0, 1e5, 3.0]), RNG.normal(size=4)
+    got = tx.vmap(tangent_map(NP, tx.jvp))(a, t)
+    _close(got, jax.vmap(tangent_map(JX, jax.jvp))(a, t), 1e-12)
+    np.testing.assert_allclose(got[1], t / (3 * np.cbrt(a) ** 2), rtol=1e-10)
+
+
+def test_jit_of_vmapped_control_flow_matches_the_interpreter():
+    """One compiled program: a map of a while_loop (batched predicate), a batched
+    while_loop (unbatched predicate), a cond with an unbatched predicate, and a scan."""
+    def program(a, x, h, xs, w):
+        return (newton_program(NP)(a), steps_program(NP)(x, 4),
+                cond_program(NP)(np.float64(1.0), x, w), scan_program(NP)(h, xs, w))
+
+    args = [RNG.uniform(1e-3, 1e4, size=7), RNG.normal(size=(7, 3)), RNG.normal(size=(7, 3)),
+            RNG.normal(size=(5, 3)), RNG.uniform(0.5, 1.5, size=3)]
+    f = tx.vmap(program, in_dims=(0, 0, 0, None, None))
+    got, want = tx.jit(f)(*args), f(*args)
+    _close(got, want, 1e-13)
+    np.testing.assert_array_equal(got[0][0], want[0][0])
