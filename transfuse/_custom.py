@@ -84,6 +84,25 @@ class _Args:
             start += tree.num_leaves
         return args
 
+    def rebuild_tangents(self, tangents: Sequence[Any]) -> list:
+        """The arguments' tangents: the given ones for the rule's operands, None for the
+        other operands, zero for Python numbers (static leaves)."""
+        it = iter(tangents)
+        slots = [next(it) if d else None for d in self.diff]
+        full = [type(x)(0) if isinstance(x, _NUMBERS) else x for x in self.leaves]
+        for i, t in zip(self.operand_index, slots):
+            full[i] = t
+        return _Args(full, self.trees, self.owner, [], []).rebuild([])
+
+    def slots(self, pos: int) -> list[Aval | None]:
+        """Per leaf of argument `pos`: its aval when it is an operand, else None."""
+        operands = set(self.operand_index)
+        return [leaf_aval(x) if i in operands else None
+                for i, (x, o) in enumerate(zip(self.leaves, self.owner)) if o == pos]
+
+
+_NUMBERS = (bool, int, float, complex)
+
 
 def _as_operand(x: Any, what: str) -> Any:
     if isinstance(x, Tracer):
@@ -91,24 +110,26 @@ def _as_operand(x: Any, what: str) -> Any:
     arr = np.asarray(x)
     if arr.dtype == object:
         raise TransfuseTypeError(with_location(
-            f"{what}: an argument leaf of type {type(x).__name__} is not an array (mark the "
-            "argument in nondiff_argnums if it is a Python value)"))
+            f"{what}: an output leaf of type {type(x).__name__} is not an array"))
     return arr
 
 
 def _split_pytree_args(args: Sequence[Any], nondiff: Sequence[int], what: str) -> _Args:
-    """JAX's convention: every leaf of a differentiated argument is an array operand; the
-    array leaves of nondiff_argnums are operands too (no rule covers them), others static."""
+    """JAX's convention: the array leaves of the arguments are operands (the rule covers
+    those of differentiated arguments); Python numbers stay Python values (NumPy's weak
+    scalars: x * 0.5 keeps float32), with zero tangents."""
     leaves, trees, owner, index, diff = [], [], [], [], []
     for pos, arg in enumerate(args):
         arg_leaves, tree = tree_flatten(arg)
         trees.append(tree)
         for leaf in arg_leaves:
-            if pos not in nondiff:
-                leaf = _as_operand(leaf, what)
-            if pos not in nondiff or is_array_leaf(leaf):
+            if is_array_leaf(leaf):
                 index.append(len(leaves))
                 diff.append(pos not in nondiff)
+            elif pos not in nondiff and not isinstance(leaf, _NUMBERS):
+                raise TransfuseTypeError(with_location(
+                    f"{what}: an argument leaf of type {type(leaf).__name__} is not an array "
+                    "(mark the argument in nondiff_argnums if it is a Python value)"))
             leaves.append(leaf)
             owner.append(pos)
     return _Args(leaves, trees, owner, index, diff)
@@ -221,15 +242,17 @@ def _trace_primal(fun: Callable, call: _Args, name: str) -> tuple[_Traced, TreeD
     return traced, tree_box[0]
 
 
-def _cotangent_leaves(ct: Any, tree: TreeDef, avals: Sequence[Aval], what: str) -> list:
-    """A rule's cotangent (or tangent) for one argument as leaves; None: zeros."""
+def _cotangent_leaves(ct: Any, tree: TreeDef, slots: Sequence[Aval | None], what: str
+                      ) -> list:
+    """A rule's cotangent (or tangent) for one value as leaves, one per slot with an aval
+    (the others are Python numbers: their cotangents are dropped); None: zeros."""
     if ct is None:
-        return [lax.full(a.shape, 0, a.dtype) for a in avals]
+        return [lax.full(a.shape, 0, a.dtype) for a in slots if a is not None]
     leaves, got = tree_flatten(ct, is_leaf=lambda x: x is None)
     if got != tree:
         raise TransfuseTypeError(with_location(
             f"{what}: got {got}, expected {tree} (the argument's structure)"))
-    return [_fit_leaf(x, a, what) for x, a in zip(leaves, avals)]
+    return [_fit_leaf(x, a, what) for x, a in zip(leaves, slots) if a is not None]
 
 
 def _fit_leaf(x: Any, aval: Aval, what: str) -> Any:
@@ -317,7 +340,7 @@ class custom_jvp:
 
         def flat(*inputs: Any) -> list:
             args = call.rebuild(inputs[:n_ops])
-            tangent_leaves = call.rebuild(_tangent_slots(call, inputs[n_ops:]))
+            tangent_leaves = call.rebuild_tangents(inputs[n_ops:])
             nondiff = [args[p] for p in self.nondiff_argnums]
             result = self.jvp(*nondiff, tuple(args[p] for p in diff_pos),
                               tuple(tangent_leaves[p] for p in diff_pos))
@@ -334,12 +357,6 @@ class custom_jvp:
 
         tangent_avals = [a for a, d in zip(call.avals, call.diff) if d]
         return _trace(flat, call.avals + tangent_avals, what, "jvp")
-
-
-def _tangent_slots(call: _Args, tangents: Sequence[Any]) -> list:
-    """Per operand: its tangent when the rule covers it, else the operand's place None."""
-    it = iter(tangents)
-    return [next(it) if d else None for d in call.diff]
 
 
 # ---------------------------------------------------------------------------------------
@@ -427,15 +444,10 @@ class custom_vjp:
                     f"{what} must return a tuple of {len(diff_pos)} cotangent(s), one per "
                     "differentiated argument"))
             return [leaf for pos, ct_arg in zip(diff_pos, result)
-                    for leaf in _cotangent_leaves(ct_arg, call.trees[pos],
-                                                  _arg_avals(call, pos), what)]
+                    for leaf in _cotangent_leaves(ct_arg, call.trees[pos], call.slots(pos),
+                                                  what)]
 
         return _trace(flat, call.avals + list(res_avals) + list(out_avals), what, "bwd")
-
-
-def _arg_avals(call: _Args, pos: int) -> list[Aval]:
-    """The avals of argument `pos`'s leaves (all operands: a differentiated argument)."""
-    return [leaf_aval(x) for x, o in zip(call.leaves, call.owner) if o == pos]
 
 
 # ---------------------------------------------------------------------------------------
