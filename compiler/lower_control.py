@@ -61,8 +61,8 @@ class _Callee:
         if not self.scalar:
             arrays = self.fixed + [a for a, _ in args] + [o for o, _ in outs]
             return f"{self.name}({', '.join(arrays)})"
-        return f"{', '.join(n for _, n in outs)}{',' if len(outs) == 1 else ''} = " \
-               f"{self.value(args)}"
+        targets = ", ".join(n for _, n in outs)  # one output: a number, not a tuple
+        return f"{targets} = {self.value(args)}" if outs else self.value(args)
 
     def value(self, args: list[tuple[str, str]]) -> str:
         """A scalar function called as an expression (its constants passed as numbers)."""
@@ -307,10 +307,11 @@ def _lower_scan(lowering: _Lowering, node: Node) -> None:
         call = body.name + "(" + ", ".join(
             f"v{next(names)}" if n.endswith("[()]") else n
             for _, n in body.fixed_args() + args) + ")"
-        targets = ", ".join(n for _, n in outs) + ("," if len(outs) == 1 else "")
+        targets = ", ".join(n for _, n in outs)
         lowering.program.uses_prange = True
         lowering.body.append(RegionBody(hoisted + [f"    for it in prange({length}):",
-                                                   f"        {targets} = {call}"],
+                                                   f"        {targets} = {call}"
+                                                   if outs else f"        {call}"],
                                         parallel=True))
         return
     lowering.body.append(f"    for it in {steps}:")

@@ -109,6 +109,29 @@ def test_scalar_lanes_run_as_numbers_in_parallel():
     assert "np.empty" not in source.split("def entry")[0]  # nothing allocated per lane
 
 
+def _other_dtypes(z, v, flags, ints):
+    """Scalar bodies on complex, bool and int32 values; one-output scalar functions."""
+    def body(c, e):
+        zc, b = c
+        return (zc * zc * 0.5 + e, ~b), (zc.real > 0) & b
+
+    (zc, b), ys = lax.scan(body, (z, flags[0]), ints.astype(np.complex128))
+    count = lax.while_loop(lambda i: i < v.sum() * 10, lambda i: i + 1, np.int32(0))
+    inner = lax.scan(lambda c, e: (lax.cond(e > 0, lambda a: a + e, lambda a: a * 2, c), c),
+                     v[0], v)
+    outer = lax.scan(lambda c, e: (c + lax.cond(e.sum() > 0, lambda: e.max(),
+                                                lambda: e.min()), c),
+                     np.float64(0), np.stack([v, -v, v * 2]))
+    return zc, b, ys, count, inner, outer
+
+
+def test_scalar_functions_of_other_dtypes():
+    rng = np.random.default_rng(3)
+    args = (np.complex128(0.3 + 0.2j), np.abs(rng.standard_normal(4)), np.array([True, False]),
+            rng.integers(-3, 4, 5).astype(np.int32))
+    assert_compiled_matches(tx.jit(_other_dtypes)(*args), _interpreted(_other_dtypes, args))
+
+
 def _rnn(h, xs, w):
     def cell(h, x):
         h = np.tanh(h @ w + x)
