@@ -22,6 +22,7 @@ SUITES = {
     "linalg": "suite_linalg",
     "fft": "suite_fft",
     "sorting": "suite_sorting",
+    "control": "suite_control_flow",
     "checkpoint": "suite_checkpoint",
     "dispatch": "suite_dispatch",
     "compile": "suite_compile",
