@@ -343,6 +343,27 @@ def test_vmap_of_jvp_through_a_batched_while_loop():
     np.testing.assert_allclose(got[1], t / (3 * np.cbrt(a) ** 2), rtol=1e-10)
 
 
+def test_jacobians_batch_the_backward_and_tangent_loops():
+    """jacrev batches the scan's backward loop over the cotangents, jacfwd the tangent
+    loop; vmap(hessian) a cond with a batched predicate twice differentiated."""
+    def flat(lib):
+        def f(h, xs, w):
+            (last, _), (ys, heads) = scan_program(lib)(h, xs, w)
+            return lib[0].concatenate([last, ys, heads.ravel()])
+        return f
+
+    h, xs, w = RNG.normal(size=3), RNG.normal(size=(5, 3)), RNG.uniform(0.5, 1.5, 3)
+    _close(tx.jacrev(flat(NP), argnums=2)(h, xs, w), jax.jacrev(flat(JX), argnums=2)(h, xs, w))
+    _close(tx.jacfwd(flat(NP), argnums=1)(h, xs, w), jax.jacfwd(flat(JX), argnums=1)(h, xs, w))
+
+    def second(lib):
+        return lambda x: cond_program(lib)(x[0], x, w)[1]
+
+    x = RNG.normal(size=(4, 3))
+    x[:, 0] = [0.5, -0.5, 1.5, -2.0]
+    _close(tx.vmap(tx.hessian(second(NP)))(x), jax.vmap(jax.hessian(second(JX)))(x))
+
+
 def test_jit_of_vmapped_control_flow_matches_the_interpreter():
     """One compiled program: a map of a while_loop (batched predicate), a batched
     while_loop (unbatched predicate), a cond with an unbatched predicate, and a scan."""
