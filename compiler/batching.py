@@ -650,7 +650,8 @@ def _custom_call(prim: Primitive) -> BatchRule:
             res_and_cts = [0] * (params["num_res"] + n_out)
             specs = [0 if d == 0 else "sum" for d in tangent_dims]
             new["bwd"] = _batched_front(params["bwd"], in_dims + res_and_cts, axis_size, specs)
-        return bind(prim, *front, **new), [0] * n_out
+        outs = bind(prim, *front, **new)  # with stored residuals, fwd's outputs
+        return outs, [0] * len(outs)
     return rule
 
 

@@ -1,4 +1,5 @@
-"""Before lowering, a custom-derivative call is what it computes: a `call` of its `fun`.
+"""Before lowering, a custom-derivative call is what it computes: a `call` of its `fun`
+(of its `fwd` in reverse mode's form, `with_stored_residuals`).
 
 After every transform has run (jit traces its function, transforms included, before it
 optimises), the user's rules have done their work; the backends only need the primal
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transfuse.ir.core import Graph, Node
+from transfuse.ir.core import Graph, Node, Var
 from transfuse.ir.custom import CUSTOM_CALLS
 from transfuse.ir.primitives import PRIMITIVES
 
@@ -51,11 +52,34 @@ def custom_calls_as_calls(graph: Graph) -> Graph:
     nodes = []
     for node in graph.nodes:
         if node.prim.name in CUSTOM_CALLS:
-            node = Node(P["call"], node.inputs, {"graph": _primal(node.params["fun"])},
-                        node.outputs, node.source)
+            computes = node.params["fwd"] if node.params.get("saved") else node.params["fun"]
+            node = Node(P["call"], node.inputs, {"graph": _primal(computes)}, node.outputs,
+                        node.source)
         elif _graphs(node.params.values()):
             node = Node(node.prim, node.inputs,
                         {k: _primal(v) for k, v in node.params.items()}, node.outputs,
                         node.source)
+        nodes.append(node)
+    return _rebuild(graph, nodes, graph.outputs)
+
+
+def _stores(node: Node) -> bool:
+    return node.prim is P["custom_vjp_call"] and node.params["bwd"] is not None and \
+        not node.params["saved"]
+
+
+def with_stored_residuals(graph: Graph) -> Graph:
+    """Reverse mode's form of graph's custom_vjp calls: each computes its `fwd`, the
+    residuals extra outputs, so the forward pass stores them and the backward reads them
+    (as JAX), instead of the backward running fwd again."""
+    if not any(_stores(n) for n in graph.nodes):
+        return graph
+    nodes = []
+    for node in graph.nodes:
+        if _stores(node):
+            fwd = node.params["fwd"]
+            residuals = [Var(a) for a in fwd.out_avals[len(node.outputs):]]
+            node = Node(node.prim, node.inputs, dict(node.params, saved=True),
+                        node.outputs + residuals, node.source)
         nodes.append(node)
     return _rebuild(graph, nodes, graph.outputs)

@@ -736,16 +736,23 @@ def _custom_jvp_call_rule(primals, tangents, *, fun, jvp, diff, name):
 
 def _custom_vjp_call_rule(primals, tangents, **params):
     fun, jvp, diff, name = (params[k] for k in ("fun", "jvp", "diff", "name"))
+    # The stored-residuals form computes fwd: its residuals are ordinary outputs of fwd.
+    computes = params["fwd"] if params["saved"] else fun
     if not _has_rule_tangent(tangents, diff):
         outs = bind(P["custom_vjp_call"], *primals, **params)
-        return outs, _plain_tangents(fun, primals, tangents, diff)
+        return outs, _plain_tangents(computes, primals, tangents, diff)
     if jvp is None:
         # As JAX: a custom_vjp function defines reverse mode only.
         raise UnsupportedError(with_location(
             f"can't apply forward-mode autodiff (jvp, jacfwd, hessian) to {name}: it defines "
             "reverse-mode rules only (use custom_jvp, or give a transfuse.Function a jvp "
             "staticmethod)"))
-    return _user_jvp(primals, tangents, fun, jvp, diff)
+    outs, out_tangents = _user_jvp(primals, tangents, fun, jvp, diff)
+    if params["saved"]:
+        residuals, residual_tangents = jvp_eval(computes, primals, tangents)
+        outs, out_tangents = (outs + residuals[len(outs):],
+                              out_tangents + residual_tangents[len(outs):])
+    return outs, out_tangents
 
 
 _def("custom_jvp_call", _custom_jvp_call_rule)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from transfuse.compiler import special_slopes
+from transfuse.compiler.custom_calls import with_stored_residuals
 from transfuse.compiler.jvp import complex_abs_slope
 from transfuse.compiler.remat import expose_saved
 from transfuse.compiler.simplify import dce, inline_calls
@@ -849,20 +850,33 @@ def _custom_jvp_call_vjp(cts, ins, outs, *, fun, jvp, diff, name):
 
 
 @_register("custom_vjp_call")
-def _custom_vjp_call_vjp(cts, ins, outs, *, fun, fwd, bwd, jvp, diff, num_res, vmap, name):
-    plain = _plain_cotangents(fun, ins, cts, diff)
+def _custom_vjp_call_vjp(cts, ins, outs, *, fun, fwd, bwd, jvp, diff, num_res, vmap, name,
+                         saved):
+    n_out = len(fun.outputs)
+    # Stored residuals (compiler/custom_calls.py with_stored_residuals) are outputs of fwd
+    # like any other: their cotangents (a grad of grad reads them) go through fwd as code.
+    plain = _plain_cotangents(fun, ins, cts[:n_out], diff)
+    if saved and any(ct is not None for ct in cts[n_out:]):
+        through_fwd = _plain_cotangents(fwd, ins, [None] * n_out + list(cts[n_out:]),
+                                        (False,) * len(diff))
+        plain = [_sum_cts(p, t) for p, t in zip(plain, through_fwd)]
     if not any(diff):
         return plain
     if bwd is None:
         raise UnsupportedError(with_location(
             f"can't apply reverse-mode autodiff (grad, vjp, jacrev) to {name}: it has no "
             "backward rule"))
-    # fwd runs again here, in the backward pass: the forward pass runs fun (as jit does).
-    residuals = inline(fwd, list(ins))[len(outs):]
+    # Without stored residuals (a custom_vjp inside a control-flow body or a checkpoint),
+    # fwd runs again here, in the backward pass.
+    residuals = list(outs[n_out:]) if saved else inline(fwd, list(ins))[n_out:]
     given = [lax.full(lax.shape(o), 0, lax.dtype(o)) if ct is None else ct
-             for ct, o in zip(cts, outs)]
+             for ct, o in zip(cts[:n_out], outs[:n_out])]
     rule = iter(inline(bwd, list(ins) + residuals + given))
-    return [next(rule) if d else p for d, p in zip(diff, plain)]
+    return [_sum_cts(next(rule), p) if d else p for d, p in zip(diff, plain)]
+
+
+def _sum_cts(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else lax.add(a, b)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1023,7 +1037,7 @@ def vjp_graph(graph: Graph, wrt: Sequence[bool],
         ct_outputs = [is_differentiable(a) for a in graph.out_avals[:n_user]]
         ct_outputs += [False] * len(graph.mutated_inputs)
     ct_outputs = [bool(c) for c in ct_outputs]
-    graph = expose_saved(inline_calls(graph))
+    graph = with_stored_residuals(expose_saved(inline_calls(graph)))
     wrt_vars = [v for v, w in zip(graph.inputs, wrt) if w]
     active = active_vars(graph, set(wrt_vars))
     ct_vars = [v for v, c in zip(graph.outputs, ct_outputs) if c]

@@ -5,9 +5,11 @@
 - `custom_jvp_call(*operands, fun, jvp, diff, name)`: computes `fun(*operands)`; forward
   mode uses the user's rule `jvp(*operands, *tangents) -> (*outs, *tangent_outs)` (one
   tangent input per operand flagged in `diff`), reverse mode its transpose.
-- `custom_vjp_call(*operands, fun, fwd, bwd, jvp, diff, num_res, vmap, name)`: computes
-  `fun(*operands)`; reverse mode runs `fwd(*operands) -> (*outs, *residuals)` and
-  `bwd(*operands, *residuals, *out_cts) -> (one cotangent per operand flagged in diff)`;
+- `custom_vjp_call(*operands, fun, fwd, bwd, jvp, diff, num_res, vmap, name, saved)`:
+  computes `fun(*operands)`; reverse mode runs `fwd(*operands) -> (*outs, *residuals)` and
+  `bwd(*operands, *residuals, *out_cts) -> (one cotangent per operand flagged in diff)`.
+  With `saved=True` (reverse mode's form, compiler/custom_calls.py) the node computes
+  `fwd`: its residuals are extra outputs, stored by the forward pass for the backward;
   forward mode uses `jvp` when given (transfuse.Function.jvp), else it is an error, as
   in JAX. `vmap`: None (the sub-graphs are batched) or a callable batching rule
   `vmap(axis_size, operands, dims) -> (outs, out_dims)` (Function.vmap).
@@ -86,7 +88,7 @@ define("custom_jvp_call", _custom_jvp_rule, _custom_jvp_impl, multiple_results=T
 
 def _custom_vjp_rule(*operands: Aval, fun: Graph, fwd: Graph | None, bwd: Graph | None,
                      jvp: Graph | None, diff: tuple[bool, ...], num_res: int, vmap,
-                     name: str) -> list[Aval]:
+                     name: str, saved: bool) -> list[Aval]:
     _check_closed(name, fun)
     _check(f"{name}: the function's inputs", fun.in_avals, operands)
     if len(diff) != len(operands):
@@ -111,11 +113,11 @@ def _custom_vjp_rule(*operands: Aval, fun: Graph, fwd: Graph | None, bwd: Graph 
         _check(f"{name}: the JVP rule's inputs", jvp.in_avals,
                list(operands) + tangent_avals(operands, diff))
         _check(f"{name}: the JVP rule's outputs", jvp.out_avals, outs * 2)
-    return list(outs)
+    return list(fwd.out_avals) if saved else list(outs)
 
 
-def _custom_vjp_impl(*operands, fun, fwd, bwd, jvp, diff, num_res, vmap, name):
-    return _run(fun, operands)
+def _custom_vjp_impl(*operands, fun, fwd, bwd, jvp, diff, num_res, vmap, name, saved):
+    return _run(fwd if saved else fun, operands)
 
 
 define("custom_vjp_call", _custom_vjp_rule, _custom_vjp_impl, multiple_results=True,

@@ -204,6 +204,18 @@ def test_custom_vjp_values_grad_vmap_grad_and_grad_grad_match_jax():
     close(second, jax.jit(jax.grad(lambda x: jax.grad(lambda x: loss_g(jax_g, x, Y))(x).sum()))(X))
 
 
+def test_reverse_mode_stores_the_residuals_of_fwd():
+    """The forward pass computes fwd (its residuals extra outputs of the node); the
+    backward reads them instead of running fwd again."""
+    from transfuse.compiler.vjp import vjp_graph
+
+    split = vjp_graph(tx.make_graph(lambda x: loss_g(ours_g, x, Y))(X), [True])
+    (node,) = [n for n in split.forward.nodes if n.prim.name == "custom_vjp_call"]
+    assert node.params["saved"] and len(node.outputs) == 2 + 3
+    assert "exp" not in primitives_of(split.backward)
+    assert split.num_residuals >= 1
+
+
 def test_custom_vjp_under_forward_mode_is_an_error_as_in_jax():
     with pytest.raises(UnsupportedError, match="forward-mode.*custom_vjp function"):
         tx.jvp(lambda x: ours_g(x, Y)[0], (X,), (Y,))

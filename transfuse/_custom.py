@@ -405,7 +405,7 @@ class custom_vjp:
         diff = tuple(call.diff) + (False,) * len(captures)
         outs = bind(P["custom_vjp_call"], *call.operands, *captures, fun=fun_g, fwd=fwd_g,
                     bwd=bwd_g, jvp=None, diff=diff, num_res=len(res_avals), vmap=None,
-                    name=name)
+                    name=name, saved=False)
         return tree_unflatten(out_tree, outs)
 
     def _trace_fwd(self, call: _Args, out_tree: TreeDef, out_avals: list[Aval], name: str
@@ -570,7 +570,7 @@ def _apply_function(cls: type[Function], args: tuple, name: str) -> Any:
     diff = tuple(call.diff) + (False,) * len(captures)
     outs = bind(P["custom_vjp_call"], *call.operands, *captures, fun=params["fun"],
                 fwd=params.get("fwd"), bwd=params.get("bwd"), jvp=params.get("jvp"),
-                diff=diff, num_res=num_res, vmap=vmap, name=name)
+                diff=diff, num_res=num_res, vmap=vmap, name=name, saved=False)
     return tree_unflatten(out_tree, outs)
 
 
