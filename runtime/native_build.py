@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .native_load import EXT_SUFFIX, file_digest, host_description, preload, verify_script
 
@@ -45,8 +47,8 @@ def module_name(source: str) -> str:
 
 
 def build_native(entry_dir: Path, source: str) -> tuple[dict | None, str]:
-    """Compile source's `entry` into an extension in entry_dir: (its manifest record,
-    '') or (None, why it was not built)."""
+    """Compile source's `entry` (for its SIGNATURE; pycc infers the return type) into an
+    extension in entry_dir: (its manifest record, '') or (None, why it was not built)."""
     if shutil.which(os.environ.get("CC", "cc")) is None:
         return None, "no C compiler (cc) to build object code"
     name = module_name(source)
@@ -74,17 +76,11 @@ def build_native(entry_dir: Path, source: str) -> tuple[dict | None, str]:
 
 def _compile_extension(source: str, name: str, build_dir: Path) -> Path:
     """pycc's build of the entry point; returns the extension's path."""
-    with warnings.catch_warnings():  # pycc is "pending deprecation" (no replacement yet)
-        warnings.simplefilter("ignore")
-        from numba.pycc import CC
-
     module = _exec_serial(source, name)
-    dispatcher = module.entry
-    signature = dispatcher.overloads[dispatcher.signatures[0]].signature
-    cc = CC(name)
+    cc = _cached_mixins_cc(name)
     cc.output_dir = str(build_dir)
     cc.target_cpu = "host"  # as the jit's code: the manifest records the CPU it needs
-    cc.export("entry", signature)(dispatcher.py_func)
+    cc.export("entry", module.SIGNATURE)(module.entry.py_func)
     with _numpy_error_model():
         cc.compile()
     return build_dir / cc.output_file
@@ -92,8 +88,9 @@ def _compile_extension(source: str, name: str, build_dir: Path) -> Path:
 
 def _exec_serial(source: str, name: str) -> types.ModuleType:
     """The kernel's module with its parallel regions made serial (pycc has no threading
-    layer) and no disk cache."""
-    text = source.replace("cache=True", "cache=False").replace("parallel=True, ", "")
+    layer), no disk cache, and an entry that the jit does not compile (pycc does)."""
+    text = (source.replace("cache=True", "cache=False").replace("parallel=True, ", "")
+            .replace("@njit(SIGNATURE, ", "@njit("))
     module = types.ModuleType(name + "_source")
     module.__file__ = f"<transfuse native build {name}>"
     sys.modules[module.__name__] = module
@@ -102,6 +99,72 @@ def _exec_serial(source: str, name: str) -> types.ModuleType:
     finally:
         sys.modules.pop(module.__name__, None)
     return module
+
+
+# Numba's C helpers and runtime (NRT), compiled by pycc into every extension, are the same
+# C sources each time: about 3.5 s of `cc` per entry. They are compiled once per Numba,
+# Python and compiler into the cache folder, with one module name of their own (only the
+# name of their init function depends on it; the extension's PyInit calls that name).
+_MIXIN_NAME = "_transfuse_native_helpers"
+
+
+def _cached_mixins_cc(name: str) -> Any:
+    """A pycc CC for extension `name` whose C helpers come from the cache when they can."""
+    with warnings.catch_warnings():  # pycc is "pending deprecation" (no replacement yet)
+        warnings.simplefilter("ignore")
+        from numba.pycc import CC
+
+    class CachedMixinsCC(CC):
+        def __init__(self, extension_name: str):
+            super().__init__(extension_name)
+            self._init_function = "pycc_init_" + _MIXIN_NAME
+
+        def _get_mixin_defines(self) -> list:
+            return [(k, _MIXIN_NAME if k == "PYCC_MODULE_NAME" else v)
+                    for k, v in super()._get_mixin_defines()]
+
+        def _compile_mixins(self, build_dir: str) -> list[str]:
+            return _mixin_objects(self, lambda where: CC._compile_mixins(self, where),
+                                  build_dir)
+
+    return CachedMixinsCC(name)
+
+
+def _mixin_objects(cc: Any, compile_into: Any, build_dir: str) -> list[str]:
+    """The C helpers' object files: from the cache folder, or compiled (and stored)."""
+    import numba
+
+    from .cache import cache_root
+
+    key = hashlib.sha256(repr((numba.__version__, sys.version, cc._get_mixin_defines(),
+                               cc._get_extra_cflags(), os.environ.get("CC"),
+                               [file_digest(Path(p)) for p in cc._get_mixin_sources()])
+                              ).encode()).hexdigest()[:20]
+    folder = cache_root() / "native-helpers" / key
+    try:
+        listed = json.loads((folder / "objects.json").read_text())
+        objects = [str(folder / rel) for rel in listed["objects"]]
+        if all(file_digest(Path(o)) == d for o, d in zip(objects, listed["sha256"])):
+            return objects
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or spoiled: compiled again below
+    objects = compile_into(build_dir)
+    staging = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
+        rel = [os.path.relpath(o, build_dir) for o in objects]
+        for r, o in zip(rel, objects):
+            (staging / r).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(o, staging / r)
+        (staging / "objects.json").write_text(json.dumps(
+            {"objects": rel, "sha256": [file_digest(Path(o)) for o in objects]}))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)  # a concurrent build's folder or ours: both complete
+    except OSError:  # a read-only cache folder, or a concurrent build stored them first
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return objects
 
 
 @contextlib.contextmanager

@@ -1,9 +1,10 @@
 """Ahead-of-time compilation: `transfuse aot MODULE:FUNCTION --signature ... --out DIR`.
 
 The command traces, transforms and compiles a function for the given signatures and
-writes, per signature, the generated Numba source, Numba's machine code (its own cache,
-next to the source), the entry point built as object code in a CPython extension
-(runtime/native_build.py; needs a C compiler), the graph's constants and a manifest.
+writes, per signature, the generated Numba source, the entry point built as object code
+in a CPython extension (runtime/native_build.py; needs a C compiler) or, where it cannot
+be, Numba's machine code (its own cache, next to the source), the graph's constants and a
+manifest.
 `transfuse.load(DIR)` returns a callable that dispatches on its arguments' shapes and
 dtypes to those kernels: no tracing, no compilation and no Numba import while the object
 code matches this CPU and these versions (runtime/native_load.py); otherwise it warns
@@ -111,19 +112,22 @@ def _compile_one(state: Jitted, avals: list[Aval], out: Path, index: int, native
             # the user's lines of the gathers and scatters, for an index out of range
             "index_sites": indexing_sites(graph)}
     (entry_dir / "info.pkl").write_bytes(pickle.dumps(info))
-    _import_kernel(entry_dir)  # Numba compiles here and caches the machine code beside it
     # Checksums: load() never runs a kernel, or unpickles a file, that the build did not write.
     entry = {"dir": entry_dir.name, "signature": format_signature(avals),
-             "files": _checksums(entry_dir), "numba": kernel_cache._numba_files(entry_dir)}
+             "files": _checksums(entry_dir)}
     if native:
         from transfuse.runtime.native_build import build_native
 
         record, why_not = build_native(entry_dir, program.source)
         if record is not None:
-            entry["native"] = record
-        else:
-            entry["not_native"] = why_not
-            kernel_cache.log(f"aot {entry_dir}: no object code ({why_not})")
+            # No Numba cache beside it: where the object code does not load (another CPU
+            # or version), Numba's machine code would not either; the source compiles.
+            entry["native"], entry["numba"] = record, {}
+            return entry
+        entry["not_native"] = why_not
+        kernel_cache.log(f"aot {entry_dir}: no object code ({why_not})")
+    _import_kernel(entry_dir)  # Numba compiles here and caches the machine code beside it
+    entry["numba"] = kernel_cache._numba_files(entry_dir)
     return entry
 
 
