@@ -806,6 +806,7 @@ from transfuse.compiler import vjp_control  # noqa: E402
 VJP_RULES[P["cond"]] = vjp_control.cond_vjp
 VJP_RULES[P["scan"]] = vjp_control.scan_vjp
 VJP_RULES[P["while_loop"]] = vjp_control.while_vjp
+TAKE_ACTIVE = frozenset({P["cond"], P["scan"]})  # rules given `active=`: see backward_pass
 
 
 # ---------------------------------------------------------------------------------------
@@ -946,7 +947,11 @@ def backward_pass(graph: Graph, read: Callable[[Var], Any], out_cts: Sequence[An
         else:
             ct_arg = node_cts[0]
         with source_of(node.source):
-            in_cts = rule(ct_arg, ins, outs, **node.params)
+            # A loop's or branch's rule differentiates its body only for the inputs
+            # that need a cotangent (not, e.g., a constant data matrix it reads).
+            wants = {"active": [v in active for v in node.inputs]} \
+                if node.prim in TAKE_ACTIVE else {}
+            in_cts = rule(ct_arg, ins, outs, **node.params, **wants)
             for var, ct in zip(node.inputs, in_cts):
                 if ct is not None and var in active:
                     _accumulate(cts, var, _fit(ct, var, node.prim.name))

@@ -59,11 +59,17 @@ def _branch_backward(branch: Graph, ct_flags: list[bool], op_flags: list[bool]) 
     return trace_closed(fn, branch.in_avals + ct_avals, f"{branch.name}_bwd")
 
 
-def cond_vjp(cts, ins, outs, *, branches):
+def _needed(avals: Sequence[Aval], active: Sequence[bool] | None) -> list[bool]:
+    """The float inputs the outer backward pass wants a cotangent for (None: all)."""
+    flags = _flags(avals)
+    return flags if active is None else [f and a for f, a in zip(flags, active)]
+
+
+def cond_vjp(cts, ins, outs, *, branches, active=None):
     """A cond that runs the taken branch's backward pass."""
     index, *operands = ins
     ct_flags = [ct is not None for ct in cts]
-    op_flags = _flags(branches[0].in_avals)
+    op_flags = _needed(branches[0].in_avals, None if active is None else active[1:])
     backward = tuple(_branch_backward(b, ct_flags, op_flags) for b in branches)
     op_cts = iter(bind(P["cond"], index, *operands, *[c for c in cts if c is not None],
                        branches=backward))
@@ -138,9 +144,12 @@ def _backward_body(body: Graph, halves: vjp.VJPGraphs, invariant: list[int],
     return trace_closed(step, step_avals, f"{body.name}_bwd")
 
 
-def scan_vjp(cts, ins, outs, *, body, length, reverse, num_consts, num_carry):
+def scan_vjp(cts, ins, outs, *, body, length, reverse, num_consts, num_carry, active=None):
     """A reverse scan of the body's backward half over its stacked residuals."""
-    wrt = _flags(body.in_avals)
+    wrt = _needed(body.in_avals, active)
+    # Every float carry takes a cotangent: from the second step on, it may depend on an
+    # active const or x even when the initial carry is not active.
+    wrt[num_consts:num_consts + num_carry] = _flags(body.in_avals[num_consts:][:num_carry])
     out_flags = _flags(body.out_avals)
     ct_flags = out_flags[:num_carry] + [f and ct is not None for f, ct in
                                         zip(out_flags[num_carry:], cts[num_carry:])]

@@ -343,6 +343,15 @@ def test_jvp_is_one_node_and_what_the_scan_vjp_stores():
     again, back = _scans(halves.backward)
     assert (again.params["reverse"], back.params["reverse"]) == (False, True)
     assert [v.aval.shape for v in again.outputs] == [(3,), (5, 3)]
+    # With respect to w only: no cotangent for the xs (nor a loop emitting them).
+    (back,) = _scans(vjp_graph(graph, [False, True, False]).backward)[1:]
+    assert [v.aval.shape for v in back.outputs] == [(3,), (3, 3)]
+    # A matrix a branch captures gets no cotangent when it is not differentiated either.
+    branchy = prepare(stage(lambda x, m: lax.cond(x.sum() > 0, lambda a: a @ m, np.sin,
+                                                  x).sum(), [X, RNG.normal(size=(3, 3))]).graph)
+    for wrt, shapes in (([True, False], [(3,)]), ([True, True], [(3, 3), (3,)])):
+        (back,) = [n for n in vjp_graph(branchy, wrt).backward.nodes if n.prim.name == "cond"]
+        assert [v.aval.shape for v in back.outputs] == shapes
 
     def quadratic(h, xs):  # residuals: the xs themselves; no loop is rerun
         return lax.scan(lambda c, x: (c + x * x, c), h, xs)[0].sum()
