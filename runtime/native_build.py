@@ -49,6 +49,8 @@ def module_name(source: str) -> str:
 def build_native(entry_dir: Path, source: str) -> tuple[dict | None, str]:
     """Compile source's `entry` (for its SIGNATURE; pycc infers the return type) into an
     extension in entry_dir: (its manifest record, '') or (None, why it was not built)."""
+    if not sys.platform.startswith("linux"):  # the symbol checks below use nm and dladdr
+        return None, "object code is built on Linux only"
     if shutil.which(os.environ.get("CC", "cc")) is None:
         return None, "no C compiler (cc) to build object code"
     name = module_name(source)
@@ -57,7 +59,10 @@ def build_native(entry_dir: Path, source: str) -> tuple[dict | None, str]:
             built = _compile_extension(source, name, Path(build_dir))
         except Exception as e:  # noqa: BLE001 - any failure keeps the Numba format
             return None, f"pycc could not build it ({type(e).__name__}: {e})"
-        libraries, missing = _libraries_for(built)
+        try:
+            libraries, missing = _libraries_for(built)
+        except (OSError, subprocess.SubprocessError) as e:
+            return None, f"its symbols could not be listed ({e})"
         if missing:
             return None, ("its machine code calls functions only a Numba process provides "
                           f"({', '.join(sorted(missing)[:3])})")
@@ -191,9 +196,9 @@ def _undefined_symbols(path: Path) -> list[str]:
     """The extension's undefined (strong) dynamic symbols, without their version tags."""
     nm = shutil.which("nm")
     if nm is None:
-        return []  # the verifying import below still refuses an unresolved symbol
+        return []  # the verifying import (RTLD_NOW) still refuses an unresolved symbol
     out = subprocess.run([nm, "-D", "--undefined-only", str(path)], capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True).stdout  # CalledProcessError: not native
     # "U name": must be resolved; "w name" (weak) may stay null
     return [parts[-1].split("@")[0] for parts in map(str.split, out.splitlines())
             if len(parts) >= 2 and parts[-2] == "U"]

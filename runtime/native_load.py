@@ -10,6 +10,7 @@ source instead, never code run on a machine or a file it was not built for.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -48,16 +49,17 @@ def host_description() -> dict:
             "cpu_flags": sorted(_cpu_flags())}
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux's /proc/cpuinfo); elsewhere the processor's name."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return {f"processor={platform.processor()}"}
+    return frozenset({f"processor={platform.processor()}"})
 
 
 def host_mismatch(built_for: dict) -> str | None:

@@ -20,19 +20,20 @@ from transfuse.aot import MANIFEST, compile_to, parse_signature
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
 
-SIGNATURE = "f64[48,40],f64[32,48],f64[]"
+SIGNATURE = "f64[48,40],f64[32,48],f64[],i64[5]"
 
 
-def model(w, x, scale):
-    """A GEMM (NumPy's OpenBLAS, preloaded by the loader), elementwise math, reductions."""
+def model(w, x, scale, rows):
+    """A GEMM (NumPy's OpenBLAS, preloaded by the loader), elementwise math, reductions,
+    a gather (whose index check raises from the object code)."""
     h = np.tanh(x @ w) * scale
-    return h.sum(axis=0) - np.exp(-w * w).mean(axis=0), np.max(h)
+    return h.sum(axis=0) - np.exp(-w * w).mean(axis=0) + w[rows].sum(axis=0), np.max(h)
 
 
 def _inputs() -> tuple:
     rng = np.random.default_rng(15)
     return (rng.standard_normal((48, 40)), rng.standard_normal((32, 48)),
-            np.float64(rng.uniform(0.5, 2.0)))
+            np.float64(rng.uniform(0.5, 2.0)), rng.integers(-48, 48, 5))
 
 
 USE = '''
@@ -41,10 +42,16 @@ import numpy as np
 import transfuse as tx
 from transfuse.runtime import cache
 f = tx.load(sys.argv[1])
-w, x, scale = (np.load(sys.argv[2])[k] for k in ("w", "x", "scale"))
-out, top = f(w, x, scale)
+w, x, scale, rows = (np.load(sys.argv[2])[k] for k in ("w", "x", "scale", "rows"))
+out, top = f(w, x, scale, rows)
+try:
+    f(w, x, scale, np.array([0, 1, 48, 2, 3]))  # row 48 of 48
+    error = None
+except Exception as e:
+    error = type(e).__name__
 kernels = [e.kernel for e in f._executables.values()]
 print(json.dumps({"out": out.tolist(), "top": float(top), "origin": [k.origin for k in kernels],
+                  "error": error,
                   "compiles": cache.compile_count(),
                   "imported": [m for m in ("numba", "llvmlite", "transfuse.compiler.lower_cpu")
                                if m in sys.modules]}))
@@ -81,7 +88,7 @@ def test_build_records_object_code_for_this_host(build):
 def test_read_only_copy_runs_in_a_new_process_without_numba(build, tmp_path):
     moved = _copy(build, tmp_path / "moved")
     _read_only(moved)
-    np.savez(tmp_path / "in.npz", **dict(zip(("w", "x", "scale"), _inputs())))
+    np.savez(tmp_path / "in.npz", **dict(zip(("w", "x", "scale", "rows"), _inputs())))
     (tmp_path / "use.py").write_text(USE)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-elsewhere"),
                TRANSFUSE_CACHE_FALLBACK_DIR=str(tmp_path / "fallback"))
@@ -96,6 +103,7 @@ def test_read_only_copy_runs_in_a_new_process_without_numba(build, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["imported"] == [] and result["origin"] == ["native"]
     assert result["compiles"] == 0
+    assert result["error"] == "TransfuseIndexError"  # raised by the object code, unpickled
     assert not (tmp_path / "numba-elsewhere").exists() and not (tmp_path / "fallback").exists()
     out, top = model(*_inputs())
     np.testing.assert_allclose(result["out"], out, rtol=1e-12, atol=1e-12)
