@@ -407,6 +407,60 @@ def test_function_vmap_staticmethod_matches_torch_func():
               torch.tensor(batch)))
 
 
+class SinCos(tx.Function):
+    """Two outputs (backward gets two gradients), a Python-number argument in ctx."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, scale):
+        return np.sin(x) * scale, np.cos(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, scale = inputs
+        ctx.save_for_backward(x)
+        ctx.scale = scale
+
+    @staticmethod
+    def backward(ctx, grad_sin, grad_cos):
+        (x,) = ctx.saved_tensors
+        return grad_sin * np.cos(x) * ctx.scale - grad_cos * np.sin(x), None
+
+
+def test_function_with_two_outputs_and_a_python_argument():
+    def f(x):
+        s, c = SinCos.apply(x, 3.0)
+        return (s * c).sum()
+
+    close(tx.grad(f)(X), 3 * np.cos(2 * X))
+    batch = RNG.normal(size=(2, 5))
+    close(tx.vmap(tx.grad(f))(batch), 3 * np.cos(2 * batch))
+
+
+def test_nondiff_array_arguments_are_differentiated_through_the_function():
+    @partial(tx.custom_vjp, nondiff_argnums=(1,))
+    def g(x, w):
+        return x * w
+
+    g.defvjp(lambda x, w: (g(x, w), None), lambda w, res, ct: (ct * w * 10,))
+    gx, gw = tx.grad(lambda x, w: g(x, w).sum(), argnums=(0, 1))(X, Y)
+    close(gx, 10 * Y)  # the rule
+    close(gw, X)  # no rule covers w: d(x * w)/dw
+
+
+def test_random_draws_inside_a_custom_function_are_refused():
+    import transfuse.numpy as tnp
+
+    @tx.custom_jvp
+    def noisy(x):
+        return x + tnp.random.normal(size=x.shape)
+
+    noisy.defjvp(lambda p, t: (noisy(p[0]), t[0]))
+    with pytest.raises(UnsupportedError, match="noisy draws random numbers"):
+        tx.grad(lambda x: noisy(x).sum())(X)
+
+
 def test_function_errors_name_what_is_missing():
     class NoBackward(tx.Function):
         @staticmethod
