@@ -842,6 +842,9 @@ UNREACHED = {
     "call": "a jit inside a traced function: tests/test_jit_api.py and tests/catalogue.py",
     "remat": "transfuse.checkpoint under every transform: tests/test_checkpoint.py",
     "optimization_barrier": "made by reverse mode of a checkpoint: tests/test_checkpoint.py",
+    **dict.fromkeys(("cond", "while_loop", "scan"),
+                    "transfuse.lax control flow, no NumPy function: tests/test_control_ad.py "
+                    "(jvp, vjp) and tests/test_control_batching.py (vmap)"),
     "fused": "made by the fusion pass after every transform",
 }
 
