@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transfuse.compiler.simplify import dce
+from transfuse.compiler.prune_control import prune_outputs
 from transfuse.ir.core import Graph, Node, Var
 from transfuse.ir.primitives import PRIMITIVES as P
 
@@ -70,15 +70,15 @@ def split_jvp_graph(graph: Graph, num_primals: int, num_tangents: int,
     primal_nodes = _primal_nodes(graph, tangent, tangent_inputs,
                                  list(primal_outputs) + list(mutated_values))
     mutated = tuple(i if i < num_primals else i - num_tangents for i in graph.mutated_inputs)
-    primal = dce(Graph(list(primal_inputs) + list(implicit), primal_nodes,
-                       list(primal_outputs) + residuals + list(mutated_values),
-                       dict(graph.consts), num_captures=graph.num_captures,
-                       has_rng=graph.has_rng, name=f"{graph.name}_primal",
-                       mutated_inputs=mutated))
-    tangent_graph = dce(Graph(list(tangent_inputs) + residuals,
-                              _in_order(graph, constant_nodes, tangent_nodes),
-                              list(tangent_outputs), dict(graph.consts),
-                              name=f"{graph.name}_tangent"))
+    primal = prune_outputs(Graph(list(primal_inputs) + list(implicit), primal_nodes,
+                                 list(primal_outputs) + residuals + list(mutated_values),
+                                 dict(graph.consts), num_captures=graph.num_captures,
+                                 has_rng=graph.has_rng, name=f"{graph.name}_primal",
+                                 mutated_inputs=mutated))
+    tangent_graph = prune_outputs(Graph(list(tangent_inputs) + residuals,
+                                        _in_order(graph, constant_nodes, tangent_nodes),
+                                        list(tangent_outputs), dict(graph.consts),
+                                        name=f"{graph.name}_tangent"))
     return Split(primal, tangent_graph, len(residuals))
 
 
@@ -89,14 +89,15 @@ def _primal_nodes(graph: Graph, tangent: set[Var], tangent_inputs: list[Var],
     A node that computes primal and tangent values together (the JVP of a `cond`, `scan`
     or `while_loop` is one node) depends on the tangents, yet a primal output may come from
     it: then the primal part runs it with zero tangents (primal values never depend on
-    tangents), and the tangent part runs it again for its tangents.
+    tangents), pruned by `prune_outputs` to its primal outputs so that those zeros are
+    not even read, and the tangent part runs it again for its tangents.
     """
     if not any(v in tangent for v in wanted):
         return [n for n in graph.nodes if not any(v in tangent for v in n.outputs)]
     zeros = [Node(P["full"], [], {"shape": v.aval.shape, "dtype": v.aval.dtype,
                                   "value": v.aval.dtype.type(0).item()}, [v])
              for v in tangent_inputs]
-    return zeros + list(graph.nodes)  # dce keeps what the primal outputs need
+    return zeros + list(graph.nodes)  # prune_outputs keeps what the outputs need
 
 
 def _residuals(tangent_nodes: list[Node], tangent_outputs: list[Var], tangent: set[Var],

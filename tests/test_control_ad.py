@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from transfuse.compiler.functionalize import prepare
 from transfuse.compiler.jvp import jvp_graph
+from transfuse.compiler.partial_eval import split_jvp_graph
+from transfuse.compiler.prune_control import prune_outputs
 from transfuse.compiler.vjp import vjp_graph
 from transfuse.ir.errors import UnsupportedError
+from transfuse.ir.interpreter import interpret
 
 import transfuse as tx
 from transfuse import lax
@@ -360,6 +363,43 @@ def test_jvp_is_one_node_and_what_the_scan_vjp_stores():
     assert [n.params["reverse"] for n in _scans(halves.backward)] == [True]
     xs = RNG.normal(size=(5, 3))
     _close(tx.grad(quadratic, (0, 1))(X, xs), (np.ones(3), 2 * xs))
+
+
+def test_linearize_primal_part_runs_no_tangents():
+    """The primal part of linearize keeps each control-flow JVP node pruned to its primal
+    outputs (compiler/prune_control.py): the same outputs as the original nodes."""
+    def f(x, w):
+        h, ys = lax.scan(lambda h, xi: (np.tanh(h * w + xi), h * xi), x, np.stack([x, -x]))
+        _, v = lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, np.sin(c[1]) * w),
+                              (0, h))
+        return lax.cond(v.sum() > 0, lambda a: a * w, np.sin, ys).sum() + v.sum()
+    graph = prepare(stage(f, [X, np.float64(W)]).graph)
+    primal = split_jvp_graph(jvp_graph(graph, [True, True]), 2, 2).primal
+
+    def control_flow(g):
+        return [(n.prim.name, [v.aval for v in n.outputs]) for n in g.nodes
+                if n.prim.name in ("scan", "while_loop", "cond")]
+    assert control_flow(primal) == control_flow(graph)
+
+
+def test_prune_outputs_keeps_what_kept_outputs_need():
+    def f(x, xs):
+        (a, b, c), ys = lax.scan(lambda k, xi: ((k[0] * xi, k[1] + k[0], k[2] * 2.0),
+                                                (k[1] * xi, k[2])), (x, x, x), xs)
+        _, v, u, t = lax.while_loop(lambda k: k[0] < 3,
+                                    lambda k: (k[0] + 1, k[1] * k[2], k[2], k[3] * 3.0),
+                                    (0, b, x, x))
+        return lax.cond(v.sum() > 0, lambda p: (p * 2.0, p), lambda p: (p, p), v)[0]
+    xs = RNG.normal(size=(4, 3))
+    graph = prepare(stage(f, [X, xs]).graph)
+    pruned = prune_outputs(graph)
+    scan, loop, branch = [n for n in pruned.nodes if n.prim.name in ("scan", "while_loop",
+                                                                        "cond")]
+    # b reads a, so both carries stay, c and the ys go; the counter (read by the
+    # condition) and u (read by the step of v) stay, t goes; the cond's second output goes.
+    assert (len(scan.outputs), len(loop.outputs), len(branch.outputs)) == (2, 3, 1)
+    assert scan.params["num_carry"] == 2 and len(scan.inputs) == 3
+    _close(interpret(pruned, [X, xs]), interpret(graph, [X, xs]))
 
 
 def test_while_loop_reverse_mode_error_names_the_line():
