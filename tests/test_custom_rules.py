@@ -127,6 +127,23 @@ def test_custom_jvp_is_one_node_holding_its_graphs():
     assert "sin" not in {n.prim.name for n in graph.nodes}
 
 
+def test_defjvps_one_rule_per_argument_as_jax():
+    def make(custom_jvp, np_):
+        @custom_jvp
+        def f(x, y):
+            return np_.sin(x) * y
+
+        f.defjvps(lambda x_dot, out, x, y: np_.cos(x) * x_dot * y * 2,
+                  lambda y_dot, out, x, y: np_.sin(x) * y_dot)
+        return f
+
+    ours, theirs = make(tx.custom_jvp, np), make(jax.custom_jvp, jnp)
+    close(tx.grad(lambda x, y: ours(x, y).sum(), argnums=(0, 1))(X, Y)[0],
+          jax.jit(jax.grad(lambda x, y: theirs(x, y).sum()))(X, Y))
+    close(tx.jvp(ours, (X, Y), (Y, X))[1],
+          jax.jit(lambda a, b: jax.jvp(theirs, (a, b), (b, a))[1])(X, Y))
+
+
 def log1pexp_naive(x):
     return np.log(1 + np.exp(x))
 

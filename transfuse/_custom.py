@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -313,6 +314,23 @@ class custom_jvp:
         """Set the rule: jvp(primals, tangents) -> (primal_out, tangent_out)."""
         self.jvp = jvp
         return jvp
+
+    def defjvps(self, *jvps: Callable | None) -> None:
+        """One rule per argument, as JAX's: jvps[i](tangent_i, primal_out, *primals) is
+        argument i's term of the output tangent (None: no term); the terms are summed."""
+        if self.nondiff_argnums:
+            raise TransfuseTypeError(with_location(
+                "custom_jvp.defjvps does not support nondiff_argnums (use defjvp)"))
+
+        def jvp(primals: tuple, tangents: tuple) -> tuple:
+            out = self.fun(*primals)
+            terms = [rule(t, out, *primals) for rule, t in zip(jvps, tangents)
+                     if rule is not None]
+            if not terms:
+                return out, tree_map(np.zeros_like, out)
+            return out, tree_map(lambda *parts: functools.reduce(operator.add, parts),
+                                 *terms)
+        self.jvp = jvp
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         args = _resolve_kwargs(self.fun, args, kwargs)
