@@ -544,16 +544,10 @@ def _no_sort_kernel(k: Any) -> None:
 
 _rule("sort", kernel=_no_sort_kernel)
 
-
-def _no_control_kernel(k: Any) -> None:
-    """Structured control flow has no CUDA kernel yet: refuse while the program is built."""
-    raise CompileError(with_location(
-        f"{k.node.prim.name} (transfuse.lax control flow) has no CUDA kernel yet; run this "
-        "function on the CPU (jit without device='cuda')", k.node.source))
-
-
+# Lowered by the driver: per-thread loops and branches on numbers, or a CompileError naming
+# the primitive (compiler/lower_cuda_control.py).
 for _name in ("cond", "while_loop", "scan"):
-    _rule(_name, kernel=_no_control_kernel)
+    _rule(_name)
 # Views and copies left alone run on the host (a reshaped device array, a device-to-device
 # copy: `lower_host`); inside a loop region they are the CPU's index maps.
 _rule("reshape", point=LOWERING_RULES[P["reshape"]].point, kernel=lambda k: None)
@@ -825,6 +819,11 @@ class _CudaLowering:
             raise CompileError(f"the CUDA backend cannot lower a fused region of kind "
                                f"{node.params['kind']}")
         name = node.prim.name
+        if name in ("cond", "while_loop", "scan"):
+            from .lower_cuda_control import lower_cuda_control_flow
+
+            lower_cuda_control_flow(self, node)
+            return
         rule = CUDA_LOWERING_RULES.get(node.prim)
         if name in ("reshape", "squeeze", "expand_dims", "copy"):
             self.lower_host(node)

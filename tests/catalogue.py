@@ -615,8 +615,10 @@ LINALG, SMALL_LINALG = "linalg", "linalg-per-thread"
 FFT = "fft"
 SORT = "sort"
 CONTROL = "control-flow"
-HOST_ONLY = {CONTROL: "structured control flow has no CUDA kernel yet: jit(device='cuda') "
-                      "raises CompileError naming the primitive when the program is built",
+HOST_ONLY = {CONTROL: "control flow on arrays has no CUDA kernel (on numbers, a vmapped cond or "
+                      "while_loop's lanes, it has: tests/test_control_lowering.py): "
+                      "jit(device='cuda') raises CompileError naming the primitive when the "
+                      "program is built",
              LINALG: "these np.linalg primitives have no CUDA kernel yet: jit(device='cuda') "
                      "raises CompileError naming the function when the program is built",
              FFT: "the Fourier transform has no CUDA kernel yet: jit(device='cuda') raises "

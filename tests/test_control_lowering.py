@@ -188,3 +188,57 @@ def test_a_new_process_loads_the_kernel_from_disk_for_another_length(tmp_path):
     second = run_json_script(script, tmp_path / "cache", "300")
     assert first["compiles"] >= 1 and second["compiles"] == 0
     assert first["error"] < 1e-12 and second["error"] < 1e-12
+
+
+CUDA_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import transfuse as tx
+    from transfuse import lax
+
+    def solve(a):
+        def body(c):
+            x, dx, i = c
+            dx = (x * x * x - a) / (3 * x * x)
+            return x - dx, dx, i + 1
+        x, _, i = lax.while_loop(lambda c: (np.abs(c[1]) > 1e-12) & (c[2] < 60), body,
+                                 (1.0 + np.tanh(a), np.float64(1.0), np.int64(0)))
+        y = lax.switch(i % 3, [lambda: x * 2, lambda: x - 1, lambda: -x])
+        return x, i, y
+
+    a = np.geomspace(0.5, 1e4, int(sys.argv[1]))
+    f = tx.jit(tx.vmap(solve), device="cuda", cache=False)
+    out = [np.asarray(o.copy_to_host()) for o in f(a)]
+    want = tx.vmap(solve)(a)
+    print(json.dumps({"steps": [int(out[1].min()), int(out[1].max())],
+                      "error": max(float(np.max(np.abs(o - w))) for o, w in zip(out, want)),
+                      "kernels": f.lower(a).source.count("@cuda.jit(device=True")}))
+""")
+
+
+def test_cuda_runs_each_lane_in_a_thread_of_its_own(tmp_path):
+    """vmap of a while loop and a switch: a thread a lane, each its own steps and branch
+    (numba-cuda's simulator; PTX for sm_75 in this process)."""
+    pytest.importorskip("numba_cuda")
+    from transfuse.runtime import cuda as cuda_runtime
+
+    script = tmp_path / "job.py"
+    script.write_text(CUDA_SCRIPT)
+    result = run_json_script(script, tmp_path / "cache", "12", NUMBA_ENABLE_CUDASIM="1")
+    assert result["error"] < 1e-12 and result["steps"][0] < result["steps"][1]
+    assert result["kernels"] >= 5  # while cond and body, its map, three branches, switch
+    namespace: dict = {}
+    exec(CUDA_SCRIPT.split("a = np.geomspace")[0], namespace)
+    a = np.geomspace(0.5, 1e4, 12)
+    low = tx.jit(tx.vmap(namespace["solve"]), device="cuda", cache=False).lower(a)
+    module = cuda_runtime.load_program(low.source, "control", disk=False)
+    ptx = cuda_runtime.kernel_ptx(module.module, low.kernels, cc=(7, 5))
+    assert set(ptx) == {k.name for k in low.kernels}
+
+
+def test_cuda_refuses_control_flow_on_arrays_naming_it():
+    rng = np.random.default_rng(4)
+    h, w, xs = rng.standard_normal(4), rng.standard_normal((4, 4)), rng.standard_normal((3, 4))
+    with pytest.raises(tx.CompileError, match=r"scan \(transfuse.lax control flow\) has no "
+                                              r"CUDA kernel here.*\n.*test_control_lowering"):
+        tx.jit(_rnn, device="cuda", cache=False).lower(h, xs, w)
