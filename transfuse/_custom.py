@@ -208,8 +208,8 @@ def _close(traced: Sequence[_Traced], n_operands: int) -> tuple[list[Graph], lis
         g = t.graph
         n = len(g.inputs) - g.num_captures
         mine = {id(c): v for c, v in zip(t.captures, g.inputs[n:])}
-        leading = [mine.get(id(c)) or Var(leaf_aval(c)) for c in captures]
-        inputs = g.inputs[:n_operands] + leading + g.inputs[n_operands:n]
+        capture_vars = [mine.get(id(c)) or Var(leaf_aval(c)) for c in captures]
+        inputs = g.inputs[:n_operands] + capture_vars + g.inputs[n_operands:n]
         graphs.append(Graph(inputs, g.nodes, g.outputs, g.consts, name=g.name))
     return graphs, captures
 
