@@ -239,8 +239,8 @@ def test_nested_control_flow_and_closures():
 
 
 def test_jacobians_and_vmap_of_grad():
-    """jacfwd, jacrev and vmap(grad) batch the derivative nodes (cotangent or tangent
-    batched, primal not) against JAX; jacfwd through a while_loop."""
+    """jacfwd, jacrev, hessian and vmap(grad) batch the derivative nodes (cotangent or
+    tangent batched, primal not) against JAX; jacfwd through a while_loop."""
     def program(m, c):
         def f(x, w):
             return c.scan(lambda h, xi: (m.tanh(h * w + xi), h), x, m.stack([x, -x]))[1]
@@ -249,6 +249,8 @@ def test_jacobians_and_vmap_of_grad():
     _close(tx.jacfwd(f, (0, 1))(X, W), jax.jacfwd(jf, (0, 1))(X, W))
     _close(tx.jacrev(f, (0, 1))(X, W), jax.jacrev(jf, (0, 1))(X, W))
     _close(tx.jacfwd(while_program(NP))(X, W), jax.jacfwd(while_program(JX))(X, W))
+    # jacfwd of jacrev: forward mode through the backward's two loops.
+    _close(tx.hessian(scan_program(NP))(X, W), jax.hessian(scan_program(JX))(X, W))
     xs = RNG.normal(size=(3, 3))  # lanes taking both branches of the cond
     xs[0] = -np.abs(xs[0])
     xs[1] = np.abs(xs[1])
