@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .native_load import EXT_SUFFIX, file_digest, host_description, preload, verify_script
+from .native_load import EXT_SUFFIX, file_digest, host_description, verify_script
 
 # Symbols the extension may leave undefined: the C library, libm and CPython resolve them
 # in every process. Any other undefined symbol must come from a library recorded in the
@@ -68,9 +68,8 @@ def build_native(entry_dir: Path, source: str) -> tuple[dict | None, str]:
                           f"({', '.join(sorted(missing)[:3])})")
         file_name = name + EXT_SUFFIX
         shutil.copyfile(built, entry_dir / file_name)
-    record = {"module": name, "file": file_name, "libraries": libraries,
-              # another build of a library at the same path: refused (see native_load)
-              "library_sizes": [os.path.getsize(lib) for lib in libraries],
+    record = {"module": name, "file": file_name,
+              "libraries": [_library_record(library) for library in libraries],
               "host": host_description(), "sha256": file_digest(entry_dir / file_name)}
     problem = _verify(entry_dir, record)
     if problem:
@@ -235,10 +234,20 @@ def _libraries_for(path: Path) -> tuple[list[str], set[str]]:
     return libraries, missing
 
 
+def _library_record(library: str) -> dict:
+    """How the loader finds a library: by its path under an entry of sys.path when it has
+    one (NumPy's `numpy.libs/...`: the build then loads in another environment with the
+    same packages), else by its absolute path; its size tells another build of it."""
+    size = os.path.getsize(library)
+    for folder in sorted({os.path.realpath(p) for p in sys.path if p}, key=len, reverse=True):
+        if library.startswith(folder + os.sep):
+            return {"path": os.path.relpath(library, folder), "in_sys_path": True, "size": size}
+    return {"path": library, "in_sys_path": False, "size": size}
+
+
 def _verify(entry_dir: Path, record: dict) -> str:
     """'' when a fresh interpreter imports the extension without importing Numba or
     llvmlite (every symbol resolved), else why not."""
-    preload(record["libraries"])  # fails here, not in the user's process, if one is wrong
     proc = subprocess.run([sys.executable, "-c", verify_script(entry_dir, record)],
                           capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:

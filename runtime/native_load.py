@@ -81,6 +81,24 @@ def preload(libraries: list[str]) -> None:
         ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
 
 
+def find_libraries(records: list[dict]) -> list[str] | str:
+    """The paths of the libraries the build recorded (a path under sys.path is looked up
+    in this process's sys.path), or why one is not there or is another build of it."""
+    found = []
+    for record in records:
+        if record["in_sys_path"]:
+            candidates = [Path(folder or ".") / record["path"] for folder in sys.path]
+        else:
+            candidates = [Path(record["path"])]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            return f"it calls {record['path']}, which is missing"
+        if path.stat().st_size != record["size"]:
+            return f"it was built against another build of {path}"
+        found.append(str(path))
+    return found
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -98,14 +116,9 @@ def load_native(entry_dir: Path, record: dict) -> NativeKernel | str:
         return f"{path.name} is unreadable ({e.strerror})"
     if digest != record.get("sha256"):
         return f"{path.name} is corrupt (its checksum is not the one the build recorded)"
-    libraries = record.get("libraries", [])
-    for library, size in zip(libraries, record.get("library_sizes", [])):
-        try:
-            found = Path(library).stat().st_size
-        except OSError:
-            return f"it calls {library}, which is missing"
-        if found != size:
-            return f"it was built against another build of {library}"
+    libraries = find_libraries(record.get("libraries", []))
+    if isinstance(libraries, str):
+        return libraries
     try:
         preload(libraries)
         return NativeKernel(import_extension(path, record["module"]))
@@ -132,8 +145,10 @@ def verify_script(entry_dir: Path, record: dict) -> str:
     return (
         "import sys\n"
         "from pathlib import Path\n"
-        "from transfuse.runtime.native_load import import_extension, preload\n"
-        f"preload({record['libraries']!r})\n"
+        "from transfuse.runtime.native_load import find_libraries, import_extension, preload\n"
+        f"libraries = find_libraries({record['libraries']!r})\n"
+        "assert not isinstance(libraries, str), libraries\n"
+        "preload(libraries)\n"
         f"import_extension(Path({str(entry_dir / record['file'])!r}), {record['module']!r})\n"
         "bad = [m for m in ('numba', 'llvmlite') if m in sys.modules]\n"
         "assert not bad, f'importing the extension imported {bad}'\n")

@@ -82,7 +82,8 @@ def test_build_records_object_code_for_this_host(build):
     native = entry["native"]  # built, not skipped ("not_native" would say why)
     assert (build / entry["dir"] / native["file"]).is_file()
     assert native["host"]["numpy"] == np.__version__ and native["host"]["cpu_flags"]
-    assert any("openblas" in lib for lib in native["libraries"])  # the GEMM's library
+    [blas] = [lib for lib in native["libraries"] if "openblas" in lib["path"]]  # the GEMM's
+    assert blas["in_sys_path"] and not Path(blas["path"]).is_absolute()  # numpy.libs/...
 
 
 def test_read_only_copy_runs_in_a_new_process_without_numba(build, tmp_path):
@@ -133,13 +134,14 @@ def test_corrupt_object_code_is_detected_and_the_source_compiled(build, tmp_path
 
 
 @pytest.mark.parametrize("spoil, says", [
-    (lambda host: host.update(numpy="1.0.0"), "numpy 1.0.0"),
-    (lambda host: host["cpu_flags"].append("avx1024"), "features this one lacks"),
+    (lambda native: native["host"].update(numpy="1.0.0"), "numpy 1.0.0"),
+    (lambda native: native["host"]["cpu_flags"].append("avx1024"), "features this one lacks"),
+    (lambda native: native["libraries"][0].update(size=1), "another build of"),
 ])
 def test_another_cpu_or_version_falls_back_with_a_warning(build, tmp_path, spoil, says):
     moved = _copy(build, tmp_path / "moved")
     manifest, _ = _entry_file(moved)
-    spoil(manifest["entries"][0]["native"]["host"])
+    spoil(manifest["entries"][0]["native"])
     (moved / MANIFEST).write_text(json.dumps(manifest))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
