@@ -845,6 +845,9 @@ UNREACHED = {
     **dict.fromkeys(("cond", "while_loop", "scan"),
                     "transfuse.lax control flow, no NumPy function: tests/test_control_ad.py "
                     "(jvp, vjp) and tests/test_control_batching.py (vmap)"),
+    **dict.fromkeys(("custom_jvp_call", "custom_vjp_call", "stop_gradient"),
+                    "user derivative rules, no NumPy function: tests/test_custom_rules.py "
+                    "(every transform, against JAX and torch.func)"),
     "fused": "made by the fusion pass after every transform",
 }
 
