@@ -105,10 +105,19 @@ def file_digest(path: Path) -> str:
 
 def load_native(entry_dir: Path, record: dict) -> NativeKernel | str:
     """The entry's extension, loaded; or why it cannot be (a checksum, host or library
-    that does not match)."""
-    problem = host_mismatch(record.get("host", {}))
+    that does not match, a record this version does not read)."""
+    try:
+        return _load_checked(entry_dir, record)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        return f"its manifest record is not one this transfuse reads ({type(e).__name__}: {e})"
+
+
+def _load_checked(entry_dir: Path, record: dict) -> NativeKernel | str:
+    problem = host_mismatch(record["host"])
     if problem is not None:
         return problem
+    if Path(record["file"]).name != record["file"]:
+        raise ValueError(f"{record['file']!r} is not a file name")
     path = entry_dir / record["file"]
     try:
         digest = file_digest(path)
@@ -116,7 +125,7 @@ def load_native(entry_dir: Path, record: dict) -> NativeKernel | str:
         return f"{path.name} is unreadable ({e.strerror})"
     if digest != record.get("sha256"):
         return f"{path.name} is corrupt (its checksum is not the one the build recorded)"
-    libraries = find_libraries(record.get("libraries", []))
+    libraries = find_libraries(record["libraries"])
     if isinstance(libraries, str):
         return libraries
     try:

@@ -137,6 +137,7 @@ def test_corrupt_object_code_is_detected_and_the_source_compiled(build, tmp_path
     (lambda native: native["host"].update(numpy="1.0.0"), "numpy 1.0.0"),
     (lambda native: native["host"]["cpu_flags"].append("avx1024"), "features this one lacks"),
     (lambda native: native["libraries"][0].update(size=1), "another build of"),
+    (lambda native: native.update(file="../../elsewhere.so"), "not one this transfuse reads"),
 ])
 def test_another_cpu_or_version_falls_back_with_a_warning(build, tmp_path, spoil, says):
     moved = _copy(build, tmp_path / "moved")
