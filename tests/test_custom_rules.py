@@ -318,7 +318,7 @@ class Exp(tx.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
-        ctx.output = output
+        ctx.save_for_forward(output)
 
     @staticmethod
     def backward(ctx, grad):
@@ -327,7 +327,8 @@ class Exp(tx.Function):
 
     @staticmethod
     def jvp(ctx, tangent):
-        return tangent * ctx.output
+        (result,) = ctx.saved_tensors  # what save_for_forward saved, as in torch
+        return tangent * result
 
 
 class TorchExp(torch.autograd.Function):
