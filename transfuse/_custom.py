@@ -15,6 +15,7 @@ import contextlib
 import functools
 import inspect
 import operator
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -271,21 +272,31 @@ def _fit_leaf(x: Any, aval: Aval, what: str) -> Any:
 # The custom functions whose rules are being traced: inside its own rule (JAX's usual
 # `primal_out = f(x)`), a call of the function is its primal function, not a new node
 # (tracing its rule again would never end).
-_IN_OWN_RULE: set[int] = set()
+# Per thread, as tracing is.
+_LOCAL = threading.local()
+
+
+def _in_own_rule() -> set[int]:
+    if not hasattr(_LOCAL, "fns"):
+        _LOCAL.fns = set()
+    return _LOCAL.fns
 
 
 @contextlib.contextmanager
 def _own_rule(fn: Any):
-    _IN_OWN_RULE.add(id(fn))
+    fns = _in_own_rule()
+    added = id(fn) not in fns
+    fns.add(id(fn))
     try:
         yield
     finally:
-        _IN_OWN_RULE.discard(id(fn))
+        if added:
+            fns.discard(id(fn))
 
 
 def _runs_plainly(fn: Any) -> bool:
     """Called eagerly (no trace), or from inside its own rule: just the primal function."""
-    return current_builder() is None or id(fn) in _IN_OWN_RULE
+    return current_builder() is None or id(fn) in _in_own_rule()
 
 
 # ---------------------------------------------------------------------------------------
