@@ -125,10 +125,10 @@ def cond_jvp(primals, tangents, *, branches):
     index, *operands = primals
     nonzero = _nonzero(tangents[1:])
     n_ops, n_out = len(operands), len(branches[0].outputs)
-    natural = [jvp_subgraph(b, nonzero, [n_ops], [n_out])[1] for b in branches]
-    out_nonzero = [any(flags) for flags in zip(*natural)]
-    new_branches = tuple(jvp_subgraph(b, nonzero, [n_ops], [n_out], out_nonzero)[0]
-                         for b in branches)
+    traced = [jvp_subgraph(b, nonzero, [n_ops], [n_out]) for b in branches]
+    out_nonzero = [any(flags) for flags in zip(*(natural for _, natural in traced))]
+    new_branches = tuple(_forced(b, nonzero, [n_ops], [n_out], out_nonzero, t)
+                         for b, t in zip(branches, traced))
     outs = bind(P["cond"], index, *operands, *_present(tangents[1:]), branches=new_branches)
     return _split_outputs(outs, [n_out], [out_nonzero])
 
@@ -137,16 +137,25 @@ def cond_jvp(primals, tangents, *, branches):
 # while_loop and scan: the carries' nonzero tangents are a fixpoint
 
 
+def _forced(graph: Graph, nonzero: list[bool], in_groups: list[int], out_groups: list[int],
+            out_nonzero: list[bool], traced: tuple[Graph, list[bool]]) -> Graph:
+    """jvp_subgraph with these output tangents: `traced` (a graph and its natural flags,
+    from the same inputs) when it already has exactly them, else traced again."""
+    if traced[1] == list(out_nonzero):
+        return traced[0]
+    return jvp_subgraph(graph, nonzero, in_groups, out_groups, out_nonzero)[0]
+
+
 def _carry_fixpoint(body: Graph, lead: list[bool], carry: list[bool], tail: list[bool],
                     in_groups: list[int], out_groups: list[int]
-                    ) -> tuple[list[bool], list[bool]]:
+                    ) -> tuple[list[bool], tuple[Graph, list[bool]]]:
     """Which carries have a nonzero tangent once the body has run any number of times,
-    and which body outputs then have one."""
+    and the body's JVP traced with them (with its natural output flags)."""
     while True:
-        _, natural = jvp_subgraph(body, lead + carry + tail, in_groups, out_groups)
-        grown = [c or n for c, n in zip(carry, natural[:len(carry)])]
+        traced = jvp_subgraph(body, lead + carry + tail, in_groups, out_groups)
+        grown = [c or n for c, n in zip(carry, traced[1][:len(carry)])]
         if grown == carry:
-            return carry, natural
+            return carry, traced
         carry = grown
 
 
@@ -157,13 +166,13 @@ def while_jvp(primals, tangents, *, cond_graph, body_graph, cond_nconsts, body_n
     body_consts, init = list(primals[n_cc:n_cc + n_bc]), list(primals[n_cc + n_bc:])
     t_consts, t_init = list(tangents[n_cc:n_cc + n_bc]), list(tangents[n_cc + n_bc:])
     groups = [n_bc, len(init)]
-    mask, _ = _carry_fixpoint(body_graph, _nonzero(t_consts), _nonzero(t_init), [], groups,
-                              [len(init)])
-    body, _ = jvp_subgraph(body_graph, _nonzero(t_consts) + mask, groups, [len(init)], mask)
+    mask, traced = _carry_fixpoint(body_graph, _nonzero(t_consts), _nonzero(t_init), [],
+                                   groups, [len(init)])
+    body = _forced(body_graph, _nonzero(t_consts) + mask, groups, [len(init)], mask, traced)
     carry_tangent_avals = [lax.aval(x) for x, m in zip(init, mask) if m]
     test = trace_closed(lambda *args: inline(cond_graph, args[:n_cc + len(init)]),
-                   [lax.aval(x) for x in cond_consts + init] + carry_tangent_avals,
-                   f"jvp_{cond_graph.name}")
+                        [lax.aval(x) for x in cond_consts + init] + carry_tangent_avals,
+                        f"jvp_{cond_graph.name}")
     outs = bind(P["while_loop"], *cond_consts, *body_consts, *_present(t_consts), *init,
                 *_instantiated(init, t_init, mask), cond_graph=test, body_graph=body,
                 cond_nconsts=n_cc, body_nconsts=n_bc + sum(_nonzero(t_consts)))
@@ -177,11 +186,9 @@ def scan_jvp(primals, tangents, *, body, length, reverse, num_consts, num_carry)
     in_groups = [num_consts, num_carry, len(xs)]
     out_groups = [num_carry, len(body.outputs) - num_carry]
     lead, tail = _nonzero(t_consts), _nonzero(t_xs)
-    mask, natural = _carry_fixpoint(body, lead, _nonzero(t_init), tail, in_groups,
-                                    out_groups)
-    y_mask = natural[num_carry:]
-    new_body, _ = jvp_subgraph(body, lead + mask + tail, in_groups, out_groups,
-                               mask + y_mask)
+    mask, traced = _carry_fixpoint(body, lead, _nonzero(t_init), tail, in_groups, out_groups)
+    y_mask = traced[1][num_carry:]
+    new_body = _forced(body, lead + mask + tail, in_groups, out_groups, mask + y_mask, traced)
     outs = bind(P["scan"], *consts, *_present(t_consts), *init,
                 *_instantiated(init, t_init, mask), *xs, *_present(t_xs), body=new_body,
                 length=length, reverse=reverse, num_consts=num_consts + sum(lead),
