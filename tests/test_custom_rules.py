@@ -516,6 +516,8 @@ def test_rule_errors_are_transfuse_type_errors_at_the_users_line():
 
     with pytest.raises(TransfuseTypeError, match="no JVP rule"):
         tx.grad(lambda x: f(x).sum())(X)
+    with pytest.raises(UnsupportedError, match="symbolic_zeros=True is not supported"):
+        f.defjvp(lambda primals, tangents: (primals[0], tangents[0]), symbolic_zeros=True)
 
     @f.defjvp
     def f_jvp(primals, tangents):

@@ -321,8 +321,9 @@ class custom_jvp:
         self.nondiff_argnums = tuple(nondiff_argnums)
         self.jvp: Callable | None = None
 
-    def defjvp(self, jvp: Callable) -> Callable:
+    def defjvp(self, jvp: Callable, symbolic_zeros: bool = False) -> Callable:
         """Set the rule: jvp(primals, tangents) -> (primal_out, tangent_out)."""
+        _no_symbolic_zeros(symbolic_zeros, "custom_jvp.defjvp")
         self.jvp = jvp
         return jvp
 
@@ -388,6 +389,12 @@ class custom_jvp:
         return _trace(flat, call.avals + tangent_avals, what, "jvp")
 
 
+def _no_symbolic_zeros(symbolic_zeros: bool, what: str) -> None:
+    if symbolic_zeros:
+        raise UnsupportedError(with_location(
+            f"{what}: symbolic_zeros=True is not supported; rules get zero arrays"))
+
+
 # ---------------------------------------------------------------------------------------
 # custom_vjp
 
@@ -411,8 +418,9 @@ class custom_vjp:
         self.fwd: Callable | None = None
         self.bwd: Callable | None = None
 
-    def defvjp(self, fwd: Callable, bwd: Callable) -> None:
+    def defvjp(self, fwd: Callable, bwd: Callable, symbolic_zeros: bool = False) -> None:
         """Set the rule: fwd(*args) -> (out, residuals); bwd(residuals, ct) -> tuple."""
+        _no_symbolic_zeros(symbolic_zeros, "custom_vjp.defvjp")
         self.fwd, self.bwd = fwd, bwd
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
