@@ -867,8 +867,8 @@ def _custom_vjp_call_vjp(cts, ins, outs, *, fun, fwd, bwd, jvp, diff, num_res, v
         raise UnsupportedError(with_location(
             f"can't apply reverse-mode autodiff (grad, vjp, jacrev) to {name}: it has no "
             "backward rule"))
-    # Without stored residuals (a custom_vjp inside a control-flow body or a checkpoint),
-    # fwd runs again here, in the backward pass.
+    # Without stored residuals (a node the backward pass reaches without vjp_graph: inside
+    # a cond branch or a checkpoint), fwd runs again here, in the backward pass.
     residuals = list(outs[n_out:]) if saved else inline(fwd, list(ins))[n_out:]
     given = [lax.full(lax.shape(o), 0, lax.dtype(o)) if ct is None else ct
              for ct, o in zip(cts[:n_out], outs[:n_out])]
