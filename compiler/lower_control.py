@@ -153,9 +153,15 @@ class _FunctionLowering(_Lowering):
         head = [f"@njit({self.options(cache)})",
                 f"def {name}({', '.join(fixed + params)}):",
                 f"    # {what}: {_signature(self.graph)}"]
+        definition = [*(x for f in functions for x in f), *head, *lines]
+        key = _code_key(definition, name)
+        if key in root.function_keys:  # the same code (a forward loop recomputed by a VJP)
+            root.function_names.discard(name)
+            return root.function_keys[key]
         root.functions.extend(functions)
         root.functions.append(head + lines + [""])
-        return _Callee(name, fixed, scalar is not None)
+        root.function_keys[key] = _Callee(name, fixed, scalar is not None)
+        return root.function_keys[key]
 
     def _scalar_lines(self) -> list[str] | None:
         """The body with every 0-d array a local number, if every value is 0-d and the code
@@ -205,6 +211,17 @@ def _flatten(graph: Graph) -> list[Node]:
     from .lower_cpu import _flatten_contractions
 
     return _flatten_contractions(graph.nodes)
+
+
+_LOCAL = re.compile(r"(?<![.\w])t\d+(?!\w)")  # the program's scalar locals, numbered globally
+
+
+def _code_key(lines: list[str], name: str) -> str:
+    """A function's code up to its name and the numbers of its scalar locals."""
+    numbering: dict[str, str] = {}
+    code = re.sub(rf"(?<![\w]){name}(?!\d)", "FLOW",
+                  "\n".join(line.split("#", 1)[0].rstrip() for line in lines))
+    return _LOCAL.sub(lambda m: numbering.setdefault(m.group(), f"t#{len(numbering)}"), code)
 
 
 def _fixed_names(lines: list[str]) -> list[str]:

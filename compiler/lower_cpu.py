@@ -1248,6 +1248,7 @@ class _Lowering:
         self.const_values: dict[Var, Any] = dict(graph.consts)
         self.functions: list[list[str]] = []  # their definitions, placed before the entry
         self.function_names: set[str] = set()
+        self.function_keys: dict[str, Any] = {}  # their code -> the function (no duplicates)
 
     def run(self, cache: bool, title: str) -> Program:
         self.cache = cache

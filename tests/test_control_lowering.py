@@ -122,14 +122,20 @@ def _other_dtypes(z, v, flags, ints):
     outer = lax.scan(lambda c, e: (c + lax.cond(e.sum() > 0, lambda: e.max(),
                                                 lambda: e.min()), c),
                      np.float64(0), np.stack([v, -v, v * 2]))
-    return zc, b, ys, count, inner, outer
+    same = [lax.cond(count > 3, lambda a: a + 1, lambda a: a - 1, e) for e in (v[1], v[2])]
+    return zc, b, ys, count, inner, outer, same
 
 
 def test_scalar_functions_of_other_dtypes():
     rng = np.random.default_rng(3)
     args = (np.complex128(0.3 + 0.2j), np.abs(rng.standard_normal(4)), np.array([True, False]),
             rng.integers(-3, 4, 5).astype(np.int32))
-    assert_compiled_matches(tx.jit(_other_dtypes)(*args), _interpreted(_other_dtypes, args))
+    jitted = tx.jit(_other_dtypes)
+    assert_compiled_matches(jitted(*args), _interpreted(_other_dtypes, args))
+    source = jitted.lower(*args).source
+    bodies = [re.sub(r"\bt\d+|#.*", "", body.split("@njit")[0])
+              for body in re.split(r"^def flow\d+", source, flags=re.M)[1:]]
+    assert len(bodies) >= 8 and len(bodies) == len(set(bodies))  # the two conds share
 
 
 def _rnn(h, xs, w):
