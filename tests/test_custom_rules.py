@@ -302,6 +302,19 @@ def test_grad_and_jvp_of_the_batched_rules():
         lambda b: jax.vmap(lambda y: jax_f({"a": X, "b": y}))(b), (b,), (b * 2,))[1])(batch))
 
 
+def test_rules_inside_control_flow_bodies():
+    """custom_jvp and custom_vjp inside a scan body (reverse mode through vjp_graph: stored
+    residuals) and a cond branch (fwd run again in the backward) give JAX's numbers."""
+    def loss(x, g, f, lax):
+        c, ys = lax.scan(lambda c, xi: (g(c, xi)[0] + xi, f({"a": xi, "b": c})), x[0], x)
+        return c + ys.sum() + lax.cond(x[0] > 0, lambda x: g(x, x)[1].sum(),
+                                       lambda x: x.sum(), x)
+
+    x = np.abs(X) + 0.1
+    close(tx.grad(lambda x: loss(x, ours_g, ours_f, tx.lax))(x),
+          jax.jit(jax.grad(lambda x: loss(x, jax_g, jax_f, jax.lax)))(x))
+
+
 # ---------------------------------------------------------------------------------------
 # Function (torch.func's autograd.Function)
 
