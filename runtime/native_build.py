@@ -42,18 +42,48 @@ _SYSTEM_LIBRARIES = ("libc.so", "libm.so", "libpthread.so", "libgcc_s.so", "libd
 
 
 def module_name(source: str) -> str:
-    """The extension's name (its PyInit_ symbol), derived from the kernel's source."""
-    return f"_transfuse_native_{hashlib.sha256(source.encode()).hexdigest()[:20]}"
+    """The extension's name (its PyInit_ symbol), derived from the kernel's code (not its
+    comments, which name the sizes and the user's lines)."""
+    from .cache import code_only
+
+    return f"_transfuse_native_{hashlib.sha256(code_only(source).encode()).hexdigest()[:20]}"
+
+
+# Extensions built in this process, by module name: signatures whose kernels have the same
+# source (batch sizes are arguments) share one build, copied into each entry's folder.
+_BUILT: dict[str, tuple[Path, dict]] = {}
 
 
 def build_native(entry_dir: Path, source: str) -> tuple[dict | None, str]:
     """Compile source's `entry` (for its SIGNATURE; pycc infers the return type) into an
     extension in entry_dir: (its manifest record, '') or (None, why it was not built)."""
+    name = module_name(source)
+    earlier = _BUILT.get(name)
+    if earlier is not None and _copied(earlier[0], earlier[1], entry_dir):
+        return json.loads(json.dumps(earlier[1])), ""
+    record, why_not = _build(entry_dir, source, name)
+    if record is not None:
+        _BUILT[name] = (entry_dir, record)
+    return record, why_not
+
+
+def _copied(from_dir: Path, record: dict, entry_dir: Path) -> bool:
+    """Copy an earlier entry's extension into entry_dir if it is still the one built."""
+    try:
+        data = (from_dir / record["file"]).read_bytes()
+    except OSError:
+        return False
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+        return False
+    (entry_dir / record["file"]).write_bytes(data)
+    return True
+
+
+def _build(entry_dir: Path, source: str, name: str) -> tuple[dict | None, str]:
     if not sys.platform.startswith("linux"):  # the symbol checks below use nm and dladdr
         return None, "object code is built on Linux only"
     if shutil.which(os.environ.get("CC", "cc")) is None:
         return None, "no C compiler (cc) to build object code"
-    name = module_name(source)
     with tempfile.TemporaryDirectory(prefix="transfuse-native-") as build_dir:
         try:
             built = _compile_extension(source, name, Path(build_dir))

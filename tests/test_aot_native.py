@@ -21,6 +21,7 @@ from transfuse.aot import MANIFEST, compile_to, parse_signature
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
 
 SIGNATURE = "f64[48,40],f64[32,48],f64[],i64[5]"
+SMALLER = "f64[48,40],f64[24,48],f64[],i64[5]"  # same code (sizes are arguments)
 
 
 def model(w, x, scale, rows):
@@ -44,6 +45,7 @@ from transfuse.runtime import cache
 f = tx.load(sys.argv[1])
 w, x, scale, rows = (np.load(sys.argv[2])[k] for k in ("w", "x", "scale", "rows"))
 out, top = f(w, x, scale, rows)
+small_out, small_top = f(w, x[:24], scale, rows)
 try:
     f(w, x, scale, np.array([0, 1, 48, 2, 3]))  # row 48 of 48
     error = None
@@ -51,6 +53,7 @@ except Exception as e:
     error = type(e).__name__
 kernels = [e.kernel for e in f._executables.values()]
 print(json.dumps({"out": out.tolist(), "top": float(top), "origin": [k.origin for k in kernels],
+                  "small": [small_out.tolist(), float(small_top)],
                   "error": error,
                   "compiles": cache.compile_count(),
                   "imported": [m for m in ("numba", "llvmlite", "transfuse.compiler.lower_cpu")
@@ -62,7 +65,7 @@ print(json.dumps({"out": out.tolist(), "top": float(top), "origin": [k.origin fo
 def build(tmp_path_factory) -> Path:
     """One aot build (object code and Numba's cache) shared by the tests."""
     out = tmp_path_factory.mktemp("aot-native") / "model"
-    compile_to(model, [parse_signature(SIGNATURE)], out)
+    compile_to(model, [parse_signature(SIGNATURE), parse_signature(SMALLER)], out)
     return out
 
 
@@ -78,8 +81,9 @@ def _read_only(folder: Path) -> None:
 
 
 def test_build_records_object_code_for_this_host(build):
-    entry = json.loads((build / MANIFEST).read_text())["entries"][0]
+    entry, smaller = json.loads((build / MANIFEST).read_text())["entries"]
     native = entry["native"]  # built, not skipped ("not_native" would say why)
+    assert smaller["native"]["module"] == native["module"]  # one build, copied
     assert (build / entry["dir"] / native["file"]).is_file()
     assert native["host"]["numpy"] == np.__version__ and native["host"]["cpu_flags"]
     [blas] = [lib for lib in native["libraries"] if "openblas" in lib["path"]]  # the GEMM's
@@ -102,13 +106,18 @@ def test_read_only_copy_runs_in_a_new_process_without_numba(build, tmp_path):
             path.chmod(stat.S_IRWXU)  # let pytest remove it
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["imported"] == [] and result["origin"] == ["native"]
+    assert result["imported"] == [] and result["origin"] == ["native", "native"]
     assert result["compiles"] == 0
     assert result["error"] == "TransfuseIndexError"  # raised by the object code, unpickled
     assert not (tmp_path / "numba-elsewhere").exists() and not (tmp_path / "fallback").exists()
     out, top = model(*_inputs())
     np.testing.assert_allclose(result["out"], out, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(result["top"], top, rtol=1e-13)
+    inputs = list(_inputs())
+    inputs[1] = inputs[1][:24]
+    small_out, small_top = model(*inputs)
+    np.testing.assert_allclose(result["small"][0], small_out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(result["small"][1], small_top, rtol=1e-13)
 
 
 def _entry_file(folder: Path) -> tuple[dict, Path]:
@@ -125,8 +134,9 @@ def test_corrupt_object_code_is_detected_and_the_source_compiled(build, tmp_path
     library.write_bytes(bytes(data))
     with pytest.warns(AotFallbackWarning, match="corrupt"):
         loaded = tx.load(moved)
-    [exe] = loaded._executables.values()
-    assert exe.kernel.origin != "native"  # Numba's (checked) cache of the stored source
+    corrupt, intact = loaded._executables.values()
+    assert corrupt.kernel.origin != "native"  # the stored source, compiled by Numba
+    assert intact.kernel.origin == "native"  # the other entry's copy is its own file
     out, top = loaded(*_inputs())
     want_out, want_top = model(*_inputs())
     np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
