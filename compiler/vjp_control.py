@@ -3,12 +3,14 @@
 - cond: a cond over the branches' backward functions. Each recomputes its branch's forward
   values from the operands (the backward graph holds only the operands, not the branch's
   intermediates), then runs its backward pass; zeros where a branch gives no cotangent.
-- scan: a forward scan of the body's vjp forward half recomputes the loop and stacks the
-  body's residuals as ys (residuals that are the body's consts are not stacked: they are
-  read once as consts), then a reverse scan of the body's backward half carries the carry
-  cotangent and the accumulated const cotangents and emits the xs cotangents as ys.
+- scan: a reverse scan of the body's backward half carries the carry cotangent and the
+  accumulated const cotangents and emits the xs cotangents as ys, reading the body's
+  residuals: the body's consts once; a step's x or y from the scan's own xs and ys; the
+  rest stacked by a forward scan of the body's vjp forward half (the loop run again).
   `reverse=True` runs both the other way. `fori_loop` with static bounds is a scan.
 - while_loop: no reverse mode (its trip count is unknown until it runs), as in JAX.
+Both rules take `active=` from backward_pass (vjp.TAKE_ACTIVE): the bodies are
+differentiated only for the inputs that need a cotangent.
 """
 
 from __future__ import annotations
@@ -112,16 +114,22 @@ def _restack(halves: vjp.VJPGraphs, ins: Sequence[Any], wanted: list[int], *, le
                 num_consts=num_consts, num_carry=num_carry)[num_carry:]
 
 
+def _ct_positions(wrt: Sequence[bool], num_consts: int, num_carry: int
+                  ) -> tuple[list[int], list[int], list[int]]:
+    """The body inputs that take a cotangent: (carries, consts, xs)."""
+    carry_end = num_consts + num_carry
+    return ([i for i in range(num_consts, carry_end) if wrt[i]],
+            [i for i in range(num_consts) if wrt[i]],
+            [i for i in range(carry_end, len(wrt)) if wrt[i]])
+
+
 def _backward_body(body: Graph, halves: vjp.VJPGraphs, invariant: list[int],
                    per_step: list[int], num_consts: int, num_carry: int) -> Graph:
     """One step of the backward loop: (invariant residuals; carry cotangent, accumulated
     const cotangents; ys' cotangents, per-step residuals) -> (carry cotangent, accumulated
     const cotangents; xs' cotangents)."""
     wrt, ct_flags = halves.wrt, halves.ct_outputs
-    n_in = len(body.inputs)
-    carry_ct = [i for i in range(num_consts, num_consts + num_carry) if wrt[i]]
-    const_ct = [i for i in range(num_consts) if wrt[i]]
-    xs_ct = [i for i in range(num_consts + num_carry, n_in) if wrt[i]]
+    carry_ct, const_ct, xs_ct = _ct_positions(wrt, num_consts, num_carry)
     n_ct_y = sum(ct_flags[num_carry:])
     res_avals = halves.backward.in_avals[sum(ct_flags):]
     sizes = [len(invariant), len(carry_ct), len(const_ct), n_ct_y, len(per_step)]
@@ -131,7 +139,7 @@ def _backward_body(body: Graph, halves: vjp.VJPGraphs, invariant: list[int],
         residuals = dict(zip(invariant, inv)) | dict(zip(per_step, res))
         in_cts = inline(halves.backward, [*ct_carry, *ct_y,
                                           *(residuals[k] for k in range(len(res_avals)))])
-        by_input = dict(zip([i for i in range(n_in) if wrt[i]], in_cts))
+        by_input = dict(zip([i for i, w in enumerate(wrt) if w], in_cts))
         return ([by_input[i] for i in carry_ct]
                 + [lax.add(a, by_input[i]) for a, i in zip(acc, const_ct)]
                 + [by_input[i] for i in xs_ct])
@@ -163,14 +171,12 @@ def scan_vjp(cts, ins, outs, *, body, length, reverse, num_consts, num_carry, ac
     step = _backward_body(body, halves, list(invariant), list(per_step), num_consts,
                           num_carry)
     in_avals = body.in_avals
-    carry_ct = [i for i in range(num_consts, num_consts + num_carry) if wrt[i]]
-    const_ct = [i for i in range(num_consts) if wrt[i]]
-    xs_ct = [i for i in range(num_consts + num_carry, len(wrt)) if wrt[i]]
-    init = [_zeros(in_avals[i]) if cts[i - num_consts] is None else cts[i - num_consts]
-            for i in carry_ct]
-    found = bind(P["scan"], *invariant.values(), *init, *map(_zeros, (in_avals[i] for i in
-                                                                     const_ct)),
-                 *(ct for ct, f in zip(cts[num_carry:], ct_flags[num_carry:]) if f),
+    carry_ct, const_ct, xs_ct = _ct_positions(wrt, num_consts, num_carry)
+    ct_init = [_zeros(in_avals[i]) if cts[i - num_consts] is None else cts[i - num_consts]
+               for i in carry_ct]
+    acc_init = [_zeros(in_avals[i]) for i in const_ct]
+    ct_ys = [ct for ct, f in zip(cts[num_carry:], ct_flags[num_carry:]) if f]
+    found = bind(P["scan"], *invariant.values(), *ct_init, *acc_init, *ct_ys,
                  *per_step.values(), body=step, length=length, reverse=not reverse,
                  num_consts=len(invariant), num_carry=len(carry_ct) + len(const_ct))
     by_input = dict(zip(carry_ct + const_ct + xs_ct, found))
