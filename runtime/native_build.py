@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .cache import cache_root, code_only
 from .native_load import EXT_SUFFIX, file_digest, host_description, verify_script
 
 # Symbols the extension may leave undefined: the C library, libm and CPython resolve them
@@ -44,8 +45,6 @@ _SYSTEM_LIBRARIES = ("libc.so", "libm.so", "libpthread.so", "libgcc_s.so", "libd
 def module_name(source: str) -> str:
     """The extension's name (its PyInit_ symbol), derived from the kernel's code (not its
     comments, which name the sizes and the user's lines)."""
-    from .cache import code_only
-
     return f"_transfuse_native_{hashlib.sha256(code_only(source).encode()).hexdigest()[:20]}"
 
 
@@ -80,6 +79,7 @@ def _copied(from_dir: Path, record: dict, entry_dir: Path) -> bool:
 
 
 def _build(entry_dir: Path, source: str, name: str) -> tuple[dict | None, str]:
+    """Compile, check the symbols, store and verify one extension (build_native's work)."""
     if not sys.platform.startswith("linux"):  # the symbol checks below use nm and dladdr
         return None, "object code is built on Linux only"
     if shutil.which(os.environ.get("CC", "cc")) is None:
@@ -167,8 +167,6 @@ def _cached_mixins_cc(name: str) -> Any:
 def _mixin_objects(cc: Any, compile_into: Any, build_dir: str) -> list[str]:
     """The C helpers' object files: from the cache folder, or compiled (and stored)."""
     import numba
-
-    from .cache import cache_root
 
     key = hashlib.sha256(repr((numba.__version__, sys.version, cc._get_mixin_defines(),
                                cc._get_extra_cflags(), os.environ.get("CC"),
