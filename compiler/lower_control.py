@@ -28,12 +28,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from transfuse.compiler.complex_split import split_complex
-from transfuse.compiler.functionalize import prepare
-from transfuse.compiler.simplify import simplify
 from transfuse.ir.core import Graph, Node, Var
 
-from .fusion import fuse, inline_calls
+from .fusion import fuse
 from .lower_cpu import PARALLEL_MIN_FLOPS, _BufferPlan, _Lowering, _sized, _top_level_consts
 from .region_functions import RegionBody, share_regions
 from .repeated_blocks import outline_repeats
@@ -83,7 +80,9 @@ def lower_control_flow(lowering: _Lowering, node: Node) -> None:
 
 def _optimised(graph: Graph) -> Graph:
     """A sub-graph through jit's optimiser and fusion, as a top-level graph would go."""
-    return fuse(split_complex(inline_calls(simplify(prepare(graph)))))
+    from transfuse._jit import optimise  # jit imports the lowering lazily: no cycle at run time
+
+    return fuse(optimise(graph))
 
 
 class _OutParams(_BufferPlan):
