@@ -6,10 +6,6 @@ test_control_lowering.py."""
 
 import numpy as np
 import pytest
-
-import transfuse as tx
-from transfuse import lax
-from transfuse._staging import stage
 from transfuse.ir.errors import (
     ConcretizationError,
     MutationError,
@@ -18,6 +14,10 @@ from transfuse.ir.errors import (
     TransfuseValueError,
 )
 from transfuse.ir.interpreter import interpret
+
+import transfuse as tx
+from transfuse import lax
+from transfuse._staging import stage
 
 jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)
