@@ -350,7 +350,9 @@ def test_aot_builds_are_checked_repaired_and_read_when_read_only(tmp_path):
     info.pkl is a clear error, never a wrong kernel; a read-only build still loads."""
     from transfuse.aot import compile_to, parse_signature
 
-    build = compile_to(aot_model, [parse_signature("f64[7]")], tmp_path / "build")
+    # Numba's format (object code has no Numba files: tests/test_aot_native.py checks it)
+    build = compile_to(aot_model, [parse_signature("f64[7]")], tmp_path / "build",
+                       native=False)
     before = snapshot(build)
     report, log = load_in_new_process(build, read_only=True)
     assert report == {"ok": True, "compiles": 0}, log
