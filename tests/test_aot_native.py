@@ -74,6 +74,11 @@ def _copy(build: Path, to: Path) -> Path:
     return to
 
 
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"/"
+            for p in folder.rglob("*")}
+
+
 def _read_only(folder: Path) -> None:
     for path in sorted(folder.rglob("*"), reverse=True):
         path.chmod(stat.S_IRUSR | (stat.S_IXUSR if path.is_dir() else 0))
@@ -92,6 +97,7 @@ def test_build_records_object_code_for_this_host(build):
 
 def test_read_only_copy_runs_in_a_new_process_without_numba(build, tmp_path):
     moved = _copy(build, tmp_path / "moved")
+    before = _contents(moved)
     _read_only(moved)
     np.savez(tmp_path / "in.npz", **dict(zip(("w", "x", "scale", "rows"), _inputs())))
     (tmp_path / "use.py").write_text(USE)
@@ -110,6 +116,7 @@ def test_read_only_copy_runs_in_a_new_process_without_numba(build, tmp_path):
     assert result["compiles"] == 0
     assert result["error"] == "TransfuseIndexError"  # raised by the object code, unpickled
     assert not (tmp_path / "numba-elsewhere").exists() and not (tmp_path / "fallback").exists()
+    assert _contents(moved) == before  # nothing written (root ignores the permission bits)
     out, top = model(*_inputs())
     np.testing.assert_allclose(result["out"], out, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(result["top"], top, rtol=1e-13)
