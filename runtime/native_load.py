@@ -100,6 +100,7 @@ def find_libraries(records: list[dict]) -> list[str] | str:
 
 
 def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -113,6 +114,7 @@ def load_native(entry_dir: Path, record: dict) -> NativeKernel | str:
 
 
 def _load_checked(entry_dir: Path, record: dict) -> NativeKernel | str:
+    """load_native's checks, in order of cost: host, checksum, libraries, import."""
     problem = host_mismatch(record["host"])
     if problem is not None:
         return problem
