@@ -1,7 +1,7 @@
 """CPU lowering of structured control flow: cond, while_loop and scan as real branches and loops.
 
 Each sub-graph of a control-flow node goes through the pipeline of a top-level graph
-(simplify, fusion) and becomes one `@njit` function `flowK` of the same module, lowered by
+(jit's optimise, fusion) and becomes one `@njit` function `flowK` of the same module, lowered by
 a nested `_Lowering` in *function mode*: its inputs are parameters `a0, a1, ...`, it writes
 its outputs into the buffers it is given (`o0, o1, ...`) and returns nothing, so a loop
 allocates its carry and its stacked outputs once, not per step. The constants, the int64
@@ -31,17 +31,24 @@ from dataclasses import dataclass
 from transfuse.ir.core import Graph, Node, Var
 
 from .fusion import fuse
-from .lower_cpu import PARALLEL_MIN_FLOPS, _BufferPlan, _Lowering, _sized, _top_level_consts
+from .lower_cpu import (
+    PARALLEL_MIN_FLOPS,
+    RegionReport,
+    _BufferPlan,
+    _Lowering,
+    _sized,
+    _top_level_consts,
+)
 from .region_functions import RegionBody, share_regions
 from .repeated_blocks import outline_repeats
 
+MAP_PARALLEL_MIN_LENGTH = 1024  # steps of a map from which they run in parallel
 _FIXED_NAME = re.compile(r"(?<![.\w])(c\d+|g0|n\d+)(?!\w)")  # constants, g0, sizes
 _MODULE_FUNCTION = re.compile(r"(?<![.\w])(region|block)(\d+)(?!\w)")
 # Scalar functions: their 0-d arrays (constants too) become numbers.
 _ZERO_D_READ = re.compile(r"(?<![.\w])([a-z]+\d+)\[\(\)\]")  # b3[()] -> b3
 _ZERO_D_BUFFER = re.compile(r"np\.empty\(\(\), np\.(\w+)\)")  # -> np.float64(0)
 _SCALAR_COPY = re.compile(r"(?<![.\w])([a-z]+\d+)\.copy\(\)|np\.empty_like\(([a-z]+\d+)\)")
-MAP_PARALLEL_MIN_LENGTH = 1024  # steps of a map from which they run in parallel
 _ARRAY_CODE = re.compile(r"\[|\.reshape\(|\bnp\.empty\(|\bprange\(|\brange\(")
 
 
@@ -72,6 +79,7 @@ class _Callee:
 def lower_control_flow(lowering: _Lowering, node: Node) -> None:
     """Emit the statements running a cond, while_loop or scan node into `lowering`."""
     _EMITTERS[node.prim.name](lowering, node)
+    lowering.reports.append(RegionReport("control", [node.prim.name]))
 
 
 # ---------------------------------------------------------------------------------------

@@ -149,7 +149,9 @@ def test_a_long_scan_is_one_loop_and_another_length_compiles_nothing():
     rng = np.random.default_rng(1)
     h, w = rng.standard_normal(4), rng.standard_normal((4, 4)) / 3
     long_xs = rng.standard_normal((10_000, 4))
-    source = tx.jit(_rnn).lower(h, long_xs, w).source
+    lowered = tx.jit(_rnn).lower(h, long_xs, w)
+    assert [(r.kind, r.primitives) for r in lowered.regions] == [("control", ["scan"])]
+    source = lowered.source
     assert len(re.findall(r"^\s*for it in range\(n\d+\):$", source, re.M)) == 1
     assert len(re.findall(r"^def flow\d+\(", source, re.M)) == 1  # the body, fused once
     assert "10000" not in source.split("SIGNATURE")[1]  # the length is a size argument
