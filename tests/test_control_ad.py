@@ -403,6 +403,19 @@ def test_prune_outputs_keeps_what_kept_outputs_need():
     assert scan.params["num_carry"] == 2 and len(scan.inputs) == 3
     _close(interpret(pruned, [X, xs]), interpret(graph, [X, xs]))
 
+    def nested(x, xs):  # the step's cond loses the output only the dropped y read
+        def step(h, xi):
+            p, q = lax.cond(xi.sum() > 0, lambda a: (a * 2.0, np.sin(a)),
+                            lambda a: (a, np.cos(a)), h)
+            return p + xi, q
+        return lax.scan(step, x, xs)[0]
+    graph = prepare(stage(nested, [X, xs]).graph)
+    pruned = prune_outputs(graph)
+    (scan,) = [n for n in pruned.nodes if n.prim.name == "scan"]
+    (inner,) = [n for n in scan.params["body"].nodes if n.prim.name == "cond"]
+    assert len(scan.outputs) == 1 and len(inner.outputs) == 1
+    _close(interpret(pruned, [X, xs]), interpret(graph, [X, xs])[:1])
+
 
 def test_while_loop_reverse_mode_error_names_the_line():
     def f(x):
