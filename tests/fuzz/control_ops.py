@@ -125,9 +125,10 @@ def op_fori(g: Generator) -> Value | None:
 
 
 def op_while(g: Generator) -> Value | None:
-    """Halve a until its absolute sum is at most t: each lane its own number of steps."""
+    """Halve a until its absolute sum is at most t: each lane its own number of steps.
+    Not in programs whose derivatives are taken: reverse mode refuses it, as JAX does."""
     a = _float(g)
-    if a is None:
+    if a is None or g.smooth:
         return None
     t = g.choice([0.5, 1.0, 2.0])
     expr = (f"lx.while_loop(lambda c: xp.sum(xp.abs(c)) > {t}, lambda c: c * 0.5, "
@@ -136,9 +137,7 @@ def op_while(g: Generator) -> Value | None:
 
 
 # The weights each op joins ops.py's tables with (small: a loop under jit compiles a body
-# function; campaign's --boost does not touch them). while_loop stays out of the smooth
-# table: reverse mode refuses it, as JAX does.
+# function; campaign's --boost does not touch them).
 CONTROL_WEIGHTS = {op_cond: 0.4, op_scan: 0.4, op_fori: 0.3, op_while: 0.3}
-for _table in (ops.WEIGHTS, ops.MUTATION_WEIGHTS):
+for _table in (ops.WEIGHTS, ops.MUTATION_WEIGHTS, ops.SMOOTH_WEIGHTS):
     _table.update(CONTROL_WEIGHTS)
-ops.SMOOTH_WEIGHTS.update({op: w for op, w in CONTROL_WEIGHTS.items() if op is not op_while})
