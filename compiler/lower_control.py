@@ -41,6 +41,7 @@ from .lower_cpu import (
 )
 from .region_functions import RegionBody, share_regions
 from .repeated_blocks import outline_repeats
+from .scan_hoist import hoist_step_products
 
 MAP_PARALLEL_MIN_LENGTH = 1024  # steps of a map from which they run in parallel
 _FIXED_NAME = re.compile(r"(?<![.\w])(c\d+|g0|n\d+)(?!\w)")  # constants, g0, sizes
@@ -134,12 +135,7 @@ class _FunctionLowering(_Lowering):
         for i, v in enumerate(self.graph.inputs):
             self.names[v] = f"a{i}"
         root = self.root
-        for v in _top_level_consts(self.graph):
-            if v not in root.names:
-                root.names[v] = f"c{len(root.const_vars)}"
-                root.const_vars.append(v)
-                root.const_values[v] = self.graph.consts[v]
-            self.names[v] = root.names[v]
+        _name_consts(self, self.graph)
         for step, node in enumerate(_flatten(self.graph)):
             self.step = step
             self.lower_node(node)
@@ -212,6 +208,17 @@ class _FunctionLowering(_Lowering):
         statements = [rename(line) for line in statements] or ["    pass"]
         functions = [[rename(line) for line in f] for f in functions + blocks]
         return statements, functions
+
+
+def _name_consts(lowering: _Lowering, graph: Graph) -> None:
+    """The graph's array constants become arguments of the entry (c0, c1, ...)."""
+    root = lowering.root
+    for v in _top_level_consts(graph):
+        if v not in root.names:
+            root.names[v] = f"c{len(root.const_vars)}"
+            root.const_vars.append(v)
+            root.const_values[v] = graph.consts[v]
+        lowering.names[v] = root.names[v]
 
 
 def _flatten(graph: Graph) -> list[Node]:
@@ -306,6 +313,9 @@ def _swap(current: list[str], spare: list[str], indent: str) -> list[str]:
 
 
 def _lower_scan(lowering: _Lowering, node: Node) -> None:
+    hoisted = hoist_step_products(node)
+    if hoisted is not None:
+        node = _with_products(lowering, node, *hoisted)
     p = node.params
     nc, nk, length = p["num_consts"], p["num_carry"], p["length"]
     ins = [_value(lowering.names[v], v.aval) for v in node.inputs]
@@ -341,6 +351,26 @@ def _lower_scan(lowering: _Lowering, node: Node) -> None:
     lowering.body.append(f"    for it in {steps}:")
     lowering.body.append(f"        {body.call(args, outs)}")
     lowering.body += _swap(current, spare, "        ")
+
+
+def _with_products(lowering: _Lowering, node: Node, stacked: Graph, scan: Node) -> Node:
+    """Emit the products of every step (compiler/scan_hoist.py) before the loop; the scan
+    that reads them."""
+    p = node.params
+    nc, nk = p["num_consts"], p["num_carry"]
+    graph = _optimised(stacked)
+    operands = node.inputs[:nc] + node.inputs[nc + nk:]
+    for v, operand in zip(graph.inputs, operands):
+        lowering.names[v] = lowering.names[operand]
+    _name_consts(lowering, graph)
+    step, lowering.step = lowering.step, -2  # no region writes over the scan's operands
+    for part in _flatten(graph):
+        lowering.lower_node(part)
+    lowering.step = step
+    extra = scan.inputs[len(node.inputs):]
+    for v, product in zip(extra, graph.outputs):
+        lowering.names[v] = lowering.names[product]
+    return scan
 
 
 def _parallel_map(lowering: _Lowering, graph: Graph, body: _Callee, length: int) -> bool:

@@ -138,6 +138,28 @@ def test_scalar_functions_of_other_dtypes():
     assert len(bodies) >= 8 and len(bodies) == len(set(bodies))  # the two conds share
 
 
+def _elman(h, xs, w, u, b):
+    def cell(h, x):
+        h = np.tanh(h @ w + x @ u + b)
+        return h, h
+    return lax.scan(cell, h, xs)
+
+
+def test_products_of_the_steps_inputs_run_before_the_loop():
+    """x @ u depends on no carry: one product of all steps' rows (compiler/scan_hoist.py)."""
+    rng = np.random.default_rng(5)
+    args = [rng.standard_normal(s).astype(np.float32) for s in
+            [(8, 32), (40, 8, 32), (32, 32), (32, 32), (32,)]]
+    args[2] /= 6
+    args[3] /= 6
+    jitted = tx.jit(_elman)
+    assert_compiled_matches(jitted(*args), _interpreted(_elman, args))
+    source = jitted.lower(*args).source
+    entry = source.split("def entry")[1]
+    assert re.search(r"BLAS: \(320x32 @ 32x32\)", entry.split("scan of")[0])  # 40 steps x 8
+    assert source.split("def entry")[0].count("gemm_strided(") == 1  # h @ w stays in the body
+
+
 def _rnn(h, xs, w):
     def cell(h, x):
         h = np.tanh(h @ w + x)
