@@ -8,10 +8,11 @@ The build needs a C compiler; without one (or for a kernel whose machine code ca
 function only a Numba process can supply) it returns why not, and the aot build keeps
 Numba's cache instead.
 
-What differs from the jit's kernel: parallel regions run on one thread (Numba's threading
-layer lives in Numba), and the compiled wrapper takes its arguments without the
-dispatcher's type checks (as the jit's fast path does): the caller, transfuse.aot's
-AotFunction, matches shapes and dtypes first.
+Parallel regions call Numba's OpenMP threading layer through a shim linked into the
+extension (runtime/native_threads.py); where that layer is not installed they are built
+serial. The compiled wrapper takes its arguments without the dispatcher's type checks (as
+the jit's fast path does): the caller, transfuse.aot's AotFunction, matches shapes and
+dtypes first.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import native_threads
 from .cache import cache_root, code_only
 from .native_load import EXT_SUFFIX, file_digest, host_description, verify_script
 
@@ -84,9 +86,11 @@ def _build(entry_dir: Path, source: str, name: str) -> tuple[dict | None, str]:
         return None, "object code is built on Linux only"
     if shutil.which(os.environ.get("CC", "cc")) is None:
         return None, "no C compiler (cc) to build object code"
+    # prange loops keep their threads through Numba's OpenMP layer (runtime/native_threads.py)
+    threads = "parallel=True" in source and native_threads.layer_path() is not None
     with tempfile.TemporaryDirectory(prefix="transfuse-native-") as build_dir:
         try:
-            built = _compile_extension(source, name, Path(build_dir))
+            built = _compile_extension(source, name, Path(build_dir), threads)
         except Exception as e:  # noqa: BLE001 - any failure keeps the Numba format
             return None, f"pycc could not build it ({type(e).__name__}: {e})"
         try:
@@ -101,6 +105,10 @@ def _build(entry_dir: Path, source: str, name: str) -> tuple[dict | None, str]:
     record = {"module": name, "file": file_name,
               "libraries": [_library_record(library) for library in libraries],
               "host": host_description(), "sha256": file_digest(entry_dir / file_name)}
+    if threads:
+        import numba
+
+        record["threads"] = {"layer": native_threads.LAYER, "numba": numba.__version__}
     problem = _verify(entry_dir, record)
     if problem:
         (entry_dir / file_name).unlink()
@@ -108,9 +116,9 @@ def _build(entry_dir: Path, source: str, name: str) -> tuple[dict | None, str]:
     return record, ""
 
 
-def _compile_extension(source: str, name: str, build_dir: Path) -> Path:
+def _compile_extension(source: str, name: str, build_dir: Path, threads: bool) -> Path:
     """pycc's build of the entry point; returns the extension's path."""
-    module = _exec_serial(source, name)
+    module = _exec_for_pycc(source, name, threads)
     cc = _cached_mixins_cc(name)
     cc.output_dir = str(build_dir)
     cc.target_cpu = "host"  # as the jit's code: the manifest records the CPU it needs
@@ -120,11 +128,12 @@ def _compile_extension(source: str, name: str, build_dir: Path) -> Path:
     return build_dir / cc.output_file
 
 
-def _exec_serial(source: str, name: str) -> types.ModuleType:
-    """The kernel's module with its parallel regions made serial (pycc has no threading
-    layer), no disk cache, and an entry that the jit does not compile (pycc does)."""
-    text = (source.replace("cache=True", "cache=False").replace("parallel=True, ", "")
-            .replace("@njit(SIGNATURE, ", "@njit("))
+def _exec_for_pycc(source: str, name: str, threads: bool) -> types.ModuleType:
+    """The kernel's module with no disk cache and an entry that the jit does not compile
+    (pycc does); without threads, its parallel regions made serial."""
+    text = source.replace("cache=True", "cache=False").replace("@njit(SIGNATURE, ", "@njit(")
+    if not threads:
+        text = text.replace("parallel=True, ", "")
     module = types.ModuleType(name + "_source")
     module.__file__ = f"<transfuse native build {name}>"
     sys.modules[module.__name__] = module
@@ -158,8 +167,14 @@ def _cached_mixins_cc(name: str) -> Any:
                     for k, v in super()._get_mixin_defines()]
 
         def _compile_mixins(self, build_dir: str) -> list[str]:
-            return _mixin_objects(self, lambda where: CC._compile_mixins(self, where),
-                                  build_dir)
+            return _mixin_objects(self, lambda where: self._all_mixins(CC, where), build_dir)
+
+        def _all_mixins(self, base: type, build_dir: str) -> list[str]:
+            """Numba's C helpers and the threading layer's shim (native_threads.py)."""
+            shim = Path(build_dir) / "transfuse_threads.c"
+            shim.write_text(native_threads.SHIM_SOURCE)
+            return base._compile_mixins(self, build_dir) + self._toolchain.compile_objects(
+                [str(shim)], build_dir, extra_cflags=self._get_extra_cflags())
 
     return CachedMixinsCC(name)
 
@@ -170,7 +185,8 @@ def _mixin_objects(cc: Any, compile_into: Any, build_dir: str) -> list[str]:
 
     key = hashlib.sha256(repr((numba.__version__, sys.version, cc._get_mixin_defines(),
                                cc._get_extra_cflags(), os.environ.get("CC"),
-                               [file_digest(Path(p)) for p in cc._get_mixin_sources()])
+                               [file_digest(Path(p)) for p in cc._get_mixin_sources()],
+                               native_threads.SHIM_SOURCE)
                               ).encode()).hexdigest()[:20]
     folder = cache_root() / "native-helpers" / key
     try:

@@ -130,11 +130,35 @@ def _load_checked(entry_dir: Path, record: dict) -> NativeKernel | str:
     libraries = find_libraries(record["libraries"])
     if isinstance(libraries, str):
         return libraries
+    threads = record.get("threads")
+    if threads is not None:
+        problem = _threading_mismatch(threads)
+        if problem is not None:
+            return problem
     try:
         preload(libraries)
-        return NativeKernel(import_extension(path, record["module"]))
-    except (OSError, ImportError) as e:
+        module = import_extension(path, record["module"])
+        if threads is not None:
+            from .native_threads import connect
+
+            connect(path)
+        return NativeKernel(module)
+    except (OSError, ImportError, AttributeError) as e:
         return f"{path.name} does not load ({e})"
+
+
+def _threading_mismatch(threads: dict) -> str | None:
+    """Why the threading layer the parallel regions were built for is not here, or None."""
+    import importlib.metadata
+
+    try:
+        here = importlib.metadata.version("numba")
+    except importlib.metadata.PackageNotFoundError:
+        here = None
+    if here != threads["numba"]:
+        return (f"its parallel regions call the threading layer of numba {threads['numba']}, "
+                f"this environment has {here or 'no numba'}")
+    return None
 
 
 def import_extension(path: Path, name: str) -> types.ModuleType:
@@ -160,6 +184,9 @@ def verify_script(entry_dir: Path, record: dict) -> str:
         f"libraries = find_libraries({record['libraries']!r})\n"
         "assert not isinstance(libraries, str), libraries\n"
         "preload(libraries)\n"
-        f"import_extension(Path({str(entry_dir / record['file'])!r}), {record['module']!r})\n"
+        f"path = Path({str(entry_dir / record['file'])!r})\n"
+        f"import_extension(path, {record['module']!r})\n"
+        + ("from transfuse.runtime.native_threads import connect\nconnect(path)\n"
+           if record.get("threads") else "") +
         "bad = [m for m in ('numba', 'llvmlite') if m in sys.modules]\n"
         "assert not bad, f'importing the extension imported {bad}'\n")
