@@ -587,8 +587,17 @@ _register(["cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd", "q
 _register(["fft"], _stacked)
 # sort acts on the last axis: the batch axis is one more leading (row) axis.
 _register(["sort"], _stacked)
-# The barrier is the identity: batched as it is.
-_register(["optimization_barrier"], _elementwise)
+
+
+def _optimization_barrier(axis_size: int, args: list, dims: list) -> tuple[Any, Dim]:
+    # x keeps its batch dim; a batched `after` (only an ordering token) is summed to 0-d.
+    (x, after), (xd, ad) = args, dims
+    if ad is not None:
+        after = lax.reduce_sum(after, range(_ndim(after)))
+    return bind(P["optimization_barrier"], x, after), xd
+
+
+BATCH_RULES[P["optimization_barrier"]] = _optimization_barrier
 BATCH_RULES.update({
     P["dot_general"]: _dot_general,
     P["conv"]: _conv,

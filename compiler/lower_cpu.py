@@ -502,6 +502,7 @@ _rule("expand_dims", point=_relabel, kernel=lambda k: _view_kernel(k))
 _rule("reshape", point=_reshape_point, kernel=lambda k: _view_kernel(k))
 _rule("copy", point=lambda c: c.arg(0), kernel=lambda k: _copy_kernel(k))
 _rule("stop_gradient", point=lambda c: c.arg(0))  # the identity: fuses into its loop
+_rule("optimization_barrier", point=lambda c: c.arg(0))  # x, once its `after` exists
 _rule("transpose", point=_transpose_point)
 _rule("slice", point=_slice_point)
 _rule("pad", point=_pad_point)

@@ -88,6 +88,7 @@ _as_on_the_cpu("add", "sub", "mul", "div", "floor_div", "mod", "max", "min")
 _as_on_the_cpu("and", "or", "xor", "eq", "ne", "lt", "le", "gt", "ge")
 _as_on_the_cpu("select", "clip", "cast", "random_fold_in", "real", "imag", "conj", "complex")
 _as_on_the_cpu("stop_gradient")
+_as_on_the_cpu("optimization_barrier")
 _as_on_the_cpu("broadcast_in_dim", "transpose", "slice", "pad", "concatenate",
                "dynamic_slice", "update_slice", "dynamic_update_slice", "iota", "full")
 _as_on_the_cpu("random_uniform", "random_normal", "random_split")

@@ -4,10 +4,10 @@
   policy saves some intermediates gets a body that also returns them (`num_saved` trailing
   outputs), so the forward graph can hand them to the backward one as residuals; an
   `everything_saveable` node is inlined (nothing to recompute).
-- `inline_remat` and `strip_barriers` are jit's: the remat bodies are inlined before its
-  simplification (the recomputation in the backward part is kept apart from the forward by
-  the `optimization_barrier`s reverse mode put on its inputs), and the barriers are
-  removed after it, so the backends see neither primitive.
+- `inline_remat` is jit's: the remat bodies are inlined before its simplification, so the
+  backends never see a remat node. The recomputation in the backward part stays apart
+  from the forward pass through the `optimization_barrier`s reverse mode put on its
+  inputs (ir/remat.py), which the backends lower as copies.
 """
 
 from __future__ import annotations
@@ -147,23 +147,6 @@ def inline_remat(graph: Graph) -> Graph:
     return _rebuild(graph, nodes, _substitute(graph.outputs, rename), consts)
 
 
-def strip_barriers(graph: Graph) -> Graph:
-    """Every optimization_barrier (also in sub-graphs) replaced by its operand."""
-    barrier = P["optimization_barrier"]
-    if not any(n.prim is barrier or _has_subgraphs(n) for n in graph.nodes):
-        return graph
-    nodes: list[Node] = []
-    rename: dict[Var, Var] = {}
-    for node in graph.nodes:
-        inputs = _substitute(node.inputs, rename)
-        if node.prim is barrier:
-            rename[node.outputs[0]] = inputs[0]
-            continue
-        node = Node(node.prim, inputs, node.params, node.outputs, node.source)
-        nodes.append(_map_subgraphs(node, strip_barriers) if _has_subgraphs(node) else node)
-    return _rebuild(graph, nodes, _substitute(graph.outputs, rename))
-
-
 __all__ = ["POLICIES", "saves", "expose_saved", "with_saved_outputs", "inline_remat",
-           "strip_barriers", "nothing_saveable", "everything_saveable", "dots_saveable",
+           "nothing_saveable", "everything_saveable", "dots_saveable",
            "dots_with_no_batch_dims_saveable"]

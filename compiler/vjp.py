@@ -781,10 +781,13 @@ def _call_vjp(cts, ins, outs, *, graph):
 @_register("remat")
 def _remat_vjp(cts, ins, outs, *, graph, policy, prevent_cse, num_saved):
     # The body's intermediates are recomputed here, in the backward graph, from the node's
-    # inputs (behind barriers, so CSE cannot merge them into the forward pass) and from
-    # the values its policy saved: the trailing `num_saved` outputs, residuals like any.
+    # inputs (behind barriers that need a cotangent, so neither CSE nor fusion can move
+    # them into the forward pass) and from the values its policy saved: the trailing
+    # `num_saved` outputs, residuals like any.
     if prevent_cse:
-        ins = [bind(P["optimization_barrier"], x) for x in ins]
+        ct = next(c for c in cts if c is not None)
+        after = lax.reduce_sum(ct, range(len(lax.shape(ct))))
+        ins = [bind(P["optimization_barrier"], x, after) for x in ins]
     body = expose_saved(graph)  # nested checkpoints keep their own policies
     n_out = len(outs) - num_saved
     env = evaluate(body, ins, known=dict(zip(body.outputs[n_out:], outs[n_out:])))
@@ -795,7 +798,7 @@ def _remat_vjp(cts, ins, outs, *, graph, policy, prevent_cse, num_saved):
 
 @_register("optimization_barrier")
 def _optimization_barrier_vjp(ct, ins, outs):
-    return [ct]
+    return [ct, None]
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,10 +6,13 @@
   recomputes the rest of the body inside the backward graph. `num_saved`: how many trailing
   outputs of `graph` are such saved intermediates (compiler/remat.py adds them just before
   reverse mode; 0 on the node the user's `checkpoint` makes).
-- `optimization_barrier(x)`: x itself, as a value no simplification looks through. Reverse
-  mode puts one on each input of a recomputation (`prevent_cse=True`), so common-
-  subexpression elimination cannot merge the recomputation back into the forward pass;
-  jit removes the barriers after its simplification, before fusion.
+- `optimization_barrier(x, after)`: x itself, as a new value that exists only once the 0-d
+  value `after` does. Reverse mode puts one on each input of a recomputation
+  (`prevent_cse=True`), with `after` taken from the node's output cotangent: common-
+  subexpression elimination cannot merge the recomputation back into the forward pass,
+  and no scheduling or fusion can move it there (where its values would be stored from
+  the forward pass on, as without the checkpoint). The backends lower it as a copy of x
+  in a loop (fused with its neighbours where they allow).
 """
 
 from __future__ import annotations
@@ -52,9 +55,16 @@ define("remat", _remat_rule, _remat_impl, multiple_results=True,
        doc="apply a sub-graph whose intermediates reverse mode recomputes (checkpoint)")
 
 
-def _barrier_impl(x):
+def _barrier_rule(x: Aval, after: Aval) -> Aval:
+    if after.shape:
+        raise ShapeError(f"optimization_barrier: `after` must be 0-d, got shape {after.shape}")
+    return x
+
+
+def _barrier_impl(x, after):
     return np.array(x, copy=True)
 
 
-define("optimization_barrier", lambda x: x, _barrier_impl,
-       doc="the identity, opaque to simplification (keeps a recomputation from CSE)")
+define("optimization_barrier", _barrier_rule, _barrier_impl,
+       doc="x, as a value made after the 0-d `after` and opaque to simplification (keeps a "
+           "recomputation from CSE and in the backward pass)")

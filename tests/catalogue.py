@@ -548,13 +548,14 @@ def _call_program(name: str, params: dict) -> Callable:
 
 
 def _remat_program(name: str, params: dict) -> Callable:
-    """A checkpointed sub-graph (jit inlines it), or a barrier (jit removes it)."""
+    """A checkpointed sub-graph (jit inlines it), or a barrier (a copy, once y's sum is
+    there)."""
     def body(x, y):
         return [np.sin(x) * y, x + y]
 
     def program(x, y):
         if name == "optimization_barrier":
-            return [bind(P[name], x), y]
+            return [bind(P[name], x, np.sum(y)), y]
         graph = tx.make_graph(body)(np.zeros(x.shape, x.dtype), np.zeros(y.shape, y.dtype))
         return bind(P["remat"], x, y, graph=graph, policy="nothing_saveable",
                     prevent_cse=True, num_saved=0)

@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from transfuse.ir.core import Graph
 
 import transfuse as tx
+from tests import helpers
 from tests.helpers import assert_same
 
 jax.config.update("jax_enable_x64", True)
@@ -164,6 +166,21 @@ def test_jit_keeps_the_recomputation_unless_prevent_cse_is_false():
     assert dots(prevent_cse=False) == n_plain  # CSE merged them with the forward's
     policy = tx.checkpoint_policies.dots_saveable
     assert dots(policy=policy) == n_plain  # the products are saved: nothing recomputed
+    # The barriers wait for a cotangent: fusion cannot move the recomputation into the
+    # forward pass (its values would then be stored from there on, as without checkpoint).
+    # (np.sum's cotangent is a constant, which orders nothing: the loss squares.)
+    def squares(w):
+        y = x
+        for _ in range(4):
+            y = tx.checkpoint(lambda y: np.tanh(np.tanh(y @ w + b) @ w))(y)
+        return np.sum(y ** 2)
+
+    step = tx.grad_and_value(squares)
+    fused = tx.jit(step).lower(w).fused_graph
+    value_at = next(i for i, n in enumerate(fused.nodes) if fused.outputs[-1] in n.outputs)
+    barriers = [i for i, n in enumerate(fused.nodes) if "optimization_barrier" in
+                helpers.primitives_of(Graph([], [n], []))]
+    assert len(barriers) >= 4 and min(barriers) >= value_at  # (its token: in that region)
 
 
 def test_saved_residuals_shrink_as_jax_checkpoint_does():

@@ -67,8 +67,6 @@ NO_RULE: dict[str, dict[str, str]] = {
     "custom_vjp_call": dict.fromkeys(BACKENDS, PRIMAL_ONLY),
     "remat": dict.fromkeys(BACKENDS, "jit inlines checkpoints before simplifying "
                                      "(compiler/remat.py: inline_remat)"),
-    "optimization_barrier": dict.fromkeys(BACKENDS, "jit removes barriers after simplifying "
-                                                    "(compiler/remat.py: strip_barriers)"),
     "fused": dict.fromkeys(TRANSFORMS, MADE_BY_FUSION),
     **{name: dict.fromkeys(TRANSFORMS, MADE_BY_JIT) for name in linalg.MADE_BY_JIT},
 }

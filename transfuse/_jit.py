@@ -29,7 +29,7 @@ from transfuse.compiler.complex_split import split_complex
 from transfuse.compiler.custom_calls import custom_calls_as_calls
 from transfuse.compiler.functionalize import prepare
 from transfuse.compiler.fusion import fuse, inline_calls
-from transfuse.compiler.remat import inline_remat, strip_barriers
+from transfuse.compiler.remat import inline_remat
 from transfuse.compiler.simplify import simplify
 from transfuse.ir.core import Graph
 from transfuse.ir.errors import (
@@ -477,11 +477,10 @@ def _arrays(sig: tuple) -> list:
 
 
 def optimise(graph: Graph) -> Graph:
-    """The graph jit compiles: pure (prepare), checkpoints inlined, simplified, barriers
-    removed (compiler/remat.py), calls inlined, complex sums and contractions split into
-    real ones (compiler/complex_split.py)."""
-    graph = strip_barriers(simplify(inline_remat(prepare(graph))))
-    return split_complex(inline_calls(graph))
+    """The graph jit compiles: pure (prepare), checkpoints inlined (compiler/remat.py),
+    simplified, calls inlined, complex sums and contractions split into real ones
+    (compiler/complex_split.py)."""
+    return split_complex(inline_calls(simplify(inline_remat(prepare(graph)))))
 
 
 __all__ = ["jit", "Jitted", "Lowered", "CacheInfo"]
