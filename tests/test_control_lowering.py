@@ -107,6 +107,10 @@ def test_scalar_lanes_run_as_numbers_in_parallel():
     assert re.search(r"^\s+for it in prange\(p\d+\):$", source, re.M)
     assert re.search(r"^\s+while flow\d+\(b\d+, b\d+, b\d+\):$", source, re.M)  # numbers
     assert "np.empty" not in source.split("def entry")[0]  # nothing allocated per lane
+    before = kernel_cache.compile_count()
+    more = rng.uniform(0.5, 1e4, 3000)
+    np.testing.assert_allclose(jitted(more)[0], np.cbrt(more), rtol=1e-13)
+    assert kernel_cache.compile_count() == before  # another number of lanes: no compile
 
 
 def _other_dtypes(z, v, flags, ints):
