@@ -43,19 +43,59 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.max(np.abs(got - want) / scale))
 
 
-def test_jit_matches_scipy_and_compiles_fast():
+# ---------------------------------------------------------------------------------------
+# Compiled: one jitted program for every compiled check of this file. Each program that
+# calls the expm kernel links it anew (about 3 s a dtype and array rank even when the
+# kernel is compiled: Numba re-optimises a callee's code in every caller), so the stacks,
+# the special matrices, the empty shapes and jit(vmap(grad)) are outputs of one program.
+
+SPECIAL = [np.diag([-1e30, 0.5, np.inf]), np.triu(RNG.normal(size=(3, 3)) * 20),
+           np.tril(RNG.normal(size=(3, 3)) * 20),
+           np.array([[0.0, 1e200, 0], [0, 0, 1], [0, 0, 0]]),
+           np.array([[1.0, np.inf, 0], [0, 1, 0], [0, 0, 1]]),
+           np.array([[1.0, 2, 0], [3, np.nan, 0], [0, 0, 1]]),
+           np.array([[800.0, 1, 0], [1, 800, 0], [0, 0, 0]]),
+           np.array([[1e-300, 1e-300, 0], [1e-310, 0, 0], [0, 0, 0]]),
+           300 * matrices(1.0)[0, :3, :3]]
+EMPTIES = [np.zeros(shape, dtype) for shape in ((0, 0), (0, 3, 3), (2, 0, 0))
+           for dtype in (np.float32, np.float64, np.int64, np.complex64)]
+NORM_BOUND = np.maximum(1.0, np.repeat(NORMS, 3))[:, None, None]  # per matrix of REALS
+REALS = np.concatenate([matrices(norm) for norm in NORMS])
+COMPLEXES = np.concatenate([matrices(2.0, complex_=True), matrices(20.0, complex_=True)])
+THRESHOLDS = np.concatenate([near_threshold(1.0), near_threshold(-1.0)])
+STACKS = (REALS, REALS.astype(np.float32), COMPLEXES, COMPLEXES.astype(np.complex64),
+          THRESHOLDS)
+GRAD_BATCH = np.concatenate([matrices(0.5, (2, 3, 3)), matrices(30.0, (2, 3, 3))])
+GRAD_WEIGHTS = RNG.normal(size=(3, 3))
+
+
+def weighted_loss(m):
+    return np.sum(scipy.linalg.expm(m) * GRAD_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """The outputs of one jitted program: expm of STACKS, of SPECIAL stacked, of each of
+    EMPTIES, and jit(vmap(grad(weighted_loss))) of GRAD_BATCH."""
+    def program(*xs):
+        stacks, special = xs[:len(STACKS)], xs[len(STACKS)]
+        empties, batch = xs[len(STACKS) + 1:-1], xs[-1]
+        return ([expm(x) for x in stacks], expm(special), [expm(x) for x in empties],
+                tx.vmap(tx.grad(weighted_loss))(batch))
+
+    start = time.perf_counter()
+    with np.errstate(all="ignore"):
+        out = tx.jit(program)(*STACKS, np.stack(SPECIAL), *EMPTIES, GRAD_BATCH)
+    print(f"jit of every compiled check: first call {time.perf_counter() - start:.2f} s")
+    return dict(zip(("stacks", "special", "empties", "vmap_grad"), out))
+
+
+def test_jit_matches_scipy_and_compiles_fast(compiled):
     """float64 to rounding times the norm (exp's relative condition number is at least
     ||A||), float32 against a float64 reference to float32's; one program for all."""
-    bound = np.maximum(1.0, np.repeat(NORMS, 3))[:, None, None]  # per matrix of `reals`
-    reals = np.concatenate([matrices(norm) for norm in NORMS])
-    complexes = np.concatenate([matrices(2.0, complex_=True), matrices(20.0, complex_=True)])
-    thresholds = np.concatenate([near_threshold(1.0), near_threshold(-1.0)])
-    args = (reals, reals.astype(np.float32), complexes, complexes.astype(np.complex64),
-            thresholds)
-    start = time.perf_counter()
-    got = tx.jit(lambda *xs: [expm(x) for x in xs])(*args)
-    print(f"jit of expm on {len(args)} stacks: first call {time.perf_counter() - start:.2f} s")
-    for a, g in zip(args, got):
+    bound, reals, complexes, thresholds = NORM_BOUND, REALS, COMPLEXES, THRESHOLDS
+    got = compiled["stacks"]
+    for a, g in zip(STACKS, got):
         assert g.dtype == a.dtype and g.shape == a.shape
     want = scipy.linalg.expm(reals)
     scale = np.abs(want).max((1, 2), keepdims=True)
@@ -66,20 +106,12 @@ def test_jit_matches_scipy_and_compiles_fast():
     assert relative_error(got[4], scipy.linalg.expm(thresholds)) < 1e-13
 
 
-def test_jit_special_matrices_as_scipy():
+def test_jit_special_matrices_as_scipy(compiled):
     """Diagonal (exact, inf kept), triangular (the other triangle exactly zero, the
     diagonal recomputed), nilpotent (no squaring), non-finite (NaN), huge and tiny."""
-    cases = [np.diag([-1e30, 0.5, np.inf]), np.triu(RNG.normal(size=(3, 3)) * 20),
-             np.tril(RNG.normal(size=(3, 3)) * 20),
-             np.array([[0.0, 1e200, 0], [0, 0, 1], [0, 0, 0]]),
-             np.array([[1.0, np.inf, 0], [0, 1, 0], [0, 0, 1]]),
-             np.array([[1.0, 2, 0], [3, np.nan, 0], [0, 0, 1]]),
-             np.array([[800.0, 1, 0], [1, 800, 0], [0, 0, 0]]),
-             np.array([[1e-300, 1e-300, 0], [1e-310, 0, 0], [0, 0, 0]]),
-             300 * matrices(1.0)[0, :3, :3]]
+    got = compiled["special"]
     with np.errstate(all="ignore"):
-        got = tx.jit(expm)(np.stack(cases))
-        want = np.stack([scipy.linalg.expm(c) for c in cases])
+        want = np.stack([scipy.linalg.expm(c) for c in SPECIAL])
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(got == 0, want == 0)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
@@ -115,18 +147,13 @@ def test_vjp_is_the_frechet_adjoint(a):
     assert np.max(np.abs(got - want)) < 1e-12 * np.max(np.abs(want))
 
 
-def test_vmap_and_jit_vmap_grad_match_a_loop():
-    a = np.concatenate([matrices(0.5, (2, 3, 3)), matrices(30.0, (2, 3, 3))])
+def test_vmap_and_jit_vmap_grad_match_a_loop(compiled):
+    a = GRAD_BATCH
     loop = np.stack([scipy.linalg.expm(m) for m in a])
     np.testing.assert_allclose(tx.vmap(expm)(a), loop, rtol=1e-12,
                                atol=1e-12 * np.abs(loop).max())
-    weights = np.broadcast_to(RNG.normal(size=(3, 3)), a.shape)
-
-    def loss(m):
-        return np.sum(scipy.linalg.expm(m) * weights[0])
-
-    got = tx.jit(tx.vmap(tx.grad(loss)))(a)
-    want = frechet(np.swapaxes(a, -1, -2), weights)
+    got = compiled["vmap_grad"]  # jit(vmap(grad(weighted_loss)))
+    want = frechet(np.swapaxes(a, -1, -2), np.broadcast_to(GRAD_WEIGHTS, a.shape))
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
 
 
@@ -161,19 +188,16 @@ def test_complex_derivatives_match_jax():
     assert relative_error(got, np.asarray(from_jax)) < 1e-11
 
 
-def test_shapes_dtypes_and_errors_as_scipy():
+def test_shapes_dtypes_and_errors_as_scipy(compiled):
     for a in (np.float64(0.5), np.float32(0.5), np.array([0.5]), np.complex64(0.5j)):
         want = scipy.linalg.expm(a)  # one number: [[e^a]] in double precision
         got = traced(expm, a)
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=1e-15)
-    # Empty matrices and stacks in every dtype, as one jitted program (each program that
-    # calls the expm kernel links it anew: seconds each, suite time).
-    empties = [np.zeros(shape, dtype) for shape in ((0, 0), (0, 3, 3), (2, 0, 0))
-               for dtype in (np.float32, np.float64, np.int64, np.complex64)]
-    outs = tx.jit(lambda *xs: [expm(x) for x in xs])(*empties)
-    assert len(outs) == len(empties)
-    for a, got in zip(empties, outs):
+    # Empty matrices and stacks in every dtype, compiled (in the module's one program)
+    outs = compiled["empties"]
+    assert len(outs) == len(EMPTIES)
+    for a, got in zip(EMPTIES, outs):
         want = scipy.linalg.expm(a)
         assert got.shape == want.shape and got.dtype == want.dtype, (a.shape, a.dtype)
     ints = np.array([[1, 2], [3, 4]])

@@ -59,31 +59,28 @@ def test_traced_matches_numpy(case, norm):
     close(interpret(graph, [a])[0], want, tol_of(want))
 
 
-def test_jit_matches_numpy_in_every_norm():
-    """One compile: every case and norm as outputs of one program."""
-    args = [a for _, a, _ in CASES]
+# ---------------------------------------------------------------------------------------
+# Compiled: every jit check of this file is an output of one program (a fixture). Each
+# program links the FFT helpers anew and pays Numba's per-program cost: one program for
+# the cases, the shifts, scipy.fft, jit(grad) and jit(vmap(grad)) instead of five.
 
-    def program(*xs):
-        return tuple(f(x, **dict(kw, norm=norm)) for (f, _, kw), x in zip(CASES, xs)
-                     for norm in NORMS)
-
-    got = tx.jit(program)(*args)
-    want = [f(a, **dict(kw, norm=norm)) for f, a, kw in CASES for norm in NORMS]
-    for g, w in zip(got, want):
-        close(g, w, tol_of(w))
+NORM_OF_CASE = [NORMS[i % len(NORMS)] for i in range(len(CASES))]  # each norm: 7 cases
+SHIFTED = RNG.standard_normal((2, 7))
+SCIPY_INPUT = RNG.standard_normal((3, 8)).astype(np.float32)
+CONV_INPUTS = (RNG.standard_normal(9), RNG.standard_normal(5))
+BATCH = RNG.standard_normal((5, 2, 8))
 
 
-def test_hfft_inverts_ihfft_and_shifts():
-    x = RNG.standard_normal((2, 7))
+def shifts(v):
+    return (np.fft.hfft(np.fft.ihfft(v), 7), np.fft.fftshift(v, axes=1),
+            np.fft.ifftshift(np.fft.fftshift(v)), v * np.fft.fftfreq(7, 0.5),
+            v[:, :4] * np.fft.rfftfreq(7))
 
-    def f(v):
-        return (np.fft.hfft(np.fft.ihfft(v), 7), np.fft.fftshift(v, axes=1),
-                np.fft.ifftshift(np.fft.fftshift(v)), v * np.fft.fftfreq(7, 0.5),
-                v[:, :4] * np.fft.rfftfreq(7))
 
-    for got, want in zip(tx.jit(f)(x), f(x)):
-        close(got, want, 1e-13)
-    close(tx.jit(f)(x)[0], x, 1e-13)
+def scipy_calls(v):
+    y = scipy.fft.rfft(v, workers=2, overwrite_x=True)
+    return (scipy.fft.irfft(y * 2, n=8, norm="ortho"), scipy.fft.fftshift(
+        scipy.fft.fftn(v, axes=(0,))), scipy.fft.ihfft(v))
 
 
 def _conv_loss(np_):
@@ -94,15 +91,58 @@ def _conv_loss(np_):
     return loss
 
 
-def test_grad_of_a_real_loss_matches_jax(jax64):
+def two_spectra(x):
+    return np.fft.irfft(np.fft.rfft(x, axis=0) * np.fft.fft(x, axis=1)[:, :1].real,
+                        n=2, axis=0), np.fft.fft2(x, s=(3, 3), norm="ortho")
+
+
+two_spectra_loss = tx.grad(lambda x: np.sum(np.abs(two_spectra(x)[1]) ** 2)
+                           + np.sum(two_spectra(x)[0] ** 3))
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """The outputs of one jitted program: every case in its norm, the shifts, the
+    scipy.fft calls, the gradient of the convolution loss, the batched gradient."""
+    n = len(CASES)
+
+    def program(*xs):
+        cases = tuple(f(x, **dict(kw, norm=norm))
+                      for (f, _, kw), x, norm in zip(CASES, xs[:n], NORM_OF_CASE))
+        shifted, scipys, x, k, batch = xs[n:]
+        return (cases, shifts(shifted), scipy_calls(scipys),
+                tx.grad(_conv_loss(np), argnums=(0, 1))(x, k), tx.vmap(two_spectra_loss)(batch))
+
+    out = tx.jit(program)(*(a for _, a, _ in CASES), SHIFTED, SCIPY_INPUT, *CONV_INPUTS, BATCH)
+    return dict(zip(("cases", "shifts", "scipy", "grad", "vmap_grad"), out))
+
+
+def test_jit_matches_numpy_in_every_norm(compiled):
+    """Every case compiled, each in one norm, the norms taken in turn (each norm meets
+    seven cases of different transforms). A norm is a constant factor the tracer applies
+    after the transform, so the compiled transforms are the same in every norm; every
+    case in every norm is checked traced above."""
+    want = [f(a, **dict(kw, norm=norm)) for (f, a, kw), norm in zip(CASES, NORM_OF_CASE)]
+    assert len(compiled["cases"]) == len(want)
+    for g, w in zip(compiled["cases"], want):
+        close(g, w, tol_of(w))
+    assert set(NORM_OF_CASE) == set(NORMS)
+
+
+def test_hfft_inverts_ihfft_and_shifts(compiled):
+    for got, want in zip(compiled["shifts"], shifts(SHIFTED)):
+        close(got, want, 1e-13)
+    close(compiled["shifts"][0], SHIFTED, 1e-13)
+
+
+def test_grad_of_a_real_loss_matches_jax(jax64, compiled):
     jnp = jax64.numpy
-    x, k = RNG.standard_normal(9), RNG.standard_normal(5)
+    x, k = CONV_INPUTS
     got = tx.grad(_conv_loss(np), argnums=(0, 1))(x, k)
     want = jax64.grad(_conv_loss(jnp), argnums=(0, 1))(x, k)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, np.asarray(w), rtol=1e-10, atol=1e-12)
-    jitted = tx.jit(tx.grad(_conv_loss(np), argnums=(0, 1)))(x, k)
-    for g, w in zip(jitted, want):
+    for g, w in zip(compiled["grad"], want):  # jit(grad)
         np.testing.assert_allclose(g, np.asarray(w), rtol=1e-10, atol=1e-12)
 
 
@@ -126,17 +166,10 @@ def test_complex_gradients_match_jax(jax64, norm):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_vmap_matches_a_loop():
-    batch = RNG.standard_normal((5, 2, 8))
-
-    def f(x):
-        return np.fft.irfft(np.fft.rfft(x, axis=0) * np.fft.fft(x, axis=1)[:, :1].real,
-                            n=2, axis=0), np.fft.fft2(x, s=(3, 3), norm="ortho")
-
-    loss = tx.grad(lambda x: np.sum(np.abs(f(x)[1]) ** 2) + np.sum(f(x)[0] ** 3))
-    for mapped, single in ((tx.vmap(f), f), (tx.vmap(loss), loss),
-                           (tx.jit(tx.vmap(loss)), loss)):
-        got = mapped(batch)
+def test_vmap_matches_a_loop(compiled):
+    batch, f, loss = BATCH, two_spectra, two_spectra_loss
+    for got, single in ((tx.vmap(f)(batch), f), (tx.vmap(loss)(batch), loss),
+                        (compiled["vmap_grad"], loss)):  # the last: jit(vmap(grad))
         for k, x in enumerate(batch):
             want = single(x)
             for g, w in zip(got if isinstance(got, tuple) else (got,),
@@ -152,15 +185,9 @@ def test_jacobians_agree():
     np.testing.assert_allclose(tx.jacrev(f)(x), exact, atol=1e-14)
 
 
-def test_scipy_fft_traces():
-    x = RNG.standard_normal((3, 8)).astype(np.float32)
-
-    def f(v):
-        y = scipy.fft.rfft(v, workers=2, overwrite_x=True)
-        return (scipy.fft.irfft(y * 2, n=8, norm="ortho"), scipy.fft.fftshift(
-            scipy.fft.fftn(v, axes=(0,))), scipy.fft.ihfft(v))
-
-    for got, want in zip(tx.jit(f)(x), f(x)):
+def test_scipy_fft_traces(compiled):
+    x = SCIPY_INPUT
+    for got, want in zip(compiled["scipy"], scipy_calls(x)):
         close(got, want, 1e-5)
     assert tx.scipy.fft.fft2(x).dtype == np.complex64  # NumPy arrays: SciPy's own
 
