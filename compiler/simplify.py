@@ -16,6 +16,8 @@ P = PRIMITIVES
 # Folding these would bake in a draw or grow a constant to the size of its output.
 _NO_FOLD = {"random_uniform", "random_normal", "random_split", "random_fold_in", "iota",
             "full", "broadcast_in_dim", "call"}
+# Primitives whose params["graph"] inline_calls inlines (transfuse/compile adds its own).
+INLINED_CALLS = {P["call"]}
 _FOLD_MAX_ELEMENTS = 1 << 16
 
 
@@ -228,14 +230,14 @@ def inline_calls(graph: Graph) -> Graph:
     Each inlined copy gets fresh variables: a sub-graph called twice (chunked vmap) must
     not define the same SSA value twice.
     """
-    if not any(n.prim is P["call"] for n in graph.nodes):
+    if not any(n.prim in INLINED_CALLS for n in graph.nodes):
         return graph
     nodes: list[Node] = []
     rename: dict[Var, Var] = {}
     consts = dict(graph.consts)
     for node in graph.nodes:
         ins = _substitute(node.inputs, rename)
-        if node.prim is not P["call"]:
+        if node.prim not in INLINED_CALLS:
             nodes.append(Node(node.prim, ins, node.params, node.outputs, node.source))
             continue
         sub = inline_calls(node.params["graph"])

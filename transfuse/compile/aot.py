@@ -21,13 +21,14 @@ from transfuse.ir.core import Aval, Graph
 from transfuse.ir.errors import MutationError, TransfuseTypeError, UnsupportedError
 from transfuse.ir.primitives import PRIMITIVES
 from transfuse.ir.source import with_location
-from transfuse.ir.tracing import Tracer, bind, current_builder, inline, source_of
+from transfuse.ir.tracing import Tracer, bind, current_builder, source_of
 from transfuse.ir.tree import TreeDef, tree_flatten, tree_unflatten
 
 from .._custom import custom_vjp
 from .._staging import is_array_leaf, leaf_aval, signature, stage
 from ..nn.module import Module
 from ..nn.utils import functional_call
+from .compiled_call import compiled_call
 from .compilers import jit_compile
 from .partition import (
     JointGraph,
@@ -147,26 +148,27 @@ class AOTFunction:
         part = self.partition_fn(joint)
         forward = self.fw_compiler(part.forward, part.forward.in_avals)
         backward = self.bw_compiler(part.backward, part.backward.in_avals)
-        return _Compiled(joint, part, forward, backward, staged.out_tree,
-                         _with_rule(part, wrt, graph.out_avals, name))
+        rule = _with_rule(part, forward, backward, wrt, graph.out_avals, name)
+        return _Compiled(joint, part, forward, backward, staged.out_tree, rule)
 
 
-def _with_rule(part: Partition, wrt: Sequence[bool], out_avals: Sequence[Aval], name: str
-               ) -> custom_vjp:
-    """The partitioned graphs as a custom_vjp on the flat array arguments."""
+def _with_rule(part: Partition, forward: Callable, backward: Callable, wrt: Sequence[bool],
+               out_avals: Sequence[Aval], name: str) -> custom_vjp:
+    """The partitioned graphs as a custom_vjp on the flat array arguments, each graph a
+    node run by its compiled callable (compiled_call.py)."""
     n_out = part.num_outputs
     takes_ct = [is_differentiable(a) for a in out_avals]
 
     def primal(*dyn: Any) -> list:
-        return inline(part.forward, dyn)[:n_out]
+        return compiled_call(part.forward, forward, dyn)[:n_out]
 
     def fwd(*dyn: Any) -> tuple:
-        outs = inline(part.forward, dyn)
+        outs = compiled_call(part.forward, forward, dyn)
         return outs[:n_out], tuple(outs[n_out:])
 
     def bwd(saved: tuple, cts: list) -> tuple:
         given = [ct for ct, take in zip(cts, takes_ct) if take]
-        in_cts = iter(inline(part.backward, list(saved) + given))
+        in_cts = iter(compiled_call(part.backward, backward, list(saved) + given))
         return tuple(next(in_cts) if w else None for w in wrt)
 
     primal.__name__ = primal.__qualname__ = f"aot_{name}"
