@@ -141,3 +141,18 @@ def test_bad_target_and_signature_are_errors():
         cli_main(["minify", "tests.test_minifier", "--signature", "f32[3]"])
     with pytest.raises(TransfuseValueError, match="bad signature"):
         cli_main(["minify", "tests.test_minifier:chain", "--signature", "f32[3"])
+
+
+def test_tutorial_minifies_the_planted_bug(tmp_path, capsys):
+    import importlib.util
+
+    path = ROOT / "docs" / "tutorials" / "minifier.py"
+    spec = importlib.util.spec_from_file_location("_tutorial_minifier", path)
+    tutorial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tutorial)
+    res = tutorial.main(with_jit=False, folder=tmp_path)
+    assert res["nodes_before"] >= 50 and res["nodes_after"] <= 3
+    assert " sin " in res["minimal_graph"]
+    assert res["repro_error"].startswith("output 0: values differ")
+    tutorial._summary(res)
+    assert f"to {res['nodes_after']} in" in capsys.readouterr().out

@@ -101,7 +101,10 @@ def write_repro(path: str | Path, graph: Graph, inputs: Sequence[Any], why: str,
 
 def _import_root(module: str) -> str:
     """The folder on sys.path from which `module` imports (the repro may run elsewhere)."""
-    spec = importlib.util.find_spec(module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # __main__ of a script has no spec
+        spec = None
     if spec is None or spec.origin is None:
         return str(Path.cwd())
     path = Path(spec.origin)
