@@ -42,6 +42,7 @@ from .lower_cpu import (
 from .region_functions import RegionBody, share_regions
 from .repeated_blocks import outline_repeats
 from .scan_hoist import hoist_step_products
+from .scan_merge import find_twin, twin_outputs
 
 MAP_PARALLEL_MIN_LENGTH = 1024  # steps of a map from which they run in parallel
 _FIXED_NAME = re.compile(r"(?<![.\w])(c\d+|g0|n\d+)(?!\w)")  # constants, g0, sizes
@@ -79,6 +80,8 @@ class _Callee:
 
 def lower_control_flow(lowering: _Lowering, node: Node) -> None:
     """Emit the statements running a cond, while_loop or scan node into `lowering`."""
+    if id(node) in lowering.merged_nodes:
+        return  # it ran with its twin (compiler/scan_merge.py)
     _EMITTERS[node.prim.name](lowering, node)
     lowering.reports.append(RegionReport("control", [node.prim.name]))
 
@@ -313,6 +316,15 @@ def _swap(current: list[str], spare: list[str], indent: str) -> list[str]:
 
 
 def _lower_scan(lowering: _Lowering, node: Node) -> None:
+    twin = find_twin(lowering.graph.nodes, node)
+    if twin is not None:
+        _lower_scan(lowering, _with_twin(lowering, node, *twin))
+        nk = node.params["num_carry"]
+        for mine, theirs in zip(node.outputs[:nk], twin[0].outputs[:nk]):
+            name = lowering.buffers.alias(theirs, mine, lowering.names)
+            lowering.names[theirs] = name
+            lowering.body.append(f"    {name} = {lowering.names[mine]}  # the same carry")
+        return
     hoisted = hoist_step_products(node)
     if hoisted is not None:
         node = _with_products(lowering, node, *hoisted)
@@ -351,6 +363,13 @@ def _lower_scan(lowering: _Lowering, node: Node) -> None:
     lowering.body.append(f"    for it in {steps}:")
     lowering.body.append(f"        {body.call(args, outs)}")
     lowering.body += _swap(current, spare, "        ")
+
+
+def _with_twin(lowering: _Lowering, node: Node, twin: Node, body: Graph) -> Node:
+    """The scan computing node's outputs and its twin's stacked outputs in one loop."""
+    lowering.merged_nodes.add(id(twin))
+    return Node(node.prim, list(node.inputs), {**node.params, "body": body},
+                twin_outputs(node, twin), node.source)
 
 
 def _with_products(lowering: _Lowering, node: Node, stacked: Graph, scan: Node) -> Node:

@@ -1250,6 +1250,7 @@ class _Lowering:
         self.functions: list[list[str]] = []  # their definitions, placed before the entry
         self.function_names: set[str] = set()
         self.function_keys: dict[str, Any] = {}  # their code -> the function (no duplicates)
+        self.merged_nodes: set[int] = set()  # ids of scans run with a twin (scan_merge.py)
 
     def run(self, cache: bool, title: str) -> Program:
         self.cache = cache

@@ -164,6 +164,25 @@ def test_products_of_the_steps_inputs_run_before_the_loop():
     assert source.split("def entry")[0].count("gemm_strided(") == 1  # h @ w stays in the body
 
 
+def _loss(w, h, xs):
+    def cell(c, x):
+        c = np.sin(c * w + x)
+        return c, c * c
+    c, ys = lax.scan(cell, h, xs)
+    return ys.sum() + c.sum()
+
+
+def test_the_forward_loop_runs_once_under_grad():
+    """grad's primal scan and its recomputation for the residuals are one loop
+    (compiler/scan_merge.py): the forward and the backward loop, no third."""
+    rng = np.random.default_rng(6)
+    args = (rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal((7, 3)))
+    jitted = tx.jit(tx.grad_and_value(_loss))
+    assert_compiled_matches(jitted(*args), _interpreted(tx.grad_and_value(_loss), args))
+    source = jitted.lower(*args).source
+    assert len(re.findall(r"^\s+for it in range\(", source, re.M)) == 2
+
+
 def _rnn(h, xs, w):
     def cell(h, x):
         h = np.tanh(h @ w + x)
