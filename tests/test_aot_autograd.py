@@ -162,7 +162,7 @@ def test_derivative_is_the_compiled_backward_and_finite_differences_agree():
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7)
 
 
-def test_grad_vmap_grad_and_jit_of_an_aot_function():
+def test_vmap_grad_and_grad_of_grad_of_an_aot_function():
     f = attention(np)
     q, k, v = _args("attention", seed=7)
     compiled = aot_function(f, nop, partition_fn=min_cut_rematerialization_partition)
@@ -176,11 +176,22 @@ def test_grad_vmap_grad_and_jit_of_an_aot_function():
     hvp = tx.grad(lambda a: np.sum(tx.grad(compiled)(a, k, v) * t))(q)
     want = jax.jit(jax.grad(lambda a: jnp.sum(jax.grad(attention(jnp))(a, k, v) * t)))(q)
     np.testing.assert_allclose(hvp, np.asarray(want), rtol=1e-9, atol=1e-10)
-    # jit of the function and of its gradient, one compiled program
-    both = tx.jit(lambda a, b, c: (compiled(a, b, c), tx.grad(compiled)(a, b, c)))
-    out, g = both(q, k, v)
-    np.testing.assert_allclose(out, f(q, k, v), rtol=1e-12)
-    np.testing.assert_allclose(g, tx.grad(f)(q, k, v), rtol=1e-11)
+
+
+def test_jit_of_an_aot_function_and_its_gradient():
+    def f(x, y):
+        return np.sum(np.cos(np.cos(x * y)))
+
+    compiled = aot_function(f, nop, partition_fn=min_cut_rematerialization_partition)
+    rng = np.random.default_rng(10)
+    x, y = rng.standard_normal(7), rng.standard_normal(7)
+    # one compiled program: the function and its gradient (the graphs inlined and fused)
+    both = tx.jit(lambda a, b: (compiled(a, b), tx.grad(compiled, argnums=(0, 1))(a, b)))
+    out, (gx, gy) = both(x, y)
+    np.testing.assert_allclose(out, f(x, y), rtol=1e-13)
+    want = jax.grad(lambda a, b: jnp.sum(jnp.cos(jnp.cos(a * b))), argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(gx, np.asarray(want[0]), rtol=1e-12)
+    np.testing.assert_allclose(gy, np.asarray(want[1]), rtol=1e-12)
 
 
 def test_aot_module_parameters_are_inputs():
@@ -257,3 +268,12 @@ def test_bad_inputs_raise_named_errors():
 
     with pytest.raises(UnsupportedError, match="random"):
         aot_function(draws, nop)(np.ones(2))
+
+
+def test_tutorial_runs_and_min_cut_halves_the_saved_bytes():
+    from tests.test_tutorials import load
+
+    res = load("aot_autograd").main(with_jit=False, show=False)
+    assert res["output_diff"] == 0.0 and res["grad_diff"] < 1e-13
+    assert res["min_cut_grad_diff"] < 1e-13
+    assert (res["default_saved"], res["min_cut_saved"]) == (16000, 8000)
