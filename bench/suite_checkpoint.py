@@ -14,7 +14,8 @@
 
 Time is what `transfuse bench` reports; what reverse mode stores (the residuals of vjp,
 arguments excluded) is `saved_bytes`. `python -m transfuse.bench.suites.suite_checkpoint`
-prints both side by side, as ratios to transfuse with checkpoints (docs/performance.md).
+prints both side by side, as ratios to transfuse with checkpoints, and with `--peak` the
+memory the jitted step holds at its peak (`peak_step_bytes`; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def _sizes(quick: bool) -> tuple[int, int]:
     return (32, 16) if quick else (512, 256)
 
 
-def mlp_inputs(quick: bool) -> tuple:
+def mlp_inputs(quick: bool, batch_factor: int = 1) -> tuple:
     """(params: a list of (w, b) per layer, x, y), float32."""
     width, batch = _sizes(quick)
+    batch *= batch_factor
     rng = np.random.default_rng(17)
     scale = np.float32(1.0 / np.sqrt(width))
     params = [(rng.standard_normal((width, width), dtype=np.float32) * scale,
@@ -135,6 +137,57 @@ def saved_bytes(quick: bool) -> dict[str, int]:
             "jax": _jax_saved_bytes(inputs, False)}
 
 
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(key + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def _peak_of_call(call: Callable[[], object]) -> int:
+    """Bytes the process's resident set grew by at most during one call (after warm-ups),
+    less those of its results: Linux's VmHWM, reset through /proc/self/clear_refs."""
+    call()
+    call()
+    before = _status_bytes("VmRSS")
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    results = call()
+    return _status_bytes("VmHWM") - before - sum(
+        np.asarray(a).nbytes for a in _leaves(results))
+
+
+def _leaves(tree: object) -> list:
+    if isinstance(tree, (tuple, list)):
+        return [leaf for t in tree for leaf in _leaves(t)]
+    return [tree]
+
+
+PEAK_BATCH_FACTOR = 8  # activations, not the weights' gradients, dominate the peak
+
+
+def peak_step_bytes(quick: bool) -> dict[str, int]:
+    """The temporaries a jitted step holds at its peak (its results aside), per system, at
+    PEAK_BATCH_FACTOR times the batch (Linux; run the process with
+    MALLOC_MMAP_THRESHOLD_=65536 so that freed arrays go back to the system at once). For
+    JAX it is XLA's own account of the step's temporaries (memory_analysis): XLA keeps its
+    buffers between calls, so the resident set does not show them."""
+    import transfuse as tx
+
+    inputs = mlp_inputs(quick, PEAK_BATCH_FACTOR)
+    out = {}
+    for name, ck in (("transfuse", tx.checkpoint), ("transfuse-no-checkpoint", None),
+                     ("transfuse-prevent_cse=False", partial(tx.checkpoint,
+                                                             prevent_cse=False))):
+        step = tx.jit(tx.grad_and_value(partial(mlp_loss, checkpoint=ck)))
+        out[name] = _peak_of_call(lambda step=step: step(*inputs))
+    jax, jnp = import_jax()
+    args = jax.tree_util.tree_map(jnp.asarray, inputs)
+    for name, ck in (("jax.checkpoint", jax.checkpoint), ("jax", None)):
+        step = jax.jit(jax.value_and_grad(partial(mlp_loss, xp=jnp, checkpoint=ck)))
+        out[name] = step.lower(*args).compile().memory_analysis().temp_size_in_bytes
+    return out
+
+
 def main(argv: list[str]) -> int:
     """Time per step and bytes stored, side by side (ratios to transfuse with checkpoints)."""
     from transfuse.bench.harness import Settings, run_case
@@ -142,13 +195,15 @@ def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     result = run_case(cases(quick)[0], Settings(quick=quick))
     stored = saved_bytes(quick)
+    peak = peak_step_bytes(quick) if "--peak" in argv else {}
     base_s = result.systems["transfuse"].timing.median_s
-    print(f"{'system':<30}{'ms/step':>10}{'time ratio':>12}{'saved MiB':>12}{'bytes ratio':>13}")
+    print(f"{'system':<30}{'ms/step':>10}{'time ratio':>12}{'saved MiB':>12}{'bytes ratio':>13}"
+          + (f"{'peak MiB (jit, 8x batch)':>26}" if peak else ""))
     for name, system in result.systems.items():
         ms = system.timing.median_s * 1e3 if system.timing else float("nan")
         print(f"{name:<30}{ms:>10.2f}{ms / 1e3 / base_s:>12.2f}"
               f"{stored[name] / 2 ** 20:>12.3f}{stored[name] / stored['transfuse']:>13.2f}"
-              f"  {system.status}")
+              + (f"{peak[name] / 2 ** 20:>26.2f}" if peak else "") + f"  {system.status}")
     return 0 if not result.failed else 1
 
 

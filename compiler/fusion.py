@@ -74,7 +74,8 @@ _ELEMENTWISE_NAMES = (
 )
 FUSION_CLASS: dict[Primitive, str] = {P[n]: ELEMENTWISE for n in _ELEMENTWISE_NAMES}
 FUSION_CLASS[P["stop_gradient"]] = ELEMENTWISE
-FUSION_CLASS[P["optimization_barrier"]] = ELEMENTWISE  # reads its `after` token, uses x
+# x itself, after its `after` token: its own node (the CPU aliases x), never fused forward
+FUSION_CLASS[P["optimization_barrier"]] = KERNEL
 FUSION_CLASS.update({P[n]: RELABEL for n in ("broadcast_in_dim", "squeeze", "expand_dims")})
 FUSION_CLASS.update({P[n]: INDEX for n in (
     "transpose", "slice", "pad", "concatenate", "gather", "dynamic_slice", "update_slice",

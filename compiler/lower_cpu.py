@@ -502,7 +502,9 @@ _rule("expand_dims", point=_relabel, kernel=lambda k: _view_kernel(k))
 _rule("reshape", point=_reshape_point, kernel=lambda k: _view_kernel(k))
 _rule("copy", point=lambda c: c.arg(0), kernel=lambda k: _copy_kernel(k))
 _rule("stop_gradient", point=lambda c: c.arg(0))  # the identity: fuses into its loop
-_rule("optimization_barrier", point=lambda c: c.arg(0))  # x, once its `after` exists
+# x, once its `after` exists: an alias (a view), so a checkpoint copies no weights
+_rule("optimization_barrier", point=lambda c: c.arg(0),
+      kernel=lambda k: k.put(f"{k.outs[0]} = {k.ins[0]}"))
 _rule("transpose", point=_transpose_point)
 _rule("slice", point=_slice_point)
 _rule("pad", point=_pad_point)
@@ -1298,7 +1300,7 @@ class _Lowering:
                 f"the CPU backend has no lowering for primitive {node.prim.name}")
 
     def lower_kernel(self, node: Node, rule: Rule) -> None:
-        views = node.prim.name in ("reshape", "squeeze", "expand_dims")
+        views = node.prim.name in ("reshape", "squeeze", "expand_dims", "optimization_barrier")
         if views:
             outs = [self.buffers.alias(node.outputs[0], node.inputs[0], self.names)]
         elif node.prim.name == "copy":

@@ -88,7 +88,7 @@ _as_on_the_cpu("add", "sub", "mul", "div", "floor_div", "mod", "max", "min")
 _as_on_the_cpu("and", "or", "xor", "eq", "ne", "lt", "le", "gt", "ge")
 _as_on_the_cpu("select", "clip", "cast", "random_fold_in", "real", "imag", "conj", "complex")
 _as_on_the_cpu("stop_gradient")
-_as_on_the_cpu("optimization_barrier")
+_as_on_the_cpu("optimization_barrier")  # left alone: `lower_host` aliases x
 _as_on_the_cpu("broadcast_in_dim", "transpose", "slice", "pad", "concatenate",
                "dynamic_slice", "update_slice", "dynamic_update_slice", "iota", "full")
 _as_on_the_cpu("random_uniform", "random_normal", "random_split")
@@ -826,8 +826,8 @@ class _CudaLowering:
             lower_cuda_control_flow(self, node)
             return
         rule = CUDA_LOWERING_RULES.get(node.prim)
-        if name in ("reshape", "squeeze", "expand_dims", "copy"):
-            self.lower_host(node)
+        if name in ("reshape", "squeeze", "expand_dims", "copy", "optimization_barrier"):
+            self.lower_host(node)  # the barrier: an alias of x, as a reshape to its shape
         elif rule is not None and rule.kernel is not None:
             self.lower_kernel(node, rule)
         elif rule is not None and (rule.point is not None or rule.reduce is not None):

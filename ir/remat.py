@@ -11,8 +11,8 @@
   (`prevent_cse=True`), with `after` taken from the node's output cotangent: common-
   subexpression elimination cannot merge the recomputation back into the forward pass,
   and no scheduling or fusion can move it there (where its values would be stored from
-  the forward pass on, as without the checkpoint). The backends lower it as a copy of x
-  in a loop (fused with its neighbours where they allow).
+  the forward pass on, as without the checkpoint). Fusion leaves it a node of its own and
+  the backends lower it as an alias of x (a view): no copy, only the order.
 """
 
 from __future__ import annotations

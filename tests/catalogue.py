@@ -548,7 +548,7 @@ def _call_program(name: str, params: dict) -> Callable:
 
 
 def _remat_program(name: str, params: dict) -> Callable:
-    """A checkpointed sub-graph (jit inlines it), or a barrier (a copy, once y's sum is
+    """A checkpointed sub-graph (jit inlines it), or a barrier (x, aliased once y's sum is
     there)."""
     def body(x, y):
         return [np.sin(x) * y, x + y]
