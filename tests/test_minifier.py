@@ -156,3 +156,30 @@ def test_tutorial_minifies_the_planted_bug(tmp_path, capsys):
     assert res["repro_error"].startswith("output 0: values differ")
     tutorial._summary(res)
     assert f"to {res['nodes_after']} in" in capsys.readouterr().out
+
+
+def interpreting(graph: Graph, example_avals) -> object:
+    """A correct test-only compiler: the interpreter itself."""
+    return lambda *xs: interpret(graph, list(xs))
+
+
+def writes_into_x(x, y):
+    head = x[:2]
+    x[:2] = y
+    return head * 2.0, x.sum()
+
+
+def test_a_program_writing_into_its_inputs_is_checked_on_copies():
+    rng = np.random.default_rng(3)
+    args = [rng.standard_normal((5, 4)), rng.standard_normal(4)]
+    before = [a.copy() for a in args]
+    graph = stage(writes_into_x, [a.copy() for a in args]).graph
+    assert any(n.prim.name == "assign" for n in graph.nodes)
+    assert failure(interpreting, graph, args) is None  # each side ran on its own copies
+    assert all(np.array_equal(a, b) for a, b in zip(args, before))
+    small, small_inputs = minifier(graph, args, lambda g, xs: "assign" in str(g)
+                                   and failure(interpreting, g, xs) is None)
+    # The write defines no value, yet pruning keeps it (a graph needs an output, hence the
+    # view beside it).
+    assert [n.prim.name for n in small.nodes] == ["view_slice", "assign"]
+    assert len(small_inputs) == len(small.inputs)

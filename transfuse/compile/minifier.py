@@ -50,7 +50,10 @@ def all_values(graph: Graph, inputs: Sequence[Any]) -> dict[Var, Any]:
     probe = Graph(list(graph.inputs), list(graph.nodes), defined, dict(graph.consts),
                   name=graph.name)
     env: dict[Var, Any] = dict(zip(graph.inputs, inputs))
-    env.update(zip(defined, interpret(probe, list(inputs))))
+    # On copies: a program may write into its inputs (then a written buffer's value is
+    # its final one, what both sides of a check see alike).
+    values = interpret(probe, [np.array(x, copy=True) for x in inputs])
+    env.update(zip(defined, [np.array(v, copy=True) for v in values]))
     return env
 
 
@@ -101,13 +104,14 @@ class _Cut:
         return outs + [v for v in defined if v not in read and v not in outs]
 
     def pruned(self) -> _Cut:
-        """Only the nodes the kept outputs need, the outputs fixed."""
+        """Only the nodes the kept outputs need (and effects: a write into a buffer defines
+        nothing), the outputs fixed."""
         outs = self.outputs()
         needed = set(outs)
         keep = []
         for i in reversed(self.keep):
             node = self.graph.nodes[i]
-            if any(v in needed for v in node.outputs):
+            if node.prim.effect is not None or any(v in needed for v in node.outputs):
                 keep.append(i)
                 needed.update(node.inputs)
         return _Cut(self.graph, self.values, keep[::-1], outs)

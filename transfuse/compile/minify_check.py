@@ -39,10 +39,11 @@ def jit_graph_compiler(graph: Graph, example_avals: Sequence[Any] = ()) -> Calla
 
 def failure(compiler: Compiler, graph: Graph, inputs: Sequence[Any]) -> str | None:
     """How the compiled graph fails on inputs: 'raises T: ...', 'output i ...', or None."""
-    expected = interpret(graph, list(inputs))
+    # Each side gets its own copies: a program may write into its inputs.
+    expected = interpret(graph, _copies(inputs))
     try:
-        compiled = compiler(graph, [np.asarray(x) for x in inputs])
-        got = compiled(*inputs)
+        compiled = compiler(graph, _copies(inputs))
+        got = compiled(*_copies(inputs))
     except Exception as error:  # a compiler raising is a failure to minify
         return f"raises {type(error).__name__}: {error}"
     got = list(got) if isinstance(got, (list, tuple)) else [got]
@@ -53,6 +54,10 @@ def failure(compiler: Compiler, graph: Graph, inputs: Sequence[Any]) -> str | No
         if why is not None:
             return f"output {i}: {why}"
     return None
+
+
+def _copies(inputs: Sequence[Any]) -> list[np.ndarray]:
+    return [np.array(x, copy=True) for x in inputs]
 
 
 def mismatch(got: np.ndarray, expected: np.ndarray) -> str | None:
