@@ -195,6 +195,9 @@ _LOADED: dict[str, LoadedKernel] = {}  # key -> kernel, for the whole process
 
 def load_kernel(source: str, name: str, *, disk: bool) -> LoadedKernel:
     """The compiled entry point of generated source: from memory, disk, or a fresh compile."""
+    native = native_kernel(source, name) if disk else None
+    if native is not None:  # object code: Numba is not imported (runtime/native_cache.py)
+        return native
     key = program_key(source)
     with COMPILE_LOCK:
         kernel = _LOADED.get(key)
@@ -206,6 +209,28 @@ def load_kernel(source: str, name: str, *, disk: bool) -> LoadedKernel:
             kernel = _load_in_memory(source, key)
         count_load(kernel)
         _LOADED[key] = kernel
+        if disk:
+            from .native_cache import schedule_build
+
+            schedule_build(source, name, compiled=kernel.origin == "compiled")
+        return kernel
+
+
+def native_kernel(source: str, name: str) -> Any:
+    """The kernel's object code from the disk cache (a NativeKernel), or None."""
+    from .native_cache import load, mode, native_key
+
+    if mode() == "off":
+        return None
+    key = "native:" + native_key(source)
+    with COMPILE_LOCK:
+        kernel = _LOADED.get(key)
+        if kernel is None:
+            kernel = load(source, name)
+            if kernel is None:
+                return None
+            count_load(kernel)
+            _LOADED[key] = kernel
         return kernel
 
 

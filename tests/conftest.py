@@ -26,6 +26,10 @@ import pytest
 # a process of its own (tests/test_cuda.py::test_simulator_suite), not in this one, where it
 # would only show as skipped.
 collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["test_cuda_sim.py"]
+# The disk cache's object code (runtime/native_cache.py) is built by background processes:
+# off for the suite (its cache tests inspect Numba's files, and the builds would cost CPU);
+# tests/test_native_cache.py turns it on in the processes it starts.
+os.environ.setdefault("TRANSFUSE_NATIVE_CACHE", "0")
 
 JIT_MODES = ["eager", "jit"]
 _JIT_RTOL = 2e-5  # float32 agreement to rounding (about a hundred ulps at worst)

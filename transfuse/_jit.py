@@ -309,7 +309,8 @@ class Jitted:
             self._index_sites[sig] = indexing_sites(graph)
             disk = disk_cache.disk_enabled(self._options.cache)
             disk_cache.log(f"miss {self._short}: {reason}; compiling")
-            if disk:
+            if disk and (self._options.device == "cuda"  # object code: Numba's key unneeded
+                         or disk_cache.native_kernel(program.source, self._short) is None):
                 key = disk_cache.program_key(program.source)
                 changed = disk_cache.note_signature(self._qualified(), sig, key)
                 if changed:
