@@ -24,6 +24,7 @@ SUITES = {
     "sorting": "suite_sorting",
     "control": "suite_control_flow",
     "checkpoint": "suite_checkpoint",
+    "aot": "suite_aot",
     "dispatch": "suite_dispatch",
     "compile": "suite_compile",
 }

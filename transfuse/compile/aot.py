@@ -9,8 +9,9 @@ into forward and backward graphs, compile each. See docs/aot_autograd.md.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from transfuse.ir.tracing import Tracer, bind, current_builder, source_of
 from transfuse.ir.tree import TreeDef, tree_flatten, tree_unflatten
 
 from .._custom import custom_vjp
-from .._staging import is_array_leaf, leaf_aval, signature, stage
+from .._staging import _recordings, is_array_leaf, leaf_aval, signature, stage
 from ..nn.module import Module
 from ..nn.utils import functional_call
 from .compiled_call import compiled_call
@@ -52,6 +53,17 @@ class _Compiled:
     backward: Callable[..., list]
     out_tree: TreeDef
     with_rule: custom_vjp  # the partitioned graphs as a custom_vjp: used under transforms
+    guards: list = field(default_factory=list)  # (weakref, snapshot) of captured arrays
+
+
+def _unchanged(guards: list) -> bool:
+    """Whether every captured array still alive holds what it held when traced."""
+    for ref, snapshot in guards:
+        array = ref()
+        if array is not None and not (array.shape == snapshot.shape and np.array_equal(
+                array, snapshot, equal_nan=True)):
+            return False
+    return True
 
 
 def _stand_in(aval: Aval) -> np.ndarray:
@@ -123,10 +135,29 @@ class AOTFunction:
         dyn_index = [i for i, x in enumerate(leaves) if is_array_leaf(x)]
         key = signature(leaves, dyn_index, in_tree)
         compiled = self._by_signature.get(key)
-        if compiled is None:
-            compiled = self._compile(args, kwargs, leaves, dyn_index)
+        if compiled is None or not _unchanged(compiled.guards):
+            compiled = self._compiled_alone(args, kwargs, leaves, dyn_index)
             self._by_signature[key] = compiled
         return compiled, [leaves[i] for i in dyn_index]
+
+    def _compiled_alone(self, args: tuple, kwargs: dict, leaves: list, dyn_index: list[int]
+                        ) -> _Compiled:
+        """_compile, guarded by the arrays fn captures (a change recompiles). The cache
+        builds of enclosing transforms are told only of those arrays, not of the temporary
+        ones tracing made (whose guards they would check on each of their calls)."""
+        stack = _recordings()
+        enclosing = stack[:]
+        stack[:] = [[]]
+        try:
+            compiled = self._compile(args, kwargs, leaves, dyn_index)
+            guards = [(weakref.ref(o), snap) for o, snap in stack[0]
+                      if isinstance(o, np.ndarray)]
+        finally:
+            stack[:] = enclosing
+        compiled.guards = [(ref, snap) for ref, snap in guards if ref() is not None]
+        for recording in enclosing:
+            recording.extend((ref(), snap) for ref, snap in compiled.guards)
+        return compiled
 
     def _compile(self, args: tuple, kwargs: dict, leaves: list, dyn_index: list[int]
                  ) -> _Compiled:
@@ -230,13 +261,17 @@ def memory_efficient_fusion(fn: Callable | Module, **kwargs: Any) -> AOTFunction
     return aot_function(fn, **options)
 
 
-def saved_bytes(fn: AOTFunction | AOTModule, *args: Any, **kwargs: Any) -> int:
-    """Bytes the forward saves for the backward at these arguments."""
+def saved_bytes(fn: AOTFunction | AOTModule, *args: Any, include_arguments: bool = True,
+                **kwargs: Any) -> int:
+    """Bytes the forward saves for the backward at these arguments; without the arguments
+    themselves (which the caller holds anyway) when include_arguments=False."""
     if isinstance(fn, AOTModule):
         state = {**dict(fn.orig_module.named_parameters()),
                  **dict(fn.orig_module.named_buffers())}
-        return fn._aot.partition(state, args, kwargs).saved_bytes
-    return fn.partition(*args, **kwargs).saved_bytes
+        part = fn._aot.partition(state, args, kwargs)
+    else:
+        part = fn.partition(*args, **kwargs)
+    return part.saved_bytes if include_arguments else part.saved_bytes_besides_arguments()
 
 
 __all__ = ["aot_function", "aot_module", "memory_efficient_fusion", "saved_bytes",

@@ -33,8 +33,13 @@ def print_compile(graph: Graph, example_avals: Sequence[Aval]) -> Callable[..., 
 def jit_compile(graph: Graph, example_avals: Sequence[Aval]) -> Callable[..., list]:
     """The Numba backend: `transfuse.jit` of the graph (simplified, fused, one kernel)."""
 
+    # 0-d constants go in as NumPy scalars: jit guards every captured *array* against
+    # in-place changes on each call, and a graph's own constants never change.
+    consts = {v: a[()] if np.ndim(a) == 0 else a for v, a in graph.consts.items()}
+    replayed = Graph(graph.inputs, graph.nodes, graph.outputs, consts, name=graph.name)
+
     def compiled_graph(*args: Any) -> list:
-        return inline(graph, args)
+        return inline(replayed, args)
 
     compiled_graph.__name__ = compiled_graph.__qualname__ = graph.name or "aot_graph"
     return jit(compiled_graph)

@@ -81,9 +81,19 @@ class Partition:
     num_saved: int
 
     @property
+    def saved(self) -> list[Var]:
+        """The values the forward saves for the backward."""
+        return list(self.forward.outputs[self.num_outputs:])
+
+    @property
     def saved_bytes(self) -> int:
         """Bytes of the values the forward saves for the backward."""
-        return sum(_nbytes(v) for v in self.forward.outputs[self.num_outputs:])
+        return sum(_nbytes(v) for v in self.saved)
+
+    def saved_bytes_besides_arguments(self) -> int:
+        """saved_bytes without the arguments themselves (the caller holds them anyway)."""
+        arguments = set(self.forward.inputs)
+        return sum(_nbytes(v) for v in self.saved if v not in arguments)
 
 
 def _nbytes(v: Var) -> int:
