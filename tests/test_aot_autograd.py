@@ -172,8 +172,10 @@ def test_vmap_grad_and_grad_of_grad_of_an_aot_function():
     # vmap(grad) over a batch of queries vs a Python loop of the eager gradient
     qs = np.random.default_rng(8).standard_normal((3, *q.shape))
     batched = tx.vmap(tx.grad(compiled), in_dims=(0, None, None))(qs, k, v)
+    values = tx.vmap(compiled, in_dims=(0, None, None))(qs, k, v)
     for i in range(3):
         np.testing.assert_allclose(batched[i], tx.grad(f)(qs[i], k, v), rtol=1e-11)
+        np.testing.assert_allclose(values[i], f(qs[i], k, v), rtol=1e-13)
     # grad of grad (through the backward graph): a Hessian-vector product
     t = np.random.default_rng(9).standard_normal(q.shape)
     hvp = tx.grad(lambda a: np.sum(tx.grad(compiled)(a, k, v) * t))(q)
@@ -295,3 +297,19 @@ def test_a_captured_array_changed_in_place_recompiles():
     scale *= -2.0
     np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
     np.testing.assert_allclose(tx.grad(compiled)(x), np.cos(x) * scale, rtol=1e-13)
+
+
+def test_decompositions_replace_a_primitive_before_differentiation():
+    def f(x):
+        return np.sum(np.tanh(x) ** 2)
+
+    def tanh_by_exp(x):
+        return 2.0 / (1.0 + np.exp(-2.0 * x)) - 1.0
+
+    compiled = aot_function(f, nop, decompositions={"tanh": tanh_by_exp})
+    x = np.random.default_rng(13).standard_normal(4)
+    part = compiled.partition(x)
+    names = {n.prim.name for g in (part.forward, part.backward) for n in g.nodes}
+    assert "tanh" not in names and "exp" in names
+    np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
+    np.testing.assert_allclose(tx.grad(compiled)(x), tx.grad(f)(x), rtol=1e-12)
