@@ -41,7 +41,7 @@ from .lower_cpu import (
 )
 from .region_functions import RegionBody, share_regions
 from .repeated_blocks import outline_repeats
-from .scan_hoist import hoist_step_products
+from .scan_hoist import hoist_step_products, sink_accumulations
 from .scan_merge import find_twin, twin_outputs
 
 MAP_PARALLEL_MIN_LENGTH = 1024  # steps of a map from which they run in parallel
@@ -325,6 +325,12 @@ def _lower_scan(lowering: _Lowering, node: Node) -> None:
             lowering.names[theirs] = name
             lowering.body.append(f"    {name} = {lowering.names[mine]}  # the same carry")
         return
+    sunk = sink_accumulations(node)
+    if sunk is not None:  # the accumulated products summed after the loop
+        scan, summed, inputs, finals = sunk
+        _lower_scan(lowering, scan)
+        _emit_graph(lowering, summed, inputs, finals)
+        return
     hoisted = hoist_step_products(node)
     if hoisted is not None:
         node = _with_products(lowering, node, *hoisted)
@@ -377,19 +383,25 @@ def _with_products(lowering: _Lowering, node: Node, stacked: Graph, scan: Node) 
     that reads them."""
     p = node.params
     nc, nk = p["num_consts"], p["num_carry"]
-    graph = _optimised(stacked)
-    operands = node.inputs[:nc] + node.inputs[nc + nk:]
-    for v, operand in zip(graph.inputs, operands):
-        lowering.names[v] = lowering.names[operand]
+    _emit_graph(lowering, stacked, node.inputs[:nc] + node.inputs[nc + nk:],
+                scan.inputs[len(node.inputs):])
+    return scan
+
+
+def _emit_graph(lowering: _Lowering, graph: Graph, inputs: list[Var], outputs: list[Var]
+                ) -> None:
+    """Emit a graph of the node's own making inline: its inputs are the values `inputs`,
+    its outputs become the values `outputs`."""
+    graph = _optimised(graph)
+    for v, value in zip(graph.inputs, inputs):
+        lowering.names[v] = lowering.names[value]
     _name_consts(lowering, graph)
-    step, lowering.step = lowering.step, -2  # no region writes over the scan's operands
+    step, lowering.step = lowering.step, -2  # no region writes over the node's operands
     for part in _flatten(graph):
         lowering.lower_node(part)
     lowering.step = step
-    extra = scan.inputs[len(node.inputs):]
-    for v, product in zip(extra, graph.outputs):
-        lowering.names[v] = lowering.names[product]
-    return scan
+    for v, result in zip(outputs, graph.outputs):
+        lowering.names[v] = lowering.names[result]
 
 
 def _parallel_map(lowering: _Lowering, graph: Graph, body: _Callee, length: int) -> bool:

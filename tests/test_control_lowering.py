@@ -166,21 +166,25 @@ def test_products_of_the_steps_inputs_run_before_the_loop():
 
 def _loss(w, h, xs):
     def cell(c, x):
-        c = np.sin(c * w + x)
+        c = np.sin(c @ w + x)
         return c, c * c
     c, ys = lax.scan(cell, h, xs)
     return ys.sum() + c.sum()
 
 
-def test_the_forward_loop_runs_once_under_grad():
+def test_grad_runs_one_forward_loop_and_sums_weight_gradients_after_the_backward_one():
     """grad's primal scan and its recomputation for the residuals are one loop
-    (compiler/scan_merge.py): the forward and the backward loop, no third."""
+    (compiler/scan_merge.py), and the backward loop's `dw += transpose(dz.T @ c)` is one
+    product over all steps after it (compiler/scan_hoist.py)."""
     rng = np.random.default_rng(6)
-    args = (rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal((7, 3)))
+    args = (rng.standard_normal((3, 3)) / 2, rng.standard_normal((2, 3)),
+            rng.standard_normal((7, 2, 3)))
     jitted = tx.jit(tx.grad_and_value(_loss))
     assert_compiled_matches(jitted(*args), _interpreted(tx.grad_and_value(_loss), args))
     source = jitted.lower(*args).source
     assert len(re.findall(r"^\s+for it in range\(", source, re.M)) == 2
+    after = source.split("def entry")[1].split("steps, reversed")[1]
+    assert "kernel: dot_general" in after  # dw: one product contracting the steps
 
 
 def _rnn(h, xs, w):
