@@ -183,3 +183,20 @@ def test_a_program_writing_into_its_inputs_is_checked_on_copies():
     # view beside it).
     assert [n.prim.name for n in small.nodes] == ["view_slice", "assign"]
     assert len(small_inputs) == len(small.inputs)
+
+
+def test_tolerance_follows_the_least_precise_dtype_computed():
+    from transfuse.compile.minify_check import mismatch, single_precision
+
+    rng = np.random.default_rng(5)
+    z = (rng.standard_normal(3) + 1j * rng.standard_normal(3)).astype(np.complex64)
+    through_f32 = stage(lambda z: np.abs(z).astype(np.complex128), [z]).graph
+    assert single_precision(through_f32)
+    x = rng.standard_normal(3)
+    assert not single_precision(stage(lambda x: np.sin(x) * 2.0, [x]).graph)
+    # An ulp of float32 apart: a mismatch in float64 arithmetic, not after float32 steps.
+    nudged = x * (1 + 1.2e-7)
+    assert mismatch(nudged, x) is not None
+    assert mismatch(nudged, x, single=True) is None
+    assert mismatch(x + 1e-3, x, single=True) is not None
+    assert mismatch(np.array([1, 2]), np.array([1, 3]), single=True) is not None

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from transfuse.ir.core import Graph
+from transfuse.ir.core import Graph, subgraphs
 from transfuse.ir.interpreter import interpret
 
 Compiler = Callable[[Graph, list], Callable]
@@ -23,6 +23,7 @@ Compiler = Callable[[Graph, list], Callable]
 # one wrong primitive shows.
 _TOLERANCE = {np.dtype("float32"): (2e-4, 1e-5), np.dtype("complex64"): (2e-4, 1e-5),
               np.dtype("float64"): (1e-9, 1e-12), np.dtype("complex128"): (1e-9, 1e-12)}
+_SINGLE = (np.dtype("float32"), np.dtype("complex64"))
 
 
 def jit_graph_compiler(graph: Graph, example_avals: Sequence[Any] = ()) -> Callable:
@@ -50,7 +51,7 @@ def failure(compiler: Compiler, graph: Graph, inputs: Sequence[Any]) -> str | No
     if len(got) != len(expected):
         return f"returns {len(got)} outputs, the interpreter {len(expected)}"
     for i, (g, e) in enumerate(zip(got, expected)):
-        why = mismatch(np.asarray(g), np.asarray(e))
+        why = mismatch(np.asarray(g), np.asarray(e), single_precision(graph))
         if why is not None:
             return f"output {i}: {why}"
     return None
@@ -60,11 +61,28 @@ def _copies(inputs: Sequence[Any]) -> list[np.ndarray]:
     return [np.array(x, copy=True) for x in inputs]
 
 
-def mismatch(got: np.ndarray, expected: np.ndarray) -> str | None:
-    """Why got is not expected (shape, dtype, values beyond the dtype's tolerance), or None."""
+def single_precision(graph: Graph) -> bool:
+    """Whether the graph computes anything in float32 or complex64 (then a float64 output
+    holds float32 roundings: NumPy's and Numba's may differ by an ulp)."""
+    return any(v.aval.dtype in _SINGLE for v in _all_vars(graph))
+
+
+def _all_vars(graph: Graph):
+    yield from graph.inputs
+    for node in graph.nodes:
+        yield from node.outputs
+        for sub in subgraphs(node):
+            yield from _all_vars(sub)
+
+
+def mismatch(got: np.ndarray, expected: np.ndarray, single: bool = False) -> str | None:
+    """Why got is not expected (shape, dtype, values beyond the dtype's tolerance, float32's
+    when `single`), or None."""
     if got.shape != expected.shape or got.dtype != expected.dtype:
         return f"got {got.dtype}{list(got.shape)}, expected {expected.dtype}{list(expected.shape)}"
     rtol, atol = _TOLERANCE.get(expected.dtype, (0.0, 0.0))
+    if single and expected.dtype.kind in "fc":
+        rtol, atol = max(rtol, _TOLERANCE[np.dtype("float32")][0]), max(atol, 1e-5)
     if np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True):
         return None
     if expected.dtype.kind in "fc":
