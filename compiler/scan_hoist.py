@@ -1,4 +1,4 @@
-"""Matrix products of a scan's steps with loop constants run for all steps at once.
+"""Matrix products out of a scan's loop: before it (the steps' inputs) and after it (sums).
 
 In an RNN cell `tanh(h @ W + x @ U + b)` the product `x @ U` depends on the step's input
 and a constant only, not on the carry: it is one product of the stacked inputs, `xs @ U`
@@ -10,6 +10,10 @@ steps' inputs (and at least one on the inputs) moves out: the nodes computing it
 operands are batched over the steps (compiler/batching.py), its result becomes a new
 stacked input of the scan, and its body reads it as one more step input. JAX's scan does
 not do this; the products round as BLAS rounds a larger product (to the last bits).
+
+The other way round, a carry that only accumulates products (`dW += h.T @ dz` in the
+backward loop of an RNN) is one product over all steps after the loop: see
+`sink_accumulations`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from transfuse.ir.core import Aval, Graph, Node, Var
 from transfuse.ir.lax import transpose
 from transfuse.ir.tracing import trace_to_graph
 
-HOIST_MAX_BYTES = 1 << 30  # stacked products above this stay in the loop (memory)
+HOIST_MAX_BYTES = 1 << 30  # stacks above this stay in the loop (memory)
 
 
 def hoist_step_products(node: Node) -> tuple[Graph, Node] | None:
@@ -130,7 +134,9 @@ def sink_accumulations(node: Node) -> tuple[Node, Graph, list[Var], list[Var]] |
     nc, nk, length = p["num_consts"], p["num_carry"], p["length"]
     if length < 2:
         return None
-    found = _accumulations(body, nc, nk)
+    found = [f for f in _accumulations(body, nc, nk)
+             if sum(length * v.aval.size * v.aval.dtype.itemsize for v in f[2].inputs)
+             <= HOIST_MAX_BYTES]
     if not found:
         return None
     dropped = {k for k, _, _, _ in found}
