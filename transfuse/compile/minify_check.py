@@ -17,6 +17,8 @@ import numpy as np
 from transfuse.ir.core import Graph, subgraphs
 from transfuse.ir.interpreter import interpret
 
+from .compilers import jit_compile
+
 Compiler = Callable[[Graph, list], Callable]
 
 # (rtol, atol) by dtype kind and size: loose enough for a reordered sum, tight enough that
@@ -26,16 +28,8 @@ _TOLERANCE = {np.dtype("float32"): (2e-4, 1e-5), np.dtype("complex64"): (2e-4, 1
 _SINGLE = (np.dtype("float32"), np.dtype("complex64"))
 
 
-def jit_graph_compiler(graph: Graph, example_avals: Sequence[Any] = ()) -> Callable:
-    """The Numba backend on a graph: jit of a function that replays the graph's nodes."""
-    from transfuse import jit
-    from transfuse.ir.tracing import inline
-
-    def replay(*args: Any) -> tuple:
-        return tuple(inline(graph, args))
-
-    replay.__name__ = replay.__qualname__ = graph.name if graph.name.isidentifier() else "f"
-    return jit(replay)
+# The Numba backend on a graph (jit of a function replaying its nodes), as aot_function uses.
+jit_graph_compiler = jit_compile
 
 
 def failure(compiler: Compiler, graph: Graph, inputs: Sequence[Any]) -> str | None:
