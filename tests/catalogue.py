@@ -805,6 +805,8 @@ CATALOGUE: dict[str, Entry] = {
 NO_ENTRY = {
     "fused": "made by the fusion pass (compiler/fusion.py) after every transform; every "
              "compiled catalogue program runs it",
+    "aot_compiled": "made by transfuse.compile's aot functions (a graph and its compiled "
+                    "callable); tests/test_aot_autograd.py runs it under grad, vmap and jit",
     **dict.fromkeys(MADE_BY_JIT, "made by jit's optimiser after every transform; "
                                  "tests/test_linalg_rewrites.py compiles programs that reach "
                                  "it"),

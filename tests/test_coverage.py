@@ -63,6 +63,7 @@ NO_RULE: dict[str, dict[str, str]] = {
     "view_transpose": dict.fromkeys(TABLES, REMOVED),
     "assign": dict.fromkeys(TABLES, REMOVED),
     "call": dict.fromkeys(BACKENDS, INLINED),
+    "aot_compiled": dict.fromkeys(BACKENDS, INLINED),
     "custom_jvp_call": dict.fromkeys(BACKENDS, PRIMAL_ONLY),
     "custom_vjp_call": dict.fromkeys(BACKENDS, PRIMAL_ONLY),
     "remat": dict.fromkeys(BACKENDS, "jit inlines checkpoints before simplifying "
