@@ -273,6 +273,10 @@ def test_bad_inputs_raise_named_errors():
 
     with pytest.raises(UnsupportedError, match="random"):
         aot_function(draws, nop)(np.ones(2))
+    # forward mode is refused, as for any function with a custom VJP (JAX's choice too)
+    sine = aot_function(np.sin, nop)
+    with pytest.raises(UnsupportedError, match="forward-mode"):
+        tx.jvp(sine, (np.ones(2),), (np.ones(2),))
 
 
 def test_tutorial_runs_and_min_cut_halves_the_saved_bytes():
