@@ -260,6 +260,10 @@ def test_zero_d_and_size_zero_inputs():
     np.testing.assert_allclose(gs, np.sum(np.tanh(x)), rtol=1e-13)
     gx0, gs0 = tx.grad(compiled, argnums=(0, 1))(np.zeros(0), s)
     assert gx0.shape == (0,) and gs0 == 0.0
+    # nothing differentiable: no cotangents, nothing saved
+    ints = aot_function(lambda i: i * 3, nop, partition_fn=min_cut_rematerialization_partition)
+    np.testing.assert_array_equal(ints(np.arange(4)), np.arange(4) * 3)
+    assert ints.partition(np.arange(4)).saved_bytes == 0
 
 
 def test_bad_inputs_raise_named_errors():

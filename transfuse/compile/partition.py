@@ -133,9 +133,8 @@ def partition_with(joint: JointGraph, saved: Sequence[Var]) -> Partition:
     missing = [v for n in bw_nodes for v in n.inputs if v not in defined]
     missing += [v for v in joint.backward_outputs if v not in defined]
     assert not missing, f"the backward reads unsaved forward values {missing[:3]}"
-    consts = {v: a for v, a in g.consts.items()}
     backward = dce(Graph(list(saved) + joint.cotangents, bw_nodes, joint.backward_outputs,
-                         consts, name=g.name.removesuffix("_joint") + "_bwd"))
+                         dict(g.consts), name=g.name.removesuffix("_joint") + "_bwd"))
     return Partition(forward, backward, joint.num_outputs, len(saved))
 
 
@@ -209,6 +208,8 @@ def min_cut_rematerialization_partition(joint: JointGraph) -> Partition:
             for v in node.inputs:
                 if v in index:
                     add(2 * index[v] + 1, 2 * index[out], inf)
+    if not joint.cotangents:  # nothing to differentiate: the backward reads nothing
+        return partition_with(joint, [])
     rows, cols = zip(*edges)
     caps = csr_array((np.fromiter(edges.values(), np.int32), (rows, cols)),
                      shape=(sink + 1, sink + 1))
