@@ -35,11 +35,11 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 from .cache import _FINGERPRINT_FILES, _safe, atomic_write, cache_root, code_only, log
 from .native_load import NativeKernel, _cpu_flags, load_native
@@ -50,7 +50,7 @@ except ImportError:  # Windows: no advisory locks, so no background builds
     fcntl = None
 
 _FORMAT = 1
-_PENDING: list[subprocess.Popen] = []  # builds this process started (tests wait for them)
+_PENDING: list[Any] = []  # subprocess.Popen  # builds this process started (tests wait for them)
 
 
 class NativeCacheWarning(RuntimeWarning):
@@ -153,6 +153,8 @@ def schedule_build(source: str, name: str, *, compiled: bool) -> None:
         path = folder / "kernel.py"
         if not path.is_file() or path.read_text() != source:
             atomic_write(path, source)
+        import subprocess  # here: a warm process that loads object code starts no build
+
         env = dict(os.environ, TRANSFUSE_NATIVE_CACHE="0")
         process = subprocess.Popen(
             [sys.executable, "-m", "transfuse.runtime.native_cache", str(folder), key],
@@ -194,7 +196,15 @@ def build_entry(folder: Path, key: str) -> str:
             return "busy"
         if _read_record(folder, key) is not None:
             return "done"
-        return _build_locked(folder, key)
+        for stale in folder.glob(".build-*"):  # left by a builder that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            return _build_locked(folder, key)
+        except Exception as e:  # noqa: BLE001 - recorded, so that no process retries it
+            why = f"the build failed ({type(e).__name__}: {e})"
+            atomic_write(folder / "native.json",
+                         json.dumps({"format": _FORMAT, "key": key, "failed": why}))
+            return why
     finally:
         os.close(fd)
 
@@ -204,7 +214,7 @@ def _build_locked(folder: Path, key: str) -> str:
 
     source = (folder / "kernel.py").read_text()
     if native_key(source) != key:  # another transfuse or a spoiled file: nothing built
-        return "kernel.py does not have the key's code"
+        raise ValueError("kernel.py does not have the key's code")
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".build-"))
     try:
         record, why_not = build_native(staging, source)
