@@ -132,3 +132,22 @@ def test_corrupt_object_code_falls_back_and_one_racing_build_repairs_it(folder):
     assert sorted(p.name for p in entry.iterdir()) == sorted(
         [".build.lock", "kernel.py", "native.json", repaired["record"]["file"]])
     assert _run(folder, "lazy", "repaired")["numba"] is False
+
+
+def test_a_failed_build_is_recorded_once(tmp_path, monkeypatch):
+    from transfuse.runtime import native_cache
+
+    source = "# no C compiler on this machine\nSIGNATURE = None\n"
+    folder = tmp_path / "entry"
+    folder.mkdir()
+    (folder / "kernel.py").write_text(source)
+    key = native_cache.native_key(source)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert "no C compiler" in native_cache.build_entry(folder, key)
+    assert "no C compiler" in json.loads((folder / "native.json").read_text())["failed"]
+    assert native_cache.build_entry(folder, key) == "done"  # not tried again
+    # A builder whose key is not the code's (another transfuse's) records that, builds nothing.
+    assert "key's code" in native_cache.build_entry(folder, "0" * 64)
+    record = json.loads((folder / "native.json").read_text())
+    assert record["key"] == "0" * 64 and "key's code" in record["failed"]
+    assert sorted(p.name for p in folder.iterdir()) == [".build.lock", "kernel.py", "native.json"]
