@@ -163,6 +163,7 @@ def schedule_build(source: str, name: str, *, compiled: bool) -> None:
     except (OSError, UnicodeDecodeError) as e:  # a read-only cache: no object code
         log(f"native {name}: no background build ({type(e).__name__}: {e})")
         return
+    _PENDING[:] = [p for p in _PENDING if p.poll() is None]  # reap finished builders
     _PENDING.append(process)
     log(f"native {name}: building object code in the background ({folder})")
 
