@@ -63,8 +63,9 @@ NORM_BOUND = np.maximum(1.0, np.repeat(NORMS, 3))[:, None, None]  # per matrix o
 REALS = np.concatenate([matrices(norm) for norm in NORMS])
 COMPLEXES = np.concatenate([matrices(2.0, complex_=True), matrices(20.0, complex_=True)])
 THRESHOLDS = np.concatenate([near_threshold(1.0), near_threshold(-1.0)])
+SINGLE = REALS[10]  # one matrix (of 1-norm 1.5): the kernel's rank-2 form
 STACKS = (REALS, REALS.astype(np.float32), COMPLEXES, COMPLEXES.astype(np.complex64),
-          THRESHOLDS)
+          THRESHOLDS, SINGLE, SINGLE.astype(np.float32))
 GRAD_BATCH = np.concatenate([matrices(0.5, (2, 3, 3)), matrices(30.0, (2, 3, 3))])
 GRAD_WEIGHTS = RNG.normal(size=(3, 3))
 
@@ -104,6 +105,8 @@ def test_jit_matches_scipy_and_compiles_fast(compiled):
     want = scipy.linalg.expm(complexes)
     assert relative_error(got[2], want) < 1e-12 and relative_error(got[3], want) < 2e-5
     assert relative_error(got[4], scipy.linalg.expm(thresholds)) < 1e-13
+    assert relative_error(got[5], scipy.linalg.expm(SINGLE)) < 1e-13
+    assert relative_error(got[6], scipy.linalg.expm(SINGLE)) < 2e-6
 
 
 def test_jit_special_matrices_as_scipy(compiled):
