@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from transfuse.ir.core import Graph, Node, Var
 
 from .fusion import fuse
+from .lockstep_lanes import emit_lockstep
 from .lower_cpu import (
     PARALLEL_MIN_FLOPS,
     RegionReport,
@@ -350,6 +351,9 @@ def _lower_scan(lowering: _Lowering, node: Node) -> None:
     ys_at = [_step(y, v.aval, "it") for y, v in zip(ys, node.outputs[nk:])]
     args = consts + [_value(c, a) for c, a in zip(current, carry_avals)] + xs
     outs = [_value(c, a) for c, a in zip(spare, carry_avals)] + ys_at
+    if nk == 0 and body.scalar and _has_while(p["body"]) and emit_lockstep(
+            lowering, node, ys, _parallel_map(lowering, p["body"], body, length)):
+        return  # blocks of lanes in lockstep (compiler/lockstep_lanes.py)
     if nk == 0 and _parallel_map(lowering, p["body"], body, length):
         # 0-d arrays are read before the loop: Numba's parfors pass them into the loop
         # body as numbers.

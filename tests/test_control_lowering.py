@@ -299,3 +299,44 @@ def test_cuda_refuses_control_flow_on_arrays_naming_it():
     with pytest.raises(tx.CompileError, match=r"scan \(transfuse.lax control flow\) has no "
                                               r"CUDA kernel here.*\n.*test_control_lowering"):
         tx.jit(_rnn, device="cuda", cache=False).lower(h, xs, w)
+
+
+def _lane_roots(a, x0):
+    """Newton's method for a**(1/3) from x0, per lane (vmap): lanes stop at their own step."""
+    tol = a.dtype.type(1e-5 if a.dtype == np.float32 else 1e-13)
+
+    def body(c):
+        x, dx, i = c
+        dx = (x * x * x - a) / (3 * x * x)
+        return x - dx, dx, i + 1
+    x, _, i = lax.while_loop(lambda c: (np.abs(c[1]) > tol * np.abs(c[0])) & (c[2] < 60),
+                             body, (x0, x0, np.int64(0)))
+    return x, i
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_mapped_while_runs_blocks_of_lanes_in_lockstep(dtype, monkeypatch):
+    from transfuse.compiler import lockstep_lanes
+
+    rng = np.random.default_rng(3)
+    lanes = 3 * lockstep_lanes.LANE_BLOCK + 5  # a last block of 5 lanes
+    a = rng.uniform(0.5, 2.0, lanes).astype(dtype)
+    x0 = (10.0 ** rng.uniform(-0.5, 4.0, lanes)).astype(dtype)
+    jitted = tx.jit(tx.vmap(_lane_roots))
+    source = jitted.lower(a, x0).source
+    assert "in lockstep blocks" in source and re.search(r"^\s+while a0 \| a1 \|", source, re.M)
+    roots, steps = jitted(a, x0)
+    assert 2 <= steps.min() and steps.max() - steps.min() >= 5  # lanes of their own lengths
+    expected = _interpreted(tx.vmap(_lane_roots), (a, x0))
+    for got, want in zip((roots, steps), expected):  # the same operations: bit-equal
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    if dtype == np.float64:  # one lane at a time (one more compile: float64 only)
+        monkeypatch.setattr(lockstep_lanes, "ENABLED", False)
+        per_lane = tx.jit(tx.vmap(lambda a, x0: _lane_roots(a, x0)))
+        assert "in lockstep blocks" not in per_lane.lower(a, x0).source
+        for got, want in zip((roots, steps), per_lane(a, x0)):
+            np.testing.assert_array_equal(got, want)
+        monkeypatch.setattr(lockstep_lanes, "ENABLED", True)
+    empty = jitted(a[:0], x0[:0])  # no lane
+    assert [(e.shape, e.dtype) for e in empty] == [((0,), np.dtype(dtype)), ((0,), np.int64)]

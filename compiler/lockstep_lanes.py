@@ -1,0 +1,134 @@
+"""A map of a scalar while_loop (batching's per-lane solver) as blocks of lanes in lockstep.
+
+Batching turns a while_loop with a batched predicate into a map over lanes of the
+unbatched loop; lowered one lane at a time, each iteration waits on the previous one.
+Here LANE_BLOCK lanes run together, as JAX's masked loop does: their carries are small
+local arrays, each round applies one body step to every lane of the block and keeps the
+new value only where the lane is still active, and a lane leaves when its cond is false;
+the rounds end when none is active. The inner loop over the block has a fixed trip count
+and no branch, so LLVM turns it into SIMD code. Each lane computes exactly its own
+iterations (the same scalar functions on the same values), so the results are
+bit-identical to the per-lane loop. The last block's missing lanes repeat the block's first
+lane and are never active. See docs/compiler.md "Control flow".
+"""
+
+from __future__ import annotations
+
+import re
+
+from transfuse.ir.core import Graph, Node
+
+LANE_BLOCK = 8  # lanes run in lockstep (measured: docs/performance.md, control flow)
+ENABLED = True  # False: one lane at a time (the benchmark's "before")
+
+
+def lockstep_while(body: Graph) -> Node | None:
+    """The while_loop node if the (optimised) map body is exactly one while_loop reading
+    the body's inputs and returning its final carries, else None."""
+    if len(body.nodes) != 1 or body.consts or body.nodes[0].prim.name != "while_loop":
+        return None
+    node = body.nodes[0]
+    if not all(v in body.inputs for v in node.inputs):
+        return None
+    if not all(v in node.outputs for v in body.outputs):
+        return None
+    return node
+
+
+def block_kernel(name: str, options: str, body: Graph, loop: Node, cond, step,
+                 lane_inputs: list[bool]) -> list[str]:
+    """`def name(fixed..., i0, i1, ..., y0, y1, ..., lo)` running lanes lo... (at most
+    LANE_BLOCK of them, fewer at the end) in lockstep; input k is a stack read at the lane
+    when lane_inputs[k], else a number (`u{k}`), as are the constants; cond and step are
+    the loop's scalar callees. Each lane's values are locals of their own (`k{m}_{lane}`,
+    unrolled: independent chains the CPU overlaps and LLVM may pack into SIMD)."""
+    p = loop.params
+    ncc, nbc = p["cond_nconsts"], p["body_nconsts"]
+    ins = [f"i{k}" if lane else f"u{k}" for k, lane in enumerate(lane_inputs)]
+    ys = [f"y{k}" for k in range(len(body.outputs))]
+    where = {v: k for k, v in enumerate(body.inputs)}
+    first = lane_inputs.index(True)
+    lines = [f"    n = min(i{first}.shape[0] - lo, {LANE_BLOCK})"]
+    carries = loop.outputs
+    rounds = []
+    for j in range(LANE_BLOCK):
+        # a missing lane of the last block repeats lane 0 and is never active
+        lines.append(f"    q{j} = lo + ({j} if {j} < n else 0)")
+        value = {k: f"i{k}[q{j}]" if lane else f"u{k}" for k, lane in enumerate(lane_inputs)}
+        operands = [value[where[v]] for v in loop.inputs]
+        cond_consts, body_consts = operands[:ncc], operands[ncc:ncc + nbc]
+        carry = [f"k{m}_{j}" for m in range(len(carries))]
+        lines += [f"    {c} = {x}" for c, x in zip(carry, operands[ncc + nbc:])]
+        test = cond.value([(x, x) for x in cond_consts + carry])
+        lines.append(f"    a{j} = ({j} < n) and ({test})")
+        new = [f"s{m}_{j}" for m in range(len(carries))]
+        call = step.value([(x, x) for x in body_consts + carry])
+        rounds.append(f"        {', '.join(new)}{',' if len(new) == 1 else ''} = {call}")
+        rounds += [f"        {c} = {x} if a{j} else {c}" for c, x in zip(carry, new)]
+        rounds.append(f"        a{j} = a{j} & ({test})")
+    active = " | ".join(f"a{j}" for j in range(LANE_BLOCK))
+    lines += [f"    while {active}:", *rounds]
+    for j in range(LANE_BLOCK):
+        lines.append(f"    if {j} < n:")
+        lines += [f"        {y}[lo + {j}] = k{carries.index(v)}_{j}"
+                  for y, v in zip(ys, body.outputs)]
+    return [f"@njit({options})", f"def {name}(FIXED{', '.join(ins + ys)}, lo):",
+            "    # lanes of a mapped while_loop in lockstep blocks", *lines]
+
+
+_CONST_READ = re.compile(r"(?<![.\w])(c\d+)\[\(\)\]")  # c3[()] -> c3: constants as numbers
+
+
+def emit_lockstep(lowering, node: Node, ys: list[str], parallel: bool) -> bool:
+    """Emit a map node (a scan without carry) whose body is a scalar while_loop as calls of
+    a block kernel, one per LANE_BLOCK lanes (in prange when parallel); False (nothing
+    emitted) when the body has another form."""
+    from .lower_control import _fixed_names, _function, _optimised
+
+    if not ENABLED:
+        return False
+    scan = node.params
+    body = _optimised(scan["body"])
+    loop = lockstep_while(body)
+    if loop is None:
+        return False
+    cond = _function(lowering, loop.params["cond_graph"], "while_loop cond")
+    step = _function(lowering, loop.params["body_graph"], "while_loop body")
+    if not (cond.scalar and step.scalar):
+        return False
+    nc = scan["num_consts"]
+    lane_inputs = [k >= nc for k in range(len(body.inputs))]
+    if not any(lane_inputs):
+        return False
+    root = lowering.root
+    name = f"flow{len(root.function_names)}"
+    lines = block_kernel(name, lowering.options(lowering.cache), body, loop, cond, step,
+                         lane_inputs)
+    lines = [_CONST_READ.sub(r"\1", line) for line in lines]
+    fixed = _fixed_names(lines[2:])
+    if any(not f.startswith("c") for f in fixed):
+        return False
+    lines[1] = lines[1].replace("FIXED", "".join(f"{f}, " for f in fixed))
+    root.function_names.add(name)
+    root.functions.append(lines + [""])
+    names = [lowering.names[v] for v in node.inputs]
+    numbers = [f"{f}[()]" for f in fixed] + [f"{n}[()]" for n, lane in
+                                              zip(names, lane_inputs) if not lane]
+    # 0-d arrays are read before the loop: Numba's parfors pass them into its body as numbers
+    hoisted = [f"    v{k} = {n}" for k, n in enumerate(numbers)]
+    numbered = iter(f"v{k}" for k in range(len(numbers)))
+    args = [next(numbered) for _ in fixed]
+    args += [n if lane else next(numbered) for n, lane in zip(names, lane_inputs)]
+    length, size = scan["length"], LANE_BLOCK
+    loop_kind = "prange" if parallel else "range"
+    call = f"{name}({', '.join(args + ys)}, blk * {size})"
+    statements = hoisted + [f"    for blk in {loop_kind}(({length} + {size - 1}) // {size}):",
+                            f"        {call}"]
+    if parallel:
+        from .region_functions import RegionBody
+
+        lowering.program.uses_prange = True
+        lowering.body.append(RegionBody(statements, parallel=True))
+    else:
+        lowering.body += statements
+    return True
