@@ -25,28 +25,47 @@ ENABLED = True  # False: one lane at a time (the benchmark's "before")
 def lockstep_while(body: Graph) -> Node | None:
     """The while_loop node if the (optimised) map body is exactly one while_loop reading
     the body's inputs and returning its final carries, else None."""
-    if len(body.nodes) != 1 or body.consts or body.nodes[0].prim.name != "while_loop":
+    if len(body.nodes) != 1 or body.consts:
         return None
-    node = body.nodes[0]
-    if not all(v in body.inputs for v in node.inputs):
+    return _last_while(body)
+
+
+def _last_while(body: Graph) -> Node | None:
+    """The body's last node if it is a while_loop the body's outputs all come from."""
+    if not body.nodes or body.nodes[-1].prim.name != "while_loop":
         return None
-    if not all(v in node.outputs for v in body.outputs):
+    node = body.nodes[-1]
+    return node if all(v in node.outputs for v in body.outputs) else None
+
+
+def split_prefix(body: Graph) -> tuple[Graph, Node] | None:
+    """(the nodes before the loop as a graph of the body's inputs returning the loop's other
+    operands, the loop) for a body `prefix; while_loop` (an initial carry computed from the
+    lane, `1.0 + a`), else None."""
+    loop = _last_while(body)
+    if loop is None or len(body.nodes) < 2:
         return None
-    return node
+    made = {v for n in body.nodes[:-1] for v in n.outputs}
+    computed = list(dict.fromkeys(v for v in loop.inputs if v not in body.inputs))
+    if not all(v in made or v in body.consts for v in computed):
+        return None
+    prefix = Graph(list(body.inputs), list(body.nodes[:-1]), computed, dict(body.consts))
+    return prefix, loop
 
 
 def block_kernel(name: str, options: str, body: Graph, loop: Node, cond, step,
-                 lane_inputs: list[bool]) -> list[str]:
+                 lane_inputs: list[bool], prefix=None) -> list[str]:
     """`def name(fixed..., i0, i1, ..., y0, y1, ..., lo)` running lanes lo... (at most
     LANE_BLOCK of them, fewer at the end) in lockstep; input k is a stack read at the lane
     when lane_inputs[k], else a number (`u{k}`), as are the constants; cond and step are
-    the loop's scalar callees. Each lane's values are locals of their own (`k{m}_{lane}`,
-    unrolled: independent chains the CPU overlaps and LLVM may pack into SIMD)."""
+    the loop's scalar callees; prefix, if given, is (callee, the loop operands it returns)
+    computing operands from the lane's inputs. Each lane's values are locals of their own
+    (`k{m}_{lane}`, unrolled: independent chains the CPU overlaps and LLVM may pack into
+    SIMD)."""
     p = loop.params
     ncc, nbc = p["cond_nconsts"], p["body_nconsts"]
     ins = [f"i{k}" if lane else f"u{k}" for k, lane in enumerate(lane_inputs)]
     ys = [f"y{k}" for k in range(len(body.outputs))]
-    where = {v: k for k, v in enumerate(body.inputs)}
     first = lane_inputs.index(True)
     lines = [f"    n = min(i{first}.shape[0] - lo, {LANE_BLOCK})"]
     carries = loop.outputs
@@ -54,8 +73,16 @@ def block_kernel(name: str, options: str, body: Graph, loop: Node, cond, step,
     for j in range(LANE_BLOCK):
         # a missing lane of the last block repeats lane 0 and is never active
         lines.append(f"    q{j} = lo + ({j} if {j} < n else 0)")
-        value = {k: f"i{k}[q{j}]" if lane else f"u{k}" for k, lane in enumerate(lane_inputs)}
-        operands = [value[where[v]] for v in loop.inputs]
+        value = {v: f"i{k}[q{j}]" if lane else f"u{k}"
+                 for k, (v, lane) in enumerate(zip(body.inputs, lane_inputs))}
+        if prefix is not None:
+            callee, computed = prefix
+            results = [f"r{m}_{j}" for m in range(len(computed))]
+            args = [(value[v], value[v]) for v in body.inputs]
+            comma = "," if len(results) == 1 else ""
+            lines.append(f"    {', '.join(results)}{comma} = {callee.value(args)}")
+            value.update(zip(computed, results))
+        operands = [value[v] for v in loop.inputs]
         cond_consts, body_consts = operands[:ncc], operands[ncc:ncc + nbc]
         carry = [f"k{m}_{j}" for m in range(len(carries))]
         lines += [f"    {c} = {x}" for c, x in zip(carry, operands[ncc + nbc:])]
@@ -88,10 +115,16 @@ def emit_lockstep(lowering, node: Node, ys: list[str], parallel: bool) -> bool:
     if not ENABLED:
         return False
     scan = node.params
-    body = _optimised(scan["body"])
+    body, prefix = _optimised(scan["body"]), None
     loop = lockstep_while(body)
     if loop is None:
-        return False
+        split = split_prefix(scan["body"])
+        if split is None:
+            return False
+        body, (graph, loop) = scan["body"], split
+        prefix = (_function(lowering, graph, "lockstep lanes' initial operands"), graph.outputs)
+        if not prefix[0].scalar:
+            return False
     cond = _function(lowering, loop.params["cond_graph"], "while_loop cond")
     step = _function(lowering, loop.params["body_graph"], "while_loop body")
     if not (cond.scalar and step.scalar):
@@ -103,7 +136,7 @@ def emit_lockstep(lowering, node: Node, ys: list[str], parallel: bool) -> bool:
     root = lowering.root
     name = f"flow{len(root.function_names)}"
     lines = block_kernel(name, lowering.options(lowering.cache), body, loop, cond, step,
-                         lane_inputs)
+                         lane_inputs, prefix)
     lines = [_CONST_READ.sub(r"\1", line) for line in lines]
     fixed = _fixed_names(lines[2:])
     if any(not f.startswith("c") for f in fixed):
