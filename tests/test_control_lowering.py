@@ -319,29 +319,36 @@ def _lane_roots(a, x0):
     return x, i
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_mapped_while_runs_blocks_of_lanes_in_lockstep(dtype, monkeypatch):
+def _lanes_of_both_dtypes(a32, x32, a64, x64):
+    return tx.vmap(_lane_roots)(a32, x32), tx.vmap(_lane_roots)(a64, x64)
+
+
+def test_a_mapped_while_runs_blocks_of_lanes_in_lockstep(monkeypatch):
     from transfuse.compiler import lockstep_lanes
 
     rng = np.random.default_rng(3)
     lanes = 3 * lockstep_lanes.LANE_BLOCK + 5  # a last block of 5 lanes
-    a = rng.uniform(0.5, 2.0, lanes).astype(dtype)
-    x0 = (10.0 ** rng.uniform(-0.5, 4.0, lanes)).astype(dtype)
-    jitted = tx.jit(tx.vmap(_lane_roots))
-    source = jitted.lower(a, x0).source
-    assert "in lockstep blocks" in source and re.search(r"^\s+while a0 \| a1 \|", source, re.M)
-    roots, steps = jitted(a, x0)
-    assert 2 <= steps.min() and steps.max() - steps.min() >= 5  # lanes of their own lengths
-    expected = _interpreted(tx.vmap(_lane_roots), (a, x0))
-    for got, want in zip((roots, steps), expected):  # the same operations: bit-equal
-        assert got.dtype == want.dtype
-        np.testing.assert_array_equal(got, want)
-    if dtype == np.float64:  # one lane at a time (one more compile: float64 only)
-        monkeypatch.setattr(lockstep_lanes, "ENABLED", False)
-        per_lane = tx.jit(tx.vmap(lambda a, x0: _lane_roots(a, x0)))
-        assert "in lockstep blocks" not in per_lane.lower(a, x0).source
-        for got, want in zip((roots, steps), per_lane(a, x0)):
-            np.testing.assert_array_equal(got, want)
-        monkeypatch.setattr(lockstep_lanes, "ENABLED", True)
-    empty = jitted(a[:0], x0[:0])  # no lane
-    assert [(e.shape, e.dtype) for e in empty] == [((0,), np.dtype(dtype)), ((0,), np.int64)]
+    args = []
+    for dtype in (np.float32, np.float64):
+        args += [rng.uniform(0.5, 2.0, lanes).astype(dtype),
+                 (10.0 ** rng.uniform(-0.5, 4.0, lanes)).astype(dtype)]
+    jitted = tx.jit(_lanes_of_both_dtypes)  # one compile for both dtypes
+    source = jitted.lower(*args).source
+    assert source.count("in lockstep blocks") == 2
+    assert re.search(r"^\s+while a0 \| a1 \|", source, re.M)
+    out = jitted(*args)
+    for _, steps in out:
+        assert 2 <= steps.min() and steps.max() - steps.min() >= 5  # lanes of their own lengths
+    got = tx.tree_flatten(out)[0]
+    want = tx.tree_flatten(_interpreted(_lanes_of_both_dtypes, args))[0]
+    for g, w in zip(got, want):  # the same operations: bit-equal
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    monkeypatch.setattr(lockstep_lanes, "ENABLED", False)  # one lane at a time
+    per_lane = tx.jit(lambda *a: _lanes_of_both_dtypes(*a))
+    assert "in lockstep blocks" not in per_lane.lower(*args).source
+    for g, w in zip(got, tx.tree_flatten(per_lane(*args))[0]):
+        np.testing.assert_array_equal(g, w)
+    monkeypatch.setattr(lockstep_lanes, "ENABLED", True)
+    empty = tx.tree_flatten(jitted(*(v[:0] for v in args)))[0]  # no lane
+    assert [(e.shape, e.dtype) for e in empty] == [((0,), g.dtype) for g in got]
