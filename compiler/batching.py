@@ -539,6 +539,11 @@ def _call(axis_size: int, args: list, dims: list, *, graph) -> tuple[list, list]
     return bind(P["call"], *args, graph=batched), out_dims
 
 
+def _aot_compiled(axis_size: int, args: list, dims: list, *, graph, fn) -> tuple[list, list]:
+    # transfuse.compile's compiled graph: batched as a call of its graph.
+    return _call(axis_size, args, dims, graph=graph)
+
+
 def _remat(axis_size: int, args: list, dims: list, **params: Any) -> tuple[list, list]:
     # The batched body, still checkpointed (a batched dot is one the policy sees anew).
     batched, out_dims = batch_graph(params["graph"], dims, axis_size)
@@ -614,6 +619,7 @@ BATCH_RULES.update({
     P["dynamic_update_slice"]: _dynamic_update_slice,
     P["gather"]: _gather,
     P["call"]: _call,
+    P["aot_compiled"]: _aot_compiled,
     P["remat"]: _remat,
 })
 

@@ -698,6 +698,14 @@ _def("scatter_add", _scatter_rule(P["scatter_add"]))
 _def("scatter", _scatter_rule(P["scatter"]))
 _def("call", _call_rule)
 
+
+def _aot_compiled_rule(primals, tangents, *, graph, fn):
+    """transfuse.compile's compiled graph: differentiated as a call of its graph."""
+    return _call_rule(primals, tangents, graph=graph)
+
+
+_def("aot_compiled", _aot_compiled_rule)
+
 # ---------------------------------------------------------------------------------------
 # stop_gradient and the user's rules (ir/custom.py)
 

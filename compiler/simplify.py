@@ -16,8 +16,8 @@ P = PRIMITIVES
 # Folding these would bake in a draw or grow a constant to the size of its output.
 _NO_FOLD = {"random_uniform", "random_normal", "random_split", "random_fold_in", "iota",
             "full", "broadcast_in_dim", "call"}
-# Primitives whose params["graph"] inline_calls inlines (transfuse/compile adds its own).
-INLINED_CALLS = {P["call"]}
+# Primitives whose params["graph"] inline_calls inlines.
+INLINED_CALLS = {P["call"], P["aot_compiled"]}
 _FOLD_MAX_ELEMENTS = 1 << 16
 
 

@@ -883,6 +883,12 @@ def _sum_cts(a: Any, b: Any) -> Any:
     return b if a is None else a if b is None else lax.add(a, b)
 
 
+@_register("aot_compiled")
+def _aot_compiled_vjp(cts, ins, outs, *, graph, fn):
+    # transfuse.compile's compiled graph: a call of its graph to every transform.
+    return _call_vjp(cts, ins, outs, graph=graph)
+
+
 # ---------------------------------------------------------------------------------------
 # The backward pass
 

@@ -1087,6 +1087,20 @@ define("call", _call_rule, _call_impl, multiple_results=True,
        doc="apply a sub-graph to the inputs")
 
 
+def _aot_compiled_rule(*args: Aval, graph, fn) -> list[Aval]:
+    return _call_rule(*args, graph=graph)
+
+
+def _aot_compiled_impl(*args, graph, fn):
+    return list(fn(*args))
+
+
+# transfuse.compile's compiled halves (transfuse/compile/compiled_call.py): run by the
+# callable a compiler made of the graph; every transform treats the node as a call.
+define("aot_compiled", _aot_compiled_rule, _aot_compiled_impl, multiple_results=True,
+       doc="a graph run by the callable a transfuse.compile compiler made of it")
+
+
 from . import control as _control  # noqa: E402,F401  (defines cond, while_loop, scan)
 from . import custom as _custom  # noqa: E402,F401  (defines stop_gradient, custom rules)
 from . import fft as _fft  # noqa: E402,F401  (defines the discrete Fourier transform)

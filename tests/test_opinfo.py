@@ -848,6 +848,8 @@ UNREACHED = {
     **dict.fromkeys(("custom_jvp_call", "custom_vjp_call", "stop_gradient"),
                     "user derivative rules, no NumPy function: tests/test_custom_rules.py "
                     "(every transform, against JAX and torch.func)"),
+    "aot_compiled": "made by transfuse.compile's aot functions, no NumPy function: "
+                    "tests/test_aot_autograd.py (grad, vmap, vmap(grad), jit)",
     "fused": "made by the fusion pass after every transform",
 }
 
