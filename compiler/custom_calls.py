@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transfuse.ir.core import Graph, Node, Var
+from transfuse.ir.core import Graph, Node, Var, subgraphs
 from transfuse.ir.custom import CUSTOM_CALLS
 from transfuse.ir.primitives import PRIMITIVES
 
@@ -23,17 +23,7 @@ P = PRIMITIVES
 def has_custom_calls(graph: Graph) -> bool:
     """Whether a custom call appears in graph, also inside sub-graphs."""
     return any(node.prim.name in CUSTOM_CALLS or any(
-        has_custom_calls(g) for g in _graphs(node.params.values())) for node in graph.nodes)
-
-
-def _graphs(values: Any) -> list[Graph]:
-    found = []
-    for v in values:
-        if isinstance(v, Graph):
-            found.append(v)
-        elif isinstance(v, tuple):
-            found.extend(g for g in v if isinstance(g, Graph))
-    return found
+        has_custom_calls(g) for g in subgraphs(node)) for node in graph.nodes)
 
 
 def _primal(p: Any) -> Any:
@@ -55,7 +45,7 @@ def custom_calls_as_calls(graph: Graph) -> Graph:
             computes = node.params["fwd"] if node.params.get("saved") else node.params["fun"]
             node = Node(P["call"], node.inputs, {"graph": _primal(computes)}, node.outputs,
                         node.source)
-        elif _graphs(node.params.values()):
+        elif subgraphs(node):
             node = Node(node.prim, node.inputs,
                         {k: _primal(v) for k, v in node.params.items()}, node.outputs,
                         node.source)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from transfuse.ir.core import Graph, Node, Var
+from transfuse.ir.core import Graph, Node, Var, subgraphs
 
 from .fusion import fuse
 from .lockstep_lanes import emit_lockstep
@@ -418,18 +418,10 @@ def _parallel_map(lowering: _Lowering, graph: Graph, body: _Callee, length: int)
 
 
 def _has_while(graph: Graph) -> bool:
-    return any(n.prim.name == "while_loop" or any(_has_while(g) for g in _subgraphs(n))
+    return any(n.prim.name == "while_loop" or any(_has_while(g) for g in subgraphs(n))
                for n in graph.nodes)
 
 
-def _subgraphs(node: Node) -> list[Graph]:
-    graphs = []
-    for value in node.params.values():
-        if isinstance(value, Graph):
-            graphs.append(value)
-        elif isinstance(value, tuple):
-            graphs += [g for g in value if isinstance(g, Graph)]
-    return graphs
 
 
 def _lower_cond(lowering: _Lowering, node: Node) -> None:

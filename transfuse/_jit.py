@@ -208,7 +208,7 @@ class Jitted:
         if sig is None or current_builder() is not None:
             return self._fn(*args, **kwargs)  # inside another transform: trace through
         exe = self._by_signature.get(sig)
-        if exe is not None and exe.guards and not _unchanged(exe.guards):
+        if exe is not None and exe.guards and not captures_unchanged(exe.guards):
             # An array the function closes over changed in place (an optimiser step): the
             # kernel has its old value baked in, so trace again, as the other transforms do.
             del self._by_signature[sig]
@@ -462,7 +462,7 @@ def _stand_ins(leaves: list, in_tree: Any) -> tuple[tuple, dict]:
     return tree_unflatten(in_tree, [host_stand_in(x) for x in leaves])
 
 
-def _unchanged(guards: list) -> bool:
+def captures_unchanged(guards: list) -> bool:
     """Whether every captured array still alive holds what it held when traced."""
     for ref, snapshot in guards:
         array = ref()

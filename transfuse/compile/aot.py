@@ -26,6 +26,7 @@ from transfuse.ir.tracing import Tracer, bind, current_builder, source_of
 from transfuse.ir.tree import TreeDef, tree_flatten, tree_unflatten
 
 from .._custom import custom_vjp
+from .._jit import captures_unchanged
 from .._staging import _recordings, is_array_leaf, leaf_aval, signature, stage
 from ..nn.module import Module
 from ..nn.utils import functional_call
@@ -54,16 +55,6 @@ class _Compiled:
     out_tree: TreeDef
     with_rule: custom_vjp  # the partitioned graphs as a custom_vjp: used under transforms
     guards: list = field(default_factory=list)  # (weakref, snapshot) of captured arrays
-
-
-def _unchanged(guards: list) -> bool:
-    """Whether every captured array still alive holds what it held when traced."""
-    for ref, snapshot in guards:
-        array = ref()
-        if array is not None and not (array.shape == snapshot.shape and np.array_equal(
-                array, snapshot, equal_nan=True)):
-            return False
-    return True
 
 
 def _stand_in(aval: Aval) -> np.ndarray:
@@ -135,7 +126,7 @@ class AOTFunction:
         dyn_index = [i for i, x in enumerate(leaves) if is_array_leaf(x)]
         key = signature(leaves, dyn_index, in_tree)
         compiled = self._by_signature.get(key)
-        if compiled is None or not _unchanged(compiled.guards):
+        if compiled is None or not captures_unchanged(compiled.guards):
             compiled = self._compiled_alone(args, kwargs, leaves, dyn_index)
             self._by_signature[key] = compiled
         return compiled, [leaves[i] for i in dyn_index]
