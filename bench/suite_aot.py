@@ -14,7 +14,10 @@ every floating input). Baselines: `tx.jit(tx.grad_and_value(loss))`, and `jax.ji
 training step is not included (torch.compile needs a C++ toolchain on the CPU).
 
 `python -m transfuse.bench.suites.suite_aot` prints time per step and the bytes stored
-between the forward and the backward pass (arguments aside), as ratios to transfuse's.
+between the forward and the backward pass (arguments aside), as ratios to transfuse's; with
+`--peak`, also the memory each step holds at its peak (its results aside): the process's
+resident set for transfuse (run with MALLOC_MMAP_THRESHOLD_=65536), XLA's account of the
+step's temporaries for JAX (its buffers stay allocated between calls).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from functools import partial
 import numpy as np
 
 from transfuse.bench.core import Case, Runner, import_jax
+from transfuse.bench.memory import peak_of_call
 
 NAME = "aot"
 LAYERS = 4
@@ -177,23 +181,39 @@ def saved_bytes(loss: Callable, inputs: tuple) -> dict[str, int]:
             "jax.checkpoint": _jax_saved_bytes(loss, inputs, True)}
 
 
+def peak_step_bytes(loss: Callable, inputs: tuple) -> dict[str, int]:
+    """The memory each system's step holds at its peak, its results aside."""
+    out = {"transfuse": peak_of_call(_fused_step(loss)(inputs).call),
+           "transfuse-jit(grad)": peak_of_call(_jit_step(loss)(inputs).call)}
+    jax, jnp = import_jax()
+    args = jax.tree_util.tree_map(jnp.asarray, inputs)
+    for name, checkpointed in (("jax", False), ("jax.checkpoint", True)):
+        step = jax.jit(jax.value_and_grad(_jax_loss(loss, checkpointed)))
+        out[name] = step.lower(*args).compile().memory_analysis().temp_size_in_bytes
+    return out
+
+
 def main(argv: list[str]) -> int:
-    """Time per step and bytes stored, side by side (ratios to transfuse's)."""
+    """Time per step, bytes stored and (--peak) peak bytes, side by side (ratios to
+    transfuse's)."""
     from transfuse.bench.harness import Settings, run_case
 
     quick = "--quick" in argv
+    nan = float("nan")
     for case, loss in zip(cases(quick), (mlp_loss, block_loss)):
         result = run_case(case, Settings(quick=quick))
         stored = saved_bytes(loss, case.setup())
+        peak = peak_step_bytes(loss, case.setup()) if "--peak" in argv else {}
         base_s = result.systems["transfuse"].timing.median_s
         print(case.full_name)
         print(f"{'system':<24}{'ms/step':>10}{'time ratio':>12}{'saved KiB':>12}"
-              f"{'bytes ratio':>13}")
+              f"{'bytes ratio':>13}" + (f"{'peak KiB':>12}" if peak else ""))
         for name, system in result.systems.items():
-            ms = system.timing.median_s * 1e3 if system.timing else float("nan")
-            kib = stored.get(name, float("nan")) / 2 ** 10
+            ms = system.timing.median_s * 1e3 if system.timing else nan
+            kib = stored.get(name, nan) / 2 ** 10
             print(f"{name:<24}{ms:>10.2f}{ms / 1e3 / base_s:>12.2f}{kib:>12.1f}"
-                  f"{stored.get(name, float('nan')) / stored['transfuse']:>13.2f}")
+                  f"{stored.get(name, nan) / stored['transfuse']:>13.2f}"
+                  + (f"{peak.get(name, nan) / 2 ** 10:>12.1f}" if peak else ""))
     return 0
 
 

@@ -27,6 +27,7 @@ from functools import partial
 import numpy as np
 
 from transfuse.bench.core import Case, Runner, import_jax
+from transfuse.bench.memory import peak_of_call
 
 NAME = "checkpoint"
 LAYERS, SEGMENT = 16, 4
@@ -137,31 +138,6 @@ def saved_bytes(quick: bool) -> dict[str, int]:
             "jax": _jax_saved_bytes(inputs, False)}
 
 
-def _status_bytes(key: str) -> int:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(key + ":"))
-    return int(line.split()[1]) * 1024
-
-
-def _peak_of_call(call: Callable[[], object]) -> int:
-    """Bytes the process's resident set grew by at most during one call (after warm-ups),
-    less those of its results: Linux's VmHWM, reset through /proc/self/clear_refs."""
-    call()
-    call()
-    before = _status_bytes("VmRSS")
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-    results = call()
-    return _status_bytes("VmHWM") - before - sum(
-        np.asarray(a).nbytes for a in _leaves(results))
-
-
-def _leaves(tree: object) -> list:
-    if isinstance(tree, (tuple, list)):
-        return [leaf for t in tree for leaf in _leaves(t)]
-    return [tree]
-
-
 PEAK_BATCH_FACTOR = 8  # activations, not the weights' gradients, dominate the peak
 
 
@@ -179,7 +155,7 @@ def peak_step_bytes(quick: bool) -> dict[str, int]:
                      ("transfuse-prevent_cse=False", partial(tx.checkpoint,
                                                              prevent_cse=False))):
         step = tx.jit(tx.grad_and_value(partial(mlp_loss, checkpoint=ck)))
-        out[name] = _peak_of_call(lambda step=step: step(*inputs))
+        out[name] = peak_of_call(lambda step=step: step(*inputs))
     jax, jnp = import_jax()
     args = jax.tree_util.tree_map(jnp.asarray, inputs)
     for name, ck in (("jax.checkpoint", jax.checkpoint), ("jax", None)):
