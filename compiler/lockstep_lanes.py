@@ -79,8 +79,7 @@ def block_kernel(name: str, options: str, body: Graph, loop: Node, cond, step,
             callee, computed = prefix
             results = [f"r{m}_{j}" for m in range(len(computed))]
             args = [(value[v], value[v]) for v in body.inputs]
-            comma = "," if len(results) == 1 else ""
-            lines.append(f"    {', '.join(results)}{comma} = {callee.value(args)}")
+            lines.append(f"    {callee.call(args, [(r, r) for r in results])}")
             value.update(zip(computed, results))
         operands = [value[v] for v in loop.inputs]
         cond_consts, body_consts = operands[:ncc], operands[ncc:ncc + nbc]
@@ -89,8 +88,9 @@ def block_kernel(name: str, options: str, body: Graph, loop: Node, cond, step,
         test = cond.value([(x, x) for x in cond_consts + carry])
         lines.append(f"    a{j} = ({j} < n) and ({test})")
         new = [f"s{m}_{j}" for m in range(len(carries))]
-        call = step.value([(x, x) for x in body_consts + carry])
-        rounds.append(f"        {', '.join(new)}{',' if len(new) == 1 else ''} = {call}")
+        # One output comes back as a number, several as a tuple (_Callee.call).
+        rounds.append("        " + step.call([(x, x) for x in body_consts + carry],
+                                             [(s, s) for s in new]))
         rounds += [f"        {c} = {x} if a{j} else {c}" for c, x in zip(carry, new)]
         rounds.append(f"        a{j} = a{j} & ({test})")
     active = " | ".join(f"a{j}" for j in range(LANE_BLOCK))

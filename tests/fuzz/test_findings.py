@@ -275,3 +275,22 @@ def test_a_reduced_scalar_written_in_place_leaves_its_reshape_alone(reduce):
 
     x = np.random.default_rng(12078).standard_normal(5)
     np.testing.assert_allclose(tx.functionalize(f)(x), f(x), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# 11. jit(vmap) of a while_loop with one float carry (the lanes run in lockstep blocks):
+# the block function unpacked a one-output scalar function's number as a 1-tuple
+# (TypingError "failed to unpack float32"; seed 60 of tests/fuzz/test_fuzz.py).
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_jit_of_a_vmapped_while_loop_with_one_carry(dtype):
+    from transfuse import lax
+
+    def f(x0):
+        return lax.while_loop(lambda c: np.sum(np.abs(c)) > 1.0, lambda c: c * 0.5, x0)
+
+    x = (4 * np.random.default_rng(60).standard_normal(11)).astype(dtype)
+    got = tx.jit(tx.vmap(f), cache=False)(x)
+    want = np.array([f(v) for v in x], dtype)
+    np.testing.assert_array_equal(got, want)  # halvings are exact
