@@ -16,8 +16,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from transfuse.compiler.simplify import _rebuild, _substitute
-from transfuse.ir.core import Graph, Node, Var, is_inexact
+from transfuse.compiler.simplify import _rebuild, _substitute, splice
+from transfuse.ir.core import Graph, Node, Var, is_inexact, subgraphs
 from transfuse.ir.primitives import PRIMITIVES, Primitive
 
 P = PRIMITIVES
@@ -68,18 +68,6 @@ def _is_remat(node: Node) -> bool:
     return node.prim is P["remat"]
 
 
-def _inline(sub: Graph, node: Node, nodes: list[Node], rename: dict[Var, Var],
-            consts: dict) -> None:
-    """Append sub's nodes (fresh variables) in place of `node`, which applies sub."""
-    inner: dict[Var, Var] = dict(zip(sub.inputs, node.inputs))
-    consts.update(sub.consts)
-    for n in sub.nodes:
-        fresh = [Var(v.aval) for v in n.outputs]
-        inner.update(zip(n.outputs, fresh))
-        nodes.append(Node(n.prim, _substitute(n.inputs, inner), n.params, fresh, n.source))
-    rename.update(zip(node.outputs, _substitute(sub.outputs, inner)))
-
-
 def with_saved_outputs(node: Node) -> Node:
     """The remat node with a body that also returns what its policy saves."""
     body, policy = node.params["graph"], node.params["policy"]
@@ -107,7 +95,8 @@ def expose_saved(graph: Graph) -> Graph:
         if not _is_remat(node) or node.params["num_saved"]:
             nodes.append(node)
         elif node.params["policy"] == "everything_saveable":
-            _inline(expose_saved(node.params["graph"]), node, nodes, rename, consts)
+            splice(expose_saved(node.params["graph"]), node.inputs, node.outputs, nodes, rename,
+                   consts)
         else:
             nodes.append(with_saved_outputs(node))
     return _rebuild(graph, nodes, _substitute(graph.outputs, rename), consts)
@@ -125,14 +114,9 @@ def _map_subgraphs(node: Node, rewrite: Callable[[Graph], Graph]) -> Node:
     return Node(node.prim, node.inputs, params, node.outputs, node.source)
 
 
-def _has_subgraphs(node: Node) -> bool:
-    return any(isinstance(p, Graph) or (isinstance(p, tuple) and any(
-        isinstance(g, Graph) for g in p)) for p in node.params.values())
-
-
 def inline_remat(graph: Graph) -> Graph:
     """Every remat node (also inside other nodes' sub-graphs) replaced by its body."""
-    if not any(_is_remat(n) or _has_subgraphs(n) for n in graph.nodes):
+    if not any(_is_remat(n) or subgraphs(n) for n in graph.nodes):
         return graph
     nodes: list[Node] = []
     rename: dict[Var, Var] = {}
@@ -141,9 +125,10 @@ def inline_remat(graph: Graph) -> Graph:
         node = Node(node.prim, _substitute(node.inputs, rename), node.params, node.outputs,
                     node.source)
         if _is_remat(node):
-            _inline(inline_remat(node.params["graph"]), node, nodes, rename, consts)
+            splice(inline_remat(node.params["graph"]), node.inputs, node.outputs, nodes, rename,
+                   consts)
         else:
-            nodes.append(_map_subgraphs(node, inline_remat) if _has_subgraphs(node) else node)
+            nodes.append(_map_subgraphs(node, inline_remat) if subgraphs(node) else node)
     return _rebuild(graph, nodes, _substitute(graph.outputs, rename), consts)
 
 

@@ -240,15 +240,21 @@ def inline_calls(graph: Graph) -> Graph:
         if node.prim not in INLINED_CALLS:
             nodes.append(Node(node.prim, ins, node.params, node.outputs, node.source))
             continue
-        sub = inline_calls(node.params["graph"])
-        inner: dict[Var, Var] = dict(zip(sub.inputs, ins))
-        consts.update(sub.consts)
-        for n in sub.nodes:
-            fresh = [Var(v.aval) for v in n.outputs]
-            inner.update(zip(n.outputs, fresh))
-            nodes.append(Node(n.prim, _substitute(n.inputs, inner), n.params, fresh, n.source))
-        rename.update(zip(node.outputs, _substitute(sub.outputs, inner)))
+        splice(inline_calls(node.params["graph"]), ins, node.outputs, nodes, rename, consts)
     return _rebuild(graph, nodes, _substitute(graph.outputs, rename), consts)
+
+
+def splice(sub: Graph, inputs: list[Var], outputs: list[Var], nodes: list[Node],
+           rename: dict[Var, Var], consts: dict) -> None:
+    """Append sub's nodes (fresh variables) applied to `inputs`, in place of a node whose
+    `outputs` are then renamed to sub's results."""
+    inner: dict[Var, Var] = dict(zip(sub.inputs, inputs))
+    consts.update(sub.consts)
+    for n in sub.nodes:
+        fresh = [Var(v.aval) for v in n.outputs]
+        inner.update(zip(n.outputs, fresh))
+        nodes.append(Node(n.prim, _substitute(n.inputs, inner), n.params, fresh, n.source))
+    rename.update(zip(outputs, _substitute(sub.outputs, inner)))
 
 
 def simplify(graph: Graph, max_rounds: int = 4) -> Graph:

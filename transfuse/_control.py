@@ -99,12 +99,14 @@ def _describe(tree: TreeDef, avals: Sequence[Aval]) -> str:
     return f"{tree} with leaves {[str(a) for a in avals]}"
 
 
-def _check_same(what: str, got_tree: TreeDef, got: Sequence[Aval], want_tree: TreeDef,
-                want: Sequence[Aval]) -> None:
+def check_same(what: str, got_tree: TreeDef, got: Sequence[Aval], want_tree: TreeDef,
+               want: Sequence[Aval], expected: str = "the same structure, shapes and dtypes"
+               ) -> None:
+    """A TransfuseTypeError unless a function's outputs have the wanted tree and avals."""
     if got_tree != want_tree or list(got) != list(want):
         raise TransfuseTypeError(with_location(
             f"{what}: got {_describe(got_tree, got)}, expected {_describe(want_tree, want)} "
-            "(the same structure, shapes and dtypes)"))
+            f"({expected})"))
 
 
 def _widen(body: Body, captures: list) -> Graph:
@@ -168,7 +170,7 @@ def _branch(index: Any, branches: list[Callable], operands: Sequence[Any], what:
     bodies = [trace_body(fn, args, f"{what} branch {k}", _branch_name(fn, k))
               for k, fn in enumerate(branches)]
     for k, body in enumerate(bodies[1:], 1):
-        _check_same(f"{what}: branch {k} returns a different type than branch 0",
+        check_same(f"{what}: branch {k} returns a different type than branch 0",
                     body.out_tree, body.out_avals, bodies[0].out_tree, bodies[0].out_avals)
     captures = _union(bodies)
     graphs = tuple(_widen(b, captures) for b in bodies)
@@ -191,7 +193,7 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
             "while_loop: cond_fun must return a 0-d bool, got "
             f"{_describe(test.out_tree, test.out_avals)}"))
     step = trace_body(body_fun, [carry], "while_loop body_fun")
-    _check_same("while_loop: body_fun must return a carry of the same type as init_val",
+    check_same("while_loop: body_fun must return a carry of the same type as init_val",
                 step.out_tree, step.out_avals, tree, avals)
     outs = bind(P["while_loop"], *test.captures, *step.captures, *init,
                 cond_graph=test.graph, body_graph=step.graph,
@@ -277,7 +279,7 @@ def scan(f: Callable, init: Any, xs: Any = None, length: int | None = None,
     body = trace_body(step, args, "scan f", getattr(f, "__name__", None))
     carry_out_tree, y_tree = body.out_tree.children
     num_carry = len(init_leaves)
-    _check_same("scan: f must return a carry of the same type as init", carry_out_tree,
+    check_same("scan: f must return a carry of the same type as init", carry_out_tree,
                 body.out_avals[:num_carry], carry_tree, carry_avals)
     outs = bind(P["scan"], *body.captures, *init_leaves, *x_leaves, body=body.graph,
                 length=steps, reverse=bool(reverse), num_consts=len(body.captures),

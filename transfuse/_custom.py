@@ -36,6 +36,7 @@ from transfuse.ir.source import with_location
 from transfuse.ir.tracing import Tracer, bind, current_builder
 from transfuse.ir.tree import LEAF, TreeDef, tree_flatten, tree_map, tree_unflatten
 
+from ._control import check_same
 from ._staging import is_array_leaf, leaf_aval, stage
 
 P = PRIMITIVES
@@ -220,16 +221,10 @@ def _flat_outputs(tree: Any, what: str) -> tuple[list, TreeDef]:
     return [x if isinstance(x, Tracer) else _as_operand(x, what) for x in leaves], treedef
 
 
-def _describe(tree: TreeDef, avals: Sequence[Aval]) -> str:
-    return f"{tree} with leaves {[str(a) for a in avals]}"
-
-
 def _check_like(what: str, tree: TreeDef, avals: Sequence[Aval], want_tree: TreeDef,
                 want: Sequence[Aval]) -> None:
-    if tree != want_tree or list(avals) != list(want):
-        raise TransfuseTypeError(with_location(
-            f"{what}: got {_describe(tree, avals)}, expected {_describe(want_tree, want)} "
-            "(the primal function's output structure, shapes and dtypes)"))
+    check_same(what, tree, avals, want_tree, want,
+               "the primal function's output structure, shapes and dtypes")
 
 
 def _trace_primal(fun: Callable, call: _Args, name: str) -> tuple[_Traced, TreeDef]:
