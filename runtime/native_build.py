@@ -123,7 +123,7 @@ def _compile_extension(source: str, name: str, build_dir: Path, threads: bool) -
     cc.output_dir = str(build_dir)
     cc.target_cpu = "host"  # as the jit's code: the manifest records the CPU it needs
     cc.export("entry", module.SIGNATURE)(module.entry.py_func)
-    with _numpy_error_model():
+    with _entry_flags(module.entry.targetoptions):
         cc.compile()
     return build_dir / cc.output_file
 
@@ -216,19 +216,25 @@ def _mixin_objects(cc: Any, compile_into: Any, build_dir: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _numpy_error_model() -> Iterator[None]:
-    """pycc compiles with default Flags (Python's error model: x / 0.0 would raise
-    ZeroDivisionError); the generated code is written for NumPy's, as the jit compiles it."""
+def _entry_flags(options: dict) -> Iterator[None]:
+    """pycc compiles with default Flags, not the options of the entry's `@njit(...)`: with
+    Python's error model (x / 0.0 would raise ZeroDivisionError where the generated code is
+    written for NumPy's) and without fastmath (a `jit(f, fastmath=True)` kernel's entry lost
+    its flags, so its object code computed what the jit's did not). Both are set as the jit
+    sets them; the region functions the entry calls are dispatchers and keep their own."""
     import numba.pycc.compiler as pycc_compiler
+    from numba.core.cpu import FastMathOptions
 
     base = pycc_compiler.Flags
+    fastmath = FastMathOptions(options.get("fastmath", False))
 
-    class NumpyErrorFlags(base):
+    class EntryFlags(base):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.error_model = "numpy"
+            self.error_model = options.get("error_model", "numpy")
+            self.fastmath = fastmath
 
-    pycc_compiler.Flags = NumpyErrorFlags
+    pycc_compiler.Flags = EntryFlags
     try:
         yield
     finally:
