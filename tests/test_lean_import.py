@@ -2,7 +2,7 @@
 
 Each check runs in a fresh interpreter (this process has imported everything already):
 - `import transfuse` imports none of numba, llvmlite, scipy (nor numba-cuda, matplotlib,
-  JAX or PyTorch);
+  JAX, PyTorch or Dask);
 - eager code, tracing and the transforms run through the reference interpreter without
   Numba: grad, vjp, jvp, vmap and jacrev of a NumPy function on float64 arrays;
 - SciPy arrives with the first SciPy-backed function (the reference of `erf`,
@@ -19,7 +19,8 @@ import subprocess
 import sys
 import textwrap
 
-HEAVY = ("numba", "llvmlite", "scipy", "numba_cuda", "matplotlib", "jax", "torch")
+HEAVY = ("numba", "llvmlite", "scipy", "numba_cuda", "matplotlib", "jax", "torch", "dask",
+         "distributed")
 
 SCRIPT = textwrap.dedent(f"""
     import json, sys

@@ -432,8 +432,8 @@ def _signature(leaves: list, in_tree: Any, static: Any, device: str) -> tuple | 
             # Byte order is not part of the key: a big-endian array is converted on entry.
             dtype = x.dtype if x.dtype.isnative else x.dtype.newbyteorder("=")
             parts.append((x.shape, dtype))
-        elif t is Tracer:
-            return None
+        elif t is Tracer or t.__module__.startswith("dask.array"):
+            return None  # traced, or a dask array: run the body (vmap maps over its blocks)
         elif isinstance(x, np.generic) and i not in static:
             parts.append((x.shape, x.dtype))
         elif device == "cuda" and i not in static and _on_device(x):

@@ -112,6 +112,9 @@ class _Plan:
 def _call(vmapped: Callable, func: Callable, config: _Config, args: tuple, kwargs: dict
           ) -> Any:
     leaves, in_tree = tree_flatten((tuple(args), dict(kwargs)))
+    if any(_is_dask_array(x) for x in leaves):  # map over the blocks: transfuse.dask
+        from transfuse.dask import dispatch
+        return dispatch(vmapped, func, config)(*args, **kwargs)
     dims = config.leaf_dims.get(in_tree)
     if dims is None:
         dims = config.leaf_dims[in_tree] = _leaf_in_dims(config, args, kwargs)
@@ -134,6 +137,11 @@ def _call(vmapped: Callable, func: Callable, config: _Config, args: tuple, kwarg
     outs, new_values = outs[:plan.num_outputs], outs[plan.num_outputs:]
     write_back(graph_args, plan.mutated_inputs, new_values)
     return tree_unflatten(plan.out_tree, _detach_consts(plan.graph, outs))
+
+
+def _is_dask_array(x: Any) -> bool:
+    """A dask.array.Array (by its module's name: dask is not imported for the check)."""
+    return type(x).__module__.startswith("dask.array") and hasattr(x, "__dask_graph__")
 
 
 def _detach_consts(graph: Graph, outs: list) -> list:
