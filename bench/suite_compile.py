@@ -1,16 +1,21 @@
 """compile: first-call latency (trace + transform + compile + one run) in a fresh process.
 
 Each sample is a new Python process that builds the inputs, then times the first call of
-the compiled function. "cold" starts from an empty cache directory; "warm" from one that a
-previous process filled, so it measures loading compiled code from the disk cache.
-Every system's disk cache is pointed at that directory: XDG_CACHE_HOME, TRANSFUSE_CACHE_DIR
-and NUMBA_CACHE_DIR are set to it, and JAX's persistent compilation cache is enabled there.
+the compiled function, in wall and CPU seconds. "cold" starts from an empty cache
+directory; "warm" from one that a previous process filled, so it measures loading compiled
+code from the disk cache. Every system's disk cache is pointed at that directory:
+XDG_CACHE_HOME, TRANSFUSE_CACHE_DIR and NUMBA_CACHE_DIR are set to it, and JAX's
+persistent compilation cache is enabled there. The "aot" case times loading an
+ahead-of-time artefact that an untimed process built (`transfuse aot`'s object code;
+JAX's compiled XLA executable, serialised by jax.experimental.serialize_executable) and its
+first call; transfuse's sample fails where that process imported Numba.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -34,7 +39,7 @@ from transfuse.bench.core import (
 from . import _rk4, suite_elementwise, suite_per_sample_grads
 
 NAME = "compile"
-MAX_PROCESSES_PER_SAMPLE_SET = 3  # fresh processes are slow: cap the repeats
+MAX_PROCESSES_PER_SAMPLE_SET = 5  # fresh processes are slow: cap the repeats
 SAMPLE_BUDGET_S = 20.0  # a 30-second cold compile is sampled once, not three times
 WORKER_TIMEOUT_S = 600
 # Under --quick, the cache a cold sample's process filled, per (system, workload): the warm
@@ -49,6 +54,7 @@ _FILLED_ROOT: tempfile.TemporaryDirectory | None = None
 
 RK4_STEPS = (5, 10)  # JAX takes 151 s for 20 steps on the 2-core VM (issue #15)
 NEW_BATCH = "per-sample-grads-new-batch"  # half the batch, after the whole one has run
+AOT = "per-sample-grads-aot"  # load an artefact built by another process, call it once
 
 
 def _rk4_steps(workload: str) -> int | None:
@@ -66,6 +72,51 @@ def _inputs(workload: str, quick: bool) -> tuple:
         half = len(x) // 2
         return params, x[:half].copy(), y[:half].copy()
     return params, x, y
+
+
+def _flat_step(w1, b1, w2, b2, w3, b3, x, y):
+    """The per-sample-gradient step with its parameters as arguments (aot signatures are
+    flat)."""
+    import transfuse as tx
+
+    return suite_per_sample_grads.transform(tx)((w1, b1, w2, b2, w3, b3), x, y)
+
+
+def _build_artefact(system: str, path: str, inputs: tuple) -> None:
+    """The aot case's artefact, built in an untimed process: transfuse's object code, or
+    JAX's serialised export of the same step."""
+    flat = (*inputs[0], *inputs[1:])
+    if system == "transfuse":
+        from transfuse.ir.core import aval_of
+
+        from transfuse.aot import compile_to, parse_signature
+
+        signature = ",".join(str(aval_of(a)) for a in flat)
+        compile_to(_flat_step, [parse_signature(signature)], path)
+        return
+    jax, jnp = import_jax()
+    from jax.experimental import serialize_executable
+
+    step = suite_per_sample_grads._jax(jax, jnp)
+    compiled = jax.jit(lambda *a: step(tuple(a[:-2]), a[-2], a[-1])).lower(*flat).compile()
+    with open(path, "wb") as f:
+        pickle.dump(serialize_executable.serialize(compiled), f)
+
+
+def _load_artefact(system: str, path: str) -> tuple[Callable, Callable]:
+    """What the aot case times: load the artefact, then call it (flat arguments)."""
+    if system == "transfuse":
+        tx = import_transfuse(("load",))
+        return lambda *args: tx.load(path)(*args[0], *args[1:]), lambda a: a
+    jax, jnp = import_jax()
+    from jax.experimental import serialize_executable
+
+    def load_and_call(*args):
+        with open(path, "rb") as f:
+            compiled = serialize_executable.deserialize_and_load(*pickle.load(f))
+        return jax.block_until_ready(compiled(*args[0], *args[1:]))
+
+    return load_and_call, jnp.asarray
 
 
 def _transfuse_fn(workload: str) -> Callable:
@@ -103,6 +154,13 @@ def _jax_fn(workload: str, cache_dir: str) -> tuple[Callable, Callable]:
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Time the first call of `spec['system']` on `spec['workload']`; save its result."""
     inputs = _inputs(spec["workload"], spec["quick"])
+    if spec.get("phase") == "build":
+        try:
+            _build_artefact(spec["system"], spec["artefact"], inputs)
+        except (Absent, Unavailable, NotImplementedError, AttributeError) as exc:
+            status = "absent" if isinstance(exc, Absent) else "unavailable"
+            return {"status": status, "reason": f"{type(exc).__name__}: {exc}"}
+        return {"status": "ok"}
     try:
         fn, convert = _worker_function(spec)
     except (Absent, Unavailable, NotImplementedError) as exc:
@@ -111,21 +169,25 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     args = tuple(_map_arrays(convert, a) for a in inputs)
     if spec["workload"] == NEW_BATCH:  # the whole batch first, untimed
         fn(*(_map_arrays(convert, a) for a in _inputs("per-sample-grads", spec["quick"])))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         result = fn(*args)
     except NotImplementedError as exc:
         return {"status": "unavailable", "reason": f"NotImplementedError: {exc}"}
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    if spec["workload"] == AOT and spec["system"] == "transfuse" and "numba" in sys.modules:
+        return {"status": "error", "reason": "loading the aot artefact imported Numba"}
     from transfuse.bench.check import flatten
     from transfuse.bench.core import to_numpy
     leaves = [leaf for _, leaf in flatten(to_numpy(result))]
     np.savez(spec["out"], *leaves)
-    return {"status": "ok", "seconds": seconds}
+    return {"status": "ok", "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 def _worker_function(spec: dict[str, Any]) -> tuple[Callable, Callable]:
     system, workload = spec["system"], spec["workload"]
+    if workload == AOT:
+        return _load_artefact(system, spec["artefact"])
     if system == "transfuse":
         return _transfuse_fn(workload), lambda a: a
     if system == "numba":
@@ -157,13 +219,16 @@ def _spawn(spec: dict[str, Any], cache_dir: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _sample(spec: dict[str, Any], cache_dir: str) -> float:
+def _sample(spec: dict[str, Any], cache_dir: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one fresh process's first call."""
     report = _spawn(spec, cache_dir)
     if report["status"] == "absent":
         raise Absent(report["reason"])
     if report["status"] == "unavailable":
         raise Unavailable(report["reason"])
-    return report["seconds"]
+    if report["status"] == "error":
+        raise RuntimeError(report["reason"])
+    return report.get("seconds", 0.0), report.get("cpu_seconds", 0.0)
 
 
 def _subprocess_system(system: str, workload: str, warm: bool, quick: bool
@@ -172,7 +237,7 @@ def _subprocess_system(system: str, workload: str, warm: bool, quick: bool
         if system == "transfuse":  # spare the processes when jit is not there at all
             import_transfuse(("jit",))
 
-        def measure(repeat: int) -> tuple[list[float], Any]:
+        def measure(repeat: int) -> tuple[list[tuple[float, float]], Any]:
             with tempfile.TemporaryDirectory(prefix="transfuse-bench-") as scratch:
                 out = os.path.join(scratch, "result.npz")
                 spec = {"system": system, "workload": workload, "quick": quick, "out": out}
@@ -186,22 +251,29 @@ def _subprocess_system(system: str, workload: str, warm: bool, quick: bool
     return factory
 
 
-def _samples(spec: dict[str, Any], scratch: str, warm: bool, count: int) -> list[float]:
-    """`count` fresh-process samples, fewer once SAMPLE_BUDGET_S is spent (at least one).
+def _samples(spec: dict[str, Any], scratch: str, warm: bool, count: int
+             ) -> list[tuple[float, float]]:
+    """`count` fresh-process (wall, CPU) samples, fewer once SAMPLE_BUDGET_S is spent (at
+    least one).
 
     A warm sample's cache is filled by a process like the cold sample's (untimed); under
-    --quick the cold case's own process is that one: its filled cache is kept and copied."""
+    --quick the cold case's own process is that one: its filled cache is kept and copied.
+    The aot case's artefact is built by one untimed process; each sample loads it with an
+    empty cache of its own."""
     shared = os.path.join(scratch, "cache")
     key = (spec["system"], spec["workload"])
+    if spec["workload"] == AOT:
+        spec["artefact"] = os.path.join(scratch, "artefact")
+        _sample(dict(spec, phase="build"), os.path.join(scratch, "build-cache"))
     if warm and spec["quick"] and key in _FILLED_BY_COLD:
         shutil.copytree(_FILLED_BY_COLD.pop(key), shared)
     elif warm:
         _sample(spec, shared)  # fills the cache; not timed
-    samples: list[float] = []
-    while len(samples) < count and (not samples or sum(samples) < SAMPLE_BUDGET_S):
+    samples: list[tuple[float, float]] = []
+    while len(samples) < count and (not samples or sum(w for w, _ in samples) < SAMPLE_BUDGET_S):
         cache = shared if warm else os.path.join(scratch, f"cache{len(samples)}")
         samples.append(_sample(spec, cache))
-    if not warm and spec["quick"]:
+    if not warm and spec["quick"] and spec["workload"] != AOT:  # loading compiles nothing
         _keep_filled(key, cache)
     return samples
 
@@ -221,7 +293,9 @@ def cases(quick: bool) -> list[Case]:
     """Cold and warm first calls of the elementwise chain and of per-sample gradients; cold
     first calls of jit(grad) of the unrolled RK4 at RK4_STEPS steps; the first call of
     per-sample gradients at half the batch, in the process that has just run the whole
-    batch (a new batch size: transfuse reuses the kernel, JAX recompiles).
+    batch (a new batch size: transfuse reuses the kernel, JAX recompiles); loading the
+    per-sample-gradient step's aot artefact and its first call (JAX: a serialised
+    executable).
 
     Under --quick only the elementwise chain: every sample is a fresh process.
     """
@@ -230,15 +304,18 @@ def cases(quick: bool) -> list[Case]:
                   ("vmap", "grad"))]
     workloads += [(f"rk4-{n}", ("jax",), _rk4.transform(n), ("grad",)) for n in RK4_STEPS]
     workloads.append((NEW_BATCH, ("jax",), suite_per_sample_grads.transform, ("vmap", "grad")))
+    workloads.append((AOT, ("jax",), suite_per_sample_grads.transform, ("vmap", "grad", "load")))
     out = []
     for workload, systems, transform, needs in workloads[:1] if quick else workloads:
-        once = _rk4_steps(workload) or workload == NEW_BATCH
+        once = _rk4_steps(workload) or workload in (NEW_BATCH, AOT)
         for warm in (False,) if once else (False, True):
             temperature = "warm" if warm else "cold"
             out.append(Case(
-                NAME, workload if workload == NEW_BATCH else f"{workload}-{temperature}",
+                NAME, workload if workload in (NEW_BATCH, AOT) else f"{workload}-{temperature}",
                 f"first call of the {workload} case in a fresh process, "
-                f"{'warm disk cache' if warm else 'empty caches'}",
+                f"{'warm disk cache' if warm else 'empty caches'}"
+                + (" (load + first call of an artefact built by another process)"
+                   if workload == AOT else ""),
                 lambda w=workload: _inputs(w, quick), transform=transform, needs=needs,
                 plain=workload == "elementwise",
                 transfuse_system=_subprocess_system("transfuse", workload, warm, quick),

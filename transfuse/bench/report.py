@@ -57,6 +57,8 @@ def _system_document(result: SystemResult) -> dict[str, Any]:
         "max_ms": timing.max_s * 1e3 if timing else None,
         "samples": timing.samples if timing else None,
         "calls_per_sample": timing.calls_per_sample if timing else None,
+        "cpu_median_ms": timing.cpu_median_s * 1e3
+        if timing and timing.cpu_median_s is not None else None,
         "ratio": _finite(result.ratio), "max_error": _finite(result.max_error),
         "first_call_ms": result.first_call_s * 1e3 if result.first_call_s is not None
         else None,
@@ -116,6 +118,8 @@ def _cell(name: str, result: SystemResult | None) -> str:
     if result.timing is None:
         return CELL_FOR_STATUS.get(result.status, result.status)
     text = format_seconds(result.timing.median_s)
+    if result.timing.cpu_median_s is not None:
+        text += f", CPU {format_seconds(result.timing.cpu_median_s)}"
     if name != "transfuse" and result.ratio is not None:
         text += f" ({result.ratio:.2f}x)"
     return text

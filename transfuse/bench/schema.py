@@ -28,6 +28,8 @@ SYSTEM = {
         "max_ms": {"type": ["number", "null"], "minimum": 0},
         "samples": {"type": ["integer", "null"], "minimum": 1},
         "calls_per_sample": {"type": ["integer", "null"], "minimum": 1},
+        # CPU seconds per call (the compile suite's fresh processes measure them)
+        "cpu_median_ms": {"type": ["number", "null"], "minimum": 0},
         "ratio": NUMBER_OR_NULL,  # median / transfuse median; above 1: transfuse faster
         "max_error": NUMBER_OR_NULL,  # max |result - reference| / max |reference|
         # the first, untimed call in the benchmark process: compiles for jit systems

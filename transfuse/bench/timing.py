@@ -23,11 +23,19 @@ class Timing:
     max_s: float
     samples: int
     calls_per_sample: int
+    cpu_median_s: float | None = None  # CPU seconds, where the runner measured them
 
     @classmethod
-    def of(cls, per_call_s: Sequence[float], calls_per_sample: int = 1) -> Timing:
+    def of(cls, per_call_s: Sequence[float] | Sequence[tuple[float, float]],
+           calls_per_sample: int = 1) -> Timing:
+        """per_call_s: seconds, or (wall, CPU) seconds from a runner that times itself
+        (the compile suite's fresh processes)."""
+        cpu = None
+        if per_call_s and isinstance(per_call_s[0], tuple):
+            cpu = statistics.median(c for _, c in per_call_s)
+            per_call_s = [w for w, _ in per_call_s]
         return cls(statistics.median(per_call_s), min(per_call_s), max(per_call_s),
-                   len(per_call_s), calls_per_sample)
+                   len(per_call_s), calls_per_sample, cpu)
 
 
 def calls_for(seconds_per_call: float, min_sample_s: float) -> int:
