@@ -31,7 +31,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["MATH_FUNCTIONS", "PRIMITIVES", "math_globals"]
+__all__ = ["MATH_FUNCTIONS", "OUT_OF_LINE", "PRIMITIVES", "SMALL_TRIG", "SMALL_TRIG_LIMIT",
+           "math_globals"]
 
 PRIMITIVES = ("exp", "expm1", "log", "log1p", "tanh", "logistic", "sin", "cos", "tan",
               "erf", "sinh", "cosh", "arctan", "pow")
@@ -452,6 +453,54 @@ def _reduce_f64(a):
     return f_hi, (u - f_hi) + rest, k + k2
 
 
+# The fast reduction for |x| < 2**15 (SMALL_TRIG_LIMIT): Cody-Waite, x - k pi/2 with pi/2
+# in pieces of at most 38 significant bits, so that k * piece is exact for every k below
+# 2**15 (15 + 38 bits), whether or not the CPU fuses multiply-adds; no table, so no gather.
+# The pieces are facts: pi/2 rounded to 38 bits, the rest rounded to 38 bits, and so on.
+SMALL_TRIG_LIMIT = 2.0**15
+_TWO_OVER_PI_F64 = 0.6366197723675814
+_CW_P1 = float.fromhex("0x1.921fb54440000p+0")  # 35 significant bits
+_CW_P2 = float.fromhex("0x1.68c234c4c8000p-39")  # 38
+_CW_P3 = float.fromhex("-0x1.9d747f23e0000p-79")  # 36
+_CW_P4 = float.fromhex("-0x1.976b7ed8fbbadp-118")  # 53; pi/2 - P1 - ... - P4 is 2**-171
+_CW_P34 = float.fromhex("-0x1.9d747f23e32edp-79")  # P3 + P4 rounded, for float32
+
+
+@_jit
+def _two_sum(a, b):
+    """(s, e) with s = fl(a + b) and s + e = a + b exactly, whatever their sizes."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@_jit
+def _reduce_small_f32(a):
+    """(r, k) in float64 with a - k pi/2 = r (to 2**-52 |r|), for a float32 a = |x| below
+    2**15. a - k*P1 is exact (k*P1 is, and the difference is below 1 on a 2**-37 grid);
+    the next two steps round once each relative to r, and |r| > 2**-30 for float32 a (the
+    smallest over all float32 is 2**-29.86 quarter turns, docs/mathlib.md)."""
+    w = np.float64(a)
+    k = _rint(w * _TWO_OVER_PI_F64)
+    r = _fma(-k, _CW_P1, w)
+    r = _fma(-k, _CW_P2, r)
+    return _fma(-k, _CW_P34, r), k
+
+
+@_jit
+def _reduce_small_f64(a):
+    """(r_hi, r_lo, k) with a - k pi/2 = r_hi + r_lo, for a float64 a = |x| below 2**15.
+    a - k*P1 is exact as in float32; k*P2 and k*P3 are exact and subtracted with TwoSum,
+    so the only roundings are of the tails (below 2**-100 |r| for |r| >= 2**-62)."""
+    k = _rint(a * _TWO_OVER_PI_F64)
+    r = _fma(-k, _CW_P1, a)
+    s, e = _two_sum(r, -k * _CW_P2)
+    s, e2 = _two_sum(s, -k * _CW_P3)
+    tail = (e + e2) - k * _CW_P4
+    r_hi = s + tail
+    return r_hi, tail - (r_hi - s), k
+
+
 @_jit
 def _quadrant(k):
     """k mod 4 for an integral float64 k."""
@@ -513,6 +562,32 @@ def _sin_cos_f64(a):
     return _fma(c, r_lo, s), _fma(-s, r_lo, c), _quadrant(k)
 
 
+@_jit
+def _sin_cos_small_f32(a):
+    """_sin_cos_f32 for a < SMALL_TRIG_LIMIT, by the table-free reduction."""
+    r, k = _reduce_small_f32(a)
+    r_hi = np.float32(r)
+    r_lo = np.float32(r - np.float64(r_hi))
+    s, c = _sin_cos_poly(r_hi, _SIN_F32, _COS_F32)
+    return _fma(c, r_lo, s), _fma(-s, r_lo, c), np.float32(_quadrant(k))
+
+
+@_jit
+def _sin_cos_small_f32_wide(a):
+    """_sin_cos_f32_wide for a < SMALL_TRIG_LIMIT, by the table-free reduction."""
+    r, k = _reduce_small_f32(a)
+    s, c = _sin_cos_poly(r, _SIN_F32_WIDE, _COS_F32_WIDE)
+    return s, c, _quadrant(k)
+
+
+@_jit
+def _sin_cos_small_f64(a):
+    """_sin_cos_f64 for a < SMALL_TRIG_LIMIT, by the table-free reduction."""
+    r_hi, r_lo, k = _reduce_small_f64(a)
+    s, c = _sin_cos_poly(r_hi, _SIN_F64, _COS_F64)
+    return _fma(c, r_lo, s), _fma(-s, r_lo, c), _quadrant(k)
+
+
 # ---------------------------------------------------------------------------------------
 # The functions, written once and instantiated per dtype: every constant is a scalar of
 # that dtype, so float32 code never widens to float64 (the trig reduction, tan and pow
@@ -554,9 +629,9 @@ def min_nan_to(x, hi):
     return _select(x > hi, hi, x)
 
 
-def _build(dtype: type) -> tuple[dict[str, Callable], dict[str, Callable]]:
-    """The njit scalar functions for `dtype`, keyed by primitive name, and the kernels
-    behind them that pow reuses."""
+def _build(dtype: type) -> tuple[dict[str, Callable], ...]:
+    """The njit scalar functions for `dtype`, keyed by primitive name; the kernels behind
+    them that pow reuses; and the table-free trigonometric functions for small |x|."""
     suffix = "f32" if dtype is np.float32 else "f64"
     lim = {k: dtype(v[dtype is np.float64]) for k, v in _CONSTANTS.items()}
     zero, quarter, half, one, two = (dtype(v) for v in (0.0, 0.25, 0.5, 1.0, 2.0))
@@ -577,6 +652,8 @@ def _build(dtype: type) -> tuple[dict[str, Callable], dict[str, Callable]]:
         _coeffs(k, dtype) for k in ("TANH", "ATAN", "ERF", "ERFCX", "SINH"))
     sin_cos = _sin_cos_f32 if dtype is np.float32 else _sin_cos_f64
     tan_parts = _sin_cos_f32_wide if dtype is np.float32 else _sin_cos_f64
+    sin_cos_small = _sin_cos_small_f32 if dtype is np.float32 else _sin_cos_small_f64
+    tan_parts_small = _sin_cos_small_f32_wide if dtype is np.float32 else _sin_cos_small_f64
     trig_tiny = lim["TRIG_TINY"]
     funcs = {}
 
@@ -756,40 +833,60 @@ def _build(dtype: type) -> tuple[dict[str, Callable], dict[str, Callable]]:
         y = _select((q == one) | (q == three), s, c)
         return _select((q == one) | (q == two), -y, y)
 
-    @public
-    def tf_sin(x):
-        """Sine."""
-        a = _fabs(x)
-        s, c, q = sin_cos(a)
-        y = sin_of(s, c, q) * _copysign(one, x)  # sin is odd
-        y = _select(a < trig_tiny, x, y)  # also keeps zeros and subnormals exact
-        return _select(a < inf, y, x - x)
+    def trig(sin_cos: Callable, tan_parts: Callable) -> tuple[Callable, ...]:
+        """sin, cos and tan over a reduction (sin r, cos r, quadrant) of |x|."""
+        def tf_sin(x):
+            """Sine."""
+            a = _fabs(x)
+            s, c, q = sin_cos(a)
+            y = sin_of(s, c, q) * _copysign(one, x)  # sin is odd
+            y = _select(a < trig_tiny, x, y)  # also keeps zeros and subnormals exact
+            return _select(a < inf, y, x - x)
 
-    @public
-    def tf_cos(x):
-        """Cosine."""
-        a = _fabs(x)
-        s, c, q = sin_cos(a)
-        y = _select(a < trig_tiny, one, cos_of(s, c, q))
-        return _select(a < inf, y, x - x)
+        def tf_cos(x):
+            """Cosine."""
+            a = _fabs(x)
+            s, c, q = sin_cos(a)
+            y = _select(a < trig_tiny, one, cos_of(s, c, q))
+            return _select(a < inf, y, x - x)
 
-    @public
-    def tf_tan(x):
-        """Tangent."""
+        def tf_tan(x):
+            """Tangent."""
+            a = _fabs(x)
+            s, c, q = tan_parts(a)  # float64 for float32: the quotient is rounded once
+            odd = (q == 1.0) | (q == 3.0)
+            y = dtype(_div(_select(odd, -c, s), _select(odd, s, c))) * _copysign(one, x)
+            y = _select(a < trig_tiny, x, y)
+            return _select(a < inf, y, x - x)
+        return tf_sin, tf_cos, tf_tan
+
+    for fn in trig(sin_cos, tan_parts):
+        public(fn)
+    # The same for |x| < SMALL_TRIG_LIMIT (and NaN, inf) only, without table lookups: a
+    # caller uses them where it can redo the elements with larger |x| (trig_large).
+    small = {}
+    for fn in trig(sin_cos_small, tan_parts_small):
+        name = fn.__name__.removeprefix("tf_")
+        fn.__name__ = fn.__qualname__ = f"tf_{name}_small_{suffix}"
+        small[name] = _jit(fn)
+    limit = dtype(SMALL_TRIG_LIMIT)
+
+    def tf_trig_large(x):
+        """Whether x is finite with |x| >= SMALL_TRIG_LIMIT: the _small functions' answer
+        for it is wrong, and the caller must use the exact ones."""
         a = _fabs(x)
-        s, c, q = tan_parts(a)  # float64 for float32: the quotient is rounded once
-        odd = (q == 1.0) | (q == 3.0)
-        y = dtype(_div(_select(odd, -c, s), _select(odd, s, c))) * _copysign(one, x)
-        y = _select(a < trig_tiny, x, y)
-        return _select(a < inf, y, x - x)
+        return (a >= limit) & (a < inf)
+    tf_trig_large.__name__ = tf_trig_large.__qualname__ = f"tf_trig_large_{suffix}"
+    small["trig_large"] = _jit(tf_trig_large)
 
     return funcs, {"split": split, "log_core": log_core, "exp_parts": exp_parts,
-                   "scale": scale}
+                   "scale": scale}, small
 
 
-_FUNCTIONS, _KERNELS = {}, {}
+_FUNCTIONS, _KERNELS, _SMALL = {}, {}, {}
 for _dtype in (np.float32, np.float64):
-    _FUNCTIONS[_dtype.__name__], _KERNELS[_dtype.__name__] = _build(_dtype)
+    _FUNCTIONS[_dtype.__name__], _KERNELS[_dtype.__name__], _SMALL[_dtype.__name__] = \
+        _build(_dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -909,6 +1006,24 @@ MATH_FUNCTIONS: dict[tuple[str, str], Callable] = {
     (name, dtype): fn for dtype, funcs in _FUNCTIONS.items() for name, fn in funcs.items()}
 
 
+# sin, cos, tan for |x| < SMALL_TRIG_LIMIT, NaN and inf (Cody-Waite, no table), and the
+# test `trig_large` for the rest, keyed like MATH_FUNCTIONS: ("sin", "float32"), ...,
+# ("trig_large", "float32"). A loop that uses them redoes the elements where trig_large
+# holds with MATH_FUNCTIONS (compiler/trig_fast_path.py).
+SMALL_TRIG: dict[tuple[str, str], Callable] = {
+    (name, dtype): fn for dtype, funcs in _SMALL.items() for name, fn in funcs.items()}
+
+
+# Each function again as an ordinary (not inlined) function, named tf_<name>_<suffix>_call:
+# a loop redoing a few points (compiler/trig_fast_path.py) calls these, so that it costs
+# one compile per process rather than a second inlined copy of every call per kernel.
+OUT_OF_LINE: dict[str, Callable] = {
+    f"{fn.py_func.__name__}_call": njit(cache=False)(fn.py_func)
+    for fn in MATH_FUNCTIONS.values()}
+
+
 def math_globals() -> dict[str, Callable]:
     """{function name: function} for the namespace of generated source."""
-    return {fn.py_func.__name__: fn for fn in MATH_FUNCTIONS.values()}
+    names = {fn.py_func.__name__: fn for table in (MATH_FUNCTIONS, SMALL_TRIG)
+             for fn in table.values()}
+    return {**names, **OUT_OF_LINE}
