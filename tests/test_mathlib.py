@@ -16,7 +16,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 import re
+import subprocess
+import sys
 
 import mpmath
 import numpy as np
@@ -425,3 +428,30 @@ def test_generated_source_calls_functions_by_name():
     x64 = x.astype(np.float64)  # not NumPy's float32 ufuncs: their last bits vary by CPU
     want = np.tanh(x64) * scipy.special.expit(x64) + np.exp(x64)
     np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+
+
+AVX512_FEATURES = ("+64bit,+avx,+avx2,+avx512bw,+avx512cd,+avx512dq,+avx512f,+avx512vl,+bmi,"
+                   "+bmi2,+cx16,+f16c,+fma,+lzcnt,+movbe,+popcnt,+sse,+sse2,+sse3,+sse4.1,"
+                   "+sse4.2,+ssse3")
+WIDTH_PROBE = """
+import re
+from numba import float32, njit
+from transfuse.compiler.mathlib import MATH_FUNCTIONS
+exp = MATH_FUNCTIONS[("exp", "float32")]
+
+@njit((float32[::1], float32[::1]))  # compiled, never run: the CPU may lack AVX-512
+def loop(x, out):
+    for i in range(x.size):
+        out[i] = exp(x[i])
+print(max(int(n) for n in re.findall(r"<(\\d+) x float>", loop.inspect_llvm(loop.signatures[0]))))
+"""
+
+
+def test_loops_use_the_targets_full_width():
+    """Compiled for an Intel AVX-512 CPU (cross-compiled: NUMBA_CPU_NAME), a float32 loop
+    of mathlib's exp has 16 lanes, not the 8 that LLVM's preference for 256-bit vectors on
+    those CPUs gives without mathlib's "prefer-vector-width" attribute."""
+    env = dict(os.environ, NUMBA_CPU_NAME="skylake-avx512", NUMBA_CPU_FEATURES=AVX512_FEATURES)
+    out = subprocess.run([sys.executable, "-c", WIDTH_PROBE], env=env, capture_output=True,
+                         text=True, check=True, timeout=300)
+    assert int(out.stdout.split()[-1]) == 16
