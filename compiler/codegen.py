@@ -153,7 +153,8 @@ class LoopNest:
 
 
 # ---------------------------------------------------------------------------------------
-# Rules: how a primitive is lowered (the table lives in lower_cpu.LOWERING_RULES)
+# Rules: how a primitive is lowered (the tables: point_rules.POINT_RULES and
+# lower_cpu_kernels.KERNEL_RULES, joined in lower_cpu.LOWERING_RULES)
 
 
 @dataclass(frozen=True)

@@ -30,16 +30,16 @@ from dataclasses import dataclass
 
 from transfuse.ir.core import Graph, Node, Var, subgraphs
 
+from .buffer_plan import BufferPlan
 from .fusion import fuse
 from .lockstep_lanes import emit_lockstep
 from .lower_cpu import (
-    PARALLEL_MIN_FLOPS,
     RegionReport,
-    _BufferPlan,
     _Lowering,
     _sized,
-    _top_level_consts,
 )
+from .lower_cpu_kernels import PARALLEL_MIN_FLOPS
+from .lowering_graph import flatten_contractions, top_level_consts
 from .region_functions import RegionBody, share_regions
 from .repeated_blocks import outline_repeats
 from .scan_hoist import hoist_step_products, sink_accumulations
@@ -98,7 +98,7 @@ def _optimised(graph: Graph) -> Graph:
     return fuse(optimise(graph))
 
 
-class _OutParams(_BufferPlan):
+class _OutParams(BufferPlan):
     """The buffer plan of a function: its outputs are the buffers it is given (o0, o1...)."""
 
     def __init__(self, graph: Graph):
@@ -217,7 +217,7 @@ class _FunctionLowering(_Lowering):
 def _name_consts(lowering: _Lowering, graph: Graph) -> None:
     """The graph's array constants become arguments of the entry (c0, c1, ...)."""
     root = lowering.root
-    for v in _top_level_consts(graph):
+    for v in top_level_consts(graph):
         if v not in root.names:
             root.names[v] = f"c{len(root.const_vars)}"
             root.const_vars.append(v)
@@ -226,9 +226,7 @@ def _name_consts(lowering: _Lowering, graph: Graph) -> None:
 
 
 def _flatten(graph: Graph) -> list[Node]:
-    from .lower_cpu import _flatten_contractions
-
-    return _flatten_contractions(graph.nodes)
+    return flatten_contractions(graph.nodes)
 
 
 _LOCAL = re.compile(r"(?<![.\w])t\d+(?!\w)")  # the program's scalar locals, numbered globally

@@ -52,18 +52,9 @@ from .codegen import (
     literal,
 )
 from .fusion import FUSED, REDUCTION, fuse, fusion_class
-from .lower_cpu import (
-    LOWERING_RULES,
-    NARROW_INTS,
-    _exact,
-    _single_node_graph,
-    _sources,
-    _top_level_consts,
-    arg_scan,
-    conv_window,
-    divide,
-    dot_indices,
-)
+from .lower_cpu_kernels import arg_scan, conv_window, dot_indices
+from .lowering_graph import single_node_graph, top_level_consts, user_lines
+from .point_rules import NARROW_INTS, POINT_RULES, divide, exact
 
 P = PRIMITIVES
 CUDA_LOWERING_RULES: dict[Any, Rule] = {}
@@ -79,7 +70,7 @@ def _as_on_the_cpu(*names: str) -> None:
     """The CPU backend's point (and reduce) rules for `names`: their expressions are valid
     device code as they stand."""
     for name in names:
-        cpu = LOWERING_RULES[P[name]]
+        cpu = POINT_RULES[P[name]]
         _rule(name, point=cpu.point, reduce=cpu.reduce)
 
 
@@ -160,12 +151,12 @@ _rule("bessel_i1e", point=_math("cu_i1e"))
 
 def _sign(c: PointCtx) -> str:
     if c.out_dtype.kind == "c":
-        return LOWERING_RULES[P["sign"]].point(c)  # z / |z|: the same code on the device
+        return POINT_RULES[P["sign"]].point(c)  # z / |z|: the same code on the device
     x = c.arg(0)
     if c.out_dtype.kind == "u":
-        return _exact(c, f"({c.lit(1)} if {x} > 0 else {x})")
+        return exact(c, f"({c.lit(1)} if {x} > 0 else {x})")
     # NaN and zero return themselves, as np.sign does.
-    return _exact(c, f"({c.lit(1)} if {x} > 0 else ({c.lit(-1)} if {x} < 0 else {x}))")
+    return exact(c, f"({c.lit(1)} if {x} > 0 else ({c.lit(-1)} if {x} < 0 else {x}))")
 
 
 def _class_test(which: str, x: str, inf: str) -> str:
@@ -199,7 +190,7 @@ def _pow(c: PointCtx) -> str:
         return f"{ctor(c.out_dtype)}({c.helper('cz_pow')}({x}, {y}))"
     if c.out_dtype.kind == "f":
         return f"{x} ** {y}"
-    return _exact(c, f"{c.helper('ipow_checked')}({x}, {y}, err)")
+    return exact(c, f"{c.helper('ipow_checked')}({x}, {y}, err)")
 
 
 _rule("pow", point=_pow)
@@ -551,10 +542,10 @@ for _name in ("cond", "while_loop", "scan"):
     _rule(_name)
 # Views and copies left alone run on the host (a reshaped device array, a device-to-device
 # copy: `lower_host`); inside a loop region they are the CPU's index maps.
-_rule("reshape", point=LOWERING_RULES[P["reshape"]].point, kernel=lambda k: None)
-_rule("squeeze", point=LOWERING_RULES[P["squeeze"]].point, kernel=lambda k: None)
-_rule("expand_dims", point=LOWERING_RULES[P["expand_dims"]].point, kernel=lambda k: None)
-_rule("copy", point=LOWERING_RULES[P["copy"]].point, kernel=lambda k: None)
+_rule("reshape", point=POINT_RULES[P["reshape"]].point, kernel=lambda k: None)
+_rule("squeeze", point=POINT_RULES[P["squeeze"]].point, kernel=lambda k: None)
+_rule("expand_dims", point=POINT_RULES[P["expand_dims"]].point, kernel=lambda k: None)
+_rule("copy", point=POINT_RULES[P["copy"]].point, kernel=lambda k: None)
 CUDA_LOWERING_RULES[FUSED] = Rule()  # lowered by the driver (loop regions)
 
 # ---------------------------------------------------------------------------------------
@@ -779,7 +770,7 @@ class _CudaLowering:
     def run(self, title: str) -> CudaProgram:
         for i, v in enumerate(self.graph.inputs):
             self.bind(v, f"a{i}")
-        for v in _top_level_consts(self.graph):
+        for v in top_level_consts(self.graph):
             self.bind(v, f"c{len(self.const_vars)}")
             self.const_vars.append(v)
         for node in self.graph.nodes:
@@ -831,7 +822,7 @@ class _CudaLowering:
         elif rule is not None and rule.kernel is not None:
             self.lower_kernel(node, rule)
         elif rule is not None and (rule.point is not None or rule.reduce is not None):
-            for part in fuse(_single_node_graph(node), enabled=False).nodes:
+            for part in fuse(single_node_graph(node), enabled=False).nodes:
                 self.lower_node(part)
         else:
             raise CompileError(f"the CUDA backend has no lowering for primitive {name}"
@@ -911,7 +902,7 @@ class _CudaLowering:
         prims = ", ".join(n.prim.name for n in nodes)
         label = f"{kernel}: " if kernel else ""
         text = f"    # -- {label}{what}: {prims}"
-        where = _sources(nodes)
+        where = user_lines(nodes)
         if where:
             text += f"\n    #    from {where}"
         self.body.insert(len(self.body) if at is None else at, text)

@@ -62,7 +62,9 @@ _ROOT = _HERE.parent
 # kernel whose own source is unchanged must still be rebuilt when one of them changes; a
 # hand-kept list missed expm.py, linalg_bodies.py and complex_bodies.py).
 _FINGERPRINT_FILES = [
-    _ROOT / "compiler" / "lower_cpu.py", _ROOT / "compiler" / "codegen.py",
+    *(_ROOT / "compiler" / f"{name}.py" for name in (
+        "lower_cpu", "lower_cpu_kernels", "point_rules", "gemm_plan", "buffer_plan",
+        "lowering_graph", "codegen")),
     _ROOT / "compiler" / "fusion.py", _ROOT / "compiler" / "mathlib.py",
     *sorted(_HERE.glob("*.py")),
 ]

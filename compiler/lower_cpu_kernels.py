@@ -1,0 +1,506 @@
+"""The CPU backend's kernel rules: nodes that fill whole buffers with loops and calls.
+
+`KERNEL_RULES[prim]` writes the statements of one node (contractions, convolutions,
+scans, arg-reductions, scatters, linear algebra, FFTs, sorts, views and copies) from a
+`KernelCtx`; compiler/lower_cpu.py's driver places them in the entry point. See
+docs/compiler.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from transfuse.ir.core import Node
+from transfuse.ir.primitives import PRIMITIVES
+
+from .codegen import COLUMN_CHUNK, LoopNest, ProgramBuilder, ctor, index_str, literal
+from .gemm_plan import BLAS_KINDS, GEMM_LOOPS, GemmPlan, free_dims, gemm_plan, operand_order
+from .point_rules import NARROW_INTS
+
+P = PRIMITIVES
+Kernel = Callable[["KernelCtx"], None]
+KERNEL_RULES: dict[Any, Kernel] = {}
+PARALLEL_MIN_FLOPS = 1 << 18
+
+
+def _kernel(name: str, kernel: Kernel) -> None:
+    KERNEL_RULES[P[name]] = kernel
+
+
+@dataclass
+class KernelCtx:
+    """What a kernel rule sees: the node, its operands' and outputs' array names, a nest."""
+
+    program: ProgramBuilder
+    node: Node
+    ins: list[str]
+    outs: list[str]
+    nest: LoopNest
+    allow_parallel: bool
+
+    @property
+    def params(self) -> dict:
+        return self.node.params
+
+    def work_is_large(self, flops: int) -> bool:
+        return self.allow_parallel and flops >= PARALLEL_MIN_FLOPS
+
+    def loops(self, names: list[str], extents: list[int], parallel_first: bool = False
+              ) -> None:
+        for k, (name, n) in enumerate(zip(names, extents)):
+            parallel = parallel_first and k == 0 and n >= 2
+            if parallel:
+                self.program.uses_prange = True
+            self.nest.open(name, n, parallel=parallel)
+
+    def close(self, count: int) -> None:
+        for _ in range(count):
+            self.nest.close()
+
+    def put(self, stmt: str) -> None:
+        self.nest.put(stmt)
+
+
+def _view_kernel(k: KernelCtx) -> None:
+    shape = k.node.outputs[0].aval.shape
+    k.put(f"{k.outs[0]} = {k.ins[0]}.reshape({shape!r})")
+
+
+def _copy_kernel(k: KernelCtx) -> None:
+    k.put(f"{k.outs[0]} = {k.ins[0]}.copy()")
+
+
+
+
+def _alias_kernel(k: KernelCtx) -> None:
+    """x, once its `after` exists: an alias (a view), so a checkpoint copies no weights."""
+    k.put(f"{k.outs[0]} = {k.ins[0]}")
+
+
+_kernel("broadcast_in_dim", _view_kernel)
+_kernel("squeeze", _view_kernel)
+_kernel("expand_dims", _view_kernel)
+_kernel("reshape", _view_kernel)
+_kernel("copy", _copy_kernel)
+_kernel("optimization_barrier", _alias_kernel)
+
+
+def _dot_general_kernel(k: KernelCtx) -> None:
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    out = k.node.outputs[0].aval
+    (lc, _), _ = k.params["dimension_numbers"]
+    if out.size == 0:
+        return
+    if any(lhs.shape[d] == 0 for d in lc):  # an empty sum: zeros (Numba has no 0-d fill)
+        k.put(f"{k.outs[0]}.reshape({k.outs[0]}.size)[:] = 0")
+        return
+    plan = gemm_plan(k.node) if out.dtype in BLAS_KINDS else None
+    if plan is None:
+        _dot_loops(k, free_dims(k.node, 0), free_dims(k.node, 1))
+    else:
+        _dot_blas(k, plan)
+
+
+
+def _operand_copy(k: KernelCtx, index: int) -> str:
+    """Operand `index` copied by a loop nest into (batch, rows, cols) order."""
+    name, aval = k.ins[index], k.node.inputs[index].aval
+    order = operand_order(k.node, index)
+    moved = k.program.local()
+    k.put(f"{moved} = np.empty({tuple(aval.shape[d] for d in order)!r}, "
+          f"np.{aval.dtype.name})  # {name} with its axes in the order BLAS needs")
+    names = [f"i{j}" for j in range(aval.ndim)]
+    src = [""] * aval.ndim
+    for j, d in enumerate(order):
+        src[d] = names[j]
+    k.loops(names, [aval.shape[d] for d in order])
+    k.put(f"{moved}[{index_str(names)}] = {name}[{index_str(src)}]")
+    k.close(aval.ndim)
+    return moved
+
+
+def _dot_blas(k: KernelCtx, plan: GemmPlan) -> None:
+    """One gemm_strided call: BLAS on strided views, looping over batch dims (no copies)."""
+    flat = []
+    for i in range(len(k.node.inputs)):
+        name = _operand_copy(k, i) if plan.copies[i] else k.ins[i]
+        # `.size` rather than the number: a product of extents would be a size of its own
+        # (compiler/size_params.py), and equal to another size in some programs only
+        flat.append(k.nest.assign(k.program.local(), f"{name}.reshape({name}.size)"))
+    out = k.node.outputs[0].aval
+    flat.append(k.nest.assign(k.program.local(), f"{k.outs[0]}.reshape({k.outs[0]}.size)"))
+    x, y = (1, 0) if plan.swap else (0, 1)
+    loops = [(a.size, a.strides[x], a.strides[y], a.strides[2]) for a in plan.loops]
+    loops += [(1, 0, 0, 0)] * (GEMM_LOOPS - len(loops))
+    args = (BLAS_KINDS[out.dtype],) + plan.blas + tuple(v for lp in loops for v in lp)
+    m, n, kk = plan.mnk
+    count = "".join(f"{a.size} x " for a in plan.loops)
+    blas_args = k.program.int_args(args)
+    k.put(f"{k.program.helper('gemm_strided')}({flat[x]}, {flat[y]}, {flat[2]}, "
+          f"{blas_args})  # BLAS: {count}({m}x{kk} @ {kk}x{n})")
+
+
+
+def dot_indices(node: Node, lfree: list[int], rfree: list[int]
+                ) -> tuple[list[str], list[str], list[str], list[str]]:
+    """A dot_general's loop variables: the output's (batch, lhs free, rhs free), the
+    contracted axes', and the index expressions of lhs and rhs in those variables."""
+    lhs, rhs = (v.aval for v in node.inputs)
+    out = node.outputs[0].aval
+    (lc, rc), (lb, rb) = node.params["dimension_numbers"]
+    names = [f"i{d}" for d in range(out.ndim)]
+    nb, nl = len(lb), len(lfree)
+    lidx, ridx = [""] * lhs.ndim, [""] * rhs.ndim
+    for j, (a, c) in enumerate(zip(lb, rb)):
+        lidx[a] = ridx[c] = names[j]
+    for j, a in enumerate(lfree):
+        lidx[a] = names[nb + j]
+    for j, c in enumerate(rfree):
+        ridx[c] = names[nb + nl + j]
+    knames = [f"i{out.ndim + j}" for j in range(len(lc))]
+    for a, c, name in zip(lc, rc, knames):
+        lidx[a] = ridx[c] = name
+    return names, knames, lidx, ridx
+
+def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
+    """out[batch, lfree, rfree] (+)= lhs * rhs, contraction outside the rfree loop."""
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    out = k.node.outputs[0].aval
+    (lc, rc), (lb, rb) = k.params["dimension_numbers"]
+    names, knames, lidx, ridx = dot_indices(k.node, lfree, rfree)
+    nb, nl = len(lb), len(lfree)
+    flops = out.size * max(1, int(np.prod([lhs.shape[a] for a in lc], dtype=np.int64)))
+    outer = nb + nl
+    # An outer product (no contracted axis) writes one product per element: bound by
+    # memory like a copy, where a second thread gains little and Numba's parallel passes
+    # cost a second of compile time (the per-sample-gradient step has one such kernel).
+    k.loops(names[:outer], list(out.shape[:outer]), bool(lc) and k.work_is_large(flops))
+    target = f"{k.outs[0]}[{index_str(names)}]"
+    if not lc:  # an outer product: one write per element
+        k.loops(names[outer:], list(out.shape[outer:]))
+        k.put(f"{target} = {k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]")
+        k.close(out.ndim - outer)
+    elif out.dtype.kind == "f" and lhs.shape[lc[-1]] > COLUMN_CHUNK:
+        if outer == out.ndim:
+            _dot_rows(k, target, knames, lidx, ridx)
+        else:
+            _dot_chunked(k, target, names[outer:], knames, lidx, ridx)
+    else:
+        k.loops(names[outer:], list(out.shape[outer:]))
+        k.put(f"{target} = 0")
+        k.close(out.ndim - outer)
+        k.loops(knames, [lhs.shape[a] for a in lc])
+        a = k.nest.assign(k.program.local(), f"{k.ins[0]}[{index_str(lidx)}]")
+        k.loops(names[outer:], list(out.shape[outer:]))
+        k.put(f"{target} += {a} * {k.ins[1]}[{index_str(ridx)}]")
+        k.close(out.ndim - outer + len(lc))
+    k.close(outer)
+
+
+def _dot_rows(k: KernelCtx, target: str, knames: list[str], lidx: list[str],
+              ridx: list[str]) -> None:
+    """Each output element as block_dot of the two operands' 1-D views along the last
+    contracted axis (vectorised, with block_sum's accuracy); compensated across the other
+    contracted axes."""
+    (lc, _), _ = k.params["dimension_numbers"]
+    last = knames[-1]
+    x = f"{k.ins[0]}[{index_str([':' if i == last else i for i in lidx])}]"
+    y = f"{k.ins[1]}[{index_str([':' if i == last else i for i in ridx])}]"
+    dot = f"{k.program.helper('block_dot')}({x}, {y})"
+    if len(knames) == 1:
+        k.put(f"{target} = {dot}")
+        return
+    acc, comp = (k.nest.assign(k.program.local(), "0.0", what, depth=k.nest.depth)
+                 for what in ("compensated float64 total", "its rounding errors"))
+    lhs = k.node.inputs[0].aval
+    k.loops(knames[:-1], [lhs.shape[a] for a in lc[:-1]])
+    k.put(f"{acc}, {comp} = {k.program.helper('comp_add')}({acc}, {comp}, {dot})")
+    k.close(len(knames) - 1)
+    k.put(f"{target} = {k.program.helper('comp_total')}({acc}, {comp})")
+
+
+def _dot_chunked(k: KernelCtx, target: str, rnames: list[str], knames: list[str],
+                 lidx: list[str], ridx: list[str]) -> None:
+    """out[..., rfree] accumulated over chunks of COLUMN_CHUNK steps of the last contracted
+    axis, each chunk's sums added to compensated totals (as column sums in codegen.py):
+    the rfree loop stays innermost and vectorises, and the error does not grow with K."""
+    lhs = k.node.inputs[0].aval
+    out = k.node.outputs[0].aval
+    (lc, _), _ = k.params["dimension_numbers"]
+    rshape = list(out.shape[out.ndim - len(rnames):])
+    cell = index_str(rnames)
+    totals, comps = (k.nest.assign(k.program.local(), f"np.zeros({tuple(rshape)!r})", what,
+                                   depth=k.nest.depth)
+                     for what in ("compensated float64 totals", "their rounding errors"))
+    k.loops(knames[:-1], [lhs.shape[a] for a in lc[:-1]])
+    chunk, last, n = f"j{out.ndim + len(knames) - 1}", knames[-1], lhs.shape[lc[-1]]
+    k.nest.open(chunk, f"0, {n}, {COLUMN_CHUNK}")
+    k.loops(rnames, rshape)
+    k.put(f"{target} = 0")
+    k.close(len(rnames))
+    k.nest.open(last, f"min({chunk} + {COLUMN_CHUNK}, {n})", start=chunk)
+    a = k.nest.assign(k.program.local(), f"{k.ins[0]}[{index_str(lidx)}]")
+    k.loops(rnames, rshape)
+    k.put(f"{target} += {a} * {k.ins[1]}[{index_str(ridx)}]")
+    k.close(len(rnames) + 1)
+    k.loops(rnames, rshape)
+    k.put(f"{totals}[{cell}], {comps}[{cell}] = {k.program.helper('comp_add')}("
+          f"{totals}[{cell}], {comps}[{cell}], {target})")
+    k.close(len(rnames) + 1 + len(knames) - 1)
+    k.loops(rnames, rshape)
+    k.put(f"{target} = {k.program.helper('comp_total')}({totals}[{cell}], {comps}[{cell}])")
+    k.close(len(rnames))
+
+
+
+def conv_window(k: Any, lhs_shape: tuple[int, ...], sp: list[str], ks: list[str]
+                ) -> tuple[list[str], list[str]]:
+    """Where output point sp and kernel point ks read a convolution's input: the conditions
+    for reading inside it (padding, input dilation) and the input's spatial indices."""
+    p = k.params
+    conds, xidx = [], []
+    for d in range(len(sp)):
+        lo = p["padding"][d][0]
+        pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
+        q = k.nest.assign(k.program.local(), pos)
+        dil, n = p["lhs_dilation"][d], lhs_shape[2 + d]
+        if dil == 1:
+            conds.append(f"0 <= {q} < {n}")
+            xidx.append(q)
+        else:
+            conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
+            xidx.append(f"{q} // {dil}")
+    return conds, xidx
+
+def _conv_kernel(k: KernelCtx) -> None:
+    """Direct convolution (cross-correlation) with strides, padding, dilations, groups."""
+    lhs, rhs = (v.aval for v in k.node.inputs)
+    out = k.node.outputs[0].aval
+    p = k.params
+    if out.size == 0:
+        return
+    nsp = lhs.ndim - 2
+    groups = p["feature_group_count"]
+    cin_g = lhs.shape[1] // groups
+    cout_g = rhs.shape[0] // groups
+    x, w, o = k.ins[0], k.ins[1], k.outs[0]
+    sp = [f"i{2 + d}" for d in range(nsp)]
+    ks = [f"i{2 + nsp + d}" for d in range(nsp)]
+    flops = out.size * cin_g * int(np.prod(rhs.shape[2:], dtype=np.int64))
+    k.loops(["i0", "i1"] + sp, [out.shape[0], out.shape[1]] + list(out.shape[2:]),
+            k.work_is_large(flops))
+    acc = k.nest.assign(k.program.local(), literal(0, out.dtype), depth=k.nest.depth)
+    g = f"i1 // {cout_g}"
+    cin = f"i{2 + 2 * nsp}"
+    k.loops([cin] + ks, [cin_g] + list(rhs.shape[2:]))
+    conds, xidx = conv_window(k, lhs.shape, sp, ks)
+    k.put(f"if {' and '.join(conds)}:")
+    k.put(f"    {acc} += {x}[i0, {g} * {cin_g} + {cin}, {', '.join(xidx)}] * "
+          f"{w}[i1, {cin}, {', '.join(ks)}]")
+    k.close(1 + nsp)
+    k.put(f"{o}[i0, i1, {', '.join(sp)}] = {acc}")
+    k.close(2 + nsp)
+
+
+def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
+    def kernel(k: KernelCtx) -> None:
+        aval = k.node.inputs[0].aval
+        axis, reverse = k.params["axis"], k.params["reverse"]
+        if aval.size == 0:
+            return
+        others = [d for d in range(aval.ndim) if d != axis]
+        k.loops([f"i{d}" for d in others], [aval.shape[d] for d in others],
+                k.work_is_large(aval.size))
+        # NumPy's running sum errs by up to n roundoffs; a compensated float64 one by one
+        compensated = op == "+" and aval.dtype.kind == "f"
+        init = "0.0" if compensated else literal(0 if op == "+" else 1, aval.dtype)
+        acc = k.nest.assign(k.program.local(), init, depth=k.nest.depth)
+        n = aval.shape[axis]
+        if compensated:
+            comp = k.nest.assign(k.program.local(), "0.0", "rounding errors",
+                                 depth=k.nest.depth)
+        k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
+        idx = index_str([f"i{d}" for d in range(aval.ndim)])
+        if compensated:
+            k.put(f"{acc}, {comp} = {k.program.helper('comp_add')}({acc}, {comp}, "
+                  f"{k.ins[0]}[{idx}])")
+            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
+            k.close(1 + len(others))
+            return
+        step = f"{acc} {op} {k.ins[0]}[{idx}]"
+        if aval.dtype in NARROW_INTS:
+            step = f"{ctor(aval.dtype)}({step})"
+        k.put(f"{acc} = {step}")
+        k.put(f"{k.outs[0]}[{idx}] = {acc}")
+        k.close(1 + len(others))
+    return kernel
+
+
+
+def arg_scan(k: Any, which: str, at: Callable[[str], str], best: str, pos: str) -> None:
+    """The loop of argmax/argmin along the kernel's axis from element 1: `best` and `pos`
+    hold element 0 and its index; at(j) indexes the input at position j of the line."""
+    aval = k.node.inputs[0].aval
+    j, v = k.program.local(), k.program.local()
+    k.nest.open(j, f"1, {aval.shape[k.params['axis']]}")
+    better = ">" if which == "max" else "<"
+    if aval.dtype.kind == "f":
+        k.put(f"if {best} != {best}:")
+        k.put("    break  # the first NaN wins, as in NumPy")
+    k.put(f"{v} = {k.ins[0]}[{at(j)}]")
+    nan = f" or {v} != {v}" if aval.dtype.kind == "f" else ""
+    k.put(f"if {v} {better} {best}{nan}:")
+    k.put(f"    {best} = {v}")
+    k.put(f"    {pos} = {j}")
+    k.close(1)
+
+def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
+    def kernel(k: KernelCtx) -> None:
+        aval = k.node.inputs[0].aval
+        axis = k.params["axis"]
+        out_aval = k.node.outputs[0].aval
+        if out_aval.size == 0:
+            return
+        others = [d for d in range(aval.ndim) if d != axis]
+        k.loops([f"i{d}" for d in others], [aval.shape[d] for d in others],
+                k.work_is_large(aval.size))
+        at = lambda j: index_str([j if d == axis else f"i{d}" for d in range(aval.ndim)])  # noqa
+        best = k.nest.assign(k.program.local(), f"{k.ins[0]}[{at('0')}]", depth=k.nest.depth)
+        pos = k.nest.assign(k.program.local(), "0", depth=k.nest.depth)
+        arg_scan(k, which, at, best, pos)
+        out_idx = index_str([f"i{d}" for d in others])
+        k.put(f"{k.outs[0]}[{out_idx}] = {pos}")
+        k.close(len(others))
+    return kernel
+
+
+def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
+    def kernel(k: KernelCtx) -> None:
+        x, idx, upd = (v.aval for v in k.node.inputs)
+        axis = k.params["axis"]
+        k.put(f"{k.outs[0]}[...] = {k.ins[0]}" if x.ndim else
+              f"{k.outs[0]}[()] = {k.ins[0]}[()]")
+        if upd.size == 0:
+            return
+        names = [f"i{d}" for d in range(upd.ndim)]
+        k.loops(names, list(upd.shape))
+        where = f"{k.ins[1]}[{index_str(names[axis:axis + idx.ndim])}]"
+        j = k.nest.assign(k.program.local(),
+                          f"{k.program.helper('take_index')}({where}, {x.shape[axis]})")
+        target = names[:axis] + [j] + names[axis + idx.ndim:]
+        op = "+=" if accumulate else "="
+        k.put(f"{k.outs[0]}[{index_str(target)}] {op} {k.ins[2]}[{index_str(names)}]")
+        k.close(upd.ndim)
+    return kernel
+
+
+# Linear algebra: one call of a runtime/cpu_kernels helper on (stack, n, n) views.
+
+
+def _stack_view(name: str, aval: Any, trailing: int) -> str:
+    """name reshaped to (stack,) + its trailing axes (the leading axes merged)."""
+    lead = int(np.prod(aval.shape[:aval.ndim - trailing], dtype=np.int64))
+    return f"{name}.reshape({(lead,) + tuple(aval.shape[aval.ndim - trailing:])!r})"
+
+
+def _linalg_kernel(helper: str, in_trailing: tuple[int, ...], out_trailing: tuple[int, ...],
+                   *flags: str) -> Callable[[KernelCtx], None]:
+    """A kernel calling `helper(inputs..., outputs..., flags...)` on stacked views."""
+    def kernel(k: KernelCtx) -> None:
+        if 0 in k.node.inputs[0].aval.shape[:-2]:
+            return  # an empty stack: nothing to compute
+        args = [_stack_view(name, var.aval, t)
+                for name, var, t in zip(k.ins, k.node.inputs, in_trailing)]
+        args += [_stack_view(name, var.aval, t)
+                 for name, var, t in zip(k.outs, k.node.outputs, out_trailing)]
+        args += [repr(bool(k.params[f])) for f in flags]
+        k.put(f"{k.program.helper(helper)}({', '.join(args)})  # LAPACK per matrix")
+    return kernel
+
+
+_kernel("cholesky", _linalg_kernel("linalg_cholesky", (2,), (2,)))
+_kernel("solve", _linalg_kernel("linalg_solve", (2, 2), (2,)))
+def _triangular_solve_kernel(k: KernelCtx) -> None:
+    # BLAS trsm from NumPy's OpenBLAS is bound for real data; complex data solves the
+    # triangle with LAPACK.
+    complex_data = k.node.outputs[0].aval.dtype.kind == "c"
+    helper = "linalg_triangular_solve_lapack" if complex_data else "linalg_triangular_solve"
+    _linalg_kernel(helper, (2, 2), (2,), "lower", "transpose_a")(k)
+
+
+_kernel("triangular_solve", _triangular_solve_kernel)
+_kernel("slogdet", _linalg_kernel("linalg_slogdet", (2,), (0, 0)))
+_kernel("solve_by_cholesky", _linalg_kernel("linalg_solve_by_cholesky", (2, 2, 2), (2,),
+                                                 "transpose_a"))
+_kernel("slogdet_by_cholesky", _linalg_kernel("linalg_slogdet_by_cholesky", (2, 2),
+                                                   (0, 0)))
+_kernel("cholesky_inverse", _linalg_kernel("linalg_cholesky_inverse", (2, 1), (2,)))
+_kernel("eigh", _linalg_kernel("linalg_eigh", (2,), (1, 2)))
+_kernel("expm", _linalg_kernel("linalg_expm", (2,), (2,)))
+_kernel("qr", _linalg_kernel("linalg_qr", (2,), (2, 2)))
+_kernel("lu", _linalg_kernel("linalg_lu", (2,), (2, 1, 1)))
+
+
+def _svd_kernel(k: KernelCtx) -> None:
+    if k.params["compute_uv"]:
+        _linalg_kernel("linalg_svd", (2,), (2, 1, 2), "full_matrices")(k)
+    else:
+        _linalg_kernel("linalg_singular_values", (2,), (1,))(k)
+
+
+_kernel("svd", _svd_kernel)
+
+
+def _fft_kernel(k: KernelCtx) -> None:
+    """The Fourier transform over the trailing axes: one pocketfft call (rocket-fft) on
+    (stack, *lengths) views of the operand and the output (runtime/cpu_kernels.py)."""
+    x, out = k.node.inputs[0].aval, k.node.outputs[0].aval
+    if out.size == 0:
+        return  # an empty stack (lengths are positive): nothing to compute
+    trailing = len(k.params["fft_lengths"])
+    args = f"{_stack_view(k.ins[0], x, trailing)}, {_stack_view(k.outs[0], out, trailing)}"
+    fft_type = k.params["fft_type"]
+    if fft_type in ("fft", "ifft"):
+        call = f"{k.program.helper('fft_c2c')}({args}, {fft_type == 'fft'!r})"
+    else:
+        call = f"{k.program.helper('fft_' + ('r2c' if fft_type == 'rfft' else 'c2r'))}({args})"
+    k.put(f"{call}  # pocketfft: {fft_type} over {trailing} trailing axes")
+
+
+_kernel("fft", _fft_kernel)
+
+
+def _sort_kernel(k: KernelCtx) -> None:
+    """Stable sort along the last axis (runtime/sort_kernels.py): each row's permutation by
+    one merge sort per key, least significant first, then every operand gathered through it."""
+    aval = k.node.inputs[0].aval
+    if aval.size == 0:
+        return
+    rows, n = int(np.prod(aval.shape[:-1], dtype=np.int64)), aval.shape[-1]
+    num_keys = k.params["num_keys"]
+    views = [_stack_view(name, var.aval, 1) for name, var in zip(k.ins, k.node.inputs)]
+    outs = [_stack_view(name, var.aval, 1) for name, var in zip(k.outs, k.node.outputs)]
+    if k.params["permutation"]:
+        perm = outs[-1]
+    else:
+        perm = k.nest.assign(k.program.local(), f"np.empty({(rows, n)!r}, np.int64)",
+                             "the permutation (scratch)")
+    for i in reversed(range(num_keys)):
+        k.put(f"{k.program.helper('sort_rows_by')}({views[i]}, {perm}, {i == num_keys - 1})"
+              f"  # merge sort by key {i}")
+    for view, out in zip(views, outs):
+        k.put(f"{k.program.helper('take_rows')}({view}, {perm}, {out})")
+
+
+_kernel("sort", _sort_kernel)
+_kernel("dot_general", _dot_general_kernel)
+_kernel("conv", _conv_kernel)
+_kernel("cumsum", _scan_kernel("+"))
+_kernel("cumprod", _scan_kernel("*"))
+_kernel("argmax", _arg_kernel("max"))
+_kernel("argmin", _arg_kernel("min"))
+_kernel("scatter_add", _scatter_kernel(True))
+_kernel("scatter", _scatter_kernel(False))
