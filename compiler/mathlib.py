@@ -60,17 +60,26 @@ def _declare(builder, name: str, lltype: ir.Type, nargs: int):
     return cgutils.get_or_insert_function(builder.module, fnty, f"{name}.{suffix}")
 
 
-def _target_vector_bits() -> int:
-    """The widest vector registers of the CPU Numba compiles for (NUMBA_CPU_FEATURES when
-    set, as for a cross-compile, else the host's): 512 with AVX-512F, 256 with AVX."""
+def _target_features() -> set[str]:
+    """The features ("+avx2", ...) of the CPU Numba compiles for: NUMBA_CPU_FEATURES when
+    set (a cross-compile), else the host's."""
     from numba.core import config
     from numba.core.codegen import get_host_cpu_features
 
     features = config.CPU_FEATURES
     if features is None:
         features = get_host_cpu_features()
-    flags = set(str(features).split(","))
+    return set(str(features).split(","))
+
+
+def _target_vector_bits() -> int:
+    """The widest vector registers of the target: 512 with AVX-512F, 256 with AVX."""
+    flags = _target_features()
     return 512 if "+avx512f" in flags else 256 if "+avx" in flags else 128
+
+
+# Whether llvm.fma is an instruction (vectorises) rather than a libm call on the target.
+HAS_FMA = "+fma" in _target_features()
 
 
 # LLVM's vectoriser uses 256-bit vectors on Intel's AVX-512 CPUs unless a function asks for
@@ -516,6 +525,31 @@ def _reduce_small_f32(a):
     return _fma(-k, _CW_P34, r), k
 
 
+# float32 pieces of pi/2 (24, 24 and 24 bits, to 2**-73) for the FMA reduction below.
+_CW32_P1 = np.float32(float.fromhex("0x1.921fb6p+0"))
+_CW32_P2 = np.float32(float.fromhex("-0x1.777a5cp-25"))
+_CW32_P3 = np.float32(float.fromhex("-0x1.ee59dap-50"))
+_TWO_OVER_PI_F32 = np.float32(_TWO_OVER_PI_F64)
+
+
+@_jit
+def _reduce_small_f32_fma(a):
+    """(r_hi, r_lo, k) in float32 with a - k pi/2 = r_hi + r_lo, for a float32 a = |x|
+    below 2**15, on a CPU with FMA: all eight lanes of a float32 vector, where the float64
+    reduction takes two registers per step. fma(-k, P1, a) is exact (k*P1 is exact inside
+    the FMA, and a - k*P1 lies on a 2**-23 grid below 1, or a's 2**-24 grid for k = 1);
+    k*P2 is split exactly by an FMA and subtracted with TwoSum; what is rounded is the
+    tail, below 2**-34, against |r| >= 2**-27.8 (docs/mathlib.md)."""
+    k = _rint(a * _TWO_OVER_PI_F32)
+    r = _fma_exact(-k, _CW32_P1, a)
+    p = k * _CW32_P2
+    p_err = _fma_exact(k, _CW32_P2, -p)
+    s, e = _two_sum(r, -p)
+    tail = (e - p_err) - k * _CW32_P3
+    r_hi = s + tail
+    return r_hi, tail - (r_hi - s), k
+
+
 @_jit
 def _reduce_small_f64(a):
     """(r_hi, r_lo, k) with a - k pi/2 = r_hi + r_lo, for a float64 a = |x| below 2**15.
@@ -592,13 +626,25 @@ def _sin_cos_f64(a):
 
 
 @_jit
-def _sin_cos_small_f32(a):
-    """_sin_cos_f32 for a < SMALL_TRIG_LIMIT, by the table-free reduction."""
+def _sin_cos_small_f32_portable(a):
+    """_sin_cos_f32 for a < SMALL_TRIG_LIMIT, by the table-free reduction in float64."""
     r, k = _reduce_small_f32(a)
     r_hi = np.float32(r)
     r_lo = np.float32(r - np.float64(r_hi))
     s, c = _sin_cos_poly(r_hi, _SIN_F32, _COS_F32)
     return _fma(c, r_lo, s), _fma(-s, r_lo, c), np.float32(_quadrant(k))
+
+
+@_jit
+def _sin_cos_small_f32_fma(a):
+    """_sin_cos_f32 for a < SMALL_TRIG_LIMIT, by the float32 FMA reduction."""
+    r_hi, r_lo, k = _reduce_small_f32_fma(a)
+    s, c = _sin_cos_poly(r_hi, _SIN_F32, _COS_F32)
+    quadrant = _fma(np.float32(-4.0), _floor(np.float32(0.25) * k), k)
+    return _fma(c, r_lo, s), _fma(-s, r_lo, c), quadrant
+
+
+_sin_cos_small_f32 = _sin_cos_small_f32_fma if HAS_FMA else _sin_cos_small_f32_portable
 
 
 @_jit

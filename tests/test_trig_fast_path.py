@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -178,3 +182,25 @@ def test_rewrite_blocks_a_pure_innermost_loop():
 ], ids=["no-trig", "carried", "reads-output", "branch"])
 def test_rewrite_leaves_loops_it_cannot_redo(source):
     assert _rewrite(source)[0] == source.splitlines()
+
+
+PORTABLE_PROBE = """
+from transfuse.compiler import mathlib
+from tests import test_trig_fast_path as t
+assert not mathlib.HAS_FMA
+t.test_small_trig_matches_the_correctly_rounded_value("float32")
+t.test_small_trig_hardest_reductions_against_mpmath("float32")
+print("ok")
+"""
+
+
+def test_small_trig_without_fma():
+    """On a CPU without FMA, float32 takes the float64 reduction (an FMA would be a libm
+    call per lane there): the same checks, compiled in a process whose target lacks FMA."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features().flatten().replace("+fma", "-fma")
+    env = dict(os.environ, NUMBA_CPU_FEATURES=features)
+    out = subprocess.run([sys.executable, "-c", PORTABLE_PROBE], env=env, capture_output=True,
+                         text=True, timeout=600, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "ok", out.stderr[-3000:]
