@@ -27,6 +27,7 @@ SUITES = {
     "aot": "suite_aot",
     "dispatch": "suite_dispatch",
     "compile": "suite_compile",
+    "dask": "suite_dask",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,7 +34,17 @@ from .source import SourceInfo, scipy_caller, user_frame_info, with_location
 # Filled by transfuse.numpy at import; ir/ only looks things up here.
 NUMPY_TABLE: dict[Any, Callable] = {}
 
-_STACK: list[Builder] = []
+
+class _Tracing(threading.local):
+    """The builders being traced into, innermost last, one stack per thread: threads that
+    trace at the same time (a Dask worker's, the threaded scheduler's) each have their own,
+    and one thread's trace is never another's enclosing trace."""
+
+    def __init__(self) -> None:
+        self.stack: list[Builder] = []
+
+
+_TRACING = _Tracing()
 
 # Context managers entered around the trace of every function, as scope(fn, rerun), where
 # rerun() traces fn again (for diagnostics). Filled by transfuse.numpy at import (np.random
@@ -86,7 +97,7 @@ class Builder:
         return self._const(x)
 
     def _capture(self, x: Tracer) -> Var:
-        if x._builder not in _STACK:
+        if x._builder not in _TRACING.stack:
             raise TracerLeakError(with_location(
                 "a traced value escaped from the transform or jit that created it "
                 "(stored in a global, a closure or an attribute?); pass it as an argument "
@@ -231,18 +242,20 @@ def _check_output(x: Any) -> Any:
 
 
 def current_builder() -> Builder | None:
-    return _STACK[-1] if _STACK else None
+    stack = _TRACING.stack
+    return stack[-1] if stack else None
 
 
 @contextlib.contextmanager
 def building(name: str = "f"):
     """Push a new builder for the duration of the block."""
     builder = Builder(name)
-    _STACK.append(builder)
+    stack = _TRACING.stack
+    stack.append(builder)
     try:
         yield builder
     finally:
-        _STACK.pop()
+        stack.pop()
 
 
 @contextlib.contextmanager

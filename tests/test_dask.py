@@ -113,10 +113,20 @@ def test_sync_scheduler_float32_out_dims_and_transfuse_vmap_dispatch(sync):
     loop = [_scalar_model(w, xi) for xi in x]
     np.testing.assert_allclose(got[0], np.stack([o[0] for o in loop], 1), rtol=2e-6)
     assert got[1].dtype == np.float32
-    threaded = dask.compute(lazy, scheduler="threads")[0]
-    _assert_tree_equal(threaded, want)
     empty = txd.vmap(_scalar_model, in_dims=(None, 0))(w, da.zeros(0, dtype=np.float32))
     assert empty[0].shape == (0, 2) and empty[1].compute().shape == (0,)
+
+
+def test_threads_tracing_at_once_each_trace_their_own_kernel():
+    # Four threads make the first calls of a fresh kernel on blocks of 3 and 2 together:
+    # tracing is per thread (ir/tracing.py), so none records into another's trace.
+    rng = np.random.default_rng(24)
+    w = np.float32(rng.standard_normal())
+    x = rng.standard_normal(11).astype(np.float32)
+    for _ in range(2):
+        lazy = txd.vmap(_scalar_model, in_dims=(None, 0))(w, da.from_array(x, chunks=3))
+        got = dask.compute(lazy, scheduler="threads", num_workers=4)[0]
+        _assert_tree_equal(got, tx.jit(tx.vmap(_scalar_model, in_dims=(None, 0)))(w, x))
 
 
 def test_randomness_same_and_different_on_any_chunking_and_key_advance(sync):

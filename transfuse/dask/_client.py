@@ -262,18 +262,30 @@ def _client() -> Any:
     return owner if isinstance(owner, Client) else None
 
 
+SHIPPED_KEPT = 8  # scattered values whose futures are kept for later calls
+_SHIPPED: dict[tuple[str, str], Any] = {}  # (client id, token) -> future, newest last
+
+
 def _once(value: Any) -> tuple[Any, dict]:
     """A reference to value that ships it once: scattered to every worker of the current
-    distributed client (hashed: the same array is sent once per session), else one data key
-    of the graph. Returns (task argument, graph entries to add)."""
+    distributed client, else one data key of the graph. Returns (task argument, graph
+    entries to add). A value scattered by a recent call (same bytes: same token) is not
+    sent again: its future is kept (the last SHIPPED_KEPT of them)."""
     from dask._task_spec import DataNode
     from dask.base import tokenize
 
+    token = tokenize(value)
     client = _client()
-    if client is not None:
-        return client.scatter(value, broadcast=True, hash=True), {}
-    key = f"transfuse-const-{tokenize(value)}"
-    return _task_ref(key), {key: DataNode(key, value)}
+    if client is None:
+        key = f"transfuse-const-{token}"
+        return _task_ref(key), {key: DataNode(key, value)}
+    found = _SHIPPED.pop((client.id, token), None)
+    if found is None or found.status != "finished":
+        found = client.scatter(value, broadcast=True, hash=True)
+    _SHIPPED[(client.id, token)] = found
+    while len(_SHIPPED) > SHIPPED_KEPT:
+        del _SHIPPED[next(iter(_SHIPPED))]
+    return found, {}
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from transfuse.ir.tree import TreeDef, tree_flatten, tree_map, tree_unflatten
 REDUCTIONS = ("sum", "mean")
 _LOCK = threading.Lock()
 _KERNELS: dict[tuple[str, str], Callable] = {}  # (token, mode) -> jitted kernel
-_BLOCKS: dict[tuple[str, str], int] = {}  # (token, mode) -> blocks run in this process
+_RECORDS: dict[tuple[str, str], Record] = {}  # (token, mode) -> what this process ran
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,17 @@ class Spec:
 
     def __dask_tokenize__(self) -> str:
         return self.token
+
+
+@dataclass
+class Record:
+    """A kernel's blocks in this process: count, examples, seconds (the first one apart:
+    it includes tracing and compiling, or loading the machine code)."""
+
+    blocks: int = 0
+    examples: int = 0
+    seconds: float = 0.0
+    first_block_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,7 @@ def lane_keys(lanes: np.ndarray, offset: int, size: int) -> np.ndarray:
 def run_block(spec: Spec, call: Call, offset: int, size: int, key: Any, *leaves: Any
               ) -> tuple:
     """One block: the kernel on the block's arguments; the output leaves as a tuple."""
+    start = time.perf_counter()
     fn = kernel(spec, call.mode)
     args, kwargs = tree_unflatten(call.in_tree, [_as_numpy(x) for x in leaves])
     if call.mode == "plain":
@@ -131,9 +144,18 @@ def run_block(spec: Spec, call: Call, offset: int, size: int, key: Any, *leaves:
     out_leaves = tree_flatten(out)[0]
     if spec.reduce is not None and spec.reduce not in REDUCTIONS:
         out_leaves = [np.asarray(spec.reduce(o)) for o in out_leaves]
-    with _LOCK:
-        _BLOCKS[(spec.token, call.mode)] = _BLOCKS.get((spec.token, call.mode), 0) + 1
+    _note(_RECORDS.setdefault((spec.token, call.mode), Record()), size,
+          time.perf_counter() - start)
     return tuple(out_leaves)
+
+
+def _note(record: Record, size: int, seconds: float) -> None:
+    with _LOCK:
+        if record.blocks == 0:
+            record.first_block_s = seconds
+        record.blocks += 1
+        record.examples += size
+        record.seconds += seconds
 
 
 def _as_numpy(x: Any) -> Any:
@@ -163,15 +185,16 @@ def finish(reduce: Any, count: int, partial: tuple) -> tuple:
 
 
 def worker_stats() -> dict:
-    """This process's kernels: per kernel its jit counts and the blocks it ran."""
+    """This process's kernels: per kernel its jit counts and the blocks it ran (with
+    `client.run(transfuse.dask.worker_stats)`, every worker's)."""
     from transfuse.runtime import cache as kernel_cache
 
     kernels = {}
     for (token, mode), fn in list(_KERNELS.items()):
         info = fn.cache_info()
+        record = _RECORDS.get((token, mode), Record())
         kernels[f"{token}:{mode}"] = {
             "traces": info.traces, "compiles": info.compiles, "disk_hits": info.disk_hits,
-            "reused": info.reused, "signatures": info.signatures,
-            "blocks": _BLOCKS.get((token, mode), 0)}
+            "reused": info.reused, "signatures": info.signatures, **vars(record)}
     return {"pid": os.getpid(), "process_compiles": kernel_cache.compile_count(),
             "kernels": kernels}
