@@ -16,9 +16,9 @@ import numpy as np
 from transfuse.ir.core import Node
 from transfuse.ir.primitives import PRIMITIVES
 
-from .codegen import COLUMN_CHUNK, LoopNest, ProgramBuilder, ctor, index_str, literal
+from .codegen import COLUMN_CHUNK, LoopNest, ProgramBuilder, index_str
 from .gemm_plan import BLAS_KINDS, GEMM_LOOPS, GemmPlan, free_dims, gemm_plan, operand_order
-from .point_rules import NARROW_INTS
+from .kernel_rules import arg_kernel, conv_kernel, dot_indices, scan_kernel
 
 P = PRIMITIVES
 Kernel = Callable[["KernelCtx"], None]
@@ -62,6 +62,28 @@ class KernelCtx:
 
     def put(self, stmt: str) -> None:
         self.nest.put(stmt)
+
+    # -- what the shared kernel rules (compiler/kernel_rules.py) ask of a backend --------
+    def each(self, names: list[str], extents: list[int], work: int) -> None:
+        """A loop nest over the output points, the outer loop parallel for large work."""
+        self.loops(names, extents, self.work_is_large(work))
+
+    def local(self, expr: str, what: str = "") -> str:
+        return self.nest.assign(self.program.local(), expr, what, depth=self.nest.depth)
+
+    def accumulate(self, acc: str, term: str, dtype: np.dtype) -> str:
+        return f"{acc} += {term}"
+
+    def sum_start(self, dtype: np.dtype) -> tuple[str, str]:
+        """A compensated float sum: its float64 total and rounding errors (comp_add)."""
+        return self.local("0.0"), self.local("0.0", "rounding errors")
+
+    def sum_add(self, total: tuple[str, str], term: str) -> str:
+        acc, comp = total
+        return f"{acc}, {comp} = {self.program.helper('comp_add')}({acc}, {comp}, {term})"
+
+    def sum_value(self, total: tuple[str, str]) -> str:
+        return f"{self.program.helper('comp_total')}({total[0]}, {total[1]})"
 
 
 def _view_kernel(k: KernelCtx) -> None:
@@ -144,26 +166,6 @@ def _dot_blas(k: KernelCtx, plan: GemmPlan) -> None:
 
 
 
-def dot_indices(node: Node, lfree: list[int], rfree: list[int]
-                ) -> tuple[list[str], list[str], list[str], list[str]]:
-    """A dot_general's loop variables: the output's (batch, lhs free, rhs free), the
-    contracted axes', and the index expressions of lhs and rhs in those variables."""
-    lhs, rhs = (v.aval for v in node.inputs)
-    out = node.outputs[0].aval
-    (lc, rc), (lb, rb) = node.params["dimension_numbers"]
-    names = [f"i{d}" for d in range(out.ndim)]
-    nb, nl = len(lb), len(lfree)
-    lidx, ridx = [""] * lhs.ndim, [""] * rhs.ndim
-    for j, (a, c) in enumerate(zip(lb, rb)):
-        lidx[a] = ridx[c] = names[j]
-    for j, a in enumerate(lfree):
-        lidx[a] = names[nb + j]
-    for j, c in enumerate(rfree):
-        ridx[c] = names[nb + nl + j]
-    knames = [f"i{out.ndim + j}" for j in range(len(lc))]
-    for a, c, name in zip(lc, rc, knames):
-        lidx[a] = ridx[c] = name
-    return names, knames, lidx, ridx
 
 def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
     """out[batch, lfree, rfree] (+)= lhs * rhs, contraction outside the rfree loop."""
@@ -254,127 +256,6 @@ def _dot_chunked(k: KernelCtx, target: str, rnames: list[str], knames: list[str]
     k.put(f"{target} = {k.program.helper('comp_total')}({totals}[{cell}], {comps}[{cell}])")
     k.close(len(rnames))
 
-
-
-def conv_window(k: Any, lhs_shape: tuple[int, ...], sp: list[str], ks: list[str]
-                ) -> tuple[list[str], list[str]]:
-    """Where output point sp and kernel point ks read a convolution's input: the conditions
-    for reading inside it (padding, input dilation) and the input's spatial indices."""
-    p = k.params
-    conds, xidx = [], []
-    for d in range(len(sp)):
-        lo = p["padding"][d][0]
-        pos = f"{sp[d]} * {p['window_strides'][d]} + {ks[d]} * {p['rhs_dilation'][d]} - {lo}"
-        q = k.nest.assign(k.program.local(), pos)
-        dil, n = p["lhs_dilation"][d], lhs_shape[2 + d]
-        if dil == 1:
-            conds.append(f"0 <= {q} < {n}")
-            xidx.append(q)
-        else:
-            conds.append(f"{q} >= 0 and {q} % {dil} == 0 and {q} // {dil} < {n}")
-            xidx.append(f"{q} // {dil}")
-    return conds, xidx
-
-def _conv_kernel(k: KernelCtx) -> None:
-    """Direct convolution (cross-correlation) with strides, padding, dilations, groups."""
-    lhs, rhs = (v.aval for v in k.node.inputs)
-    out = k.node.outputs[0].aval
-    p = k.params
-    if out.size == 0:
-        return
-    nsp = lhs.ndim - 2
-    groups = p["feature_group_count"]
-    cin_g = lhs.shape[1] // groups
-    cout_g = rhs.shape[0] // groups
-    x, w, o = k.ins[0], k.ins[1], k.outs[0]
-    sp = [f"i{2 + d}" for d in range(nsp)]
-    ks = [f"i{2 + nsp + d}" for d in range(nsp)]
-    flops = out.size * cin_g * int(np.prod(rhs.shape[2:], dtype=np.int64))
-    k.loops(["i0", "i1"] + sp, [out.shape[0], out.shape[1]] + list(out.shape[2:]),
-            k.work_is_large(flops))
-    acc = k.nest.assign(k.program.local(), literal(0, out.dtype), depth=k.nest.depth)
-    g = f"i1 // {cout_g}"
-    cin = f"i{2 + 2 * nsp}"
-    k.loops([cin] + ks, [cin_g] + list(rhs.shape[2:]))
-    conds, xidx = conv_window(k, lhs.shape, sp, ks)
-    k.put(f"if {' and '.join(conds)}:")
-    k.put(f"    {acc} += {x}[i0, {g} * {cin_g} + {cin}, {', '.join(xidx)}] * "
-          f"{w}[i1, {cin}, {', '.join(ks)}]")
-    k.close(1 + nsp)
-    k.put(f"{o}[i0, i1, {', '.join(sp)}] = {acc}")
-    k.close(2 + nsp)
-
-
-def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
-    def kernel(k: KernelCtx) -> None:
-        aval = k.node.inputs[0].aval
-        axis, reverse = k.params["axis"], k.params["reverse"]
-        if aval.size == 0:
-            return
-        others = [d for d in range(aval.ndim) if d != axis]
-        k.loops([f"i{d}" for d in others], [aval.shape[d] for d in others],
-                k.work_is_large(aval.size))
-        # NumPy's running sum errs by up to n roundoffs; a compensated float64 one by one
-        compensated = op == "+" and aval.dtype.kind == "f"
-        init = "0.0" if compensated else literal(0 if op == "+" else 1, aval.dtype)
-        acc = k.nest.assign(k.program.local(), init, depth=k.nest.depth)
-        n = aval.shape[axis]
-        if compensated:
-            comp = k.nest.assign(k.program.local(), "0.0", "rounding errors",
-                                 depth=k.nest.depth)
-        k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
-        idx = index_str([f"i{d}" for d in range(aval.ndim)])
-        if compensated:
-            k.put(f"{acc}, {comp} = {k.program.helper('comp_add')}({acc}, {comp}, "
-                  f"{k.ins[0]}[{idx}])")
-            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
-            k.close(1 + len(others))
-            return
-        step = f"{acc} {op} {k.ins[0]}[{idx}]"
-        if aval.dtype in NARROW_INTS:
-            step = f"{ctor(aval.dtype)}({step})"
-        k.put(f"{acc} = {step}")
-        k.put(f"{k.outs[0]}[{idx}] = {acc}")
-        k.close(1 + len(others))
-    return kernel
-
-
-
-def arg_scan(k: Any, which: str, at: Callable[[str], str], best: str, pos: str) -> None:
-    """The loop of argmax/argmin along the kernel's axis from element 1: `best` and `pos`
-    hold element 0 and its index; at(j) indexes the input at position j of the line."""
-    aval = k.node.inputs[0].aval
-    j, v = k.program.local(), k.program.local()
-    k.nest.open(j, f"1, {aval.shape[k.params['axis']]}")
-    better = ">" if which == "max" else "<"
-    if aval.dtype.kind == "f":
-        k.put(f"if {best} != {best}:")
-        k.put("    break  # the first NaN wins, as in NumPy")
-    k.put(f"{v} = {k.ins[0]}[{at(j)}]")
-    nan = f" or {v} != {v}" if aval.dtype.kind == "f" else ""
-    k.put(f"if {v} {better} {best}{nan}:")
-    k.put(f"    {best} = {v}")
-    k.put(f"    {pos} = {j}")
-    k.close(1)
-
-def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
-    def kernel(k: KernelCtx) -> None:
-        aval = k.node.inputs[0].aval
-        axis = k.params["axis"]
-        out_aval = k.node.outputs[0].aval
-        if out_aval.size == 0:
-            return
-        others = [d for d in range(aval.ndim) if d != axis]
-        k.loops([f"i{d}" for d in others], [aval.shape[d] for d in others],
-                k.work_is_large(aval.size))
-        at = lambda j: index_str([j if d == axis else f"i{d}" for d in range(aval.ndim)])  # noqa
-        best = k.nest.assign(k.program.local(), f"{k.ins[0]}[{at('0')}]", depth=k.nest.depth)
-        pos = k.nest.assign(k.program.local(), "0", depth=k.nest.depth)
-        arg_scan(k, which, at, best, pos)
-        out_idx = index_str([f"i{d}" for d in others])
-        k.put(f"{k.outs[0]}[{out_idx}] = {pos}")
-        k.close(len(others))
-    return kernel
 
 
 def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
@@ -497,10 +378,10 @@ def _sort_kernel(k: KernelCtx) -> None:
 
 _kernel("sort", _sort_kernel)
 _kernel("dot_general", _dot_general_kernel)
-_kernel("conv", _conv_kernel)
-_kernel("cumsum", _scan_kernel("+"))
-_kernel("cumprod", _scan_kernel("*"))
-_kernel("argmax", _arg_kernel("max"))
-_kernel("argmin", _arg_kernel("min"))
+_kernel("conv", conv_kernel)
+_kernel("cumsum", scan_kernel("+"))
+_kernel("cumprod", scan_kernel("*"))
+_kernel("argmax", arg_kernel("max"))
+_kernel("argmin", arg_kernel("min"))
 _kernel("scatter_add", _scatter_kernel(True))
 _kernel("scatter", _scatter_kernel(False))

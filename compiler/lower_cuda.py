@@ -52,7 +52,7 @@ from .codegen import (
     literal,
 )
 from .fusion import FUSED, REDUCTION, fuse, fusion_class
-from .lower_cpu_kernels import arg_scan, conv_window, dot_indices
+from .kernel_rules import arg_kernel, conv_kernel, dot_indices, scan_kernel
 from .lowering_graph import single_node_graph, top_level_consts, user_lines
 from .point_rules import NARROW_INTS, POINT_RULES, divide, exact
 
@@ -319,6 +319,26 @@ class KernelCtx:
         return self.nest.assign(self.program.local(), expr,
                                 depth=self.nest.depth if depth is None else depth)
 
+    # -- what the shared kernel rules (compiler/kernel_rules.py) ask of a backend --------
+    def each(self, names: list[str], extents: list[int], work: int) -> None:
+        """A thread per output point (a grid-stride loop)."""
+        self.threads(names, extents)
+
+    def accumulate(self, acc: str, term: str, dtype: np.dtype) -> str:
+        return f"{acc} = {_acc_step(acc, term, dtype)}"
+
+    def sum_start(self, dtype: np.dtype) -> tuple[str, str]:
+        """A compensated float sum in dtype: its total and rounding error (kahan_add)."""
+        acc = self.local(literal(0, dtype))
+        return acc, _compensation(self.nest, self.program, acc, dtype)
+
+    def sum_add(self, total: tuple[str, str], term: str) -> str:
+        acc, comp = total
+        return f"{acc}, {comp} = {self.program.helper('kahan_add')}({acc}, {comp}, {term})"
+
+    def sum_value(self, total: tuple[str, str]) -> str:
+        return f"{self.program.helper('comp_total')}({total[0]}, {total[1]})"
+
 
 def open_threads(nest: LoopNest, names: list[str], extents: list[int], *, flat: str = "j0",
                  start: str = "cuda.grid(1)", step: str = "cuda.gridsize(1)") -> int:
@@ -372,70 +392,6 @@ def _dot_general_kernel(k: KernelCtx) -> None:
     k.put(f"{k.outs[0]}[{index_str(names)}] = {acc}")
 
 
-def _conv_kernel(k: KernelCtx) -> None:
-    """Direct convolution (cross-correlation), one thread per output element."""
-    lhs, rhs = (v.aval for v in k.node.inputs)
-    out = k.node.outputs[0].aval
-    p = k.params
-    nsp = lhs.ndim - 2
-    groups = p["feature_group_count"]
-    cin_g = lhs.shape[1] // groups
-    cout_g = rhs.shape[0] // groups
-    x, w, o = k.ins[0], k.ins[1], k.outs[0]
-    sp = [f"i{2 + d}" for d in range(nsp)]
-    ks = [f"i{2 + nsp + d}" for d in range(nsp)]
-    k.threads(["i0", "i1"] + sp, list(out.shape))
-    acc = k.local(literal(0, out.dtype))
-    g = k.local(f"i1 // {cout_g}")
-    cin = f"i{2 + 2 * nsp}"
-    k.loops([cin] + ks, [cin_g] + list(rhs.shape[2:]))
-    conds, xidx = conv_window(k, lhs.shape, sp, ks)
-    term = f"{x}[i0, {g} * {cin_g} + {cin}, {', '.join(xidx)}] * {w}[i1, {cin}, {', '.join(ks)}]"
-    k.put(f"if {' and '.join(conds)}:")
-    k.put(f"    {acc} = {_acc_step(acc, term, out.dtype)}")
-    k.close(1 + nsp)
-    k.put(f"{o}[i0, i1, {', '.join(sp)}] = {acc}")
-
-
-def _scan_kernel(op: str) -> Callable[[KernelCtx], None]:
-    def kernel(k: KernelCtx) -> None:
-        aval = k.node.inputs[0].aval
-        axis, reverse = k.params["axis"], k.params["reverse"]
-        others = [d for d in range(aval.ndim) if d != axis]
-        k.threads([f"i{d}" for d in others], [aval.shape[d] for d in others])
-        acc = k.local(literal(0 if op == "+" else 1, aval.dtype))
-        comp = _compensation(k.nest, k.program, acc, aval.dtype) if op == "+" else None
-        n = aval.shape[axis]
-        k.nest.open(f"i{axis}", f"{n - 1}, -1, -1" if reverse else n)
-        idx = index_str([f"i{d}" for d in range(aval.ndim)])
-        if comp:
-            k.put(_acc_update(k.program, acc, comp, f"{k.ins[0]}[{idx}]", aval.dtype))
-            k.put(f"{k.outs[0]}[{idx}] = {k.program.helper('comp_total')}({acc}, {comp})")
-            k.close(1)
-            return
-        step = f"{acc} {op} {k.ins[0]}[{idx}]"
-        if aval.dtype in NARROW_INTS:
-            step = f"{ctor(aval.dtype)}({step})"
-        k.put(f"{acc} = {step}")
-        k.put(f"{k.outs[0]}[{idx}] = {acc}")
-        k.close(1)
-    return kernel
-
-
-def _arg_kernel(which: str) -> Callable[[KernelCtx], None]:
-    def kernel(k: KernelCtx) -> None:
-        aval = k.node.inputs[0].aval
-        axis = k.params["axis"]
-        others = [d for d in range(aval.ndim) if d != axis]
-        k.threads([f"i{d}" for d in others], [aval.shape[d] for d in others])
-        at = lambda j: index_str([j if d == axis else f"i{d}" for d in range(aval.ndim)])  # noqa
-        best = k.local(f"{k.ins[0]}[{at('0')}]")
-        pos = k.local("0")
-        arg_scan(k, which, at, best, pos)
-        k.put(f"{k.outs[0]}[{index_str([f'i{d}' for d in others])}] = {pos}")
-    return kernel
-
-
 def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
     """One thread per line along `axis`: copy x's line, then apply the updates in order."""
     def kernel(k: KernelCtx) -> None:
@@ -465,11 +421,11 @@ def _scatter_kernel(accumulate: bool) -> Callable[[KernelCtx], None]:
 
 
 _rule("dot_general", kernel=_dot_general_kernel, point=_dot_point)
-_rule("conv", kernel=_conv_kernel)
-_rule("cumsum", kernel=_scan_kernel("+"))
-_rule("cumprod", kernel=_scan_kernel("*"))
-_rule("argmax", kernel=_arg_kernel("max"))
-_rule("argmin", kernel=_arg_kernel("min"))
+_rule("conv", kernel=conv_kernel)
+_rule("cumsum", kernel=scan_kernel("+"))
+_rule("cumprod", kernel=scan_kernel("*"))
+_rule("argmax", kernel=arg_kernel("max"))
+_rule("argmin", kernel=arg_kernel("min"))
 _rule("scatter_add", kernel=_scatter_kernel(True))
 _rule("scatter", kernel=_scatter_kernel(False))
 
@@ -847,7 +803,9 @@ class _CudaLowering:
         rule.kernel(ctx)
         while nest.depth:
             nest.close()
-        self.emit_kernel([node], nest.root.render(1), ctx.total, mark=mark)
+        body = nest.root.render(1)
+        if body:  # else an empty output: no work, no launch
+            self.emit_kernel([node], body, ctx.total, mark=mark)
 
     def lower_loop(self, node: Node) -> None:
         sub: Graph = node.params["graph"]

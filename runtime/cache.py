@@ -64,7 +64,7 @@ _ROOT = _HERE.parent
 _FINGERPRINT_FILES = [
     *(_ROOT / "compiler" / f"{name}.py" for name in (
         "lower_cpu", "lower_cpu_kernels", "point_rules", "gemm_plan", "buffer_plan",
-        "lowering_graph", "codegen")),
+        "lowering_graph", "kernel_rules", "codegen")),
     _ROOT / "compiler" / "fusion.py", _ROOT / "compiler" / "mathlib.py",
     *sorted(_HERE.glob("*.py")),
 ]
