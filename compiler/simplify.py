@@ -260,12 +260,16 @@ def splice(sub: Graph, inputs: list[Var], outputs: list[Var], nodes: list[Node],
 def simplify(graph: Graph, max_rounds: int = 4) -> Graph:
     """The passes in turn until nothing changes (or max_rounds)."""
     from transfuse.compiler.linalg_rewrites import reuse_cholesky  # it builds on this module
+    from transfuse.compiler.structured_basis import structured_products  # likewise
+    from transfuse.compiler.transpose_sinking import sink_transposes  # likewise
+    from transfuse.compiler.unit_contractions import drop_unit_axes  # likewise
 
     if not is_pure(graph):
         return graph
     for _ in range(max_rounds):
         before = (len(graph.nodes), len(graph.consts))
-        graph = dce(algebraic(fold_constants(reuse_cholesky(cse(graph)))))
+        graph = sink_transposes(drop_unit_axes(structured_products(cse(graph))))
+        graph = dce(algebraic(fold_constants(reuse_cholesky(graph))))
         if (len(graph.nodes), len(graph.consts)) == before:
             break
     return graph
