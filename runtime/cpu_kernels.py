@@ -18,81 +18,30 @@ from rocket_fft import c2c as _fft_c2c  # pocketfft (DUCC0) for Numba: the fft k
 from rocket_fft import c2r as _fft_c2r
 from rocket_fft import r2c as _fft_r2c
 
-from . import complex_bodies, linalg_bodies
+from . import complex_bodies, linalg_bodies, scalar_bodies
 from .errors import SignatureMismatch  # noqa: F401  (generated entry points raise it)
 from .expm import linalg_expm  # noqa: F401  (the expm primitive's kernel, in its own module)
 from .helper_options import HELPER
 from .sort_kernels import sort_rows_by, take_rows  # noqa: F401  (sort)
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
-_S11, _S40 = np.uint64(11), np.uint64(40)
-_ONE = np.uint64(1)
-_TWO_M53 = 2.0 ** -53
-_TWO_M24 = np.float32(2.0 ** -24)
-_TWO_PI = 2.0 * np.pi
-
-
 # ---------------------------------------------------------------------------------------
-# Random numbers: the same counter-based splitmix64 as ir/primitives.py
+# Random numbers, NaN-propagating max/min (runtime/scalar_bodies.py, the CUDA kernels' too)
 
-
-@njit(**HELPER)
-def mix64(z):
-    """splitmix64's finaliser on a uint64."""
-    z = (z ^ (z >> _S30)) * _M1
-    z = (z ^ (z >> _S27)) * _M2
-    return z ^ (z >> _S31)
-
-
-@njit(**HELPER)
-def rng_word(base, i):
-    """The i-th uint64 word of a key whose mixed base is `base` (i counts from 0)."""
-    return mix64(base + (np.uint64(i) + _ONE) * _GOLDEN)
-
-
-@njit(**HELPER)
-def unit64(bits):
-    """A float64 in [0, 1) from the top 53 bits."""
-    return np.float64(bits >> _S11) * _TWO_M53
-
-
-@njit(**HELPER)
-def unit32(bits):
-    """A float32 in [0, 1) from the top 24 bits."""
-    return np.float32(bits >> _S40) * _TWO_M24
+mix64 = njit(**HELPER)(scalar_bodies.mix64)
+rng_word = njit(**HELPER)(scalar_bodies.rng_word)
+unit64 = njit(**HELPER)(scalar_bodies.unit64)
+unit32 = njit(**HELPER)(scalar_bodies.unit32)
+split_key = njit(**HELPER)(scalar_bodies.split_key)
+fmax = njit(**HELPER)(scalar_bodies.fmax)
+fmin = njit(**HELPER)(scalar_bodies.fmin)
+clamp_start = njit(**HELPER)(scalar_bodies.clamp_start)
 
 
 @njit(**HELPER)
 def rng_normal(base, i):
-    """The i-th standard normal draw (Box-Muller on words 2i and 2i+1), as float64."""
-    u1 = 1.0 - unit64(rng_word(base, 2 * i))
-    u2 = unit64(rng_word(base, 2 * i + 1))
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
-
-
-@njit(**HELPER)
-def split_key(key, i):
-    """The i-th key of random_split."""
-    return mix64(key ^ mix64((np.uint64(i) + _ONE) * _GOLDEN))
-
-
-# ---------------------------------------------------------------------------------------
-# Scalar arithmetic with NumPy's semantics
-
-
-@njit(**HELPER)
-def fmax(a, b):
-    """np.maximum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
-    return a if (a > b or a != a) else b
-
-
-@njit(**HELPER)
-def fmin(a, b):
-    """np.minimum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
-    return a if (a < b or a != a) else b
+    """The i-th standard normal draw, as float64 (NumPy's math, as the interpreter's)."""
+    u1, u2 = scalar_bodies.normal_units(base, i)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(scalar_bodies.TWO_PI * u2)
 
 
 complex_expm1 = njit(**HELPER)(complex_bodies.complex_expm1)
@@ -105,13 +54,7 @@ def ipow(base, exp):
     """Integer power by squaring, as np.power on integers (negative powers raise)."""
     if exp < 0:
         raise ValueError("Integers to negative integer powers are not allowed.")
-    result = base - base + 1
-    while exp > 0:
-        if exp & 1:
-            result = result * base
-        base = base * base
-        exp >>= 1
-    return result
+    return scalar_bodies.ipow(base, exp)
 
 
 @njit(**HELPER)
@@ -123,17 +66,6 @@ def take_index(i, n):
         raise IndexError("index out of bounds in a gather or scatter (np.take semantics)")
     return i
 
-
-@njit(**HELPER)
-def clamp_start(start, size, n):
-    """A dynamic_slice start index clamped so the slice stays in bounds (as in JAX)."""
-    s = np.int64(start)
-    hi = n - size
-    if s > hi:
-        s = hi
-    if s < 0:
-        s = 0
-    return s
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import config, cuda
 
-from . import complex_bodies, linalg_bodies
+from . import complex_bodies, linalg_bodies, scalar_bodies
 from .special_device import chebyshev, make_digamma, make_i0e, make_i1e, make_log_ndtr, make_zeta
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
@@ -30,16 +30,6 @@ NEGATIVE_POWER = 2
 SINGULAR = 3
 NOT_POSITIVE_DEFINITE = 4
 SMALL_MATRIX_MAX = 32  # the largest order a thread factors (its scratch is local memory)
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
-_S11, _S40 = np.uint64(11), np.uint64(40)
-_ONE = np.uint64(1)
-_TWO_M53 = 2.0 ** -53
-_TWO_M24 = np.float32(2.0 ** -24)
-_TWO_PI = 2.0 * np.pi
 
 device = cuda.jit(device=True)
 
@@ -204,75 +194,25 @@ def cz_pow(z, w):
 
 
 # ---------------------------------------------------------------------------------------
-# Random numbers: the same counter-based splitmix64 as ir/primitives.py and cpu_kernels.py
+# Random numbers, NaN-propagating max/min, integer powers (runtime/scalar_bodies.py, the
+# CPU kernels' too)
 
-
-@device
-def mix64(z):
-    """splitmix64's finaliser on a uint64."""
-    z = (z ^ (z >> _S30)) * _M1
-    z = (z ^ (z >> _S27)) * _M2
-    return z ^ (z >> _S31)
-
-
-@device
-def rng_word(base, i):
-    """The i-th uint64 word of a key whose mixed base is `base` (i counts from 0)."""
-    return mix64(base + (np.uint64(i) + _ONE) * _GOLDEN)
-
-
-@device
-def unit64(bits):
-    """A float64 in [0, 1) from the top 53 bits."""
-    return np.float64(bits >> _S11) * _TWO_M53
-
-
-@device
-def unit32(bits):
-    """A float32 in [0, 1) from the top 24 bits."""
-    return np.float32(bits >> _S40) * _TWO_M24
+mix64 = device(scalar_bodies.mix64)
+rng_word = device(scalar_bodies.rng_word)
+unit64 = device(scalar_bodies.unit64)
+unit32 = device(scalar_bodies.unit32)
+split_key = device(scalar_bodies.split_key)
+fmax = device(scalar_bodies.fmax)
+fmin = device(scalar_bodies.fmin)
+ipow = device(scalar_bodies.ipow)
+clamp_start = device(scalar_bodies.clamp_start)
 
 
 @device
 def rng_normal(base, i):
-    """The i-th standard normal draw (Box-Muller on words 2i and 2i+1), as float64."""
-    u1 = 1.0 - unit64(rng_word(base, 2 * i))
-    u2 = unit64(rng_word(base, 2 * i + 1))
-    return cu_sqrt(-2.0 * cu_log(u1)) * cu_cos(_TWO_PI * u2)  # noqa: F821
-
-
-@device
-def split_key(key, i):
-    """The i-th key of random_split."""
-    return mix64(key ^ mix64((np.uint64(i) + _ONE) * _GOLDEN))
-
-
-# ---------------------------------------------------------------------------------------
-# Scalar arithmetic with NumPy's semantics
-
-
-@device
-def fmax(a, b):
-    """np.maximum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
-    return a if (a > b or a != a) else b
-
-
-@device
-def fmin(a, b):
-    """np.minimum for floats: NaN propagates; b when equal (as NumPy's SIMD loops)."""
-    return a if (a < b or a != a) else b
-
-
-@device
-def ipow(base, exp):
-    """Integer power by squaring for a non-negative exponent known at compile time."""
-    result = base - base + 1
-    while exp > 0:
-        if exp & 1:
-            result = result * base
-        base = base * base
-        exp >>= 1
-    return result
+    """The i-th standard normal draw, as float64 (libdevice's math)."""
+    u1, u2 = scalar_bodies.normal_units(base, i)
+    return cu_sqrt(-2.0 * cu_log(u1)) * cu_cos(scalar_bodies.TWO_PI * u2)  # noqa: F821
 
 
 @device
@@ -295,17 +235,6 @@ def take_index(i, n, err):
         return 0
     return i
 
-
-@device
-def clamp_start(start, size, n):
-    """A dynamic_slice start index clamped so the slice stays in bounds (as in JAX)."""
-    s = np.int64(start)
-    hi = n - size
-    if s > hi:
-        s = hi
-    if s < 0:
-        s = 0
-    return s
 
 
 # ---------------------------------------------------------------------------------------
