@@ -31,11 +31,19 @@ from transfuse.bench.memory import peak_of_call
 
 NAME = "checkpoint"
 LAYERS, SEGMENT = 16, 4
+# --quick checks that every system runs and agrees: two segments are enough for that, and
+# each jitted step's compile time grows with its layers (three transfuse steps, two of JAX).
+QUICK_LAYERS = 8
 
 
 def _sizes(quick: bool) -> tuple[int, int]:
     """(width, batch)."""
     return (32, 16) if quick else (512, 256)
+
+
+def _layers(quick: bool) -> int:
+    """The MLP's depth: LAYERS, or QUICK_LAYERS under --quick."""
+    return QUICK_LAYERS if quick else LAYERS
 
 
 def mlp_inputs(quick: bool, batch_factor: int = 1) -> tuple:
@@ -46,7 +54,7 @@ def mlp_inputs(quick: bool, batch_factor: int = 1) -> tuple:
     scale = np.float32(1.0 / np.sqrt(width))
     params = [(rng.standard_normal((width, width), dtype=np.float32) * scale,
                rng.standard_normal(width, dtype=np.float32) * np.float32(0.1))
-              for _ in range(LAYERS)]
+              for _ in range(_layers(quick))]
     x = rng.standard_normal((batch, width), dtype=np.float32)
     return params, x, rng.standard_normal((batch, width), dtype=np.float32)
 
@@ -94,7 +102,7 @@ def cases(quick: bool) -> list[Case]:
     width, batch = _sizes(quick)
     return [Case(
         NAME, "mlp-step",
-        f"{LAYERS}-layer tanh MLP (width {width}, batch {batch}, float32), MSE and its "
+        f"{_layers(quick)}-layer tanh MLP (width {width}, batch {batch}, float32), MSE and its "
         f"gradient, checkpointed in segments of {SEGMENT} layers, against no checkpoint and "
         "jax.checkpoint",
         lambda: mlp_inputs(quick),
