@@ -122,11 +122,19 @@ def kept_axes(shape: tuple[int, ...], reduce_axes: tuple[int, ...] | None) -> li
 def level_axes(shape, domain, reduce_axes) -> list[int | None] | None:
     """Domain axis per dim of a value of `shape` living at the full or kept level.
 
-    None marks a size-1 dim. Returns None when the value fits neither level.
+    None marks a size-1 dim read at index 0. Returns None when the value fits neither level.
+    A value whose dims are the level's axes one for one walks them all, size-1 kept axes
+    included: a batch of 1 is then indexed as a batch of 7 is (`b1[i0, i1]`, not
+    `b1[0, i1]`), so both render the same source and share one kernel; a size-1 reduced
+    axis stays None, as its loop is not open where kept-level values are used.
     """
     levels = [list(range(len(domain)))]
     if reduce_axes:
         levels.append(kept_axes(domain, reduce_axes))
+    for axes in levels:
+        if tuple(shape) == tuple(domain[a] for a in axes):
+            reduced = reduce_axes or ()
+            return [None if domain[a] == 1 and a in reduced else a for a in axes]
     for axes in levels:
         nonunit = [a for a in axes if domain[a] != 1]
         if squeezed(shape) == tuple(domain[a] for a in nonunit):
@@ -404,7 +412,15 @@ def _edge_consistent(n: Node, i: int, domain, reduce_axes) -> bool:
         return n.inputs[0].aval.shape == tuple(domain) and n.params["axes"] == reduce_axes
     out_axes = level_axes(n.outputs[0].aval.shape, domain, reduce_axes)
     want = level_axes(n.inputs[i].aval.shape, domain, reduce_axes)
-    return out_axes is not None and want is not None and operand_axes(n, i, out_axes) == want
+    if out_axes is None or want is None:
+        return False
+    return _unit_free(operand_axes(n, i, out_axes), domain) == _unit_free(want, domain)
+
+
+def _unit_free(axes: list[int | None] | None, domain) -> list[int | None] | None:
+    """Axes with the size-1 ones written as None: reading one at its index or at 0 is the
+    same point (codegen's `_normalize`)."""
+    return None if axes is None else [None if a is None or domain[a] == 1 else a for a in axes]
 
 
 def _sibling_domain(a: Region, b: Region):

@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from transfuse.ir.core import Node
+from transfuse.ir.core import Aval, Node, Var
 
 BLAS_MIN_FLOPS = 1 << 13  # below this a loop nest beats a BLAS call
+# A free axis of extent 1 (a batch of one) is planned as one of this extent: see gemm_plan.
+UNIT_STAND_IN = 8
 
 BLAS_KINDS = {np.dtype(np.float32): ord("s"), np.dtype(np.float64): ord("d")}
 _N, _T = 0, 1  # gemm_strided's flags: a matrix used as stored, or transposed
@@ -132,7 +134,9 @@ def _column_major_args(m: _Axis, n: _Axis, kk: _Axis, x: int, y: int) -> tuple |
     return (xs[0], ys[0], m.size, n.size, kk.size, xs[1], ys[1], c[1])
 
 
-def _try_gemm(node: Node, copies: tuple[bool, bool]) -> GemmPlan | None:
+def _try_gemm(node: Node, copies: tuple[bool, bool], swap: bool | None = None
+              ) -> GemmPlan | None:
+    """The plan with these copies (and this swap, when given), or None."""
     axes = _product_axes(node, copies)
     m, mleft = _matrix_dim(axes["m"], (2, 0))
     n, nleft = _matrix_dim(axes["n"], (2, 1))
@@ -141,15 +145,53 @@ def _try_gemm(node: Node, copies: tuple[bool, bool]) -> GemmPlan | None:
     if kleft or len(loops) > GEMM_LOOPS:
         return None
     mnk = (m.size, n.size, kk.size)
-    args = _column_major_args(m, n, kk, 0, 1)
+    args = _column_major_args(m, n, kk, 0, 1) if swap is not True else None
     if args is not None:
         return GemmPlan(copies, False, mnk, args, loops)
-    args = _column_major_args(n, m, kk, 1, 0)  # C^T = B^T A^T
+    args = _column_major_args(n, m, kk, 1, 0) if swap is not False else None  # C^T = B^T A^T
     return None if args is None else GemmPlan(copies, True, mnk, args, loops)
 
 
 def gemm_plan(node: Node) -> GemmPlan | None:
-    """The cheapest way to run a float dot_general as gemm calls, or None for loops."""
+    """The cheapest way to run a float dot_general as gemm calls, or None for loops.
+
+    A product whose rows (or columns) are free axes of extent 1, the other side's not, is
+    planned as if those axes had UNIT_STAND_IN entries: the choice of BLAS or loops, the
+    copies and the operand order are those of any batch of 8 or more, so a batch of one
+    renders the same source and shares its kernel (compiler/size_params.py); BLAS's
+    arguments are the real ones (run-time data), and gemm_strided calls gemv when M or N
+    is 1 (runtime/cpu_kernels.py)."""
+    stand_in = _unit_stand_in(node)
+    if stand_in is not None:
+        plan = _sized_gemm_plan(stand_in)
+        return None if plan is None else _try_gemm(node, plan.copies, plan.swap)
+    return _sized_gemm_plan(node)
+
+
+def _unit_stand_in(node: Node) -> Node | None:
+    """node with its size-1 free axes at UNIT_STAND_IN, when one side only has them and the
+    other side's free axes hold more than one entry; else None."""
+    lhs, rhs = (v.aval for v in node.inputs)
+    out = node.outputs[0].aval
+    lfree, rfree = free_dims(node, 0), free_dims(node, 1)
+    lunit = [j for j, d in enumerate(lfree) if lhs.shape[d] == 1]
+    runit = [j for j, d in enumerate(rfree) if rhs.shape[d] == 1]
+    other = rfree if lunit else lfree
+    other_size = int(np.prod([(rhs if lunit else lhs).shape[d] for d in other], dtype=np.int64))
+    if bool(lunit) == bool(runit) or other_size <= 1:
+        return None
+    nb = len(node.params["dimension_numbers"][1][0])
+    shapes = [list(lhs.shape), list(rhs.shape), list(out.shape)]
+    for j in lunit:
+        shapes[0][lfree[j]] = shapes[2][nb + j] = UNIT_STAND_IN
+    for j in runit:
+        shapes[1][rfree[j]] = shapes[2][nb + len(lfree) + j] = UNIT_STAND_IN
+    lhs_in, rhs_in, out_in = (Var(Aval(tuple(s), a.dtype)) for s, a in zip(shapes,
+                                                                            (lhs, rhs, out)))
+    return Node(node.prim, [lhs_in, rhs_in], node.params, [out_in])
+
+
+def _sized_gemm_plan(node: Node) -> GemmPlan | None:
     for copies in ((False, False), (True, False), (False, True), (True, True)):
         plan = _try_gemm(node, copies)
         # small products (or vector ones) run faster as a loop nest than as BLAS calls

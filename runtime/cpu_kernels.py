@@ -134,7 +134,8 @@ def _numpy_openblas() -> bool:
             llvm.load_library_permanently(path)
         except RuntimeError:
             continue
-        if all(llvm.address_of_symbol(f"scipy_cblas_{k}gemm64_") for k in "sd"):
+        if all(llvm.address_of_symbol(f"scipy_cblas_{k}{f}64_") for k in "sd"
+               for f in ("gemm", "gemv")):
             return True
     return False
 
@@ -147,26 +148,60 @@ def _cblas_gemm(scalar):
                                              types.voidptr, types.int64))
 
 
+def _cblas_gemv(scalar):
+    return types.ExternalFunction(f"scipy_cblas_{'s' if scalar is types.float32 else 'd'}gemv64_",
+                                  types.void(types.int32, types.int32, types.int64, types.int64,
+                                             scalar, types.voidptr, types.int64, types.voidptr,
+                                             types.int64, scalar, types.voidptr, types.int64))
+
+
 _SGEMM, _DGEMM = _cblas_gemm(types.float32), _cblas_gemm(types.float64)
+_SGEMV, _DGEMV = _cblas_gemv(types.float32), _cblas_gemv(types.float64)
 _COL_MAJOR, _NO_TRANS = 102, 111  # cblas enums; transposed is _NO_TRANS + 1
+
+
+@njit(**HELPER)
+def _gemv(c, trans, rows, cols, a, lda, v, inc_v, out, inc_out):
+    """out = op(a) @ v by cblas ?gemv (a: rows x cols, column-major)."""
+    if c.itemsize == 4:
+        _SGEMV(_COL_MAJOR, _NO_TRANS + trans, rows, cols, 1.0, a, lda, v, inc_v, 0.0, out,
+               inc_out)
+    else:
+        _DGEMV(_COL_MAJOR, _NO_TRANS + trans, rows, cols, 1.0, a, lda, v, inc_v, 0.0, out,
+               inc_out)
+
+
+@njit(**HELPER)
+def _one_product(x, y, c, args, ox, oy, oc):
+    """One gemm of gemm_strided, or a gemv where M or N is 1 at run time: a batch of one
+    shares the kernel of every batch (compiler/gemm_plan.py), and gemm with one row packs
+    the whole other matrix (2-3x slower than gemv or a loop nest at 512 x 512)."""
+    tx, ty, m, n, k = args[1], args[2], args[3], args[4], args[5]
+    if n == 1:  # c = op(x) @ op(y), op(y) a column of k
+        rows, cols = (m, k) if tx == 0 else (k, m)
+        _gemv(c, tx, rows, cols, x[ox:].ctypes, args[6], y[oy:].ctypes,
+              1 if ty == 0 else args[7], c[oc:].ctypes, 1)
+    elif m == 1:  # c^T = op(y)^T @ op(x)^T, op(x) a row of k
+        rows, cols = (k, n) if ty == 0 else (n, k)
+        _gemv(c, 1 - ty, rows, cols, y[oy:].ctypes, args[7], x[ox:].ctypes,
+              args[6] if tx == 0 else 1, c[oc:].ctypes, args[8])
+    elif c.itemsize == 4:
+        _SGEMM(_COL_MAJOR, _NO_TRANS + tx, _NO_TRANS + ty, m, n, k, 1.0, x[ox:].ctypes,
+               args[6], y[oy:].ctypes, args[7], 0.0, c[oc:].ctypes, args[8])
+    else:
+        _DGEMM(_COL_MAJOR, _NO_TRANS + tx, _NO_TRANS + ty, m, n, k, 1.0, x[ox:].ctypes,
+               args[6], y[oy:].ctypes, args[7], 0.0, c[oc:].ctypes, args[8])
 
 
 @njit(**HELPER)
 def _gemm_strided_numpy_blas(x, y, c, args):
     """gemm_strided through NumPy's OpenBLAS (cblas interface)."""
-    tx, ty = _NO_TRANS + args[1], _NO_TRANS + args[2]
     for i0 in range(args[9]):
         for i1 in range(args[13]):
             for i2 in range(args[17]):
-                ox = i0 * args[10] + i1 * args[14] + i2 * args[18]
-                oy = i0 * args[11] + i1 * args[15] + i2 * args[19]
-                oc = i0 * args[12] + i1 * args[16] + i2 * args[20]
-                if c.itemsize == 4:
-                    _SGEMM(_COL_MAJOR, tx, ty, args[3], args[4], args[5], 1.0, x[ox:].ctypes,
-                           args[6], y[oy:].ctypes, args[7], 0.0, c[oc:].ctypes, args[8])
-                else:
-                    _DGEMM(_COL_MAJOR, tx, ty, args[3], args[4], args[5], 1.0, x[ox:].ctypes,
-                           args[6], y[oy:].ctypes, args[7], 0.0, c[oc:].ctypes, args[8])
+                _one_product(x, y, c, args, i0 * args[10] + i1 * args[14] + i2 * args[18],
+                             i0 * args[11] + i1 * args[15] + i2 * args[19],
+                             i0 * args[12] + i1 * args[16] + i2 * args[20])
 
 
 # numba's own C wrapper of scipy's BLAS gemm (Fortran interface, column-major)

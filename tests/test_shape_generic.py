@@ -37,12 +37,14 @@ def _mlp(rng, dtype, batch, widths=(48, 40, 30)):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_per_sample_gradients_at_batch_sizes_7_64_128_share_one_kernel(dtype):
+def test_per_sample_gradients_at_batch_sizes_1_7_64_128_share_one_kernel(dtype):
+    # A batch of 1 is indexed as any batch (`b1[i0, i1]`, compiler/fusion.py level_axes)
+    # and its 1-row products run on BLAS as a batch of 8 would (compiler/gemm_plan.py).
     rng = np.random.default_rng(11)
     per_sample = tx.vmap(tx.grad(_loss), in_dims=(None, 0, 0))
     jitted = tx.jit(per_sample, cache=False)
     rtol = 2e-5 if dtype == "float32" else 1e-12
-    for batch in (7, 64, 128, 7):
+    for batch in (1, 7, 64, 128, 1):
         params, x, y = _mlp(rng, dtype, batch)
         got = jitted(params, x, y)
         want = per_sample(params, x, y)  # the reference interpreter
@@ -50,8 +52,8 @@ def test_per_sample_gradients_at_batch_sizes_7_64_128_share_one_kernel(dtype):
             assert g.shape == w.shape and g.dtype == np.dtype(dtype)
             np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol)
     info = jitted.cache_info()
-    assert info.signatures == 3 and info.traces == 3
-    assert info.compiles == 1 and info.reused == 2
+    assert info.signatures == 4 and info.traces == 4
+    assert info.compiles == 1 and info.reused == 3
 
 
 def test_batch_sizes_on_both_sides_of_a_vectorisation_threshold_share_one_kernel():
@@ -70,15 +72,39 @@ def test_batch_sizes_on_both_sides_of_a_vectorisation_threshold_share_one_kernel
     assert info.compiles == 1 and info.reused == 1
 
 
-def test_batch_size_one_and_an_empty_batch_are_right_whatever_they_share():
+def test_an_empty_batch_and_a_small_one_are_right_whatever_they_share():
     rng = np.random.default_rng(12)
     per_sample = tx.vmap(tx.grad(_loss), in_dims=(None, 0, 0))
     jitted = tx.jit(per_sample, cache=False)
-    for batch in (1, 0, 5, 1):
+    for batch in (0, 5, 0):
         params, x, y = _mlp(rng, "float64", batch)
         for g, w in zip(jitted(params, x, y), per_sample(params, x, y)):
             assert g.shape == w.shape
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+def _broadcasts(x, row, col):
+    """Size-1 axes by structure: keepdims results, a declared (1, n) row, a (B, 1) column,
+    a slice of width 1: broadcast at every batch size, the batch's own 1 included."""
+    z = x - np.max(x, axis=1, keepdims=True)
+    e = np.exp(z) * row
+    p = e / np.sum(e, axis=1, keepdims=True)
+    return p * col + x[:, :1], np.tanh(x.T @ col) * row
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_genuine_size_one_axes_still_broadcast_when_the_batch_is_one(dtype):
+    rng = np.random.default_rng(17)
+    jitted = tx.jit(_broadcasts, cache=False)
+    tol = 2e-6 if dtype == "float32" else 1e-13
+    for batch in (1, 7, 1):
+        x, row, col = (rng.standard_normal(s).astype(dtype)
+                       for s in ((batch, 9), (1, 9), (batch, 1)))
+        got = jitted(x, row, col)
+        want = _broadcasts(x, row, col)  # NumPy itself
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and g.dtype == np.dtype(dtype)
+            np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -204,3 +230,30 @@ def test_the_compiled_kernel_is_keyed_by_the_generic_source():
     np.testing.assert_allclose(g(b), np.exp(b) - b, rtol=1e-14)  # another function, size
     assert kernel_cache.compile_count() == before
     assert g.cache_info().reused == 1
+
+
+def _one_row_products(x, w, v, xt, z, zt, col, xs, ws, xb, zs, cb):
+    """Products with one row or one column, with each operand read as stored or transposed
+    (a row times a matrix; a row stored as a column; a matrix times a column; batches of
+    them, with the batch axis innermost in xb and cb: vectors with a stride of 3)."""
+    return (x @ w, np.einsum("ik,nk->in", x, v), np.einsum("ki,kn->in", xt, w), z @ col,
+            np.einsum("km,kn->mn", zt, col), np.einsum("bij,bjk->bik", xs, ws),
+            np.einsum("kib,bkn->bin", xb, ws), np.einsum("bmk,kjb->bmj", zs, cb))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_row_and_one_column_products_run_on_blas_and_are_right(dtype):
+    # A free axis of extent 1 is planned as any extent (compiler/gemm_plan.py); at run time
+    # gemm_strided calls gemv for it (runtime/cpu_kernels.py): every layout checked here.
+    rng = np.random.default_rng(18)
+    shapes = ((1, 48), (48, 40), (40, 48), (48, 1), (32, 48), (48, 32), (48, 1), (3, 1, 48),
+              (3, 48, 40), (48, 1, 3), (3, 32, 48), (48, 1, 3))
+    args = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    jitted = tx.jit(_one_row_products, cache=False)
+    source = jitted.lower(*args).source
+    assert source.count("gemm_strided(") == 8  # no product runs as loops
+    tol = 2e-5 if dtype == "float32" else 1e-12
+    wide = [a.astype(np.float64) for a in args]
+    for got, want in zip(jitted(*args), _one_row_products(*wide)):
+        assert got.shape == want.shape and got.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
