@@ -57,7 +57,7 @@ def test_per_sample_gradients_at_batch_sizes_1_7_64_128_share_one_kernel(dtype):
 
 
 def test_batch_sizes_on_both_sides_of_a_vectorisation_threshold_share_one_kernel():
-    # Rows of 160: mathlib's vectorised tanh (compiler/lower_cpu.py) at every batch size;
+    # Rows of 160: mathlib's vectorised tanh (compiler/point_rules.py) at every batch size;
     # the decision once depended on the region's whole size (2**14 points), so 128 x 160
     # and 7 x 160 compiled twice.
     rng = np.random.default_rng(14)
