@@ -16,6 +16,7 @@ random float64 inputs.
                                                          # against torch.compile, jax.jit
     git show REV:compiler/mathlib.py > /tmp/mathlib_before.py
     python bench/mathlib_speed.py --baseline /tmp/mathlib_before.py --only sin cos
+    python bench/mathlib_speed.py --trig-fast-path [--rounds 9]
 With --peers, the chain as users write it (NumPy code under `transfuse.jit`) against
 torch.compile, jax.jit (where installed) and NumPy in one process: each system's best
 wall-clock time over --rounds interleaved rounds, and its ratio to torch.compile.
@@ -38,7 +39,7 @@ import numba
 import numpy as np
 import scipy.special
 from numba import njit, prange
-from transfuse.compiler.mathlib import MATH_FUNCTIONS
+from transfuse.compiler.mathlib import MATH_FUNCTIONS, SMALL_TRIG
 
 LIBM = {  # what a naive Numba loop would call
     "exp": math.exp, "expm1": math.expm1, "log": math.log, "log1p": math.log1p,
@@ -160,8 +161,34 @@ def chain_kernels(dtype: str) -> dict[str, Callable]:
         out[...] = (np.tanh(x) * scipy.special.expit(x) + half * x * x - np.exp(-x * x)
                     + np.sin(x) * np.cos(x))
 
-    return {"mathlib loop": serial(body), f"mathlib prange ({numba.get_num_threads()} threads)":
-            parallel, "libm loop": serial(libm_body), "numpy": numpy_chain}
+    return {"mathlib loop": serial(body), "mathlib loop, trig fast path": fast_path_loop(dtype),
+            f"mathlib prange ({numba.get_num_threads()} threads)": parallel,
+            "libm loop": serial(libm_body), "numpy": numpy_chain}
+
+
+def fast_path_loop(dtype: str) -> Callable:
+    """The chain as transfuse lowers it (compiler/trig_fast_path.py): blocks of 1024 with
+    the table-free sin and cos, a block redone with the exact ones if an argument is large."""
+    f = {k: MATH_FUNCTIONS[(k, dtype)] for k in ("tanh", "logistic", "exp", "sin", "cos")}
+    tanh, logistic, exp, sin, cos = (f[k] for k in ("tanh", "logistic", "exp", "sin", "cos"))
+    fast_sin, fast_cos, large = (SMALL_TRIG[(k, dtype)] for k in ("sin", "cos", "trig_large"))
+    half = np.dtype(dtype).type(0.5)
+
+    @njit(error_model="numpy")
+    def run(x, out):
+        for block in range((x.size + 1023) // 1024):
+            start = block * 1024
+            redo = False
+            for i in range(start, min(start + 1024, x.size)):
+                v = x[i]
+                redo |= large(v)
+                out[i] = (tanh(v) * logistic(v) + half * v * v - exp(-v * v)
+                          + fast_sin(v) * fast_cos(v))
+            if redo:
+                for i in range(start, min(start + 1024, x.size)):
+                    v = x[i]
+                    out[i] = tanh(v) * logistic(v) + half * v * v - exp(-v * v) + sin(v) * cos(v)
+    return run
 
 
 def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -337,6 +364,30 @@ def against_baseline(path: str, n: int, rounds: int, dtype: str, only: tuple) ->
         print(f"{name:10s} {old:9.2f} {new:9.2f} {old / new:5.2f}x")
 
 
+def trig_fast_path(n: int, rounds: int) -> None:
+    """Print CPU ms of loops of sin, cos, tan: the exact functions against the table-free
+    ones for |x| < 2**15 (SMALL_TRIG), interleaved, best of `rounds`, both dtypes."""
+    print(f"{n} values on [-3, 3], best CPU ms of {rounds} interleaved rounds (load average "
+          f"{os.getloadavg()[0]:.1f})")
+    print(f"{'function':10s} {'dtype':8s} {'exact':>8s} {'fast':>8s} {'ratio':>6s}")
+    for dtype in ("float32", "float64"):
+        x = np.random.default_rng(1).uniform(-3, 3, n).astype(dtype)
+        out = np.empty_like(x)
+        loops = {(name, kind): loop_over(table[(name, dtype)]) for name in ("sin", "cos", "tan")
+                 for kind, table in (("exact", MATH_FUNCTIONS), ("fast", SMALL_TRIG))}
+        best = dict.fromkeys(loops, math.inf)
+        for loop in loops.values():
+            loop(x, out)  # compile
+        for _ in range(rounds):
+            for key, loop in loops.items():
+                start = time.thread_time()
+                loop(x, out)
+                best[key] = min(best[key], time.thread_time() - start)
+        for name in ("sin", "cos", "tan"):
+            exact, fast = best[(name, "exact")] * 1e3, best[(name, "fast")] * 1e3
+            print(f"{name:10s} {dtype:8s} {exact:8.2f} {fast:8.2f} {exact / fast:5.2f}x")
+
+
 def min_ms(run: Callable, number: int) -> float:
     """Fastest of `number` calls of run(), in ms."""
     best = math.inf
@@ -366,7 +417,12 @@ def main() -> None:
                         help="--peers, --baseline: interleaved rounds")
     parser.add_argument("--baseline", metavar="FILE",
                         help="another mathlib.py to time against this one")
+    parser.add_argument("--trig-fast-path", action="store_true",
+                        help="sin, cos, tan: exact against the |x| < 2**15 fast path")
     args = parser.parse_args()
+    if args.trig_fast_path:
+        trig_fast_path(args.n, args.rounds)
+        return
     if args.baseline:
         against_baseline(args.baseline, args.n, args.rounds, args.dtype, tuple(args.only))
         return

@@ -31,6 +31,7 @@ from .point_rules import POINT_RULES
 from .region_functions import RegionBody, share_regions
 from .repeated_blocks import outline_repeats
 from .size_params import SizeParams
+from .trig_fast_path import with_trig_fast_path
 
 P = PRIMITIVES
 INT_ARGS = "g0"  # the entry's int64 array argument of run-time integers (BLAS arguments)
@@ -239,6 +240,8 @@ class _Lowering:
             raise
         self.names.update(out_names)
         lines = block.render(1)
+        if in_place is None:  # a block redone for a large sin/cos argument rereads its inputs
+            lines = with_trig_fast_path(lines, self.program.math)
         loops = codegen.n_loops
         passes = {i: len(codegen.loads_per_input.get(v, ())) for i, v in enumerate(sub.inputs)}
         report = RegionReport("loop", [n.prim.name for n in sub.nodes], loops, passes,

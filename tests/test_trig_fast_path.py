@@ -204,3 +204,65 @@ def test_small_trig_without_fma():
     out = subprocess.run([sys.executable, "-c", PORTABLE_PROBE], env=env, capture_output=True,
                          text=True, timeout=600, cwd=Path(__file__).parent.parent)
     assert out.returncode == 0 and out.stdout.split()[-1] == "ok", out.stderr[-3000:]
+
+
+def _blocks_with_large_arguments(dtype: str, n: int = 5000) -> np.ndarray:
+    """Seeded values on [-4, 4], with the values where the fast path ends, huge ones and
+    the special values all placed in the second block of 1024 (the others stay fast)."""
+    x = np.random.default_rng(9).uniform(-4, 4, n).astype(dtype)
+    info = np.finfo(dtype)
+    limit = np.asarray(SMALL_TRIG_LIMIT, dtype)
+    odd = [limit, -limit, np.nextafter(limit, np.asarray(0, dtype)), 1e5, -3e7, info.max,
+           np.inf, -np.inf, np.nan, -0.0, info.smallest_subnormal, 2.0**-30]
+    x[1100:1100 + len(odd)] = np.array(odd, dtype)
+    return x
+
+
+def _sin_cos_tan(x32, x64):
+    return np.sin(x32) * np.float32(2.0) + np.cos(x32), np.tan(x64)
+
+
+def test_jit_redoes_only_blocks_with_large_arguments():
+    """Under jit the loop uses the fast functions and redoes the block holding the large
+    arguments with the exact ones: every value is within a few ulp of the float64
+    (float32) or mpmath-accurate (float64: glibc's tan reduces exactly) answer, huge
+    arguments included, where the fast functions alone are far off."""
+    import transfuse as tx
+
+    x32, x64 = _blocks_with_large_arguments("float32"), _blocks_with_large_arguments("float64")
+    f = tx.jit(_sin_cos_tan)
+    source = f.lower(x32, x64).source
+    assert "tf_sin_small_f32(" in source and "tf_tan_small_f64(" in source
+    assert "tf_sin_f32_call(" in source and "tf_trig_large_f64(" in source
+    got32, got64 = f(x32, x64)
+    with np.errstate(invalid="ignore"):
+        wide = x32.astype(np.float64)
+        want32 = (np.sin(wide) * 2 + np.cos(wide)).astype(np.float32)
+        want64 = np.tan(x64)
+    np.testing.assert_allclose(got32, want32, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got64, want64, rtol=1e-14, atol=0)
+    assert got64[1109] == 0 and np.signbit(got64[1109])  # tan(-0.0) = -0.0
+    fast_alone = evaluate(x64[1100:1112])[0][2]
+    assert not np.allclose(fast_alone[5], want64[1105])  # tan(max) without the redo
+
+
+def test_jit_keeps_exact_functions_where_a_block_cannot_be_redone():
+    """A region writing over its input (here sin after a matrix product, in place) cannot
+    reread it: it keeps the exact functions, and large arguments still come out right."""
+    import transfuse as tx
+
+    rng = np.random.default_rng(10)  # integers: the product is exact in float32
+    a = rng.integers(-50, 51, (8, 100)).astype(np.float32)
+    w = rng.integers(-50, 51, (100, 300)).astype(np.float32)
+    a[3] *= 4  # a row of products up to 10**6
+
+    def f(a, w):
+        return np.sin(a @ w + np.float32(1.0))
+
+    jitted = tx.jit(f)
+    source = jitted.lower(a, w).source
+    assert "written in place" in source and "_small" not in source
+    product = a.astype(np.float64) @ w.astype(np.float64)
+    got = jitted(a, w)
+    assert np.abs(product).max() > SMALL_TRIG_LIMIT
+    np.testing.assert_allclose(got, np.sin(product + 1), rtol=1e-6, atol=1e-6)
