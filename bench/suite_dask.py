@@ -232,17 +232,10 @@ def cases(quick: bool) -> list[Case]:
 # The detailed figures: python -m transfuse.bench.suites.suite_dask
 
 
-def _timed(call: Any, repeat: int) -> tuple[float, list[float], Any]:
-    """(first call's seconds, later calls' seconds, the result)."""
+def _seconds(call: Any) -> tuple[float, Any]:
     start = time.perf_counter()
     out = call()
-    first = time.perf_counter() - start
-    later = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = call()
-        later.append(time.perf_counter() - start)
-    return first, later, out
+    return time.perf_counter() - start, out
 
 
 def _outgoing_bytes(client: Any) -> int:
@@ -267,13 +260,18 @@ def measure_all(work: Workload, repeat: int) -> dict:
         client = cluster_client(workers, work.processes) if workers else None
         runner = factory(inputs)
         before = _outgoing_bytes(client) if client else 0
-        first, later, out = _timed(runner.call, repeat)
+        first, out = _seconds(runner.call)
+        between = _outgoing_bytes(client) if client else 0
+        cpu_start = time.thread_time()  # this thread: the LocalClusters' schedulers and
+        later = [_seconds(runner.call)[0] for _ in range(repeat)]  # nannies run beside it
         entry = {"first_call_s": first, "call_s": min(later),
+                 "client_cpu_s_per_call": (time.thread_time() - cpu_start) / repeat,
                  "examples_per_s": work.examples / min(later),
                  "max_rel_error": float(np.max(np.abs(out - reference) / reference))}
         if client:
-            entry["worker_outgoing_bytes_per_call"] = (_outgoing_bytes(client) - before) \
-                / (1 + repeat)
+            entry["worker_outgoing_bytes_first_call"] = between - before
+            entry["worker_outgoing_bytes_per_warm_call"] = \
+                (_outgoing_bytes(client) - between) / repeat
             if name.startswith("transfuse"):
                 entry["workers"] = _kernel_figures(client.run(txd.worker_stats))
         report["systems"][name] = entry
@@ -284,18 +282,31 @@ def measure_all(work: Workload, repeat: int) -> dict:
     report["per_core_vs_one_process"] = two["examples_per_s"] / 2 / \
         s["transfuse-jit-1-process"]["examples_per_s"]
     report["params_bytes_scattered_per_worker"] = sum(p.nbytes for p in inputs[0])
+    # CPU seconds per example, which the machine's load does not inflate: the workers'
+    # kernel threads (warm blocks), and this thread for jit in one process.
+    report["cpu_s_per_example"] = {
+        name: float(np.mean([w["warm_cpu_s_per_example"] for w in s[name]["workers"].values()]))
+        for name in ("transfuse-dask-2-workers", "transfuse-dask-1-worker")
+        if s[name].get("workers")}
+    report["cpu_s_per_example"]["transfuse-jit-1-process"] = \
+        s["transfuse-jit-1-process"]["client_cpu_s_per_call"] / work.examples
     return report
 
 
 def _kernel_figures(stats: dict) -> dict:
-    """Per worker: first block's seconds (trace + compile or load), warm seconds per block."""
+    """Per worker: the first block's wall and CPU seconds (trace + compile or load), then
+    per warm block wall seconds and CPU seconds per example (the machine's load aside)."""
     out = {}
     for address, s in stats.items():
         for k in s["kernels"].values():
-            if k["blocks"] == 0:
+            if k["blocks"] < 2:
                 continue
-            warm = (k["seconds"] - k["first_block_s"]) / max(k["blocks"] - 1, 1)
-            out[address] = {"first_block_s": k["first_block_s"], "warm_block_s": warm,
+            warm = (k["seconds"] - k["first_block_s"]) / (k["blocks"] - 1)
+            warm_cpu = (k["cpu_seconds"] - k["first_block_cpu_s"]) / \
+                (k["examples"] - k["first_block_examples"])
+            out[address] = {"first_block_s": k["first_block_s"],
+                            "first_block_cpu_s": k["first_block_cpu_s"],
+                            "warm_block_s": warm, "warm_cpu_s_per_example": warm_cpu,
                             "blocks": k["blocks"], "compiles": k["compiles"],
                             "disk_hits": k["disk_hits"]}
     return out

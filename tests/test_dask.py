@@ -229,6 +229,6 @@ def test_worker_killed_mid_run_leaves_result_unchanged(client):
     victim = max(client.processing().items(), key=lambda kv: len(kv[1]))[0]
     assert not running.done()
     client.run(die, workers=[victim], wait=False)
-    _assert_tree_equal(running.result(timeout=120), want)
-    client.wait_for_workers(2, timeout=60)
-    assert pids[victim] not in client.run(os.getpid).values()  # it did die
+    _assert_tree_equal(running.result(timeout=300), want)
+    assert pids[victim] not in client.run(os.getpid).values()  # it did die (its nanny
+    # starts another process, which this test need not wait for)

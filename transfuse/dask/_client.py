@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from transfuse.ir.core import Aval
-from transfuse.ir.errors import BatchingError, TransfuseTypeError, TransfuseValueError
+from transfuse.ir.errors import TransfuseTypeError, TransfuseValueError
 from transfuse.ir.primitives import PRIMITIVES
 from transfuse.ir.source import with_location
 from transfuse.ir.tree import TreeDef, tree_flatten, tree_unflatten
@@ -67,7 +67,7 @@ class DaskMapped:
 
         leaves, in_tree = tree_flatten((tuple(args), dict(kwargs)))
         stand_ins = [_stand_in(x) for x in leaves]
-        dims = self._dims(args, kwargs, leaves, stand_ins)
+        dims = self._dims(args, kwargs, leaves, in_tree, stand_ins)
         size = _vmap._axis_size(stand_ins, dims, _vmap._Names(self.spec.func, args, kwargs,
                                                               len(leaves)), self.name)
         chunks = self._batch_chunks(leaves, dims, size)
@@ -85,10 +85,13 @@ class DaskMapped:
         return tree_unflatten(plan.out_tree, outs)
 
     # -- checking, as vmap does ------------------------------------------------------
-    def _dims(self, args: tuple, kwargs: dict, leaves: list, stand_ins: list) -> list:
-        dims = self.config.leaf_dims.get(tree_flatten((tuple(args), dict(kwargs)))[1])
+    def _dims(self, args: tuple, kwargs: dict, leaves: list, in_tree: TreeDef,
+              stand_ins: list) -> list:
+        """Per leaf its batch axis (None: broadcast), checked as vmap checks it."""
+        dims = self.config.leaf_dims.get(in_tree)
         if dims is None:
-            dims = _vmap._leaf_in_dims(self.config, args, kwargs)
+            dims = self.config.leaf_dims[in_tree] = _vmap._leaf_in_dims(self.config, args,
+                                                                        kwargs)
         names = _vmap._Names(self.spec.func, args, kwargs, len(leaves))
         return [_vmap._check_in_dim(s, d, names, i) for i, (s, d) in
                 enumerate(zip(stand_ins, dims))]
@@ -391,4 +394,4 @@ def check_callable(func: Any, what: str) -> None:
         raise TransfuseTypeError(f"{what} needs a callable, got {type(func).__name__}")
 
 
-__all__ = ["DaskMapped", "is_dask_array", "check_reduce", "check_callable", "BatchingError"]
+__all__ = ["DaskMapped", "is_dask_array", "check_reduce", "check_callable"]

@@ -50,7 +50,10 @@ class Record:
     blocks: int = 0
     examples: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the worker thread's CPU time (load on the machine aside)
     first_block_s: float = 0.0
+    first_block_cpu_s: float = 0.0
+    first_block_examples: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def lane_keys(lanes: np.ndarray, offset: int, size: int) -> np.ndarray:
 def run_block(spec: Spec, call: Call, offset: int, size: int, key: Any, *leaves: Any
               ) -> tuple:
     """One block: the kernel on the block's arguments; the output leaves as a tuple."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.thread_time()
     fn = kernel(spec, call.mode)
     args, kwargs = tree_unflatten(call.in_tree, [_as_numpy(x) for x in leaves])
     if call.mode == "plain":
@@ -145,17 +148,19 @@ def run_block(spec: Spec, call: Call, offset: int, size: int, key: Any, *leaves:
     if spec.reduce is not None and spec.reduce not in REDUCTIONS:
         out_leaves = [np.asarray(spec.reduce(o)) for o in out_leaves]
     _note(_RECORDS.setdefault((spec.token, call.mode), Record()), size,
-          time.perf_counter() - start)
+          time.perf_counter() - start, time.thread_time() - cpu_start)
     return tuple(out_leaves)
 
 
-def _note(record: Record, size: int, seconds: float) -> None:
+def _note(record: Record, size: int, seconds: float, cpu_seconds: float) -> None:
     with _LOCK:
         if record.blocks == 0:
-            record.first_block_s = seconds
+            record.first_block_s, record.first_block_cpu_s = seconds, cpu_seconds
+            record.first_block_examples = size
         record.blocks += 1
         record.examples += size
         record.seconds += seconds
+        record.cpu_seconds += cpu_seconds
 
 
 def _as_numpy(x: Any) -> Any:
