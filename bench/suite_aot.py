@@ -6,12 +6,17 @@
   width 4x, residual connections; 128 tokens of width 128, float32), the mean of its
   squared output and the gradient w.r.t. every parameter.
 
-The "transfuse" column is `memory_efficient_fusion` of the loss (the min-cut partitioner,
-both halves compiled by the Numba backend) under `tx.grad_and_value`; it also computes the
-cotangents of the data (x, y), which the other systems skip (an aot function differentiates
-every floating input). Baselines: `tx.jit(tx.grad_and_value(loss))`, and `jax.jit` of
-`jax.value_and_grad` with and without `jax.checkpoint` on each layer. torch's compiled
-training step is not included (torch.compile needs a C++ toolchain on the CPU).
+The "transfuse" column is `tx.jit(tx.grad_and_value(memory_efficient_fusion(loss)))`: the
+min-cut partition's two halves inlined into one compiled program, the backward's
+recomputation kept apart from the forward by optimization barriers (so it keeps the
+partition's saved bytes). "transfuse-grad(mef)" is functorch's usage,
+`tx.grad_and_value(memory_efficient_fusion(loss))`: each half compiled by the Numba backend
+on its own, called from Python (the backward restricted to the parameters' cotangents).
+Baselines: `tx.jit(tx.grad_and_value(loss))`, `jax.jit` of
+`jax.value_and_grad` with and without `jax.checkpoint` on each layer, and torch's compiled
+training step: `torch.compile` of the loss (its AOT Autograd compiles the forward and the
+backward; Inductor needs a C++ compiler) followed by `torch.autograd.grad` w.r.t. the
+parameters. A torch.compile that fails is reported as unavailable, with the reason.
 
 `python -m transfuse.bench.suites.suite_aot` prints time per step and the bytes stored
 between the forward and the backward pass (arguments aside), as ratios to transfuse's; with
@@ -22,13 +27,18 @@ step's temporaries for JAX (its buffers stay allocated between calls).
 
 from __future__ import annotations
 
+import functools
+import statistics
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import numpy as np
+from transfuse.ir.tree import tree_flatten, tree_unflatten
 
-from transfuse.bench.core import Case, Runner, import_jax
+from transfuse.bench.core import Case, Runner, import_jax, import_torch
 from transfuse.bench.memory import peak_of_call
 
 NAME = "aot"
@@ -96,12 +106,13 @@ def block_inputs(quick: bool) -> tuple:
     return params, _rand(rng, (tokens, width)), _rand(rng, (tokens, width))
 
 
-def _fused_step(loss: Callable) -> Callable[[tuple], Runner]:
+def _fused_step(loss: Callable, jitted: bool = True) -> Callable[[tuple], Runner]:
     def factory(inputs: tuple) -> Runner:
         import transfuse as tx
         from transfuse.compile import memory_efficient_fusion
 
         step = tx.grad_and_value(memory_efficient_fusion(loss))
+        step = tx.jit(step) if jitted else step
         return Runner(call=lambda: step(*inputs))
     return factory
 
@@ -133,25 +144,77 @@ def _jax_step(loss: Callable, checkpointed: bool) -> Callable[[tuple], Runner]:
     return factory
 
 
-def _baselines(loss: Callable) -> dict:
-    return {"transfuse-jit(grad)": _jit_step(loss), "jax": _jax_step(loss, False),
-            "jax.checkpoint": _jax_step(loss, True)}
+class _TorchOps:
+    """The few NumPy functions the losses call (xp=...), on torch tensors."""
+
+    def __init__(self, torch: Any):
+        self.tanh, self.exp, self.sqrt = torch.tanh, torch.exp, torch.sqrt
+
+    @staticmethod
+    def mean(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+        return x.mean() if axis is None else x.mean(dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def sum(x: Any, axis: int, keepdims: bool = False) -> Any:
+        return x.sum(dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def max(x: Any, axis: int, keepdims: bool = False) -> Any:
+        return x.amax(dim=axis, keepdim=keepdims)
 
 
-def _case(name: str, description: str, setup: Callable, loss: Callable) -> Case:
-    return Case(NAME, name, description + ": memory_efficient_fusion against jit(grad) and "
-                "jax.jit(grad) with and without jax.checkpoint", setup,
-                transform=lambda tx: tx.grad_and_value(loss), baselines=_baselines(loss),
+@functools.cache
+def _torch_compiled(loss: Callable) -> Callable:
+    """torch.compile of the loss on torch tensors; one per loss, so that the timing, the
+    saved bytes and the peak memory reuse one compilation (Dynamo caches by function)."""
+    torch = import_torch()
+    return torch.compile(partial(loss, xp=_TorchOps(torch)))
+
+
+def _torch_training_step(loss: Callable, inputs: tuple) -> Callable[[], tuple]:
+    """torch.compile of the loss, then torch.autograd.grad w.r.t. the parameters:
+    () -> (gradients shaped as the parameters, loss)."""
+    torch = import_torch()
+    compiled = _torch_compiled(loss)
+    params, x, y = inputs
+    leaves, tree = tree_flatten(params)
+    weights = [torch.from_numpy(w).requires_grad_(True) for w in leaves]
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step() -> tuple:
+        value = compiled(tree_unflatten(tree, weights), x, y)
+        grads = torch.autograd.grad(value, weights)
+        return tree_unflatten(tree, list(grads)), value.detach()
+    return step
+
+
+def _torch_step(loss: Callable) -> Callable[[tuple], Runner]:
+    return lambda inputs: Runner(call=_torch_training_step(loss, inputs))
+
+
+def _baselines(loss: Callable, quick: bool = False) -> dict:
+    # --quick checks that everything runs: the two halves are compiled (and tested) by
+    # tests/test_aot_autograd.py; here they would be two more compiles per case.
+    halves = {} if quick else {"transfuse-grad(mef)": _fused_step(loss, jitted=False)}
+    return {**halves, "transfuse-jit(grad)": _jit_step(loss), "jax": _jax_step(loss, False),
+            "jax.checkpoint": _jax_step(loss, True), "torch.compile": _torch_step(loss)}
+
+
+def _case(name: str, description: str, setup: Callable, loss: Callable, quick: bool
+          ) -> Case:
+    return Case(NAME, name, description + ": memory_efficient_fusion against jit(grad), "
+                "jax.jit(grad) with and without jax.checkpoint and torch.compile", setup,
+                transform=lambda tx: tx.grad_and_value(loss), baselines=_baselines(loss, quick),
                 transfuse_system=_fused_step(loss), needs=("grad_and_value",), rtol=2e-3,
                 atol=1e-5)
 
 
 def cases(quick: bool) -> list[Case]:
     return [_case("mlp-step", f"{LAYERS}-layer GELU MLP, MSE and its gradient",
-                  lambda: mlp_inputs(quick), mlp_loss),
+                  lambda: mlp_inputs(quick), mlp_loss, quick),
             _case("transformer-block", "a pre-layernorm transformer block (single-head "
                   "attention, GELU MLP), its loss and gradient", lambda: block_inputs(quick),
-                  block_loss)]
+                  block_loss, quick)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,30 +230,80 @@ def _jax_saved_bytes(loss: Callable, inputs: tuple, checkpointed: bool) -> int:
                if id(leaf) not in given)
 
 
-def saved_bytes(loss: Callable, inputs: tuple) -> dict[str, int]:
+def _torch_saved_bytes(loss: Callable, inputs: tuple) -> int:
+    """What torch's autograd graph holds for the backward of the compiled loss (the tensors
+    the compiled forward saves), arguments aside."""
+    torch = import_torch()
+    step = _torch_training_step(loss, inputs)
+    step()  # compiles
+    held: dict[tuple, int] = {}
+
+    def pack(t: Any) -> Any:
+        held[t.data_ptr(), tuple(t.shape)] = t.nelement() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    given = {w.ctypes.data for w in tree_flatten(inputs)[0]}
+    return sum(n for (ptr, _), n in held.items() if ptr not in given)
+
+
+def saved_bytes(loss: Callable, inputs: tuple, with_torch: bool = True) -> dict[str, int]:
     """Bytes stored between the forward and the backward pass (arguments aside)."""
     import transfuse as tx
     from transfuse.compile import aot_function, min_cut_rematerialization_partition, nop
 
     fused = aot_function(loss, nop, partition_fn=min_cut_rematerialization_partition)
     params, x, y = inputs
-    return {"transfuse": fused.partition(*inputs).saved_bytes_besides_arguments(),
+    partition = fused.partition(*inputs).saved_bytes_besides_arguments()
+    return {"transfuse": partition, "transfuse-grad(mef)": partition,
             "transfuse-jit(grad)": tx.saved_bytes(lambda p: loss(p, x, y), params,
                                                   include_arguments=False),
             "jax": _jax_saved_bytes(loss, inputs, False),
-            "jax.checkpoint": _jax_saved_bytes(loss, inputs, True)}
+            "jax.checkpoint": _jax_saved_bytes(loss, inputs, True),
+            **(_if_torch_compiles(lambda: _torch_saved_bytes(loss, inputs)) if with_torch
+               else {})}
+
+
+def _if_torch_compiles(measure: Callable[[], int]) -> dict[str, int]:
+    """{"torch.compile": measure()}, or {} where torch or its compiler is missing."""
+    try:
+        return {"torch.compile": measure()}
+    except Exception as exc:  # noqa: BLE001 (reported, as the harness reports it)
+        print(f"torch.compile: not measured ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return {}
 
 
 def peak_step_bytes(loss: Callable, inputs: tuple) -> dict[str, int]:
     """The memory each system's step holds at its peak, its results aside."""
     out = {"transfuse": peak_of_call(_fused_step(loss)(inputs).call),
+           "transfuse-grad(mef)": peak_of_call(_fused_step(loss, jitted=False)(inputs).call),
            "transfuse-jit(grad)": peak_of_call(_jit_step(loss)(inputs).call)}
     jax, jnp = import_jax()
     args = jax.tree_util.tree_map(jnp.asarray, inputs)
     for name, checkpointed in (("jax", False), ("jax.checkpoint", True)):
         step = jax.jit(jax.value_and_grad(_jax_loss(loss, checkpointed)))
         out[name] = step.lower(*args).compile().memory_analysis().temp_size_in_bytes
+    out.update(_if_torch_compiles(lambda: peak_of_call(_torch_training_step(loss, inputs))))
     return out
+
+
+def cpu_times(loss: Callable, inputs: tuple, systems: Sequence[str], rounds: int
+              ) -> dict[str, float]:
+    """Median CPU seconds per step of each system, the systems alternating call by call
+    (on a machine loaded by other jobs, wall time measures the load; one thread each)."""
+    factories = {"transfuse": _fused_step(loss), **_baselines(loss)}
+    calls = {name: factories[name](inputs).call for name in systems}
+    for call in calls.values():
+        call()
+        call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.process_time()
+            call()
+            samples[name].append(time.process_time() - start)
+    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def main(argv: list[str]) -> int:
@@ -199,21 +312,29 @@ def main(argv: list[str]) -> int:
     from transfuse.bench.harness import Settings, run_case
 
     quick = "--quick" in argv
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 0
     nan = float("nan")
     for case, loss in zip(cases(quick), (mlp_loss, block_loss)):
         result = run_case(case, Settings(quick=quick))
-        stored = saved_bytes(loss, case.setup())
+        stored = saved_bytes(loss, case.setup(), with_torch=not quick)
         peak = peak_step_bytes(loss, case.setup()) if "--peak" in argv else {}
+        ran = [name for name, system in result.systems.items() if system.timing]
+        cpu = cpu_times(loss, case.setup(), ran, rounds) if rounds else {}
         base_s = result.systems["transfuse"].timing.median_s
         print(case.full_name)
-        print(f"{'system':<24}{'ms/step':>10}{'time ratio':>12}{'saved KiB':>12}"
-              f"{'bytes ratio':>13}" + (f"{'peak KiB':>12}" if peak else ""))
+        print(f"{'system':<24}{'ms/step':>10}{'time ratio':>12}"
+              + (f"{'cpu ms':>10}{'cpu ratio':>11}" if cpu else "")
+              + f"{'saved KiB':>12}{'bytes ratio':>13}" + (f"{'peak KiB':>12}" if peak else ""))
         for name, system in result.systems.items():
             ms = system.timing.median_s * 1e3 if system.timing else nan
+            cpu_ms = cpu.get(name, nan) * 1e3
             kib = stored.get(name, nan) / 2 ** 10
-            print(f"{name:<24}{ms:>10.2f}{ms / 1e3 / base_s:>12.2f}{kib:>12.1f}"
-                  f"{stored.get(name, nan) / stored['transfuse']:>13.2f}"
+            print(f"{name:<24}{ms:>10.2f}{ms / 1e3 / base_s:>12.2f}"
+                  + (f"{cpu_ms:>10.2f}{cpu_ms / 1e3 / cpu['transfuse']:>11.2f}" if cpu else "")
+                  + f"{kib:>12.1f}{stored.get(name, nan) / stored['transfuse']:>13.2f}"
                   + (f"{peak.get(name, nan) / 2 ** 10:>12.1f}" if peak else ""))
+            if not system.timing:
+                print(f"    ({system.status}: {system.reason})")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Dead-code elimination through control-flow nodes: drop the outputs of a `cond`,
-`while_loop` or `scan` that nothing reads, and then what only they needed.
+`while_loop`, `scan` (or transfuse.compile's `aot_compiled`) that nothing reads, and then
+what only they needed.
 
 `dce` keeps or drops a node whole. A control-flow node computing primals and tangents
 together (its JVP) whose tangent outputs are unused, as in the primal part of
@@ -94,12 +95,25 @@ def _prune_while(node: Node, used: list[bool]) -> Node:
                 _kept(node.outputs, live), node.source)
 
 
+def _prune_aot_compiled(node: Node, used: list[bool]) -> Node:
+    # transfuse.compile's compiled graph (a CompiledGraph, transfuse/compile/compiled_call.py)
+    # compiles its graph restricted to the read outputs: grad w.r.t. the parameters only
+    # never computes the data's cotangents. A callable without `restricted` runs whole.
+    restrict = getattr(node.params["fn"], "restricted", None)
+    if restrict is None:
+        return node
+    fn = restrict(used)
+    return Node(node.prim, node.inputs, dict(node.params, graph=fn.graph, fn=fn),
+                _kept(node.outputs, used), node.source)
+
+
 def _kept(values: Sequence[Var], flags: Sequence[bool]) -> list[Var]:
     return [v for v, keep in zip(values, flags) if keep]
 
 
 PRUNERS: dict[str, Callable[[Node, list[bool]], Node]] = {
-    "cond": _prune_cond, "scan": _prune_scan, "while_loop": _prune_while}
+    "cond": _prune_cond, "scan": _prune_scan, "while_loop": _prune_while,
+    "aot_compiled": _prune_aot_compiled}
 
 
 def prune_outputs(graph: Graph) -> Graph:

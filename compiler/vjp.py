@@ -23,6 +23,7 @@ import numpy as np
 from transfuse.compiler import special_slopes
 from transfuse.compiler.custom_calls import with_stored_residuals
 from transfuse.compiler.jvp import complex_abs_slope
+from transfuse.compiler.prune_control import prune_outputs
 from transfuse.compiler.remat import expose_saved
 from transfuse.compiler.simplify import dce, inline_calls
 from transfuse.ir import lax
@@ -1063,7 +1064,9 @@ def vjp_graph(graph: Graph, wrt: Sequence[bool],
         cts = backward_pass(graph, residuals.read, out_cts, active)
         results = [cts[v] if v in cts else lax.full(v.aval.shape, 0, v.aval.dtype)
                    for v in wrt_vars]
-        backward = dce(builder.finish(results))
+        # prune_outputs: a multi-output node (a scan, an aot-compiled backward) computes
+        # only the cotangents read, e.g. the parameters' under grad(f, argnums=0)
+        backward = prune_outputs(builder.finish(results))
     # Rules read primal values only through `residuals`, so nothing is captured.
     assert not builder.captured, "the backward pass captured an outer traced value"
     # Keep only the residuals the pruned backward graph still reads.

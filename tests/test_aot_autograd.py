@@ -197,6 +197,12 @@ def test_jit_of_an_aot_function_and_its_gradient():
     want = jax.grad(lambda a, b: jnp.sum(jnp.cos(jnp.cos(a * b))), argnums=(0, 1))(x, y)
     np.testing.assert_allclose(gx, np.asarray(want[0]), rtol=1e-12)
     np.testing.assert_allclose(gy, np.asarray(want[1]), rtol=1e-12)
+    # min-cut saves x and y; inlined into one program, the backward recomputes x * y (and
+    # cos of it) from them behind optimization barriers, so neither CSE nor fusion moves
+    # the recomputation into the forward pass (whose values would then live in between)
+    graph = both.lower(x, y).graph
+    guarded = {n.outputs[0] for n in graph.nodes if n.prim.name == "optimization_barrier"}
+    assert any(n.prim.name == "mul" and set(n.inputs) == guarded for n in graph.nodes)
 
 
 def test_aot_module_parameters_are_inputs():
@@ -321,3 +327,30 @@ def test_decompositions_replace_a_primitive_before_differentiation():
     assert "tanh" not in names and "exp" in names
     np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
     np.testing.assert_allclose(tx.grad(compiled)(x), tx.grad(f)(x), rtol=1e-12)
+
+
+def test_grad_wrt_parameters_only_never_computes_the_data_cotangent():
+    ran = []
+
+    def recording(graph, avals):
+        run = nop(graph, avals)
+        return lambda *a: (ran.append(graph), run(*a))[1]
+
+    f = mlp(np)
+    compiled = aot_function(f, recording, partition_fn=min_cut_rematerialization_partition)
+    x, *params = _args("mlp")
+    got = tx.grad(compiled, argnums=(1, 2, 3, 4))(x, *params)
+    for g, j in zip(got, _jax_grads("mlp")[1:]):
+        np.testing.assert_allclose(g, np.asarray(j), rtol=1e-10, atol=1e-12)
+    backward = ran[-1]
+    full = compiled.partition(x, *params).backward
+    assert [v.aval.shape for v in full.outputs][0] == x.shape  # dx is part of the full one
+    # The backward graph that ran returns the parameters' cotangents only, and computes
+    # no value of x's shape (dx = dh @ w1.T is pruned: one product fewer).
+    assert [v.aval.shape for v in backward.outputs] == [p.shape for p in params]
+    assert all(v.aval.shape != x.shape for n in backward.nodes for v in n.outputs)
+
+    def products(graph):
+        return sum(n.prim.name == "dot_general" for n in graph.nodes)
+    assert products(backward) == products(full) - 1 == 3
+

@@ -30,7 +30,7 @@ from .._jit import captures_unchanged
 from .._staging import _recordings, is_array_leaf, leaf_aval, signature, stage
 from ..nn.module import Module
 from ..nn.utils import functional_call
-from .compiled_call import compiled_call
+from .compiled_call import CompiledGraph, compiled_call
 from .compilers import jit_compile
 from .partition import (
     JointGraph,
@@ -50,8 +50,8 @@ class _Compiled:
 
     joint: JointGraph
     partition: Partition
-    forward: Callable[..., list]
-    backward: Callable[..., list]
+    forward: CompiledGraph
+    backward: CompiledGraph
     out_tree: TreeDef
     with_rule: custom_vjp  # the partitioned graphs as a custom_vjp: used under transforms
     guards: list = field(default_factory=list)  # (weakref, snapshot) of captured arrays
@@ -168,14 +168,14 @@ class AOTFunction:
         wrt = [is_differentiable(a) for a in graph.in_avals]
         joint = joint_graph(vjp_graph(graph, wrt))
         part = self.partition_fn(joint)
-        forward = self.fw_compiler(part.forward, part.forward.in_avals)
-        backward = self.bw_compiler(part.backward, part.backward.in_avals)
+        forward = CompiledGraph(part.forward, self.fw_compiler)
+        backward = CompiledGraph(part.backward, self.bw_compiler)
         rule = _with_rule(part, forward, backward, wrt, graph.out_avals, name)
         return _Compiled(joint, part, forward, backward, staged.out_tree, rule)
 
 
-def _with_rule(part: Partition, forward: Callable, backward: Callable, wrt: Sequence[bool],
-               out_avals: Sequence[Aval], name: str) -> custom_vjp:
+def _with_rule(part: Partition, forward: CompiledGraph, backward: CompiledGraph,
+               wrt: Sequence[bool], out_avals: Sequence[Aval], name: str) -> custom_vjp:
     """The partitioned graphs as a custom_vjp on the flat array arguments, each graph a
     node run by its compiled callable (compiled_call.py)."""
     n_out = part.num_outputs

@@ -15,7 +15,7 @@ from scipy.sparse.csgraph import maximum_flow
 from transfuse.compiler.fusion import CONTRACTION, ELEMENTWISE, FUSION_CLASS, RELABEL, VIEW
 from transfuse.compiler.simplify import dce
 from transfuse.compiler.vjp import VJPGraphs
-from transfuse.ir.core import Graph, Node, Var
+from transfuse.ir.core import Aval, Graph, Node, Var
 from transfuse.ir.primitives import PRIMITIVES as P
 
 # ---------------------------------------------------------------------------------------
@@ -122,13 +122,17 @@ def _ancestor_nodes(nodes: Sequence[Node], wanted: Sequence[Var], stop: set[Var]
     return kept
 
 
-def partition_with(joint: JointGraph, saved: Sequence[Var]) -> Partition:
-    """The forward and backward graphs when the forward saves `saved`."""
+def partition_with(joint: JointGraph, saved: Sequence[Var], guard: bool = False
+                   ) -> Partition:
+    """The forward and backward graphs when the forward saves `saved`; with `guard`, the
+    backward's recomputation reads the saved values through optimization barriers."""
     g = joint.graph
     forward = dce(Graph(joint.primals, g.nodes, joint.forward_outputs + list(saved),
                         dict(g.consts), name=g.name.removesuffix("_joint") + "_fwd"))
     available = set(saved) | set(joint.cotangents) | set(g.consts)
     bw_nodes = _ancestor_nodes(g.nodes, joint.backward_outputs, available)
+    if guard:
+        bw_nodes = _guard_recomputation(bw_nodes, saved, joint.cotangents)
     defined = available | {v for n in bw_nodes for v in n.outputs}
     missing = [v for n in bw_nodes for v in n.inputs if v not in defined]
     missing += [v for v in joint.backward_outputs if v not in defined]
@@ -136,6 +140,30 @@ def partition_with(joint: JointGraph, saved: Sequence[Var]) -> Partition:
     backward = dce(Graph(list(saved) + joint.cotangents, bw_nodes, joint.backward_outputs,
                          dict(g.consts), name=g.name.removesuffix("_joint") + "_bwd"))
     return Partition(forward, backward, joint.num_outputs, len(saved))
+
+
+def _guard_recomputation(nodes: list[Node], saved: Sequence[Var], cotangents: Sequence[Var]
+                         ) -> list[Node]:
+    """The backward's nodes, those recomputing forward values (no cotangent in them)
+    reading the saved values through `optimization_barrier(v, sum(cotangent))`, as reverse
+    mode guards a checkpoint's recomputation (ir/remat.py): when a jit inlines both halves
+    into one program, CSE cannot merge the recomputation back into the forward pass (which
+    would keep its values alive in between, the memory the partition saved). The barrier
+    is an alias where compiled: no copy."""
+    after_cts = _depends_on(nodes, set(cotangents))
+    recompute = [n for n in nodes if not any(v in after_cts for v in n.outputs)]
+    read = {v for n in recompute for v in n.inputs}
+    guarded = [v for v in saved if v in read]
+    if not guarded or not cotangents:
+        return nodes
+    ct = cotangents[0]
+    after = Var(Aval((), ct.aval.dtype))
+    guards = [Node(P["reduce_sum"], [ct], {"axes": tuple(range(ct.aval.ndim))}, [after])]
+    alias = {v: Var(v.aval) for v in guarded}
+    guards += [Node(P["optimization_barrier"], [v, after], {}, [alias[v]]) for v in guarded]
+    recomputing = set(map(id, recompute))
+    return guards + [Node(n.prim, [alias.get(v, v) for v in n.inputs], n.params, n.outputs,
+                          n.source) if id(n) in recomputing else n for n in nodes]
 
 
 def default_partition(joint: JointGraph) -> Partition:
@@ -217,7 +245,7 @@ def min_cut_rematerialization_partition(joint: JointGraph) -> Partition:
     source_side = _reachable(caps, flow, source)
     saved = [v for v in values
              if 2 * index[v] in source_side and 2 * index[v] + 1 not in source_side]
-    return partition_with(joint, _in_order(saved, g))
+    return partition_with(joint, _in_order(saved, g), guard=True)
 
 
 def _reachable(caps: csr_array, flow: csr_array, source: int) -> set[int]:
