@@ -313,15 +313,20 @@ def mlp_params(rng, sizes, dtype):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_mlp_loss_grad_and_per_sample_grads(dtype):
+    """The loss, its gradient, per-sample gradients and grad_and_value: the outputs of one
+    jitted program (one compile a dtype instead of four: 47 -> 31 CPU-s, docs/testing.md)."""
     rng = np.random.default_rng(11)
     params = mlp_params(rng, [6, 8, 8, 3], dtype)
     x = rand(rng, (5, 6), dtype)
     y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 5)]
-    check(mlp_loss, params, x, y)
-    check(tx.grad(mlp_loss), params, x, y)
     per_sample = tx.vmap(tx.grad(mlp_loss), in_dims=(None, 0, 0))
-    check(per_sample, params, x[:, None], y[:, None])
-    check(tx.grad_and_value(mlp_loss, argnums=(0, 1)), params, x, y)
+
+    def every_output(params, x, y, xs, ys):
+        return (mlp_loss(params, x, y), tx.grad(mlp_loss)(params, x, y),
+                per_sample(params, xs, ys),
+                tx.grad_and_value(mlp_loss, argnums=(0, 1))(params, x, y))
+
+    check(every_output, params, x, y, x[:, None], y[:, None])
 
 
 def test_jit_inside_transforms_and_transforms_inside_jit():
