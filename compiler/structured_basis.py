@@ -109,7 +109,9 @@ class _StaticValues:
 def _plan(node: Node, static: _StaticValues) -> _Plan | None:
     """How to read dot_general(X, E) off X, where E is known and structured."""
     (lc, rc), (lb, rb) = node.params["dimension_numbers"]
-    if lb or rb or node.outputs[0].aval.dtype.kind != "f":
+    # An outer product (nothing contracted) sums nothing: no zeros to skip, and its -0.0
+    # products stay -0.0 (compiler/fusion.py factors those that feed a contraction).
+    if not lc or lb or rb or node.outputs[0].aval.dtype.kind != "f":
         return None
     for e_side in (1, 0):
         e_var, x_var = node.inputs[e_side], node.inputs[1 - e_side]

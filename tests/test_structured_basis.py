@@ -160,11 +160,12 @@ def test_derivatives_match_jax_and_finite_differences(dtype):
 
 
 def structured_contractions(graph) -> list:
-    """The graph's contractions that have an identity, one-hot or diagonal operand."""
+    """The graph's contractions that have an identity, one-hot or diagonal operand (outer
+    products, which contract nothing, are left alone)."""
     static = _StaticValues(graph)
     found = []
     for node in graph.nodes:
-        if node.prim.name != "dot_general":
+        if node.prim.name != "dot_general" or not node.params["dimension_numbers"][0][0]:
             continue
         (lc, rc), _ = node.params["dimension_numbers"]
         for v, contract in zip(node.inputs, (lc, rc)):
@@ -275,10 +276,19 @@ def test_rewrite_is_exact_for_non_finite_and_signed_zeros(dtype, monkeypatch):
 def test_unstructured_operands_stay_products():
     x = RNG.standard_normal((3, 4))
 
-    def f(x):  # two nonzeros in a column; a non-finite constant
-        return (x @ (np.eye(4) + np.eye(4)[::-1]), x @ np.diag([1.0, np.inf, 1.0, 1.0]))
-    graph = simplify(optimise_pure(tx.make_graph(f)(x)))
-    assert sum(n.prim.name == "dot_general" for n in graph.nodes) == 2
+    x[1, 2] = -0.0
+
+    def f(x):  # two nonzeros in a column; a non-finite constant; an outer product (its
+        # -0.0 * 1 is -0.0: no sum from +0.0, so nothing to rewrite, as NTK's eye x J)
+        return (x @ (np.eye(4) + np.eye(4)[::-1]), x @ np.diag([1.0, np.inf, 1.0, 1.0]),
+                np.einsum("ab,nh->abnh", np.eye(2), x))
+    graph = tx.make_graph(f)(x)
+    simplified = simplify(optimise_pure(graph))
+    assert sum(n.prim.name == "dot_general" for n in simplified.nodes) == 3
+    with np.errstate(all="ignore"):
+        for got, want in zip(interpret(simplified, [x]), interpret(graph, [x])):
+            assert_bitwise(got, want)
+    assert np.signbit(interpret(simplified, [x])[2][0, 0, 1, 2])
 
 
 def test_transposes_sink_into_contractions():
