@@ -20,9 +20,11 @@ parameters. A torch.compile that fails is reported as unavailable, with the reas
 
 `python -m transfuse.bench.suites.suite_aot` prints time per step and the bytes stored
 between the forward and the backward pass (arguments aside), as ratios to transfuse's; with
-`--peak`, also the memory each step holds at its peak (its results aside): the process's
-resident set for transfuse (run with MALLOC_MMAP_THRESHOLD_=65536), XLA's account of the
-step's temporaries for JAX (its buffers stay allocated between calls).
+`--rounds N`, also the CPU time per step, the systems called in turn N times (on a loaded
+machine wall time measures the load); with `--peak`, also the memory each step holds at
+its peak (its results aside): the process's resident set for transfuse and torch (run with
+MALLOC_MMAP_THRESHOLD_=65536), XLA's account of the step's temporaries for JAX (its
+buffers stay allocated between calls).
 """
 
 from __future__ import annotations

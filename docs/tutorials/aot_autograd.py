@@ -99,6 +99,9 @@ def min_cut(inputs: list[np.ndarray], show: bool = True) -> dict:
 # into one loop that saves nothing at all, while the aot function runs two kernels, stores
 # `x` between them and recomputes `cos(x)`. memory_efficient_fusion pays off where the
 # forward and backward cannot be one program: a training step whose backward runs later.
+# Under `tx.jit(tx.grad(memory_efficient_fusion(fn)))` they are one program again (jit
+# inlines both halves; barriers keep the recomputation in the backward), which is how the
+# `transfuse bench --suite aot` training steps run fastest (docs/aot_autograd.md).
 
 # %%
 
