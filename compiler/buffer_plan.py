@@ -11,6 +11,7 @@ import math
 
 from transfuse.ir.core import Graph, Node, Var
 
+from .gemm_plan import UNIT_STAND_IN
 from .lowering_graph import flatten_contractions
 
 HUGE_PAGE_MIN_BYTES = 1 << 22  # NumPy's threshold for asking for huge pages
@@ -64,7 +65,11 @@ class BufferPlan:
                 return name, f"{name} = {old}  # reuses a dead buffer"
             return name, f"{name} = {old}.reshape({aval.shape!r})  # reuses a dead buffer"
         alloc = f"{name} = np.empty({aval.shape!r}, np.{aval.dtype.name})"
-        if aval.size * aval.dtype.itemsize >= HUGE_PAGE_MIN_BYTES:
+        # A size-1 axis counts as UNIT_STAND_IN here, as in gemm_plan: a batch of one asks
+        # as a batch of 8 would, and the helper skips a buffer below the threshold at run
+        # time, so both render the same source (docs/compiler.md "A batch of one").
+        stand_in = math.prod(UNIT_STAND_IN if d == 1 else d for d in aval.shape)
+        if stand_in * aval.dtype.itemsize >= HUGE_PAGE_MIN_BYTES:
             self.helpers.add("advise_huge_pages")
             alloc += f"\n    advise_huge_pages({name})  # fewer page faults on first touch"
         return name, alloc

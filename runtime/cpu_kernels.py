@@ -97,10 +97,11 @@ if sys.platform.startswith("linux"):
 
     @njit(**HELPER)
     def advise_huge_pages(a):
-        """Ask for transparent huge pages on a's page-aligned interior (as NumPy does)."""
+        """Ask for transparent huge pages on a's page-aligned interior (as NumPy does), if
+        a holds HUGE_PAGE_MIN_BYTES or more (the source may ask for a batch of one)."""
         start = a.ctypes.data
         offset = (4096 - start % 4096) % 4096
-        if a.nbytes <= offset:
+        if a.nbytes <= offset or a.nbytes < HUGE_PAGE_MIN_BYTES:
             return 0
         return _madvise(start + offset, np.uint64(a.nbytes - offset), np.int64(_MADV_HUGEPAGE))
 else:  # pragma: no cover - other platforms have no MADV_HUGEPAGE

@@ -257,3 +257,19 @@ def test_one_row_and_one_column_products_run_on_blas_and_are_right(dtype):
     for got, want in zip(jitted(*args), _one_row_products(*wide)):
         assert got.shape == want.shape and got.dtype == np.dtype(dtype)
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_batch_one_renders_the_source_of_batch_128_at_the_benchmark_sizes():
+    # Lowering only (nothing compiled): per-sample gradients of a 784-512-10 MLP, where
+    # batch 128's per-sample weight gradients ask for huge pages and batch 1's 1.6 MB would
+    # not: the request is made for both and the helper skips the small buffer at run time.
+    from transfuse.runtime.cache import code_only
+
+    rng = np.random.default_rng(19)
+    jitted = tx.jit(tx.vmap(tx.grad(_loss), in_dims=(None, 0, 0)), cache=False)
+    sources = []
+    for batch in (128, 1):
+        params, x, y = _mlp(rng, "float32", batch, widths=(784, 512, 10))
+        sources.append(code_only(jitted.lower(params, x, y).source))
+    assert "advise_huge_pages(" in sources[0]
+    assert sources[0] == sources[1]
