@@ -1,6 +1,7 @@
 """The minifier (transfuse.compile.minifier) and `transfuse minify`: a planted miscompile in
 a 50-node graph shrinks to the one wrong node, the repro script fails on its own, exceptions
-count as failures of their own kind, a graph that does not fail is an error."""
+count as failures of their own kind, a graph that does not fail is an error, a miscompile
+inside a scan body shrinks inside the body."""
 
 from __future__ import annotations
 
@@ -200,3 +201,46 @@ def test_tolerance_follows_the_least_precise_dtype_computed():
     assert mismatch(nudged, x, single=True) is None
     assert mismatch(x + 1e-3, x, single=True) is not None
     assert mismatch(np.array([1, 2]), np.array([1, 3]), single=True) is not None
+
+
+def _sin_as_cos_within(graph: Graph) -> Graph:
+    """graph with every sin computed as cos, inside the sub-graphs its nodes hold too."""
+    def fix(node: Node) -> Node:
+        prim = PRIMITIVES["cos"] if node.prim.name == "sin" else node.prim
+        params = {k: _sin_as_cos_within(p) if isinstance(p, Graph) else
+                  tuple(_sin_as_cos_within(g) for g in p) if isinstance(p, tuple)
+                  and all(isinstance(g, Graph) for g in p) and p else p
+                  for k, p in node.params.items()}
+        return Node(prim, node.inputs, params, node.outputs, node.source)
+    return Graph(graph.inputs, [fix(n) for n in graph.nodes], graph.outputs, graph.consts,
+                 graph.num_captures, graph.has_rng, name=graph.name)
+
+
+def sin_as_cos_in_bodies(graph: Graph, example_avals) -> object:
+    """A test-only compiler: the interpreter, sin computed as cos at every depth."""
+    wrong = _sin_as_cos_within(graph)
+    return lambda *xs: interpret(wrong, list(xs))
+
+
+def test_a_miscompile_inside_a_scan_body_shrinks_inside_the_body():
+    import transfuse as tx
+
+    def rnn(h, xs):
+        def step(h, x):
+            for _ in range(3):
+                h = np.tanh(h * 0.9 + x) + np.exp(-h * h) * 0.1
+            h = np.sin(h) * 0.5 + h
+            return h, h.sum()
+        return tx.lax.scan(step, h, xs)
+
+    rng = np.random.default_rng(8)
+    args = [rng.standard_normal(4), rng.standard_normal((5, 4))]
+    graph = stage(rnn, args).graph
+    scans = [n for n in graph.nodes if n.prim.name == "scan"]
+    assert len(scans) == 1 and len(scans[0].params["body"].nodes) >= 15
+    first = failure(sin_as_cos_in_bodies, graph, args)
+    small, small_inputs = minifier(graph, args, fails_like(sin_as_cos_in_bodies, first))
+    assert [n.prim.name for n in small.nodes] == ["scan"]
+    body = small.nodes[0].params["body"]
+    assert len(body.nodes) <= 3 and "sin" in [n.prim.name for n in body.nodes]
+    assert failure(sin_as_cos_in_bodies, small, small_inputs) is not None

@@ -6,7 +6,11 @@ Three passes, each Zeller's ddmin over one list:
   kept node defines becomes a new input, fed with what the reference interpreter computed
   for it on the original inputs, and every kept value nothing kept reads is an output;
 - outputs: keep a subset of the outputs (then the nodes they do not need go);
-- inputs: inputs nothing reads are dropped.
+- inputs: inputs nothing reads are dropped;
+- bodies: then the sub-graphs the kept nodes hold (a scan's body, a cond's branches, a
+  call's graph; nested ones too) by ddmin over their nodes, a value no kept node of the
+  body defines read as zeros of its shape (the body's signature is kept). A while_loop's
+  graphs stay whole: zeros in its condition or step may never end the loop.
 The search is deterministic (the lists keep graph order) and calls `fails` at most
 `max_calls` times; when the bound is hit, the smallest failing graph found so far is
 returned.
@@ -20,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from transfuse.ir.core import Graph, Node, Var
-from transfuse.ir.errors import TransfuseValueError
+from transfuse.ir.errors import TransfuseError, TransfuseValueError
 from transfuse.ir.interpreter import interpret
 from transfuse.ir.verify import verify
 
@@ -41,7 +45,8 @@ def minifier(graph: Graph, inputs: Sequence[Any], fails: Fails, *, max_calls: in
     best = _min_outputs(search, best)
     best = _min_nodes(search, best.pruned())  # outputs dropped may leave nodes to drop
     best = _min_outputs(search, best)
-    return best.pruned().build()
+    small, small_inputs = best.pruned().build()
+    return _min_bodies(search, small, lambda g: g, small_inputs), small_inputs
 
 
 def all_values(graph: Graph, inputs: Sequence[Any]) -> dict[Var, Any]:
@@ -173,6 +178,77 @@ def _min_nodes(search: _Search, cut: _Cut) -> _Cut:
 def _min_outputs(search: _Search, cut: _Cut) -> _Cut:
     outs = _ddmin(cut.outputs(), lambda o: search.cut_fails(cut.with_outputs(o)))
     return cut.with_outputs(outs)
+
+
+# ---------------------------------------------------------------------------------------
+# Inside the nodes that hold graphs
+
+_UNBOUNDED = frozenset({"while_loop"})  # zeros in a loop's test or step may never end it
+
+
+def _slots(node: Node) -> list[tuple[str, int | None]]:
+    """Where the node's params hold graphs: (key, None) or (key, index in a tuple)."""
+    found: list[tuple[str, int | None]] = []
+    for key, p in node.params.items():
+        if isinstance(p, Graph):
+            found.append((key, None))
+        elif isinstance(p, tuple):
+            found.extend((key, j) for j, g in enumerate(p) if isinstance(g, Graph))
+    return found
+
+
+def _body(node: Node, slot: tuple[str, int | None]) -> Graph:
+    key, j = slot
+    return node.params[key] if j is None else node.params[key][j]
+
+
+def _with_body(graph: Graph, i: int, slot: tuple[str, int | None], body: Graph) -> Graph:
+    """graph with node i's sub-graph at `slot` replaced by body."""
+    node, (key, j) = graph.nodes[i], slot
+    held = body if j is None else tuple(body if k == j else g
+                                        for k, g in enumerate(node.params[key]))
+    nodes = list(graph.nodes)
+    nodes[i] = Node(node.prim, node.inputs, dict(node.params, **{key: held}), node.outputs,
+                    node.source)
+    return Graph(graph.inputs, nodes, graph.outputs, graph.consts, graph.num_captures,
+                 graph.has_rng, name=graph.name)
+
+
+def _body_subset(body: Graph, keep: list[int]) -> Graph:
+    """The body with only the nodes in `keep`; what they (or the outputs) read that no
+    kept node defines is a zero constant of its aval."""
+    nodes = [body.nodes[i] for i in keep]
+    defined = set(body.inputs) | set(body.consts) | {v for n in nodes for v in n.outputs}
+    wanted = [v for n in nodes for v in n.inputs] + list(body.outputs)
+    zeros = {v: np.zeros(v.aval.shape, v.aval.dtype) for v in wanted if v not in defined}
+    return Graph(body.inputs, nodes, body.outputs, {**body.consts, **zeros},
+                 body.num_captures, body.has_rng, name=body.name)
+
+
+def _min_bodies(search: _Search, graph: Graph, place: Callable[[Graph], Graph],
+                inputs: list) -> Graph:
+    """graph (placed in the whole program by `place`) with every sub-graph its nodes hold
+    shrunk by ddmin over the sub-graph's nodes, recursively."""
+    for i, node in enumerate(graph.nodes):
+        if node.prim.name in _UNBOUNDED:
+            continue
+        for slot in _slots(node):
+            body = _body(graph.nodes[i], slot)
+
+            def within(b: Graph, i: int = i, slot: tuple = slot, g: Graph = graph) -> Graph:
+                return place(_with_body(g, i, slot, b))
+
+            def still_fails(keep: list[int], body: Graph = body, within=within) -> bool:
+                try:
+                    candidate = verify(within(_body_subset(body, keep)))
+                except TransfuseError:  # not a well-formed program: not this failure
+                    return False
+                return search.fails(candidate, inputs)
+
+            keep = _ddmin(list(range(len(body.nodes))), still_fails)
+            smaller = _min_bodies(search, _body_subset(body, keep), within, inputs)
+            graph = _with_body(graph, i, slot, smaller)
+    return graph
 
 
 __all__ = ["minifier", "all_values"]
