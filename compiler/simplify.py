@@ -268,8 +268,9 @@ def simplify(graph: Graph, max_rounds: int = 4) -> Graph:
         return graph
     for _ in range(max_rounds):
         before = (len(graph.nodes), len(graph.consts))
-        graph = sink_transposes(drop_unit_axes(structured_products(cse(graph))))
-        graph = dce(algebraic(fold_constants(reuse_cholesky(graph))))
+        # reuse_cholesky first: it recognises the Cholesky VJP's product with a diagonal
+        graph = structured_products(reuse_cholesky(cse(graph)))
+        graph = dce(algebraic(fold_constants(sink_transposes(drop_unit_axes(graph)))))
         if (len(graph.nodes), len(graph.consts)) == before:
             break
     return graph
