@@ -240,7 +240,10 @@ class _Lowering:
             raise
         self.names.update(out_names)
         lines = block.render(1)
-        if in_place is None:  # a block redone for a large sin/cos argument rereads its inputs
+        # The trig fast path costs 2-3 s of compile (its blocks, the out-of-line exact
+        # copies) and pays only on large regions: those big enough to run in parallel.
+        # A block redone for a large sin/cos argument rereads its inputs: not in place.
+        if in_place is None and _is_parallel(lines):
             lines = with_trig_fast_path(lines, self.program.math)
         loops = codegen.n_loops
         passes = {i: len(codegen.loads_per_input.get(v, ())) for i, v in enumerate(sub.inputs)}

@@ -206,7 +206,7 @@ def test_small_trig_without_fma():
     assert out.returncode == 0 and out.stdout.split()[-1] == "ok", out.stderr[-3000:]
 
 
-def _blocks_with_large_arguments(dtype: str, n: int = 5000) -> np.ndarray:
+def _blocks_with_large_arguments(dtype: str, n: int = 150_000) -> np.ndarray:
     """Seeded values on [-4, 4], with the values where the fast path ends, huge ones and
     the special values all placed in the second block of 1024 (the others stay fast)."""
     x = np.random.default_rng(9).uniform(-4, 4, n).astype(dtype)
