@@ -270,7 +270,7 @@ class LoopRegionCodegen:
         self.nest = LoopNest()
         self.values: dict[Var, str] = {}  # in-region values bound in open loops
         self.loads: dict[tuple[Var, tuple[str, ...]], str] = {}
-        self.producer = {v: n for n in self.graph.nodes for v in n.outputs}
+        self.producer = self.graph.producers()
         self.loop = 0  # the phase loop being filled (1-based)
         self.loads_per_input: dict[Var, set[int]] = {}
         self.stash: dict[Var, tuple[str, int]] = {}  # value -> (buffer, loop that fills it)

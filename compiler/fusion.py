@@ -610,11 +610,8 @@ def fold_transposes(graph: Graph) -> Graph:
     Per-sample gradients produce these (an outer product, then a transpose into the
     weight's layout): folded, the contraction writes the final layout in one pass.
     """
-    uses: dict[Var, int] = {}
-    for node in graph.nodes:
-        for v in node.inputs:
-            uses[v] = uses.get(v, 0) + 1
-    producer = {v: n for n in graph.nodes for v in n.outputs}
+    uses = graph.use_counts()
+    producer = graph.producers()
     swapped: dict[int, Node] = {}  # id(transpose) -> replacement contraction
     for node in graph.nodes:
         dot = producer.get(node.inputs[0]) if node.prim is P["transpose"] else None
@@ -800,7 +797,7 @@ def factor_outer_contractions(graph: Graph) -> Graph:
     contraction over their product of sizes are never formed. Exact in real arithmetic;
     the sums are rounded differently (as any other summation order would be).
     """
-    producer = {v: n for n in graph.nodes for v in n.outputs}
+    producer = graph.producers()
     rewritten: dict[int, list[Node]] = {}
     for node in graph.nodes:
         if node.prim is P["dot_general"]:

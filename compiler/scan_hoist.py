@@ -100,7 +100,7 @@ def _leading(x, dim: int | None):
 
 def _producers(body: Graph, wanted: Sequence[Var], stop: set[Var]) -> set[int]:
     """ids of the body's nodes computing `wanted` from `stop` (inputs) and constants."""
-    producer = {v: n for n in body.nodes for v in n.outputs}
+    producer = body.producers()
     found: set[int] = set()
     todo = list(wanted)
     while todo:
@@ -178,13 +178,10 @@ def _accumulations(body: Graph, nc: int, nk: int
     """(carry index, its add node, the dot_general it adds, the permutation of a transpose
     between them) for each carry c whose only use is `c + dot(...)` (or `c +
     transpose(dot(...))`), the body's new value of c, the product used nowhere else."""
-    uses: dict[Var, int] = {}
-    for n in body.nodes:
-        for v in n.inputs:
-            uses[v] = uses.get(v, 0) + 1
+    uses = body.use_counts()
     for v in body.outputs:
         uses[v] = uses.get(v, 0) + 1
-    producer = {v: n for n in body.nodes for v in n.outputs}
+    producer = body.producers()
     found = []
     for k in range(nk):
         carry_in, carry_out = body.inputs[nc + k], body.outputs[k]
@@ -209,7 +206,7 @@ def _accumulations(body: Graph, nc: int, nk: int
 
 def _chain(body: Graph, add: Node) -> list[Node]:
     """The add node, the transpose (if any) and the dot_general it adds."""
-    producer = {v: n for n in body.nodes for v in n.outputs}
+    producer = body.producers()
     chain, node = [add], add
     while True:
         node = next((producer[v] for v in node.inputs if v in producer

@@ -81,7 +81,7 @@ class _StaticValues:
     """Values of the graph's variables that need no input, evaluated on demand."""
 
     def __init__(self, graph: Graph):
-        self.producer = {v: n for n in graph.nodes for v in n.outputs}
+        self.producer = graph.producers()
         self.values: dict[Var, np.ndarray | None] = dict(graph.consts)
 
     def value(self, var: Var) -> np.ndarray | None:

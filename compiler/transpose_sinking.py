@@ -28,11 +28,8 @@ def sink_transposes(graph: Graph) -> Graph:
         return graph
     from transfuse.compiler.fusion import ELEMENTWISE, fusion_class  # fusion imports simplify
 
-    uses: dict[Var, int] = {}
-    for node in graph.nodes:
-        for v in node.inputs:
-            uses[v] = uses.get(v, 0) + 1
-    producer = {v: n for n in graph.nodes for v in n.outputs}
+    uses = graph.use_counts()
+    producer = graph.producers()
     replaced: dict[int, list[Node]] = {}  # id(old node) -> its replacement nodes
     for dot in graph.nodes:
         if dot.prim is not P["dot_general"]:

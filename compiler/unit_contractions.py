@@ -21,11 +21,8 @@ def drop_unit_axes(graph: Graph) -> Graph:
     """The graph with each such reshape of a contraction made a contraction of x."""
     if not is_pure(graph) or not any(n.prim is P["dot_general"] for n in graph.nodes):
         return graph
-    uses: dict[Var, int] = {}
-    for node in graph.nodes:
-        for v in node.inputs:
-            uses[v] = uses.get(v, 0) + 1
-    producer = {v: n for n in graph.nodes for v in n.outputs}
+    uses = graph.use_counts()
+    producer = graph.producers()
     replaced: dict[int, Node | None] = {}
     for node in graph.nodes:
         dot = producer.get(node.inputs[0]) if node.prim is P["reshape"] else None

@@ -185,6 +185,18 @@ class Graph:
                     return True
         return False
 
+    def producers(self) -> dict[Var, Node]:
+        """The node computing each of this graph's values (inputs and consts have none)."""
+        return {v: n for n in self.nodes for v in n.outputs}
+
+    def use_counts(self) -> dict[Var, int]:
+        """How many node operands read each value (the graph's outputs not counted)."""
+        uses: dict[Var, int] = {}
+        for node in self.nodes:
+            for v in node.inputs:
+                uses[v] = uses.get(v, 0) + 1
+        return uses
+
 
 def subgraphs(node: Node) -> list[Graph]:
     """The graphs a node's params hold (a param may be a tuple of them: cond's branches)."""

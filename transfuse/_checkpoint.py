@@ -99,7 +99,7 @@ def saved_residuals(f: Callable, *args: Any, argnums: int | Sequence[int] | None
         (argnums,) if isinstance(argnums, int) else tuple(argnums))
     lin = _Linearized(f, args, {}, nums, False, "saved_residuals")
     forward = lin.compiled.graphs.forward
-    producer = {v: n for n in forward.nodes for v in n.outputs}
+    producer = forward.producers()
     inputs = {v: i for i, v in enumerate(forward.inputs)}
     out = []
     for var in forward.outputs[lin.compiled.graphs.num_outputs:]:
