@@ -596,7 +596,13 @@ def _sin_cos_f32(a):
     Only the reduction runs in float64; r leaves it as float32 r + r_lo, the tail entering
     to first order, so the rest of a float32 loop keeps its 8 lanes per instruction."""
     f, k = _reduce_f32(a)
-    r = f * (math.pi / 2)
+    return _sin_cos_f32_of(f * (math.pi / 2), k)
+
+
+@_jit
+def _sin_cos_f32_of(r, k):
+    """(sin r, cos r, q) in float32 for a float64 r from a reduction: r leaves float64 as
+    float32 r + r_lo, the tail entering to first order."""
     r_hi = np.float32(r)
     r_lo = np.float32(r - np.float64(r_hi))
     s, c = _sin_cos_poly(r_hi, _SIN_F32, _COS_F32)
@@ -629,10 +635,7 @@ def _sin_cos_f64(a):
 def _sin_cos_small_f32_portable(a):
     """_sin_cos_f32 for a < SMALL_TRIG_LIMIT, by the table-free reduction in float64."""
     r, k = _reduce_small_f32(a)
-    r_hi = np.float32(r)
-    r_lo = np.float32(r - np.float64(r_hi))
-    s, c = _sin_cos_poly(r_hi, _SIN_F32, _COS_F32)
-    return _fma(c, r_lo, s), _fma(-s, r_lo, c), np.float32(_quadrant(k))
+    return _sin_cos_f32_of(r, k)
 
 
 @_jit
