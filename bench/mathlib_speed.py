@@ -348,6 +348,18 @@ def against_baseline(path: str, n: int, rounds: int, dtype: str, only: tuple) ->
     loops = {(name, which): loop_over(table[(name, dtype)])
              for name in only if name in NUMPY for which, table in tables.items()}
     loops.update({("chain", which): chain_loop(table, dtype) for which, table in tables.items()})
+    best = _best_cpu_seconds(loops, x, out, rounds)
+    print(f"{n} {dtype}, best CPU ms of {rounds} interleaved rounds (load average "
+          f"{os.getloadavg()[0]:.1f}); baseline = {path}")
+    print(f"{'loop':10s} {'baseline':>9s} {'current':>9s} {'ratio':>6s}")
+    for name in dict.fromkeys(k[0] for k in loops):
+        old, new = best[(name, "baseline")] * 1e3, best[(name, "current")] * 1e3
+        print(f"{name:10s} {old:9.2f} {new:9.2f} {old / new:5.2f}x")
+
+
+def _best_cpu_seconds(loops: dict, x: np.ndarray, out: np.ndarray, rounds: int) -> dict:
+    """Each loop's best thread CPU seconds on (x, out) over `rounds` interleaved rounds,
+    after a compiling call."""
     best = dict.fromkeys(loops, math.inf)
     for loop in loops.values():
         loop(x, out)  # compile
@@ -356,12 +368,7 @@ def against_baseline(path: str, n: int, rounds: int, dtype: str, only: tuple) ->
             start = time.thread_time()
             loop(x, out)
             best[key] = min(best[key], time.thread_time() - start)
-    print(f"{n} {dtype}, best CPU ms of {rounds} interleaved rounds (load average "
-          f"{os.getloadavg()[0]:.1f}); baseline = {path}")
-    print(f"{'loop':10s} {'baseline':>9s} {'current':>9s} {'ratio':>6s}")
-    for name in dict.fromkeys(k[0] for k in loops):
-        old, new = best[(name, "baseline")] * 1e3, best[(name, "current")] * 1e3
-        print(f"{name:10s} {old:9.2f} {new:9.2f} {old / new:5.2f}x")
+    return best
 
 
 def trig_fast_path(n: int, rounds: int) -> None:
@@ -375,14 +382,7 @@ def trig_fast_path(n: int, rounds: int) -> None:
         out = np.empty_like(x)
         loops = {(name, kind): loop_over(table[(name, dtype)]) for name in ("sin", "cos", "tan")
                  for kind, table in (("exact", MATH_FUNCTIONS), ("fast", SMALL_TRIG))}
-        best = dict.fromkeys(loops, math.inf)
-        for loop in loops.values():
-            loop(x, out)  # compile
-        for _ in range(rounds):
-            for key, loop in loops.items():
-                start = time.thread_time()
-                loop(x, out)
-                best[key] = min(best[key], time.thread_time() - start)
+        best = _best_cpu_seconds(loops, x, out, rounds)
         for name in ("sin", "cos", "tan"):
             exact, fast = best[(name, "exact")] * 1e3, best[(name, "fast")] * 1e3
             print(f"{name:10s} {dtype:8s} {exact:8.2f} {fast:8.2f} {exact / fast:5.2f}x")
