@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,12 +135,24 @@ def cluster_client(workers: int, processes: bool) -> Any:
 
 
 def _close(client: Any, cluster: Any) -> None:
+    _DATASETS.clear()
     client.close()
     cluster.close()
 
 
+_DATASETS: dict[tuple[str, Workload], tuple[Any, Any]] = {}
+
+
 def dataset_on(client: Any, work: Workload) -> tuple[Any, Any]:
-    """x and y as dask arrays made on the workers and persisted there."""
+    """x and y as dask arrays made on the workers and persisted there, once per client:
+    the systems on one cluster share them (persisting the same keys again while a system
+    holds them would only race with their release)."""
+    if (client.id, work) not in _DATASETS:
+        _DATASETS[client.id, work] = _persist_dataset(client, work)
+    return _DATASETS[client.id, work]
+
+
+def _persist_dataset(client: Any, work: Workload) -> tuple[Any, Any]:
     import dask
     import dask.array as da
 
@@ -182,9 +195,10 @@ def dask_numpy_system(work: Workload, workers: int) -> Any:
         x, y = dataset_on(client, work)
         params = client.scatter(inputs[0], broadcast=True)
 
-        def call() -> np.ndarray:
+        def call() -> np.ndarray:  # fresh task names per call, as transfuse.dask's
             lazy = da.map_blocks(numpy_grad_norms, x, y, params, drop_axis=1,
-                                 dtype=np.float32, meta=np.empty(0, np.float32))
+                                 dtype=np.float32, meta=np.empty(0, np.float32),
+                                 name=f"numpy-grad-norms-{uuid.uuid4().hex}")
             return client.compute(lazy).result()
 
         return Runner(call=call)

@@ -295,6 +295,14 @@ def _once(value: Any) -> tuple[Any, dict]:
 # The graph
 
 
+# Every call's tasks get keys of their own. Keys derived from the inputs alone repeat from
+# call to call, and a call made while the scheduler is still forgetting the previous
+# call's keys (its result was just dropped) could see them cancelled under it ("lost
+# dependencies", seen once in CI on a loaded machine): a result is not reused across calls
+# anyway, so a fresh name costs nothing.
+_CALL_NUMBERS = itertools.count()
+
+
 class _Graph:
     """Writes the tasks of one call."""
 
@@ -305,7 +313,8 @@ class _Graph:
         self.plan, self.chunks, self.data = plan, chunks, data
         self.reduce = mapped.spec.reduce
         self.name = f"transfuse-{'map_reduce' if self.reduce is not None else 'vmap'}-" \
-                    f"{mapped.name}-{tokenize(mapped.spec.token, refs, key, chunks, plan.mode)}"
+                    f"{mapped.name}-{tokenize(mapped.spec.token, refs, key, chunks, plan.mode)}-" \
+                    f"{next(_CALL_NUMBERS)}"
         self.tasks = dict(data)
         self._blocks(call, spec_ref, key, refs)
 
