@@ -333,27 +333,23 @@ class _Lowering:
         """Checks that the arrays have the compiled shapes and C layout (Python's fast path
         calls the entry point without looking; a mismatch sends the call back to Python).
 
-        The conditions are or-ed without short-circuits into one flag and raise at one
-        place: each `raise` site is a block of exception code that Numba lowers and LLVM
-        compiles, an eighth of a per-sample-gradient entry point when every array had one.
-        """
-        checks = []
+        One call of the cached helper `layout_mismatch` per array, summed into one flag that
+        raises at one place: each `raise` site is a block of exception code that Numba
+        lowers and LLVM compiles, and the same check written out inline (an or of a dozen
+        comparisons per array) cost Numba about 100 ms of typing and lowering per array,
+        the helper's call about 10 (docs/decisions.md, "Numba's cost per statement")."""
         n = self.graph.num_explicit_inputs
-        for v in self.graph.inputs[:n]:
-            conds = _layout_conditions(self.names[v], v.aval)
-            if conds:
-                checks.append(" | ".join(f"({c})" for c in conds))
+        checks = [f"layout_mismatch({a}.shape, {a}.strides, {a}.itemsize, "
+                  f"{_shape_tuple(v.aval.shape)})"
+                  for v in self.graph.inputs[:n] if v.aval.ndim for a in [self.names[v]]]
         if not checks:
             return []
         self.program.helper("SignatureMismatch")
-        lines = ["    # -- the signature compiled for: other arrays go back to Python"]
-        if len(checks) == 1:
-            lines.append(f"    if {checks[0]}:")
-        else:
-            lines.append(f"    mismatch = {checks[0]}")
-            lines += [f"    mismatch |= {c}" for c in checks[1:]]
-            lines.append("    if mismatch:")
-        lines.append("        raise SignatureMismatch()")
+        self.program.helper("layout_mismatch")
+        lines = ["    # -- the signature compiled for: other arrays go back to Python",
+                 f"    mismatch = {checks[0]}"]
+        lines += [f"    mismatch += {c}" for c in checks[1:]]
+        lines += ["    if mismatch:", "        raise SignatureMismatch()"]
         return lines
 
     def render(self, fixed: list[str], ret: str, cache: bool, title: str,
@@ -440,24 +436,9 @@ def _is_parallel(lines: list[str]) -> bool:
     return any("prange(" in line for line in lines)
 
 
-def _layout_conditions(name: str, aval) -> list[str]:
-    """Conditions under which an array is not of aval's shape in C order.
-
-    Strides are checked against the array's own extents, not as numbers, so the check
-    reads the same for every size (the extents are compared with the compiled ones, which
-    become size parameters): stride d must be the itemsize times the extents after d,
-    except along an axis of extent 1 and in an empty array, where NumPy's strides say
-    nothing about the layout."""
-    if aval.ndim == 0:
-        return []
-    conds = [f"{name}.shape[{d}] != {n}" for d, n in enumerate(aval.shape)]
-    strides = []
-    for d in reversed(range(aval.ndim)):
-        want = " * ".join([str(aval.dtype.itemsize)]
-                          + [f"{name}.shape[{k}]" for k in range(d + 1, aval.ndim)])
-        strides.append(f"(({name}.shape[{d}] > 1) & ({name}.strides[{d}] != {want}))")
-    conds.append(f"({name}.size > 0) & ({' | '.join(strides)})")
-    return conds
+def _shape_tuple(shape: tuple[int, ...]) -> str:
+    """A shape as a tuple literal (its extents become size parameters)."""
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _numba_type(aval) -> str:

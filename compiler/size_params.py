@@ -15,8 +15,9 @@ different source — never into a wrong kernel. Which literals are size position
 - arguments of `range`/`prange` and of the shape-taking calls `np.empty`, `np.zeros`,
   `np.full` and `.reshape` (also inside `min`/`max` or arithmetic there), except inside
   a subscript (`x.shape[2]` must stay a literal for Numba's typing of tuples);
-- the right-hand side of the guard's `.shape[k] != N` (its stride checks are written in
-  terms of the array's extents, compiler/lower_cpu.py `_layout_conditions`).
+- the shape that the guard's `layout_mismatch(a0.shape, a0.strides, a0.itemsize, (N, M))`
+  checks an argument against (its stride checks use the array's own extents:
+  runtime/cpu_kernels.py).
 Index arithmetic (`i0 // 3`), literals in point expressions and anything in a subscript
 stay literal: a division by a constant is a multiply, and those places are structure.
 """
@@ -25,9 +26,10 @@ from __future__ import annotations
 
 import re
 
-SIZE_CALLS = frozenset({"range", "prange", "empty", "zeros", "full", "reshape"})
+SIZE_CALLS = frozenset({"range", "prange", "empty", "zeros", "full", "reshape",
+                        "layout_mismatch"})
 SIZE_NAME = re.compile(r"n\d+")  # the parameters this module introduces
-_MAYBE_SIZED = re.compile(r"range\(|empty\(|zeros\(|full\(|reshape\(|shape\[")
+_MAYBE_SIZED = re.compile(r"range\(|empty\(|zeros\(|full\(|reshape\(|layout_mismatch\(")
 # A value inside a size call, not a size: np.full's fill value, written as a scalar of its
 # dtype (`np.full((n0,), np.int64(-9223372036854775808), ...)` made 2**63 a size argument,
 # which no int64 holds: found by the fuzzer).
@@ -88,7 +90,7 @@ def _size_literals(line: str) -> list[tuple[int, int, str]]:
             if stack:
                 stack.pop()
         elif kind == "number" and text.isdigit() and 0 < int(text) <= _INT64_MAX:
-            if _in_size_call(stack) or _guarded_size([t[1] for t in tokens[max(0, i - 5):i]]):
+            if _in_size_call(stack):
                 found.append((start, end, text))
     return found
 
@@ -100,9 +102,3 @@ def _in_size_call(stack: list[str | None]) -> bool:
         if opened in SIZE_CALLS:
             return True
     return False
-
-
-def _guarded_size(before: list[str]) -> bool:
-    """Whether the five tokens before a number are those of the guard's `x.shape[k] !=`."""
-    return len(before) == 5 and before[0] == "shape" and before[1] == "[" and before[3:] == [
-        "]", "!="]

@@ -69,6 +69,28 @@ def take_index(i, n):
 
 
 
+@njit(**HELPER)
+def layout_mismatch(shape, strides, itemsize, want):
+    """1 unless an array of this shape and strides has shape `want` in C order, else 0
+    (the generated entry point's guard; it takes the array's shape and strides rather
+    than the array so that Numba compiles it once per rank, not per dtype and rank).
+    Along an axis of extent 1, and in an empty array, NumPy's strides say nothing about
+    the layout, so they are not checked there."""
+    if shape != want:
+        return 1
+    size = 1
+    for extent in shape:
+        size *= extent
+    if size == 0:
+        return 0
+    step = itemsize
+    for d in range(len(shape) - 1, -1, -1):
+        if shape[d] > 1 and strides[d] != step:
+            return 1
+        step *= shape[d]
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # Large buffers: transparent huge pages, as NumPy asks for its own large arrays (without
 # them, first-touch page faults cost several times the work of a memory-bound kernel)

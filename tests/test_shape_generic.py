@@ -158,7 +158,9 @@ def test_the_source_names_its_sizes_and_keeps_structural_literals():
     source = tx.jit(lambda x: np.sum(x[:, 1] * 2.0, axis=-1), cache=False).lower(x).source
     assert "#   sizes: n0=" in source
     assert re.search(r"def entry\(n0, .*a0\)", source) and "nt.int64" in source
-    assert ".shape[2]" in source  # a subscript stays literal (Numba types tuples by it)
+    # the guard's shape is sized
+    assert "layout_mismatch(a0.shape, a0.strides, a0.itemsize, (n0, n1, n2))" in source
+    assert "a0[i0, 1, i1]" in source  # a subscript stays literal: structure, not a size
     assert "range(2)" not in source and "range(4)" not in source
 
 
@@ -167,8 +169,10 @@ def test_the_source_names_its_sizes_and_keeps_structural_literals():
     ("    b1 = np.empty((128, 512), np.float32)", "    b1 = np.empty((n0, n1), np.float32)"),
     ("        for i2 in range(j2, min(j2 + 16, 512)):",
      "        for i2 in range(j2, min(j2 + n2, n1)):"),
+    ("    mismatch += layout_mismatch(a0.shape, a0.strides, a0.itemsize, (128, 16))",
+     "    mismatch += layout_mismatch(a0.shape, a0.strides, a0.itemsize, (n0, n2))"),
     ("    m = (a0.shape[2] != 128) | (a0.strides[0] != 16)",
-     "    m = (a0.shape[2] != n0) | (a0.strides[0] != 16)"),  # a stride stays literal
+     "    m = (a0.shape[2] != 128) | (a0.strides[0] != 16)"),  # no size call: literal
     ("    t1 = a0[i0 // 3, 2] * 3.0", "    t1 = a0[i0 // 3, 2] * 3.0"),  # structure
     ("    t2 = b1.reshape(512)  # 128 in a comment", "    t2 = b1.reshape(n1)  # 128 in a comment"),
     ("    for i1 in range(x.shape[3]):", "    for i1 in range(x.shape[3]):"),
