@@ -232,3 +232,36 @@ def test_worker_killed_mid_run_leaves_result_unchanged(client):
     _assert_tree_equal(running.result(timeout=300), want)
     assert pids[victim] not in client.run(os.getpid).values()  # it did die (its nanny
     # starts another process, which this test need not wait for)
+
+
+def test_kept_scatters_are_per_client_and_a_rescatter_takes_a_fresh_key(client, monkeypatch):
+    # Two clients, kept scatters cut to 3 a client (one call's: the spec, w and b), three
+    # parameter sets cycled over both: each call evicts the previous call's w and b, which
+    # are scattered again two calls later. A re-scatter under the key of the evicted
+    # future raced with that future's release (CI: "lost dependencies").
+    from dask.base import tokenize
+
+    from transfuse.dask import _client as dask_client
+
+    monkeypatch.setattr(dask_client, "SHIPPED_KEPT", 3)
+    rng = np.random.default_rng(25)
+    sets = [_data(rng, 8) for _ in range(3)]
+    mapped = txd.vmap(noisy_layer, in_dims=(None, 0, 0), randomness="same")
+    other = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                         dashboard_address=None, silence_logs=logging.ERROR)
+    with other, Client(other, set_as_default=False) as second:
+        keys_of_w = {}
+        for step in range(6):
+            params, x, y = sets[step % 3]
+            for c in (client, second):
+                tx.random.seed(step)
+                want = _in_memory("same", step, params, x, y)
+                tx.random.seed(step)
+                with c.as_current():
+                    lazy = mapped(params, da.from_array(x, chunks=(3, FEATURES)), y)
+                    _assert_tree_equal(c.compute(lazy).result(), want)
+                kept = dask_client._SHIPPED[c.id]
+                assert len(kept) == 3
+                keys_of_w.setdefault(c.id, []).append(kept[tokenize(params[0])].key)
+        for keys in keys_of_w.values():  # w of set 0 at steps 0 and 3: evicted between
+            assert keys[0] != keys[3]

@@ -265,15 +265,20 @@ def _client() -> Any:
     return owner if isinstance(owner, Client) else None
 
 
-SHIPPED_KEPT = 8  # scattered values whose futures are kept for later calls
-_SHIPPED: dict[tuple[str, str], Any] = {}  # (client id, token) -> future, newest last
+SHIPPED_KEPT = 8  # scattered values whose futures are kept for later calls, per client
+_SHIPPED: dict[str, dict[str, Any]] = {}  # client id -> token -> future, newest last
 
 
 def _once(value: Any) -> tuple[Any, dict]:
     """A reference to value that ships it once: scattered to every worker of the current
     distributed client, else one data key of the graph. Returns (task argument, graph
     entries to add). A value scattered by a recent call (same bytes: same token) is not
-    sent again: its future is kept (the last SHIPPED_KEPT of them)."""
+    sent again: its future is kept (the last SHIPPED_KEPT of them, per client).
+
+    Each scatter gets a fresh key (not `hash=True`'s key derived from the bytes): a value
+    dropped from the kept ones and scattered again would otherwise reuse the key whose
+    release is still on its way to the scheduler, and the release, arriving after the new
+    scatter, deleted the data under the next call (CI, "lost dependencies")."""
     from dask._task_spec import DataNode
     from dask.base import tokenize
 
@@ -282,12 +287,13 @@ def _once(value: Any) -> tuple[Any, dict]:
     if client is None:
         key = f"transfuse-const-{token}"
         return _task_ref(key), {key: DataNode(key, value)}
-    found = _SHIPPED.pop((client.id, token), None)
+    kept = _SHIPPED.setdefault(client.id, {})
+    found = kept.pop(token, None)
     if found is None or found.status != "finished":
-        found = client.scatter(value, broadcast=True, hash=True)
-    _SHIPPED[(client.id, token)] = found
-    while len(_SHIPPED) > SHIPPED_KEPT:
-        del _SHIPPED[next(iter(_SHIPPED))]
+        found = client.scatter(value, broadcast=True, hash=False)
+    kept[token] = found
+    while len(kept) > SHIPPED_KEPT:
+        del kept[next(iter(kept))]
     return found, {}
 
 
@@ -295,10 +301,9 @@ def _once(value: Any) -> tuple[Any, dict]:
 # The graph
 
 
-# Every call's tasks get keys of their own. Keys derived from the inputs alone repeat from
-# call to call, and a call made while the scheduler is still forgetting the previous
-# call's keys (its result was just dropped) could see them cancelled under it ("lost
-# dependencies", seen once in CI on a loaded machine): a result is not reused across calls
+# Every call's tasks get keys of their own (as scatters do, `_once`): keys derived from
+# the inputs alone repeat from call to call, and could be resubmitted while the
+# scheduler is still forgetting the previous call's; a result is not reused across calls
 # anyway, so a fresh name costs nothing.
 _CALL_NUMBERS = itertools.count()
 
