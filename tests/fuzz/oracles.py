@@ -413,7 +413,9 @@ def finite_difference(f: Callable, args: list, argnums: tuple, direction: list, 
     def moved(sign: float) -> list:
         out = [a.copy() for a in args]
         for k, d in zip(argnums, direction):
-            out[k] = args[k] + sign * h * d
+            step = args[k] + sign * h * d
+            # a 0-d array plus a number is a NumPy scalar, whose fill() does nothing
+            out[k] = np.asarray(step) if isinstance(args[k], np.ndarray) else step
         return out
     with quiet():
         plus, minus = f(*moved(1.0)), f(*moved(-1.0))

@@ -40,6 +40,11 @@
    of vectors, linalg, ...) are marked as such at dispatch (transfuse/numpy/_scalars.py),
    `op=` rebinds them and a view of one is a copy; tests/test_scalars.py holds every
    catalogued function's 0-d results to NumPy's.
+11. (seed 60 of the CI share) jit(vmap) of a while_loop with one float carry: below.
+12. (session 9's campaign, seed 9105) Not a transfuse bug: the finite-difference oracle
+   moved a 0-d input as `x + h * d`, a NumPy scalar, so `x.copy().fill(0.5)` in the
+   program filled nothing and the differences saw the identity where jvp (rightly) gave 0.
+   Fixed in tests/fuzz/oracles.py (a moved 0-d array stays an array).
 """
 
 from __future__ import annotations
@@ -294,3 +299,25 @@ def test_jit_of_a_vmapped_while_loop_with_one_carry(dtype):
     got = tx.jit(tx.vmap(f), cache=False)(x)
     want = np.array([f(v) for v in x], dtype)
     np.testing.assert_array_equal(got, want)  # halvings are exact
+
+
+# ---------------------------------------------------------------------------------------
+# 12. A filled copy of a 0-d input is a constant: its derivative is 0, and the fuzzer's
+# finite differences must see that too (they moved the 0-d input as a NumPy scalar).
+
+
+def test_a_filled_copy_of_a_zero_d_input_has_zero_derivative_by_every_oracle():
+    from tests.fuzz.oracles import finite_difference
+
+    def f(x1):
+        v4 = x1.copy()
+        v4.fill(0.5)
+        return (v4,)
+
+    x = np.asarray(np.random.default_rng(9105).standard_normal())
+    tangent = np.asarray(1.0495)
+    _, (slope,) = tx.jvp(f, (x,), (tangent,))
+    assert slope.shape == () and slope == 0.0
+    (difference,) = finite_difference(f, [x], (0,), [tangent], 1e-5)
+    assert difference == 0.0
+    assert tx.jit(f)(x)[0] == 0.5 and tx.grad(lambda x: f(x)[0])(x) == 0.0
