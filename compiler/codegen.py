@@ -369,8 +369,10 @@ class LoopRegionCodegen:
             return self.bind(f"{self.stash[var][0]}[{self._stash_index()}]")
         name = self.compute(var)
         if var in self.stash and self.stash[var][1] == self.loop:
-            self.nest.put(f"{self.stash[var][0]}[{self._stash_index()}] = {name}",
-                          self.nest.needed_depth(name))
+            # In the innermost loop, not where the value is computed: the stash is indexed
+            # by every reduced axis, and a value hoisted out of some of them (broadcast
+            # along them) still fills one element per point (fuzzer finding 13).
+            self.nest.put(f"{self.stash[var][0]}[{self._stash_index()}] = {name}")
         return name
 
     def compute(self, var: Var) -> str:

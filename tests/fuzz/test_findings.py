@@ -45,6 +45,13 @@
    moved a 0-d input as `x + h * d`, a NumPy scalar, so `x.copy().fill(0.5)` in the
    program filled nothing and the differences saw the identity where jvp (rightly) gave 0.
    Fixed in tests/fuzz/oracles.py (a moved 0-d array stays an array).
+13. (session 9's campaign, seed 9197) jit(jacfwd) of a softmax over every axis of a
+   broadcast input gave uninitialised values (9.5e-312) in 160 of 192 entries: a value
+   used by two passes of a loop region is stashed in a row buffer indexed by every reduced
+   axis, and its store was placed where the value is computed — hoisted out of the axes it
+   is broadcast along — so it wrote with stale (or undefined: a NameError at compile)
+   indices. Plain jit of `e / np.sum(e)` with `e = exp(broadcast_to(x, ...))` too. Fixed in
+   compiler/codegen.py (the stash store sits in the innermost loop).
 """
 
 from __future__ import annotations
@@ -321,3 +328,33 @@ def test_a_filled_copy_of_a_zero_d_input_has_zero_derivative_by_every_oracle():
     (difference,) = finite_difference(f, [x], (0,), [tangent], 1e-5)
     assert difference == 0.0
     assert tx.jit(f)(x)[0] == 0.5 and tx.grad(lambda x: f(x)[0])(x) == 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# 13. A stashed value broadcast along some of the reduced axes fills every element of its
+# stash (it was stored outside the loops it does not vary along).
+
+
+def softmax_of_broadcast(shape):
+    def f(x):
+        e = np.exp(np.broadcast_to(x, shape))
+        return e / np.sum(e)
+    return f
+
+
+@pytest.mark.parametrize(("in_shape", "shape"), [((4, 1, 1), (2, 4, 3, 2)),
+                                                  ((4, 1), (4, 3)), ((4, 1), (2, 4, 3))])
+def test_jit_of_a_softmax_over_a_broadcast_input(in_shape, shape):
+    f = softmax_of_broadcast(shape)
+    x = np.random.default_rng(9197).standard_normal(in_shape)
+    jitted = tx.jit(f, cache=False)
+    assert "st0" in jitted.lower(x).source  # the region stashes exp for its second pass
+    np.testing.assert_allclose(jitted(x), f(x), rtol=1e-14, atol=0)
+    want = tx.jacfwd(f)(x)  # the interpreter, itself checked against differences below
+    np.testing.assert_allclose(tx.jit(tx.jacfwd(f), cache=False)(x), want, rtol=1e-12,
+                               atol=1e-15)
+    t = np.random.default_rng(1).standard_normal(in_shape)
+    h = 1e-6
+    differences = (f(x + h * t) - f(x - h * t)) / (2 * h)
+    np.testing.assert_allclose(np.tensordot(want, t, axes=len(in_shape)), differences,
+                               rtol=1e-6, atol=1e-9)
