@@ -68,7 +68,6 @@ def take_index(i, n):
     return i
 
 
-
 @njit(**HELPER)
 def layout_mismatch(shape, strides, itemsize, want):
     """1 unless an array of this shape and strides has shape `want` in C order, else 0
