@@ -339,9 +339,8 @@ class _Lowering:
         comparisons per array) cost Numba about 100 ms of typing and lowering per array,
         the helper's call about 10 (docs/decisions.md, "Numba's cost per statement")."""
         n = self.graph.num_explicit_inputs
-        checks = [f"layout_mismatch({a}.shape, {a}.strides, {a}.itemsize, "
-                  f"{_shape_tuple(v.aval.shape)})"
-                  for v in self.graph.inputs[:n] if v.aval.ndim for a in [self.names[v]]]
+        checks = [_layout_check(self.names[v], v.aval.shape)
+                  for v in self.graph.inputs[:n] if v.aval.ndim]
         if not checks:
             return []
         self.program.helper("SignatureMismatch")
@@ -436,9 +435,11 @@ def _is_parallel(lines: list[str]) -> bool:
     return any("prange(" in line for line in lines)
 
 
-def _shape_tuple(shape: tuple[int, ...]) -> str:
-    """A shape as a tuple literal (its extents become size parameters)."""
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+def _layout_check(name: str, shape: tuple[int, ...]) -> str:
+    """The guard's call for one array: 1 unless it has this shape in C order. The shape
+    is written as a tuple literal, whose extents become size parameters."""
+    want = "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+    return f"layout_mismatch({name}.shape, {name}.strides, {name}.itemsize, {want})"
 
 
 def _numba_type(aval) -> str:
