@@ -138,7 +138,9 @@ class _Lowering:
             self.lower_node(node)
             self.buffers.release_after(node, step)
         ret = self.returns()
-        consts = [np.ascontiguousarray(self.const_values[v]) for v in self.const_vars]
+        # reshaped: np.ascontiguousarray makes a 0-d array 1-d
+        consts = [np.ascontiguousarray(self.const_values[v]).reshape(v.aval.shape)
+                  for v in self.const_vars]
         fixed = [self.names[v] for v in self.const_vars]
         if self.program.int_values:
             consts.append(np.array(self.program.int_values, np.int64))

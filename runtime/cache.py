@@ -197,6 +197,9 @@ _LOADED: dict[str, LoadedKernel] = {}  # key -> kernel, for the whole process
 
 def load_kernel(source: str, name: str, *, disk: bool) -> LoadedKernel:
     """The compiled entry point of generated source: from memory, disk, or a fresh compile."""
+    direct = direct_kernel(source, name, disk)
+    if direct is not None:  # LLVM IR of our own: Numba is not imported (runtime/direct.py)
+        return direct
     native = native_kernel(source, name) if disk else None
     if native is not None:  # object code: Numba is not imported (runtime/native_cache.py)
         return native
@@ -216,6 +219,41 @@ def load_kernel(source: str, name: str, *, disk: bool) -> LoadedKernel:
 
             schedule_build(source, name, compiled=kernel.origin == "compiled")
         return kernel
+
+
+_NOT_DIRECT: dict[str, str] = {}  # key -> why the direct back end does not take it
+
+
+def direct_kernel(source: str, name: str, disk: bool) -> Any:
+    """The kernel built by the direct back end (a DirectKernel), or None where it does
+    not take the source (or TRANSFUSE_DIRECT=0)."""
+    from . import direct
+    from .native_cache import native_key
+
+    if direct.mode() == "off":
+        return None
+    key = "direct:" + native_key(source)
+    with COMPILE_LOCK:
+        kernel = _LOADED.get(key)
+        if kernel is not None:
+            return kernel
+        if key in _NOT_DIRECT:
+            return None
+        kernel = direct.load_or_build(source, name, key.removeprefix("direct:"), disk=disk)
+        if isinstance(kernel, str):
+            log(f"direct: not for {name}: {kernel}")
+            _NOT_DIRECT[key] = kernel
+            return None
+        count_load(kernel)
+        _LOADED[key] = kernel
+        return kernel
+
+
+def not_direct_reason(source: str) -> str | None:
+    """Why the direct back end did not take this source in this process, if it did not."""
+    from .native_cache import native_key
+
+    return _NOT_DIRECT.get("direct:" + native_key(source))
 
 
 def native_kernel(source: str, name: str) -> Any:
@@ -715,3 +753,4 @@ def clear_memory_cache() -> None:
     """Forget the kernels loaded in this process (the disk cache is left alone)."""
     with COMPILE_LOCK:
         _LOADED.clear()
+        _NOT_DIRECT.clear()

@@ -30,6 +30,9 @@ collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["test
 # off for the suite (its cache tests inspect Numba's files, and the builds would cost CPU);
 # tests/test_native_cache.py turns it on in the processes it starts.
 os.environ.setdefault("TRANSFUSE_NATIVE_CACHE", "0")
+# The direct back end (runtime/direct.py) takes every kernel it can, as for users; strict:
+# a translator error fails the test instead of falling back to Numba unnoticed.
+os.environ.setdefault("TRANSFUSE_DIRECT", "strict")
 
 JIT_MODES = ["eager", "jit"]
 _JIT_RTOL = 2e-5  # float32 agreement to rounding (about a hundred ulps at worst)

@@ -45,6 +45,7 @@ from transfuse.ir.tree import tree_flatten, tree_unflatten
 from transfuse.runtime import cache as disk_cache
 from transfuse.runtime.errors import SignatureMismatch
 from transfuse.runtime.executable import Executable, as_kernel_arg
+from transfuse.runtime.native_cache import native_key
 
 from ._functionalize import check_no_aliasing, write_back
 from ._staging import _recordings, is_array_leaf, stage, static_key
@@ -309,9 +310,8 @@ class Jitted:
             self._index_sites[sig] = indexing_sites(graph)
             disk = disk_cache.disk_enabled(self._options.cache)
             disk_cache.log(f"miss {self._short}: {reason}; compiling")
-            if disk and (self._options.device == "cuda"  # object code: Numba's key unneeded
-                         or disk_cache.native_kernel(program.source, self._short) is None):
-                key = disk_cache.program_key(program.source)
+            if disk:  # the light key: finding out does not import Numba or llvmlite
+                key = native_key(program.source)
                 changed = disk_cache.note_signature(self._qualified(), sig, key)
                 if changed:
                     disk_cache.log(f"miss {self._short}: {changed}")

@@ -358,3 +358,22 @@ def test_jit_of_a_softmax_over_a_broadcast_input(in_shape, shape):
     differences = (f(x + h * t) - f(x - h * t)) / (2 * h)
     np.testing.assert_allclose(np.tensordot(want, t, axes=len(in_shape)), differences,
                                rtol=1e-6, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------
+# 14. A NumPy scalar argument (np.float64(0.3): it has a dtype, so jit's fast path takes it)
+# reached the direct back end's entry, which read its `.ctypes` (seeds 66 and 77). The
+# entry now sends anything but an ndarray back to the slow path, which makes it an array.
+
+
+@pytest.mark.parametrize("scalar", [np.float64(0.3), np.float64(-0.5), np.float32(-2.5)])
+def test_jit_of_a_numpy_scalar_argument(scalar):
+    clip = tx.jit(lambda x: np.clip(x, -0.68, -0.39))
+    column = tx.jit(lambda x: np.reshape(x, (-1, 1)))
+    for _ in range(2):  # the first call compiles; the second goes by the fast path
+        got = clip(scalar)
+        assert got.dtype == np.asarray(scalar).dtype and got.shape == ()
+        assert got == np.clip(scalar, -0.68, -0.39)
+        out = column(scalar)
+        assert out.shape == (1, 1) and out.dtype == np.asarray(scalar).dtype
+        assert out[0, 0] == scalar

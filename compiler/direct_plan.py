@@ -1,0 +1,42 @@
+"""The plan of a kernel built by the direct back end (compiler/lower_direct.py): what
+runtime/direct.py does in Python around the compiled steps. Kept apart from the
+translator so that loading a cached kernel imports neither llvmlite nor Numba."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Plan"]
+
+
+@dataclass
+class Plan:
+    """The entry's bookkeeping, in the order of its arguments and statements."""
+
+    params: list[tuple[str, str]] = field(default_factory=list)  # (name, 'int' | 'array')
+    param_dtypes: dict[str, str] = field(default_factory=dict)  # array param -> dtype
+    param_ndims: dict[str, int] = field(default_factory=dict)
+    guard: list[tuple[str, list]] = field(default_factory=list)  # (array, extents)
+    allocs: list[tuple[str, list | None, str | None, str | None]] = field(
+        default_factory=list)
+    # (name, extents, dtype, the dead buffer it reshapes or None); extents: ints or names;
+    # extents None: another name for the dead buffer
+    advise: list[str] = field(default_factory=list)
+    steps: list[tuple[str, str | None]] = field(default_factory=list)  # (step, extent fn)
+    returns: list[tuple[str, bool]] = field(default_factory=list)  # (name, copy)
+    returns_tuple: bool = False
+    slots: list[str] = field(default_factory=list)  # arrays in `ptrs` order
+    ints: list[str] = field(default_factory=list)  # int params in `ints` order
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Plan:
+        plan = cls(**data)
+        plan.guard = [(n, list(e)) for n, e in plan.guard]
+        plan.allocs = [(n, None if e is None else list(e), d, r) for n, e, d, r in plan.allocs]
+        plan.steps = [tuple(s) for s in plan.steps]
+        plan.returns = [tuple(r) for r in plan.returns]
+        plan.params = [tuple(p) for p in plan.params]
+        return plan

@@ -1,0 +1,1513 @@
+"""The direct back end: a generated CPU kernel translated to LLVM IR without Numba.
+
+compiler/lower_cpu.py writes a kernel as Python source for Numba: an `entry` that checks
+its arguments, allocates buffers and runs loop regions, and the region functions it
+calls. Numba's front end (typing, its Python-level lowering) costs seconds on such a
+module and grows faster than the program (docs/decisions.md). This module reads the same
+source text and writes LLVM IR for it directly — every type is known, so there is nothing
+to infer — while keeping one rule body per primitive: the point rules, mathlib's
+functions and the scalar helpers are the Python that Numba compiles, translated here by
+walking their syntax tree.
+
+What it takes is a subset of Python (`Unsupported` names whatever lies outside it, and
+the caller then compiles the kernel through Numba as before):
+
+- scalars of bool, int32, int64, float32 and float64 with Numba's typing rules (a Python
+  float is float64, int32 arithmetic widens to int64, int / int is float64);
+- expressions, conditional expressions and `and`/`or` with Python's laziness (a load in
+  the branch not taken is not executed), `for` over `range`/`prange`, `if`, assignments;
+- C-ordered arrays: loads, stores and row views;
+- calls of mathlib's functions and Numba intrinsics (whose own code generators write the
+  IR), of plain helpers (inlined from their source), and of libm.
+
+The entry's own bookkeeping — the signature guard, `np.empty`, `advise_huge_pages`, the
+returned arrays — is not compiled: it becomes a `Plan` that runtime/direct.py carries out
+in Python around calls of the compiled steps. Each step is an exported function
+`void step_k(i64 *ints, i8 **ptrs, i64 lo, i64 hi)`: `ints` holds the entry's integer
+arguments and then every array's extents, `ptrs` every array's data; a step that is a
+parallel region runs blocks [lo, hi) of its `prange`, whose length `extent_k(ints, ptrs)`
+returns. docs/compiler.md, "The direct back end".
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import inspect
+import math
+import operator
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from llvmlite import ir
+
+from .direct_plan import Plan
+
+__all__ = ["DirectModule", "Plan", "Unsupported", "translate"]
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+F32, F64 = ir.FloatType(), ir.DoubleType()
+I8P = I8.as_pointer()
+LLVM_TYPES = {np.dtype(np.bool_): I1, np.dtype(np.int32): I32, np.dtype(np.int64): I64,
+              np.dtype(np.float32): F32, np.dtype(np.float64): F64}
+BOOL, INT32, INT64 = np.dtype(np.bool_), np.dtype(np.int32), np.dtype(np.int64)
+FLOAT32, FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+class Unsupported(Exception):
+    """The kernel uses something the direct back end does not translate."""
+
+
+# ---------------------------------------------------------------------------------------
+# Values
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A run-time value: its LLVM value (bool as i1) and NumPy dtype."""
+
+    value: ir.Value
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Array:
+    """A C-ordered array: a typed data pointer and its extents (i64 values)."""
+
+    ptr: ir.Value
+    dtype: np.dtype
+    shape: tuple
+
+
+@dataclass(frozen=True)
+class Function:
+    """Python source to inline at a call: its definition and the names it sees."""
+
+    node: ast.FunctionDef
+    lookup: Callable[[str], Any]  # a free name -> its value
+    shared: bool = False  # a region function of the kernel: one LLVM function, called
+
+
+@dataclass
+class Slot:
+    """A local variable: stack memory that LLVM promotes to registers."""
+
+    ptr: ir.Value
+    dtype: np.dtype
+
+
+def scalar_dtype(value: Any) -> np.dtype:
+    """Numba's type of a Python constant (a Python float is float64, an int int64)."""
+    if isinstance(value, (bool, np.bool_)):
+        return BOOL
+    if isinstance(value, (int, np.integer)) and not isinstance(value, np.generic):
+        return INT64
+    if isinstance(value, float) and not isinstance(value, np.generic):
+        return FLOAT64
+    if isinstance(value, np.generic) and value.dtype in LLVM_TYPES:
+        return value.dtype
+    raise Unsupported(f"a constant of type {type(value).__name__}")
+
+
+def is_constant(value: Any) -> bool:
+    return isinstance(value, (bool, int, float, np.generic))
+
+
+def promote(a: np.dtype, b: np.dtype) -> np.dtype:
+    """The type of an arithmetic operation's result, by Numba's rules."""
+    if a.kind == "f" or b.kind == "f":
+        if a.kind != "f" or b.kind != "f":
+            return FLOAT64  # int and float: float64, as Numba
+        return FLOAT64 if FLOAT64 in (a, b) else FLOAT32
+    return INT64  # bool and ints widen to the machine integer
+
+
+@dataclass
+class DirectModule:
+    """LLVM IR for a kernel's steps, and the plan that calls them."""
+
+    ir: str
+    plan: Plan
+    libm: bool  # whether the code calls libm (link with -lm)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the generated module
+
+
+_KNOWN_IMPORTS = {"numpy": np, "math": math}
+_BUILTINS = {"min": min, "max": max, "abs": abs, "range": range, "prange": range,
+             "bool": bool, "int": int, "float": float}
+_IGNORED_MODULES = ("numba",)
+_PLAN_HELPERS = {"layout_mismatch", "SignatureMismatch", "advise_huge_pages"}
+
+
+def translate(source: str) -> DirectModule:
+    """The LLVM IR and plan of a generated CPU kernel module; Unsupported if it uses
+    anything outside the subset."""
+    tree = ast.parse(source)
+    module_env: dict[str, Any] = {}
+    functions: dict[str, tuple[ast.FunctionDef, bool]] = {}
+    entry = None
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Import):
+            _import(stmt, module_env)
+        elif isinstance(stmt, ast.ImportFrom):
+            _import_from(stmt, module_env)
+        elif isinstance(stmt, ast.Assign):
+            _module_assign(stmt, module_env)
+        elif isinstance(stmt, ast.FunctionDef):
+            parallel = _check_decorators(stmt)
+            if stmt.name == "entry":
+                entry = stmt
+            else:
+                functions[stmt.name] = (stmt, parallel)
+        else:
+            raise Unsupported(f"a module-level {type(stmt).__name__}")
+    if entry is None:
+        raise Unsupported("no entry function")
+
+    def lookup(name: str) -> Any:
+        if name in functions:
+            return Function(functions[name][0], lookup, shared=True)
+        if name in module_env:
+            module_env[name] = _resolve(module_env[name])
+            return module_env[name]
+        if name in _BUILTINS:
+            return _BUILTINS[name]
+        raise Unsupported(f"the name {name!r}")
+
+    if "SIGNATURE" not in module_env:
+        raise Unsupported("no signature")
+    return _EntryTranslator(entry, module_env["SIGNATURE"], functions, lookup).run()
+
+
+def _import(stmt: ast.Import, env: dict) -> None:
+    for alias in stmt.names:
+        if alias.name not in _KNOWN_IMPORTS:
+            raise Unsupported(f"import {alias.name}")
+        env[alias.asname or alias.name] = _KNOWN_IMPORTS[alias.name]
+
+
+def _import_from(stmt: ast.ImportFrom, env: dict) -> None:
+    if stmt.module.split(".")[0] in _IGNORED_MODULES:
+        return  # njit, prange and the signature's types: read by name below
+    if not stmt.module.startswith("transfuse."):
+        raise Unsupported(f"from {stmt.module} import ...")
+    for alias in stmt.names:
+        name = alias.name
+        env[alias.asname or name] = name if name in _PLAN_HELPERS else _Lazy(stmt.module, name)
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    """An imported name, imported when a step uses it (cpu_kernels imports SciPy's FFT
+    and Numba: half a second that a kernel of plain arithmetic need not pay)."""
+
+    module: str
+    name: str
+
+    def resolve(self) -> Any:
+        if self.module == "transfuse.runtime.cpu_kernels":
+            # Its scalar helpers are scalar_bodies' functions compiled by njit: the same
+            # Python, from a module that does not import SciPy.
+            bodies = importlib.import_module("transfuse.runtime.scalar_bodies")
+            if inspect.isfunction(getattr(bodies, self.name, None)):
+                return getattr(bodies, self.name)
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+def _module_assign(stmt: ast.Assign, env: dict) -> None:
+    """`_MATH = math_globals()`, `tf_exp_f32 = _MATH['tf_exp_f32']`; the signature is
+    the plan's business."""
+    target = stmt.targets[0]
+    if not isinstance(target, ast.Name) or len(stmt.targets) != 1:
+        raise Unsupported("a module-level assignment to something other than a name")
+    value = stmt.value
+    if target.id == "SIGNATURE":
+        env["SIGNATURE"] = _signature(value)
+        return
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and not value.args:
+        env[target.id] = _Call(env[value.func.id])
+    elif (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
+          and isinstance(value.slice, ast.Constant)):
+        env[target.id] = _Item(env[value.value.id], value.slice.value)
+    else:
+        raise Unsupported(f"the module-level assignment to {target.id}")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """`name()` at module level, called when first used."""
+
+    fn: Any
+
+    def resolve(self) -> Any:
+        return _resolve(self.fn)()
+
+
+@dataclass(frozen=True)
+class _Item:
+    """`name[key]` at module level, looked up when first used."""
+
+    container: Any
+    key: Any
+
+    def resolve(self) -> Any:
+        return _resolve(self.container)[self.key]
+
+
+def _resolve(value: Any) -> Any:
+    return value.resolve() if isinstance(value, (_Lazy, _Call, _Item)) else value
+
+
+def _signature(node: ast.AST) -> list[tuple[np.dtype, int] | None]:
+    """The entry's argument types from `SIGNATURE = (nt.int64, nt.Array(nt.float32, 2,
+    "C"), ...)`: (dtype, ndim) for an array, None for an int64."""
+    if not isinstance(node, ast.Tuple):
+        raise Unsupported("the signature")
+    out = []
+    for item in node.elts:
+        text = ast.unparse(item)
+        if text == "nt.int64":
+            out.append(None)
+            continue
+        if not (isinstance(item, ast.Call) and ast.unparse(item.func) == "nt.Array"
+                and len(item.args) == 3 and ast.unparse(item.args[2]) in ("'C'", '"C"')):
+            raise Unsupported(f"the argument type {text}")
+        name = ast.unparse(item.args[0]).removeprefix("nt.")
+        dtype = np.dtype("bool" if name == "boolean" else name)
+        if dtype not in LLVM_TYPES:
+            raise Unsupported(f"a {dtype} argument")
+        out.append((dtype, item.args[1].value))
+    return out
+
+
+def _check_decorators(fn: ast.FunctionDef) -> bool:
+    """Whether a generated function runs in parallel; Unsupported for fastmath."""
+    parallel = False
+    for deco in fn.decorator_list:
+        if not isinstance(deco, ast.Call):
+            continue
+        for kw in deco.keywords:
+            if kw.arg == "fastmath" and not (isinstance(kw.value, ast.Constant)
+                                              and kw.value.value is False):
+                raise Unsupported("fastmath")
+            if kw.arg == "parallel" and isinstance(kw.value, ast.Constant):
+                parallel = bool(kw.value.value)
+    return parallel
+
+
+# ---------------------------------------------------------------------------------------
+# The entry: plan statements and compiled steps
+
+
+def _name(node: ast.AST) -> str:
+    if not isinstance(node, ast.Name):
+        raise Unsupported(f"{ast.unparse(node)} where a name was expected")
+    return node.id
+
+
+def _extents(node: ast.AST) -> list:
+    """A shape tuple of the entry (ints and size names)."""
+    if not isinstance(node, ast.Tuple):
+        raise Unsupported(f"the shape {ast.unparse(node)}")
+    out = []
+    for e in node.elts:
+        if isinstance(e, ast.Constant) and isinstance(e.value, int):
+            out.append(e.value)
+        else:
+            out.append(_name(e))
+    return out
+
+
+def _call_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id
+    return None
+
+
+class _EntryTranslator:
+    """Splits the entry into plan statements and steps, and compiles the steps."""
+
+    def __init__(self, entry: ast.FunctionDef, signature: list, functions: dict,
+                 lookup: Callable):
+        self.entry = entry
+        self.signature = signature
+        self.functions = functions
+        self.lookup = lookup
+        self.plan = Plan()
+        self.module = ir.Module(name="transfuse_direct")
+        self.module.triple = ""  # the target machine's, set when compiled
+        self.arrays: dict[str, tuple[np.dtype, int]] = {}  # name -> (dtype, ndim)
+        self.emitter = Emitter(self.module)
+
+    def run(self) -> DirectModule:
+        self._params()
+        serial: list[ast.stmt] = []
+        for stmt in _expand_blocks(self.entry.body, self.functions):
+            if self._plan_statement(stmt):
+                continue
+            name = _call_name(stmt.value) if isinstance(stmt, ast.Expr) else None
+            if name in self.functions and self.functions[name][1]:
+                self._flush(serial)
+                self._parallel_step(stmt.value)
+            else:
+                serial.append(stmt)
+        self._flush(serial)
+        self.plan.slots = list(self.arrays)
+        self.plan.ints = [n for n, kind in self.plan.params if kind == "int"]
+        return DirectModule(str(self.module), self.plan, self.emitter.uses_libm)
+
+    def _params(self) -> None:
+        names = [a.arg for a in self.entry.args.args]
+        if len(names) != len(self.signature):
+            raise Unsupported("the signature does not match the entry's arguments")
+        for name, kind in zip(names, self.signature):
+            if kind is None:
+                self.plan.params.append((name, "int"))
+            else:
+                self.plan.params.append((name, "array"))
+                self.plan.param_dtypes[name] = kind[0].name
+                self.plan.param_ndims[name] = kind[1]
+                self.arrays[name] = kind
+
+    # -- plan statements ---------------------------------------------------------------
+    def _plan_statement(self, stmt: ast.stmt) -> bool:
+        """Record a guard, allocation, advice or return; False for anything else."""
+        if isinstance(stmt, (ast.Assign, ast.AugAssign)):
+            target = stmt.targets[0] if isinstance(stmt, ast.Assign) else stmt.target
+            value = stmt.value
+            if isinstance(target, ast.Name) and target.id == "mismatch":
+                self._guard(value)
+                return True
+            if isinstance(stmt, ast.Assign) and isinstance(value, ast.Name) \
+                    and value.id in self.arrays:  # `b11 = b5  # reuses a dead buffer`
+                self.plan.allocs.append((_name(target), None, None, value.id))
+                self.arrays[_name(target)] = self.arrays[value.id]
+                return True
+            if isinstance(stmt, ast.Assign) and isinstance(value, ast.Call):
+                if (isinstance(value.func, ast.Attribute) and value.func.attr == "empty"
+                        and _name(value.func.value) == "np"):
+                    self._alloc(_name(target), value.args[0], value.args[1], None)
+                    return True
+                if isinstance(value.func, ast.Attribute) and value.func.attr == "reshape":
+                    dead = _name(value.func.value)
+                    dtype = self.arrays[dead][0] if dead in self.arrays else None
+                    if dtype is None:
+                        raise Unsupported(f"a reshape of {dead}")
+                    self._alloc(_name(target), value.args[0], None, dead)
+                    return True
+            return False
+        if isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Name) \
+                and stmt.test.id == "mismatch":
+            return True  # the guard's raise: runtime/direct.py raises SignatureMismatch
+        if isinstance(stmt, ast.Expr) and _call_name(stmt.value) == "advise_huge_pages":
+            if _name(stmt.value.args[0]) not in self.arrays:
+                raise Unsupported(f"advice for {ast.unparse(stmt.value.args[0])}")
+            self.plan.advise.append(_name(stmt.value.args[0]))
+            return True
+        if isinstance(stmt, ast.Return):
+            self._returns(stmt.value)
+            return True
+        return False
+
+    def _guard(self, call: ast.AST) -> None:
+        if _call_name(call) != "layout_mismatch":
+            raise Unsupported(f"the guard {ast.unparse(call)}")
+        array = _name(call.args[0].value)
+        self.plan.guard.append((array, _extents(call.args[3])))
+
+    def _alloc(self, name: str, shape: ast.AST, dtype: ast.AST | None, dead: str | None
+               ) -> None:
+        if dtype is not None:
+            if not (isinstance(dtype, ast.Attribute) and _name(dtype.value) == "np"):
+                raise Unsupported(f"the dtype {ast.unparse(dtype)}")
+            dt = np.dtype("bool" if dtype.attr in ("bool", "bool_") else dtype.attr)
+        else:
+            dt = self.arrays[dead][0]
+        if dt not in LLVM_TYPES:
+            raise Unsupported(f"a {dt} buffer")
+        extents = _extents(shape)
+        self.plan.allocs.append((name, extents, dt.name, dead))
+        self.arrays[name] = (dt, len(extents))
+
+    def _returns(self, value: ast.AST) -> None:
+        items = value.elts if isinstance(value, ast.Tuple) else [value]
+        self.plan.returns_tuple = isinstance(value, ast.Tuple)
+        for item in items:
+            copy = False
+            if (isinstance(item, ast.Call) and isinstance(item.func, ast.Attribute)
+                    and item.func.attr == "copy" and not item.args):
+                item, copy = item.func.value, True
+            if _name(item) not in self.arrays:
+                raise Unsupported(f"returning {ast.unparse(item)}")
+            self.plan.returns.append((_name(item), copy))
+
+    # -- steps -------------------------------------------------------------------------
+    def _flush(self, serial: list[ast.stmt]) -> None:
+        if not serial:
+            return
+        body = list(serial)
+        serial.clear()
+        name = f"step_{len(self.plan.steps)}"
+        pieces = _pieces(body)
+        if len(pieces) > 1:
+            for k, piece in enumerate(pieces):
+                with self.emitter.step(f"{name}_part{k}", self, kind="part") as scope:
+                    self.emitter.block(piece, scope)
+        with self.emitter.step(name, self) as scope:
+            if len(pieces) > 1:
+                for k in range(len(pieces)):
+                    self.emitter.call_part(f"{name}_part{k}")
+            else:
+                self.emitter.block(body, scope)
+        self.plan.steps.append((name, None))
+
+    def _parallel_step(self, call: ast.Call) -> None:
+        """A parallel region function: its prange runs blocks [lo, hi)."""
+        fn, _ = self.functions[call.func.id]
+        body = fn.body
+        loops = [s for s in body if isinstance(s, ast.For)]
+        if (len(body) != 1 or not loops or _call_name(loops[0].iter) != "prange"):
+            raise Unsupported(f"the parallel region {fn.name} is not one prange loop")
+        name = f"step_{len(self.plan.steps)}"
+        extent = f"extent_{len(self.plan.steps)}"
+        with self.emitter.step(name, self) as scope:
+            inner = self.emitter.bind_args(Function(fn, self.lookup), call.args, scope)
+            self.emitter.prange_loop(loops[0], inner)
+        with self.emitter.step(extent, self, kind="extent") as scope:
+            inner = self.emitter.bind_args(Function(fn, self.lookup), call.args, scope)
+            (bound,) = loops[0].iter.args
+            n = self.emitter.to_int(self.emitter.expr(bound, inner))
+            self.emitter.builder.ret(n.value)
+        self.plan.steps.append((name, extent))
+
+    def array_param(self, name: str) -> tuple[np.dtype, int] | None:
+        return self.arrays.get(name)
+
+
+def _expand_blocks(body: list[ast.stmt], functions: dict) -> list[ast.stmt]:
+    """The entry's statements with calls of outlined blocks (compiler/repeated_blocks.py:
+    functions that allocate buffers and return them) written out in place, their names
+    made unique per call: their allocations become the plan's, their region calls steps.
+    Region functions that only compute stay calls."""
+    out: list[ast.stmt] = []
+    for stmt in body:
+        call = stmt.value if isinstance(stmt, (ast.Expr, ast.Assign)) else None
+        name = _call_name(call) if call is not None else None
+        if name not in functions or not _is_block(functions[name][0]):
+            out.append(stmt)
+            continue
+        fn = functions[name][0]
+        number = len(out)
+        inlined = _inline_block(fn, call.args, number)
+        returned = inlined.pop() if inlined and isinstance(inlined[-1], ast.Return) else None
+        out += _expand_blocks(inlined, functions)
+        if isinstance(stmt, ast.Assign):
+            if returned is None:
+                raise Unsupported(f"{name} returns nothing")
+            targets = stmt.targets[0]
+            names = targets.elts if isinstance(targets, ast.Tuple) else [targets]
+            values = returned.value.elts if isinstance(returned.value, ast.Tuple) \
+                else [returned.value]
+            if len(names) != len(values):
+                raise Unsupported(f"unpacking {name}'s results")
+            out += [ast.Assign([t], v, lineno=0) for t, v in zip(names, values)]
+    return out
+
+
+@functools.cache
+def _is_block(fn: ast.FunctionDef) -> bool:
+    return any(isinstance(n, ast.Return) for n in ast.walk(fn)) or any(
+        isinstance(n, ast.Attribute) and n.attr in ("empty", "reshape") for n in ast.walk(fn))
+
+
+@functools.cache
+def _stored_names(fn: ast.FunctionDef) -> frozenset[str]:
+    return frozenset(n.id for n in ast.walk(fn) if isinstance(n, ast.Name)
+                     and isinstance(n.ctx, ast.Store))
+
+
+def _inline_block(fn: ast.FunctionDef, args: list[ast.expr], number: int) -> list[ast.stmt]:
+    """fn's statements with its parameters replaced by the call's arguments and its own
+    names suffixed with the call's number."""
+    params = [a.arg for a in fn.args.args]
+    if len(params) != len(args):
+        raise Unsupported(f"{fn.name} called with {len(args)} arguments")
+    binding = dict(zip(params, args))
+    stored = _stored_names(fn)
+    if stored & set(params):
+        raise Unsupported(f"{fn.name} assigns to a parameter")
+    renamed = {name: f"{name}_b{number}" for name in stored}
+    return [_clone(s, binding, renamed) for s in fn.body]
+
+
+def _clone(node: Any, binding: dict[str, ast.expr], renamed: dict[str, str]) -> Any:
+    """A copy of a syntax tree with parameters bound and local names renamed."""
+    if isinstance(node, ast.Name):
+        if node.id in binding:
+            return _clone(binding[node.id], {}, {})
+        return ast.Name(renamed.get(node.id, node.id), node.ctx)
+    if isinstance(node, ast.AST):
+        new = node.__class__.__new__(node.__class__)
+        for name in node._fields:
+            setattr(new, name, _clone(getattr(node, name, None), binding, renamed))
+        return new
+    if isinstance(node, list):
+        return [_clone(item, binding, renamed) for item in node]
+    return node
+
+
+PIECE_NODES = 2000  # syntax-tree nodes of a serial step's piece (see _pieces)
+
+
+def _pieces(body: list[ast.stmt]) -> list[list[ast.stmt]]:
+    """A long serial step cut into pieces of about PIECE_NODES syntax nodes, each compiled
+    as a function of its own: LLVM's optimisation time grows faster than a function's
+    size (the unrolled RK4 gradient of 10 steps spent 7.8 s in one function). A cut is
+    made only where no name assigned before it is live after it (entry names are not
+    assigned in steps: each piece loads those itself)."""
+    live = [set() for _ in range(len(body) + 1)]  # names read before written, from k on
+    for k in range(len(body) - 1, -1, -1):
+        exposed, defined = _exposed(body[k])
+        live[k] = exposed | (live[k + 1] - defined)
+    pieces, current, size, assigned = [], [], 0, set()
+    for k, stmt in enumerate(body):
+        if current and size >= PIECE_NODES and not (assigned & live[k]):
+            pieces.append(current)
+            current, size, assigned = [], 0, set()
+        current.append(stmt)
+        size += sum(1 for _ in ast.walk(stmt))
+        assigned |= {n.id for n in ast.walk(stmt)
+                     if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    pieces.append(current)
+    return pieces
+
+
+def _exposed(stmt: ast.stmt) -> tuple[set[str], set[str]]:
+    """(names a statement may read before it writes them, names it surely writes)."""
+    def reads(node: ast.AST | None) -> set[str]:
+        return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                and isinstance(n.ctx, ast.Load)} if node is not None else set()
+
+    def walk(stmts: list[ast.stmt], defined: set[str]) -> set[str]:
+        exposed: set[str] = set()
+        for st in stmts:
+            if isinstance(st, ast.Assign):
+                exposed |= reads(st.value) - defined
+                for t in st.targets:
+                    exposed |= reads(t) - defined  # a subscript's index and array
+                    if isinstance(t, ast.Name):
+                        defined.add(t.id)
+                    elif isinstance(t, ast.Tuple):
+                        defined |= {e.id for e in t.elts if isinstance(e, ast.Name)}
+            elif isinstance(st, ast.For):
+                exposed |= reads(st.iter) - defined
+                inner = defined | {st.target.id} if isinstance(st.target, ast.Name) \
+                    else set(defined)
+                exposed |= walk(st.body, inner)
+                if isinstance(st.target, ast.Name):
+                    defined.add(st.target.id)
+            elif isinstance(st, ast.If):
+                exposed |= reads(st.test) - defined
+                exposed |= walk(st.body, set(defined)) | walk(st.orelse, set(defined))
+            else:  # an augmented assignment reads its target: everything counts
+                exposed |= reads(st) - defined
+                if isinstance(st, ast.AugAssign) and isinstance(st.target, ast.Name):
+                    exposed.add(st.target.id)
+        return exposed
+
+    defined: set[str] = set()
+    return walk([stmt], defined), defined
+
+
+# ---------------------------------------------------------------------------------------
+# Scopes
+
+
+class Scope:
+    """The names of one function body being emitted (an inlined call gets its own)."""
+
+    def __init__(self, lookup: Callable[[str], Any]):
+        self.vars: dict[str, Any] = {}
+        self.lookup = lookup
+
+    def get(self, name: str) -> Any:
+        if name in self.vars:
+            return self.vars[name]
+        return self.lookup(name)
+
+
+class _EntryScope(Scope):
+    """The entry's own names, loaded on first use in each function."""
+
+    def __init__(self, lookup: Callable[[str], Any], where: dict[str, tuple],
+                 emitter: Emitter):
+        super().__init__(lookup)
+        self.where = where
+        self.emitter = emitter
+
+    def get(self, name: str) -> Any:
+        if name not in self.vars and name in self.where:
+            self.vars[name] = self.emitter.load_param(self.where[name])
+        return super().get(name)
+
+
+class _Return(Exception):
+    """Raised inside an inlined body at its `return` (which must be its last statement)."""
+
+
+# ---------------------------------------------------------------------------------------
+# The emitter
+
+
+_FLOAT_COMPARE = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
+                  ast.GtE: ">="}
+_PY_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+              ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv,
+              ast.Mod: operator.mod, ast.Pow: operator.pow, ast.BitAnd: operator.and_,
+              ast.BitOr: operator.or_, ast.BitXor: operator.xor,
+              ast.LShift: operator.lshift, ast.RShift: operator.rshift}
+_PY_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
+               ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
+# libm functions behind NumPy's and math's scalar calls (Numba calls the same ones)
+_LIBM = {"exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tan": "tan",
+         "tanh": "tanh", "sinh": "sinh", "cosh": "cosh", "arcsin": "asin",
+         "arccos": "acos", "arctan": "atan", "arcsinh": "asinh", "arccosh": "acosh",
+         "arctanh": "atanh", "expm1": "expm1", "log1p": "log1p", "erf": "erf",
+         "asin": "asin", "acos": "acos", "atan": "atan", "asinh": "asinh",
+         "acosh": "acosh", "atanh": "atanh"}
+_LLVM_UNARY = {"sqrt": "llvm.sqrt", "floor": "llvm.floor", "ceil": "llvm.ceil",
+               "fabs": "llvm.fabs"}
+
+
+class Emitter:
+    """Writes LLVM IR for statements and expressions of the subset."""
+
+    def __init__(self, module: ir.Module):
+        self.module = module
+        self.builder: ir.IRBuilder | None = None
+        self.uses_libm = False
+        self._globals: dict[int, ir.GlobalVariable] = {}
+        self._trees: dict[Any, ast.FunctionDef] = {}
+        self._shared: dict[tuple, ir.Function] = {}
+        self._translator: _EntryTranslator | None = None
+        self._ints: ir.Value | None = None
+        self._ptrs: ir.Value | None = None
+        self._lo: ir.Value | None = None
+        self._hi: ir.Value | None = None
+        self._alloca_block: ir.Block | None = None
+
+    # -- functions ---------------------------------------------------------------------
+    def step(self, name: str, translator: _EntryTranslator, kind: str = "step"):
+        return _StepContext(self, name, translator, kind)
+
+    def entry_scope(self, translator: _EntryTranslator) -> Scope:
+        """The entry's names: int params read from `ints`, arrays from `ptrs` and their
+        extents from `ints`, each loaded where a function first uses it (a program of a
+        thousand buffers cut into a hundred functions must not load them all in each)."""
+        plan = translator.plan
+        where: dict[str, tuple] = {}
+        ints_index = 0
+        for name in (n for n, kind in plan.params if kind == "int"):
+            where[name] = ("int", ints_index)
+            ints_index += 1
+        for slot, (name, (dtype, ndim)) in enumerate(translator.arrays.items()):
+            where[name] = ("array", slot, dtype, ints_index, ndim)
+            ints_index += ndim
+        return _EntryScope(translator.lookup, where, self)
+
+    def load_param(self, spec: tuple) -> Scalar | Array:
+        """An entry name's value, loaded in the function's first block."""
+        b = self.builder
+        with b.goto_block(self._alloca_block):
+            if spec[0] == "int":
+                ptr = b.gep(self._ints, [ir.Constant(I64, spec[1])], source_etype=I64)
+                return Scalar(b.load(ptr, typ=I64), INT64)
+            _, slot, dtype, first, ndim = spec
+            raw = b.load(b.gep(self._ptrs, [ir.Constant(I64, slot)], source_etype=I8P),
+                         typ=I8P)
+            ptr = b.bitcast(raw, _memory_type(dtype).as_pointer())
+            shape = tuple(b.load(b.gep(self._ints, [ir.Constant(I64, first + k)],
+                                       source_etype=I64), typ=I64) for k in range(ndim))
+            return Array(ptr, dtype, shape)
+
+    def call_part(self, name: str) -> None:
+        """Call an internal function of the module with this function's ints and ptrs."""
+        fn = self.module.globals[name]
+        self.builder.call(fn, [self._ints, self._ptrs])
+
+    def alloca(self, dtype: np.dtype) -> ir.Value:
+        """Stack memory in the function's first block (so that LLVM promotes it)."""
+        b = self.builder
+        with b.goto_block(self._alloca_block):
+            return b.alloca(LLVM_TYPES[dtype])
+
+    # -- statements --------------------------------------------------------------------
+    def block(self, body: list[ast.stmt], scope: Scope) -> None:
+        for stmt in body:
+            self.statement(stmt, scope)
+
+    def statement(self, stmt: ast.stmt, scope: Scope) -> None:
+        if isinstance(stmt, ast.Assign):
+            value = self.expr(stmt.value, scope)
+            for target in stmt.targets:
+                self.assign(target, value, scope)
+        elif isinstance(stmt, ast.AugAssign):
+            current = self.expr(stmt.target, scope)  # expr_* ignore the context
+            value = self.binop(type(stmt.op), current, self.expr(stmt.value, scope))
+            self.assign(stmt.target, value, scope)
+        elif isinstance(stmt, ast.Expr):
+            if isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+                return  # a docstring
+            self.expr(stmt.value, scope)
+        elif isinstance(stmt, ast.For):
+            self.for_loop(stmt, scope)
+        elif isinstance(stmt, ast.If):
+            self.if_statement(stmt, scope)
+        elif isinstance(stmt, ast.Pass):
+            pass
+        elif isinstance(stmt, ast.Return):
+            scope.vars["<return>"] = (self.expr(stmt.value, scope)
+                                      if stmt.value is not None else None)
+            raise _Return()
+        else:
+            raise Unsupported(f"a {type(stmt).__name__} statement")
+
+    def assign(self, target: ast.AST, value: Any, scope: Scope) -> None:
+        if isinstance(target, ast.Tuple):
+            if not isinstance(value, tuple) or len(value) != len(target.elts):
+                raise Unsupported("unpacking something other than a tuple of its size")
+            for t, v in zip(target.elts, value):
+                self.assign(t, v, scope)
+            return
+        if isinstance(target, ast.Subscript):
+            self.store(target, value, scope)
+            return
+        name = _name(target)
+        old = scope.vars.get(name)
+        if is_constant(value):
+            value = self.constant(value)
+        if isinstance(value, Scalar):
+            if isinstance(old, Slot):
+                if old.dtype != value.dtype:
+                    raise Unsupported(f"{name} changes type ({old.dtype} to {value.dtype})")
+            elif old is not None:
+                raise Unsupported(f"{name} rebound from an array or tuple to a scalar")
+            else:
+                old = scope.vars[name] = Slot(self.alloca(value.dtype), value.dtype)
+            self.builder.store(value.value, old.ptr)
+        else:
+            if isinstance(old, Slot):
+                raise Unsupported(f"{name} rebound from a scalar")
+            scope.vars[name] = value
+
+    def for_loop(self, stmt: ast.For, scope: Scope, bounds: tuple | None = None) -> None:
+        if stmt.orelse:
+            raise Unsupported("for ... else")
+        if bounds is None:
+            fn = _call_name(stmt.iter)
+            if fn not in ("range", "prange") or stmt.iter.keywords:
+                raise Unsupported(f"a loop over {ast.unparse(stmt.iter)}")
+            args = [self.to_int(self.expr(a, scope)) for a in stmt.iter.args]
+            if len(args) == 1:
+                start, stop = self.constant(0), args[0]
+            elif len(args) == 2:
+                start, stop = args
+            else:
+                raise Unsupported("range with a step")
+        else:
+            start, stop = bounds
+        b = self.builder
+        var = _name(stmt.target)
+        slot = Slot(self.alloca(INT64), INT64)
+        scope.vars[var] = slot
+        b.store(start.value, slot.ptr)
+        head = b.append_basic_block(f"for_{var}")
+        body = b.append_basic_block(f"body_{var}")
+        done = b.append_basic_block(f"end_{var}")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.load(slot.ptr, typ=I64)
+        b.cbranch(b.icmp_signed("<", i, stop.value), body, done)
+        b.position_at_end(body)
+        self.block(stmt.body, scope)
+        i = b.load(slot.ptr, typ=I64)
+        b.store(b.add(i, ir.Constant(I64, 1)), slot.ptr)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def prange_loop(self, stmt: ast.For, scope: Scope) -> None:
+        """The region's prange over blocks [lo, min(hi, n))."""
+        (bound,) = stmt.iter.args
+        n = self.to_int(self.expr(bound, scope))
+        hi = Scalar(self.builder.select(self.builder.icmp_signed("<", self._hi, n.value),
+                                        self._hi, n.value), INT64)
+        self.for_loop(stmt, scope, bounds=(Scalar(self._lo, INT64), hi))
+
+    def if_statement(self, stmt: ast.If, scope: Scope) -> None:
+        cond = self.to_bool(self.expr(stmt.test, scope))
+        b = self.builder
+        if isinstance(cond, bool):  # decided while translating
+            self.block(stmt.body if cond else stmt.orelse, scope)
+            return
+        with b.if_else(cond.value) as (then, otherwise):
+            with then:
+                self.block(stmt.body, scope)
+            with otherwise:
+                self.block(stmt.orelse, scope)
+
+    def store(self, target: ast.Subscript, value: Any, scope: Scope) -> None:
+        array = self.expr(target.value, scope)
+        if not isinstance(array, Array):
+            raise Unsupported(f"a store into {ast.unparse(target.value)}")
+        ptr, rest = self.element(array, target.slice, scope)
+        if rest:
+            raise Unsupported("a store of a whole row")
+        value = self.cast(self.as_scalar(value), array.dtype)
+        self.builder.store(_to_memory(self.builder, value), ptr)
+
+    # -- expressions -------------------------------------------------------------------
+    def expr(self, node: ast.AST, scope: Scope) -> Any:
+        method = getattr(self, f"expr_{type(node).__name__}", None)
+        if method is None:
+            raise Unsupported(f"the expression {ast.unparse(node)}")
+        return method(node, scope)
+
+    def expr_Constant(self, node: ast.Constant, scope: Scope) -> Any:
+        return node.value
+
+    def expr_Name(self, node: ast.Name, scope: Scope) -> Any:
+        value = scope.get(node.id)
+        if isinstance(value, Slot):
+            return Scalar(self.builder.load(value.ptr, typ=LLVM_TYPES[value.dtype]),
+                          value.dtype)
+        return value
+
+    def expr_Tuple(self, node: ast.Tuple, scope: Scope) -> tuple:
+        return tuple(self.expr(e, scope) for e in node.elts)
+
+    def expr_Attribute(self, node: ast.Attribute, scope: Scope) -> Any:
+        base = self.expr(node.value, scope)
+        if isinstance(base, Array):
+            if node.attr == "shape":
+                return tuple(Scalar(v, INT64) for v in base.shape)
+            raise Unsupported(f"the array attribute {node.attr}")
+        if isinstance(base, Scalar):
+            if node.attr == "real" and base.dtype.kind == "f":
+                return base
+            raise Unsupported(f"the scalar attribute {node.attr}")
+        if base is np or base is math:
+            return getattr(base, node.attr)
+        raise Unsupported(f"the attribute {ast.unparse(node)}")
+
+    def expr_Subscript(self, node: ast.Subscript, scope: Scope) -> Any:
+        base = self.expr(node.value, scope)
+        if isinstance(base, tuple):
+            index = self.expr(node.slice, scope)
+            if not isinstance(index, int):
+                raise Unsupported("a tuple indexed at run time")
+            return base[index]
+        if isinstance(base, np.ndarray):
+            return self.table_load(base, self.expr(node.slice, scope))
+        if not isinstance(base, Array):
+            raise Unsupported(f"indexing {ast.unparse(node.value)}")
+        ptr, rest = self.element(base, node.slice, scope)
+        if rest:
+            return Array(ptr, base.dtype, rest)
+        raw = self.builder.load(ptr, typ=_memory_type(base.dtype))
+        return _from_memory(self.builder, raw, base.dtype)
+
+    def element(self, array: Array, index: ast.AST, scope: Scope) -> tuple[ir.Value, tuple]:
+        """(pointer to the indexed element or row, the extents left)."""
+        items = index.elts if isinstance(index, ast.Tuple) else [index]
+        if len(items) > len(array.shape):
+            raise Unsupported("more indices than dimensions")
+        b = self.builder
+        offset = ir.Constant(I64, 0)
+        stride = ir.Constant(I64, 1)
+        strides = []
+        for extent in reversed(array.shape):
+            strides.append(stride)
+            stride = b.mul(stride, extent)
+        strides.reverse()
+        for k, item in enumerate(items):
+            if isinstance(item, ast.Slice):
+                raise Unsupported("a slice")
+            i = self.to_int(self.expr(item, scope))
+            offset = b.add(offset, b.mul(i.value, strides[k]))
+        ptr = b.gep(array.ptr, [offset], source_etype=_memory_type(array.dtype))
+        return ptr, array.shape[len(items):]
+
+    def table_load(self, table: np.ndarray, index: Any) -> Scalar:
+        """An element of a constant NumPy table (mathlib's trigonometric reduction)."""
+        dtype = table.dtype
+        if dtype not in LLVM_TYPES or dtype == BOOL or table.ndim != 1:
+            raise Unsupported(f"a {dtype} table")
+        gv = self._globals.get(id(table))
+        if gv is None:
+            lltype = ir.ArrayType(LLVM_TYPES[dtype], len(table))
+            gv = ir.GlobalVariable(self.module, lltype, f"table_{len(self._globals)}")
+            gv.global_constant = True
+            gv.linkage = "internal"
+            gv.initializer = ir.Constant(lltype, [ir.Constant(LLVM_TYPES[dtype], _py(v))
+                                                  for v in table.tolist()])
+            self._globals[id(table)] = gv
+        i = self.to_int(self.as_scalar(index))
+        ptr = self.builder.gep(gv, [ir.Constant(I64, 0), i.value],
+                               source_etype=gv.value_type)
+        return Scalar(self.builder.load(ptr, typ=LLVM_TYPES[dtype]), dtype)
+
+    def expr_UnaryOp(self, node: ast.UnaryOp, scope: Scope) -> Any:
+        x = self.expr(node.operand, scope)
+        op = type(node.op)
+        if is_constant(x):
+            return {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_,
+                    ast.Invert: operator.invert}[op](x)
+        x = self.as_scalar(x)
+        b = self.builder
+        if op is ast.Not:
+            return Scalar(b.not_(self.to_bool(x).value), BOOL)
+        if op is ast.UAdd:
+            return x
+        if op is ast.USub:
+            if x.dtype.kind == "f":
+                return Scalar(b.fneg(x.value), x.dtype)
+            x = self.cast(x, INT64) if x.dtype.kind in "iu" else None
+            if x is None:
+                raise Unsupported("the negation of a bool")
+            return Scalar(b.neg(x.value), INT64)
+        if op is ast.Invert and x.dtype == BOOL:
+            raise Unsupported("~ of a bool")  # Numba: an int, not not
+        raise Unsupported(f"the unary {type(node.op).__name__}")
+
+    def expr_BinOp(self, node: ast.BinOp, scope: Scope) -> Any:
+        return self.binop(type(node.op), self.expr(node.left, scope),
+                          self.expr(node.right, scope))
+
+    def binop(self, op: type, x: Any, y: Any) -> Any:
+        if is_constant(x) and is_constant(y):
+            return _PY_BINOPS[op](x, y)
+        x, y = self.as_scalar(x), self.as_scalar(y)
+        b = self.builder
+        if op in (ast.BitAnd, ast.BitOr, ast.BitXor):
+            if x.dtype == BOOL and y.dtype == BOOL:
+                fn = {ast.BitAnd: b.and_, ast.BitOr: b.or_, ast.BitXor: b.xor}[op]
+                return Scalar(fn(x.value, y.value), BOOL)
+            if x.dtype.kind in "iub" and y.dtype.kind in "iub":
+                x, y = self.cast(x, INT64), self.cast(y, INT64)
+                fn = {ast.BitAnd: b.and_, ast.BitOr: b.or_, ast.BitXor: b.xor}[op]
+                return Scalar(fn(x.value, y.value), INT64)
+            raise Unsupported("a bitwise operation on floats")
+        if op is ast.Div:
+            dtype = promote(x.dtype, y.dtype)
+            dtype = dtype if dtype.kind == "f" else FLOAT64
+            x, y = self.cast(x, dtype), self.cast(y, dtype)
+            return Scalar(b.fdiv(x.value, y.value), dtype)
+        dtype = promote(x.dtype, y.dtype)
+        x, y = self.cast(x, dtype), self.cast(y, dtype)
+        if dtype.kind == "f":
+            fn = {ast.Add: b.fadd, ast.Sub: b.fsub, ast.Mult: b.fmul}.get(op)
+            if fn is None:
+                raise Unsupported(f"the float operation {op.__name__}")
+            return Scalar(fn(x.value, y.value), dtype)
+        if op in (ast.Add, ast.Sub, ast.Mult):
+            fn = {ast.Add: b.add, ast.Sub: b.sub, ast.Mult: b.mul}[op]
+            return Scalar(fn(x.value, y.value), dtype)
+        if op in (ast.FloorDiv, ast.Mod):
+            return Scalar(self.floor_div_mod(op, x.value, y.value), dtype)
+        raise Unsupported(f"the integer operation {op.__name__}")
+
+    def floor_div_mod(self, op: type, x: ir.Value, y: ir.Value) -> ir.Value:
+        """Python's // and % on int64 (rounding toward -inf); 0 for a zero divisor, as
+        Numba's NumPy error model."""
+        b = self.builder
+        zero = ir.Constant(I64, 0)
+        is_zero = b.icmp_signed("==", y, zero)
+        safe = b.select(is_zero, ir.Constant(I64, 1), y)
+        q, r = b.sdiv(x, safe), b.srem(x, safe)
+        adjust = b.and_(b.icmp_signed("!=", r, zero),
+                        b.icmp_signed("!=", b.icmp_signed("<", r, zero),
+                                      b.icmp_signed("<", safe, zero)))
+        if op is ast.FloorDiv:
+            out = b.select(adjust, b.sub(q, ir.Constant(I64, 1)), q)
+        else:
+            out = b.select(adjust, b.add(r, safe), r)
+        return b.select(is_zero, zero, out)
+
+    def expr_Compare(self, node: ast.Compare, scope: Scope) -> Any:
+        left = self.expr(node.left, scope)
+        result = None
+        for op, right_node in zip(node.ops, node.comparators):
+            right = self.expr(right_node, scope)
+            one = self.compare(type(op), left, right)
+            result = one if result is None else self.binop(ast.BitAnd, result, one)
+            left = right
+        return result
+
+    def compare(self, op: type, x: Any, y: Any) -> Any:
+        if op not in _FLOAT_COMPARE:
+            raise Unsupported(f"the comparison {op.__name__}")
+        if is_constant(x) and is_constant(y):
+            return _PY_COMPARE[op](x, y)
+        x, y = self.as_scalar(x), self.as_scalar(y)
+        dtype = promote(x.dtype, y.dtype)  # bools compare as ints, as in Numba
+        x, y = self.cast(x, dtype), self.cast(y, dtype)
+        b = self.builder
+        if dtype.kind == "f":
+            sym = _FLOAT_COMPARE[op]
+            value = (b.fcmp_unordered(sym, x.value, y.value) if sym == "!="
+                     else b.fcmp_ordered(sym, x.value, y.value))
+        else:
+            value = b.icmp_signed(_FLOAT_COMPARE[op], x.value, y.value)
+        return Scalar(value, BOOL)
+
+    def expr_IfExp(self, node: ast.IfExp, scope: Scope) -> Any:
+        cond = self.to_bool(self.expr(node.test, scope))
+        if isinstance(cond, bool):
+            return self.expr(node.body if cond else node.orelse, scope)
+        return self.branches(cond, lambda: self.expr(node.body, scope),
+                             lambda: self.expr(node.orelse, scope))
+
+    def branches(self, cond: Scalar, then: Callable, otherwise: Callable) -> Scalar:
+        """then() where cond holds, else otherwise(): each evaluated on its own branch."""
+        b = self.builder
+        then_block = b.append_basic_block("then")
+        else_block = b.append_basic_block("else")
+        join = b.append_basic_block("join")
+        b.cbranch(cond.value, then_block, else_block)
+        b.position_at_end(then_block)
+        a = self.as_scalar(then())
+        a_end = b.block
+        b.position_at_end(else_block)
+        c = self.as_scalar(otherwise())
+        c_end = b.block
+        dtype = a.dtype if a.dtype == c.dtype else promote(a.dtype, c.dtype)
+        b.position_at_end(a_end)
+        a = self.cast(a, dtype)
+        b.branch(join)
+        b.position_at_end(c_end)
+        c = self.cast(c, dtype)
+        b.branch(join)
+        b.position_at_end(join)
+        phi = b.phi(LLVM_TYPES[dtype])
+        phi.add_incoming(a.value, a_end)
+        phi.add_incoming(c.value, c_end)
+        return Scalar(phi, dtype)
+
+    def expr_BoolOp(self, node: ast.BoolOp, scope: Scope) -> Any:
+        first, *rest = node.values
+        value = self.to_bool(self.expr(first, scope))
+        for item in rest:
+            if isinstance(value, bool):
+                if value == isinstance(node.op, ast.And):
+                    value = self.to_bool(self.expr(item, scope))
+                continue
+            right = functools.partial(lambda i: self.to_bool(self.expr(i, scope)), item)
+            if isinstance(node.op, ast.And):
+                value = self.branches(value, right, lambda: False)
+            else:
+                value = self.branches(value, lambda: True, right)
+        return value
+
+    def expr_Call(self, node: ast.Call, scope: Scope) -> Any:
+        if node.keywords:
+            raise Unsupported(f"keyword arguments in {ast.unparse(node)}")
+        fn = self.expr(node.func, scope)
+        args = [self.expr(a, scope) for a in node.args]
+        return self.call(fn, args, node)
+
+    def call(self, fn: Any, args: list, node: ast.Call) -> Any:
+        if isinstance(fn, Function) and fn.shared:
+            return self.call_shared(fn, args)
+        if isinstance(fn, Function):
+            return self.inline(fn, args)
+        if fn is min or fn is max:
+            return self.extremum(fn, args)
+        if fn is abs:
+            return self.absolute(args[0])
+        if fn is range or fn is bool or fn is int or fn is float:
+            raise Unsupported(f"{ast.unparse(node)} outside a loop header")
+        if isinstance(fn, type) and issubclass(fn, np.generic):
+            return self.convert(fn, args[0])
+        if _is_numba_object(fn):
+            return self.numba_call(fn, args)
+        if callable(fn) and getattr(fn, "__module__", "") in ("numpy", "math") or \
+                fn in _NUMPY_SCALAR_FUNCTIONS:
+            return self.library_call(fn, args)
+        if inspect.isfunction(fn):
+            return self.inline(self.function(fn), args)
+        raise Unsupported(f"a call of {ast.unparse(node.func)}")
+
+    # -- calls -------------------------------------------------------------------------
+    def function(self, fn: Callable) -> Function:
+        """A Python function's definition, parsed once, and its free names."""
+        tree = self._trees.get(fn.__code__)
+        if tree is None:
+            try:
+                text = textwrap.dedent(inspect.getsource(fn))
+            except (OSError, TypeError) as exc:
+                raise Unsupported(f"the source of {fn.__name__}") from exc
+            module = ast.parse(text)
+            tree = module.body[0]
+            if not isinstance(tree, ast.FunctionDef):
+                raise Unsupported(f"{fn.__name__} is not a plain def")
+            self._trees[fn.__code__] = tree
+        free = dict(zip(fn.__code__.co_freevars,
+                        (c.cell_contents for c in fn.__closure__ or ())))
+        fn_globals = fn.__globals__
+
+        def lookup(name: str) -> Any:
+            if name in free:
+                return free[name]
+            if name in fn_globals:
+                return fn_globals[name]
+            if name in _BUILTINS:
+                return _BUILTINS[name]
+            raise Unsupported(f"the name {name!r} in {fn.__name__}")
+        return Function(tree, lookup)
+
+    def bind_args(self, fn: Function, args: list, scope: Scope) -> Scope:
+        """A scope for fn's body with its parameters bound to the call's arguments."""
+        params = fn.node.args
+        if params.vararg or params.kwarg or params.kwonlyargs or params.defaults:
+            raise Unsupported(f"the parameters of {fn.node.name}")
+        if len(args) != len(params.args):
+            raise Unsupported(f"{fn.node.name} called with {len(args)} arguments")
+        inner = Scope(fn.lookup)
+        for param, arg in zip(params.args, args):
+            value = self.expr(arg, scope) if isinstance(arg, ast.AST) else arg
+            self.assign(ast.Name(param.arg, ast.Store()), value, inner)
+        return inner
+
+    def inline(self, fn: Function, args: list) -> Any:
+        inner = self.bind_args(fn, args, None)
+        body = list(fn.node.body)
+        returns = [s for s in ast.walk(fn.node) if isinstance(s, ast.Return)]
+        if returns and (len(returns) > 1 or body[-1] is not returns[0]):
+            raise Unsupported(f"{fn.node.name} returns other than at its end")
+        try:
+            self.block(body, inner)
+        except _Return:
+            return inner.vars["<return>"]
+        return None
+
+    def call_shared(self, fn: Function, args: list) -> None:
+        """A call of one of the kernel's region functions: compiled once per argument
+        types as an LLVM function of its own (never inlined), as Numba compiles it once,
+        so a region that a program runs 79 times is optimised once."""
+        kinds = []
+        for a in args:
+            if is_constant(a):
+                a = self.constant(a)
+            if isinstance(a, Scalar):
+                kinds.append(("scalar", a.dtype))
+            elif isinstance(a, Array):
+                kinds.append(("array", a.dtype, len(a.shape)))
+            else:
+                raise Unsupported(f"a {type(a).__name__} argument of {fn.node.name}")
+        key = (fn.node.name, tuple(kinds))
+        callee = self._shared.get(key)
+        if callee is None:
+            callee = self._shared[key] = self._define_shared(fn, kinds, len(self._shared))
+        values = []
+        for a in args:
+            if is_constant(a):
+                a = self.constant(a)
+            values += [a.value] if isinstance(a, Scalar) else [a.ptr, *a.shape]
+        self.builder.call(callee, values)
+
+    def _define_shared(self, fn: Function, kinds: list, number: int) -> ir.Function:
+        params: list[ir.Type] = []
+        for kind in kinds:
+            if kind[0] == "scalar":
+                params.append(LLVM_TYPES[kind[1]])
+            else:
+                params += [_memory_type(kind[1]).as_pointer()] + [I64] * kind[2]
+        callee = ir.Function(self.module, ir.FunctionType(ir.VoidType(), params),
+                             f"{fn.node.name}_{number}")
+        callee.linkage = "internal"
+        callee.attributes.add("noinline")
+        callee.attributes.add("nounwind")
+        saved = (self.builder, self._alloca_block)
+        self._alloca_block = callee.append_basic_block("locals")
+        self.builder = ir.IRBuilder(callee.append_basic_block("start"))
+        scope = Scope(fn.lookup)
+        values = iter(callee.args)
+        for param, kind in zip(fn.node.args.args, kinds):
+            if kind[0] == "scalar":
+                self.assign(ast.Name(param.arg, ast.Store()), Scalar(next(values), kind[1]),
+                            scope)
+            else:
+                ptr = next(values)
+                shape = tuple(next(values) for _ in range(kind[2]))
+                scope.vars[param.arg] = Array(ptr, kind[1], shape)
+        if any(isinstance(s, ast.Return) for s in ast.walk(fn.node)):
+            raise Unsupported(f"the region function {fn.node.name} returns")
+        self.block(fn.node.body, scope)
+        self.builder.ret_void()
+        with self.builder.goto_block(self._alloca_block):
+            self.builder.branch(callee.blocks[1])
+        self.builder, self._alloca_block = saved
+        return callee
+
+    def extremum(self, fn: Callable, args: list) -> Any:
+        if len(args) != 2:
+            raise Unsupported(f"{fn.__name__} of {len(args)} arguments")
+        x, y = args
+        if is_constant(x) and is_constant(y):
+            return fn(x, y)
+        x, y = self.as_scalar(x), self.as_scalar(y)
+        if x.dtype.kind == "f" or y.dtype.kind == "f":
+            raise Unsupported(f"{fn.__name__} of floats")  # Numba's NaN rules
+        dtype = promote(x.dtype, y.dtype)
+        x, y = self.cast(x, dtype), self.cast(y, dtype)
+        sym = "<" if fn is min else ">"
+        b = self.builder
+        return Scalar(b.select(b.icmp_signed(sym, x.value, y.value), x.value, y.value),
+                      dtype)
+
+    def absolute(self, x: Any) -> Any:
+        if is_constant(x):
+            return abs(x)
+        x = self.as_scalar(x)
+        if x.dtype.kind == "f":
+            return self.llvm_intrinsic("llvm.fabs", [x])
+        x = self.cast(x, INT64)
+        b = self.builder
+        negative = b.icmp_signed("<", x.value, ir.Constant(I64, 0))
+        return Scalar(b.select(negative, b.neg(x.value), x.value), INT64)
+
+    def convert(self, ctor: type, x: Any) -> Any:
+        dtype = np.dtype(ctor)
+        if is_constant(x):
+            return ctor(x)
+        if dtype not in LLVM_TYPES:
+            raise Unsupported(f"a conversion to {dtype}")
+        return self.cast(self.as_scalar(x), dtype)
+
+    def library_call(self, fn: Callable, args: list) -> Any:
+        """np.<ufunc> / math.<fn> on one scalar."""
+        name = fn.__name__
+        if all(is_constant(a) for a in args):
+            return fn(*args)
+        if name in ("isnan", "isinf", "isfinite") and len(args) == 1:
+            return self.classify(name, self.as_scalar(args[0]))
+        if len(args) != 1:
+            raise Unsupported(f"{name} of {len(args)} arguments")
+        x = self.as_scalar(args[0])
+        if x.dtype.kind != "f":
+            if getattr(fn, "__module__", "") == "math" or name in _LIBM or name in _LLVM_UNARY:
+                x = self.cast(x, FLOAT64)  # Numba: math functions of ints take float64
+            else:
+                raise Unsupported(f"{name} of {x.dtype}")
+        if name in _LLVM_UNARY or name == "absolute":
+            return self.llvm_intrinsic(_LLVM_UNARY.get(name, "llvm.fabs"), [x])
+        if name in _LIBM:
+            symbol = _LIBM[name] + ("f" if x.dtype == FLOAT32 else "")
+            self.uses_libm = True
+            lltype = LLVM_TYPES[x.dtype]
+            callee = _get_function(self.module, symbol, ir.FunctionType(lltype, [lltype]))
+            return Scalar(self.builder.call(callee, [x.value]), x.dtype)
+        raise Unsupported(f"the scalar function {name}")
+
+    def classify(self, name: str, x: Scalar) -> Scalar:
+        b = self.builder
+        if x.dtype.kind != "f":
+            return Scalar(ir.Constant(I1, int(name == "isfinite")), BOOL)
+        if name == "isnan":
+            return Scalar(b.fcmp_unordered("uno", x.value, x.value), BOOL)
+        a = self.llvm_intrinsic("llvm.fabs", [x]).value
+        inf = ir.Constant(LLVM_TYPES[x.dtype], math.inf)
+        if name == "isinf":
+            return Scalar(b.fcmp_ordered("==", a, inf), BOOL)
+        return Scalar(b.fcmp_ordered("<", a, inf), BOOL)
+
+    def llvm_intrinsic(self, name: str, args: list[Scalar]) -> Scalar:
+        dtype = args[0].dtype
+        lltype = LLVM_TYPES[dtype]
+        suffix = "f32" if dtype == FLOAT32 else "f64"
+        callee = _get_function(self.module, f"{name}.{suffix}",
+                               ir.FunctionType(lltype, [lltype] * len(args)))
+        return Scalar(self.builder.call(callee, [a.value for a in args]), dtype)
+
+    def numba_call(self, fn: Any, args: list) -> Any:
+        """A Numba dispatcher (inlined from its Python source) or intrinsic (whose own
+        code generator writes the IR)."""
+        from numba.core.extending import _Intrinsic
+
+        if isinstance(fn, _Intrinsic):
+            return self.intrinsic(fn, args)
+        py_func = getattr(fn, "py_func", None)
+        if py_func is None:
+            raise Unsupported(f"the Numba object {fn!r}")
+        return self.inline(self.function(py_func), args)
+
+    def intrinsic(self, fn: Any, args: list) -> Any:
+        from numba import types
+        from numba.np.numpy_support import as_dtype, from_dtype
+
+        floats = {a.dtype for a in args if isinstance(a, Scalar) and a.dtype.kind == "f"}
+        common = floats.pop() if len(floats) == 1 else None
+        values, numba_types = [], []
+        for a in args:
+            if isinstance(a, tuple):  # a tuple of coefficients: an LLVM array constant
+                dtype = common or scalar_dtype(a[0])
+                items = [ir.Constant(LLVM_TYPES[dtype], _py(dtype.type(v))) for v in a]
+                values.append(ir.Constant(ir.ArrayType(LLVM_TYPES[dtype], len(a)), items))
+                numba_types.append(types.UniTuple(from_dtype(dtype), len(a)))
+                continue
+            if is_constant(a) and common is not None and scalar_dtype(a).kind == "f":
+                a = Scalar(ir.Constant(LLVM_TYPES[common], float(a)), common)
+            a = self.as_scalar(a)
+            values.append(a.value)
+            numba_types.append(types.boolean if a.dtype == BOOL else from_dtype(a.dtype))
+        typed = fn._defn(None, *numba_types)
+        if typed is None:
+            raise Unsupported(f"the intrinsic {fn._name} for {numba_types}")
+        sig, codegen = typed
+        value = codegen(_CodegenContext(), self.builder, sig, values)
+        ret = sig.return_type
+        if ret == types.none:
+            return None
+        return Scalar(value, BOOL if ret == types.boolean else np.dtype(as_dtype(ret)))
+
+    # -- conversions -------------------------------------------------------------------
+    def constant(self, value: Any) -> Scalar:
+        dtype = scalar_dtype(value)
+        if dtype == BOOL:
+            return Scalar(ir.Constant(I1, int(bool(value))), BOOL)
+        return Scalar(ir.Constant(LLVM_TYPES[dtype], _py(dtype.type(value))), dtype)
+
+    def as_scalar(self, value: Any) -> Scalar:
+        if isinstance(value, Scalar):
+            return value
+        if is_constant(value):
+            return self.constant(value)
+        raise Unsupported(f"{type(value).__name__} where a scalar was expected")
+
+    def to_int(self, value: Any) -> Scalar:
+        value = self.as_scalar(value)
+        if value.dtype.kind not in "iub":
+            raise Unsupported(f"a {value.dtype} index or bound")
+        return self.cast(value, INT64)
+
+    def to_bool(self, value: Any) -> Scalar | bool:
+        if is_constant(value):
+            return bool(value)
+        return self.cast(self.as_scalar(value), BOOL)
+
+    def cast(self, x: Scalar, dtype: np.dtype) -> Scalar:
+        if x.dtype == dtype:
+            return x
+        b = self.builder
+        src, dst = x.dtype, dtype
+        to = LLVM_TYPES[dst]
+        if dst == BOOL:
+            zero = ir.Constant(LLVM_TYPES[src], 0)
+            value = (b.fcmp_unordered("!=", x.value, zero) if src.kind == "f"
+                     else b.icmp_signed("!=", x.value, zero))
+        elif src.kind == "f" and dst.kind == "f":
+            value = b.fpext(x.value, to) if dst.itemsize > src.itemsize else \
+                b.fptrunc(x.value, to)
+        elif src.kind == "f":
+            value = b.fptosi(x.value, to)
+        elif dst.kind == "f":
+            value = b.uitofp(x.value, to) if src == BOOL else b.sitofp(x.value, to)
+        elif src == BOOL:
+            value = b.zext(x.value, to)
+        elif dst.itemsize > src.itemsize:
+            value = b.sext(x.value, to)
+        else:
+            value = b.trunc(x.value, to)
+        return Scalar(value, dst)
+
+
+class _CodegenContext:
+    """What Numba's code generators of intrinsics ask of their context here."""
+
+    def get_dummy_value(self) -> ir.Value:
+        return ir.Constant(I8P, None)
+
+
+class _StepContext:
+    """Builds one function of the module and yields the entry's scope. Kinds: 'step'
+    (exported: ints, ptrs, lo, hi), 'extent' (exported, returns a prange's length),
+    'part' (internal, never inlined: a piece of a long serial step, so that LLVM
+    optimises pieces of bounded size and its time grows linearly with the program)."""
+
+    def __init__(self, emitter: Emitter, name: str, translator: _EntryTranslator, kind: str):
+        self.emitter, self.name, self.translator, self.kind = emitter, name, translator, kind
+
+    def __enter__(self) -> Scope:
+        e = self.emitter
+        ret = I64 if self.kind == "extent" else ir.VoidType()
+        args = [I64.as_pointer(), I8P.as_pointer()] + ([I64, I64] if self.kind == "step"
+                                                       else [])
+        fn = ir.Function(e.module, ir.FunctionType(ret, args), self.name)
+        fn.attributes.add("nounwind")
+        if self.kind == "part":
+            fn.linkage = "internal"
+            fn.attributes.add("noinline")
+        e._ints, e._ptrs = fn.args[0], fn.args[1]
+        if self.kind == "step":
+            e._lo, e._hi = fn.args[2], fn.args[3]
+        e._alloca_block = fn.append_basic_block("locals")
+        start = fn.append_basic_block("start")
+        e.builder = ir.IRBuilder(start)
+        return e.entry_scope(self.translator)
+
+    def __exit__(self, kind, exc, tb) -> None:
+        e = self.emitter
+        if kind is None:
+            if self.kind != "extent":
+                e.builder.ret_void()
+            with e.builder.goto_block(e._alloca_block):
+                e.builder.branch(e.builder.function.blocks[1])
+        e.builder = None
+
+
+_NUMPY_SCALAR_FUNCTIONS = (np.isnan, np.isinf, np.isfinite, np.sqrt, np.floor, np.ceil,
+                           np.exp, np.log, np.sin, np.cos, np.tan, np.tanh, np.sinh,
+                           np.cosh, np.arcsin, np.arccos, np.arctan, np.arcsinh,
+                           np.arccosh, np.arctanh, np.expm1, np.log1p, np.absolute)
+
+
+def _is_numba_object(fn: Any) -> bool:
+    return type(fn).__module__.startswith("numba.")
+
+
+def _get_function(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    return ir.Function(module, fnty, name)
+
+
+def _memory_type(dtype: np.dtype) -> ir.Type:
+    """How a dtype is stored: bool as a byte."""
+    return I8 if dtype == BOOL else LLVM_TYPES[dtype]
+
+
+def _to_memory(b: ir.IRBuilder, x: Scalar) -> ir.Value:
+    return b.zext(x.value, I8) if x.dtype == BOOL else x.value
+
+
+def _from_memory(b: ir.IRBuilder, raw: ir.Value, dtype: np.dtype) -> Scalar:
+    if dtype == BOOL:
+        return Scalar(b.icmp_unsigned("!=", raw, ir.Constant(I8, 0)), BOOL)
+    return Scalar(raw, dtype)
+
+
+def _py(value: Any) -> Any:
+    """A NumPy scalar as the Python number llvmlite writes exactly."""
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, (np.integer, np.bool_)):
+        return int(value)
+    return value

@@ -1,0 +1,348 @@
+"""Kernels of the direct back end: LLVM IR built into a shared library, loaded by ctypes.
+
+compiler/lower_direct.py translates a generated kernel to LLVM IR and a `Plan`; this
+module compiles the IR with llvmlite (no Numba), links the object code into a shared
+library with the system's C compiler, keeps both in the disk cache, and wraps the
+library's steps in an entry point with the Numba entry's calling convention
+(`entry(constants..., sizes..., inputs...)`), written as Python source from the plan: the
+signature guard, the buffers, the calls, the returned arrays. A warm process loads the
+library with ctypes and imports neither Numba nor llvmlite.
+
+Parallel steps run their blocks on a pool of threads (ctypes releases the GIL while
+compiled code runs): one contiguous range of blocks a thread, the calling thread taking
+the first. docs/compiler.md, "The direct back end".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cache import _safe, atomic_write, cache_root, log
+from .errors import SignatureMismatch
+
+__all__ = ["DirectKernel", "build", "load_or_build", "mode", "thread_count"]
+
+_FORMAT = 1
+_STEP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                         ctypes.c_int64)
+_EXTENT = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def mode() -> str:
+    """'on', 'off' or 'strict', from TRANSFUSE_DIRECT (default on). 'strict' (the test
+    suite's) raises where the translator fails on a kernel it should take or reject
+    cleanly; 'on' logs that and compiles the kernel through Numba."""
+    value = os.environ.get("TRANSFUSE_DIRECT", "1").strip().lower()
+    if value in ("0", "off", "false", "no"):
+        return "off"
+    return "strict" if value == "strict" else "on"
+
+
+class BuildFailed(Exception):
+    """The library could not be built here (no C compiler, a linker error)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Threads
+
+
+def thread_count() -> int:
+    """Threads for parallel steps: NUMBA_NUM_THREADS when set (as for Numba's kernels),
+    else the CPUs this process may run on."""
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    if value and value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=threads - 1,
+                                       thread_name_prefix="transfuse-direct")
+        return _POOL
+
+
+def run_parallel(step: Any, extent: Any, ints: Any, ptrs: Any) -> None:
+    """Run a parallel step's blocks [0, extent) over the threads."""
+    n = extent(ints, ptrs)
+    threads = min(thread_count(), n)
+    if threads <= 1:
+        step(ints, ptrs, 0, n)
+        return
+    cuts = [n * k // threads for k in range(threads + 1)]
+    pool = _pool(thread_count())
+    futures = [pool.submit(step, ints, ptrs, cuts[k], cuts[k + 1])
+               for k in range(1, threads)]
+    step(ints, ptrs, cuts[0], cuts[1])
+    for f in futures:
+        f.result()
+
+
+# ---------------------------------------------------------------------------------------
+# Huge pages for large buffers, as runtime/cpu_kernels.advise_huge_pages does in Numba
+
+
+_HUGE_PAGE_MIN_BYTES = 1 << 21
+_MADV_HUGEPAGE = 14
+_LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
+
+
+def advise_huge_pages(a: np.ndarray) -> None:
+    """Ask for transparent huge pages on a's page-aligned interior, if it is large."""
+    madvise = getattr(_LIBC, "madvise", None)
+    if madvise is None or a.nbytes < _HUGE_PAGE_MIN_BYTES:
+        return
+    start = a.ctypes.data
+    offset = (4096 - start % 4096) % 4096
+    if a.nbytes > offset:
+        madvise(ctypes.c_void_p(start + offset), ctypes.c_size_t(a.nbytes - offset),
+                _MADV_HUGEPAGE)
+
+
+# ---------------------------------------------------------------------------------------
+# The entry point, written from the plan
+
+
+class DirectKernel:
+    """A loaded library and its entry point (as runtime/cache.py's LoadedKernel)."""
+
+    def __init__(self, library: ctypes.CDLL, plan: Any, origin: str, path: Path | None):
+        self.library = library
+        self.plan = plan
+        self.origin = origin  # 'disk' or 'compiled'
+        self.from_disk = origin == "disk"
+        self.claimed = False
+        self.path = path
+        self.source = entry_source(plan)
+        namespace = {"np": np, "ndarray": np.ndarray, "SignatureMismatch": SignatureMismatch,
+                     "advise_huge_pages": advise_huge_pages, "run_parallel": run_parallel,
+                     "INTS": ctypes.c_int64 * len(_int_slots(plan)),
+                     "PTRS": ctypes.c_void_p * len(plan.slots)}
+        for step, extent in plan.steps:
+            namespace[step] = _STEP((step, library))
+            if extent is not None:
+                namespace[extent] = _EXTENT((extent, library))
+        for name, dtype in plan.param_dtypes.items():
+            namespace[f"DT_{name}"] = np.dtype(dtype)
+        exec(compile(self.source, f"<transfuse direct entry {path}>", "exec"), namespace)
+        self.entry_point = namespace["entry"]
+
+
+def _int_slots(plan: Any) -> list[str]:
+    """What `ints` holds: the int params, then each array's extents."""
+    out = list(plan.ints)
+    ndims = dict(plan.param_ndims)
+    for name, extents, _, dead in plan.allocs:
+        ndims[name] = ndims[dead] if extents is None else len(extents)
+    for name in plan.slots:
+        out += [f"{name}.shape[{k}]" for k in range(ndims[name])]
+    return out
+
+
+def entry_source(plan: Any) -> str:
+    """Python source of the entry point: guard, buffers, steps, returned arrays."""
+    args = [name for name, _ in plan.params]
+    lines = [f"def entry({', '.join(args)}):"]
+    arrays = [name for name, kind in plan.params if kind == "array"]
+    if arrays:  # a NumPy scalar has a dtype too: the slow path makes it an array
+        test = " or ".join(f"type({n}) is not ndarray" for n in arrays)
+        lines += [f"    if {test}:", "        raise SignatureMismatch()"]
+    for name, extents in plan.guard:
+        want = "(" + ", ".join(map(str, extents)) + ("," if len(extents) == 1 else "") + ")"
+        lines.append(f"    if {name}.shape != {want} or not {name}.flags.c_contiguous"
+                     f" or not {name}.flags.aligned:")
+        lines.append("        raise SignatureMismatch()")
+    for name, extents, dtype, dead in plan.allocs:
+        if extents is None:
+            lines.append(f"    {name} = {dead}  # reuses a dead buffer")
+            continue
+        shape = "(" + ", ".join(map(str, extents)) + ("," if len(extents) == 1 else "") + ")"
+        if dead is None:
+            lines.append(f"    {name} = np.empty({shape}, np.{dtype})")
+        else:
+            lines.append(f"    {name} = {dead}.reshape({shape})  # reuses a dead buffer")
+    for name in plan.advise:
+        lines.append(f"    advise_huge_pages({name})")
+    lines.append(f"    ints = INTS({', '.join(_int_slots(plan))})")
+    lines.append(f"    ptrs = PTRS({', '.join(f'{n}.ctypes.data' for n in plan.slots)})")
+    for step, extent in plan.steps:
+        if extent is None:
+            lines.append(f"    {step}(ints, ptrs, 0, 0)")
+        else:
+            lines.append(f"    run_parallel({step}, {extent}, ints, ptrs)")
+    outs = [f"{n}.copy()" if copy else n for n, copy in plan.returns]
+    if plan.returns_tuple:
+        lines.append(f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
+    else:
+        lines.append(f"    return {outs[0]}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Building and the disk cache
+
+
+def _target_machine() -> Any:
+    """llvmlite's target machine for this CPU (or NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, as
+    Numba's kernels and mathlib's choices follow them)."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    cpu = os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name()
+    features = os.environ.get("NUMBA_CPU_FEATURES")
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic",
+                                        codemodel="default")
+
+
+def object_code(ir_text: str) -> bytes:
+    """The optimised (O3, vectorised) object code of a module's IR."""
+    import llvmlite.binding as llvm
+
+    machine = _target_machine()
+    module = llvm.parse_assembly(ir_text)
+    module.triple = llvm.get_process_triple()
+    module.data_layout = str(machine.target_data)
+    module.verify()
+    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+    tuning.loop_vectorization = True
+    tuning.slp_vectorization = True
+    builder = llvm.create_pass_builder(machine, tuning)
+    builder.getModulePassManager().run(module, builder)
+    return machine.emit_object(module)
+
+
+def _link(obj: bytes, folder: Path, libm: bool) -> Path:
+    """A shared library of the object code, by the C compiler (the system's linker)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise BuildFailed("no C compiler (cc) to link the object code")
+    obj_path = folder / "kernel.o"
+    atomic_write(obj_path, obj)
+    tmp = folder / f"kernel.{os.getpid()}.{threading.get_ident()}.so"
+    command = [cc, "-shared", "-o", str(tmp), str(obj_path)] + (["-lm"] if libm else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BuildFailed(f"{' '.join(command)}: {done.stderr.strip()[:500]}")
+    path = folder / "kernel.so"
+    os.replace(tmp, path)
+    return path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(source: str, folder: Path, key: str) -> tuple[Any, Path] | str:
+    """Translate, compile and link a kernel into `folder`: (plan, library path), or why
+    the direct back end does not take it."""
+    from transfuse.compiler.lower_direct import Unsupported, translate
+
+    try:
+        module = translate(source)
+    except Unsupported as exc:
+        return f"unsupported: {exc}"
+    except Exception as exc:  # a translator bug: never a wrong kernel, Numba takes it
+        if mode() == "strict":
+            raise
+        return f"translation failed: {type(exc).__name__}: {exc}"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        obj = object_code(module.ir)
+    except RuntimeError as exc:  # LLVM rejected the IR: a translator bug, as above
+        if mode() == "strict":
+            raise
+        return f"LLVM rejected the IR: {exc}"
+    try:
+        path = _link(obj, folder, module.libm)
+    except BuildFailed as exc:
+        return f"build failed: {exc}"
+    record = {"format": _FORMAT, "key": key, "plan": module.plan.to_json(),
+              "libm": module.libm, "sha256": _digest(path)}
+    atomic_write(folder / "direct.json", json.dumps(record, indent=1))
+    return module.plan, path
+
+
+def _read_record(folder: Path, key: str) -> dict | None:
+    try:
+        record = json.loads((folder / "direct.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != _FORMAT \
+            or record.get("key") != key:
+        return None
+    return record
+
+
+def _load_record(folder: Path, record: dict) -> DirectKernel | None:
+    """The cached library, or None when it is missing or not the one recorded."""
+    from transfuse.compiler.direct_plan import Plan
+
+    if "unsupported" in record:
+        return None
+    path = folder / "kernel.so"
+    try:
+        if _digest(path) != record["sha256"]:
+            log(f"direct: {path} does not match its record; building it again")
+            return None
+        library = ctypes.CDLL(str(path))
+    except OSError as exc:
+        log(f"direct: {path} not loaded ({exc}); building it again")
+        return None
+    return DirectKernel(library, Plan.from_json(record["plan"]), "disk", path)
+
+
+def load_or_build(source: str, name: str, key: str, *, disk: bool
+                  ) -> DirectKernel | str:
+    """The kernel from the disk cache, or built now; a string says why there is none
+    (the caller compiles through Numba)."""
+    if not disk:
+        with tempfile.TemporaryDirectory(prefix="transfuse-direct-") as tmp:
+            built = build(source, Path(tmp), key)
+            if isinstance(built, str):
+                return built
+            plan, path = built
+            return DirectKernel(ctypes.CDLL(str(path)), plan, "compiled", None)
+    folder = cache_root() / "direct" / f"{_safe(name)}-{key[:16]}"
+    record = _read_record(folder, key)
+    if record is not None:
+        if "unsupported" in record:
+            return record["unsupported"]
+        kernel = _load_record(folder, record)
+        if kernel is not None:
+            log(f"direct hit {name}: {folder}")
+            return kernel
+    built = build(source, folder, key)
+    if isinstance(built, str):
+        if built.startswith("unsupported"):  # remembered: a warm process need not look
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(folder / "direct.json", json.dumps(
+                {"format": _FORMAT, "key": key, "unsupported": built}))
+        return built
+    plan, path = built
+    log(f"direct compiled {name}: {folder}")
+    return DirectKernel(ctypes.CDLL(str(path)), plan, "compiled", path)
