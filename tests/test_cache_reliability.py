@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _through_numba():
     """These tests look at Numba's cache files: their kernels go through Numba, not the
@@ -25,9 +28,6 @@ def _through_numba():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRANSFUSE_DIRECT", "0")
         yield
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 # The programs, in every job. rk4 is a jit(grad) of a 3-step RK4 integrator of a damped
 # pendulum (2-element float64 state): its graph is long enough for buffers to be reused,
