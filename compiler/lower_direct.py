@@ -46,6 +46,7 @@ import numpy as np
 from llvmlite import ir
 
 from .direct_plan import Plan
+from .mathlib_ops import Op
 
 __all__ = ["DirectModule", "Plan", "Unsupported", "translate"]
 
@@ -212,6 +213,9 @@ class _Lazy:
     name: str
 
     def resolve(self) -> Any:
+        if (self.module, self.name) == ("transfuse.compiler.mathlib", "math_globals"):
+            # mathlib's plain functions: its Numba versions would import Numba
+            return importlib.import_module(self.module).plain_globals
         if self.module == "transfuse.runtime.cpu_kernels":
             # Its scalar helpers are scalar_bodies' functions compiled by njit: the same
             # Python, from a module that does not import SciPy.
@@ -1123,6 +1127,8 @@ class Emitter:
         return self.call(fn, args, node)
 
     def call(self, fn: Any, args: list, node: ast.Call) -> Any:
+        if isinstance(fn, Op):
+            return self.op_call(fn, args)
         if isinstance(fn, Function) and fn.shared:
             return self.call_shared(fn, args)
         if isinstance(fn, Function):
@@ -1335,6 +1341,38 @@ class Emitter:
         callee = _get_function(self.module, f"{name}.{suffix}",
                                ir.FunctionType(lltype, [lltype] * len(args)))
         return Scalar(self.builder.call(callee, [a.value for a in args]), dtype)
+
+    def op_call(self, op: Op, args: list) -> Scalar:
+        """One of mathlib's operations (compiler/mathlib_ops.py), whose own code writes
+        the IR; Python numbers take the type of the float operands, as Numba's typing
+        of mathlib requires them to have."""
+        floats = {a.dtype for a in args if isinstance(a, Scalar) and a.dtype.kind == "f"}
+        if len(floats) != 1:
+            raise Unsupported(f"mathlib's {op.name} on {floats or 'no floats'}")
+        (common,) = floats
+        values, dtypes = [], []
+        for a in args:
+            if isinstance(a, tuple):  # polyval's coefficients: an LLVM array constant
+                lltype = LLVM_TYPES[common]
+                items = [ir.Constant(lltype, _py(common.type(v))) for v in a]
+                values.append(ir.Constant(ir.ArrayType(lltype, len(a)), items))
+                continue
+            if is_constant(a) and scalar_dtype(a).kind == "f":
+                a = Scalar(ir.Constant(LLVM_TYPES[common], _py(common.type(a))), common)
+            a = self.as_scalar(a)
+            values.append(a.value)
+            dtypes.append(a.dtype)
+        if op.operands == "select":
+            if dtypes[0] != BOOL or dtypes[1] != dtypes[2]:
+                raise Unsupported(f"select of {dtypes}")
+            result = dtypes[1]
+        elif any(d != common for d in dtypes):
+            raise Unsupported(f"mathlib's {op.name} of {dtypes}")
+        else:
+            result = common
+        if op.result == "int64":
+            result = INT64
+        return Scalar(op.codegen(self.builder, values), result)
 
     def numba_call(self, fn: Any, args: list) -> Any:
         """A Numba dispatcher (inlined from its Python source) or intrinsic (whose own

@@ -1,267 +1,65 @@
-"""Vectorisable transcendental functions for the Numba loops that the compiler generates.
+"""Vectorisable transcendental functions for the loops that the compiler generates.
 
 Numba lowers `math.exp`, `np.tanh`, ... to scalar libm calls, and LLVM's loop vectoriser
 cannot vectorise a loop that calls them (the llvmlite wheels have no SVML). The functions
 here are written instead as straight-line, branch-free scalar code: range reduction, a
-minimax polynomial, and explicit `select`s for the special cases. Inlined into a loop (at
-Numba IR level, so always), they let LLVM vectorise the whole loop body, as XLA's and
-Sleef's functions do. Bit manipulation and the few LLVM intrinsics used (fmuladd, rint,
-floor, fabs, copysign) all have vector forms.
+minimax polynomial, and explicit `select`s for the special cases. Inlined into a loop,
+they let LLVM vectorise the whole loop body, as XLA's and Sleef's functions do. Bit
+manipulation and the few LLVM operations used (compiler/mathlib_ops.py: fmuladd, rint,
+floor, fabs, copysign, ...) all have vector forms.
 
 Every function exists for float32 and float64 (`tf_exp_f32`, `tf_exp_f64`, ...), agrees
 with NumPy (scipy.special for `erf` and `logistic`) to a few ulp over the whole float
 range, and gives exactly NumPy's answer for NaN, infinities, signed zeros, subnormals,
 overflow and underflow. Measured accuracy, speed and the approach are in docs/mathlib.md.
 
-Callers look functions up by primitive and dtype in `MATH_FUNCTIONS` (`pow` takes two
-arguments, the others one), and put `math_globals()` into the namespace of generated
-source. The functions are inlined into the caller, so they compile under its flags: do
-not use `fastmath` flags beyond `contract` there, since the special-value handling relies
-on NaN compares and the range reductions on exact, unreordered floating-point steps.
+The functions are plain Python over mathlib_ops' operations, and this module imports
+neither Numba nor llvmlite's binding: two compilers read them. The direct back end
+(compiler/lower_direct.py) translates their source where a kernel calls them; for Numba,
+compiler/mathlib_numba.py makes each an `njit(inline="always")` function and each
+operation an intrinsic. `MATH_FUNCTIONS`, `SMALL_TRIG`, `OUT_OF_LINE` and `math_globals()`
+are the Numba versions (made, and Numba imported, on first use); `PLAIN_FUNCTIONS` and
+`PLAIN_SMALL_TRIG` the Python ones, keyed alike by (primitive, dtype) (`pow` takes two
+arguments, the others one). The functions are inlined into the caller, so they compile
+under its flags: do not use `fastmath` flags beyond `contract` there, since the
+special-value handling relies on NaN compares and the range reductions on exact,
+unreordered floating-point steps.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
-__all__ = ["MATH_FUNCTIONS", "OUT_OF_LINE", "PRIMITIVES", "SMALL_TRIG", "SMALL_TRIG_LIMIT",
-           "math_globals"]
+from . import mathlib_ops as ops
+from .mathlib_ops import HAS_FMA
+
+# (and, through __getattr__ below, the Numba tables MATH_FUNCTIONS, SMALL_TRIG, OUT_OF_LINE)
+__all__ = ["PLAIN_FUNCTIONS", "PLAIN_SMALL_TRIG", "PRIMITIVES", "SMALL_TRIG_LIMIT",
+           "math_globals", "plain_globals"]
 
 PRIMITIVES = ("exp", "expm1", "log", "log1p", "tanh", "logistic", "sin", "cos", "tan",
               "erf", "sinh", "cosh", "arctan", "pow")
 
-# Numba-level inlining: each call site gets the function's body, so LLVM always sees
-# straight-line code it can vectorise, however large the caller grows.
-_jit = njit(inline="always", cache=False)
+
+def _jit(fn: Callable) -> Callable:
+    """Marks a function that kernels inline (each call site gets the function's body, so
+    LLVM always sees straight-line code it can vectorise, however large the caller
+    grows): compiler/mathlib_numba.py compiles every function of this module so."""
+    return fn
 
 
-# ---------------------------------------------------------------------------------------
-# LLVM building blocks. Each is a single instruction or LLVM intrinsic that the loop
-# vectoriser knows how to widen; none has a libm call behind it.
-
-def _layout(lltype: ir.Type) -> tuple[ir.IntType, int, int]:
-    """(same-width integer type, stored significand bits, exponent bias) of a float type."""
-    if isinstance(lltype, ir.FloatType):
-        return ir.IntType(32), 23, 127
-    return ir.IntType(64), 52, 1023
-
-
-def _declare(builder, name: str, lltype: ir.Type, nargs: int):
-    """The overloaded LLVM intrinsic `name` for `lltype`, taking `nargs` arguments."""
-    suffix = "f32" if isinstance(lltype, ir.FloatType) else "f64"
-    fnty = ir.FunctionType(lltype, [lltype] * nargs)
-    return cgutils.get_or_insert_function(builder.module, fnty, f"{name}.{suffix}")
-
-
-def _target_features() -> set[str]:
-    """The features ("+avx2", ...) of the CPU Numba compiles for: NUMBA_CPU_FEATURES when
-    set (a cross-compile), else the host's."""
-    from numba.core import config
-    from numba.core.codegen import get_host_cpu_features
-
-    features = config.CPU_FEATURES
-    if features is None:
-        features = get_host_cpu_features()
-    return set(str(features).split(","))
-
-
-def _target_vector_bits() -> int:
-    """The widest vector registers of the target: 512 with AVX-512F, 256 with AVX."""
-    flags = _target_features()
-    return 512 if "+avx512f" in flags else 256 if "+avx" in flags else 128
-
-
-# Whether llvm.fma is an instruction (vectorises) rather than a libm call on the target.
-HAS_FMA = "+fma" in _target_features()
-
-
-# LLVM's vectoriser uses 256-bit vectors on Intel's AVX-512 CPUs unless a function asks for
-# more ("prefer-256-bit" tuning: lower clock speeds under heavy 512-bit use). Loops of
-# mathlib's polynomials gain from twice the lanes, so each function that contains one is
-# marked with the target's full width (a no-op on AVX2 and on AMD's AVX-512 CPUs).
-_WIDTH_ATTRIBUTE = f'"prefer-vector-width"="{_target_vector_bits()}"'
-
-
-def _full_width(builder) -> None:
-    """Ask LLVM to vectorise the function being built at the target's full width."""
-    attributes = builder.function.attributes
-    if _WIDTH_ATTRIBUTE not in attributes:
-        set.add(attributes, _WIDTH_ATTRIBUTE)  # llvmlite's add() knows no string attributes
-
-
-def _floats(*tys) -> bool:
-    """Whether all types are the same Numba float type."""
-    return isinstance(tys[0], types.Float) and all(t == tys[0] for t in tys)
-
-
-def _llvm_codegen(name: str, nargs: int):
-    """Lowering that calls the LLVM intrinsic `name` on the arguments."""
-    def codegen(context, builder, sig, llargs):
-        return builder.call(_declare(builder, name, llargs[0].type, nargs), llargs)
-    return codegen
-
-
-def _llvm_unary(name: str):
-    """A Numba intrinsic f(x) calling the LLVM intrinsic `name`."""
-    def typer(typingctx, x):
-        return (x(x), _llvm_codegen(name, 1)) if _floats(x) else None
-    return intrinsic(typer)
-
-
-def _llvm_binary(name: str):
-    """A Numba intrinsic f(x, y) calling the LLVM intrinsic `name`."""
-    def typer(typingctx, x, y):
-        return (x(x, y), _llvm_codegen(name, 2)) if _floats(x, y) else None
-    return intrinsic(typer)
-
-
-@intrinsic
-def _fma(typingctx, a, b, c):
-    """a*b + c, fused where the CPU has FMA (llvm.fmuladd), so either way it vectorises."""
-    return (a(a, b, c), _llvm_codegen("llvm.fmuladd", 3)) if _floats(a, b, c) else None
-
-
-@intrinsic
-def _fma_exact(typingctx, a, b, c):
-    """a*b + c with a single rounding on every CPU (llvm.fma: a libm call where there is
-    no FMA instruction), for error-free products."""
-    return (a(a, b, c), _llvm_codegen("llvm.fma", 3)) if _floats(a, b, c) else None
-
-
-_rint = _llvm_unary("llvm.rint")  # round to nearest, ties to even
-_floor = _llvm_unary("llvm.floor")
-_fabs = _llvm_unary("llvm.fabs")
-_copysign = _llvm_binary("llvm.copysign")
-
-
-@intrinsic
-def _div(typingctx, a, b):
-    """a / b as a plain IEEE division: no ZeroDivisionError check, whatever the caller's
-    error model (a checked division would add a branch that blocks vectorisation)."""
-    if not _floats(a, b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fdiv(*args)
-    return a(a, b), codegen
-
-
-@intrinsic
-def _select(typingctx, cond, a, b):
-    """`a if cond else b` as one LLVM select: no branch for the vectoriser to if-convert
-    (Numba lowers conditional expressions to branches, which LLVM does not always flatten
-    once several inlined functions nest them)."""
-    if not (isinstance(cond, types.Boolean) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        _full_width(builder)
-        return builder.select(*args)
-    return a(cond, a, b), codegen
-
-
-# Integer <-> float conversions go through the bits of 2**mbits + k, the float whose low
-# significand bits are the integer k: AVX2 has no vector conversion for 64-bit integers.
-
-@intrinsic
-def _pow2(typingctx, n):
-    """2**n for a float n holding an integer in the normal exponent range, built from bits."""
-    if not _floats(n):
-        return None
-
-    def codegen(context, builder, sig, args):
-        inttype, mbits, bias = _layout(args[0].type)
-        magic = ir.Constant(args[0].type, float(2**mbits + bias))
-        biased = builder.bitcast(builder.fadd(args[0], magic), inttype)  # n + bias, low bits
-        return builder.bitcast(builder.shl(biased, ir.Constant(inttype, mbits)), args[0].type)
-    return n(n), codegen
-
-
-@intrinsic
-def _exponent(typingctx, x):
-    """The unbiased binary exponent of a positive normal x, as a float."""
-    if not _floats(x):
-        return None
-
-    def codegen(context, builder, sig, args):
-        inttype, mbits, bias = _layout(args[0].type)
-        bits = builder.lshr(builder.bitcast(args[0], inttype), ir.Constant(inttype, mbits))
-        bits = builder.and_(bits, ir.Constant(inttype, 2 * bias + 1))
-        bits = builder.or_(bits, ir.Constant(inttype, (bias + mbits) << mbits))
-        magic = ir.Constant(args[0].type, float(2**mbits + bias))
-        return builder.fsub(builder.bitcast(bits, args[0].type), magic)
-    return x(x), codegen
-
-
-@intrinsic
-def _significand(typingctx, x):
-    """x with its exponent replaced by 0: the significand of a normal x, in [1, 2)."""
-    if not _floats(x):
-        return None
-
-    def codegen(context, builder, sig, args):
-        inttype, mbits, bias = _layout(args[0].type)
-        bits = builder.and_(builder.bitcast(args[0], inttype),
-                            ir.Constant(inttype, (1 << mbits) - 1))
-        bits = builder.or_(bits, ir.Constant(inttype, bias << mbits))
-        return builder.bitcast(bits, args[0].type)
-    return x(x), codegen
-
-
-@intrinsic
-def _biased_exponent(typingctx, x):
-    """The stored (biased) exponent field of x, as an int64 table index."""
-    if not _floats(x):
-        return None
-
-    def codegen(context, builder, sig, args):
-        inttype, mbits, bias = _layout(args[0].type)
-        bits = builder.lshr(builder.bitcast(args[0], inttype), ir.Constant(inttype, mbits))
-        bits = builder.and_(bits, ir.Constant(inttype, 2 * bias + 1))
-        return builder.zext(bits, ir.IntType(64)) if inttype.width < 64 else bits
-    return types.int64(x), codegen
-
-
-@intrinsic
-def _integer_significand(typingctx, x):
-    """The significand of a normal |x| as an integer-valued float M (hidden bit included):
-    |x| = M * 2**(biased exponent - bias - stored significand bits). Built by giving the
-    stored fraction the exponent that makes its last bit worth 1: no int-to-float
-    conversion, which AVX2 lacks for 64-bit integers."""
-    if not _floats(x):
-        return None
-
-    def codegen(context, builder, sig, args):
-        inttype, mbits, bias = _layout(args[0].type)
-        bits = builder.and_(builder.bitcast(args[0], inttype),
-                            ir.Constant(inttype, (1 << mbits) - 1))
-        bits = builder.or_(bits, ir.Constant(inttype, (bias + mbits) << mbits))
-        return builder.bitcast(bits, args[0].type)
-    return x(x), codegen
-
-
-@intrinsic
-def _polyval(typingctx, t, coeffs):
-    """c[0] + c[1]*t + c[2]*t**2 + ... by Horner's rule with fused multiply-adds."""
-    if not (_floats(t) and isinstance(coeffs, types.UniTuple) and coeffs.dtype == t):
-        return None
-
-    def codegen(context, builder, sig, args):
-        tv, cv = args
-        _full_width(builder)
-        fma = _declare(builder, "llvm.fmuladd", tv.type, 3)
-        acc = builder.extract_value(cv, sig.args[1].count - 1)
-        for k in range(sig.args[1].count - 2, -1, -1):
-            acc = builder.call(fma, [acc, tv, builder.extract_value(cv, k)])
-        return acc
-    return t(t, coeffs), codegen
+# The operations, under the names the functions below use.
+_fma, _fma_exact = ops.FMA, ops.FMA_EXACT
+_rint, _floor, _fabs, _copysign = ops.RINT, ops.FLOOR, ops.FABS, ops.COPYSIGN
+_div, _select = ops.DIV, ops.SELECT
+_pow2, _exponent, _significand = ops.POW2, ops.EXPONENT, ops.SIGNIFICAND
+_biased_exponent, _integer_significand = ops.BIASED_EXPONENT, ops.INTEGER_SIGNIFICAND
+_polyval = ops.POLYVAL
+_full_width = ops.full_width
 
 
 # ---------------------------------------------------------------------------------------
@@ -1080,28 +878,37 @@ def tf_pow_f64(x, y):
 _FUNCTIONS["float64"]["pow"] = _jit(tf_pow_f64)
 
 
-MATH_FUNCTIONS: dict[tuple[str, str], Callable] = {
+PLAIN_FUNCTIONS: dict[tuple[str, str], Callable] = {
     (name, dtype): fn for dtype, funcs in _FUNCTIONS.items() for name, fn in funcs.items()}
 
 
 # sin, cos, tan for |x| < SMALL_TRIG_LIMIT, NaN and inf (Cody-Waite, no table), and the
-# test `trig_large` for the rest, keyed like MATH_FUNCTIONS: ("sin", "float32"), ...,
+# test `trig_large` for the rest, keyed like PLAIN_FUNCTIONS: ("sin", "float32"), ...,
 # ("trig_large", "float32"). A loop that uses them redoes the elements where trig_large
-# holds with MATH_FUNCTIONS (compiler/trig_fast_path.py).
-SMALL_TRIG: dict[tuple[str, str], Callable] = {
+# holds with the exact functions (compiler/trig_fast_path.py).
+PLAIN_SMALL_TRIG: dict[tuple[str, str], Callable] = {
     (name, dtype): fn for dtype, funcs in _SMALL.items() for name, fn in funcs.items()}
 
 
-# Each function again as an ordinary (not inlined) function, named tf_<name>_<suffix>_call:
-# a loop redoing a few points (compiler/trig_fast_path.py) calls these, so that it costs
-# one compile per process rather than a second inlined copy of every call per kernel.
-OUT_OF_LINE: dict[str, Callable] = {
-    f"{fn.py_func.__name__}_call": njit(cache=False)(fn.py_func)
-    for fn in MATH_FUNCTIONS.values()}
-
-
-def math_globals() -> dict[str, Callable]:
-    """{function name: function} for the namespace of generated source."""
-    names = {fn.py_func.__name__: fn for table in (MATH_FUNCTIONS, SMALL_TRIG)
+def plain_globals() -> dict[str, Callable]:
+    """math_globals()'s names, bound to the plain functions (for the direct back end,
+    which inlines every call: the `_call` names too)."""
+    names = {fn.__name__: fn for table in (PLAIN_FUNCTIONS, PLAIN_SMALL_TRIG)
              for fn in table.values()}
-    return {**names, **OUT_OF_LINE}
+    return {**names, **{f"{fn.__name__}_call": fn for fn in PLAIN_FUNCTIONS.values()}}
+
+
+def math_globals() -> dict[str, Any]:
+    """{function name: Numba function} for the namespace of generated source."""
+    from .mathlib_numba import math_globals as numba_globals
+
+    return numba_globals()
+
+
+def __getattr__(name: str) -> Any:
+    """MATH_FUNCTIONS, SMALL_TRIG and OUT_OF_LINE: the Numba versions, made on first use."""
+    if name in ("MATH_FUNCTIONS", "SMALL_TRIG", "OUT_OF_LINE"):
+        from . import mathlib_numba
+
+        return getattr(mathlib_numba, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
