@@ -40,3 +40,32 @@ class Plan:
         plan.returns = [tuple(r) for r in plan.returns]
         plan.params = [tuple(p) for p in plan.params]
         return plan
+
+
+def object_offsets() -> dict[str, int] | None:
+    """Byte offsets the compiled steps read arrays at: a tuple's items, an ndarray's data
+    pointer and extents pointer (CPython's and NumPy's struct layouts, public and stable
+    for years, but checked here on live objects); None where they do not hold, and the
+    direct back end is then not used."""
+    import ctypes
+    import sysconfig
+
+    import numpy as np
+
+    pointer = ctypes.sizeof(ctypes.c_void_p)
+    head = 2 * pointer  # ob_refcnt, ob_type
+    offsets = {"tuple_items": head + pointer, "array_data": head,
+               "array_dims": head + 2 * pointer}
+    if sysconfig.get_config_var("Py_GIL_DISABLED") or pointer != 8:
+        return None  # a free-threaded build's object head is larger; 32-bit: not checked
+    probe = np.arange(6.0).reshape(2, 3)
+    items = (probe, probe[0])
+    read = ctypes.c_void_p.from_address
+    try:
+        ok = (read(id(items) + offsets["tuple_items"]).value == id(probe)
+              and read(id(probe) + offsets["array_data"]).value == probe.ctypes.data
+              and list((ctypes.c_int64 * 2).from_address(
+                  read(id(probe) + offsets["array_dims"]).value)) == [2, 3])
+    except (ValueError, OSError):
+        return None
+    return offsets if ok else None

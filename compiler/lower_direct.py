@@ -23,10 +23,11 @@ the caller then compiles the kernel through Numba as before):
 The entry's own bookkeeping — the signature guard, `np.empty`, `advise_huge_pages`, the
 returned arrays — is not compiled: it becomes a `Plan` that runtime/direct.py carries out
 in Python around calls of the compiled steps. Each step is an exported function
-`void step_k(i64 *ints, i8 **ptrs, i64 lo, i64 hi)`: `ints` holds the entry's integer
-arguments and then every array's extents, `ptrs` every array's data; a step that is a
-parallel region runs blocks [lo, hi) of its `prange`, whose length `extent_k(ints, ptrs)`
-returns. docs/compiler.md, "The direct back end".
+`void step_k(i64 *ints, PyObject *arrays, i64 lo, i64 hi)`: `ints` holds the entry's
+integer arguments, `arrays` is a tuple of every array the steps use (the entry's and the
+buffers), whose data and extents the step reads from NumPy's array struct; a step that is
+a parallel region runs blocks [lo, hi) of its `prange`, whose length
+`extent_k(ints, arrays)` returns. docs/compiler.md, "The direct back end".
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 
-from .direct_plan import Plan
+from .direct_plan import Plan, object_offsets
 from .mathlib_ops import Op
 
 __all__ = ["DirectModule", "Plan", "Unsupported", "translate"]
@@ -61,6 +62,9 @@ FLOAT32, FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 class Unsupported(Exception):
     """The kernel uses something the direct back end does not translate."""
+
+
+OFFSETS = object_offsets() or {}  # where the steps read arrays: compiler/direct_plan.py
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,6 +154,8 @@ _PLAN_HELPERS = {"layout_mismatch", "SignatureMismatch", "advise_huge_pages"}
 def translate(source: str) -> DirectModule:
     """The LLVM IR and plan of a generated CPU kernel module; Unsupported if it uses
     anything outside the subset."""
+    if not OFFSETS:
+        raise Unsupported("this Python's object layout is not the one the steps read")
     tree = ast.parse(source)
     module_env: dict[str, Any] = {}
     functions: dict[str, tuple[ast.FunctionDef, bool]] = {}
@@ -702,7 +708,7 @@ class Emitter:
         self._shared: dict[tuple, ir.Function] = {}
         self._translator: _EntryTranslator | None = None
         self._ints: ir.Value | None = None
-        self._ptrs: ir.Value | None = None
+        self._arrays: ir.Value | None = None
         self._lo: ir.Value | None = None
         self._hi: ir.Value | None = None
         self._alloca_block: ir.Block | None = None
@@ -712,18 +718,16 @@ class Emitter:
         return _StepContext(self, name, translator, kind)
 
     def entry_scope(self, translator: _EntryTranslator) -> Scope:
-        """The entry's names: int params read from `ints`, arrays from `ptrs` and their
-        extents from `ints`, each loaded where a function first uses it (a program of a
-        thousand buffers cut into a hundred functions must not load them all in each)."""
+        """The entry's names: int params read from `ints`, arrays from the tuple `arrays`
+        (each an ndarray, whose data and extents are read from NumPy's struct), each
+        loaded where a function first uses it (a program of a thousand buffers cut into
+        a hundred functions must not load them all in each)."""
         plan = translator.plan
         where: dict[str, tuple] = {}
-        ints_index = 0
-        for name in (n for n, kind in plan.params if kind == "int"):
-            where[name] = ("int", ints_index)
-            ints_index += 1
+        for k, name in enumerate(n for n, kind in plan.params if kind == "int"):
+            where[name] = ("int", k)
         for slot, (name, (dtype, ndim)) in enumerate(translator.arrays.items()):
-            where[name] = ("array", slot, dtype, ints_index, ndim)
-            ints_index += ndim
+            where[name] = ("array", slot, dtype, ndim)
         return _EntryScope(translator.lookup, where, self)
 
     def load_param(self, spec: tuple) -> Scalar | Array:
@@ -733,18 +737,25 @@ class Emitter:
             if spec[0] == "int":
                 ptr = b.gep(self._ints, [ir.Constant(I64, spec[1])], source_etype=I64)
                 return Scalar(b.load(ptr, typ=I64), INT64)
-            _, slot, dtype, first, ndim = spec
-            raw = b.load(b.gep(self._ptrs, [ir.Constant(I64, slot)], source_etype=I8P),
-                         typ=I8P)
-            ptr = b.bitcast(raw, _memory_type(dtype).as_pointer())
-            shape = tuple(b.load(b.gep(self._ints, [ir.Constant(I64, first + k)],
-                                       source_etype=I64), typ=I64) for k in range(ndim))
+            _, slot, dtype, ndim = spec
+            item = self._field(self._arrays, OFFSETS["tuple_items"] + 8 * slot, I8P)
+            data = self._field(item, OFFSETS["array_data"], I8P)
+            dims = b.bitcast(self._field(item, OFFSETS["array_dims"], I8P), I64.as_pointer())
+            ptr = b.bitcast(data, _memory_type(dtype).as_pointer())
+            shape = tuple(b.load(b.gep(dims, [ir.Constant(I64, k)], source_etype=I64),
+                                 typ=I64) for k in range(ndim))
             return Array(ptr, dtype, shape)
 
+    def _field(self, obj: ir.Value, offset: int, lltype: ir.Type) -> ir.Value:
+        """The value of type lltype at a byte offset into a Python object."""
+        b = self.builder
+        at = b.gep(obj, [ir.Constant(I64, offset)], source_etype=I8)
+        return b.load(b.bitcast(at, lltype.as_pointer()), typ=lltype)
+
     def call_part(self, name: str) -> None:
-        """Call an internal function of the module with this function's ints and ptrs."""
+        """Call an internal function of the module with this function's ints and arrays."""
         fn = self.module.globals[name]
-        self.builder.call(fn, [self._ints, self._ptrs])
+        self.builder.call(fn, [self._ints, self._arrays])
 
     def alloca(self, dtype: np.dtype) -> ir.Value:
         """Stack memory in the function's first block (so that LLVM promotes it)."""
@@ -1475,7 +1486,7 @@ class _CodegenContext:
 
 class _StepContext:
     """Builds one function of the module and yields the entry's scope. Kinds: 'step'
-    (exported: ints, ptrs, lo, hi), 'extent' (exported, returns a prange's length),
+    (exported: ints, arrays, lo, hi), 'extent' (exported, returns a prange's length),
     'part' (internal, never inlined: a piece of a long serial step, so that LLVM
     optimises pieces of bounded size and its time grows linearly with the program)."""
 
@@ -1485,14 +1496,14 @@ class _StepContext:
     def __enter__(self) -> Scope:
         e = self.emitter
         ret = I64 if self.kind == "extent" else ir.VoidType()
-        args = [I64.as_pointer(), I8P.as_pointer()] + ([I64, I64] if self.kind == "step"
+        args = [I64.as_pointer(), I8P] + ([I64, I64] if self.kind == "step"
                                                        else [])
         fn = ir.Function(e.module, ir.FunctionType(ret, args), self.name)
         fn.attributes.add("nounwind")
         if self.kind == "part":
             fn.linkage = "internal"
             fn.attributes.add("noinline")
-        e._ints, e._ptrs = fn.args[0], fn.args[1]
+        e._ints, e._arrays = fn.args[0], fn.args[1]
         if self.kind == "step":
             e._lo, e._hi = fn.args[2], fn.args[3]
         e._alloca_block = fn.append_basic_block("locals")

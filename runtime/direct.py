@@ -35,9 +35,13 @@ from .errors import SignatureMismatch
 __all__ = ["DirectKernel", "build", "load_or_build", "mode", "thread_count"]
 
 _FORMAT = 1
-_STEP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                         ctypes.c_int64)
-_EXTENT = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
+# A serial step keeps the GIL, as Numba's functions do (and a call costs less); a parallel
+# step's blocks release it, so that the pool's threads run at once.
+_SERIAL_STEP = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.py_object, ctypes.c_int64,
+                                 ctypes.c_int64)
+_PARALLEL_STEP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.py_object, ctypes.c_int64,
+                                  ctypes.c_int64)
+_EXTENT = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.py_object)
 
 
 def mode() -> str:
@@ -83,18 +87,18 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def run_parallel(step: Any, extent: Any, ints: Any, ptrs: Any) -> None:
+def run_parallel(step: Any, extent: Any, ints: Any, arrays: tuple) -> None:
     """Run a parallel step's blocks [0, extent) over the threads."""
-    n = extent(ints, ptrs)
+    n = extent(ints, arrays)
     threads = min(thread_count(), n)
     if threads <= 1:
-        step(ints, ptrs, 0, n)
+        step(ints, arrays, 0, n)
         return
     cuts = [n * k // threads for k in range(threads + 1)]
     pool = _pool(thread_count())
-    futures = [pool.submit(step, ints, ptrs, cuts[k], cuts[k + 1])
+    futures = [pool.submit(step, ints, arrays, cuts[k], cuts[k + 1])
                for k in range(1, threads)]
-    step(ints, ptrs, cuts[0], cuts[1])
+    step(ints, arrays, cuts[0], cuts[1])
     for f in futures:
         f.result()
 
@@ -137,27 +141,30 @@ class DirectKernel:
         self.source = entry_source(plan)
         namespace = {"np": np, "ndarray": np.ndarray, "SignatureMismatch": SignatureMismatch,
                      "advise_huge_pages": advise_huge_pages, "run_parallel": run_parallel,
-                     "INTS": ctypes.c_int64 * len(_int_slots(plan)),
-                     "PTRS": ctypes.c_void_p * len(plan.slots)}
+                     "ints_of": _ints_cache(len(plan.ints))}
         for step, extent in plan.steps:
-            namespace[step] = _STEP((step, library))
+            kind = _SERIAL_STEP if extent is None else _PARALLEL_STEP
+            namespace[step] = kind((step, library))
             if extent is not None:
                 namespace[extent] = _EXTENT((extent, library))
-        for name, dtype in plan.param_dtypes.items():
-            namespace[f"DT_{name}"] = np.dtype(dtype)
         exec(compile(self.source, f"<transfuse direct entry {path}>", "exec"), namespace)
         self.entry_point = namespace["entry"]
 
 
-def _int_slots(plan: Any) -> list[str]:
-    """What `ints` holds: the int params, then each array's extents."""
-    out = list(plan.ints)
-    ndims = dict(plan.param_ndims)
-    for name, extents, _, dead in plan.allocs:
-        ndims[name] = ndims[dead] if extents is None else len(extents)
-    for name in plan.slots:
-        out += [f"{name}.shape[{k}]" for k in range(ndims[name])]
-    return out
+def _ints_cache(count: int) -> Any:
+    """ints_of(values): the steps' int64 array of the entry's int arguments, made once per
+    distinct tuple of values (they are a signature's sizes: a handful per program)."""
+    kind = ctypes.c_int64 * max(count, 1)
+    made: dict[tuple, Any] = {}
+
+    def ints_of(values: tuple) -> Any:
+        found = made.get(values)
+        if found is None:
+            if len(made) > 256:  # many batch sizes: start again rather than grow
+                made.clear()
+            found = made[values] = kind(*values)
+        return found
+    return ints_of
 
 
 def entry_source(plan: Any) -> str:
@@ -184,13 +191,15 @@ def entry_source(plan: Any) -> str:
             lines.append(f"    {name} = {dead}.reshape({shape})  # reuses a dead buffer")
     for name in plan.advise:
         lines.append(f"    advise_huge_pages({name})")
-    lines.append(f"    ints = INTS({', '.join(_int_slots(plan))})")
-    lines.append(f"    ptrs = PTRS({', '.join(f'{n}.ctypes.data' for n in plan.slots)})")
+    ints = ", ".join(plan.ints) + ("," if len(plan.ints) == 1 else "")
+    lines.append(f"    ints = ints_of(({ints}))")
+    slots = ", ".join(plan.slots) + ("," if len(plan.slots) == 1 else "")
+    lines.append(f"    arrays = ({slots})")
     for step, extent in plan.steps:
         if extent is None:
-            lines.append(f"    {step}(ints, ptrs, 0, 0)")
+            lines.append(f"    {step}(ints, arrays, 0, 0)")
         else:
-            lines.append(f"    run_parallel({step}, {extent}, ints, ptrs)")
+            lines.append(f"    run_parallel({step}, {extent}, ints, arrays)")
     outs = [f"{n}.copy()" if copy else n for n, copy in plan.returns]
     if plan.returns_tuple:
         lines.append(f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")

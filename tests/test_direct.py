@@ -220,7 +220,7 @@ def test_the_entry_source_is_readable(fresh_cache):
     kernel = kernel_of(tx.jit(chain), x)
     text = kernel.source
     assert "def entry(" in text and "raise SignatureMismatch()" in text
-    assert "run_parallel(step_0, extent_0, ints, ptrs)" in text
+    assert "run_parallel(step_0, extent_0, ints, arrays)" in text
 
 
 # ---------------------------------------------------------------------------------------
