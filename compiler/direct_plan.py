@@ -17,6 +17,7 @@ class Plan:
     param_dtypes: dict[str, str] = field(default_factory=dict)  # array param -> dtype
     param_ndims: dict[str, int] = field(default_factory=dict)
     guard: list[tuple[str, list]] = field(default_factory=list)  # (array, extents)
+    guard_compiled: bool = False  # the first step checks them (else the Python entry)
     allocs: list[tuple[str, list | None, str | None, str | None]] = field(
         default_factory=list)
     # (name, extents, dtype, the dead buffer it reshapes or None); extents: ints or names;
@@ -55,7 +56,8 @@ def object_offsets() -> dict[str, int] | None:
     pointer = ctypes.sizeof(ctypes.c_void_p)
     head = 2 * pointer  # ob_refcnt, ob_type
     offsets = {"tuple_items": head + pointer, "array_data": head,
-               "array_dims": head + 2 * pointer}
+               "array_nd": head + pointer, "array_dims": head + 2 * pointer,
+               "array_strides": head + 3 * pointer}
     if sysconfig.get_config_var("Py_GIL_DISABLED") or pointer != 8:
         return None  # a free-threaded build's object head is larger; 32-bit: not checked
     probe = np.arange(6.0).reshape(2, 3)
@@ -64,8 +66,11 @@ def object_offsets() -> dict[str, int] | None:
     try:
         ok = (read(id(items) + offsets["tuple_items"]).value == id(probe)
               and read(id(probe) + offsets["array_data"]).value == probe.ctypes.data
+              and ctypes.c_int32.from_address(id(probe) + offsets["array_nd"]).value == 2
               and list((ctypes.c_int64 * 2).from_address(
-                  read(id(probe) + offsets["array_dims"]).value)) == [2, 3])
+                  read(id(probe) + offsets["array_dims"]).value)) == [2, 3]
+              and list((ctypes.c_int64 * 2).from_address(
+                  read(id(probe) + offsets["array_strides"]).value)) == [24, 8])
     except (ValueError, OSError):
         return None
     return offsets if ok else None

@@ -385,6 +385,9 @@ class _EntryTranslator:
                 self.plan.param_dtypes[name] = kind[0].name
                 self.plan.param_ndims[name] = kind[1]
                 self.arrays[name] = kind
+                if kind[1] == 0:  # no guard line in the source (Numba's wrapper checks
+                    # ranks): without this, an array of another rank would be read as 0-d
+                    self.plan.guard.append((name, []))
 
     # -- plan statements ---------------------------------------------------------------
     def _plan_statement(self, stmt: ast.stmt) -> bool:
@@ -471,6 +474,9 @@ class _EntryTranslator:
                 with self.emitter.step(f"{name}_part{k}", self, kind="part") as scope:
                     self.emitter.block(piece, scope)
         with self.emitter.step(name, self) as scope:
+            if not self.plan.steps and self.plan.guard:  # the first step checks the arrays
+                self.emitter.guard(self.plan.guard, scope)
+                self.plan.guard_compiled = True
             if len(pieces) > 1:
                 for k in range(len(pieces)):
                     self.emitter.call_part(f"{name}_part{k}")
@@ -712,6 +718,8 @@ class Emitter:
         self._lo: ir.Value | None = None
         self._hi: ir.Value | None = None
         self._alloca_block: ir.Block | None = None
+        self._params_block: ir.Block | None = None
+        self._first_block: ir.Block | None = None  # where `locals` goes: guard or params
 
     # -- functions ---------------------------------------------------------------------
     def step(self, name: str, translator: _EntryTranslator, kind: str = "step"):
@@ -730,21 +738,88 @@ class Emitter:
             where[name] = ("array", slot, dtype, ndim)
         return _EntryScope(translator.lookup, where, self)
 
-    def load_param(self, spec: tuple) -> Scalar | Array:
-        """An entry name's value, loaded in the function's first block."""
+    def load_int(self, index: int) -> ir.Value:
+        """The entry's int argument `index`, loaded here."""
         b = self.builder
-        with b.goto_block(self._alloca_block):
+        return b.load(b.gep(self._ints, [ir.Constant(I64, index)], source_etype=I64),
+                      typ=I64)
+
+    def load_param(self, spec: tuple) -> Scalar | Array:
+        """An entry name's value, loaded in the function's `params` block (after the
+        guard, before the body)."""
+        b = self.builder
+        with b.goto_block(self._params_block):
             if spec[0] == "int":
                 ptr = b.gep(self._ints, [ir.Constant(I64, spec[1])], source_etype=I64)
                 return Scalar(b.load(ptr, typ=I64), INT64)
             _, slot, dtype, ndim = spec
-            item = self._field(self._arrays, OFFSETS["tuple_items"] + 8 * slot, I8P)
+            item = self._tuple_item(slot)
             data = self._field(item, OFFSETS["array_data"], I8P)
             dims = b.bitcast(self._field(item, OFFSETS["array_dims"], I8P), I64.as_pointer())
             ptr = b.bitcast(data, _memory_type(dtype).as_pointer())
             shape = tuple(b.load(b.gep(dims, [ir.Constant(I64, k)], source_etype=I64),
                                  typ=I64) for k in range(ndim))
             return Array(ptr, dtype, shape)
+
+    def guard(self, guard: list[tuple[str, list]], scope: Scope) -> None:
+        """Return 1 unless every guarded array has its compiled rank, extents and C
+        layout and is aligned (runtime/cpu_kernels.py layout_mismatch's rules: strides
+        along extents of 1, and in an empty array, are not looked at). Done here rather
+        than in the Python entry: it saves a third of a small call's time."""
+        b = self.builder
+        body_start = b.block
+        b.position_at_end(b.function.append_basic_block("guard"))
+        self._first_block = b.block  # runs before `params` loads any array's fields
+        bad = self.alloca(BOOL)
+        b.store(ir.Constant(I1, 0), bad)
+        for name, extents in guard:
+            item = self._tuple_item(scope.where[name][1])
+            nd = b.load(b.bitcast(b.gep(item, [ir.Constant(I64, OFFSETS["array_nd"])],
+                                        source_etype=I8), I32.as_pointer()), typ=I32)
+            rank_ok = b.icmp_signed("==", nd, ir.Constant(I32, len(extents)))
+            with b.if_else(rank_ok) as (same_rank, other_rank):
+                with same_rank:
+                    b.store(b.or_(b.load(bad, typ=I1),
+                                  self._layout_wrong(item, scope, name, extents)), bad)
+                with other_rank:
+                    b.store(ir.Constant(I1, 1), bad)
+        with b.if_then(b.load(bad, typ=I1)):
+            b.ret(ir.Constant(I64, 1))
+        b.branch(self._params_block)
+        b.position_at_end(body_start)
+
+    def _layout_wrong(self, item: ir.Value, scope: Scope, name: str, extents: list
+                      ) -> ir.Value:
+        b = self.builder
+        dtype = scope.where[name][2]
+        itemsize = np.dtype(dtype).itemsize
+        dims = b.bitcast(self._field(item, OFFSETS["array_dims"], I8P), I64.as_pointer())
+        strides = b.bitcast(self._field(item, OFFSETS["array_strides"], I8P),
+                            I64.as_pointer())
+        data = b.ptrtoint(self._field(item, OFFSETS["array_data"], I8P), I64)
+        wrong = b.icmp_unsigned("!=", b.and_(data, ir.Constant(I64, itemsize - 1)),
+                                ir.Constant(I64, 0))
+        size = ir.Constant(I64, 1)
+        extent_values = []
+        for k, want in enumerate(extents):
+            extent = b.load(b.gep(dims, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
+            want_value = (self.load_int(scope.where[want][1]) if isinstance(want, str)
+                          else ir.Constant(I64, want))
+            wrong = b.or_(wrong, b.icmp_signed("!=", extent, want_value))
+            size = b.mul(size, extent)
+            extent_values.append(extent)
+        step = ir.Constant(I64, itemsize)
+        strided = ir.Constant(I1, 0)
+        for k in range(len(extents) - 1, -1, -1):
+            stride = b.load(b.gep(strides, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
+            moves = b.icmp_signed(">", extent_values[k], ir.Constant(I64, 1))
+            strided = b.or_(strided, b.and_(moves, b.icmp_signed("!=", stride, step)))
+            step = b.mul(step, extent_values[k])
+        nonempty = b.icmp_signed("!=", size, ir.Constant(I64, 0))
+        return b.or_(wrong, b.and_(nonempty, strided))
+
+    def _tuple_item(self, slot: int) -> ir.Value:
+        return self._field(self._arrays, OFFSETS["tuple_items"] + 8 * slot, I8P)
 
     def _field(self, obj: ir.Value, offset: int, lltype: ir.Type) -> ir.Value:
         """The value of type lltype at a byte offset into a Python object."""
@@ -1495,7 +1570,7 @@ class _StepContext:
 
     def __enter__(self) -> Scope:
         e = self.emitter
-        ret = I64 if self.kind == "extent" else ir.VoidType()
+        ret = ir.VoidType() if self.kind == "part" else I64  # a step: 1 for a mismatch
         args = [I64.as_pointer(), I8P] + ([I64, I64] if self.kind == "step"
                                                        else [])
         fn = ir.Function(e.module, ir.FunctionType(ret, args), self.name)
@@ -1507,6 +1582,8 @@ class _StepContext:
         if self.kind == "step":
             e._lo, e._hi = fn.args[2], fn.args[3]
         e._alloca_block = fn.append_basic_block("locals")
+        e._params_block = fn.append_basic_block("params")
+        e._first_block = e._params_block
         start = fn.append_basic_block("start")
         e.builder = ir.IRBuilder(start)
         return e.entry_scope(self.translator)
@@ -1514,10 +1591,14 @@ class _StepContext:
     def __exit__(self, kind, exc, tb) -> None:
         e = self.emitter
         if kind is None:
-            if self.kind != "extent":
+            if self.kind == "part":
                 e.builder.ret_void()
+            elif self.kind == "step":
+                e.builder.ret(ir.Constant(I64, 0))
             with e.builder.goto_block(e._alloca_block):
-                e.builder.branch(e.builder.function.blocks[1])
+                e.builder.branch(e._first_block)
+            with e.builder.goto_block(e._params_block):
+                e.builder.branch(e.builder.function.blocks[2])  # start
         e.builder = None
 
 

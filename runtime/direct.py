@@ -37,10 +37,10 @@ __all__ = ["DirectKernel", "build", "load_or_build", "mode", "thread_count"]
 _FORMAT = 1
 # A serial step keeps the GIL, as Numba's functions do (and a call costs less); a parallel
 # step's blocks release it, so that the pool's threads run at once.
-_SERIAL_STEP = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.py_object, ctypes.c_int64,
-                                 ctypes.c_int64)
-_PARALLEL_STEP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.py_object, ctypes.c_int64,
-                                  ctypes.c_int64)
+_SERIAL_STEP = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.py_object,
+                                 ctypes.c_int64, ctypes.c_int64)
+_PARALLEL_STEP = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.py_object,
+                                  ctypes.c_int64, ctypes.c_int64)
 _EXTENT = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.py_object)
 
 
@@ -107,7 +107,7 @@ def run_parallel(step: Any, extent: Any, ints: Any, arrays: tuple) -> None:
 # Huge pages for large buffers, as runtime/cpu_kernels.advise_huge_pages does in Numba
 
 
-_HUGE_PAGE_MIN_BYTES = 1 << 21
+_HUGE_PAGE_MIN_BYTES = 1 << 22  # runtime/cpu_kernels.py's HUGE_PAGE_MIN_BYTES
 _MADV_HUGEPAGE = 14
 _LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
 
@@ -175,7 +175,7 @@ def entry_source(plan: Any) -> str:
     if arrays:  # a NumPy scalar has a dtype too: the slow path makes it an array
         test = " or ".join(f"type({n}) is not ndarray" for n in arrays)
         lines += [f"    if {test}:", "        raise SignatureMismatch()"]
-    for name, extents in plan.guard:
+    for name, extents in [] if plan.guard_compiled else plan.guard:
         want = "(" + ", ".join(map(str, extents)) + ("," if len(extents) == 1 else "") + ")"
         lines.append(f"    if {name}.shape != {want} or not {name}.flags.c_contiguous"
                      f" or not {name}.flags.aligned:")
@@ -195,8 +195,10 @@ def entry_source(plan: Any) -> str:
     lines.append(f"    ints = ints_of(({ints}))")
     slots = ", ".join(plan.slots) + ("," if len(plan.slots) == 1 else "")
     lines.append(f"    arrays = ({slots})")
-    for step, extent in plan.steps:
-        if extent is None:
+    for k, (step, extent) in enumerate(plan.steps):
+        if k == 0 and plan.guard_compiled:  # the step checks the arrays first
+            lines += [f"    if {step}(ints, arrays, 0, 0):", "        raise SignatureMismatch()"]
+        elif extent is None:
             lines.append(f"    {step}(ints, arrays, 0, 0)")
         else:
             lines.append(f"    run_parallel({step}, {extent}, ints, arrays)")

@@ -78,5 +78,7 @@ def as_kernel_arg(x: Any, dtype: np.dtype) -> np.ndarray:
     """x as the C-contiguous, aligned, native-order array the entry point was built for."""
     arr = np.asarray(x)
     if arr.dtype != dtype or not arr.flags.c_contiguous or not arr.flags.aligned:
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        # np.require, not np.ascontiguousarray: that returns a contiguous but misaligned
+        # array as it is
+        arr = np.require(arr, dtype=dtype, requirements="CA")
     return arr

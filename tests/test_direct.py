@@ -306,3 +306,21 @@ def test_an_unsupported_kernel_is_remembered_on_disk(fresh_cache):
     tx.jit(lambda v: v // 0.7)(x)  # float floor division: not translated yet
     records = [json.loads(p.read_text()) for p in (fresh_cache / "direct").glob("*/direct.json")]
     assert any(r.get("unsupported", "").startswith("unsupported") for r in records)
+
+
+def test_the_compiled_guard_sends_other_ranks_layouts_and_sizes_back(fresh_cache):
+    """The first step checks rank, extents, C layout and alignment before any array is
+    read (a 0-d array's extents are not even allocated): each case recompiles or copies,
+    and every answer is right."""
+    f = tx.jit(lambda v, w: v * w + 1.0)
+    x, y = RNG.standard_normal(12), RNG.standard_normal(12)
+    np.testing.assert_array_equal(f(x, y), x * y + 1.0)
+    assert "if step_0(ints, arrays, 0, 0):" in kernel_of(f, x, y).source
+    for a, b in [(np.asarray(2.5), np.asarray(-1.5)), (x.reshape(3, 4), y.reshape(3, 4)),
+                 (x[:6], y[:6]), (x[::2], y[::2]), (x.reshape(3, 4).T, y.reshape(3, 4).T),
+                 (np.zeros((0,)), np.zeros((0,)))]:
+        np.testing.assert_array_equal(f(a, b), a * b + 1.0)
+    raw = np.zeros(12 * 8 + 1, np.uint8)[1:].view(np.float64)  # misaligned float64s
+    raw[:] = x
+    assert not raw.flags.aligned
+    np.testing.assert_array_equal(f(raw, y), x * y + 1.0)
