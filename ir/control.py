@@ -67,8 +67,16 @@ def clamp_index(index: int, num_branches: int) -> int:
     return min(max(int(index), 0), num_branches - 1)
 
 
+def _own(outs: list, inputs: Sequence) -> list:
+    """Outputs that are not the inputs themselves: control flow returns new values, as
+    JAX's does (an identity branch or a loop of no trips would otherwise hand back its
+    input, and an in-place update of the result would change the caller's array)."""
+    given = {id(x) for x in inputs}
+    return [np.array(o, copy=True) if id(o) in given else o for o in outs]
+
+
 def _cond_impl(index, *operands, branches):
-    return _run(branches[clamp_index(index, len(branches))], operands)
+    return _own(_run(branches[clamp_index(index, len(branches))], operands), operands)
 
 
 define("cond", _cond_rule, _cond_impl, multiple_results=True,
@@ -102,7 +110,7 @@ def _while_impl(*args, cond_graph, body_graph, cond_nconsts, body_nconsts):
     carry = [np.asarray(x) for x in args[cond_nconsts + body_nconsts:]]
     while bool(_run(cond_graph, cond_consts + carry)[0]):
         carry = _run(body_graph, body_consts + carry)
-    return carry
+    return _own(carry, args)
 
 
 define("while_loop", _while_rule, _while_impl, multiple_results=True,
@@ -147,7 +155,7 @@ def _scan_impl(*args, body, length, reverse, num_consts, num_carry):
         carry = outs[:num_carry]
         for y, out in zip(ys, outs[num_carry:]):
             y[i] = out
-    return carry + ys
+    return _own(carry, args) + ys
 
 
 define("scan", _scan_rule, _scan_impl, multiple_results=True,

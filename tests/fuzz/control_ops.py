@@ -25,7 +25,7 @@ class PythonLax:
 
     @staticmethod
     def cond(pred: Any, true_fun: Any, false_fun: Any, *operands: Any) -> Any:
-        return true_fun(*operands) if bool(pred) else false_fun(*operands)
+        return _fresh(true_fun(*operands) if bool(pred) else false_fun(*operands))
 
     @staticmethod
     def scan(f: Any, init: Any, xs: Any, length: Any = None, reverse: bool = False) -> Any:
@@ -38,21 +38,32 @@ class PythonLax:
             ys.reverse()
         like = np.asarray(f(init, xs[0])[1]) if len(xs) else None
         stacked = np.stack(ys) if ys else np.empty((0, *like.shape), like.dtype)
-        return carry, stacked
+        return _fresh(carry), stacked
 
     @staticmethod
     def fori_loop(lower: int, upper: int, body: Any, init: Any) -> Any:
         val = init
         for i in range(lower, upper):
             val = body(i, val)
-        return val
+        return _fresh(val)
 
     @staticmethod
     def while_loop(cond_fun: Any, body_fun: Any, init: Any) -> Any:
         val = init
         while bool(cond_fun(val)):
             val = body_fun(val)
-        return val
+        return _fresh(val)
+
+
+def _fresh(tree: Any) -> Any:
+    """Copies of a result's arrays: a loop of no trips (or an identity branch) must not
+    hand back its input itself, which a later in-place statement would then change. JAX's
+    and transfuse's control flow return new values (finding 15)."""
+    if isinstance(tree, np.ndarray):
+        return tree.copy()
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_fresh(t) for t in tree)
+    return tree
 
 
 def namespace(xp: Any, reference: bool) -> Any:

@@ -377,3 +377,32 @@ def test_jit_of_a_numpy_scalar_argument(scalar):
         out = column(scalar)
         assert out.shape == (1, 1) and out.dtype == np.asarray(scalar).dtype
         assert out[0, 0] == scalar
+
+
+# ---------------------------------------------------------------------------------------
+# 15. Not a transfuse bug: the fuzzer's Python reference of fori_loop returned its input
+# itself after no trips, so `np.multiply(v, 3.0, out=v)` changed the input in the
+# reference and not in transfuse (seed 10372). Control flow returns new values, as JAX's
+# does; the reference now copies (tests/fuzz/control_ops.py).
+
+
+@pytest.mark.parametrize("mode", ["eager", "functionalize", "jit(functionalize)"])
+def test_a_loop_of_no_trips_returns_a_new_array(mode):
+    from tests.fuzz.control_ops import PythonLax
+
+    def f(x, lx):
+        v = lx.fori_loop(0, 0, lambda i, c: np.tanh(c) * 0.5 + c * 0.5, x)
+        np.multiply(v, 3.0, out=v)
+        return v
+
+    x = np.random.default_rng(10372).standard_normal((4, 5)).astype(np.float32)
+    keep = x.copy()
+    program = {"eager": lambda a: f(a, tx.lax),
+               "functionalize": tx.functionalize(lambda a: f(a, tx.lax)),
+               "jit(functionalize)": tx.jit(tx.functionalize(lambda a: f(a, tx.lax)))}[mode]
+    got = program(x)
+    np.testing.assert_array_equal(got, keep * np.float32(3.0))
+    np.testing.assert_array_equal(x, keep)  # the input is not the loop's result
+    reference_input = keep.copy()
+    np.testing.assert_array_equal(f(reference_input, PythonLax), got)
+    np.testing.assert_array_equal(reference_input, keep)
