@@ -223,6 +223,10 @@ class _Lazy:
             # mathlib's plain functions: its Numba versions would import Numba
             return importlib.import_module(self.module).plain_globals
         if self.module == "transfuse.runtime.cpu_kernels":
+            from .direct_helpers import HELPER_RULES
+
+            if self.name in HELPER_RULES:  # Numba-only code: an explicit rule instead
+                return HELPER_RULES[self.name]
             # Its scalar helpers are scalar_bodies' functions compiled by njit: the same
             # Python, from a module that does not import SciPy.
             bodies = importlib.import_module("transfuse.runtime.scalar_bodies")
@@ -712,6 +716,7 @@ class Emitter:
         self._globals: dict[int, ir.GlobalVariable] = {}
         self._trees: dict[Any, ast.FunctionDef] = {}
         self._shared: dict[tuple, ir.Function] = {}
+        self._frees: list[list[ir.Value]] = []  # malloc'd buffers per open loop body
         self._translator: _EntryTranslator | None = None
         self._ints: ir.Value | None = None
         self._arrays: ir.Value | None = None
@@ -905,14 +910,16 @@ class Emitter:
             if fn not in ("range", "prange") or stmt.iter.keywords:
                 raise Unsupported(f"a loop over {ast.unparse(stmt.iter)}")
             args = [self.to_int(self.expr(a, scope)) for a in stmt.iter.args]
+            step = self.constant(1)
             if len(args) == 1:
                 start, stop = self.constant(0), args[0]
-            elif len(args) == 2:
-                start, stop = args
+            elif len(args) in (2, 3):
+                start, stop = args[:2]
+                step = args[2] if len(args) == 3 else step
             else:
-                raise Unsupported("range with a step")
+                raise Unsupported("range of more than three arguments")
         else:
-            start, stop = bounds
+            (start, stop), step = bounds, self.constant(1)
         b = self.builder
         var = _name(stmt.target)
         slot = Slot(self.alloca(INT64), INT64)
@@ -924,11 +931,19 @@ class Emitter:
         b.branch(head)
         b.position_at_end(head)
         i = b.load(slot.ptr, typ=I64)
-        b.cbranch(b.icmp_signed("<", i, stop.value), body, done)
+        if isinstance(step.value, ir.Constant) and step.value.constant == 1:
+            more = b.icmp_signed("<", i, stop.value)
+        else:  # Python's range: up to stop for a positive step, down to it for a negative
+            upward = b.icmp_signed(">", step.value, ir.Constant(I64, 0))
+            more = b.select(upward, b.icmp_signed("<", i, stop.value),
+                            b.icmp_signed(">", i, stop.value))
+        b.cbranch(more, body, done)
         b.position_at_end(body)
+        self._frees.append([])
         self.block(stmt.body, scope)
+        self.free_scope()
         i = b.load(slot.ptr, typ=I64)
-        b.store(b.add(i, ir.Constant(I64, 1)), slot.ptr)
+        b.store(b.add(i, step.value), slot.ptr)
         b.branch(head)
         b.position_at_end(done)
 
@@ -1007,11 +1022,40 @@ class Emitter:
             return self.table_load(base, self.expr(node.slice, scope))
         if not isinstance(base, Array):
             raise Unsupported(f"indexing {ast.unparse(node.value)}")
+        if isinstance(node.slice, ast.Slice):
+            return self.leading_slice(base, node.slice, scope)
         ptr, rest = self.element(base, node.slice, scope)
         if rest:
             return Array(ptr, base.dtype, rest)
         raw = self.builder.load(ptr, typ=_memory_type(base.dtype))
         return _from_memory(self.builder, raw, base.dtype)
+
+    def leading_slice(self, array: Array, part: ast.Slice, scope: Scope) -> Array:
+        """array[start:stop] along its first axis (a C-ordered view), the bounds clipped
+        to [0, extent] as Python does; steps and negative bounds are not taken."""
+        if part.step is not None or not array.shape:
+            raise Unsupported("a slice with a step, or of a 0-d array")
+        b = self.builder
+        extent = array.shape[0]
+
+        def bound(node: ast.AST | None, default: ir.Value) -> ir.Value:
+            if node is None:
+                return default
+            value = self.expr(node, scope)
+            if is_constant(value) and value < 0:
+                raise Unsupported("a negative slice bound")
+            value = self.to_int(value).value
+            value = b.select(b.icmp_signed("<", value, extent), value, extent)
+            zero = ir.Constant(I64, 0)
+            return b.select(b.icmp_signed("<", value, zero), zero, value)
+        start = bound(part.lower, ir.Constant(I64, 0))
+        stop = bound(part.upper, extent)
+        stop = b.select(b.icmp_signed("<", stop, start), start, stop)
+        row = ir.Constant(I64, 1)
+        for inner in array.shape[1:]:
+            row = b.mul(row, inner)
+        ptr = b.gep(array.ptr, [b.mul(start, row)], source_etype=_memory_type(array.dtype))
+        return Array(ptr, array.dtype, (b.sub(stop, start), *array.shape[1:]))
 
     def element(self, array: Array, index: ast.AST, scope: Scope) -> tuple[ir.Value, tuple]:
         """(pointer to the indexed element or row, the extents left)."""
@@ -1215,6 +1259,10 @@ class Emitter:
     def call(self, fn: Any, args: list, node: ast.Call) -> Any:
         if isinstance(fn, Op):
             return self.op_call(fn, args)
+        if type(fn).__name__ == "HelperRule":  # compiler/direct_helpers.py
+            return fn.emit(self, args)
+        if fn is np.empty:
+            return self.allocate(args)
         if isinstance(fn, Function) and fn.shared:
             return self.call_shared(fn, args)
         if isinstance(fn, Function):
@@ -1341,7 +1389,9 @@ class Emitter:
                 scope.vars[param.arg] = Array(ptr, kind[1], shape)
         if any(isinstance(s, ast.Return) for s in ast.walk(fn.node)):
             raise Unsupported(f"the region function {fn.node.name} returns")
+        self._frees.append([])
         self.block(fn.node.body, scope)
+        self.free_scope()
         self.builder.ret_void()
         with self.builder.goto_block(self._alloca_block):
             self.builder.branch(callee.blocks[1])
@@ -1501,6 +1551,32 @@ class Emitter:
             return None
         return Scalar(value, BOOL if ret == types.boolean else np.dtype(as_dtype(ret)))
 
+    # -- buffers -----------------------------------------------------------------------
+    def allocate(self, args: list) -> Array:
+        """np.empty(shape, dtype) in compiled code (a scratch row of a parallel chunk):
+        malloc'd, and freed at the end of the loop body (or function) that made it."""
+        if len(args) != 2 or not isinstance(args[0], tuple):
+            raise Unsupported("np.empty of other than (shape, dtype)")
+        dtype = np.dtype(args[1])
+        if dtype not in LLVM_TYPES:
+            raise Unsupported(f"a {dtype} scratch buffer")
+        b = self.builder
+        shape = tuple(self.to_int(d).value for d in args[0])
+        count = ir.Constant(I64, 1)
+        for extent in shape:
+            count = b.mul(count, extent)
+        size = b.mul(count, ir.Constant(I64, max(dtype.itemsize, 1)))
+        malloc = _get_function(self.module, "malloc", ir.FunctionType(I8P, [I64]))
+        raw = b.call(malloc, [size])
+        self._frees[-1].append(raw)
+        return Array(b.bitcast(raw, _memory_type(dtype).as_pointer()), dtype, shape)
+
+    def free_scope(self) -> None:
+        """Free what the closing loop body or function allocated."""
+        free = _get_function(self.module, "free", ir.FunctionType(ir.VoidType(), [I8P]))
+        for raw in self._frees.pop():
+            self.builder.call(free, [raw])
+
     # -- conversions -------------------------------------------------------------------
     def constant(self, value: Any) -> Scalar:
         dtype = scalar_dtype(value)
@@ -1586,11 +1662,13 @@ class _StepContext:
         e._first_block = e._params_block
         start = fn.append_basic_block("start")
         e.builder = ir.IRBuilder(start)
+        e._frees.append([])
         return e.entry_scope(self.translator)
 
     def __exit__(self, kind, exc, tb) -> None:
         e = self.emitter
         if kind is None:
+            e.free_scope()
             if self.kind == "part":
                 e.builder.ret_void()
             elif self.kind == "step":

@@ -168,14 +168,47 @@ def test_catalogue_programs_are_taken_and_agree_with_the_interpreter(fresh_cache
 
 def test_a_kernel_outside_the_subset_goes_to_numba_with_a_reason(fresh_cache):
     x = RNG.standard_normal((6, 40)).astype(np.float32)
-    softmax = tx.jit(lambda v: np.exp(v) / np.sum(np.exp(v), axis=-1, keepdims=True))
-    got = softmax(x)
-    e = np.exp(x.astype(np.float64))
-    np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=1e-6)
-    low = softmax.lower(x)
+    angle = tx.jit(lambda v: np.arctan2(v, np.float32(1.5)) * v)  # arctan2: not translated
+    got = angle(x)
+    want = np.arctan2(x.astype(np.float64), 1.5) * x
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    low = angle.lower(x)
     reason = kernel_cache.not_direct_reason(low.source)
     assert reason is not None and reason.startswith("unsupported"), reason
-    assert not isinstance(kernel_of(softmax, x), direct.DirectKernel)
+    assert "arctan2" in reason
+    assert not isinstance(kernel_of(angle, x), direct.DirectKernel)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [1, 100, 128, 129, 1000, 3000])
+def test_row_reductions_are_bit_identical_to_numbas(fresh_cache, dtype, width):
+    """softmax and layernorm rows through block_sum, block_max and comp_add's rules
+    (compiler/direct_helpers.py): the same summation order as runtime/cpu_kernels.py's
+    Numba helpers, so the same bits; and NumPy's accuracy."""
+    def softmax(v):
+        e = np.exp(v - v.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def layernorm(v):
+        m = v.mean(-1, keepdims=True)
+        c = v - m
+        return c / np.sqrt((c * c).mean(-1, keepdims=True) + 1e-5)
+
+    rows = 300 if width < 1000 else 150  # past the parallel threshold at the wider rows
+    x = (RNG.standard_normal((rows, width)) * 4 + 1).astype(dtype)
+    x[3, 0] = np.nan
+    x[5, -1] = np.inf
+    for f in (softmax, layernorm):
+        jitted = tx.jit(f)
+        with np.errstate(all="ignore"):
+            got = jitted(x)
+            want = numba_result(f, x)
+            ref = f(x.astype(np.float64))
+        assert isinstance(kernel_of(jitted, x), direct.DirectKernel)
+        np.testing.assert_array_equal(got, want)
+        finite = np.isfinite(ref)
+        tol = 2e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(got[finite], ref[finite], rtol=tol, atol=tol)
 
 
 def test_a_non_contiguous_argument_takes_the_slow_path(fresh_cache):

@@ -1,0 +1,219 @@
+"""The direct back end's rules for runtime/cpu_kernels.py's reduction helpers.
+
+Most helpers a generated kernel calls are plain Python that compiler/lower_direct.py
+translates from source. These are not: they are written with what only Numba compiles (an
+`overload`, intrinsics, a `fastmath={"reassoc"}` function), so each has an explicit rule
+here that writes its algorithm's IR, in the same order of operations (runtime/
+cpu_kernels.py documents them):
+
+- `block_sum(buf)`: blocks of SUM_BLOCK elements summed with reassociation allowed (so
+  LLVM keeps a partial sum per vector lane, as `_block_partial`), the block sums added to
+  a float64 total, compensated with TwoSum for float64 data (`comp_add`), then rounded to
+  buf's dtype; up to SUM_BLOCK elements the block sum alone;
+- `block_max(buf)`, `block_min(buf)`: LLVM's NaN-propagating maximum / minimum over the
+  row, starting from buf[0];
+- `comp_add(total, comp, x)`, `comp_total(total, comp)`: the compensated float64 sum.
+
+A rule takes the emitter and the call's arguments and returns the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llvmlite import ir
+
+from .lower_direct import FLOAT64, Array, Scalar, Unsupported
+from .mathlib_ops import declare, full_width
+
+__all__ = ["HELPER_RULES", "HelperRule"]
+
+SUM_BLOCK = 128  # runtime/cpu_kernels.py's SUM_BLOCK: NumPy's pairwise block
+I1, I64 = ir.IntType(1), ir.IntType(64)
+F64 = ir.DoubleType()
+
+
+class HelperRule:
+    """An explicit rule for one helper: rule(emitter, args) -> value."""
+
+    def __init__(self, name: str, emit: Callable[[Any, list], Any]):
+        self.name = name
+        self.emit = emit
+
+
+HELPER_RULES: dict[str, HelperRule] = {}
+
+
+def _rule(name: str) -> Callable:
+    def register(emit: Callable) -> Callable:
+        HELPER_RULES[name] = HelperRule(name, emit)
+        return emit
+    return register
+
+
+# ---------------------------------------------------------------------------------------
+# Compensated float64 sums
+
+
+def two_sum(b: ir.IRBuilder, a: ir.Value, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(a + x rounded, its exact rounding error): Knuth's TwoSum, as cpu_kernels.two_sum."""
+    total = b.fadd(a, x)
+    x_part = b.fsub(total, a)
+    return total, b.fadd(b.fsub(a, b.fsub(total, x_part)), b.fsub(x, x_part))
+
+
+def comp_add_values(b: ir.IRBuilder, total: ir.Value, comp: ir.Value, x: ir.Value
+                    ) -> tuple[ir.Value, ir.Value]:
+    """comp_add on LLVM values: float32 terms join the float64 total alone, float64 terms
+    through TwoSum (cpu_kernels._comp_add)."""
+    if isinstance(x.type, ir.FloatType):
+        return b.fadd(total, b.fpext(x, F64)), comp
+    total, err = two_sum(b, total, x)
+    return total, b.fadd(comp, err)
+
+
+def comp_total_value(b: ir.IRBuilder, total: ir.Value, comp: ir.Value) -> ir.Value:
+    """total + comp, or total alone once it is inf or NaN (cpu_kernels.comp_total)."""
+    finite = b.fcmp_ordered("==", b.fsub(total, total), ir.Constant(F64, 0.0))
+    return b.select(finite, b.fadd(total, comp), total)
+
+
+@_rule("comp_add")
+def _comp_add(e: Any, args: list) -> tuple:
+    total, comp, x = (e.as_scalar(a) for a in args)
+    if total.dtype != FLOAT64 or comp.dtype != FLOAT64 or x.dtype.kind != "f":
+        raise Unsupported(f"comp_add of {total.dtype}, {comp.dtype}, {x.dtype}")
+    new_total, new_comp = comp_add_values(e.builder, total.value, comp.value, x.value)
+    return Scalar(new_total, FLOAT64), Scalar(new_comp, FLOAT64)
+
+
+@_rule("comp_total")
+def _comp_total(e: Any, args: list) -> Any:
+    total, comp = (e.cast(e.as_scalar(a), FLOAT64) for a in args)
+    return Scalar(comp_total_value(e.builder, total.value, comp.value), FLOAT64)
+
+
+# ---------------------------------------------------------------------------------------
+# Block reductions: one function of the module per dtype, called with (data, length)
+
+
+def _row(e: Any, args: list, name: str) -> tuple[Any, ir.Function]:
+    """(the row, the module's function for its dtype) of a block helper's call."""
+    (row,) = args
+    if not isinstance(row, Array) or len(row.shape) != 1 or row.dtype.kind != "f":
+        raise Unsupported(f"{name} of something other than a float row")
+    suffix = "f32" if row.dtype.itemsize == 4 else "f64"
+    fn = e.module.globals.get(f"tf_{name}_{suffix}")
+    if fn is None:
+        fn = _BUILDERS[name](e.module, row.ptr.type.pointee, f"tf_{name}_{suffix}")
+    return row, fn
+
+
+def _function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]
+              ) -> tuple[ir.Function, ir.IRBuilder]:
+    fn = ir.Function(module, ir.FunctionType(ret, args), name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+
+
+def _loop(b: ir.IRBuilder, n: ir.Value, init: ir.Value,
+          step: Callable[[ir.Value, ir.Value], ir.Value]) -> ir.Value:
+    """acc = init; for i in range(n): acc = step(i, acc); the final acc."""
+    before = b.block
+    body = b.append_basic_block("loop")
+    done = b.append_basic_block("done")
+    b.cbranch(b.icmp_signed(">", n, ir.Constant(I64, 0)), body, done)
+    b.position_at_end(body)
+    i = b.phi(I64)
+    acc = b.phi(init.type)
+    i.add_incoming(ir.Constant(I64, 0), before)
+    acc.add_incoming(init, before)
+    new_acc = step(i, acc)
+    new_i = b.add(i, ir.Constant(I64, 1))
+    i.add_incoming(new_i, b.block)
+    acc.add_incoming(new_acc, b.block)
+    b.cbranch(b.icmp_signed("<", new_i, n), body, done)
+    b.position_at_end(done)
+    out = b.phi(init.type)
+    out.add_incoming(init, before)
+    out.add_incoming(new_acc, body)
+    return out
+
+
+def _build_partial(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
+    """The sum of buf[0:n] in buf's type, added in any order (cpu_kernels._block_partial:
+    the one reassociating loop, so the vectoriser keeps a partial sum per lane)."""
+    fn, b = _function(module, name, lltype, [lltype.as_pointer(), I64])
+    full_width(b)
+    ptr, n = fn.args
+
+    def add(i: ir.Value, acc: ir.Value) -> ir.Value:
+        value = b.load(b.gep(ptr, [i], source_etype=lltype), typ=lltype)
+        return b.fadd(acc, value, flags=("reassoc",))
+    b.ret(_loop(b, n, ir.Constant(lltype, 0.0), add))
+    return fn
+
+
+def _build_sum(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
+    """block_sum: the block partial alone up to SUM_BLOCK elements, else block partials
+    added to a compensated float64 total, rounded to the row's type."""
+    suffix = name.rsplit("_", 1)[1]
+    partial = module.globals.get(f"tf_block_partial_{suffix}") or _build_partial(
+        module, lltype, f"tf_block_partial_{suffix}")
+    fn, b = _function(module, name, lltype, [lltype.as_pointer(), I64])
+    ptr, n = fn.args
+    block = ir.Constant(I64, SUM_BLOCK)
+    with b.if_then(b.icmp_signed("<=", n, block)):
+        b.ret(b.call(partial, [ptr, n]))
+    blocks = b.sdiv(b.add(n, ir.Constant(I64, SUM_BLOCK - 1)), block)
+    zero = ir.Constant(F64, 0.0)
+    pair_type = ir.LiteralStructType([F64, F64])
+    init = ir.Constant(pair_type, [zero, zero])
+
+    def add(k: ir.Value, pair: ir.Value) -> ir.Value:
+        start = b.mul(k, block)
+        rest = b.sub(n, start)
+        length = b.select(b.icmp_signed("<", rest, block), rest, block)
+        part = b.call(partial, [b.gep(ptr, [start], source_etype=lltype), length])
+        total, comp = comp_add_values(b, b.extract_value(pair, 0), b.extract_value(pair, 1),
+                                      part)
+        return b.insert_value(b.insert_value(pair, total, 0), comp, 1)
+    pair = _loop(b, blocks, init, add)
+    total = comp_total_value(b, b.extract_value(pair, 0), b.extract_value(pair, 1))
+    b.ret(b.fptrunc(total, lltype) if isinstance(lltype, ir.FloatType) else total)
+    return fn
+
+
+def _build_extreme(intrinsic: str) -> Callable[[ir.Module, ir.Type, str], ir.Function]:
+    def build(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
+        """block_max / block_min: LLVM's NaN-propagating maximum / minimum from buf[0]."""
+        fn, b = _function(module, name, lltype, [lltype.as_pointer(), I64])
+        full_width(b)
+        ptr, n = fn.args
+        pick = declare(b, intrinsic, lltype, 2)
+
+        def fold(i: ir.Value, acc: ir.Value) -> ir.Value:
+            value = b.load(b.gep(ptr, [i], source_etype=lltype), typ=lltype)
+            return b.call(pick, [acc, value])
+        first = b.load(ptr, typ=lltype)
+        b.ret(_loop(b, n, first, fold))
+        return fn
+    return build
+
+
+_BUILDERS = {"block_sum": _build_sum, "block_max": _build_extreme("llvm.maximum"),
+             "block_min": _build_extreme("llvm.minimum")}
+
+
+def _block(name: str) -> Callable:
+    def emit(e: Any, args: list) -> Any:
+        row, fn = _row(e, args, name)
+        return Scalar(e.builder.call(fn, [row.ptr, row.shape[0]]), row.dtype)
+    return emit
+
+
+_rule("block_sum")(_block("block_sum"))
+_rule("block_max")(_block("block_max"))
+_rule("block_min")(_block("block_min"))
