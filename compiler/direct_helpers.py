@@ -24,6 +24,7 @@ from typing import Any
 
 from llvmlite import ir
 
+from .direct_plan import numpy_openblas
 from .lower_direct import FLOAT64, Array, Scalar, Unsupported
 from .mathlib_ops import declare, full_width
 
@@ -217,3 +218,123 @@ def _block(name: str) -> Callable:
 _rule("block_sum")(_block("block_sum"))
 _rule("block_max")(_block("block_max"))
 _rule("block_min")(_block("block_min"))
+
+
+# ---------------------------------------------------------------------------------------
+# Matrix products: gemm_strided through NumPy's OpenBLAS (cpu_kernels.
+# _gemm_strided_numpy_blas, _one_product, _gemv), one function of the module per dtype.
+
+_COL_MAJOR, _NO_TRANS = 102, 111  # cblas enums; transposed is _NO_TRANS + 1
+I8P, I32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+
+
+def blas_symbols(kind: str) -> tuple[str, str]:
+    """The cblas gemm and gemv of NumPy's bundled OpenBLAS (ILP64) for 's' or 'd'."""
+    return f"scipy_cblas_{kind}gemm64_", f"scipy_cblas_{kind}gemv64_"
+
+
+@_rule("gemm_strided")
+def _gemm_strided(e: Any, args: list) -> None:
+    x, y, c, plan = args
+    if not all(isinstance(a, Array) for a in args) or c.dtype.kind != "f" \
+            or plan.dtype.name != "int64" or x.dtype != c.dtype or y.dtype != c.dtype:
+        raise Unsupported("gemm_strided of these arguments")
+    if numpy_openblas() is None:
+        raise Unsupported("gemm without NumPy's bundled OpenBLAS")
+    suffix = "f32" if c.dtype.itemsize == 4 else "f64"
+    fn = e.module.globals.get(f"tf_gemm_strided_{suffix}")
+    if fn is None:
+        fn = _build_gemm(e.module, c.ptr.type.pointee, f"tf_gemm_strided_{suffix}")
+    e.uses_blas = True
+    b = e.builder
+    e.builder.call(fn, [b.bitcast(x.ptr, I8P), b.bitcast(y.ptr, I8P), b.bitcast(c.ptr, I8P),
+                        plan.ptr])
+
+
+def _count_loop(b: ir.IRBuilder, n: ir.Value, body: Callable[[ir.Value], None]) -> None:
+    """for i in range(n): body(i), with the counter in a stack slot (LLVM promotes it)."""
+    with b.goto_entry_block():  # stack slots belong in the first block, not in loops
+        slot = b.alloca(I64)
+    b.store(ir.Constant(I64, 0), slot)
+    head = b.append_basic_block("count")
+    inner = b.append_basic_block("count_body")
+    done = b.append_basic_block("count_done")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.load(slot, typ=I64)
+    b.cbranch(b.icmp_signed("<", i, n), inner, done)
+    b.position_at_end(inner)
+    body(i)
+    b.store(b.add(b.load(slot, typ=I64), ir.Constant(I64, 1)), slot)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def _build_gemm(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
+    """c = op(x) @ op(y) per point of three loops, in BLAS's column-major terms; a gemv
+    where M or N is 1 (cpu_kernels._one_product says why)."""
+    kind = "s" if isinstance(lltype, ir.FloatType) else "d"
+    gemm_name, gemv_name = blas_symbols(kind)
+    gemm = module.globals.get(gemm_name) or ir.Function(module, ir.FunctionType(
+        ir.VoidType(), [I32, I32, I32, I64, I64, I64, lltype, I8P, I64, I8P, I64, lltype,
+                        I8P, I64]), gemm_name)
+    gemv = module.globals.get(gemv_name) or ir.Function(module, ir.FunctionType(
+        ir.VoidType(), [I32, I32, I64, I64, lltype, I8P, I64, I8P, I64, lltype, I8P, I64]),
+        gemv_name)
+    fn, b = _function(module, name, ir.VoidType(), [I8P, I8P, I8P, I64.as_pointer()])
+    x, y, c, plan = fn.args
+    size = ir.Constant(I64, 4 if kind == "s" else 8)
+
+    def arg(k: int) -> ir.Value:
+        return b.load(b.gep(plan, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
+
+    def at(base: ir.Value, offset: ir.Value) -> ir.Value:
+        return b.gep(base, [b.mul(offset, size)], source_etype=ir.IntType(8))
+
+    one, zero = ir.Constant(lltype, 1.0), ir.Constant(lltype, 0.0)
+
+    def trans(flag: ir.Value) -> ir.Value:
+        return b.trunc(b.add(flag, ir.Constant(I64, _NO_TRANS)), I32)
+
+    def product(ox: ir.Value, oy: ir.Value, oc: ir.Value) -> None:
+        tx, ty, m, n, k = (arg(j) for j in range(1, 6))
+        ldx, ldy, ldc = arg(6), arg(7), arg(8)
+        order = ir.Constant(I32, _COL_MAJOR)
+        is_zero = ir.Constant(I64, 0)
+        unit = ir.Constant(I64, 1)
+        n_is_1 = b.icmp_signed("==", n, unit)
+        m_is_1 = b.icmp_signed("==", m, unit)
+        with b.if_else(n_is_1) as (column, other):
+            with column:  # c = op(x) @ op(y), op(y) a column of k
+                x_plain = b.icmp_signed("==", tx, is_zero)
+                rows, cols = b.select(x_plain, m, k), b.select(x_plain, k, m)
+                inc = b.select(b.icmp_signed("==", ty, is_zero), unit, ldy)
+                b.call(gemv, [order, trans(tx), rows, cols, one, at(x, ox), ldx, at(y, oy),
+                              inc, zero, at(c, oc), unit])
+            with other:
+                with b.if_else(m_is_1) as (row, general):
+                    with row:  # c^T = op(y)^T @ op(x)^T, op(x) a row of k
+                        y_plain = b.icmp_signed("==", ty, is_zero)
+                        rows, cols = b.select(y_plain, k, n), b.select(y_plain, n, k)
+                        inc = b.select(b.icmp_signed("==", tx, is_zero), ldx, unit)
+                        b.call(gemv, [order, trans(b.sub(unit, ty)), rows, cols, one,
+                                      at(y, oy), ldy, at(x, ox), inc, zero, at(c, oc), ldc])
+                    with general:
+                        b.call(gemm, [order, trans(tx), trans(ty), m, n, k, one, at(x, ox),
+                                      ldx, at(y, oy), ldy, zero, at(c, oc), ldc])
+
+    def level(depth: int, offsets: tuple) -> None:
+        if depth == 3:
+            product(*offsets)
+            return
+        first = 9 + 4 * depth
+
+        def body(i: ir.Value) -> None:
+            moved = tuple(b.add(o, b.mul(i, arg(first + 1 + j))) for j, o in enumerate(offsets))
+            level(depth + 1, moved)
+        _count_loop(b, arg(first), body)
+
+    start = ir.Constant(I64, 0)
+    level(0, (start, start, start))
+    b.ret_void()
+    return fn

@@ -26,8 +26,9 @@ class Plan:
     steps: list[tuple[str, str | None]] = field(default_factory=list)  # (step, extent fn)
     returns: list[tuple[str, bool]] = field(default_factory=list)  # (name, copy)
     returns_tuple: bool = False
-    slots: list[str] = field(default_factory=list)  # arrays in `ptrs` order
+    slots: list[str] = field(default_factory=list)  # arrays in the steps' tuple's order
     ints: list[str] = field(default_factory=list)  # int params in `ints` order
+    libraries: list[str] = field(default_factory=list)  # loaded RTLD_GLOBAL first (BLAS)
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -74,3 +75,24 @@ def object_offsets() -> dict[str, int] | None:
     except (ValueError, OSError):
         return None
     return offsets if ok else None
+
+
+def numpy_openblas() -> str | None:
+    """The path of NumPy's bundled OpenBLAS (ILP64, `scipy_cblas_*64_`), which the
+    direct back end's matrix products call, as runtime/cpu_kernels.py's do; None when
+    NumPy has none (then such kernels go through Numba)."""
+    import ctypes
+    import glob
+    import os
+
+    import numpy as np
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*.so"))):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if all(hasattr(library, f"scipy_cblas_{k}{f}64_") for k in "sd" for f in ("gemm", "gemv")):
+            return path
+    return None

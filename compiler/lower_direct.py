@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 
-from .direct_plan import Plan, object_offsets
+from .direct_plan import Plan, numpy_openblas, object_offsets
 from .mathlib_ops import Op
 
 __all__ = ["DirectModule", "Plan", "Unsupported", "translate"]
@@ -327,7 +327,9 @@ def _name(node: ast.AST) -> str:
 
 
 def _extents(node: ast.AST) -> list:
-    """A shape tuple of the entry (ints and size names)."""
+    """A shape tuple of the entry (ints and size names), or `x.size` (a flat view's)."""
+    if isinstance(node, ast.Attribute) and node.attr == "size":
+        return [f"{_name(node.value)}.size"]
     if not isinstance(node, ast.Tuple):
         raise Unsupported(f"the shape {ast.unparse(node)}")
     out = []
@@ -375,6 +377,8 @@ class _EntryTranslator:
         self._flush(serial)
         self.plan.slots = list(self.arrays)
         self.plan.ints = [n for n, kind in self.plan.params if kind == "int"]
+        if self.emitter.uses_blas:
+            self.plan.libraries = [numpy_openblas()]
         return DirectModule(str(self.module), self.plan, self.emitter.uses_libm)
 
     def _params(self) -> None:
@@ -713,6 +717,7 @@ class Emitter:
         self.module = module
         self.builder: ir.IRBuilder | None = None
         self.uses_libm = False
+        self.uses_blas = False  # a gemm rule's calls: NumPy's OpenBLAS is loaded first
         self._globals: dict[int, ir.GlobalVariable] = {}
         self._trees: dict[Any, ast.FunctionDef] = {}
         self._shared: dict[tuple, ir.Function] = {}
@@ -1261,8 +1266,8 @@ class Emitter:
             return self.op_call(fn, args)
         if type(fn).__name__ == "HelperRule":  # compiler/direct_helpers.py
             return fn.emit(self, args)
-        if fn is np.empty:
-            return self.allocate(args)
+        if fn is np.empty or fn is np.zeros:
+            return self.allocate(args, zeroed=fn is np.zeros)
         if isinstance(fn, Function) and fn.shared:
             return self.call_shared(fn, args)
         if isinstance(fn, Function):
@@ -1552,12 +1557,13 @@ class Emitter:
         return Scalar(value, BOOL if ret == types.boolean else np.dtype(as_dtype(ret)))
 
     # -- buffers -----------------------------------------------------------------------
-    def allocate(self, args: list) -> Array:
-        """np.empty(shape, dtype) in compiled code (a scratch row of a parallel chunk):
-        malloc'd, and freed at the end of the loop body (or function) that made it."""
-        if len(args) != 2 or not isinstance(args[0], tuple):
-            raise Unsupported("np.empty of other than (shape, dtype)")
-        dtype = np.dtype(args[1])
+    def allocate(self, args: list, zeroed: bool) -> Array:
+        """np.empty / np.zeros(shape[, dtype]) in compiled code (a parallel chunk's
+        scratch row, a row of compensated sums): malloc'd (calloc'd), and freed at the
+        end of the loop body (or function) that made it."""
+        if len(args) not in (1, 2) or not isinstance(args[0], tuple):
+            raise Unsupported("np.empty or np.zeros of other than (shape[, dtype])")
+        dtype = np.dtype(args[1] if len(args) == 2 else np.float64)
         if dtype not in LLVM_TYPES:
             raise Unsupported(f"a {dtype} scratch buffer")
         b = self.builder
@@ -1565,9 +1571,13 @@ class Emitter:
         count = ir.Constant(I64, 1)
         for extent in shape:
             count = b.mul(count, extent)
-        size = b.mul(count, ir.Constant(I64, max(dtype.itemsize, 1)))
-        malloc = _get_function(self.module, "malloc", ir.FunctionType(I8P, [I64]))
-        raw = b.call(malloc, [size])
+        itemsize = ir.Constant(I64, max(dtype.itemsize, 1))
+        if zeroed:
+            calloc = _get_function(self.module, "calloc", ir.FunctionType(I8P, [I64, I64]))
+            raw = b.call(calloc, [count, itemsize])
+        else:
+            malloc = _get_function(self.module, "malloc", ir.FunctionType(I8P, [I64]))
+            raw = b.call(malloc, [b.mul(count, itemsize)])
         self._frees[-1].append(raw)
         return Array(b.bitcast(raw, _memory_type(dtype).as_pointer()), dtype, shape)
 

@@ -25,6 +25,8 @@ from .expm import linalg_expm  # noqa: F401  (the expm primitive's kernel, in it
 from .helper_options import HELPER
 from .sort_kernels import sort_rows_by, take_rows  # noqa: F401  (sort)
 
+scalar_bodies.register_for_numba()  # its bodies call one another in compiled code
+
 # ---------------------------------------------------------------------------------------
 # Random numbers, NaN-propagating max/min (runtime/scalar_bodies.py, the CUDA kernels' too)
 

@@ -24,6 +24,8 @@ from numba import config, cuda
 from . import complex_bodies, linalg_bodies, scalar_bodies
 from .special_device import chebyshev, make_digamma, make_i0e, make_i1e, make_log_ndtr, make_zeta
 
+scalar_bodies.register_for_numba()  # its bodies call one another in compiled code
+
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 INDEX_ERROR = 1  # the codes the `err` flag array holds
 NEGATIVE_POWER = 2

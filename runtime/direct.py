@@ -309,6 +309,14 @@ def _read_record(folder: Path, key: str) -> dict | None:
     return record
 
 
+def _open(path: Path, plan: Any) -> ctypes.CDLL:
+    """The library, after the libraries its code calls into (NumPy's OpenBLAS), loaded so
+    that their symbols resolve in it."""
+    for library in plan.libraries:
+        ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+    return ctypes.CDLL(str(path))
+
+
 def _load_record(folder: Path, record: dict) -> DirectKernel | None:
     """The cached library, or None when it is missing or not the one recorded."""
     from transfuse.compiler.direct_plan import Plan
@@ -320,11 +328,12 @@ def _load_record(folder: Path, record: dict) -> DirectKernel | None:
         if _digest(path) != record["sha256"]:
             log(f"direct: {path} does not match its record; building it again")
             return None
-        library = ctypes.CDLL(str(path))
-    except OSError as exc:
+        plan = Plan.from_json(record["plan"])
+        library = _open(path, plan)
+    except (OSError, TypeError, KeyError) as exc:
         log(f"direct: {path} not loaded ({exc}); building it again")
         return None
-    return DirectKernel(library, Plan.from_json(record["plan"]), "disk", path)
+    return DirectKernel(library, plan, "disk", path)
 
 
 def load_or_build(source: str, name: str, key: str, *, disk: bool
@@ -337,7 +346,7 @@ def load_or_build(source: str, name: str, key: str, *, disk: bool
             if isinstance(built, str):
                 return built
             plan, path = built
-            return DirectKernel(ctypes.CDLL(str(path)), plan, "compiled", None)
+            return DirectKernel(_open(path, plan), plan, "compiled", None)
     folder = cache_root() / "direct" / f"{_safe(name)}-{key[:16]}"
     record = _read_record(folder, key)
     if record is not None:
@@ -356,4 +365,4 @@ def load_or_build(source: str, name: str, key: str, *, disk: bool
         return built
     plan, path = built
     log(f"direct compiled {name}: {folder}")
-    return DirectKernel(ctypes.CDLL(str(path)), plan, "compiled", path)
+    return DirectKernel(_open(path, plan), plan, "compiled", path)

@@ -12,7 +12,29 @@ kernel's `err` flag; so does rng_normal's last line, in each target's float64 ma
 from __future__ import annotations
 
 import numpy as np
-from numba.extending import register_jitable
+
+_JITABLE: list = []  # the bodies that other bodies call (register_for_numba)
+_REGISTERED: list[bool] = [False]
+
+
+def register_jitable(fn):
+    """Mark a body that other bodies call. Numba's register_jitable makes such a function
+    callable from compiled code; it is applied by register_for_numba(), which
+    runtime/cpu_kernels.py and runtime/cuda_kernels.py call on import, so that this module
+    imports no Numba and the direct back end (compiler/lower_direct.py) reads it without."""
+    _JITABLE.append(fn)
+    return fn
+
+
+def register_for_numba() -> None:
+    """Register the marked bodies with Numba (once per process)."""
+    if _REGISTERED[0]:
+        return
+    from numba.extending import register_jitable as numba_register_jitable
+
+    for fn in _JITABLE:
+        numba_register_jitable(fn)
+    _REGISTERED[0] = True
 
 # The counter-based splitmix64 of ir/primitives.py (the reference interpreter's draws).
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -357,3 +357,38 @@ def test_the_compiled_guard_sends_other_ranks_layouts_and_sizes_back(fresh_cache
     raw[:] = x
     assert not raw.flags.aligned
     np.testing.assert_array_equal(f(raw, y), x * y + 1.0)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_matrix_products_through_openblas_match_numba(fresh_cache, batch):
+    """The per-sample-gradient step of a small tanh MLP: BLAS gemm and gemv (a batch of
+    one) called from the library as runtime/cpu_kernels.py's gemm_strided calls them, a
+    log-softmax row reduction, tanh: Numba's bits, and Numba is not imported."""
+    def loss(params, x, y):
+        h = x
+        for w, b in params[:-1]:
+            h = np.tanh(h @ w + b)
+        w, b = params[-1]
+        logits = h @ w + b
+        logits = logits - np.max(logits, axis=-1, keepdims=True)
+        logp = logits - np.log(np.sum(np.exp(logits), axis=-1, keepdims=True))
+        return -np.sum(logp * y)
+
+    sizes = (40, 64, 48, 10)  # products of 8,192 flops and more: BLAS, not loops
+    params = [((RNG.standard_normal((m, n)) / np.sqrt(m)).astype(np.float32),
+               (RNG.standard_normal(n) * 0.1).astype(np.float32))
+              for m, n in zip(sizes[:-1], sizes[1:])]
+    x = RNG.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = np.eye(sizes[-1], dtype=np.float32)[RNG.integers(0, sizes[-1], batch)]
+    step = tx.jit(tx.vmap(tx.grad(loss), in_dims=(None, 0, 0)))
+    got = step(params, x, y)
+    assert isinstance(kernel_of(step, params, x, y), direct.DirectKernel)
+    if batch > 1:
+        assert "gemm_strided" in step.lower(params, x, y).source
+    want = numba_result(tx.vmap(tx.grad(loss), in_dims=(None, 0, 0)), params, x, y)
+    for a, b in zip(tx.tree_leaves(got), tx.tree_leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    # and the interpreter (eager vmap of grad), to float32 rounding
+    eager = tx.vmap(tx.grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    for a, b in zip(tx.tree_leaves(got), tx.tree_leaves(eager)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
