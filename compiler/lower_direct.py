@@ -667,6 +667,13 @@ class Scope:
         return self.lookup(name)
 
 
+@dataclass(frozen=True)
+class _Reshape:
+    """`x.reshape`, to be called."""
+
+    array: Array
+
+
 class _EntryScope(Scope):
     """The entry's own names, loaded on first use in each function."""
 
@@ -722,6 +729,7 @@ class Emitter:
         self._trees: dict[Any, ast.FunctionDef] = {}
         self._shared: dict[tuple, ir.Function] = {}
         self._frees: list[list[ir.Value]] = []  # malloc'd buffers per open loop body
+        self._loops: list[tuple[ir.Block, ir.Block]] = []  # (next trip, end) of open loops
         self._translator: _EntryTranslator | None = None
         self._ints: ir.Value | None = None
         self._arrays: ir.Value | None = None
@@ -872,6 +880,10 @@ class Emitter:
             self.if_statement(stmt, scope)
         elif isinstance(stmt, ast.Pass):
             pass
+        elif isinstance(stmt, ast.While):
+            self.while_loop(stmt, scope)
+        elif isinstance(stmt, (ast.Break, ast.Continue)):
+            self.jump(stmt)
         elif isinstance(stmt, ast.Return):
             scope.vars["<return>"] = (self.expr(stmt.value, scope)
                                       if stmt.value is not None else None)
@@ -932,6 +944,7 @@ class Emitter:
         b.store(start.value, slot.ptr)
         head = b.append_basic_block(f"for_{var}")
         body = b.append_basic_block(f"body_{var}")
+        latch = b.append_basic_block(f"next_{var}")
         done = b.append_basic_block(f"end_{var}")
         b.branch(head)
         b.position_at_end(head)
@@ -945,12 +958,49 @@ class Emitter:
         b.cbranch(more, body, done)
         b.position_at_end(body)
         self._frees.append([])
+        self._loops.append((latch, done))
         self.block(stmt.body, scope)
+        self._loops.pop()
         self.free_scope()
+        b.branch(latch)
+        b.position_at_end(latch)
         i = b.load(slot.ptr, typ=I64)
         b.store(b.add(i, step.value), slot.ptr)
         b.branch(head)
         b.position_at_end(done)
+
+    def while_loop(self, stmt: ast.While, scope: Scope) -> None:
+        if stmt.orelse:
+            raise Unsupported("while ... else")
+        b = self.builder
+        head, body, done = (b.append_basic_block(n) for n in ("while", "while_body",
+                                                               "while_end"))
+        b.branch(head)
+        b.position_at_end(head)
+        test = self.to_bool(self.expr(stmt.test, scope))
+        if isinstance(test, bool):
+            raise Unsupported("a while loop on a constant")
+        b.cbranch(test.value, body, done)
+        b.position_at_end(body)
+        self._frees.append([])
+        self._loops.append((head, done))
+        self.block(stmt.body, scope)
+        self._loops.pop()
+        self.free_scope()
+        b.branch(head)
+        b.position_at_end(done)
+
+    def jump(self, stmt: ast.stmt) -> None:
+        """break / continue: the loop's buffers freed, then to its end or next trip."""
+        if not self._loops:
+            raise Unsupported(f"{type(stmt).__name__.lower()} outside a loop")
+        b = self.builder
+        free = _get_function(self.module, "free", ir.FunctionType(ir.VoidType(), [I8P]))
+        for raw in self._frees[-1]:
+            b.call(free, [raw])
+        next_trip, end = self._loops[-1]
+        b.branch(end if isinstance(stmt, ast.Break) else next_trip)
+        b.position_at_end(b.append_basic_block("after_jump"))  # unreachable
 
     def prange_loop(self, stmt: ast.For, scope: Scope) -> None:
         """The region's prange over blocks [lo, min(hi, n))."""
@@ -1007,6 +1057,10 @@ class Emitter:
         if isinstance(base, Array):
             if node.attr == "shape":
                 return tuple(Scalar(v, INT64) for v in base.shape)
+            if node.attr == "size":
+                return Scalar(self._size(base), INT64)
+            if node.attr == "reshape":
+                return _Reshape(base)
             raise Unsupported(f"the array attribute {node.attr}")
         if isinstance(base, Scalar):
             if node.attr == "real" and base.dtype.kind == "f":
@@ -1268,6 +1322,10 @@ class Emitter:
             return fn.emit(self, args)
         if fn is np.empty or fn is np.zeros:
             return self.allocate(args, zeroed=fn is np.zeros)
+        if fn is np.full:
+            return self.filled(args)
+        if isinstance(fn, _Reshape):
+            return self.reshaped(fn.array, args)
         if isinstance(fn, Function) and fn.shared:
             return self.call_shared(fn, args)
         if isinstance(fn, Function):
@@ -1412,7 +1470,7 @@ class Emitter:
         x, y = self.as_scalar(x), self.as_scalar(y)
         if x.dtype.kind == "f" or y.dtype.kind == "f":
             raise Unsupported(f"{fn.__name__} of floats")  # Numba's NaN rules
-        dtype = promote(x.dtype, y.dtype)
+        dtype = x.dtype if x.dtype == y.dtype else promote(x.dtype, y.dtype)  # as Numba
         x, y = self.cast(x, dtype), self.cast(y, dtype)
         sym = "<" if fn is min else ">"
         b = self.builder
@@ -1580,6 +1638,45 @@ class Emitter:
             raw = b.call(malloc, [b.mul(count, itemsize)])
         self._frees[-1].append(raw)
         return Array(b.bitcast(raw, _memory_type(dtype).as_pointer()), dtype, shape)
+
+    def _size(self, array: Array) -> ir.Value:
+        count = ir.Constant(I64, 1)
+        for extent in array.shape:
+            count = self.builder.mul(count, extent)
+        return count
+
+    def reshaped(self, array: Array, args: list) -> Array:
+        """x.reshape(shape) of a C-ordered array: the same data, other extents (the
+        generated code reshapes only to shapes of the same size)."""
+        shape = args[0] if len(args) == 1 and isinstance(args[0], tuple) else tuple(args)
+        if any(is_constant(d) and d < 0 for d in shape):
+            raise Unsupported("a reshape with -1")
+        return Array(array.ptr, array.dtype, tuple(self.to_int(d).value for d in shape))
+
+    def filled(self, args: list) -> Array:
+        """np.full(shape, value, dtype): a buffer as allocate's, every element the value."""
+        if len(args) != 3:
+            raise Unsupported("np.full of other than (shape, value, dtype)")
+        out = self.allocate([args[0], args[2]], zeroed=False)
+        value = _to_memory(self.builder, self.cast(self.as_scalar(args[1]), out.dtype))
+        b = self.builder
+        count = ir.Constant(I64, 1)
+        for extent in out.shape:
+            count = b.mul(count, extent)
+        with b.goto_block(self._alloca_block):
+            slot = b.alloca(I64)
+        b.store(ir.Constant(I64, 0), slot)
+        head, body, done = (b.append_basic_block(n) for n in ("fill", "fill_body", "filled"))
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.load(slot, typ=I64)
+        b.cbranch(b.icmp_signed("<", i, count), body, done)
+        b.position_at_end(body)
+        b.store(value, b.gep(out.ptr, [i], source_etype=_memory_type(out.dtype)))
+        b.store(b.add(i, ir.Constant(I64, 1)), slot)
+        b.branch(head)
+        b.position_at_end(done)
+        return out
 
     def free_scope(self) -> None:
         """Free what the closing loop body or function allocated."""
