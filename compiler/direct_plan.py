@@ -29,6 +29,7 @@ class Plan:
     slots: list[str] = field(default_factory=list)  # arrays in the steps' tuple's order
     ints: list[str] = field(default_factory=list)  # int params in `ints` order
     libraries: list[str] = field(default_factory=list)  # loaded RTLD_GLOBAL first (BLAS)
+    python_entry: bool = False  # `run_steps` runs every step as a CPython builtin
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -141,7 +141,10 @@ class DirectKernel:
         self.source = entry_source(plan)
         namespace = {"np": np, "ndarray": np.ndarray, "SignatureMismatch": SignatureMismatch,
                      "advise_huge_pages": advise_huge_pages, "run_parallel": run_parallel,
-                     "ints_of": _ints_cache(len(plan.ints))}
+                     "ints_of": _ints_cache(len(plan.ints), plan.python_entry)}
+        if plan.python_entry:  # the method record lives as long as the entry's globals
+            namespace["run_steps"], namespace["_run_steps_record"] = _builtin(library,
+                                                                                "run_steps")
         for step, extent in plan.steps:
             kind = _SERIAL_STEP if extent is None else _PARALLEL_STEP
             namespace[step] = kind((step, library))
@@ -151,9 +154,10 @@ class DirectKernel:
         self.entry_point = namespace["entry"]
 
 
-def _ints_cache(count: int) -> Any:
-    """ints_of(values): the steps' int64 array of the entry's int arguments, made once per
-    distinct tuple of values (they are a signature's sizes: a handful per program)."""
+def _ints_cache(count: int, as_ndarray: bool) -> Any:
+    """ints_of(values): the steps' int64 array of the entry's int arguments (a ctypes
+    array, or an ndarray for run_steps), made once per distinct tuple of values (they are
+    a signature's sizes: a handful per program)."""
     kind = ctypes.c_int64 * max(count, 1)
     made: dict[tuple, Any] = {}
 
@@ -162,9 +166,29 @@ def _ints_cache(count: int) -> Any:
         if found is None:
             if len(made) > 256:  # many batch sizes: start again rather than grow
                 made.clear()
-            found = made[values] = kind(*values)
+            found = made[values] = (np.array(values or (0,), np.int64) if as_ndarray
+                                    else kind(*values))
         return found
     return ints_of
+
+
+class _MethodDef(ctypes.Structure):
+    _fields_ = [("ml_name", ctypes.c_char_p), ("ml_meth", ctypes.c_void_p),
+                ("ml_flags", ctypes.c_int), ("ml_doc", ctypes.c_char_p)]
+
+
+_METH_FASTCALL = 0x0080
+_NEW_FUNCTION = ctypes.pythonapi.PyCFunction_NewEx
+_NEW_FUNCTION.restype = ctypes.py_object
+_NEW_FUNCTION.argtypes = [ctypes.POINTER(_MethodDef), ctypes.py_object, ctypes.py_object]
+
+
+def _builtin(library: ctypes.CDLL, name: str) -> tuple[Any, _MethodDef]:
+    """The library's METH_FASTCALL function `name` as a Python builtin function, and the
+    method record it points to (to be kept alive with it)."""
+    address = ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+    method = _MethodDef(name.encode(), address, _METH_FASTCALL, None)
+    return _NEW_FUNCTION(ctypes.byref(method), None, None), method
 
 
 def entry_source(plan: Any) -> str:
@@ -195,7 +219,9 @@ def entry_source(plan: Any) -> str:
     lines.append(f"    ints = ints_of(({ints}))")
     slots = ", ".join(plan.slots) + ("," if len(plan.slots) == 1 else "")
     lines.append(f"    arrays = ({slots})")
-    for k, (step, extent) in enumerate(plan.steps):
+    if plan.python_entry:  # every step, in one call of a builtin function
+        lines += ["    if run_steps(ints, arrays):", "        raise SignatureMismatch()"]
+    for k, (step, extent) in enumerate([] if plan.python_entry else plan.steps):
         if k == 0 and plan.guard_compiled:  # the step checks the arrays first
             lines += [f"    if {step}(ints, arrays, 0, 0):", "        raise SignatureMismatch()"]
         elif extent is None:

@@ -348,7 +348,7 @@ def test_the_compiled_guard_sends_other_ranks_layouts_and_sizes_back(fresh_cache
     f = tx.jit(lambda v, w: v * w + 1.0)
     x, y = RNG.standard_normal(12), RNG.standard_normal(12)
     np.testing.assert_array_equal(f(x, y), x * y + 1.0)
-    assert "if step_0(ints, arrays, 0, 0):" in kernel_of(f, x, y).source
+    assert "if run_steps(ints, arrays):" in kernel_of(f, x, y).source
     for a, b in [(np.asarray(2.5), np.asarray(-1.5)), (x.reshape(3, 4), y.reshape(3, 4)),
                  (x[:6], y[:6]), (x[::2], y[::2]), (x.reshape(3, 4).T, y.reshape(3, 4).T),
                  (np.zeros((0,)), np.zeros((0,)))]:
