@@ -22,6 +22,7 @@ class Plan:
         default_factory=list)
     # (name, extents, dtype, the dead buffer it reshapes or None); extents: ints or names;
     # extents None: another name for the dead buffer
+    copies: list[tuple[str, str]] = field(default_factory=list)  # (name, argument copied)
     advise: list[str] = field(default_factory=list)
     steps: list[tuple[str, str | None]] = field(default_factory=list)  # (step, extent fn)
     returns: list[tuple[str, bool]] = field(default_factory=list)  # (name, copy)
@@ -42,6 +43,7 @@ class Plan:
         plan.steps = [tuple(s) for s in plan.steps]
         plan.returns = [tuple(r) for r in plan.returns]
         plan.params = [tuple(p) for p in plan.params]
+        plan.copies = [tuple(c) for c in plan.copies]
         return plan
 
 

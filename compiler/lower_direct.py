@@ -446,6 +446,15 @@ class _EntryTranslator:
                 self.plan.allocs.append((_name(target), None, None, value.id))
                 self.arrays[_name(target)] = self.arrays[value.id]
                 return True
+            if (isinstance(stmt, ast.Assign) and isinstance(value, ast.Call)
+                    and isinstance(value.func, ast.Attribute) and value.func.attr == "copy"
+                    and not value.args and isinstance(value.func.value, ast.Name)
+                    and value.func.value.id in self.plan.param_dtypes):
+                # `b1 = a0.copy()` of an argument (which no step changes): made up front
+                source = value.func.value.id
+                self.plan.copies.append((_name(target), source))
+                self.arrays[_name(target)] = self.arrays[source]
+                return True
             if isinstance(stmt, ast.Assign) and isinstance(value, ast.Call):
                 if (isinstance(value.func, ast.Attribute) and value.func.attr == "empty"
                         and _name(value.func.value) == "np"):

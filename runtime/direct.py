@@ -213,6 +213,8 @@ def entry_source(plan: Any) -> str:
             lines.append(f"    {name} = np.empty({shape}, np.{dtype})")
         else:
             lines.append(f"    {name} = {dead}.reshape({shape})  # reuses a dead buffer")
+    for name, source in plan.copies:
+        lines.append(f"    {name} = {source}.copy()")
     for name in plan.advise:
         lines.append(f"    advise_huge_pages({name})")
     ints = ", ".join(plan.ints) + ("," if len(plan.ints) == 1 else "")

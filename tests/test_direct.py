@@ -392,3 +392,16 @@ def test_matrix_products_through_openblas_match_numba(fresh_cache, batch):
     eager = tx.vmap(tx.grad(loss), in_dims=(None, 0, 0))(params, x, y)
     for a, b in zip(tx.tree_leaves(got), tx.tree_leaves(eager)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_a_copy_of_an_argument_is_a_new_array(fresh_cache):
+    copy = tx.jit(lambda v: v.copy())
+    both = tx.jit(lambda v: (v.copy(), v * 2.0))
+    x = RNG.standard_normal((3, 4))
+    for f in (copy, both):
+        out = f(x)
+        first = out if f is copy else out[0]
+        assert isinstance(kernel_of(f, x), direct.DirectKernel)
+        np.testing.assert_array_equal(first, x)
+        assert first is not x and not np.shares_memory(first, x)
+    np.testing.assert_array_equal(both(x)[1], x * 2.0)
