@@ -365,7 +365,7 @@ class _EntryTranslator:
     def run(self) -> DirectModule:
         self._params()
         serial: list[ast.stmt] = []
-        for stmt in _expand_blocks(self.entry.body, self.functions):
+        for stmt in _rename_rebound(_expand_blocks(self.entry.body, self.functions)):
             if self._plan_statement(stmt):
                 continue
             name = _call_name(stmt.value) if isinstance(stmt, ast.Expr) else None
@@ -586,6 +586,32 @@ def _expand_blocks(body: list[ast.stmt], functions: dict) -> list[ast.stmt]:
             if len(names) != len(values):
                 raise Unsupported(f"unpacking {name}'s results")
             out += [ast.Assign([t], v, lineno=0) for t, v in zip(names, values)]
+    return out
+
+
+def _rename_rebound(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The entry's statements with every name that an assignment binds a second time
+    renamed from there on (`rb1 = np.empty((n1,))` in one region and again in the next,
+    another shape): the plan allocates all buffers up front and the steps find each by
+    its name, so one name must be one array."""
+    current: dict[str, str] = {}  # name -> the name it has from here on
+    seen: set[str] = set()
+    out = []
+    for stmt in body:
+        if not isinstance(stmt, ast.Assign):
+            out.append(_clone(stmt, {}, current) if current else stmt)
+            continue
+        value = _clone(stmt.value, {}, current) if current else stmt.value
+        targets = []
+        for target in stmt.targets:
+            names = target.elts if isinstance(target, ast.Tuple) else [target]
+            for name in names:
+                if isinstance(name, ast.Name):
+                    if name.id in seen:
+                        current[name.id] = f"{name.id}_r{len(out)}"
+                    seen.add(name.id)
+            targets.append(_clone(target, {}, current) if current else target)
+        out.append(ast.Assign(targets, value, lineno=0))
     return out
 
 

@@ -64,7 +64,9 @@ _ROOT = _HERE.parent
 _FINGERPRINT_FILES = [
     *(_ROOT / "compiler" / f"{name}.py" for name in (
         "lower_cpu", "lower_cpu_kernels", "point_rules", "gemm_plan", "buffer_plan",
-        "lowering_graph", "kernel_rules", "codegen")),
+        "lowering_graph", "kernel_rules", "codegen",
+        # the direct back end's translator and mathlib's operations: what the IR is made of
+        "lower_direct", "direct_helpers", "direct_plan", "mathlib_ops", "mathlib_numba")),
     _ROOT / "compiler" / "fusion.py", _ROOT / "compiler" / "mathlib.py",
     *sorted(_HERE.glob("*.py")),
 ]

@@ -405,3 +405,24 @@ def test_a_copy_of_an_argument_is_a_new_array(fresh_cache):
         np.testing.assert_array_equal(first, x)
         assert first is not x and not np.shares_memory(first, x)
     np.testing.assert_array_equal(both(x)[1], x * 2.0)
+
+
+def test_scratch_names_bound_again_with_another_shape_are_separate_buffers(fresh_cache):
+    """One kernel of row reductions over rows of 1, 7 and 2500: the generated source
+    allocates `rb1` in one region and again, another length, in the next. The plan makes
+    every buffer up front, so each binding must be its own array (one shared array made
+    the wider rows overrun the narrower one: wrong sums, then a corrupted heap)."""
+    def f(a, b, c):
+        out = []
+        for x in (a, b, c):
+            m = np.mean(x, axis=-1, keepdims=True)
+            out.append(np.sum((x - m) * (x - m), axis=-1))
+            out.append(x / np.sum(np.exp(x), axis=-1, keepdims=True))
+        return out
+
+    args = [RNG.standard_normal((6, n)).astype(np.float32) for n in (1, 7, 2500)]
+    jitted = tx.jit(f)
+    got = jitted(*args)
+    assert isinstance(kernel_of(jitted, *args), direct.DirectKernel)
+    for a, b in zip(got, numba_result(f, *args)):
+        np.testing.assert_array_equal(a, b)

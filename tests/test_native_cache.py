@@ -70,7 +70,10 @@ def folder(tmp_path_factory) -> Path:
 
 
 def _run(root: Path, mode: str, tag: str, *extra: str) -> dict:
-    env = dict(os.environ, TRANSFUSE_CACHE_DIR=str(root / "cache"), TRANSFUSE_NATIVE_CACHE=mode)
+    # the object code of Numba's kernels: the direct back end (which would take this
+    # program, tests/test_direct.py) is off
+    env = dict(os.environ, TRANSFUSE_CACHE_DIR=str(root / "cache"), TRANSFUSE_NATIVE_CACHE=mode,
+               TRANSFUSE_DIRECT="0")
     env.pop("NUMBA_CACHE_DIR", None)
     proc = subprocess.run([sys.executable, str(root / "program.py"), str(root / "in.npz"),
                            str(root / f"{tag}.npz"), *extra], capture_output=True, text=True,
