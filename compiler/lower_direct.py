@@ -379,6 +379,12 @@ class _EntryTranslator:
         self.plan.ints = [n for n, kind in self.plan.params if kind == "int"]
         if self.emitter.uses_blas:
             self.plan.libraries = [numpy_openblas()]
+        if any(dead in self.plan.param_dtypes and extents is not None
+               for _, extents, _, dead in self.plan.allocs):
+            # A reshape of an argument (`b1 = a0.reshape((n0, n1))`) runs in the Python
+            # entry before the steps, and raises for an argument of another size: the
+            # entry checks the arguments first (fuzz finding 16)
+            self.plan.guard_compiled = False
         if self.plan.steps and all(extent is None for _, extent in self.plan.steps):
             self._python_entry()
         return DirectModule(str(self.module), self.plan, self.emitter.uses_libm)

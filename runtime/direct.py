@@ -212,7 +212,8 @@ def entry_source(plan: Any) -> str:
         if dead is None:
             lines.append(f"    {name} = np.empty({shape}, np.{dtype})")
         else:
-            lines.append(f"    {name} = {dead}.reshape({shape})  # reuses a dead buffer")
+            why = "a view of the argument" if dead in plan.param_dtypes else "reuses a dead buffer"
+            lines.append(f"    {name} = {dead}.reshape({shape})  # {why}")
     for name, source in plan.copies:
         lines.append(f"    {name} = {source}.copy()")
     for name in plan.advise:

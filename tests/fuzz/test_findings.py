@@ -406,3 +406,23 @@ def test_a_loop_of_no_trips_returns_a_new_array(mode):
     reference_input = keep.copy()
     np.testing.assert_array_equal(f(reference_input, PythonLax), got)
     np.testing.assert_array_equal(reference_input, keep)
+
+
+# ---------------------------------------------------------------------------------------
+# 16. jit(vmap) of argmax over a 0-d example: the kernel views its argument
+# (`b1 = a0.reshape((n0, n1))`), which the direct back end's Python entry did before the
+# compiled guard, so an argument of another size raised NumPy's ValueError to the user
+# instead of recompiling (seed 11123, --jit-modes 2). An entry that reshapes an argument
+# now checks the arguments first.
+
+
+def test_jit_of_vmap_of_argmax_over_scalars_takes_any_batch():
+    f = tx.jit(tx.vmap(lambda v: np.argmax(v, axis=None)))
+    rng = np.random.default_rng(11123)
+    for n in (3, 8, 1, 3):  # the fast path with another batch size each time
+        x = rng.standard_normal(n)
+        got = f(x)
+        assert got.shape == (n,) and got.dtype == np.int64
+        np.testing.assert_array_equal(got, np.zeros(n, np.int64))
+    column = np.ascontiguousarray(rng.standard_normal((3, 2))[:, 0])
+    np.testing.assert_array_equal(f(column), np.zeros(3, np.int64))
