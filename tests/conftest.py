@@ -246,3 +246,12 @@ def _jitted_linearize(original: Callable) -> Callable:
         return output, jvp_fn
 
     return linearize
+
+
+@pytest.fixture(scope="module")
+def numba_kernels():
+    """Kernels compiled by Numba, not the direct back end, for a module's tests (those
+    that look at Numba's cache files): `pytestmark = pytest.mark.usefixtures(...)`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFUSE_DIRECT", "0")
+        yield

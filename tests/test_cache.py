@@ -13,14 +13,9 @@ from transfuse.runtime import cache as kernel_cache
 import transfuse as tx
 from tests.helpers import run_json_script
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _through_numba():
-    """These tests look at Numba's cache files: their kernels go through Numba, not the
-    direct back end (runtime/direct.py; its cache is tests/test_direct.py's)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRANSFUSE_DIRECT", "0")
-        yield
+# These tests look at Numba's cache files: their kernels go through Numba, not the direct
+# back end (runtime/direct.py; its cache is tests/test_direct.py's).
+pytestmark = pytest.mark.usefixtures("numba_kernels")
 
 
 @pytest.fixture

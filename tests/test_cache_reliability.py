@@ -21,13 +21,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _through_numba():
-    """These tests look at Numba's cache files: their kernels go through Numba, not the
-    direct back end (runtime/direct.py; its cache is tests/test_direct.py's)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRANSFUSE_DIRECT", "0")
-        yield
+# These tests look at Numba's cache files: their kernels go through Numba, not the direct
+# back end (runtime/direct.py; its cache is tests/test_direct.py's).
+pytestmark = pytest.mark.usefixtures("numba_kernels")
 
 # The programs, in every job. rk4 is a jit(grad) of a 3-step RK4 integrator of a damped
 # pendulum (2-element float64 state): its graph is long enough for buffers to be reused,
