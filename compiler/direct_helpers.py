@@ -25,7 +25,7 @@ from typing import Any
 from llvmlite import ir
 
 from .direct_plan import numpy_openblas
-from .lower_direct import FLOAT64, Array, Scalar, Unsupported
+from .lower_direct import FLOAT64, Array, HelperRule, Scalar, Unsupported
 from .mathlib_ops import declare, full_width
 
 __all__ = ["HELPER_RULES", "HelperRule"]
@@ -33,14 +33,6 @@ __all__ = ["HELPER_RULES", "HelperRule"]
 SUM_BLOCK = 128  # runtime/cpu_kernels.py's SUM_BLOCK: NumPy's pairwise block
 I1, I64 = ir.IntType(1), ir.IntType(64)
 F64 = ir.DoubleType()
-
-
-class HelperRule:
-    """An explicit rule for one helper: rule(emitter, args) -> value."""
-
-    def __init__(self, name: str, emit: Callable[[Any, list], Any]):
-        self.name = name
-        self.emit = emit
 
 
 HELPER_RULES: dict[str, HelperRule] = {}

@@ -97,6 +97,15 @@ class Function:
     shared: bool = False  # a region function of the kernel: one LLVM function, called
 
 
+@dataclass(frozen=True)
+class HelperRule:
+    """An explicit rule for a helper that only Numba compiles (compiler/direct_helpers.py):
+    emit(emitter, args) writes its IR and returns its value."""
+
+    name: str
+    emit: Callable[[Any, list], Any]
+
+
 @dataclass
 class Slot:
     """A local variable: stack memory that LLVM promotes to registers."""
@@ -560,9 +569,6 @@ class _EntryTranslator:
             n = self.emitter.to_int(self.emitter.expr(bound, inner))
             self.emitter.builder.ret(n.value)
         self.plan.steps.append((name, extent))
-
-    def array_param(self, name: str) -> tuple[np.dtype, int] | None:
-        return self.arrays.get(name)
 
 
 def _expand_blocks(body: list[ast.stmt], functions: dict) -> list[ast.stmt]:
@@ -1394,7 +1400,7 @@ class Emitter:
     def call(self, fn: Any, args: list, node: ast.Call) -> Any:
         if isinstance(fn, Op):
             return self.op_call(fn, args)
-        if type(fn).__name__ == "HelperRule":  # compiler/direct_helpers.py
+        if isinstance(fn, HelperRule):
             return fn.emit(self, args)
         if fn is np.empty or fn is np.zeros:
             return self.allocate(args, zeroed=fn is np.zeros)
@@ -1650,45 +1656,13 @@ class Emitter:
         return Scalar(op.codegen(self.builder, values), result)
 
     def numba_call(self, fn: Any, args: list) -> Any:
-        """A Numba dispatcher (inlined from its Python source) or intrinsic (whose own
-        code generator writes the IR)."""
-        from numba.core.extending import _Intrinsic
-
-        if isinstance(fn, _Intrinsic):
-            return self.intrinsic(fn, args)
+        """A Numba dispatcher, inlined from its Python source. (Intrinsics and overloads
+        are not followed: mathlib's operations and cpu_kernels' reduction helpers have
+        their own rules, compiler/mathlib_ops.py and compiler/direct_helpers.py.)"""
         py_func = getattr(fn, "py_func", None)
         if py_func is None:
             raise Unsupported(f"the Numba object {fn!r}")
         return self.inline(self.function(py_func), args)
-
-    def intrinsic(self, fn: Any, args: list) -> Any:
-        from numba import types
-        from numba.np.numpy_support import as_dtype, from_dtype
-
-        floats = {a.dtype for a in args if isinstance(a, Scalar) and a.dtype.kind == "f"}
-        common = floats.pop() if len(floats) == 1 else None
-        values, numba_types = [], []
-        for a in args:
-            if isinstance(a, tuple):  # a tuple of coefficients: an LLVM array constant
-                dtype = common or scalar_dtype(a[0])
-                items = [ir.Constant(LLVM_TYPES[dtype], _py(dtype.type(v))) for v in a]
-                values.append(ir.Constant(ir.ArrayType(LLVM_TYPES[dtype], len(a)), items))
-                numba_types.append(types.UniTuple(from_dtype(dtype), len(a)))
-                continue
-            if is_constant(a) and common is not None and scalar_dtype(a).kind == "f":
-                a = Scalar(ir.Constant(LLVM_TYPES[common], float(a)), common)
-            a = self.as_scalar(a)
-            values.append(a.value)
-            numba_types.append(types.boolean if a.dtype == BOOL else from_dtype(a.dtype))
-        typed = fn._defn(None, *numba_types)
-        if typed is None:
-            raise Unsupported(f"the intrinsic {fn._name} for {numba_types}")
-        sig, codegen = typed
-        value = codegen(_CodegenContext(), self.builder, sig, values)
-        ret = sig.return_type
-        if ret == types.none:
-            return None
-        return Scalar(value, BOOL if ret == types.boolean else np.dtype(as_dtype(ret)))
 
     # -- buffers -----------------------------------------------------------------------
     def allocate(self, args: list, zeroed: bool) -> Array:
@@ -1736,9 +1710,7 @@ class Emitter:
         out = self.allocate([args[0], args[2]], zeroed=False)
         value = _to_memory(self.builder, self.cast(self.as_scalar(args[1]), out.dtype))
         b = self.builder
-        count = ir.Constant(I64, 1)
-        for extent in out.shape:
-            count = b.mul(count, extent)
+        count = self._size(out)
         with b.goto_block(self._alloca_block):
             slot = b.alloca(I64)
         b.store(ir.Constant(I64, 0), slot)
@@ -1809,13 +1781,6 @@ class Emitter:
         else:
             value = b.trunc(x.value, to)
         return Scalar(value, dst)
-
-
-class _CodegenContext:
-    """What Numba's code generators of intrinsics ask of their context here."""
-
-    def get_dummy_value(self) -> ir.Value:
-        return ir.Constant(I8P, None)
 
 
 class _StepContext:
