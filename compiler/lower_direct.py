@@ -16,18 +16,22 @@ the caller then compiles the kernel through Numba as before):
   float is float64, int32 arithmetic widens to int64, int / int is float64);
 - expressions, conditional expressions and `and`/`or` with Python's laziness (a load in
   the branch not taken is not executed), `for` over `range`/`prange`, `if`, assignments;
-- C-ordered arrays: loads, stores and row views;
-- calls of mathlib's functions and Numba intrinsics (whose own code generators write the
-  IR), of plain helpers (inlined from their source), and of libm.
+- C-ordered arrays: loads, stores, row views, leading-axis slices, reshapes, scratch
+  buffers (`np.empty`, `np.zeros`, `np.full`: malloc'd and freed with their loop body);
+- calls of mathlib's functions (plain Python over compiler/mathlib_ops.py's operations,
+  which write their own IR), of plain helpers (inlined from their source), of libm, and
+  of the helpers only Numba compiles through explicit rules (compiler/direct_helpers.py).
 
 The entry's own bookkeeping — the signature guard, `np.empty`, `advise_huge_pages`, the
 returned arrays — is not compiled: it becomes a `Plan` that runtime/direct.py carries out
 in Python around calls of the compiled steps. Each step is an exported function
-`void step_k(i64 *ints, PyObject *arrays, i64 lo, i64 hi)`: `ints` holds the entry's
+`i64 step_k(i64 *ints, PyObject *arrays, i64 lo, i64 hi)`: `ints` holds the entry's
 integer arguments, `arrays` is a tuple of every array the steps use (the entry's and the
-buffers), whose data and extents the step reads from NumPy's array struct; a step that is
-a parallel region runs blocks [lo, hi) of its `prange`, whose length
-`extent_k(ints, arrays)` returns. docs/compiler.md, "The direct back end".
+buffers), whose data and extents the step reads from NumPy's array struct; the first
+step returns 1 where the arrays are not what it was compiled for. A step that is a
+parallel region runs blocks [lo, hi) of its `prange`, whose length `extent_k(ints,
+arrays)` returns; a kernel without one also exports `run_steps`, a CPython builtin that
+runs every step. docs/compiler.md, "The direct back end".
 """
 
 from __future__ import annotations
