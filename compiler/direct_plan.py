@@ -20,9 +20,9 @@ class Plan:
     guard_compiled: bool = False  # the first step checks them (else the Python entry)
     allocs: list[tuple[str, list | None, str | None, str | None]] = field(
         default_factory=list)
-    # (name, extents, dtype, the dead buffer it reshapes or None); extents: ints or names;
-    # extents None: another name for the dead buffer
-    copies: list[tuple[str, str]] = field(default_factory=list)  # (name, argument copied)
+    # (name, extents, dtype, the dead buffer it reshapes or None), in the entry's order;
+    # extents: ints or names; extents None: another name for the dead buffer, or, with
+    # dtype "copy", a copy of that argument
     advise: list[str] = field(default_factory=list)
     steps: list[tuple[str, str | None]] = field(default_factory=list)  # (step, extent fn)
     returns: list[tuple[str, bool]] = field(default_factory=list)  # (name, copy)
@@ -43,7 +43,6 @@ class Plan:
         plan.steps = [tuple(s) for s in plan.steps]
         plan.returns = [tuple(r) for r in plan.returns]
         plan.params = [tuple(p) for p in plan.params]
-        plan.copies = [tuple(c) for c in plan.copies]
         return plan
 
 

@@ -471,7 +471,7 @@ class _EntryTranslator:
                     and value.func.value.id in self.plan.param_dtypes):
                 # `b1 = a0.copy()` of an argument (which no step changes): made up front
                 source = value.func.value.id
-                self.plan.copies.append((_name(target), source))
+                self.plan.allocs.append((_name(target), None, "copy", source))
                 self.arrays[_name(target)] = self.arrays[source]
                 return True
             if isinstance(stmt, ast.Assign) and isinstance(value, ast.Call):

@@ -206,7 +206,8 @@ def entry_source(plan: Any) -> str:
         lines.append("        raise SignatureMismatch()")
     for name, extents, dtype, dead in plan.allocs:
         if extents is None:
-            lines.append(f"    {name} = {dead}  # reuses a dead buffer")
+            lines.append(f"    {name} = {dead}.copy()" if dtype == "copy"
+                         else f"    {name} = {dead}  # reuses a dead buffer")
             continue
         shape = "(" + ", ".join(map(str, extents)) + ("," if len(extents) == 1 else "") + ")"
         if dead is None:
@@ -214,8 +215,6 @@ def entry_source(plan: Any) -> str:
         else:
             why = "a view of the argument" if dead in plan.param_dtypes else "reuses a dead buffer"
             lines.append(f"    {name} = {dead}.reshape({shape})  # {why}")
-    for name, source in plan.copies:
-        lines.append(f"    {name} = {source}.copy()")
     for name in plan.advise:
         lines.append(f"    advise_huge_pages({name})")
     ints = ", ".join(plan.ints) + ("," if len(plan.ints) == 1 else "")
