@@ -243,8 +243,9 @@ def _gemm_strided(e: Any, args: list) -> None:
                         plan.ptr])
 
 
-def _count_loop(b: ir.IRBuilder, n: ir.Value, body: Callable[[ir.Value], None]) -> None:
-    """for i in range(n): body(i), with the counter in a stack slot (LLVM promotes it)."""
+def count_loop(b: ir.IRBuilder, n: ir.Value, body: Callable[[ir.Value], None]) -> None:
+    """for i in range(n): body(i), with the counter in a stack slot of the function's first
+    block (LLVM promotes it); np.full's fill and gemm_strided's loops."""
     with b.goto_entry_block():  # stack slots belong in the first block, not in loops
         slot = b.alloca(I64)
     b.store(ir.Constant(I64, 0), slot)
@@ -324,7 +325,7 @@ def _build_gemm(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
         def body(i: ir.Value) -> None:
             moved = tuple(b.add(o, b.mul(i, arg(first + 1 + j))) for j, o in enumerate(offsets))
             level(depth + 1, moved)
-        _count_loop(b, arg(first), body)
+        count_loop(b, arg(first), body)
 
     start = ir.Constant(I64, 0)
     level(0, (start, start, start))

@@ -1713,21 +1713,11 @@ class Emitter:
             raise Unsupported("np.full of other than (shape, value, dtype)")
         out = self.allocate([args[0], args[2]], zeroed=False)
         value = _to_memory(self.builder, self.cast(self.as_scalar(args[1]), out.dtype))
+        from .direct_helpers import count_loop  # (it imports this module)
+
         b = self.builder
-        count = self._size(out)
-        with b.goto_block(self._alloca_block):
-            slot = b.alloca(I64)
-        b.store(ir.Constant(I64, 0), slot)
-        head, body, done = (b.append_basic_block(n) for n in ("fill", "fill_body", "filled"))
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.load(slot, typ=I64)
-        b.cbranch(b.icmp_signed("<", i, count), body, done)
-        b.position_at_end(body)
-        b.store(value, b.gep(out.ptr, [i], source_etype=_memory_type(out.dtype)))
-        b.store(b.add(i, ir.Constant(I64, 1)), slot)
-        b.branch(head)
-        b.position_at_end(done)
+        count_loop(b, self._size(out), lambda i: b.store(
+            value, b.gep(out.ptr, [i], source_etype=_memory_type(out.dtype))))
         return out
 
     def free_scope(self) -> None:
