@@ -584,8 +584,8 @@ def _expand_blocks(body: list[ast.stmt], functions: dict) -> list[ast.stmt]:
     for stmt in body:
         call = stmt.value if isinstance(stmt, (ast.Expr, ast.Assign)) else None
         name = _call_name(call) if call is not None else None
-        if name not in functions or not _is_block(functions[name][0]):
-            out.append(stmt)
+        if name not in functions or functions[name][1] or not _is_block(functions[name][0]):
+            out.append(stmt)  # (a parallel region allocating scratch rows is no block)
             continue
         fn = functions[name][0]
         number = len(out)
@@ -1289,8 +1289,14 @@ class Emitter:
             x, y = self.cast(x, dtype), self.cast(y, dtype)
             return Scalar(b.fdiv(x.value, y.value), dtype)
         dtype = promote(x.dtype, y.dtype)
+        int_exponent = y.dtype.kind != "f"  # Numba raises a float to an int by its own loop
         x, y = self.cast(x, dtype), self.cast(y, dtype)
         if dtype.kind == "f":
+            if op in (ast.FloorDiv, ast.Mod):
+                return Scalar(self.float_div_mod(op, x, y), dtype)
+            if op is ast.Pow and not int_exponent:  # Numba: llvm.pow (libm's pow, powf)
+                self.uses_libm = True
+                return self.llvm_intrinsic("llvm.pow", [x, y])
             fn = {ast.Add: b.fadd, ast.Sub: b.fsub, ast.Mult: b.fmul}.get(op)
             if fn is None:
                 raise Unsupported(f"the float operation {op.__name__}")
@@ -1300,6 +1306,9 @@ class Emitter:
             return Scalar(fn(x.value, y.value), dtype)
         if op in (ast.FloorDiv, ast.Mod):
             return Scalar(self.floor_div_mod(op, x.value, y.value), dtype)
+        if op in (ast.LShift, ast.RShift) and dtype.kind == "i":  # Numba: shl / ashr
+            fn = b.shl if op is ast.LShift else b.ashr
+            return Scalar(fn(x.value, y.value), dtype)
         raise Unsupported(f"the integer operation {op.__name__}")
 
     def floor_div_mod(self, op: type, x: ir.Value, y: ir.Value) -> ir.Value:
@@ -1318,6 +1327,33 @@ class Emitter:
         else:
             out = b.select(adjust, b.add(r, safe), r)
         return b.select(is_zero, zero, out)
+
+    def float_div_mod(self, op: type, x: Scalar, y: Scalar) -> ir.Value:
+        """Python's // and % on floats as Numba computes them (CPython's float_divmod,
+        numba/cpython/numbers.py), as selects; x / y (fmod(x, y)) for a zero divisor, as
+        Numba's NumPy error model."""
+        b = self.builder
+        zero, negative_zero, one, half = (ir.Constant(x.value.type, v)
+                                          for v in (0.0, -0.0, 1.0, 0.5))
+        self.uses_libm = True  # frem is fmod
+        mod = b.frem(x.value, y.value)
+        div = b.fdiv(b.fsub(x.value, mod), y.value)
+        y_negative = b.fcmp_ordered("<", y.value, zero)
+        mod_nonzero = b.fcmp_unordered("!=", mod, zero)  # nonzero or NaN
+        flip = b.and_(mod_nonzero,
+                      b.icmp_unsigned("!=", y_negative, b.fcmp_ordered("<", mod, zero)))
+        is_zero = b.fcmp_ordered("==", y.value, zero)
+        if op is ast.Mod:
+            signed_zero = b.select(y_negative, negative_zero, zero)
+            mod = b.select(mod_nonzero, b.select(flip, b.fadd(mod, y.value), mod), signed_zero)
+            return b.select(is_zero, b.frem(x.value, y.value), mod)
+        div = b.select(flip, b.fsub(div, one), div)
+        floor = self.llvm_intrinsic("llvm.floor", [Scalar(div, x.dtype)]).value
+        rounded = b.select(b.fcmp_ordered(">", b.fsub(div, floor), half),
+                           b.fadd(floor, one), floor)
+        signed_zero = b.fdiv(b.fmul(b.fmul(div, div), x.value), y.value)
+        quotient = b.select(b.fcmp_ordered("!=", div, zero), rounded, signed_zero)
+        return b.select(is_zero, b.fdiv(x.value, y.value), quotient)
 
     def expr_Compare(self, node: ast.Compare, scope: Scope) -> Any:
         left = self.expr(node.left, scope)
@@ -1589,9 +1625,15 @@ class Emitter:
             return fn(*args)
         if name in ("isnan", "isinf", "isfinite") and len(args) == 1:
             return self.classify(name, self.as_scalar(args[0]))
+        if name == "arctan2" and len(args) == 2:
+            return self.arctan2(self.as_scalar(args[0]), self.as_scalar(args[1]))
         if len(args) != 1:
             raise Unsupported(f"{name} of {len(args)} arguments")
         x = self.as_scalar(args[0])
+        if name == "sign" and x.dtype.kind in "fi":
+            return self.sign(x)
+        if name == "round" and x.dtype.kind == "f":  # Numba: half to even, llvm.rint
+            return self.llvm_intrinsic("llvm.rint", [x])
         if x.dtype.kind != "f":
             if getattr(fn, "__module__", "") == "math" or name in _LIBM or name in _LLVM_UNARY:
                 x = self.cast(x, FLOAT64)  # Numba: math functions of ints take float64
@@ -1606,6 +1648,34 @@ class Emitter:
             callee = _get_function(self.module, symbol, ir.FunctionType(lltype, [lltype]))
             return Scalar(self.builder.call(callee, [x.value]), x.dtype)
         raise Unsupported(f"the scalar function {name}")
+
+    def sign(self, x: Scalar) -> Scalar:
+        """np.sign as Numba's real_sign_impl (1, -1, or x itself: 0 or NaN) and
+        int_sign_impl (0, 1 or -1 in x's type)."""
+        b = self.builder
+        if x.dtype.kind == "i":
+            one, zero = ir.Constant(x.value.type, 1), ir.Constant(x.value.type, 0)
+            nonzero = b.select(b.icmp_signed(">", x.value, zero), one,
+                               ir.Constant(x.value.type, -1))
+            return Scalar(b.select(b.icmp_signed("==", x.value, zero), zero, nonzero),
+                          x.dtype)
+        zero = ir.Constant(x.value.type, 0.0)
+        value = b.select(b.fcmp_ordered("<", x.value, zero), ir.Constant(x.value.type, -1.0),
+                         x.value)
+        return Scalar(b.select(b.fcmp_ordered(">", x.value, zero),
+                               ir.Constant(x.value.type, 1.0), value), x.dtype)
+
+    def arctan2(self, y: Scalar, x: Scalar) -> Scalar:
+        """np.arctan2 as Numba's ufunc loop: libm's atan2 (atan2f) in the common float
+        type (float64 for integers)."""
+        dtype = promote(y.dtype, x.dtype)
+        dtype = dtype if dtype.kind == "f" else FLOAT64
+        y, x = self.cast(y, dtype), self.cast(x, dtype)
+        self.uses_libm = True
+        lltype = LLVM_TYPES[dtype]
+        callee = _get_function(self.module, "atan2f" if dtype == FLOAT32 else "atan2",
+                               ir.FunctionType(lltype, [lltype, lltype]))
+        return Scalar(self.builder.call(callee, [y.value, x.value]), dtype)
 
     def classify(self, name: str, x: Scalar) -> Scalar:
         b = self.builder

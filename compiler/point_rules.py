@@ -184,7 +184,7 @@ def _integer_pow(c: PointCtx) -> str:
         if c.out_dtype.kind in "fc":
             product = f"{x} ** {c.lit(abs(y))}"
         else:
-            product = f"{c.helper('ipow')}({x}, {abs(y)})"
+            product = f"{c.helper('ipow')}({_widened(c, x)}, {abs(y)})"
     if y < 0 and c.out_dtype.kind == "c":  # NumPy: 0 ** (negative) is nan + nan j
         inverse = divide(c, c.lit(1), f"({product})")
         return f"({inverse} if {x} != 0 else {c.lit(complex(np.nan, np.nan))})"
@@ -251,7 +251,18 @@ def _pow(c: PointCtx) -> str:
     x, y = c.args()
     if c.out_dtype.kind in "fc":
         return f"{x} ** {y}"
-    return exact(c, f"{c.helper('ipow')}({x}, {y})")
+    return exact(c, f"{c.helper('ipow')}({_widened(c, x)}, {_widened(c, y)})")
+
+
+def _widened(c: PointCtx, x: str) -> str:
+    """An integer operand as the 64-bit integer that Numba's typing makes of ipow's `base`
+    and `exp` anyway (a narrow int times itself, or shifted, is 64 bits wide: the loop
+    unifies the two types), so the direct back end, which keeps one type per variable,
+    reads ipow the same way."""
+    dtype = c.out_dtype
+    if dtype.kind in "iu" and dtype.itemsize < 8:
+        return f"np.{'int64' if dtype.kind == 'i' else 'uint64'}({x})"
+    return x
 
 
 _rule("pow", point=_pow)
