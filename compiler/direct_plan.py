@@ -31,6 +31,9 @@ class Plan:
     ints: list[str] = field(default_factory=list)  # int params in `ints` order
     libraries: list[str] = field(default_factory=list)  # loaded RTLD_GLOBAL first (BLAS)
     python_entry: bool = False  # `run_steps` runs every step as a CPython builtin
+    # (global, module, export): a function pointer the loader sets from a Cython module's
+    # exported C function (scipy.special.cython_special's), by address as Numba binds it
+    externals: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -43,6 +46,7 @@ class Plan:
         plan.steps = [tuple(s) for s in plan.steps]
         plan.returns = [tuple(r) for r in plan.returns]
         plan.params = [tuple(p) for p in plan.params]
+        plan.externals = [tuple(x) for x in plan.externals]
         return plan
 
 

@@ -392,6 +392,7 @@ class _EntryTranslator:
         self.plan.ints = [n for n, kind in self.plan.params if kind == "int"]
         if self.emitter.uses_blas:
             self.plan.libraries = [numpy_openblas()]
+        self.plan.externals = list(self.emitter.externals)
         if any(dead in self.plan.param_dtypes and extents is not None
                for _, extents, _, dead in self.plan.allocs):
             # A reshape of an argument (`b1 = a0.reshape((n0, n1))`) runs in the Python
@@ -811,6 +812,7 @@ class Emitter:
         self.builder: ir.IRBuilder | None = None
         self.uses_libm = False
         self.uses_blas = False  # a gemm rule's calls: NumPy's OpenBLAS is loaded first
+        self.externals: list[tuple[str, str, str]] = []  # Plan.externals
         self._globals: dict[int, ir.GlobalVariable] = {}
         self._trees: dict[Any, ast.FunctionDef] = {}
         self._shared: dict[tuple, ir.Function] = {}
@@ -1460,6 +1462,8 @@ class Emitter:
             raise Unsupported(f"{ast.unparse(node)} outside a loop header")
         if isinstance(fn, type) and issubclass(fn, np.generic):
             return self.convert(fn, args[0])
+        if type(fn).__name__ == "ExternalFunction" and _is_numba_object(fn):
+            return self.external_call(fn, args)
         if _is_numba_object(fn):
             return self.numba_call(fn, args)
         if callable(fn) and getattr(fn, "__module__", "") in ("numpy", "math") or \
@@ -1737,6 +1741,27 @@ class Emitter:
         if py_func is None:
             raise Unsupported(f"the Numba object {fn!r}")
         return self.inline(self.function(py_func), args)
+
+    def external_call(self, fn: Any, args: list) -> Scalar:
+        """A call of a C function Numba binds by symbol (scipy.special's, as
+        runtime/special_functions.py declares them: double f(double, int)): through a
+        function pointer the loader sets (Plan.externals)."""
+        from transfuse.runtime.special_functions import cython_export
+
+        export = cython_export(fn.symbol)
+        if export is None or str(fn.sig) != "(float64, int32) -> float64" or len(args) != 2:
+            raise Unsupported(f"the external function {fn.symbol}")
+        x, flag = self.cast(self.as_scalar(args[0]), FLOAT64), self.as_scalar(args[1])
+        name = f"tf_external_{fn.symbol}"
+        pointer = self.module.globals.get(name)
+        if pointer is None:
+            pointer = ir.GlobalVariable(self.module, I8P, name)
+            pointer.initializer = ir.Constant(I8P, None)
+            self.externals.append((name, *export))
+        fnty = ir.FunctionType(F64, [F64, I32])
+        b = self.builder
+        callee = b.bitcast(b.load(pointer, typ=I8P), fnty.as_pointer())
+        return Scalar(b.call(callee, [x.value, self.cast(flag, INT32).value]), FLOAT64)
 
     # -- buffers -----------------------------------------------------------------------
     def allocate(self, args: list, zeroed: bool) -> Array:

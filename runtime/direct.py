@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -339,10 +340,28 @@ def _read_record(folder: Path, key: str) -> dict | None:
 
 def _open(path: Path, plan: Any) -> ctypes.CDLL:
     """The library, after the libraries its code calls into (NumPy's OpenBLAS), loaded so
-    that their symbols resolve in it."""
+    that their symbols resolve in it, with its function pointers to Cython modules' C
+    functions set (Plan.externals)."""
     for library in plan.libraries:
         ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
-    return ctypes.CDLL(str(path))
+    library = ctypes.CDLL(str(path))
+    for name, module, export in plan.externals:
+        ctypes.c_void_p.in_dll(library, name).value = _cython_function(module, export)
+    return library
+
+
+def _cython_function(module: str, export: str) -> int:
+    """The address of a Cython module's exported C function (its `__pyx_capi__` capsule),
+    as Numba's get_cython_function_address finds it, without importing Numba."""
+    capsule = importlib.import_module(module).__pyx_capi__[export]
+    name = ctypes.pythonapi.PyCapsule_GetName
+    name.restype, name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    pointer.restype, pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    address = pointer(capsule, name(capsule))
+    if not address:
+        raise OSError(f"{module}.{export} has no address")
+    return address
 
 
 def _load_record(folder: Path, record: dict) -> DirectKernel | None:

@@ -29,6 +29,15 @@ CYTHON_FUNCTIONS = {
 }
 
 
+def cython_export(symbol: str) -> tuple[str, str] | None:
+    """(module, export) of the C function bound to `symbol` (for the direct back end,
+    which sets a function pointer from it when it loads a kernel), or None."""
+    name = CYTHON_FUNCTIONS.get(symbol)
+    if name is None:
+        return None
+    return "scipy.special.cython_special", _float64_capsule_name(name)
+
+
 def _float64_capsule_name(name: str) -> str:
     """The cython_special export of `name` taking and returning a double (fused functions
     have one export per specialisation: __pyx_fuse_<k><name>)."""
