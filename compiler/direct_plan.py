@@ -34,6 +34,7 @@ class Plan:
     # (global, module, export): a function pointer the loader sets from a Cython module's
     # exported C function (scipy.special.cython_special's), by address as Numba binds it
     externals: list[tuple[str, str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # a step's status 2 + k: IndexError(k)
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -399,7 +399,9 @@ class _EntryTranslator:
             # entry before the steps, and raises for an argument of another size: the
             # entry checks the arguments first (fuzz finding 16)
             self.plan.guard_compiled = False
-        if self.plan.steps and all(extent is None for _, extent in self.plan.steps):
+        self.plan.errors = list(self.emitter.errors)
+        if self.plan.steps and all(extent is None for _, extent in self.plan.steps) \
+                and not self.plan.errors:  # (run_steps answers a mismatch only)
             self._python_entry()
         return DirectModule(str(self.module), self.plan, self.emitter.uses_libm)
 
@@ -813,6 +815,8 @@ class Emitter:
         self.uses_libm = False
         self.uses_blas = False  # a gemm rule's calls: NumPy's OpenBLAS is loaded first
         self.externals: list[tuple[str, str, str]] = []  # Plan.externals
+        self.errors: list[str] = []  # Plan.errors: status 2 + k raises IndexError(errors[k])
+        self._frees_base = 0  # the current function's first level of _frees
         self._globals: dict[int, ir.GlobalVariable] = {}
         self._trees: dict[Any, ast.FunctionDef] = {}
         self._shared: dict[tuple, ir.Function] = {}
@@ -936,7 +940,7 @@ class Emitter:
     def call_part(self, name: str) -> None:
         """Call an internal function of the module with this function's ints and arrays."""
         fn = self.module.globals[name]
-        self.builder.call(fn, [self._ints, self._arrays])
+        self.pass_up(self.builder.call(fn, [self._ints, self._arrays]))
 
     def alloca(self, dtype: np.dtype) -> ir.Value:
         """Stack memory in the function's first block (so that LLVM promotes it)."""
@@ -972,6 +976,8 @@ class Emitter:
             self.while_loop(stmt, scope)
         elif isinstance(stmt, (ast.Break, ast.Continue)):
             self.jump(stmt)
+        elif isinstance(stmt, ast.Raise):
+            self.raise_statement(stmt)
         elif isinstance(stmt, ast.Return):
             scope.vars["<return>"] = (self.expr(stmt.value, scope)
                                       if stmt.value is not None else None)
@@ -1089,6 +1095,37 @@ class Emitter:
         next_trip, end = self._loops[-1]
         b.branch(end if isinstance(stmt, ast.Break) else next_trip)
         b.position_at_end(b.append_basic_block("after_jump"))  # unreachable
+
+    def raise_statement(self, stmt: ast.Raise) -> None:
+        """`raise IndexError("...")` (take_index's): the function frees what it allocated
+        and returns status 2 + the message's number, which every caller passes up and the
+        entry raises (runtime/direct.py). Numba raises it from the same place."""
+        exc = stmt.exc
+        if (stmt.cause is not None or not isinstance(exc, ast.Call) or exc.keywords
+                or not isinstance(exc.func, ast.Name) or exc.func.id != "IndexError"
+                or len(exc.args) != 1 or not isinstance(exc.args[0], ast.Constant)
+                or not isinstance(exc.args[0].value, str)):
+            raise Unsupported(f"raising other than IndexError('...'): {ast.unparse(stmt)}")
+        message = exc.args[0].value
+        if message not in self.errors:
+            self.errors.append(message)
+        self.leave(ir.Constant(I64, 2 + self.errors.index(message)))
+        b = self.builder
+        b.position_at_end(b.append_basic_block("after_raise"))  # unreachable
+
+    def leave(self, status: ir.Value) -> None:
+        """Free every buffer the function has open, and return `status`."""
+        free = _get_function(self.module, "free", ir.FunctionType(ir.VoidType(), [I8P]))
+        for level in self._frees[self._frees_base:]:
+            for raw in level:
+                self.builder.call(free, [raw])
+        self.builder.ret(status)
+
+    def pass_up(self, status: ir.Value) -> None:
+        """After a call of a part or region function: leave with its status if not 0."""
+        with self.builder.if_then(self.builder.icmp_signed("!=", status, ir.Constant(I64, 0)),
+                                  likely=False):
+            self.leave(status)
 
     def prange_loop(self, stmt: ast.For, scope: Scope) -> None:
         """The region's prange over blocks [lo, min(hi, n))."""
@@ -1549,7 +1586,7 @@ class Emitter:
             if is_constant(a):
                 a = self.constant(a)
             values += [a.value] if isinstance(a, Scalar) else [a.ptr, *a.shape]
-        self.builder.call(callee, values)
+        self.pass_up(self.builder.call(callee, values))
 
     def _define_shared(self, fn: Function, kinds: list, number: int) -> ir.Function:
         params: list[ir.Type] = []
@@ -1558,12 +1595,12 @@ class Emitter:
                 params.append(LLVM_TYPES[kind[1]])
             else:
                 params += [_memory_type(kind[1]).as_pointer()] + [I64] * kind[2]
-        callee = ir.Function(self.module, ir.FunctionType(ir.VoidType(), params),
+        callee = ir.Function(self.module, ir.FunctionType(I64, params),  # 0, or an error
                              f"{fn.node.name}_{number}")
         callee.linkage = "internal"
         callee.attributes.add("noinline")
         callee.attributes.add("nounwind")
-        saved = (self.builder, self._alloca_block)
+        saved = (self.builder, self._alloca_block, self._frees_base)
         self._alloca_block = callee.append_basic_block("locals")
         self.builder = ir.IRBuilder(callee.append_basic_block("start"))
         scope = Scope(fn.lookup)
@@ -1578,13 +1615,14 @@ class Emitter:
                 scope.vars[param.arg] = Array(ptr, kind[1], shape)
         if any(isinstance(s, ast.Return) for s in ast.walk(fn.node)):
             raise Unsupported(f"the region function {fn.node.name} returns")
+        self._frees_base = len(self._frees)
         self._frees.append([])
         self.block(fn.node.body, scope)
         self.free_scope()
-        self.builder.ret_void()
+        self.builder.ret(ir.Constant(I64, 0))
         with self.builder.goto_block(self._alloca_block):
             self.builder.branch(callee.blocks[1])
-        self.builder, self._alloca_block = saved
+        self.builder, self._alloca_block, self._frees_base = saved
         return callee
 
     def extremum(self, fn: Callable, args: list) -> Any:
@@ -1883,7 +1921,7 @@ class _StepContext:
 
     def __enter__(self) -> Scope:
         e = self.emitter
-        ret = ir.VoidType() if self.kind == "part" else I64  # a step: 1 for a mismatch
+        ret = I64  # 0; a step: 1 for a mismatch; 2 + k for errors[k] (Emitter.leave)
         args = [I64.as_pointer(), I8P] + ([I64, I64] if self.kind == "step"
                                                        else [])
         fn = ir.Function(e.module, ir.FunctionType(ret, args), self.name)
@@ -1899,6 +1937,7 @@ class _StepContext:
         e._first_block = e._params_block
         start = fn.append_basic_block("start")
         e.builder = ir.IRBuilder(start)
+        e._frees_base = len(e._frees)
         e._frees.append([])
         return e.entry_scope(self.translator)
 
@@ -1906,9 +1945,7 @@ class _StepContext:
         e = self.emitter
         if kind is None:
             e.free_scope()
-            if self.kind == "part":
-                e.builder.ret_void()
-            elif self.kind == "step":
+            if self.kind in ("part", "step"):
                 e.builder.ret(ir.Constant(I64, 0))
             with e.builder.goto_block(e._alloca_block):
                 e.builder.branch(e._first_block)

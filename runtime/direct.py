@@ -88,20 +88,21 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def run_parallel(step: Any, extent: Any, ints: Any, arrays: tuple) -> None:
-    """Run a parallel step's blocks [0, extent) over the threads."""
+def run_parallel(step: Any, extent: Any, ints: Any, arrays: tuple) -> int:
+    """Run a parallel step's blocks [0, extent) over the threads: 0, or a block's error
+    status (Plan.errors)."""
     n = extent(ints, arrays)
     threads = min(thread_count(), n)
     if threads <= 1:
-        step(ints, arrays, 0, n)
-        return
+        return step(ints, arrays, 0, n)
     cuts = [n * k // threads for k in range(threads + 1)]
     pool = _pool(thread_count())
     futures = [pool.submit(step, ints, arrays, cuts[k], cuts[k + 1])
                for k in range(1, threads)]
-    step(ints, arrays, cuts[0], cuts[1])
+    status = step(ints, arrays, cuts[0], cuts[1])
     for f in futures:
-        f.result()
+        status = status or f.result()
+    return status
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,7 +143,8 @@ class DirectKernel:
         self.source = entry_source(plan)
         namespace = {"np": np, "ndarray": np.ndarray, "SignatureMismatch": SignatureMismatch,
                      "advise_huge_pages": advise_huge_pages, "run_parallel": run_parallel,
-                     "ints_of": _ints_cache(len(plan.ints), plan.python_entry)}
+                     "ints_of": _ints_cache(len(plan.ints), plan.python_entry),
+                     "failed": _failure(plan.errors)}
         if plan.python_entry:  # the method record lives as long as the entry's globals
             namespace["run_steps"], namespace["_run_steps_record"] = _builtin(library,
                                                                                 "run_steps")
@@ -153,6 +155,16 @@ class DirectKernel:
                 namespace[extent] = _EXTENT((extent, library))
         exec(compile(self.source, f"<transfuse direct entry {path}>", "exec"), namespace)
         self.entry_point = namespace["entry"]
+
+
+def _failure(errors: list[str]) -> Any:
+    """failed(status): raise what a step's status says (1: the arrays are not the
+    compiled signature's; 2 + k: IndexError(errors[k]), as Numba's kernel raises it)."""
+    def failed(status: int) -> None:
+        if status == 1:
+            raise SignatureMismatch()
+        raise IndexError(errors[status - 2])
+    return failed
 
 
 def _ints_cache(count: int, as_ndarray: bool) -> Any:
@@ -225,12 +237,14 @@ def entry_source(plan: Any) -> str:
     if plan.python_entry:  # every step, in one call of a builtin function
         lines += ["    if run_steps(ints, arrays):", "        raise SignatureMismatch()"]
     for k, (step, extent) in enumerate([] if plan.python_entry else plan.steps):
-        if k == 0 and plan.guard_compiled:  # the step checks the arrays first
-            lines += [f"    if {step}(ints, arrays, 0, 0):", "        raise SignatureMismatch()"]
-        elif extent is None:
-            lines.append(f"    {step}(ints, arrays, 0, 0)")
+        call = (f"{step}(ints, arrays, 0, 0)" if extent is None
+                else f"run_parallel({step}, {extent}, ints, arrays)")
+        if plan.errors:  # a step may stop with an IndexError's status
+            lines += [f"    status = {call}", "    if status:", "        failed(status)"]
+        elif k == 0 and plan.guard_compiled:  # the step checks the arrays first
+            lines += [f"    if {call}:", "        raise SignatureMismatch()"]
         else:
-            lines.append(f"    run_parallel({step}, {extent}, ints, arrays)")
+            lines.append(f"    {call}")
     outs = [f"{n}.copy()" if copy else n for n, copy in plan.returns]
     if plan.returns_tuple:
         lines.append(f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")

@@ -184,6 +184,31 @@ def test_scipy_special_through_cython_pointers_is_bit_identical_to_numbas(fresh_
         np.testing.assert_allclose(a, r.astype(dtype), rtol=tol, atol=tol, equal_nan=True)
 
 
+def gather_twice(x, i):
+    return x[i] * 2.0 + x[i[::-1]]
+
+
+@pytest.mark.parametrize("n", [7, 300_000])  # serial, and a parallel gather region
+def test_gathers_match_numba_and_an_index_out_of_range_raises(fresh_cache, n):
+    """take_index's `raise IndexError(...)`: the step stops with an error status that the
+    entry raises (a traced index out of range, naming the user's line), in a serial and in
+    a parallel step; in range, the same bits as Numba's."""
+    x = RNG.standard_normal(n).astype(np.float32)
+    i = RNG.integers(-n, n, n)
+    jitted = tx.jit(gather_twice)
+    got = jitted(x, i)
+    kernel = kernel_of(jitted, x, i)
+    assert isinstance(kernel, direct.DirectKernel) and kernel.plan.errors
+    np.testing.assert_array_equal(got, numba_result(gather_twice, x, i))
+    np.testing.assert_array_equal(got, x[i] * np.float32(2.0) + x[i[::-1]])
+    for bad in (n, -n - 1):
+        j = i.copy()
+        j[n // 2] = bad
+        with pytest.raises((IndexError, tx.TransfuseError), match="out of bounds"):
+            jitted(x, j)
+    np.testing.assert_array_equal(jitted(x, i), got)  # and runs again
+
+
 TAKEN = {
     "unary-float": ["arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctanh",
                     "bessel_i0e", "bessel_i1e", "ceil", "cos", "cosh", "digamma", "erf",
@@ -198,7 +223,7 @@ TAKEN = {
     "creation": ["full", "iota"],
     "shapes": ["broadcast_in_dim", "concatenate", "expand_dims", "pad", "reshape", "slice",
                "squeeze", "transpose"],
-    "indexing": ["dynamic_slice", "dynamic_update_slice", "update_slice"],
+    "indexing": ["dynamic_slice", "dynamic_update_slice", "gather", "update_slice"],
 }
 
 
