@@ -464,6 +464,7 @@ class _EntryTranslator:
                 self._guard(value)
                 return True
             if isinstance(stmt, ast.Assign) and isinstance(value, ast.Name) \
+                    and isinstance(target, ast.Name) \
                     and value.id in self.arrays:  # `b11 = b5  # reuses a dead buffer`
                 self.plan.allocs.append((_name(target), None, None, value.id))
                 self.arrays[_name(target)] = self.arrays[value.id]
@@ -1151,11 +1152,41 @@ class Emitter:
         array = self.expr(target.value, scope)
         if not isinstance(array, Array):
             raise Unsupported(f"a store into {ast.unparse(target.value)}")
+        if isinstance(target.slice, ast.Constant) and target.slice.value is Ellipsis:
+            self.fill(array, value)
+            return
         ptr, rest = self.element(array, target.slice, scope)
         if rest:
             raise Unsupported("a store of a whole row")
         value = self.cast(self.as_scalar(value), array.dtype)
         self.builder.store(_to_memory(self.builder, value), ptr)
+
+    def fill(self, array: Array, value: Any) -> None:
+        """`b[...] = a` of an array of b's shape (a scatter's operand: the kernel's own
+        shapes make them equal), or of a scalar: element by element, cast to b's dtype."""
+        if isinstance(value, Array) and len(value.shape) != len(array.shape):
+            raise Unsupported("b[...] = a of another rank")
+        b = self.builder
+        n = self._size(array)
+        slot = Slot(self.alloca(INT64), INT64)
+        b.store(ir.Constant(I64, 0), slot.ptr)
+        head, body, done = (b.append_basic_block(n_) for n_ in ("fill", "fill_body", "filled"))
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.load(slot.ptr, typ=I64)
+        b.cbranch(b.icmp_signed("<", i, n), body, done)
+        b.position_at_end(body)
+        if isinstance(value, Array):
+            raw = b.load(b.gep(value.ptr, [i], source_etype=_memory_type(value.dtype)))
+            element = _from_memory(b, raw, value.dtype)
+        else:
+            element = self.as_scalar(value)
+        element = self.cast(element, array.dtype)
+        b.store(_to_memory(b, element), b.gep(array.ptr, [i],
+                                              source_etype=_memory_type(array.dtype)))
+        b.store(b.add(i, ir.Constant(I64, 1)), slot.ptr)
+        b.branch(head)
+        b.position_at_end(done)
 
     # -- expressions -------------------------------------------------------------------
     def expr(self, node: ast.AST, scope: Scope) -> Any:

@@ -209,6 +209,32 @@ def test_gathers_match_numba_and_an_index_out_of_range_raises(fresh_cache, n):
     np.testing.assert_array_equal(jitted(x, i), got)  # and runs again
 
 
+def scatter_add_rows(x, i, u):
+    y = x.copy()
+    y[i] += u
+    return y * 1.5
+
+
+def test_scatters_match_numba_and_an_index_out_of_range_raises(fresh_cache):
+    """`y[i] += u`: the operand copied in (`b[...] = a`), then updates at take_index's
+    indices (repeated ones: NumPy's answer, the last write wins); out of range:
+    IndexError, the arguments untouched."""
+    x = RNG.standard_normal((9, 5))
+    i = RNG.integers(-9, 9, 20)
+    u = RNG.standard_normal((20, 5))
+    jitted = tx.jit(scatter_add_rows)
+    got = jitted(x, i, u)
+    assert isinstance(kernel_of(jitted, x, i, u), direct.DirectKernel)
+    np.testing.assert_array_equal(got, numba_result(scatter_add_rows, x, i, u))
+    np.testing.assert_allclose(got, scatter_add_rows(x, i, u), rtol=1e-14, atol=1e-14)
+    before = x.copy()
+    j = i.copy()
+    j[7] = 9
+    with pytest.raises((IndexError, tx.TransfuseError), match="out of bounds"):
+        jitted(x, j, u)
+    np.testing.assert_array_equal(x, before)
+
+
 TAKEN = {
     "unary-float": ["arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctanh",
                     "bessel_i0e", "bessel_i1e", "ceil", "cos", "cosh", "digamma", "erf",
@@ -223,7 +249,8 @@ TAKEN = {
     "creation": ["full", "iota"],
     "shapes": ["broadcast_in_dim", "concatenate", "expand_dims", "pad", "reshape", "slice",
                "squeeze", "transpose"],
-    "indexing": ["dynamic_slice", "dynamic_update_slice", "gather", "update_slice"],
+    "indexing": ["dynamic_slice", "dynamic_update_slice", "gather", "scatter",
+                 "scatter_add", "update_slice"],
 }
 
 
