@@ -51,6 +51,8 @@ class Check:
     cost: int = 1
     rtol: float = 0.0  # a relative floor where nothing gauges the conditioning
     atol: float = 0.0  # an absolute floor (derivatives: see DERIVATIVE_ATOL)
+    eps: float = 0.0  # a floor under the output dtype's eps: the program's least precise
+    # type (a cast to complex64 in a float64 program rounds there; Program.narrowest_eps)
 
 
 @dataclass
@@ -127,7 +129,7 @@ def _compare_leaf(got: np.ndarray, exp: np.ndarray, ref: np.ndarray, meas: Any,
         ((got, ref),)
     for got_part, ref_part in parts:
         _same_specials(got_part, ref_part, what)
-    eps = float(np.finfo(exp.dtype).eps)
+    eps = max(float(np.finfo(exp.dtype).eps), check.eps)
     tol = tolerance(ref, meas, eps, check.cost, check.rtol, check.atol)
     finite = np.isfinite(wide(ref))
     err = np.abs(wide(got) - wide(ref))
@@ -189,8 +191,9 @@ def forward_check(program: Program, got: Any, args: list) -> Check:
     reference, ref_after = numpy_run(program, args, precise=True)
     if program.kind == "mutation":  # the caller's arrays are results too
         return Check(got, (expected, after), (reference, ref_after), (expected, after),
-                     program.cost)
-    return Check(got, expected, reference, expected, program.cost)
+                     program.cost, eps=program.narrowest_eps())
+    return Check(got, expected, reference, expected, program.cost,
+                 eps=program.narrowest_eps())
 
 
 # ---------------------------------------------------------------------------------------
@@ -319,7 +322,8 @@ def mode_vmap(case: Case, rng: np.random.Generator, jit: bool = False,
         got += as_tuple(vf(*[relayout(rng, a, False) for a in b.batched]))
         expected += loop_reference(program, b, False, probe)
         reference += loop_reference(program, b, True, probe)
-    return Check(to_numpy(got), expected, reference, expected, program.cost)
+    return Check(to_numpy(got), expected, reference, expected, program.cost,
+                 eps=program.narrowest_eps())
 
 
 # ---------------------------------------------------------------------------------------

@@ -70,6 +70,17 @@ class Program:
         outs = ", ".join(self.outputs) + ("," if len(self.outputs) == 1 else "")
         return "\n".join([f"def {name}({args}):", *body, f"    return ({outs})", ""])
 
+    def narrowest_eps(self) -> float:
+        """The eps of the least precise float type the program computes in: its own, or
+        float32's where it casts to float32 or complex64 (NumPy and transfuse may round
+        such a step differently by an ulp of that type, and the precise reference keeps
+        the cast: seed 13253's expm1 of a complex64 value)."""
+        eps = float(np.finfo(self.float_dtype).eps)
+        text = self.source()
+        if "float32" in text or "complex64" in text:
+            eps = max(eps, float(np.finfo(np.float32).eps))
+        return eps
+
     def build(self, xp: Any, float_dtype: Any = None, reference: bool = False) -> Any:
         """The program as a function over namespace xp, floats made in float_dtype;
         `reference`: NumPy's reference run (control flow as Python loops)."""

@@ -52,6 +52,9 @@
    is broadcast along — so it wrote with stale (or undefined: a NameError at compile)
    indices. Plain jit of `e / np.sum(e)` with `e = exp(broadcast_to(x, ...))` too. Fixed in
    compiler/codegen.py (the stash store sits in the innermost loop).
+14.-16. (session 10) below, with their tests.
+17. (session 11's campaign, seed 13253) Not a transfuse bug: the oracle's eps for a cast to
+   complex64 in a complex128 program; below.
 """
 
 from __future__ import annotations
@@ -426,3 +429,27 @@ def test_jit_of_vmap_of_argmax_over_scalars_takes_any_batch():
         np.testing.assert_array_equal(got, np.zeros(n, np.int64))
     column = np.ascontiguousarray(rng.standard_normal((3, 2))[:, 0])
     np.testing.assert_array_equal(f(column), np.zeros(3, np.int64))
+
+
+# ---------------------------------------------------------------------------------------
+# 17. Not a transfuse bug (session 11's campaign, seed 13253 kind=complex, jit(vmap)):
+# `np.expm1(x0.astype(np.complex64))` stacked with a complex128 value. transfuse's complex64
+# expm1 and NumPy's differ by an ulp of float32 (transfuse's is the closer of the two to
+# mpmath's value), but the oracle held the complex128 output to complex128's eps, because
+# the precise reference keeps the cast. The oracle's eps is now the program's least
+# precise type's (Program.narrowest_eps).
+
+
+def test_a_cast_to_complex64_in_a_complex128_program_is_judged_at_complex64s_eps():
+    import mpmath
+
+    from tests.fuzz.campaign import cases_for, kind_for, outcome
+
+    cases = list(cases_for(13253, jit_modes=1, kind=kind_for(13253)))
+    assert "jit(vmap)" in [c.mode for c in cases] and "complex64" in cases[0].program.source()
+    assert all(outcome(c).status == "pass" for c in cases)
+    rng = np.random.default_rng(13253)
+    z = (rng.standard_normal(64) + 1j * rng.standard_normal(64)).astype(np.complex64)
+    got = tx.jit(np.expm1)(z)
+    exact = np.array([complex(mpmath.expm1(mpmath.mpc(complex(v)))) for v in z])
+    assert np.max(np.abs(got - exact) / np.abs(exact)) < 2 * np.finfo(np.float32).eps
