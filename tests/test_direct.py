@@ -57,6 +57,17 @@ def kernel_of(jitted, *args):
     return exe.kernel
 
 
+def three_ways(f, x):
+    """f(x) jitted through the direct back end, through Numba, and in float64 NumPy; and
+    the direct kernel."""
+    jitted = tx.jit(f)
+    with np.errstate(all="ignore"):
+        got = jitted(x)
+        want = numba_result(f, x)
+        ref = f(x.astype(np.float64))
+    return got, want, ref, kernel_of(jitted, x)
+
+
 def numba_result(f, *args):
     """f's jit result through Numba (TRANSFUSE_DIRECT=0), in this process."""
     old = os.environ.get("TRANSFUSE_DIRECT")
@@ -170,12 +181,7 @@ def test_scipy_special_through_cython_pointers_is_bit_identical_to_numbas(fresh_
     called through function pointers the loader sets: Numba's bits, SciPy's values."""
     x = np.concatenate([RNG.standard_normal(60) * 3, [0.0, -0.0, np.inf, -np.inf, np.nan,
                                                        -2.0, 1e-300]]).astype(dtype)
-    jitted = tx.jit(special_family)
-    with np.errstate(all="ignore"):
-        got = jitted(x)
-        want = numba_result(special_family, x)
-        ref = special_family(x.astype(np.float64))
-    kernel = kernel_of(jitted, x)
+    got, want, ref, kernel = three_ways(special_family, x)
     assert isinstance(kernel, direct.DirectKernel) and kernel.plan.externals
     for a, b, r in zip(got, want, ref):
         assert a.dtype == dtype
@@ -305,14 +311,9 @@ def test_row_reductions_are_bit_identical_to_numbas(fresh_cache, dtype, width):
     x[3, 0] = np.nan
     x[5, -1] = np.inf
     for f in (softmax, layernorm):
-        jitted = tx.jit(f)
-        with np.errstate(all="ignore"):
-            got = jitted(x)
-            want = numba_result(f, x)
-            ref = f(x.astype(np.float64))
-        kernel = kernel_of(jitted, x)
+        got, want, ref, kernel = three_ways(f, x)
         assert isinstance(kernel, direct.DirectKernel)
-        if "runs in parallel" in jitted.lower(x).source:  # a region with scratch rows
+        if "runs in parallel" in tx.jit(f).lower(x).source:  # a region with scratch rows
             # stays a parallel step (it was once run serially, written out as a block)
             assert any(extent for _, extent in kernel.plan.steps), kernel.plan.steps
         np.testing.assert_array_equal(got, want)
