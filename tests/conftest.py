@@ -73,6 +73,24 @@ def pytest_addoption(parser) -> None:
                      help="run the functions under test through transfuse.jit")
 
 
+# pytest-xdist hands each worker a share of the tests in collection order. A heavy module
+# near the end of that order ran alone: in session 11's timeline of a CI run one worker
+# finished 250 s before the other, which was compiling expm's kernels (docs/testing.md).
+# The heaviest modules (`.ci/run`'s seconds by file) therefore come first, each kept whole
+# (its module-scoped fixtures are set up once), and pyproject.toml asks for xdist's
+# `worksteal` schedule: a worker that runs out takes half of the other's queue.
+HEAVY_FIRST = ("test_expm.py", "test_bench.py", "test_coverage.py", "test_complex.py",
+               "test_fuzz.py", "test_linalg.py", "test_cache_reliability.py",
+               "test_direct.py", "test_linalg_rewrites.py", "test_control_lowering.py",
+               "test_fft.py", "test_cuda.py", "test_reduction_accuracy.py",
+               "test_sorting.py", "test_jit_mode.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: k for k, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: else as is
+
+
 def pytest_configure(config) -> None:
     if config.getoption("--jit") or os.environ.get("TRANSFUSE_TEST_JIT") == "1":
         _jit_everywhere()
