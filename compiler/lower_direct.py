@@ -159,7 +159,7 @@ class DirectModule:
 
 _KNOWN_IMPORTS = {"numpy": np, "math": math}
 _BUILTINS = {"min": min, "max": max, "abs": abs, "range": range, "prange": range,
-             "bool": bool, "int": int, "float": float}
+             "bool": bool, "int": int, "float": float, "type": type}
 _IGNORED_MODULES = ("numba",)
 _PLAN_HELPERS = {"layout_mismatch", "SignatureMismatch", "advise_huge_pages"}
 
@@ -1275,6 +1275,8 @@ class Emitter:
     def element(self, array: Array, index: ast.AST, scope: Scope) -> tuple[ir.Value, tuple]:
         """(pointer to the indexed element or row, the extents left)."""
         items = index.elts if isinstance(index, ast.Tuple) else [index]
+        while items and _whole_axis(items[-1]):  # `a[i, :]` is the row `a[i]`
+            items = items[:-1]
         if len(items) > len(array.shape):
             raise Unsupported("more indices than dimensions")
         b = self.builder
@@ -1522,6 +1524,9 @@ class Emitter:
             return self.call_shared(fn, args)
         if isinstance(fn, Function):
             return self.inline(fn, args)
+        if fn is type and len(args) == 1:  # a scalar's NumPy type (cpu_kernels.as_type_of)
+            x = args[0]
+            return x.dtype.type if isinstance(x, Scalar) else type(x)
         if fn is min or fn is max:
             return self.extremum(fn, args)
         if fn is abs:
@@ -1563,6 +1568,11 @@ class Emitter:
             if name in free:
                 return free[name]
             if name in fn_globals:
+                if fn.__module__ == "transfuse.runtime.cpu_kernels":
+                    from .direct_helpers import HELPER_RULES
+
+                    if name in HELPER_RULES:  # block_dot's comp_add: the explicit rule
+                        return HELPER_RULES[name]
                 return fn_globals[name]
             if name in _BUILTINS:
                 return _BUILTINS[name]
@@ -1989,6 +1999,12 @@ _NUMPY_SCALAR_FUNCTIONS = (np.isnan, np.isinf, np.isfinite, np.sqrt, np.floor, n
                            np.exp, np.log, np.sin, np.cos, np.tan, np.tanh, np.sinh,
                            np.cosh, np.arcsin, np.arccos, np.arctan, np.arcsinh,
                            np.arccosh, np.arctanh, np.expm1, np.log1p, np.absolute)
+
+
+def _whole_axis(item: ast.AST) -> bool:
+    """`:` as an index: the whole axis."""
+    return isinstance(item, ast.Slice) and item.lower is None and item.upper is None \
+        and item.step is None
 
 
 def _is_numba_object(fn: Any) -> bool:

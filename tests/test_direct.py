@@ -241,6 +241,33 @@ def test_scatters_match_numba_and_an_index_out_of_range_raises(fresh_cache):
     np.testing.assert_array_equal(x, before)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 128, 300])  # one block of block_dot, and several
+def test_matrix_vector_products_through_block_dot_are_bit_identical_to_numbas(
+        fresh_cache, dtype, n):
+    """`a @ x` with a vector: block_dot over each row (`a1[i0, :]`), inlined from its
+    source with comp_add's and comp_total's explicit rules: Numba's bits; and the float64
+    product's value."""
+    a = RNG.standard_normal((5, n)).astype(dtype)
+    v = RNG.standard_normal(n).astype(dtype)
+    got, want, ref, kernel = three_ways(lambda m: np.tanh(m @ v), a)
+    assert isinstance(kernel, direct.DirectKernel)
+    np.testing.assert_array_equal(got, want)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, np.tanh(a.astype(np.float64) @ v.astype(np.float64)),
+                               rtol=tol, atol=tol)
+
+
+def test_the_hessian_benchmark_kernel_is_taken(fresh_cache):
+    x = RNG.standard_normal(16)
+    a = RNG.standard_normal((16, 16)) / 4
+    h = tx.jit(tx.hessian(lambda v, m: np.sum(np.tanh(m @ v))))
+    got = h(x, a)
+    assert isinstance(kernel_of(h, x, a), direct.DirectKernel)
+    t = np.tanh(a @ x)
+    np.testing.assert_allclose(got, (a.T * (-2 * t * (1 - t * t))) @ a, rtol=1e-12, atol=1e-12)
+
+
 TAKEN = {
     "unary-float": ["arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctanh",
                     "bessel_i0e", "bessel_i1e", "ceil", "cos", "cosh", "digamma", "erf",
