@@ -1333,8 +1333,11 @@ class Emitter:
             if x is None:
                 raise Unsupported("the negation of a bool")
             return Scalar(b.neg(x.value), INT64)
-        if op is ast.Invert and x.dtype == BOOL:
-            raise Unsupported("~ of a bool")  # Numba: an int, not not
+        if op is ast.Invert:  # Numba: ~ of a bool is a bool (NumPy's); of an int, int64
+            if x.dtype == BOOL:
+                return Scalar(b.not_(x.value), BOOL)
+            x = self.cast(x, INT64)
+            return Scalar(b.xor(x.value, ir.Constant(I64, -1)), INT64)
         raise Unsupported(f"the unary {type(node.op).__name__}")
 
     def expr_BinOp(self, node: ast.BinOp, scope: Scope) -> Any:

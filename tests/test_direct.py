@@ -276,7 +276,7 @@ TAKEN = {
                     "sin", "sinh", "sqrt", "tan", "tanh"],
     "binary": ["add", "arctan2", "clip", "div", "floor_div", "max", "min", "mod", "mul", "pow",
                "select", "sub"],
-    "unary-numeric": ["abs", "neg", "sign", "square"],
+    "unary-numeric": ["abs", "neg", "not", "sign", "square"],
     "unary-to-bool": ["isfinite", "isinf", "isnan"],
     "compare-logical": ["and", "eq", "ge", "gt", "le", "lt", "ne", "or", "xor"],
     "creation": ["full", "iota"],
