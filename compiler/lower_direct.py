@@ -1166,27 +1166,19 @@ class Emitter:
         shapes make them equal), or of a scalar: element by element, cast to b's dtype."""
         if isinstance(value, Array) and len(value.shape) != len(array.shape):
             raise Unsupported("b[...] = a of another rank")
+        from .direct_helpers import count_loop  # (it imports this module)
+
         b = self.builder
-        n = self._size(array)
-        slot = Slot(self.alloca(INT64), INT64)
-        b.store(ir.Constant(I64, 0), slot.ptr)
-        head, body, done = (b.append_basic_block(n_) for n_ in ("fill", "fill_body", "filled"))
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.load(slot.ptr, typ=I64)
-        b.cbranch(b.icmp_signed("<", i, n), body, done)
-        b.position_at_end(body)
-        if isinstance(value, Array):
-            raw = b.load(b.gep(value.ptr, [i], source_etype=_memory_type(value.dtype)))
-            element = _from_memory(b, raw, value.dtype)
-        else:
-            element = self.as_scalar(value)
-        element = self.cast(element, array.dtype)
-        b.store(_to_memory(b, element), b.gep(array.ptr, [i],
-                                              source_etype=_memory_type(array.dtype)))
-        b.store(b.add(i, ir.Constant(I64, 1)), slot.ptr)
-        b.branch(head)
-        b.position_at_end(done)
+        scalar = None if isinstance(value, Array) else self.as_scalar(value)
+
+        def element(i: ir.Value) -> None:
+            x = scalar
+            if x is None:
+                raw = b.load(b.gep(value.ptr, [i], source_etype=_memory_type(value.dtype)))
+                x = _from_memory(b, raw, value.dtype)
+            b.store(_to_memory(b, self.cast(x, array.dtype)),
+                    b.gep(array.ptr, [i], source_etype=_memory_type(array.dtype)))
+        count_loop(b, self._size(array), element)
 
     # -- expressions -------------------------------------------------------------------
     def expr(self, node: ast.AST, scope: Scope) -> Any:
