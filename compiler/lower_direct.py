@@ -236,10 +236,9 @@ class _Lazy:
             # mathlib's plain functions: its Numba versions would import Numba
             return importlib.import_module(self.module).plain_globals
         if self.module == "transfuse.runtime.cpu_kernels":
-            from .direct_helpers import HELPER_RULES
-
-            if self.name in HELPER_RULES:  # Numba-only code: an explicit rule instead
-                return HELPER_RULES[self.name]
+            rule = _explicit_rule(self.module, self.name)
+            if rule is not None:
+                return rule
             # Its scalar helpers are scalar_bodies' functions compiled by njit: the same
             # Python, from a module that does not import SciPy.
             bodies = importlib.import_module("transfuse.runtime.scalar_bodies")
@@ -286,6 +285,17 @@ class _Item:
 
     def resolve(self) -> Any:
         return _resolve(self.container)[self.key]
+
+
+def _explicit_rule(module: str, name: str) -> HelperRule | None:
+    """compiler/direct_helpers.py's rule for a runtime/cpu_kernels helper that only Numba
+    compiles (an overload, intrinsics, a reassociating function), wherever it is named:
+    in a generated kernel's imports or inside another helper."""
+    if module != "transfuse.runtime.cpu_kernels":
+        return None
+    from .direct_helpers import HELPER_RULES  # (it imports this module)
+
+    return HELPER_RULES.get(name)
 
 
 def _resolve(value: Any) -> Any:
@@ -1090,9 +1100,7 @@ class Emitter:
         if not self._loops:
             raise Unsupported(f"{type(stmt).__name__.lower()} outside a loop")
         b = self.builder
-        free = _get_function(self.module, "free", ir.FunctionType(ir.VoidType(), [I8P]))
-        for raw in self._frees[-1]:
-            b.call(free, [raw])
+        self.free(self._frees[-1])
         next_trip, end = self._loops[-1]
         b.branch(end if isinstance(stmt, ast.Break) else next_trip)
         b.position_at_end(b.append_basic_block("after_jump"))  # unreachable
@@ -1116,10 +1124,8 @@ class Emitter:
 
     def leave(self, status: ir.Value) -> None:
         """Free every buffer the function has open, and return `status`."""
-        free = _get_function(self.module, "free", ir.FunctionType(ir.VoidType(), [I8P]))
         for level in self._frees[self._frees_base:]:
-            for raw in level:
-                self.builder.call(free, [raw])
+            self.free(level)
         self.builder.ret(status)
 
     def pass_up(self, status: ir.Value) -> None:
@@ -1562,13 +1568,8 @@ class Emitter:
         def lookup(name: str) -> Any:
             if name in free:
                 return free[name]
-            if name in fn_globals:
-                if fn.__module__ == "transfuse.runtime.cpu_kernels":
-                    from .direct_helpers import HELPER_RULES
-
-                    if name in HELPER_RULES:  # block_dot's comp_add: the explicit rule
-                        return HELPER_RULES[name]
-                return fn_globals[name]
+            if name in fn_globals:  # (block_dot's comp_add: the explicit rule)
+                return _explicit_rule(fn.__module__, name) or fn_globals[name]
             if name in _BUILTINS:
                 return _BUILTINS[name]
             raise Unsupported(f"the name {name!r} in {fn.__name__}")
@@ -1891,8 +1892,12 @@ class Emitter:
 
     def free_scope(self) -> None:
         """Free what the closing loop body or function allocated."""
+        self.free(self._frees.pop())
+
+    def free(self, buffers: list[ir.Value]) -> None:
+        """Calls of free() for malloc'd buffers (a scope's, or every open one's)."""
         free = _get_function(self.module, "free", ir.FunctionType(ir.VoidType(), [I8P]))
-        for raw in self._frees.pop():
+        for raw in buffers:
             self.builder.call(free, [raw])
 
     # -- conversions -------------------------------------------------------------------
