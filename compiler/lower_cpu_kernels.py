@@ -24,6 +24,10 @@ P = PRIMITIVES
 Kernel = Callable[["KernelCtx"], None]
 KERNEL_RULES: dict[Any, Kernel] = {}
 PARALLEL_MIN_FLOPS = 1 << 18
+NARROW_OUTPUT = 4  # at most this many output elements per row: one local sum each
+# The local sum's type by dtype kind: an int product is 64-bit in Numba (and the wrapped
+# sum equal to the narrow type's once stored); a float or complex stays its own type.
+SUM_TYPES = {"f": None, "c": None, "i": "int64", "u": "uint64"}
 
 
 def _kernel(name: str, kernel: Kernel) -> None:
@@ -185,11 +189,17 @@ def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
         k.loops(names[outer:], list(out.shape[outer:]))
         k.put(f"{target} = {k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]")
         k.close(out.ndim - outer)
-    elif out.dtype.kind == "f" and lhs.shape[lc[-1]] > COLUMN_CHUNK:
-        if outer == out.ndim:
-            _dot_rows(k, target, knames, lidx, ridx)
-        else:
-            _dot_chunked(k, target, names[outer:], knames, lidx, ridx)
+        k.close(outer)
+        return
+    narrow = (int(np.prod(out.shape[outer:], dtype=np.int64)) <= NARROW_OUTPUT
+              and out.dtype.kind in SUM_TYPES)
+    chunked = out.dtype.kind == "f" and lhs.shape[lc[-1]] > COLUMN_CHUNK
+    if chunked and outer == out.ndim:
+        _dot_rows(k, target, knames, lidx, ridx)
+    elif narrow:
+        _dot_narrow(k, target, names[outer:], knames, lidx, ridx, chunked)
+    elif chunked:
+        _dot_chunked(k, target, names[outer:], knames, lidx, ridx)
     else:
         k.loops(names[outer:], list(out.shape[outer:]))
         k.put(f"{target} = 0")
@@ -200,6 +210,40 @@ def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
         k.put(f"{target} += {a} * {k.ins[1]}[{index_str(ridx)}]")
         k.close(out.ndim - outer + len(lc))
     k.close(outer)
+
+
+def _dot_narrow(k: KernelCtx, target: str, rnames: list[str], knames: list[str],
+                lidx: list[str], ridx: list[str], chunked: bool) -> None:
+    """Each output element summed in a local, adding the products (and, when chunked,
+    the chunks' sums) in the order of the row-update forms below, so with their bits: a
+    narrow row (a matrix-vector product) has no vector to fill, and a sum kept in memory
+    waits on a store and a load every step."""
+    lhs = k.node.inputs[0].aval
+    out = k.node.outputs[0].aval
+    (lc, _), _ = k.params["dimension_numbers"]
+    k.loops(rnames, list(out.shape[out.ndim - len(rnames):]))
+    product = f"{k.ins[0]}[{index_str(lidx)}] * {k.ins[1]}[{index_str(ridx)}]"
+    start = f"np.{SUM_TYPES[out.dtype.kind] or out.dtype.name}(0)"
+    if not chunked:
+        acc = k.local(start, "the element's sum")
+        k.loops(knames, [lhs.shape[a] for a in lc])
+        k.put(f"{acc} += {product}")
+        k.close(len(knames))
+        k.put(f"{target} = {acc}")
+        k.close(len(rnames))
+        return
+    total = k.sum_start(out.dtype)
+    k.loops(knames[:-1], [lhs.shape[a] for a in lc[:-1]])
+    chunk, last, n = f"j{out.ndim + len(knames) - 1}", knames[-1], lhs.shape[lc[-1]]
+    k.nest.open(chunk, f"0, {n}, {COLUMN_CHUNK}")
+    acc = k.local(start, "the element's sum over a chunk")
+    k.nest.open(last, f"min({chunk} + {COLUMN_CHUNK}, {n})", start=chunk)
+    k.put(f"{acc} += {product}")
+    k.close(1)
+    k.put(k.sum_add(total, acc))
+    k.close(1 + len(knames) - 1)
+    k.put(f"{target} = {k.sum_value(total)}")
+    k.close(len(rnames))
 
 
 def _dot_rows(k: KernelCtx, target: str, knames: list[str], lidx: list[str],

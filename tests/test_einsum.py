@@ -188,6 +188,41 @@ def test_a_matrix_product_is_one_dot_general_and_one_blas_call():
     assert three.source.count("gemm_strided(") == 2
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.uint32, np.complex128])
+@pytest.mark.parametrize("width", [1, 3, 9])
+@pytest.mark.parametrize("depth", [7, 40])  # summed plainly; in compensated chunks of 16
+def test_a_narrow_contraction_sums_in_a_local_with_the_row_updates_bits(monkeypatch, dtype,
+                                                                       width, depth):
+    """A loop contraction with at most NARROW_OUTPUT elements per output row keeps each
+    element's sum in a local (the MAML kernel's matrix-vector products); it adds the
+    products in the row-update form's order, so the bits are that form's, and an int sum
+    wraps to the output type as NumPy's does. Over 16 steps a float sum is chunked, each
+    chunk's sum added to a compensated total, as the row-update form does."""
+    from transfuse.compiler import lower_cpu_kernels
+
+    big = 40_000 if np.dtype(dtype).kind in "iu" else 1
+    a = (RNG.standard_normal((3, depth, 5)) * big).astype(dtype)
+    b = (RNG.standard_normal((3, depth, width)) * big).astype(dtype)
+
+    def f(u, v):
+        return np.einsum("bki,bkj->bij", u, v)
+
+    narrow = width <= lower_cpu_kernels.NARROW_OUTPUT
+    assert ("the element's sum" in tx.jit(f).lower(a, b).source) == narrow
+    got = tx.jit(f, cache=False)(a, b)
+    monkeypatch.setattr(lower_cpu_kernels, "NARROW_OUTPUT", 0)
+    assert "the element's sum" not in tx.jit(f).lower(a, b).source
+    np.testing.assert_array_equal(got, tx.jit(f, cache=False)(a, b))
+    if np.dtype(dtype).kind in "iu":
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(got, np.einsum("bki,bkj->bij", a, b))
+        return
+    wide = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+    want = np.einsum("bki,bkj->bij", a.astype(wide), b.astype(wide))
+    scale = np.einsum("bki,bkj->bij", np.abs(a), np.abs(b)).astype(np.float64)
+    assert np.all(np.abs(got - want) <= 4 * np.finfo(dtype).eps * scale)
+
+
 def _dot_shapes(f, *xs) -> list[tuple]:
     graph = tx.make_graph(f)(*xs)
     return [tuple(n.inputs[0].aval.shape) + tuple(n.inputs[1].aval.shape)
