@@ -155,6 +155,21 @@ class DirectKernel:
                 namespace[extent] = _EXTENT((extent, library))
         exec(compile(self.source, f"<transfuse direct entry {path}>", "exec"), namespace)
         self.entry_point = namespace["entry"]
+        self._namespace = namespace
+        self._binders: dict[int, Any] = {}
+
+    def bind(self, consts: tuple) -> Any:
+        """The entry of the other arguments, for a signature's constants and sizes (its
+        shapes and ints worked out once): the jit's fast path. It checks the arrays'
+        dtypes too."""
+        binder = self._binders.get(len(consts))
+        if binder is None:
+            namespace = dict(self._namespace)
+            source = entry_source(self.plan, len(consts))
+            exec(compile(source, f"<transfuse direct fast entry {self.path}>", "exec"),
+                 namespace)
+            binder = self._binders[len(consts)] = namespace["bind"]
+        return binder(*consts)
 
 
 def _failure(errors: list[str]) -> Any:
@@ -204,17 +219,42 @@ def _builtin(library: ctypes.CDLL, name: str) -> tuple[Any, _MethodDef]:
     return _NEW_FUNCTION(ctypes.byref(method), None, None), method
 
 
-def entry_source(plan: Any) -> str:
-    """Python source of the entry point: guard, buffers, steps, returned arrays."""
+def entry_source(plan: Any, bound: int | None = None) -> str:
+    """Python source of the entry point: guard, buffers, steps, returned arrays.
+
+    With `bound`, the source of `bind(<the first bound params>)` instead: it works out
+    once what depends on those alone (a signature's constants and sizes: the shapes, the
+    steps' ints) and returns the entry of the other params (the jit's fast path)."""
     args = [name for name, _ in plan.params]
-    lines = [f"def entry({', '.join(args)}):"]
-    arrays = [name for name, kind in plan.params if kind == "array"]
+    binding = bound is not None
+    fixed = set(args[:bound or 0])
+    head: list[str] = []  # bind's statements, run once
+    named: dict[str, str] = {}
+
+    def once(expr: str, names: list, target: str | None = None) -> str:
+        """expr, or the name bind gives it when it depends on bound names only."""
+        if not binding or not all(isinstance(n, int) or n in fixed for n in names):
+            return expr
+        if expr not in named:
+            named[expr] = target or f"k{len(head)}"
+            head.append(f"    {named[expr]} = {expr}")
+        return named[expr]
+
+    def shape_of(extents: list) -> str:
+        tup = "(" + ", ".join(map(str, extents)) + ("," if len(extents) == 1 else "") + ")"
+        return once(tup, extents)
+
+    lines = []
+    arrays = [name for name, kind in plan.params if kind == "array" and name not in fixed]
     if arrays:  # a NumPy scalar has a dtype too: the slow path makes it an array
         test = " or ".join(f"type({n}) is not ndarray" for n in arrays)
+        if binding:  # the fast path's caller leaves the dtypes to the entry
+            # (identity: a byte-swapped array's dtype is another object)
+            test += "".join(f" or {n}.dtype is not " + once(
+                f'np.dtype("{plan.param_dtypes[n]}")', [], f"{n}_dtype") for n in arrays)
         lines += [f"    if {test}:", "        raise SignatureMismatch()"]
     for name, extents in [] if plan.guard_compiled else plan.guard:
-        want = "(" + ", ".join(map(str, extents)) + ("," if len(extents) == 1 else "") + ")"
-        lines.append(f"    if {name}.shape != {want} or not {name}.flags.c_contiguous"
+        lines.append(f"    if {name}.shape != {shape_of(extents)} or not {name}.flags.c_contiguous"
                      f" or not {name}.flags.aligned:")
         lines.append("        raise SignatureMismatch()")
     for name, extents, dtype, dead in plan.allocs:
@@ -222,16 +262,18 @@ def entry_source(plan: Any) -> str:
             lines.append(f"    {name} = {dead}.copy()" if dtype == "copy"
                          else f"    {name} = {dead}  # reuses a dead buffer")
             continue
-        shape = "(" + ", ".join(map(str, extents)) + ("," if len(extents) == 1 else "") + ")"
+        shape = shape_of(extents)
         if dead is None:
-            lines.append(f"    {name} = np.empty({shape}, np.{dtype})")
+            empty, kind = once("np.empty", [], "empty"), once(f"np.{dtype}", [], dtype)
+            lines.append(f"    {name} = {empty}({shape}, {kind})")
         else:
             why = "a view of the argument" if dead in plan.param_dtypes else "reuses a dead buffer"
             lines.append(f"    {name} = {dead}.reshape({shape})  # {why}")
     for name in plan.advise:
         lines.append(f"    advise_huge_pages({name})")
     ints = ", ".join(plan.ints) + ("," if len(plan.ints) == 1 else "")
-    lines.append(f"    ints = ints_of(({ints}))")
+    if once(f"ints_of(({ints}))", plan.ints, "ints") != "ints":
+        lines.append(f"    ints = ints_of(({ints}))")
     slots = ", ".join(plan.slots) + ("," if len(plan.slots) == 1 else "")
     lines.append(f"    arrays = ({slots})")
     if plan.python_entry:  # every step, in one call of a builtin function
@@ -250,7 +292,11 @@ def entry_source(plan: Any) -> str:
         lines.append(f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
     else:
         lines.append(f"    return {outs[0]}")
-    return "\n".join(lines) + "\n"
+    if not binding:
+        return "\n".join([f"def entry({', '.join(args)}):", *lines]) + "\n"
+    return "\n".join([f"def bind({', '.join(args[:bound])}):", *head,
+                      f"    def entry({', '.join(args[bound:])}):",
+                      *("    " + line for line in lines), "    return entry"]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------

@@ -41,22 +41,29 @@ class Executable:
                        and self.out_tree.kind == "*")
         self.plain = not self.mutated_inputs and not self.has_rng
 
+    @functools.cached_property
     def fast_path(self) -> tuple:
         """(call, dtypes, finish) for calls whose arguments are exactly the kernel's arrays.
 
         call(*arrays) runs the entry point (which checks shapes and layout and raises
-        SignatureMismatch otherwise); finish(raw) builds the result (None: raw is it).
+        SignatureMismatch otherwise); dtypes: what the caller checks first (None: call
+        checks them too); finish(raw) builds the result (None: raw is it).
         """
         # What is fixed for the signature (constants, sizes) comes first in the entry
-        # point's arguments: a partial, made in C, costs less per call than a lambda.
-        call = functools.partial(self.entry, *self.consts) if self.consts else self.entry
+        # point's arguments: a partial, made in C, costs less per call than a lambda; the
+        # direct back end's bind also works out the shapes once.
+        dtypes = self.input_dtypes
+        if hasattr(self.kernel, "bind"):  # the direct back end: it checks dtypes itself
+            call, dtypes = self.kernel.bind(self.consts), None
+        else:
+            call = functools.partial(self.entry, *self.consts) if self.consts else self.entry
         if self.single:
             finish = None
         elif self.num_outputs == 1:
             finish = lambda out: self.finish([out])  # noqa: E731
         else:
             finish = lambda out: self.finish(list(out))  # noqa: E731
-        return call, self.input_dtypes, finish
+        return call, dtypes, finish
 
     def run(self, args: Sequence[Any], key: Any = None) -> list:
         """The entry's outputs as a list, for contiguous arrays of the compiled dtypes."""

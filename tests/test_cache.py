@@ -258,6 +258,29 @@ def test_plain_array_calls_take_the_fast_path(cache_dir):
     np.testing.assert_array_equal(f(x.reshape(2, 4)), x.reshape(2, 4) * 2.5 + 1)
 
 
+@pytest.mark.parametrize("direct", ["1", "0"])  # the direct back end's bound entry; Numba's
+def test_the_fast_path_sends_other_dtypes_byte_orders_and_arities_to_the_slow_path(
+        cache_dir, monkeypatch, direct):
+    """The fast path's entry is bound to one signature: any other argument goes the slow
+    way and gets its own answer, never the compiled signature's reading of its bytes."""
+    monkeypatch.setenv("TRANSFUSE_DIRECT", direct)
+    f = tx.jit(lambda x: x * 2.5 + 1)
+    x = np.random.default_rng(3).standard_normal(8).astype(np.float32)
+    f(x)
+    (call, dtypes, _) = f.__transfuse_jit__.fast[0]
+    assert (dtypes is None) == (direct == "1")  # the bound entry checks dtypes itself
+    np.testing.assert_array_equal(f(x), x * np.float32(2.5) + np.float32(1))
+    as_int = (x * 100).astype(np.int32)  # the same itemsize, other bits
+    np.testing.assert_array_equal(f(as_int), as_int * 2.5 + 1)
+    swapped = x.astype(x.dtype.newbyteorder(">"))
+    np.testing.assert_array_equal(f(swapped), x * np.float32(2.5) + np.float32(1))
+    np.testing.assert_array_equal(f(x.astype(np.float64)), x.astype(np.float64) * 2.5 + 1)
+    assert f(np.float32(2.0)) == np.float32(6.0)  # a NumPy scalar, not an array
+    assert float(f(3.0)) == 8.5
+    with pytest.raises(TypeError):
+        f(x, x)  # the function's own arity error, from the slow path
+
+
 def test_numba_cache_dir_neither_hides_nor_scatters_a_kernels_machine_code(tmp_path):
     # Numba prefers $NUMBA_CACHE_DIR for its files: a kernel compiled under one value (or
     # none) was compiled again under another, and its files escaped the entry's checks.

@@ -90,7 +90,9 @@ def _callable(state: Jitted) -> Callable:
             # dtype identity also rules out byte-swapped arrays, which Numba would misread.
             # (Unrolled for one and two arguments: a generator costs half a microsecond.)
             n = len(args)
-            if n != len(dtypes):
+            if dtypes is None:  # the call checks them (the direct back end's)
+                ok = True
+            elif n != len(dtypes):
                 ok = False
             elif n == 1:
                 ok = getattr(args[0], "dtype", None) is dtypes[0]
@@ -239,7 +241,7 @@ class Jitted:
         elif (not static and not kwargs and len(dyn) == len(args) and not exe.has_rng
               and not exe.guards
               and all(a is p and a.flags.c_contiguous for a, p in zip(args, plain))):
-            self.fast[0] = exe.fast_path()  # the next call with such arrays goes straight in
+            self.fast[0] = exe.fast_path  # the next call with such arrays goes straight in
         return exe.finish(outs)
 
     @staticmethod
