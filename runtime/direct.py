@@ -333,7 +333,14 @@ def object_code(ir_text: str) -> bytes:
     tuning.slp_vectorization = True
     builder = llvm.create_pass_builder(machine, tuning)
     builder.getModulePassManager().run(module, builder)
-    return machine.emit_object(module)
+    # Without loop strength reduction: it was the costliest pass of the per-sample-grad
+    # module (55 of 360 ms), and the suites ran as fast without it (docs/decisions.md).
+    # An LLVM option is process-wide: it is set for this emission only.
+    llvm.set_option("", "--disable-lsr")
+    try:
+        return machine.emit_object(module)
+    finally:
+        llvm.set_option("", "--disable-lsr=false")
 
 
 def _link(obj: bytes, folder: Path, libm: bool) -> Path:
