@@ -320,7 +320,9 @@ def _target_machine() -> Any:
 
 
 def object_code(ir_text: str) -> bytes:
-    """The optimised (O3, vectorised) object code of a module's IR."""
+    """The optimised (O2, vectorised and interleaved, not unrolled) object code of a
+    module's IR. O3's extra passes and the unroller cost a third of the MAML module's
+    compile time and gained no suite any run time (docs/decisions.md)."""
     import llvmlite.binding as llvm
 
     machine = _target_machine()
@@ -328,9 +330,11 @@ def object_code(ir_text: str) -> bytes:
     module.triple = llvm.get_process_triple()
     module.data_layout = str(machine.target_data)
     module.verify()
-    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+    tuning = llvm.create_pipeline_tuning_options(speed_level=2)
     tuning.loop_vectorization = True
     tuning.slp_vectorization = True
+    tuning.loop_interleaving = True  # reductions need the vectoriser's several partial sums
+    tuning.loop_unrolling = False
     builder = llvm.create_pass_builder(machine, tuning)
     builder.getModulePassManager().run(module, builder)
     # Without loop strength reduction: it was the costliest pass of the per-sample-grad
