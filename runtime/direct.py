@@ -8,9 +8,10 @@ library's steps in an entry point with the Numba entry's calling convention
 signature guard, the buffers, the calls, the returned arrays. A warm process loads the
 library with ctypes and imports neither Numba nor llvmlite.
 
-Parallel steps run their blocks on a pool of threads (ctypes releases the GIL while
-compiled code runs): one contiguous range of blocks a thread, the calling thread taking
-the first. docs/compiler.md, "The direct back end".
+Parallel steps run their blocks on a pool of threads: one contiguous range of blocks a
+thread, the calling thread taking the first; runtime/direct_pool.py's native pool once it
+is built, Python's until then (ctypes releases the GIL while compiled code runs).
+docs/compiler.md, "The direct back end".
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from . import direct_pool
 from .cache import _safe, atomic_write, cache_root, log
 from .errors import SignatureMismatch
 
@@ -89,12 +91,16 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 def run_parallel(step: Any, extent: Any, ints: Any, arrays: tuple) -> int:
-    """Run a parallel step's blocks [0, extent) over the threads: 0, or a block's error
-    status (Plan.errors)."""
+    """Run a parallel step's blocks [0, extent) over the threads: 0, or the first
+    nonzero error status in block order (Plan.errors). The native pool runs them
+    (runtime/direct_pool.py) once it is built; until then, Python's."""
     n = extent(ints, arrays)
     threads = min(thread_count(), n)
     if threads <= 1:
         return step(ints, arrays, 0, n)
+    native = direct_pool.runner()
+    if native is not None:
+        return native(step.address, ints, arrays, n, threads)
     cuts = [n * k // threads for k in range(threads + 1)]
     pool = _pool(thread_count())
     futures = [pool.submit(step, ints, arrays, cuts[k], cuts[k + 1])
@@ -153,6 +159,8 @@ class DirectKernel:
             namespace[step] = kind((step, library))
             if extent is not None:
                 namespace[extent] = _EXTENT((extent, library))
+                # for the native pool, which calls it from its threads
+                namespace[step].address = ctypes.cast(namespace[step], ctypes.c_void_p).value
         exec(compile(self.source, f"<transfuse direct entry {path}>", "exec"), namespace)
         self.entry_point = namespace["entry"]
         self._namespace = namespace
