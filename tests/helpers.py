@@ -105,3 +105,20 @@ def run_json_script(script: Any, cache_dir: Any, *argv: str, **env: str) -> dict
     done = subprocess.run([sys.executable, str(script), *argv], capture_output=True,
                           text=True, env=full_env, timeout=600, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def jit_result_with(variable: str, value: str, f: Any, *args: Any) -> Any:
+    """f's jit result (cache=False) with the environment variable set to value for the
+    compile and the call, then as it was (TRANSFUSE_DIRECT=0: through Numba;
+    TRANSFUSE_NATIVE_POOL=0: parallel steps on Python's pool)."""
+    import os
+
+    old = os.environ.get(variable)
+    os.environ[variable] = value
+    try:
+        return tx.jit(f, cache=False)(*args)
+    finally:
+        if old is None:
+            del os.environ[variable]
+        else:
+            os.environ[variable] = old

@@ -25,7 +25,7 @@ from transfuse.runtime import direct
 
 import transfuse as tx
 from tests.catalogue import combined, families, reference
-from tests.helpers import assert_compiled_matches
+from tests.helpers import assert_compiled_matches, jit_result_with
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(20261207)
@@ -70,12 +70,7 @@ def three_ways(f, x):
 
 def numba_result(f, *args):
     """f's jit result through Numba (TRANSFUSE_DIRECT=0), in this process."""
-    old = os.environ.get("TRANSFUSE_DIRECT")
-    os.environ["TRANSFUSE_DIRECT"] = "0"
-    try:
-        return tx.jit(f, cache=False)(*args)
-    finally:
-        os.environ["TRANSFUSE_DIRECT"] = old if old is not None else "1"
+    return jit_result_with("TRANSFUSE_DIRECT", "0", f, *args)
 
 
 # ---------------------------------------------------------------------------------------
