@@ -8,9 +8,10 @@ workers call the step's function pointer directly, and spin for `SPIN_NS` after 
 before they sleep, so that back-to-back steps find them awake (as OpenMP's workers do).
 
 The library is built once by the C compiler that links the kernels, in a background
-thread, into the disk cache (or a temporary folder where the cache is read-only); until
-it is loaded, and where it cannot be built, the Python pool runs the steps, with the same
-blocks and the same answers. `TRANSFUSE_NATIVE_POOL=0` keeps the Python pool.
+thread, into the disk cache (or a temporary folder where the cache is read-only); one
+that does not load is built again. Until it is loaded, and where it cannot be built, the
+Python pool runs the steps, with the same blocks and the same answers.
+`TRANSFUSE_NATIVE_POOL=0` keeps the Python pool.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ POOL_SOURCE = r"""
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
-#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define RELAX() __builtin_ia32_pause()
@@ -54,10 +54,10 @@ POOL_SOURCE = r"""
 typedef int64_t (*step_fn)(int64_t *, void *, int64_t, int64_t);
 enum { MAX_THREADS = 256 };
 
+static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t sleep_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static pid_t owner;          /* the process whose workers these are */
 static int workers;          /* started; the caller is not one of them */
 static uint64_t first_seen;  /* the generation before a new worker's first step */
 static _Atomic uint64_t generation;  /* one more for each step handed out */
@@ -107,6 +107,7 @@ static void *worker(void *arg) {
     return 0;
 }
 
+/* In a forked child (one thread, none of the parent's workers): start again. */
 static void start_again_after_fork(void) {
     pthread_mutex_t fresh_mutex = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t fresh_cond = PTHREAD_COND_INITIALIZER;
@@ -114,8 +115,9 @@ static void start_again_after_fork(void) {
     sleep_lock = fresh_mutex;
     wake = fresh_cond;
     workers = 0;
-    owner = getpid();
 }
+
+static void watch_forks(void) { pthread_atfork(0, 0, start_again_after_fork); }
 
 static void start_workers(int wanted) {
     first_seen = atomic_load_explicit(&generation, memory_order_relaxed);
@@ -132,7 +134,7 @@ static void start_workers(int wanted) {
 }
 
 int64_t tf_pool_run(void *step, int64_t *ints, void *arrays, int64_t n, int64_t threads) {
-    if (owner != getpid()) start_again_after_fork();
+    pthread_once(&once, watch_forks);
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads > n) threads = n;
     if (threads <= 1 || pthread_mutex_trylock(&busy) != 0)
@@ -173,8 +175,10 @@ def runner() -> Callable | None:
     """tf_pool_run(step address, ints, arrays, n, threads), or None while the library is
     being built, or where it cannot be (the caller uses the Python pool then)."""
     global _STARTED
-    if _RUN is not None or not enabled():
-        return _RUN if enabled() else None
+    if not enabled():
+        return None
+    if _RUN is not None:
+        return _RUN
     with _LOCK:
         if not _STARTED:
             _STARTED = True
@@ -200,18 +204,26 @@ def _library_name() -> str:
 def _load_or_build() -> None:
     global _RUN
     try:
-        path = _built_library()
-        if path is None:
+        for _ in range(2):  # a library that does not load is built again, once
+            path = _built_library()
+            if path is None:
+                return
+            try:
+                library = ctypes.CDLL(str(path))
+                run = library.tf_pool_run
+                break
+            except (OSError, AttributeError) as exc:
+                log(f"direct pool: {path} does not load ({exc}): building it again")
+                path.unlink(missing_ok=True)
+        else:
             return
-        library = ctypes.CDLL(str(path))
-        run = library.tf_pool_run
         run.restype = ctypes.c_int64
         run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.py_object, ctypes.c_int64,
                         ctypes.c_int64]
         run.library = library  # kept alive with the function
         _RUN = run
-    except (OSError, AttributeError) as exc:  # a spoiled file: the Python pool stays
-        log(f"direct pool: not loaded: {exc}")
+    except OSError as exc:  # no folder to build in: the Python pool stays
+        log(f"direct pool: not built: {exc}")
     finally:
         _DONE.set()
 
