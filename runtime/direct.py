@@ -355,9 +355,14 @@ def object_code(ir_text: str) -> bytes:
         llvm.set_option("", "--disable-lsr=false")
 
 
+def c_compiler() -> str | None:
+    """The C compiler that links kernels (and builds runtime/direct_pool.py's pool)."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
 def _link(obj: bytes, folder: Path, libm: bool) -> Path:
     """A shared library of the object code, by the C compiler (the system's linker)."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    cc = c_compiler()
     if cc is None:
         raise BuildFailed("no C compiler (cc) to link the object code")
     obj_path = folder / "kernel.o"

@@ -235,7 +235,9 @@ def _built_library() -> Path | None:
     path = folder / _library_name()
     if path.exists():
         return path
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    from .direct import c_compiler  # here: runtime/direct.py imports this module
+
+    cc = c_compiler()
     if cc is None:
         log("direct pool: no C compiler: the Python pool runs parallel steps")
         return None
