@@ -189,7 +189,7 @@ def gather_twice(x, i):
     return x[i] * 2.0 + x[i[::-1]]
 
 
-@pytest.mark.parametrize("n", [7, 300_000])  # serial, and a parallel gather region
+@pytest.mark.parametrize("n", [7, 600_000])  # serial, and a parallel gather region
 def test_gathers_match_numba_and_an_index_out_of_range_raises(fresh_cache, n):
     """take_index's `raise IndexError(...)`: the step stops with an error status that the
     entry raises (a traced index out of range, naming the user's line), in a serial and in
@@ -200,6 +200,8 @@ def test_gathers_match_numba_and_an_index_out_of_range_raises(fresh_cache, n):
     got = jitted(x, i)
     kernel = kernel_of(jitted, x, i)
     assert isinstance(kernel, direct.DirectKernel) and kernel.plan.errors
+    parallel = any(extent is not None for _, extent in kernel.plan.steps)
+    assert parallel == (n > 1000)
     np.testing.assert_array_equal(got, numba_result(gather_twice, x, i))
     np.testing.assert_array_equal(got, x[i] * np.float32(2.0) + x[i[::-1]])
     for bad in (n, -n - 1):

@@ -79,11 +79,13 @@ def test_the_native_pool_gives_the_python_pools_bits_on_any_thread_count(
 
 
 def test_a_blocks_error_status_raises_through_the_native_pool(native_pool):
-    n = 300_000  # a parallel gather region
+    n = 600_000  # a parallel gather region
     x = RNG.standard_normal(n).astype(np.float32)
     i = RNG.integers(-n, n, n)
     jitted = tx.jit(gather)
     np.testing.assert_array_equal(jitted(x, i), x[i] * np.float32(2.0) + np.float32(1.0))
+    (exe,) = jitted.executables()
+    assert any(extent is not None for _, extent in exe.kernel.plan.steps)
     for where in (0, n // 2, n - 1):  # the first block, a middle one, the last
         j = i.copy()
         j[where] = n
