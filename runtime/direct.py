@@ -328,8 +328,8 @@ def _target_machine() -> Any:
 
 
 def object_code(ir_text: str) -> bytes:
-    """The optimised (O2, vectorised and interleaved, not unrolled) object code of a
-    module's IR. O3's extra passes and the unroller cost a third of the MAML module's
+    """The optimised (O2, loops vectorised and interleaved, not unrolled) object code of
+    a module's IR. O3's extra passes and the unroller cost a third of the MAML module's
     compile time and gained no suite any run time (docs/decisions.md)."""
     import llvmlite.binding as llvm
 
@@ -340,7 +340,10 @@ def object_code(ir_text: str) -> bytes:
     module.verify()
     tuning = llvm.create_pipeline_tuning_options(speed_level=2)
     tuning.loop_vectorization = True
-    tuning.slp_vectorization = True
+    # No SLP vectoriser (Numba's default too): LLVM 22's asserts and aborts the process on
+    # some kernels (fuzz seed 17646, tests/fuzz/test_findings.py), and no suite ran
+    # measurably faster with it (docs/decisions.md).
+    tuning.slp_vectorization = False
     tuning.loop_interleaving = True  # reductions need the vectoriser's several partial sums
     tuning.loop_unrolling = False
     builder = llvm.create_pass_builder(machine, tuning)

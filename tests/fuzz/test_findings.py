@@ -55,6 +55,10 @@
 14.-16. (session 10) below, with their tests.
 17. (session 11's campaign, seed 13253) Not a transfuse bug: the oracle's eps for a cast to
    complex64 in a complex128 program; below.
+18. (session 13's campaign, seed 17646) jit(vmap) of two std reductions of a (5, 2) float64
+   input aborted the process: LLVM 22's SLP vectoriser failed an assertion ("must be
+   scheduled at this point") on the direct back end's module. Fixed: the direct back end
+   compiles without the SLP vectoriser (runtime/direct.py, object_code); below.
 """
 
 from __future__ import annotations
@@ -453,3 +457,28 @@ def test_a_cast_to_complex64_in_a_complex128_program_is_judged_at_complex64s_eps
     got = tx.jit(np.expm1)(z)
     exact = np.array([complex(mpmath.expm1(mpmath.mpc(complex(v)))) for v in z])
     assert np.max(np.abs(got - exact) / np.abs(exact)) < 2 * np.finfo(np.float32).eps
+
+
+# ---------------------------------------------------------------------------------------
+# 18. An LLVM assertion (session 13's campaign, seed 17646, jit(vmap)): the SLP vectoriser
+# of llvmlite's LLVM 22 aborted the process compiling the kernel of
+#     v1 = x0.std(axis=-2, keepdims=True); return (v1[None, :], v1)   (and a flip, a std)
+# The direct back end no longer runs that pass. The case runs in a process of its own, so
+# that an abort fails this test rather than ending the test session.
+
+SEED_17646 = """
+import json
+from tests.fuzz.campaign import cases_for, kind_for, outcome
+cases = [c for c in cases_for(17646, 1, kind_for(17646)) if "jit" in c.mode]
+print(json.dumps({"modes": [c.mode for c in cases],
+                  "outcomes": [outcome(c).status for c in cases]}))
+"""
+
+
+def test_the_kernel_that_aborted_llvms_slp_vectoriser_compiles(tmp_path):
+    from tests.helpers import run_json_script
+
+    script = tmp_path / "seed_17646.py"
+    script.write_text(SEED_17646)
+    report = run_json_script(script, tmp_path / "cache", TRANSFUSE_DIRECT="strict")
+    assert report == {"modes": ["jit(vmap)"], "outcomes": ["pass"]}
