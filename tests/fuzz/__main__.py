@@ -9,6 +9,7 @@ reproducer.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
 
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of complex programs when --kind is not given "
                              "(replay one with --kind complex)")
     parser.add_argument("--quiet", action="store_true", help="no line per finding")
+    parser.add_argument("--trace", action="store_true",
+                        help="name each case on stderr before it runs (a crash of the "
+                             "process, such as an LLVM assertion, then names its case)")
     parser.add_argument("--boost", type=float, default=1.0, metavar="FACTOR",
                         help="weight issue #16's ops (tests/fuzz/ops_more.py: sorting, "
                              "statistics, scipy.special, FFT) FACTOR times as much")
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     seed, programs = args.seed, 0
     while time.monotonic() < deadline:
         for case in cases_for(seed, args.jit_modes, args.kind or kind_for(seed, args.complex)):
+            if args.trace:
+                print(f"case: seed {case.seed} {case.mode}", file=sys.stderr, flush=True)
             result = outcome(case)
             counts.setdefault(case.mode, Counter())[result.status] += 1
             if result.bad and result.signature() not in findings:

@@ -59,6 +59,12 @@
    input aborted the process: LLVM 22's SLP vectoriser failed an assertion ("must be
    scheduled at this point") on the direct back end's module. Fixed: the direct back end
    compiles without the SLP vectoriser (runtime/direct.py, object_code); below.
+19. (session 13's campaign, seed 18000) Not a transfuse bug: vmap(jvp) of tanh(einsum(...))
+   gave a tangent of 0.0 where JAX gave 1.55e-14, over the absolute floor of 1.42e-14.
+   At u = 19.36 tanh rounds to 1.0 (NumPy's and transfuse's); XLA's is 1 - 7 ulps, so
+   JAX's 1 - tanh**2 times a tangent of 9.97 is 1.55e-14 where the exact value is 6e-16.
+   The oracle's floor for forward derivatives now scales with the sizes of the primal and
+   tangent inputs (tests/fuzz/oracles.py, tangent_atol); below.
 """
 
 from __future__ import annotations
@@ -482,3 +488,24 @@ def test_the_kernel_that_aborted_llvms_slp_vectoriser_compiles(tmp_path):
     script.write_text(SEED_17646)
     report = run_json_script(script, tmp_path / "cache", TRANSFUSE_DIRECT="strict")
     assert report == {"modes": ["jit(vmap)"], "outcomes": ["pass"]}
+
+
+# ---------------------------------------------------------------------------------------
+# 19. Not a transfuse bug (session 13's campaign, seed 18000, vmap(jvp)): JAX's tanh at
+# saturation is a few ulps below 1, so its tangent 1 - tanh**2 was further from the exact
+# sech**2 than transfuse's 0.0. The oracle's floor scales with the inputs now.
+
+
+def test_the_tangent_of_a_saturated_tanh_is_within_tanhs_rounding_of_the_exact_one():
+    import mpmath
+
+    from tests.fuzz.campaign import cases_for, kind_for, outcome
+
+    (case,) = [c for c in cases_for(18000, 1, kind_for(18000)) if c.mode == "vmap(jvp)"]
+    assert outcome(case).status == "pass"
+    u, t = 19.36028470859454, 9.972603119693915  # the failing element's pre-activation
+    for run in (tx.jvp, lambda f, p, d: tx.jit(lambda a, b: tx.jvp(f, a, b))(p, d)):
+        _, got = run(np.tanh, (np.float64(u),), (np.float64(t),))
+        exact = float(mpmath.sech(mpmath.mpf(u)) ** 2 * t)
+        # tanh(u) rounds to 1.0: 1 - tanh**2 is exact to an ulp of 1, times the tangent
+        assert 0 < exact < 1e-15 and abs(float(got) - exact) <= np.finfo(np.float64).eps * t
