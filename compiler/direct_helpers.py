@@ -19,6 +19,7 @@ A rule takes the emitter and the call's arguments and returns the result.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -220,6 +221,9 @@ _COL_MAJOR, _NO_TRANS = 102, 111  # cblas enums; transposed is _NO_TRANS + 1
 I8P, I32 = ir.IntType(8).as_pointer(), ir.IntType(32)
 
 
+BLAS_LOCAL_THREADS = "openblas_set_num_threads_local"  # this thread's BLAS threads
+
+
 def blas_symbols(kind: str) -> tuple[str, str]:
     """The cblas gemm and gemv of NumPy's bundled OpenBLAS (ILP64) for 's' or 'd'."""
     return f"scipy_cblas_{kind}gemm64_", f"scipy_cblas_{kind}gemv64_"
@@ -227,20 +231,19 @@ def blas_symbols(kind: str) -> tuple[str, str]:
 
 @_rule("gemm_strided")
 def _gemm_strided(e: Any, args: list) -> None:
-    x, y, c, plan = args
-    if not all(isinstance(a, Array) for a in args) or c.dtype.kind != "f" \
-            or plan.dtype.name != "int64" or x.dtype != c.dtype or y.dtype != c.dtype:
-        raise Unsupported("gemm_strided of these arguments")
-    if numpy_openblas() is None:
-        raise Unsupported("gemm without NumPy's bundled OpenBLAS")
+    x, y, c, plan = _gemm_operands(e, args)
     suffix = "f32" if c.dtype.itemsize == 4 else "f64"
     fn = e.module.globals.get(f"tf_gemm_strided_{suffix}")
     if fn is None:
         fn = _build_gemm(e.module, c.ptr.type.pointee, f"tf_gemm_strided_{suffix}")
-    e.uses_blas = True
     b = e.builder
     e.builder.call(fn, [b.bitcast(x.ptr, I8P), b.bitcast(y.ptr, I8P), b.bitcast(c.ptr, I8P),
                         plan.ptr])
+
+
+# Where a batch cannot be a step of its own (inside a loop of the program), its calls run
+# in order, BLAS's threads sharing each, as Numba's gemm_batched does.
+_rule("gemm_batched")(_gemm_strided)
 
 
 def count_loop(b: ir.IRBuilder, n: ir.Value, body: Callable[[ir.Value], None]) -> None:
@@ -263,20 +266,25 @@ def count_loop(b: ir.IRBuilder, n: ir.Value, body: Callable[[ir.Value], None]) -
     b.position_at_end(done)
 
 
-def _build_gemm(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
-    """c = op(x) @ op(y) per point of three loops, in BLAS's column-major terms; a gemv
-    where M or N is 1 (cpu_kernels._one_product says why)."""
-    kind = "s" if isinstance(lltype, ir.FloatType) else "d"
-    gemm_name, gemv_name = blas_symbols(kind)
+def _blas_functions(module: ir.Module, lltype: ir.Type) -> tuple[ir.Function, ir.Function]:
+    """The module's declarations of the cblas gemm and gemv for lltype."""
+    gemm_name, gemv_name = blas_symbols("s" if isinstance(lltype, ir.FloatType) else "d")
     gemm = module.globals.get(gemm_name) or ir.Function(module, ir.FunctionType(
         ir.VoidType(), [I32, I32, I32, I64, I64, I64, lltype, I8P, I64, I8P, I64, lltype,
                         I8P, I64]), gemm_name)
     gemv = module.globals.get(gemv_name) or ir.Function(module, ir.FunctionType(
         ir.VoidType(), [I32, I32, I64, I64, lltype, I8P, I64, I8P, I64, lltype, I8P, I64]),
         gemv_name)
-    fn, b = _function(module, name, ir.VoidType(), [I8P, I8P, I8P, I64.as_pointer()])
-    x, y, c, plan = fn.args
-    size = ir.Constant(I64, 4 if kind == "s" else 8)
+    return gemm, gemv
+
+
+def _gemm_product(b: ir.IRBuilder, lltype: ir.Type, fn: ir.Function) -> Callable:
+    """product(ox, oy, oc): one gemm of gemm_strided's plan (fn's args: x, y, c, plan,
+    ...) at these element offsets, or a gemv where M or N is 1 (cpu_kernels._one_product
+    says why)."""
+    gemm, gemv = _blas_functions(b.module, lltype)
+    x, y, c, plan = fn.args[:4]
+    size = ir.Constant(I64, 4 if isinstance(lltype, ir.FloatType) else 8)
 
     def arg(k: int) -> ir.Value:
         return b.load(b.gep(plan, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
@@ -315,6 +323,17 @@ def _build_gemm(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
                     with general:
                         b.call(gemm, [order, trans(tx), trans(ty), m, n, k, one, at(x, ox),
                                       ldx, at(y, oy), ldy, zero, at(c, oc), ldc])
+    return product
+
+
+def _plan_arg(b: ir.IRBuilder, plan: ir.Value, k: int) -> ir.Value:
+    return b.load(b.gep(plan, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
+
+
+def _build_gemm(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
+    """c = op(x) @ op(y) per point of three loops, in BLAS's column-major terms."""
+    fn, b = _function(module, name, ir.VoidType(), [I8P, I8P, I8P, I64.as_pointer()])
+    product, plan = _gemm_product(b, lltype, fn), fn.args[3]
 
     def level(depth: int, offsets: tuple) -> None:
         if depth == 3:
@@ -323,11 +342,110 @@ def _build_gemm(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
         first = 9 + 4 * depth
 
         def body(i: ir.Value) -> None:
-            moved = tuple(b.add(o, b.mul(i, arg(first + 1 + j))) for j, o in enumerate(offsets))
+            moved = tuple(b.add(o, b.mul(i, _plan_arg(b, plan, first + 1 + j)))
+                          for j, o in enumerate(offsets))
             level(depth + 1, moved)
-        count_loop(b, arg(first), body)
+        count_loop(b, _plan_arg(b, plan, first), body)
 
     start = ir.Constant(I64, 0)
     level(0, (start, start, start))
     b.ret_void()
     return fn
+
+
+def _build_gemm_points(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
+    """Points [lo, hi) of gemm_strided's three loops, flattened (the last fastest). A block
+    that is not every point runs its products on one BLAS thread (OpenBLAS's
+    openblas_set_num_threads_local, then as it was): the pool's threads share the batch
+    instead of BLAS's threads sharing each small product."""
+    fn, b = _function(module, name, ir.VoidType(), [I8P, I8P, I8P, I64.as_pointer(), I64,
+                                                     I64])
+    product, plan = _gemm_product(b, lltype, fn), fn.args[3]
+    lo, hi = fn.args[4:6]
+    counts = [_plan_arg(b, plan, 9 + 4 * depth) for depth in range(3)]
+    local = module.globals.get(BLAS_LOCAL_THREADS) or ir.Function(
+        module, ir.FunctionType(I32, [I32]), BLAS_LOCAL_THREADS)
+    split = b.icmp_signed("<", b.sub(hi, lo), gemm_point_count(b, plan))
+    previous = b.alloca(I32)
+    with b.if_then(split):
+        b.store(b.call(local, [ir.Constant(I32, 1)]), previous)
+
+    def point(k: ir.Value) -> None:
+        p = b.add(lo, k)
+        index = [b.sdiv(p, b.mul(counts[1], counts[2])),
+                 b.srem(b.sdiv(p, counts[2]), counts[1]), b.srem(p, counts[2])]
+        offsets = []
+        for j in range(3):
+            offset = ir.Constant(I64, 0)
+            for depth in range(3):
+                step = _plan_arg(b, plan, 9 + 4 * depth + 1 + j)
+                offset = b.add(offset, b.mul(index[depth], step))
+            offsets.append(offset)
+        product(*offsets)
+    count_loop(b, b.sub(hi, lo), point)
+    with b.if_then(split):
+        b.call(local, [b.load(previous, typ=I32)])
+    b.ret_void()
+    return fn
+
+
+def gemm_point_count(b: ir.IRBuilder, plan: ir.Value) -> ir.Value:
+    """How many gemm calls a plan makes (its three loops' counts multiplied)."""
+    counts = [_plan_arg(b, plan, 9 + 4 * depth) for depth in range(3)]
+    return b.mul(b.mul(counts[0], counts[1]), counts[2])
+
+
+# A batch of products is shared by the pool's threads (each product on one BLAS thread)
+# when it splits evenly enough: an even count, or at least this many (docs/decisions.md).
+GEMM_SPLIT_MIN = 8
+
+
+@functools.cache
+def batched_gemm_available() -> bool:
+    """Whether NumPy's OpenBLAS sets a thread's own BLAS thread count."""
+    import ctypes
+
+    path = numpy_openblas()
+    return path is not None and hasattr(ctypes.CDLL(path), BLAS_LOCAL_THREADS)
+
+
+def _gemm_operands(e: Any, args: list) -> tuple[Array, ...]:
+    x, y, c, plan = args
+    if not all(isinstance(a, Array) for a in args) or c.dtype.kind != "f" \
+            or plan.dtype.name != "int64" or x.dtype != c.dtype or y.dtype != c.dtype:
+        raise Unsupported("gemm_strided of these arguments")
+    if numpy_openblas() is None:
+        raise Unsupported("gemm without NumPy's bundled OpenBLAS")
+    e.uses_blas = True
+    return x, y, c, plan
+
+
+def _gemm_splits(b: ir.IRBuilder, total: ir.Value) -> ir.Value:
+    """Whether a batch of `total` products is shared by the pool's threads."""
+    even = b.icmp_signed("==", b.srem(total, ir.Constant(I64, 2)), ir.Constant(I64, 0))
+    many = b.icmp_signed(">=", total, ir.Constant(I64, GEMM_SPLIT_MIN))
+    return b.and_(b.icmp_signed(">=", total, ir.Constant(I64, 2)), b.or_(even, many))
+
+
+def emit_gemm_extent(e: Any, args: list) -> None:
+    """A batched gemm step's extent: its product count, or 1 (one block, BLAS's threads
+    within each product) when the batch does not split evenly enough."""
+    *_, plan = _gemm_operands(e, args)
+    b = e.builder
+    total = gemm_point_count(b, plan.ptr)
+    b.ret(b.select(_gemm_splits(b, total), total, ir.Constant(I64, 1)))
+
+
+def emit_gemm_block(e: Any, args: list, lo: ir.Value, hi: ir.Value) -> None:
+    """A batched gemm step's block [lo, hi) of products (all of them for an extent of 1)."""
+    x, y, c, plan = _gemm_operands(e, args)
+    suffix = "f32" if c.dtype.itemsize == 4 else "f64"
+    fn = e.module.globals.get(f"tf_gemm_points_{suffix}") or _build_gemm_points(
+        e.module, c.ptr.type.pointee, f"tf_gemm_points_{suffix}")
+    b = e.builder
+    total = gemm_point_count(b, plan.ptr)
+    splits = _gemm_splits(b, total)
+    lo = b.select(splits, lo, ir.Constant(I64, 0))
+    hi = b.select(splits, hi, total)
+    b.call(fn, [b.bitcast(x.ptr, I8P), b.bitcast(y.ptr, I8P), b.bitcast(c.ptr, I8P),
+                plan.ptr, lo, hi])

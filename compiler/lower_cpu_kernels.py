@@ -24,6 +24,9 @@ P = PRIMITIVES
 Kernel = Callable[["KernelCtx"], None]
 KERNEL_RULES: dict[Any, Kernel] = {}
 PARALLEL_MIN_FLOPS = 1 << 18
+# A batch of gemm calls of at least this many multiply-adds each is shared by the threads,
+# each call on one BLAS thread (runtime/cpu_kernels.py, gemm_batched; docs/decisions.md).
+GEMM_BATCH_MIN_MACS = 1 << 16
 NARROW_OUTPUT = 4  # at most this many output elements per row: one local sum each
 # The local sum's type by dtype kind: an int product is 64-bit in Numba (and the wrapped
 # sum equal to the narrow type's once stored); a float or complex stays its own type.
@@ -165,8 +168,18 @@ def _dot_blas(k: KernelCtx, plan: GemmPlan) -> None:
     m, n, kk = plan.mnk
     count = "".join(f"{a.size} x " for a in plan.loops)
     blas_args = k.program.int_args(args)
-    k.put(f"{k.program.helper('gemm_strided')}({flat[x]}, {flat[y]}, {flat[2]}, "
+    helper = "gemm_batched" if _batched(k.node, plan) else "gemm_strided"
+    k.put(f"{k.program.helper(helper)}({flat[x]}, {flat[y]}, {flat[2]}, "
           f"{blas_args})  # BLAS: {count}({m}x{kk} @ {kk}x{n})")
+
+
+def _batched(node: Node, plan: GemmPlan) -> bool:
+    """Whether a product's gemm calls form a batch the threads may share (gemm_batched):
+    a loop around the call or a batch axis (of any extent, so that a batch of one renders
+    the same source), and calls of at least GEMM_BATCH_MIN_MACS multiply-adds each."""
+    (_, _), (lb, _) = node.params["dimension_numbers"]
+    m, n, kk = plan.mnk
+    return bool(plan.loops or lb) and m * n * kk >= GEMM_BATCH_MIN_MACS
 
 
 

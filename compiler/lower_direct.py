@@ -395,6 +395,9 @@ class _EntryTranslator:
             if name in self.functions and self.functions[name][1]:
                 self._flush(serial)
                 self._parallel_step(stmt.value)
+            elif name == "gemm_batched" and self._batches_gemm():
+                self._flush(serial)
+                self._gemm_step(stmt.value)
             else:
                 serial.append(stmt)
         self._flush(serial)
@@ -586,6 +589,32 @@ class _EntryTranslator:
             (bound,) = loops[0].iter.args
             n = self.emitter.to_int(self.emitter.expr(bound, inner))
             self.emitter.builder.ret(n.value)
+        self.plan.steps.append((name, extent))
+
+
+    def _batches_gemm(self) -> bool:
+        """Whether `gemm_batched` is runtime/cpu_kernels' and NumPy's OpenBLAS can run a
+        thread's products on one BLAS thread."""
+        from .direct_helpers import HELPER_RULES, batched_gemm_available
+
+        try:
+            helper = self.lookup("gemm_batched")
+        except Unsupported:
+            return False
+        return helper is HELPER_RULES["gemm_batched"] and batched_gemm_available()
+
+    def _gemm_step(self, call: ast.Call) -> None:
+        """A gemm_batched call as a parallel step over its products: each block's run on
+        one BLAS thread (compiler/direct_helpers.py, emit_gemm_block)."""
+        from .direct_helpers import emit_gemm_block, emit_gemm_extent
+
+        name = f"step_{len(self.plan.steps)}"
+        extent = f"extent_{len(self.plan.steps)}"
+        with self.emitter.step(name, self) as scope:
+            args = [self.emitter.expr(a, scope) for a in call.args]
+            emit_gemm_block(self.emitter, args, self.emitter._lo, self.emitter._hi)
+        with self.emitter.step(extent, self, kind="extent") as scope:
+            emit_gemm_extent(self.emitter, [self.emitter.expr(a, scope) for a in call.args])
         self.plan.steps.append((name, extent))
 
 

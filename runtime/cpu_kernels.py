@@ -258,6 +258,11 @@ def _gemm_strided_scipy_blas(x, y, c, args):
 
 
 gemm_strided = _gemm_strided_numpy_blas if _numpy_openblas() else _gemm_strided_scipy_blas
+# A batch of gemm calls large enough to share among threads (compiler/lower_cpu_kernels.py,
+# _batched). Here, as gemm_strided: BLAS's threads share each call. The direct back end
+# runs it as a parallel step whose blocks call BLAS on one thread each
+# (compiler/direct_helpers.py, emit_gemm_block).
+gemm_batched = gemm_strided
 
 
 # ---------------------------------------------------------------------------------------
