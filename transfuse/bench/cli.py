@@ -76,6 +76,7 @@ def _settings(args: argparse.Namespace) -> Settings:
                     warmup=1 if args.quick else 2,
                     min_sample_s=0.002 if args.quick else 0.01,
                     budget_s=1.0 if args.quick else 10.0,
+                    settle_s=0.0 if args.quick else 0.3,
                     baselines=frozenset(baselines),
                     progress=(lambda m: None) if args.quiet else _progress_printer())
 

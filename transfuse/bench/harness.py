@@ -33,6 +33,10 @@ class Settings:
     warmup: int = 2
     min_sample_s: float = 0.01
     budget_s: float = 10.0  # per system and case, for samples beyond the minimum
+    # A pause before each system's timing: BLAS's and OpenMP's threads spin for a while
+    # after a call (OpenBLAS's about 0.2 s here), and the previous system's check ran
+    # just before; spinning threads took a core from the next system's own threads.
+    settle_s: float = 0.3
     baselines: frozenset[str] = frozenset({"numpy", "numba", "jax", "torch", "torch.compile"})
     progress: Callable[[str], None] = field(default=lambda message: None)
 
@@ -104,6 +108,7 @@ def run_case(case: Case, settings: Settings) -> CaseResult:
     for name, runner in runners.items():
         if results[name].status == "ok" and results[name].timing is None:
             settings.progress(f"{case.full_name}: timing {name}")
+            time.sleep(settings.settle_s)
             results[name].timing = _time(runner, settings)
     _add_ratios(results)
     return CaseResult(case, source, note, results, reference_failed=failed)
