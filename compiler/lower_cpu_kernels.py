@@ -183,7 +183,6 @@ def _batched(node: Node, plan: GemmPlan) -> bool:
 
 
 
-
 def _dot_loops(k: KernelCtx, lfree: list[int], rfree: list[int]) -> None:
     """out[batch, lfree, rfree] (+)= lhs * rhs, contraction outside the rfree loop."""
     lhs, rhs = (v.aval for v in k.node.inputs)

@@ -591,7 +591,6 @@ class _EntryTranslator:
             self.emitter.builder.ret(n.value)
         self.plan.steps.append((name, extent))
 
-
     def _batches_gemm(self) -> bool:
         """Whether `gemm_batched` is runtime/cpu_kernels' and NumPy's OpenBLAS can run a
         thread's products on one BLAS thread."""
@@ -612,7 +611,7 @@ class _EntryTranslator:
         extent = f"extent_{len(self.plan.steps)}"
         with self.emitter.step(name, self) as scope:
             args = [self.emitter.expr(a, scope) for a in call.args]
-            emit_gemm_block(self.emitter, args, self.emitter._lo, self.emitter._hi)
+            emit_gemm_block(self.emitter, args, *self.emitter.block_range())
         with self.emitter.step(extent, self, kind="extent") as scope:
             emit_gemm_extent(self.emitter, [self.emitter.expr(a, scope) for a in call.args])
         self.plan.steps.append((name, extent))
@@ -887,6 +886,10 @@ class Emitter:
         for slot, (name, (dtype, ndim)) in enumerate(translator.arrays.items()):
             where[name] = ("array", slot, dtype, ndim)
         return _EntryScope(translator.lookup, where, self)
+
+    def block_range(self) -> tuple[ir.Value, ir.Value]:
+        """The [lo, hi) a parallel step's function is called with."""
+        return self._lo, self._hi
 
     def load_int(self, index: int) -> ir.Value:
         """The entry's int argument `index`, loaded here."""
