@@ -1,4 +1,4 @@
-"""The direct back end's rules for runtime/cpu_kernels.py's reduction helpers.
+"""The direct back end's rules for runtime/cpu_kernels.py's reduction and BLAS helpers.
 
 Most helpers a generated kernel calls are plain Python that compiler/lower_direct.py
 translates from source. These are not: they are written with what only Numba compiles (an
@@ -12,7 +12,11 @@ cpu_kernels.py documents them):
   buf's dtype; up to SUM_BLOCK elements the block sum alone;
 - `block_max(buf)`, `block_min(buf)`: LLVM's NaN-propagating maximum / minimum over the
   row, starting from buf[0];
-- `comp_add(total, comp, x)`, `comp_total(total, comp)`: the compensated float64 sum.
+- `comp_add(total, comp, x)`, `comp_total(total, comp)`: the compensated float64 sum;
+- `gemm_strided(x, y, c, plan)`, `gemm_batched(...)`: NumPy's OpenBLAS through cblas,
+  once per point of the plan's loops. Where a `gemm_batched` call is a statement of the
+  entry, compiler/lower_direct.py makes it a parallel step of its own (`emit_gemm_block`,
+  `emit_gemm_extent`), each block's calls on one BLAS thread.
 
 A rule takes the emitter and the call's arguments and returns the result.
 """
