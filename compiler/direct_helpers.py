@@ -334,6 +334,15 @@ def _plan_arg(b: ir.IRBuilder, plan: ir.Value, k: int) -> ir.Value:
     return b.load(b.gep(plan, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
 
 
+def _loop_arg(b: ir.IRBuilder, plan: ir.Value, depth: int, field: int) -> ir.Value:
+    """Loop `depth`'s count (field 0) or its step in x, y, c (fields 1-3) in the plan."""
+    return _plan_arg(b, plan, 9 + 4 * depth + field)
+
+
+def _loop_counts(b: ir.IRBuilder, plan: ir.Value) -> list[ir.Value]:
+    return [_loop_arg(b, plan, depth, 0) for depth in range(3)]
+
+
 def _build_gemm(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
     """c = op(x) @ op(y) per point of three loops, in BLAS's column-major terms."""
     fn, b = _function(module, name, ir.VoidType(), [I8P, I8P, I8P, I64.as_pointer()])
@@ -343,13 +352,12 @@ def _build_gemm(module: ir.Module, lltype: ir.Type, name: str) -> ir.Function:
         if depth == 3:
             product(*offsets)
             return
-        first = 9 + 4 * depth
 
         def body(i: ir.Value) -> None:
-            moved = tuple(b.add(o, b.mul(i, _plan_arg(b, plan, first + 1 + j)))
+            moved = tuple(b.add(o, b.mul(i, _loop_arg(b, plan, depth, 1 + j)))
                           for j, o in enumerate(offsets))
             level(depth + 1, moved)
-        count_loop(b, _plan_arg(b, plan, first), body)
+        count_loop(b, _loop_arg(b, plan, depth, 0), body)
 
     start = ir.Constant(I64, 0)
     level(0, (start, start, start))
@@ -366,10 +374,10 @@ def _build_gemm_points(module: ir.Module, lltype: ir.Type, name: str) -> ir.Func
                                                      I64])
     product, plan = _gemm_product(b, lltype, fn), fn.args[3]
     lo, hi = fn.args[4:6]
-    counts = [_plan_arg(b, plan, 9 + 4 * depth) for depth in range(3)]
+    counts = _loop_counts(b, plan)
     local = module.globals.get(BLAS_LOCAL_THREADS) or ir.Function(
         module, ir.FunctionType(I32, [I32]), BLAS_LOCAL_THREADS)
-    split = b.icmp_signed("<", b.sub(hi, lo), gemm_point_count(b, plan))
+    split = b.icmp_signed("<", b.sub(hi, lo), _all_points(b, counts))
     previous = b.alloca(I32)
     with b.if_then(split):
         b.store(b.call(local, [ir.Constant(I32, 1)]), previous)
@@ -382,8 +390,7 @@ def _build_gemm_points(module: ir.Module, lltype: ir.Type, name: str) -> ir.Func
         for j in range(3):
             offset = ir.Constant(I64, 0)
             for depth in range(3):
-                step = _plan_arg(b, plan, 9 + 4 * depth + 1 + j)
-                offset = b.add(offset, b.mul(index[depth], step))
+                offset = b.add(offset, b.mul(index[depth], _loop_arg(b, plan, depth, 1 + j)))
             offsets.append(offset)
         product(*offsets)
     count_loop(b, b.sub(hi, lo), point)
@@ -395,7 +402,10 @@ def _build_gemm_points(module: ir.Module, lltype: ir.Type, name: str) -> ir.Func
 
 def gemm_point_count(b: ir.IRBuilder, plan: ir.Value) -> ir.Value:
     """How many gemm calls a plan makes (its three loops' counts multiplied)."""
-    counts = [_plan_arg(b, plan, 9 + 4 * depth) for depth in range(3)]
+    return _all_points(b, _loop_counts(b, plan))
+
+
+def _all_points(b: ir.IRBuilder, counts: list[ir.Value]) -> ir.Value:
     return b.mul(b.mul(counts[0], counts[1]), counts[2])
 
 
