@@ -50,6 +50,19 @@ def maybe_jit(f: Callable, mode: str) -> Callable:
     raise ValueError(f"unknown mode {mode!r}; expected one of {JIT_MODES}")
 
 
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """A disk cache of the test's own (its folder), and no kernels remembered from earlier
+    tests in this process."""
+    from transfuse.runtime import cache as kernel_cache
+
+    monkeypatch.setenv("TRANSFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TRANSFUSE_DISABLE_CACHE", raising=False)
+    kernel_cache.clear_memory_cache()
+    yield tmp_path / "cache"
+    kernel_cache.clear_memory_cache()
+
+
 @pytest.fixture(params=JIT_MODES)
 def transform(request) -> Callable[[Callable], Callable]:
     """Wraps the function under test: identity ('eager') or transfuse.jit ('jit')."""

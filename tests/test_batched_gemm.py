@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from transfuse.compiler import direct_helpers
-from transfuse.runtime import cache as kernel_cache
 from transfuse.runtime import direct
 
 import transfuse as tx
@@ -18,17 +17,9 @@ from tests.helpers import jit_result_with
 
 RNG = np.random.default_rng(71)
 
-pytestmark = pytest.mark.skipif(not direct_helpers.batched_gemm_available(),
-                                reason="NumPy's OpenBLAS has no per-thread thread count")
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRANSFUSE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("TRANSFUSE_DISABLE_CACHE", raising=False)
-    kernel_cache.clear_memory_cache()
-    yield
-    kernel_cache.clear_memory_cache()
+pytestmark = [pytest.mark.skipif(not direct_helpers.batched_gemm_available(),
+                                 reason="NumPy's OpenBLAS has no per-thread thread count"),
+              pytest.mark.usefixtures("fresh_cache")]
 
 
 def ensemble_layer(w, x):
@@ -41,7 +32,8 @@ def per_example_outer(a, b):
     return np.einsum("bi,bj->bij", a, b)
 
 
-def batch_steps(jitted, *args):
+def batch_steps(jitted):
+    """The extents of the kernel's parallel steps (a gemm batch is one)."""
     kernel = jitted.executables()[0].kernel
     assert isinstance(kernel, direct.DirectKernel)
     return [extent for _, extent in kernel.plan.steps if extent is not None]
@@ -54,7 +46,7 @@ def test_every_product_of_any_batch_count_is_computed(dtype, models):
     x = RNG.standard_normal((40, 96)).astype(dtype)
     jitted = tx.jit(ensemble_layer)
     got = jitted(w, x)
-    assert batch_steps(jitted, w, x)  # (compiled for a batch; the count is run-time data)
+    assert batch_steps(jitted)  # (compiled for a batch; the count is run-time data)
     want = np.maximum(np.einsum("mk,bkn->bmn", x.astype(np.float64), w.astype(np.float64)),
                       0.0)
     tol = 2e-5 if dtype == np.float32 else 1e-12
@@ -73,7 +65,7 @@ def test_a_batch_axis_gives_the_same_answer_on_every_pool(pool, monkeypatch):
         monkeypatch.setattr(direct, "thread_count", lambda: 1)
     jitted = tx.jit(per_example_outer)
     got = jitted(a, b)
-    assert batch_steps(jitted, a, b)
+    assert batch_steps(jitted)
     np.testing.assert_allclose(got, a[:, :, None] * b[:, None, :], rtol=1e-15, atol=0)
 
 
@@ -85,4 +77,4 @@ def test_small_products_stay_in_the_serial_steps():
     jitted = tx.jit(ensemble_layer)
     np.testing.assert_allclose(jitted(w, x), np.maximum(x @ w, 0.0), rtol=1e-12)
     assert "gemm_strided(" in str(jitted.lower(w, x))
-    assert not batch_steps(jitted, w, x)
+    assert not batch_steps(jitted)

@@ -31,15 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(20261207)
 
 
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRANSFUSE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("TRANSFUSE_DISABLE_CACHE", raising=False)
-    kernel_cache.clear_memory_cache()
-    yield tmp_path / "cache"
-    kernel_cache.clear_memory_cache()
-
-
 def chain(x):
     sigmoid = 1 / (1 + np.exp(-x))
     return np.tanh(x) * sigmoid + 0.5 * x * x - np.exp(-x * x) + np.sin(x) * np.cos(x)
