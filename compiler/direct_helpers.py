@@ -237,9 +237,8 @@ def blas_symbols(kind: str) -> tuple[str, str]:
 def _gemm_strided(e: Any, args: list) -> None:
     x, y, c, plan = _gemm_operands(e, args)
     suffix = "f32" if c.dtype.itemsize == 4 else "f64"
-    fn = e.module.globals.get(f"tf_gemm_strided_{suffix}")
-    if fn is None:
-        fn = _build_gemm(e.module, c.ptr.type.pointee, f"tf_gemm_strided_{suffix}")
+    fn = e.shared_helper(f"tf_gemm_strided_{suffix}",
+                         lambda module, name: _build_gemm(module, c.ptr.type.pointee, name))
     b = e.builder
     e.builder.call(fn, [b.bitcast(x.ptr, I8P), b.bitcast(y.ptr, I8P), b.bitcast(c.ptr, I8P),
                         plan.ptr])
@@ -454,8 +453,8 @@ def emit_gemm_block(e: Any, args: list, lo: ir.Value, hi: ir.Value) -> None:
     """A batched gemm step's block [lo, hi) of products (all of them for an extent of 1)."""
     x, y, c, plan = _gemm_operands(e, args)
     suffix = "f32" if c.dtype.itemsize == 4 else "f64"
-    fn = e.module.globals.get(f"tf_gemm_points_{suffix}") or _build_gemm_points(
-        e.module, c.ptr.type.pointee, f"tf_gemm_points_{suffix}")
+    fn = e.shared_helper(f"tf_gemm_points_{suffix}", lambda module, name: _build_gemm_points(
+        module, c.ptr.type.pointee, name))
     b = e.builder
     total = gemm_point_count(b, plan.ptr)
     splits = _gemm_splits(b, total)

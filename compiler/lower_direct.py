@@ -44,13 +44,21 @@ import math
 import operator
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from llvmlite import ir
 
 from .direct_plan import Plan, numpy_openblas, object_offsets
+from .direct_regions import (
+    REGION_LINKAGE,
+    REGION_PLACEHOLDER,
+    name_region,
+    outline_loops,
+    region_module,
+    share_helpers,
+)
 from .mathlib_ops import Op
 
 __all__ = ["DirectModule", "Plan", "Unsupported", "translate"]
@@ -151,6 +159,9 @@ class DirectModule:
     ir: str
     plan: Plan
     libm: bool  # whether the code calls libm (link with -lm)
+    # the region functions `ir` declares: symbol -> the text of its own module
+    # (compiler/direct_regions.py; runtime/direct_regions.py compiles each once)
+    regions: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------
@@ -416,7 +427,8 @@ class _EntryTranslator:
         if self.plan.steps and all(extent is None for _, extent in self.plan.steps) \
                 and not self.plan.errors:  # (run_steps answers a mismatch only)
             self._python_entry()
-        return DirectModule(str(self.module), self.plan, self.emitter.uses_libm)
+        return DirectModule(str(self.module), self.plan, self.emitter.uses_libm,
+                            self.emitter.regions)
 
     def _python_entry(self) -> None:
         """`run_steps`, a CPython function (METH_FASTCALL) that runs every step of a
@@ -553,7 +565,7 @@ class _EntryTranslator:
     def _flush(self, serial: list[ast.stmt]) -> None:
         if not serial:
             return
-        body = list(serial)
+        body = outline_loops(list(serial), self._kind_of, self._define_loop)
         serial.clear()
         name = f"step_{len(self.plan.steps)}"
         pieces = _pieces(body)
@@ -572,6 +584,23 @@ class _EntryTranslator:
                 self.emitter.block(body, scope)
         self.plan.steps.append((name, None))
 
+    def _kind_of(self, name: str) -> str:
+        """'entry' (an array or int of the entry), 'global' (the module's) or 'local'."""
+        if name in self.arrays or name in self.plan.param_dtypes \
+                or any(name == n for n, kind in self.plan.params if kind == "int"):
+            return "entry"
+        try:
+            self.lookup(name)
+        except Unsupported:
+            return "local"
+        return "global"
+
+    def _define_loop(self, fn: ast.FunctionDef) -> str:
+        """Register an outlined loop nest as a region function; its name."""
+        fn.name = f"loop{len(self.functions)}"
+        self.functions[fn.name] = (fn, False)
+        return fn.name
+
     def _parallel_step(self, call: ast.Call) -> None:
         """A parallel region function: its prange runs blocks [lo, hi)."""
         fn, _ = self.functions[call.func.id]
@@ -582,8 +611,8 @@ class _EntryTranslator:
         name = f"step_{len(self.plan.steps)}"
         extent = f"extent_{len(self.plan.steps)}"
         with self.emitter.step(name, self) as scope:
-            inner = self.emitter.bind_args(Function(fn, self.lookup), call.args, scope)
-            self.emitter.prange_loop(loops[0], inner)
+            args = [self.emitter.expr(a, scope) for a in call.args]
+            self.emitter.call_shared(Function(fn, self.lookup), args, block_range=True)
         with self.emitter.step(extent, self, kind="extent") as scope:
             inner = self.emitter.bind_args(Function(fn, self.lookup), call.args, scope)
             (bound,) = loops[0].iter.args
@@ -858,7 +887,10 @@ class Emitter:
         self._frees_base = 0  # the current function's first level of _frees
         self._globals: dict[int, ir.GlobalVariable] = {}
         self._trees: dict[Any, ast.FunctionDef] = {}
-        self._shared: dict[tuple, ir.Function] = {}
+        self._shared: dict[tuple, ir.Function] = {}  # (name, kinds) -> function
+        self._nested: dict[tuple, ir.Function] = {}  # the same, in a region's module
+        self._region_module: ir.Module | None = None  # while a region function is written
+        self.regions: dict[str, str] = {}  # DirectModule.regions
         self._frees: list[list[ir.Value]] = []  # malloc'd buffers per open loop body
         self._loops: list[tuple[ir.Block, ir.Block]] = []  # (next trip, end) of open loops
         self._translator: _EntryTranslator | None = None
@@ -1632,49 +1664,91 @@ class Emitter:
             return inner.vars["<return>"]
         return None
 
-    def call_shared(self, fn: Function, args: list) -> None:
+    def call_shared(self, fn: Function, args: list, block_range: bool = False) -> None:
         """A call of one of the kernel's region functions: compiled once per argument
         types as an LLVM function of its own (never inlined), as Numba compiles it once,
-        so a region that a program runs 79 times is optimised once."""
-        kinds = []
+        so a region that a program runs 79 times is optimised once. With `block_range`,
+        fn is a parallel region whose prange runs this step's blocks [lo, hi)."""
+        kinds = [("range",)] if block_range else []
+        values = [self._lo, self._hi] if block_range else []
         for a in args:
             if is_constant(a):
                 a = self.constant(a)
             if isinstance(a, Scalar):
                 kinds.append(("scalar", a.dtype))
+                values.append(a.value)
             elif isinstance(a, Array):
                 kinds.append(("array", a.dtype, len(a.shape)))
+                values += [a.ptr, *a.shape]
             else:
                 raise Unsupported(f"a {type(a).__name__} argument of {fn.node.name}")
+        # (a region function called inside another's module is that module's own)
+        defined = self._shared if self._region_module is None else self._nested
         key = (fn.node.name, tuple(kinds))
-        callee = self._shared.get(key)
+        callee = defined.get(key)
         if callee is None:
-            callee = self._shared[key] = self._define_shared(fn, kinds, len(self._shared))
-        values = []
-        for a in args:
-            if is_constant(a):
-                a = self.constant(a)
-            values += [a.value] if isinstance(a, Scalar) else [a.ptr, *a.shape]
+            callee = defined[key] = self._define_shared(fn, kinds)
         self.pass_up(self.builder.call(callee, values))
 
-    def _define_shared(self, fn: Function, kinds: list, number: int) -> ir.Function:
-        params: list[ir.Type] = []
-        for kind in kinds:
-            if kind[0] == "scalar":
-                params.append(LLVM_TYPES[kind[1]])
-            else:
-                params += [_memory_type(kind[1]).as_pointer()] + [I64] * kind[2]
-        callee = ir.Function(self.module, ir.FunctionType(I64, params),  # 0, or an error
-                             f"{fn.node.name}_{number}")
-        callee.linkage = "internal"
+    def _define_shared(self, fn: Function, kinds: list) -> ir.Function:
+        """The region function, defined in a module of its own and named by the hash of
+        that module's IR (compiler/direct_regions.py: programs share its object code),
+        declared in this one. A region that needs a pointer the loader sets (Plan.
+        externals), or one called from another region, is defined in this module."""
+        if self._region_module is not None:
+            return self._define_in(self.module, fn, kinds, f"{fn.node.name}_{len(self._nested)}")
+        saved = (self.module, self._globals, len(self.externals))
+        self.module = self._region_module = region_module()
+        self._globals, self._nested = {}, {}
+        try:
+            self._define_in(self.module, fn, kinds, REGION_PLACEHOLDER)
+            local = len(self.externals) != saved[2]
+            share_helpers(self.module)
+            text = str(self.module)
+        finally:
+            self.module, self._globals = saved[0], saved[1]
+            self._region_module = None
+        if local:  # its function pointers belong to the program: translated again here
+            del self.externals[saved[2]:]
+            return self._define_in(self.module, fn, kinds, f"{fn.node.name}_{len(self._shared)}")
+        symbol, text = name_region(text)
+        self.regions[symbol] = text
+        return _get_function(self.module, symbol, ir.FunctionType(I64, _shared_params(kinds)))
+
+    def shared_helper(self, name: str, build: Callable[[ir.Module, str], ir.Function]
+                      ) -> ir.Function:
+        """A helper function of compiler/direct_helpers.py that every program calls the
+        same (the GEMM driver: a tenth of a small kernel's LLVM time), compiled once for
+        all of them like a region (in a module of its own, under its own name: one body
+        per name) and declared here; inside a region's module, that module's own copy."""
+        found = self.module.globals.get(name)
+        if found is not None:
+            return found
+        if self._region_module is not None:
+            return build(self.module, name)
+        module = region_module()
+        helper = build(module, name)
+        helper.linkage = REGION_LINKAGE
+        self.regions[name] = str(module)
+        return _get_function(self.module, name, helper.function_type)
+
+    def _define_in(self, module: ir.Module, fn: Function, kinds: list, name: str
+                   ) -> ir.Function:
+        """Write fn's body as the LLVM function `name` of `module`: (lo, hi) first for a
+        parallel region, then a value per scalar and a pointer and extents per array."""
+        callee = ir.Function(module, ir.FunctionType(I64, _shared_params(kinds)),  # 0, or an error
+                             name)
+        callee.linkage = REGION_LINKAGE if name == REGION_PLACEHOLDER else "internal"
         callee.attributes.add("noinline")
         callee.attributes.add("nounwind")
-        saved = (self.builder, self._alloca_block, self._frees_base)
+        saved = (self.builder, self._alloca_block, self._frees_base, self._lo, self._hi)
         self._alloca_block = callee.append_basic_block("locals")
         self.builder = ir.IRBuilder(callee.append_basic_block("start"))
         scope = Scope(fn.lookup)
         values = iter(callee.args)
-        for param, kind in zip(fn.node.args.args, kinds):
+        if kinds and kinds[0] == ("range",):
+            self._lo, self._hi = next(values), next(values)
+        for param, kind in zip(fn.node.args.args, [k for k in kinds if k != ("range",)]):
             if kind[0] == "scalar":
                 self.assign(ast.Name(param.arg, ast.Store()), Scalar(next(values), kind[1]),
                             scope)
@@ -1686,12 +1760,15 @@ class Emitter:
             raise Unsupported(f"the region function {fn.node.name} returns")
         self._frees_base = len(self._frees)
         self._frees.append([])
-        self.block(fn.node.body, scope)
+        if kinds and kinds[0] == ("range",):
+            self.prange_loop(fn.node.body[0], scope)
+        else:
+            self.block(fn.node.body, scope)
         self.free_scope()
         self.builder.ret(ir.Constant(I64, 0))
         with self.builder.goto_block(self._alloca_block):
             self.builder.branch(callee.blocks[1])
-        self.builder, self._alloca_block, self._frees_base = saved
+        self.builder, self._alloca_block, self._frees_base, self._lo, self._hi = saved
         return callee
 
     def extremum(self, fn: Callable, args: list) -> Any:
@@ -2048,6 +2125,19 @@ def _get_function(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Fun
     if existing is not None:
         return existing
     return ir.Function(module, fnty, name)
+
+
+def _shared_params(kinds: list) -> list[ir.Type]:
+    """A region function's LLVM parameters for its arguments' kinds."""
+    params: list[ir.Type] = []
+    for kind in kinds:
+        if kind[0] == "range":
+            params += [I64, I64]
+        elif kind[0] == "scalar":
+            params.append(LLVM_TYPES[kind[1]])
+        else:
+            params += [_memory_type(kind[1]).as_pointer()] + [I64] * kind[2]
+    return params
 
 
 def _memory_type(dtype: np.dtype) -> ir.Type:

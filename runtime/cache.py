@@ -148,6 +148,10 @@ class CacheStats:
     disk_hits: int = 0  # entry points whose machine code came from a disk cache
     repairs: int = 0  # corrupt, truncated or stale cache files found and replaced
     fallbacks: int = 0  # kernels served from the fallback folder (cache not writable)
+    # the direct back end's region functions (runtime/direct_regions.py): compiled into a
+    # new region object, or linked from one an earlier kernel compiled
+    regions_compiled: int = 0
+    regions_reused: int = 0
 
 
 _STATS = CacheStats()
@@ -171,9 +175,16 @@ def count_load(kernel: LoadedKernel) -> None:
         _STATS.compiles += 1
 
 
-def _repaired(message: str) -> None:
+def repaired(message: str) -> None:
+    """Count a damaged cache file found (and about to be replaced), and log why."""
     _STATS.repairs += 1
     log(message)
+
+
+def count_regions(compiled: int, reused: int) -> None:
+    """Count region functions compiled now and linked from earlier kernels' objects."""
+    _STATS.regions_compiled += compiled
+    _STATS.regions_reused += reused
 
 
 # ---------------------------------------------------------------------------------------
@@ -407,14 +418,14 @@ def _load_locked_entry(entry_dir: Path, source: str, name: str, key: str) -> Loa
     text, problem = _check_source(entry_dir, meta, source, key)
     if problem is not None:
         if problem != "no entry":
-            _repaired(f"disk miss {name}: {problem}; rewriting {entry_dir.name}")
+            repaired(f"disk miss {name}: {problem}; rewriting {entry_dir.name}")
         _clear_numba_files(entry_dir)
         meta = _write_source(entry_dir, source, key)
         text = source
     else:
         numba_problem = _check_numba_files(entry_dir, meta)
         if numba_problem is not None:
-            _repaired(f"disk miss {name}: {numba_problem}; recompiling {entry_dir.name}")
+            repaired(f"disk miss {name}: {numba_problem}; recompiling {entry_dir.name}")
             _clear_numba_files(entry_dir)
     module = _import_entry(entry_dir, text, _module_name(key), name)
     kernel = LoadedKernel(module, "disk")
@@ -437,7 +448,7 @@ def _import_entry(entry_dir: Path, text: str, module_name: str, name: str
     try:
         return _exec_module(text, module_name, path)
     except Exception as e:  # Numba could not read its cache (a failed unpickle, say)
-        _repaired(f"disk miss {name}: Numba's cache for {entry_dir.name} is unreadable "
+        repaired(f"disk miss {name}: Numba's cache for {entry_dir.name} is unreadable "
                   f"({type(e).__name__}); rebuilding it")
         _clear_numba_files(entry_dir)
         return _exec_module(text, module_name, path)
@@ -681,7 +692,7 @@ def import_prebuilt(entry_dir: Path, text: str, module_name: str, recorded: dict
             _copy_prebuilt(entry_dir, target, text, recorded)
         found = _numba_files(target)
         if recorded is not None and found and found != recorded:
-            _repaired(f"aot {entry_dir}: Numba's cache files differ from the ones recorded "
+            repaired(f"aot {entry_dir}: Numba's cache files differ from the ones recorded "
                       "(corrupt or stale); recompiling")
             _clear_numba_files(target)
         module = _import_entry(target, text, module_name, str(entry_dir))
@@ -746,7 +757,7 @@ def _read_index(path: Path) -> str | None:
         return None
     text = data.decode("ascii", errors="replace").strip()
     if not _HEX64.fullmatch(text):
-        _repaired(f"index {path.name}: corrupt (not a key); rewritten")
+        repaired(f"index {path.name}: corrupt (not a key); rewritten")
         return None
     return text
 

@@ -17,6 +17,7 @@ docs/compiler.md, "The direct back end".
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib
 import json
@@ -32,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from . import direct_pool
-from .cache import _safe, atomic_write, cache_root, log
+from .cache import _safe, atomic_write, cache_root, count_regions, log
+from .direct_regions import region_objects
 from .errors import SignatureMismatch
 
 __all__ = ["DirectKernel", "build", "load_or_build", "mode", "thread_count"]
@@ -314,12 +316,18 @@ def entry_source(plan: Any, bound: int | None = None) -> str:
 def _target_machine() -> Any:
     """llvmlite's target machine for this CPU (or NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, as
     Numba's kernels and mathlib's choices follow them)."""
+    return _machine_for(os.environ.get("NUMBA_CPU_NAME"), os.environ.get("NUMBA_CPU_FEATURES"))
+
+
+@functools.cache
+def _machine_for(cpu: str | None, features: str | None) -> Any:
+    """One target machine per CPU description: making one costs about 1 ms, a tenth of a
+    small kernel's compile."""
     import llvmlite.binding as llvm
 
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    cpu = os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name()
-    features = os.environ.get("NUMBA_CPU_FEATURES")
+    cpu = cpu or llvm.get_host_cpu_name()
     if features is None:
         features = llvm.get_host_cpu_features().flatten()
     target = llvm.Target.from_triple(llvm.get_process_triple())
@@ -327,14 +335,17 @@ def _target_machine() -> Any:
                                         codemodel="default")
 
 
-def object_code(ir_text: str) -> bytes:
+def object_code(ir_text: str, *more: str) -> bytes:
     """The optimised (O2, loops vectorised and interleaved, not unrolled) object code of
-    a module's IR. O3's extra passes and the unroller cost a third of the MAML module's
-    compile time and gained no suite any run time (docs/decisions.md)."""
+    a module's IR, with the modules of `more` linked into it. O3's extra passes and the
+    unroller cost a third of the MAML module's compile time and gained no suite any run
+    time (docs/decisions.md)."""
     import llvmlite.binding as llvm
 
     machine = _target_machine()
     module = llvm.parse_assembly(ir_text)
+    for text in more:
+        module.link_in(llvm.parse_assembly(text))
     module.triple = llvm.get_process_triple()
     module.data_layout = str(machine.target_data)
     module.verify()
@@ -363,15 +374,17 @@ def c_compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def _link(obj: bytes, folder: Path, libm: bool) -> Path:
-    """A shared library of the object code, by the C compiler (the system's linker)."""
+def _link(obj: bytes, folder: Path, libm: bool, regions: list[Path] = ()) -> Path:
+    """A shared library of the object code and the region objects it calls, by the C
+    compiler (the system's linker)."""
     cc = c_compiler()
     if cc is None:
         raise BuildFailed("no C compiler (cc) to link the object code")
     obj_path = folder / "kernel.o"
     atomic_write(obj_path, obj)
     tmp = folder / f"kernel.{os.getpid()}.{threading.get_ident()}.so"
-    command = [cc, "-shared", "-o", str(tmp), str(obj_path)] + (["-lm"] if libm else [])
+    command = [cc, "-shared", "-o", str(tmp), str(obj_path), *map(str, regions)] + (
+        ["-lm"] if libm else [])
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise BuildFailed(f"{' '.join(command)}: {done.stderr.strip()[:500]}")
@@ -384,9 +397,12 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build(source: str, folder: Path, key: str) -> tuple[Any, Path] | str:
+def build(source: str, folder: Path, key: str, shared: bool = True
+          ) -> tuple[Any, Path] | str:
     """Translate, compile and link a kernel into `folder`: (plan, library path), or why
-    the direct back end does not take it."""
+    the direct back end does not take it. `shared`: its region functions come from the
+    disk cache's region objects (runtime/direct_regions.py), else they are compiled
+    into its own object."""
     from transfuse.compiler.lower_direct import Unsupported, translate
 
     try:
@@ -399,15 +415,24 @@ def build(source: str, folder: Path, key: str) -> tuple[Any, Path] | str:
         return f"translation failed: {type(exc).__name__}: {exc}"
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        obj = object_code(module.ir)
+        if shared:
+            obj = object_code(module.ir)
+            regions = region_objects(module.regions, object_code)
+        else:
+            obj, regions = object_code(module.ir, *module.regions.values()), []
+            count_regions(len(module.regions), 0)
     except RuntimeError as exc:  # LLVM rejected the IR: a translator bug, as above
         if mode() == "strict":
             raise
         return f"LLVM rejected the IR: {exc}"
     try:
-        path = _link(obj, folder, module.libm)
+        path = _link(obj, folder, module.libm, regions)
     except BuildFailed as exc:
-        return f"build failed: {exc}"
+        if not regions:
+            return f"build failed: {exc}"
+        log(f"direct: linking the region objects failed ({exc}); compiling the regions"
+            " into the kernel")
+        return build(source, folder, key, shared=False)
     record = {"format": _FORMAT, "key": key, "plan": module.plan.to_json(),
               "libm": module.libm, "sha256": _digest(path)}
     atomic_write(folder / "direct.json", json.dumps(record, indent=1))
@@ -476,7 +501,7 @@ def load_or_build(source: str, name: str, key: str, *, disk: bool
     (the caller compiles through Numba)."""
     if not disk:
         with tempfile.TemporaryDirectory(prefix="transfuse-direct-") as tmp:
-            built = build(source, Path(tmp), key)
+            built = build(source, Path(tmp), key, shared=False)
             if isinstance(built, str):
                 return built
             plan, path = built
@@ -498,5 +523,14 @@ def load_or_build(source: str, name: str, key: str, *, disk: bool
                 {"format": _FORMAT, "key": key, "unsupported": built}))
         return built
     plan, path = built
+    try:
+        library = _open(path, plan)
+    except OSError as exc:  # a region object that lacks its symbol (its index was edited)
+        log(f"direct: {path} does not load ({exc}); compiling its regions into it")
+        built = build(source, folder, key, shared=False)
+        if isinstance(built, str):
+            return built
+        plan, path = built
+        library = _open(path, plan)
     log(f"direct compiled {name}: {folder}")
-    return DirectKernel(_open(path, plan), plan, "compiled", path)
+    return DirectKernel(library, plan, "compiled", path)
