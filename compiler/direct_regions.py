@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
+from .step_liveness import exposed_names, live_names
+
 __all__ = ["OUTLINE_MIN_NODES", "REGION_LINKAGE", "REGION_PLACEHOLDER", "name_region",
            "outline_loops", "region_module", "share_helpers"]
 
@@ -64,15 +66,10 @@ def outline_loops(body: list[ast.stmt], kind_of: Callable[[str], str],
     only the entry's names (arrays and sizes, passed as arguments) and module globals
     (`kind_of(name)`: 'entry', 'global' or 'local'), and nothing it assigns is read
     after it."""
-    from .lower_direct import _exposed  # (the step splitter's liveness)
-
-    live_after = [set() for _ in range(len(body) + 1)]
-    for k in range(len(body) - 1, -1, -1):
-        exposed, defined = _exposed(body[k])
-        live_after[k] = exposed | (live_after[k + 1] - defined)
+    live = live_names(body)
     out: list[ast.stmt] = []
     for k, stmt in enumerate(body):
-        params = _closed_loop_params(stmt, kind_of, live_after[k + 1])
+        params = _closed_loop_params(stmt, kind_of, live[k + 1])
         if params is None:
             out.append(stmt)
             continue
@@ -90,11 +87,9 @@ def _closed_loop_params(stmt: ast.stmt, kind_of: Callable[[str], str],
     """The entry names a loop nest reads (in the order ast.walk meets them: the same for
     equal code); None when it is not a loop nest worth a function of its own or is not
     closed."""
-    from .lower_direct import _exposed
-
     if not isinstance(stmt, ast.For) or sum(1 for _ in ast.walk(stmt)) < OUTLINE_MIN_NODES:
         return None
-    exposed, _ = _exposed(stmt)
+    exposed, _ = exposed_names(stmt)
     assigned = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)
                 and isinstance(n.ctx, ast.Store)}
     if assigned & live_after:

@@ -60,6 +60,7 @@ from .direct_regions import (
     share_helpers,
 )
 from .mathlib_ops import Op
+from .step_liveness import live_names
 
 __all__ = ["DirectModule", "Plan", "Unsupported", "translate"]
 
@@ -753,10 +754,7 @@ def _pieces(body: list[ast.stmt]) -> list[list[ast.stmt]]:
     size (the unrolled RK4 gradient of 10 steps spent 7.8 s in one function). A cut is
     made only where no name assigned before it is live after it (entry names are not
     assigned in steps: each piece loads those itself)."""
-    live = [set() for _ in range(len(body) + 1)]  # names read before written, from k on
-    for k in range(len(body) - 1, -1, -1):
-        exposed, defined = _exposed(body[k])
-        live[k] = exposed | (live[k + 1] - defined)
+    live = live_names(body)
     pieces, current, size, assigned = [], [], 0, set()
     for k, stmt in enumerate(body):
         if current and size >= PIECE_NODES and not (assigned & live[k]):
@@ -768,43 +766,6 @@ def _pieces(body: list[ast.stmt]) -> list[list[ast.stmt]]:
                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     pieces.append(current)
     return pieces
-
-
-def _exposed(stmt: ast.stmt) -> tuple[set[str], set[str]]:
-    """(names a statement may read before it writes them, names it surely writes)."""
-    def reads(node: ast.AST | None) -> set[str]:
-        return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
-                and isinstance(n.ctx, ast.Load)} if node is not None else set()
-
-    def walk(stmts: list[ast.stmt], defined: set[str]) -> set[str]:
-        exposed: set[str] = set()
-        for st in stmts:
-            if isinstance(st, ast.Assign):
-                exposed |= reads(st.value) - defined
-                for t in st.targets:
-                    exposed |= reads(t) - defined  # a subscript's index and array
-                    if isinstance(t, ast.Name):
-                        defined.add(t.id)
-                    elif isinstance(t, ast.Tuple):
-                        defined |= {e.id for e in t.elts if isinstance(e, ast.Name)}
-            elif isinstance(st, ast.For):
-                exposed |= reads(st.iter) - defined
-                inner = defined | {st.target.id} if isinstance(st.target, ast.Name) \
-                    else set(defined)
-                exposed |= walk(st.body, inner)
-                if isinstance(st.target, ast.Name):
-                    defined.add(st.target.id)
-            elif isinstance(st, ast.If):
-                exposed |= reads(st.test) - defined
-                exposed |= walk(st.body, set(defined)) | walk(st.orelse, set(defined))
-            else:  # an augmented assignment reads its target: everything counts
-                exposed |= reads(st) - defined
-                if isinstance(st, ast.AugAssign) and isinstance(st.target, ast.Name):
-                    exposed.add(st.target.id)
-        return exposed
-
-    defined: set[str] = set()
-    return walk([stmt], defined), defined
 
 
 # ---------------------------------------------------------------------------------------

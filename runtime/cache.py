@@ -66,7 +66,8 @@ _FINGERPRINT_FILES = [
         "lower_cpu", "lower_cpu_kernels", "point_rules", "gemm_plan", "buffer_plan",
         "lowering_graph", "kernel_rules", "codegen",
         # the direct back end's translator and mathlib's operations: what the IR is made of
-        "lower_direct", "direct_helpers", "direct_plan", "mathlib_ops", "mathlib_numba")),
+        "lower_direct", "direct_helpers", "direct_plan", "direct_regions", "step_liveness",
+        "mathlib_ops", "mathlib_numba")),
     _ROOT / "compiler" / "fusion.py", _ROOT / "compiler" / "mathlib.py",
     *sorted(_HERE.glob("*.py")),
 ]
