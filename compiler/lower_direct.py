@@ -587,8 +587,7 @@ class _EntryTranslator:
 
     def _kind_of(self, name: str) -> str:
         """'entry' (an array or int of the entry), 'global' (the module's) or 'local'."""
-        if name in self.arrays or name in self.plan.param_dtypes \
-                or any(name == n for n, kind in self.plan.params if kind == "int"):
+        if name in self.arrays or (name, "int") in self.plan.params:  # (array params too)
             return "entry"
         try:
             self.lookup(name)
