@@ -17,7 +17,6 @@ docs/compiler.md, "The direct back end".
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import importlib
 import json
@@ -34,7 +33,8 @@ import numpy as np
 
 from . import direct_pool
 from .cache import _safe, atomic_write, cache_root, count_regions, log
-from .direct_regions import region_objects
+from .direct_llvm import object_codes
+from .direct_regions import pending_regions, region_groups, store_regions
 from .errors import SignatureMismatch
 
 __all__ = ["DirectKernel", "build", "load_or_build", "mode", "thread_count"]
@@ -313,62 +313,6 @@ def entry_source(plan: Any, bound: int | None = None) -> str:
 # Building and the disk cache
 
 
-def _target_machine() -> Any:
-    """llvmlite's target machine for this CPU (or NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, as
-    Numba's kernels and mathlib's choices follow them)."""
-    return _machine_for(os.environ.get("NUMBA_CPU_NAME"), os.environ.get("NUMBA_CPU_FEATURES"))
-
-
-@functools.cache
-def _machine_for(cpu: str | None, features: str | None) -> Any:
-    """One target machine per CPU description: making one costs about 1 ms, a tenth of a
-    small kernel's compile."""
-    import llvmlite.binding as llvm
-
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    cpu = cpu or llvm.get_host_cpu_name()
-    if features is None:
-        features = llvm.get_host_cpu_features().flatten()
-    target = llvm.Target.from_triple(llvm.get_process_triple())
-    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic",
-                                        codemodel="default")
-
-
-def object_code(ir_text: str, *more: str) -> bytes:
-    """The optimised (O2, loops vectorised and interleaved, not unrolled) object code of
-    a module's IR, with the modules of `more` linked into it. O3's extra passes and the
-    unroller cost a third of the MAML module's compile time and gained no suite any run
-    time (docs/decisions.md)."""
-    import llvmlite.binding as llvm
-
-    machine = _target_machine()
-    module = llvm.parse_assembly(ir_text)
-    for text in more:
-        module.link_in(llvm.parse_assembly(text))
-    module.triple = llvm.get_process_triple()
-    module.data_layout = str(machine.target_data)
-    module.verify()
-    tuning = llvm.create_pipeline_tuning_options(speed_level=2)
-    tuning.loop_vectorization = True
-    # No SLP vectoriser (Numba's default too): LLVM 22's asserts and aborts the process on
-    # some kernels (fuzz seed 17646, tests/fuzz/test_findings.py), and no suite ran
-    # measurably faster with it (docs/decisions.md).
-    tuning.slp_vectorization = False
-    tuning.loop_interleaving = True  # reductions need the vectoriser's several partial sums
-    tuning.loop_unrolling = False
-    builder = llvm.create_pass_builder(machine, tuning)
-    builder.getModulePassManager().run(module, builder)
-    # Without loop strength reduction: it was the costliest pass of the per-sample-grad
-    # module (55 of 360 ms), and the suites ran as fast without it (docs/decisions.md).
-    # An LLVM option is process-wide: it is set for this emission only.
-    llvm.set_option("", "--disable-lsr")
-    try:
-        return machine.emit_object(module)
-    finally:
-        llvm.set_option("", "--disable-lsr=false")
-
-
 def c_compiler() -> str | None:
     """The C compiler that links kernels (and builds runtime/direct_pool.py's pool)."""
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -402,7 +346,7 @@ def build(source: str, folder: Path, key: str, shared: bool = True
     """Translate, compile and link a kernel into `folder`: (plan, library path), or why
     the direct back end does not take it. `shared`: its region functions come from the
     disk cache's region objects (runtime/direct_regions.py), else they are compiled
-    into its own object."""
+    for this kernel alone, into objects beside its own."""
     from transfuse.compiler.lower_direct import Unsupported, translate
 
     try:
@@ -414,12 +358,16 @@ def build(source: str, folder: Path, key: str, shared: bool = True
             raise
         return f"translation failed: {type(exc).__name__}: {exc}"
     folder.mkdir(parents=True, exist_ok=True)
+    threads = thread_count()
     try:
         if shared:
-            obj = object_code(module.ir)
-            regions = region_objects(module.regions, object_code)
+            pending = pending_regions(module.regions, separately=threads > 1)
+            objects = _compile(module, pending.groups, threads)
+            obj, regions = objects[0], store_regions(module.regions, pending, objects[1:])
         else:
-            obj, regions = object_code(module.ir, *module.regions.values()), []
+            objects = _compile(module, region_groups(list(module.regions), threads > 1),
+                               threads)
+            obj, regions = objects[0], _write_objects(folder, objects[1:])
             count_regions(len(module.regions), 0)
     except RuntimeError as exc:  # LLVM rejected the IR: a translator bug, as above
         if mode() == "strict":
@@ -428,15 +376,31 @@ def build(source: str, folder: Path, key: str, shared: bool = True
     try:
         path = _link(obj, folder, module.libm, regions)
     except BuildFailed as exc:
-        if not regions:
+        if not shared:
             return f"build failed: {exc}"
         log(f"direct: linking the region objects failed ({exc}); compiling the regions"
-            " into the kernel")
+            " for this kernel alone")
         return build(source, folder, key, shared=False)
     record = {"format": _FORMAT, "key": key, "plan": module.plan.to_json(),
               "libm": module.libm, "sha256": _digest(path)}
     atomic_write(folder / "direct.json", json.dumps(record, indent=1))
     return module.plan, path
+
+
+def _compile(module: Any, groups: list[list[str]], threads: int) -> list[bytes]:
+    """The object code of the kernel's module, then of each group of its region modules,
+    compiled at once on `threads` threads (runtime/direct_llvm.py)."""
+    jobs = [(module.ir,), *([module.regions[symbol] for symbol in group] for group in groups)]
+    return object_codes(jobs, threads)
+
+
+def _write_objects(folder: Path, objects: list[bytes]) -> list[Path]:
+    """A kernel's own region objects (`cache=False`, or its regions' objects failed to
+    link), beside its kernel.o."""
+    paths = [folder / f"regions-{k}.o" for k in range(len(objects))]
+    for path, obj in zip(paths, objects):
+        atomic_write(path, obj)
+    return paths
 
 
 def _read_record(folder: Path, key: str) -> dict | None:

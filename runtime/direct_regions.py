@@ -3,9 +3,11 @@
 compiler/direct_regions.py gives each region function of the direct back end a module of
 its own, named by the hash of its text. Here those modules meet the disk cache: a region
 that an earlier kernel (in any process) compiled is linked from that kernel's region
-object; the regions no cached object holds are compiled together, as one module, into a
-new object (`regions/group-*.o`, beside the kernels' `direct/`), and an index entry per
-region (`regions/<key>.json`) records which object holds it and that object's SHA-256.
+object; the regions no cached object holds are compiled (with the kernel's own module,
+runtime/direct_llvm.py) into new objects (`regions/group-*.o`, beside the kernels'
+`direct/`): one a region where several threads compile, one for all where one does. An
+index entry per region (`regions/<key>.json`) records which object holds it and that
+object's SHA-256.
 An object whose bytes do not match is not linked: its regions are compiled again
 (docs/compiler.md, "Regions shared across programs").
 """
@@ -14,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from .cache import atomic_write, cache_root, count_regions, log, repaired
 
-__all__ = ["region_objects"]
+__all__ = ["Pending", "pending_regions", "region_groups", "store_regions"]
 
 _FORMAT = 1
 
@@ -67,34 +69,60 @@ def _cached(folder: Path, symbol: str, key: str) -> Path | None:
     return path
 
 
-def region_objects(regions: dict[str, str], compile_modules: Callable[..., bytes]
-                   ) -> list[Path]:
-    """The region objects a kernel links for its region functions (symbol -> module
-    text): cached ones, and one new object of those no cached object holds, compiled by
-    `compile_modules(*texts)`."""
+class Pending(NamedTuple):
+    """A kernel's regions against the cache: the objects that hold the regions an earlier
+    kernel compiled, and the rest, in groups of symbols that compile into one object
+    each."""
+
+    found: list[Path]
+    groups: list[list[str]]
+
+
+def pending_regions(regions: dict[str, str], separately: bool) -> Pending:
+    """Which of the kernel's region functions (symbol -> module text) the cache holds.
+    `separately`: one group a region (they compile on several threads), else one group
+    of all (one LLVM pipeline)."""
     folder = cache_root() / "regions"
     found: dict[Path, None] = {}
-    missing: dict[str, str] = {}  # key -> symbol
+    missing: list[str] = []
     for symbol, text in regions.items():
-        key = _key(text)
-        path = _cached(folder, symbol, key)
+        path = _cached(folder, symbol, _key(text))
         if path is None:
-            missing[key] = symbol
+            missing.append(symbol)
         else:
             found[path] = None
-    if missing:
-        obj = compile_modules(*(regions[symbol] for symbol in missing.values()))
+    return Pending(list(found), region_groups(missing, separately))
+
+
+def region_groups(symbols: list[str], separately: bool) -> list[list[str]]:
+    """The symbols in groups that compile into one object each."""
+    if separately:
+        return [[symbol] for symbol in symbols]
+    return [symbols] if symbols else []
+
+
+def store_regions(regions: dict[str, str], pending: Pending, objects: list[bytes]
+                  ) -> list[Path]:
+    """The region objects a kernel links: the cached ones, and those of its groups, which
+    `objects` holds (compiled now), written to the cache with an index entry for each of
+    their regions."""
+    folder = cache_root() / "regions"
+    paths = list(pending.found)
+    for group, obj in zip(pending.groups, objects, strict=True):
+        keys = {_key(regions[symbol]): symbol for symbol in group}
         folder.mkdir(parents=True, exist_ok=True)
-        group = folder / ("group-" + hashlib.sha256(
-            "\n".join(sorted(missing)).encode()).hexdigest()[:24] + ".o")
-        atomic_write(group, obj)
+        path = folder / ("group-" + hashlib.sha256(
+            "\n".join(sorted(keys)).encode()).hexdigest()[:24] + ".o")
+        atomic_write(path, obj)
         digest = hashlib.sha256(obj).hexdigest()
-        for key, symbol in missing.items():
+        for key, symbol in keys.items():
             atomic_write(folder / f"{key}.json", json.dumps(
-                {"format": _FORMAT, "symbol": symbol, "object": group.name,
+                {"format": _FORMAT, "symbol": symbol, "object": path.name,
                  "sha256": digest}))
-        log(f"direct: compiled {len(missing)} region(s) into {group.name};"
-            f" {len(regions) - len(missing)} from earlier kernels")
-        found[group] = None
-    count_regions(len(missing), len(regions) - len(missing))
-    return list(found)
+        paths.append(path)
+    compiled = sum(map(len, pending.groups))
+    if compiled:
+        log(f"direct: compiled {compiled} region(s) into {len(pending.groups)} object(s);"
+            f" {len(regions) - compiled} from earlier kernels")
+    count_regions(compiled, len(regions) - compiled)
+    return paths

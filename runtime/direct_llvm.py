@@ -1,0 +1,176 @@
+"""Object code of the direct back end's LLVM modules, compiled on several threads at once.
+
+A cold build has the kernel's own module and the region modules no cached object holds
+(runtime/direct_regions.py). They are independent, so they compile at once, one module a
+thread (`object_codes`). Two things stand in the way, and are dealt with here:
+
+- llvmlite calls LLVM under one process-wide lock. The two calls that take the time (the
+  optimisation pipeline and code generation) are made without it, through the ctypes
+  function llvmlite wraps; every other call takes the lock as usual.
+- LLVM is safe across threads only where they share nothing: each module is parsed in
+  an LLVM context of its own, and each thread has its own target machine.
+
+Where llvmlite has no such function (another version) or one thread is allowed, the
+modules compile one after another, under the lock. Either way a module's object code is
+the same bytes (tests/test_region_sharing.py). docs/compiler.md, "Compiling on several
+threads".
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+__all__ = ["object_code", "object_codes"]
+
+_LOCAL = threading.local()  # this thread's target machines, by CPU description
+_POOL: ThreadPoolExecutor | None = None
+_POOL_WORKERS = 0
+_POOL_LOCK = threading.Lock()
+_OPTIONS_LOCK = threading.Lock()  # LLVM's options are process-wide
+
+
+def _machine() -> Any:
+    """This thread's llvmlite target machine for this CPU (or NUMBA_CPU_NAME /
+    NUMBA_CPU_FEATURES, as Numba's kernels and mathlib's choices follow them). Making one
+    costs about 1 ms; a target machine caches per-function state, so threads do not
+    share one."""
+    import llvmlite.binding as llvm
+
+    cpu, features = os.environ.get("NUMBA_CPU_NAME"), os.environ.get("NUMBA_CPU_FEATURES")
+    machines = _LOCAL.__dict__.setdefault("machines", {})
+    machine = machines.get((cpu, features))
+    if machine is None:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        target = llvm.Target.from_triple(llvm.get_process_triple())
+        machine = machines[(cpu, features)] = target.create_target_machine(
+            cpu=cpu or llvm.get_host_cpu_name(),
+            features=llvm.get_host_cpu_features().flatten() if features is None else features,
+            opt=3, reloc="pic", codemodel="default")
+    return machine
+
+
+def _unlocked(name: str) -> Any:
+    """llvmlite's ctypes function `name` without its lock, or None where this llvmlite
+    has no such thing."""
+    from llvmlite.binding import ffi
+
+    return getattr(getattr(ffi.lib, name, None), "_cfn", None)
+
+
+def _compile(texts: Sequence[str], unlocked: bool) -> bytes:
+    """The object code of the module texts[0] with texts[1:] linked into it, in a context
+    of its own. `unlocked`: the pipeline and code generation run without llvmlite's lock
+    (the caller has checked they can)."""
+    from ctypes import string_at
+
+    import llvmlite.binding as llvm
+    from llvmlite.binding import ffi
+
+    machine = _machine()
+    context = llvm.create_context()
+    module = llvm.parse_assembly(texts[0], context=context)
+    try:
+        for text in texts[1:]:
+            module.link_in(llvm.parse_assembly(text, context=context))
+        module.triple = llvm.get_process_triple()
+        module.data_layout = str(machine.target_data)
+        module.verify()
+        tuning = llvm.create_pipeline_tuning_options(speed_level=2)
+        tuning.loop_vectorization = True
+        # No SLP vectoriser (Numba's default too): LLVM 22's asserts and aborts the process
+        # on some kernels (fuzz seed 17646, tests/fuzz/test_findings.py), and no suite ran
+        # measurably faster with it (docs/decisions.md).
+        tuning.slp_vectorization = False
+        tuning.loop_interleaving = True  # reductions need the vectoriser's partial sums
+        tuning.loop_unrolling = False
+        builder = llvm.create_pass_builder(machine, tuning)
+        passes = builder.getModulePassManager()
+        if not unlocked:
+            passes.run(module, builder)
+            return machine.emit_object(module)
+        _unlocked("LLVMPY_RunNewModulePassManager")(passes, module, builder)
+        with ffi.OutputString() as error:
+            buffer = _unlocked("LLVMPY_TargetMachineEmitToMemory")(machine, module, 1, error)
+            if not buffer:
+                raise RuntimeError(str(error))
+        try:
+            return string_at(ffi.lib.LLVMPY_GetBufferStart(buffer),
+                             ffi.lib.LLVMPY_GetBufferSize(buffer))
+        finally:
+            ffi.lib.LLVMPY_DisposeMemoryBuffer(buffer)
+    finally:
+        module.close()  # before its context
+        context.close()
+
+
+class _LoopStrengthReductionOff:
+    """Code generation without loop strength reduction: it was the costliest pass of the
+    per-sample-grad module (55 of 360 ms), and the suites ran as fast without it
+    (docs/decisions.md). An LLVM option is process-wide: it is set around a batch."""
+
+    def __enter__(self) -> None:
+        import llvmlite.binding as llvm
+
+        _OPTIONS_LOCK.acquire()
+        llvm.set_option("", "--disable-lsr")
+
+    def __exit__(self, *exc: object) -> None:
+        import llvmlite.binding as llvm
+
+        llvm.set_option("", "--disable-lsr=false")
+        _OPTIONS_LOCK.release()
+
+
+def object_code(ir_text: str, *more: str) -> bytes:
+    """The optimised (O2, loops vectorised and interleaved, not unrolled) object code of
+    a module's IR, with the modules of `more` linked into it. O3's extra passes and the
+    unroller cost a third of the MAML module's compile time and gained no suite any run
+    time (docs/decisions.md)."""
+    return object_codes([(ir_text, *more)], threads=1)[0]
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The compile threads, kept: each keeps its target machine."""
+    global _POOL, _POOL_WORKERS
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_WORKERS < workers:
+            _POOL = ThreadPoolExecutor(max_workers=workers,
+                                       thread_name_prefix="transfuse-llvm")
+            _POOL_WORKERS = workers
+        return _POOL
+
+
+def object_codes(jobs: Sequence[Sequence[str]], threads: int) -> list[bytes]:
+    """Each job's object code (`object_code(*job)`), on up to `threads` threads: the
+    largest modules first, each thread taking the next module as it finishes one."""
+    unlocked = threads > 1 and len(jobs) > 1 and _unlocked(
+        "LLVMPY_RunNewModulePassManager") is not None and _unlocked(
+        "LLVMPY_TargetMachineEmitToMemory") is not None
+    with _LoopStrengthReductionOff():
+        if not unlocked:
+            return [_compile(job, unlocked=False) for job in jobs]
+        order = sorted(range(len(jobs)), key=lambda k: -sum(map(len, jobs[k])))
+        objects: list[bytes | None] = [None] * len(jobs)
+        take = threading.Lock()
+
+        def drain() -> None:
+            while True:
+                with take:
+                    if not order:
+                        return
+                    k = order.pop(0)
+                objects[k] = _compile(jobs[k], unlocked=True)
+
+        helpers = [_pool(threads - 1).submit(drain)
+                   for _ in range(min(threads, len(jobs)) - 1)]
+        try:
+            drain()
+        finally:
+            for helper in helpers:
+                helper.result()  # waits for its last module; re-raises its error
+    return objects  # type: ignore[return-value]
