@@ -23,7 +23,6 @@ class Plan:
     # (name, extents, dtype, the dead buffer it reshapes or None), in the entry's order;
     # extents: ints or names; extents None: another name for the dead buffer, or, with
     # dtype "copy", a copy of that argument
-    advise: list[str] = field(default_factory=list)
     steps: list[tuple[str, str | None]] = field(default_factory=list)  # (step, extent fn)
     returns: list[tuple[str, bool]] = field(default_factory=list)  # (name, copy)
     returns_tuple: bool = False

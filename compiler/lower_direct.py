@@ -22,8 +22,9 @@ the caller then compiles the kernel through Numba as before):
   which write their own IR), of plain helpers (inlined from their source), of libm, and
   of the helpers only Numba compiles through explicit rules (compiler/direct_helpers.py).
 
-The entry's own bookkeeping — the signature guard, `np.empty`, `advise_huge_pages`, the
-returned arrays — is not compiled: it becomes a `Plan` that runtime/direct.py carries out
+The entry's own bookkeeping — the signature guard, `np.empty`, the returned arrays — is
+not compiled (its `advise_huge_pages` calls are dropped: NumPy's allocator asks for huge
+pages itself): it becomes a `Plan` that runtime/direct.py carries out
 in Python around calls of the compiled steps. Each step is an exported function
 `i64 step_k(i64 *ints, PyObject *arrays, i64 lo, i64 hi)`: `ints` holds the entry's
 integer arguments, `arrays` is a tuple of every array the steps use (the entry's and the
@@ -521,9 +522,9 @@ class _EntryTranslator:
                 and stmt.test.id == "mismatch":
             return True  # the guard's raise: runtime/direct.py raises SignatureMismatch
         if isinstance(stmt, ast.Expr) and _call_name(stmt.value) == "advise_huge_pages":
-            if _name(stmt.value.args[0]) not in self.arrays:
-                raise Unsupported(f"advice for {ast.unparse(stmt.value.args[0])}")
-            self.plan.advise.append(_name(stmt.value.args[0]))
+            # The entry's buffers come from NumPy's allocator, which asks for huge pages
+            # for large ones itself, as its setting says (NUMPY_MADVISE_HUGEPAGE); asking
+            # again would only override a user who turned it off.
             return True
         if isinstance(stmt, ast.Return):
             self._returns(stmt.value)

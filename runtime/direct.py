@@ -39,7 +39,7 @@ from .errors import SignatureMismatch
 
 __all__ = ["DirectKernel", "build", "load_or_build", "mode", "thread_count"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: plans without huge-page advice
 # A serial step keeps the GIL, as Numba's functions do (and a call costs less); a parallel
 # step's blocks release it, so that the pool's threads run at once.
 _SERIAL_STEP = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.py_object,
@@ -114,27 +114,6 @@ def run_parallel(step: Any, extent: Any, ints: Any, arrays: tuple) -> int:
 
 
 # ---------------------------------------------------------------------------------------
-# Huge pages for large buffers, as runtime/cpu_kernels.advise_huge_pages does in Numba
-
-
-_HUGE_PAGE_MIN_BYTES = 1 << 22  # runtime/cpu_kernels.py's HUGE_PAGE_MIN_BYTES
-_MADV_HUGEPAGE = 14
-_LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
-
-
-def advise_huge_pages(a: np.ndarray) -> None:
-    """Ask for transparent huge pages on a's page-aligned interior, if it is large."""
-    madvise = getattr(_LIBC, "madvise", None)
-    if madvise is None or a.nbytes < _HUGE_PAGE_MIN_BYTES:
-        return
-    start = a.ctypes.data
-    offset = (4096 - start % 4096) % 4096
-    if a.nbytes > offset:
-        madvise(ctypes.c_void_p(start + offset), ctypes.c_size_t(a.nbytes - offset),
-                _MADV_HUGEPAGE)
-
-
-# ---------------------------------------------------------------------------------------
 # The entry point, written from the plan
 
 
@@ -150,7 +129,7 @@ class DirectKernel:
         self.path = path
         self.source = entry_source(plan)
         namespace = {"np": np, "ndarray": np.ndarray, "SignatureMismatch": SignatureMismatch,
-                     "advise_huge_pages": advise_huge_pages, "run_parallel": run_parallel,
+                     "run_parallel": run_parallel,
                      "ints_of": _ints_cache(len(plan.ints), plan.python_entry),
                      "failed": _failure(plan.errors)}
         if plan.python_entry:  # the method record lives as long as the entry's globals
@@ -279,8 +258,6 @@ def entry_source(plan: Any, bound: int | None = None) -> str:
         else:
             why = "a view of the argument" if dead in plan.param_dtypes else "reuses a dead buffer"
             lines.append(f"    {name} = {dead}.reshape({shape})  # {why}")
-    for name in plan.advise:
-        lines.append(f"    advise_huge_pages({name})")
     ints = ", ".join(plan.ints) + ("," if len(plan.ints) == 1 else "")
     if once(f"ints_of(({ints}))", plan.ints, "ints") != "ints":
         lines.append(f"    ints = ints_of(({ints}))")
