@@ -177,9 +177,12 @@ _IGNORED_MODULES = ("numba",)
 _PLAN_HELPERS = {"layout_mismatch", "SignatureMismatch", "advise_huge_pages"}
 
 
-def translate(source: str) -> DirectModule:
+def translate(source: str, on_region: Callable[[str, str], None] | None = None
+              ) -> DirectModule:
     """The LLVM IR and plan of a generated CPU kernel module; Unsupported if it uses
-    anything outside the subset."""
+    anything outside the subset. `on_region(symbol, text)` is told of each region module
+    as soon as it is written (runtime/direct.py starts compiling it while the rest is
+    translated)."""
     if not OFFSETS:
         raise Unsupported("this Python's object layout is not the one the steps read")
     tree = ast.parse(source)
@@ -216,7 +219,8 @@ def translate(source: str) -> DirectModule:
 
     if "SIGNATURE" not in module_env:
         raise Unsupported("no signature")
-    return _EntryTranslator(entry, module_env["SIGNATURE"], functions, lookup).run()
+    return _EntryTranslator(entry, module_env["SIGNATURE"], functions, lookup,
+                            on_region).run()
 
 
 def _import(stmt: ast.Import, env: dict) -> None:
@@ -387,7 +391,7 @@ class _EntryTranslator:
     """Splits the entry into plan statements and steps, and compiles the steps."""
 
     def __init__(self, entry: ast.FunctionDef, signature: list, functions: dict,
-                 lookup: Callable):
+                 lookup: Callable, on_region: Callable[[str, str], None] | None = None):
         self.entry = entry
         self.signature = signature
         self.functions = functions
@@ -396,7 +400,7 @@ class _EntryTranslator:
         self.module = ir.Module(name="transfuse_direct")
         self.module.triple = ""  # the target machine's, set when compiled
         self.arrays: dict[str, tuple[np.dtype, int]] = {}  # name -> (dtype, ndim)
-        self.emitter = Emitter(self.module)
+        self.emitter = Emitter(self.module, on_region)
 
     def run(self) -> DirectModule:
         self._params()
@@ -838,8 +842,9 @@ _LLVM_UNARY = {"sqrt": "llvm.sqrt", "floor": "llvm.floor", "ceil": "llvm.ceil",
 class Emitter:
     """Writes LLVM IR for statements and expressions of the subset."""
 
-    def __init__(self, module: ir.Module):
+    def __init__(self, module: ir.Module, on_region: Callable[[str, str], None] | None = None):
         self.module = module
+        self.on_region = on_region
         self.builder: ir.IRBuilder | None = None
         self.uses_libm = False
         self.uses_blas = False  # a gemm rule's calls: NumPy's OpenBLAS is loaded first
@@ -1673,7 +1678,7 @@ class Emitter:
             del self.externals[saved[2]:]
             return self._define_in(self.module, fn, kinds, f"{fn.node.name}_{len(self._shared)}")
         symbol, text = name_region(text)
-        self.regions[symbol] = text
+        self._add_region(symbol, text)
         return _get_function(self.module, symbol, ir.FunctionType(I64, _shared_params(kinds)))
 
     def shared_helper(self, name: str, build: Callable[[ir.Module, str], ir.Function]
@@ -1690,8 +1695,15 @@ class Emitter:
         module = region_module()
         helper = build(module, name)
         helper.linkage = REGION_LINKAGE
-        self.regions[name] = str(module)
+        self._add_region(name, str(module))
         return _get_function(self.module, name, helper.function_type)
+
+    def _add_region(self, symbol: str, text: str) -> None:
+        if symbol in self.regions:  # equal code reached by another name or kinds
+            return
+        self.regions[symbol] = text
+        if self.on_region is not None:
+            self.on_region(symbol, text)
 
     def _define_in(self, module: ir.Module, fn: Function, kinds: list, name: str
                    ) -> ir.Function:

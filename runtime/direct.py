@@ -33,8 +33,8 @@ import numpy as np
 
 from . import direct_pool
 from .cache import _safe, atomic_write, cache_root, count_regions, log
-from .direct_llvm import object_codes
-from .direct_regions import pending_regions, region_groups, store_regions
+from .direct_llvm import Batch
+from .direct_regions import Pending, RegionStream, pending_regions, region_groups, store_regions
 from .errors import SignatureMismatch
 
 __all__ = ["DirectKernel", "build", "load_or_build", "mode", "thread_count"]
@@ -323,11 +323,25 @@ def build(source: str, folder: Path, key: str, shared: bool = True
     """Translate, compile and link a kernel into `folder`: (plan, library path), or why
     the direct back end does not take it. `shared`: its region functions come from the
     disk cache's region objects (runtime/direct_regions.py), else they are compiled
-    for this kernel alone, into objects beside its own."""
+    for this kernel alone, into objects beside its own.
+
+    On several threads, each region module the cache lacks starts compiling as soon as
+    the translator has written it, while the rest is translated; the kernel's own module
+    follows (runtime/direct_llvm.py)."""
+    batch = Batch(thread_count())
+    stream = RegionStream(batch) if shared and batch.parallel else None
+    try:
+        return _build(source, folder, key, shared, batch, stream)
+    finally:
+        batch.abandon()  # (nothing left to wait for once its objects were taken)
+
+
+def _build(source: str, folder: Path, key: str, shared: bool, batch: Batch,
+           stream: RegionStream | None) -> tuple[Any, Path] | str:
     from transfuse.compiler.lower_direct import Unsupported, translate
 
     try:
-        module = translate(source)
+        module = translate(source, stream)
     except Unsupported as exc:
         return f"unsupported: {exc}"
     except Exception as exc:  # a translator bug: never a wrong kernel, Numba takes it
@@ -335,23 +349,28 @@ def build(source: str, folder: Path, key: str, shared: bool = True
             raise
         return f"translation failed: {type(exc).__name__}: {exc}"
     folder.mkdir(parents=True, exist_ok=True)
-    threads = thread_count()
+    if stream is not None:
+        pending, jobs = stream.pending(), stream.jobs
+    else:
+        pending = pending_regions(module.regions) if shared else Pending(
+            [], region_groups(list(module.regions), separately=batch.parallel))
+        jobs = [batch.add(*(module.regions[symbol] for symbol in group))
+                for group in pending.groups]
+    main = batch.add(module.ir)
     try:
-        if shared:
-            pending = pending_regions(module.regions, separately=threads > 1)
-            objects = _compile(module, pending.groups, threads)
-            obj, regions = objects[0], store_regions(module.regions, pending, objects[1:])
-        else:
-            objects = _compile(module, region_groups(list(module.regions), threads > 1),
-                               threads)
-            obj, regions = objects[0], _write_objects(folder, objects[1:])
-            count_regions(len(module.regions), 0)
+        objects = batch.objects()
     except RuntimeError as exc:  # LLVM rejected the IR: a translator bug, as above
         if mode() == "strict":
             raise
         return f"LLVM rejected the IR: {exc}"
+    compiled = [objects[k] for k in jobs]
+    if shared:
+        regions = store_regions(module.regions, pending, compiled)
+    else:
+        regions = _write_objects(folder, compiled)
+        count_regions(len(module.regions), 0)
     try:
-        path = _link(obj, folder, module.libm, regions)
+        path = _link(objects[main], folder, module.libm, regions)
     except BuildFailed as exc:
         if not shared:
             return f"build failed: {exc}"
@@ -362,13 +381,6 @@ def build(source: str, folder: Path, key: str, shared: bool = True
               "libm": module.libm, "sha256": _digest(path)}
     atomic_write(folder / "direct.json", json.dumps(record, indent=1))
     return module.plan, path
-
-
-def _compile(module: Any, groups: list[list[str]], threads: int) -> list[bytes]:
-    """The object code of the kernel's module, then of each group of its region modules,
-    compiled at once on `threads` threads (runtime/direct_llvm.py)."""
-    jobs = [(module.ir,), *([module.regions[symbol] for symbol in group] for group in groups)]
-    return object_codes(jobs, threads)
 
 
 def _write_objects(folder: Path, objects: list[bytes]) -> list[Path]:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["object_code", "object_codes"]
+__all__ = ["Batch", "object_code", "object_codes"]
 
 _LOCAL = threading.local()  # this thread's target machines, by CPU description
 _POOL: ThreadPoolExecutor | None = None
@@ -108,30 +108,9 @@ def _compile(texts: Sequence[str], unlocked: bool) -> bytes:
         context.close()
 
 
-class _LoopStrengthReductionOff:
-    """Code generation without loop strength reduction: it was the costliest pass of the
-    per-sample-grad module (55 of 360 ms), and the suites ran as fast without it
-    (docs/decisions.md). An LLVM option is process-wide: it is set around a batch."""
-
-    def __enter__(self) -> None:
-        import llvmlite.binding as llvm
-
-        _OPTIONS_LOCK.acquire()
-        llvm.set_option("", "--disable-lsr")
-
-    def __exit__(self, *exc: object) -> None:
-        import llvmlite.binding as llvm
-
-        llvm.set_option("", "--disable-lsr=false")
-        _OPTIONS_LOCK.release()
-
-
-def object_code(ir_text: str, *more: str) -> bytes:
-    """The optimised (O2, loops vectorised and interleaved, not unrolled) object code of
-    a module's IR, with the modules of `more` linked into it. O3's extra passes and the
-    unroller cost a third of the MAML module's compile time and gained no suite any run
-    time (docs/decisions.md)."""
-    return object_codes([(ir_text, *more)], threads=1)[0]
+def _parallel_possible() -> bool:
+    return _unlocked("LLVMPY_RunNewModulePassManager") is not None \
+        and _unlocked("LLVMPY_TargetMachineEmitToMemory") is not None
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -145,32 +124,111 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def object_codes(jobs: Sequence[Sequence[str]], threads: int) -> list[bytes]:
-    """Each job's object code (`object_code(*job)`), on up to `threads` threads: the
-    largest modules first, each thread taking the next module as it finishes one."""
-    unlocked = threads > 1 and len(jobs) > 1 and _unlocked(
-        "LLVMPY_RunNewModulePassManager") is not None and _unlocked(
-        "LLVMPY_TargetMachineEmitToMemory") is not None
-    with _LoopStrengthReductionOff():
-        if not unlocked:
-            return [_compile(job, unlocked=False) for job in jobs]
-        order = sorted(range(len(jobs)), key=lambda k: -sum(map(len, jobs[k])))
-        objects: list[bytes | None] = [None] * len(jobs)
-        take = threading.Lock()
+class Batch:
+    """Modules compiled as they are added, on up to `threads` threads: the compile
+    threads start on a module as soon as it is added (while the caller goes on, say,
+    translating the rest), and the caller joins them when it asks for the objects. Each
+    thread takes the largest module waiting. One thread, or an llvmlite whose LLVM calls
+    cannot be made without its lock: everything compiles in `objects()`, in order.
 
-        def drain() -> None:
-            while True:
-                with take:
-                    if not order:
-                        return
-                    k = order.pop(0)
-                objects[k] = _compile(jobs[k], unlocked=True)
+    Code generation runs without loop strength reduction: it was the costliest pass of
+    the per-sample-grad module (55 of 360 ms), and the suites ran as fast without it
+    (docs/decisions.md). That LLVM option is process-wide, so a batch holds it (and a
+    lock, so batches of several threads do not interleave) from its first module to
+    `objects()` or `abandon()`."""
 
-        helpers = [_pool(threads - 1).submit(drain)
-                   for _ in range(min(threads, len(jobs)) - 1)]
+    def __init__(self, threads: int):
+        self.parallel = threads > 1 and _parallel_possible()
+        self._helpers_allowed = threads - 1
+        self._jobs: list[tuple[str, ...]] = []
+        self._objects: list[bytes | None] = []
+        self._waiting: list[int] = []
+        self._helpers: list[Future] = []
+        self._active = 0  # helpers draining now
+        self._lock = threading.Lock()
+        self._holding = False
+
+    def add(self, *texts: str) -> int:
+        """Compile the module texts[0] with texts[1:] linked into it: its index among the
+        objects."""
+        if not self._holding:
+            self._hold()
+        with self._lock:
+            k = len(self._jobs)
+            self._jobs.append(texts)
+            self._objects.append(None)
+            self._waiting.append(k)
+            start = self.parallel and self._active < self._helpers_allowed
+            if start:
+                self._active += 1
+        if start:
+            self._helpers.append(_pool(self._helpers_allowed).submit(self._drain, True))
+        return k
+
+    def objects(self) -> list[bytes]:
+        """Each module's object code, in the order added (waits for the compile threads;
+        a module LLVM rejected raises its RuntimeError)."""
         try:
-            drain()
+            self._drain(helper=False)
+        except BaseException:
+            self.abandon()
+            raise
+        try:
+            for helper in self._helpers:
+                helper.result()
         finally:
-            for helper in helpers:
-                helper.result()  # waits for its last module; re-raises its error
-    return objects  # type: ignore[return-value]
+            self._release()
+        return self._objects  # type: ignore[return-value]
+
+    def abandon(self) -> None:
+        """Compile nothing more (the kernel was not taken); wait for the modules being
+        compiled now."""
+        with self._lock:
+            self._waiting.clear()
+        try:
+            for helper in self._helpers:
+                helper.exception()
+        finally:
+            self._release()
+
+    def _drain(self, helper: bool) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    if helper:
+                        self._active -= 1
+                    return
+                k = max(self._waiting, key=lambda j: sum(map(len, self._jobs[j])))
+                self._waiting.remove(k)
+            self._objects[k] = _compile(self._jobs[k], unlocked=self.parallel)
+
+    def _hold(self) -> None:
+        import llvmlite.binding as llvm
+
+        _OPTIONS_LOCK.acquire()
+        self._holding = True
+        llvm.set_option("", "--disable-lsr")
+
+    def _release(self) -> None:
+        import llvmlite.binding as llvm
+
+        if self._holding:
+            llvm.set_option("", "--disable-lsr=false")
+            self._holding = False
+            _OPTIONS_LOCK.release()
+
+
+def object_code(ir_text: str, *more: str) -> bytes:
+    """The optimised (O2, loops vectorised and interleaved, not unrolled) object code of
+    a module's IR, with the modules of `more` linked into it. O3's extra passes and the
+    unroller cost a third of the MAML module's compile time and gained no suite any run
+    time (docs/decisions.md)."""
+    return object_codes([(ir_text, *more)], threads=1)[0]
+
+
+def object_codes(jobs: Sequence[Sequence[str]], threads: int) -> list[bytes]:
+    """Each job's object code (`object_code(*job)`), on up to `threads` threads."""
+    batch = Batch(threads)
+    for job in jobs:
+        batch.add(*job)
+    return batch.objects()

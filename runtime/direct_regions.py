@@ -17,11 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .cache import atomic_write, cache_root, count_regions, log, repaired
 
-__all__ = ["Pending", "pending_regions", "region_groups", "store_regions"]
+if TYPE_CHECKING:
+    from .direct_llvm import Batch
+
+__all__ = ["Pending", "RegionStream", "pending_regions", "region_groups", "store_regions"]
 
 _FORMAT = 1
 
@@ -45,6 +48,10 @@ def _digest(path: Path) -> str | None:
     except OSError:
         return None
     return _DIGESTS[key]
+
+
+def _folder() -> Path:
+    return cache_root() / "regions"
 
 
 def _cached(folder: Path, symbol: str, key: str) -> Path | None:
@@ -78,20 +85,41 @@ class Pending(NamedTuple):
     groups: list[list[str]]
 
 
-def pending_regions(regions: dict[str, str], separately: bool) -> Pending:
-    """Which of the kernel's region functions (symbol -> module text) the cache holds.
-    `separately`: one group a region (they compile on several threads), else one group
-    of all (one LLVM pipeline)."""
-    folder = cache_root() / "regions"
+def pending_regions(regions: dict[str, str]) -> Pending:
+    """Which of the kernel's region functions (symbol -> module text) the cache holds; the
+    rest in one group (one LLVM pipeline, for one thread)."""
     found: dict[Path, None] = {}
     missing: list[str] = []
     for symbol, text in regions.items():
-        path = _cached(folder, symbol, _key(text))
+        path = _cached(_folder(), symbol, _key(text))
         if path is None:
             missing.append(symbol)
         else:
             found[path] = None
-    return Pending(list(found), region_groups(missing, separately))
+    return Pending(list(found), region_groups(missing, separately=False))
+
+
+class RegionStream:
+    """The translator's `on_region`: each region module, as soon as it is written, is
+    looked up in the cache, and one the cache lacks is added to the batch (compiled
+    while the rest is translated), a group and object of its own."""
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        self.found: dict[Path, None] = {}
+        self.groups: list[list[str]] = []
+        self.jobs: list[int] = []  # the batch's index of each group's object
+
+    def __call__(self, symbol: str, text: str) -> None:
+        path = _cached(_folder(), symbol, _key(text))
+        if path is not None:
+            self.found[path] = None
+            return
+        self.groups.append([symbol])
+        self.jobs.append(self.batch.add(text))
+
+    def pending(self) -> Pending:
+        return Pending(list(self.found), self.groups)
 
 
 def region_groups(symbols: list[str], separately: bool) -> list[list[str]]:
@@ -106,7 +134,7 @@ def store_regions(regions: dict[str, str], pending: Pending, objects: list[bytes
     """The region objects a kernel links: the cached ones, and those of its groups, which
     `objects` holds (compiled now), written to the cache with an index entry for each of
     their regions."""
-    folder = cache_root() / "regions"
+    folder = _folder()
     paths = list(pending.found)
     for group, obj in zip(pending.groups, objects, strict=True):
         keys = {_key(regions[symbol]): symbol for symbol in group}

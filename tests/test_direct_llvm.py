@@ -107,3 +107,54 @@ def test_a_kernel_without_the_disk_cache_compiles_its_regions_alone(monkeypatch,
     cached = tx.jit(step)(*args)
     for a, b in zip(alone, cached):
         np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_the_translator_hands_over_each_region_once_as_it_is_written():
+    step = tx.jit(tx.vmap(tx.grad(mlp_loss, argnums=(0, 1)), in_dims=(None, None, 0, 0)))
+    source = step.lower(*mlp_inputs()).source
+    told = []
+    module = translate(source, lambda symbol, text: told.append((symbol, text)))
+    assert told == list(module.regions.items())
+    assert translate(source).regions == module.regions
+
+
+def test_a_batch_gives_objects_in_the_order_added_and_can_be_abandoned():
+    module = mlp_module()
+    texts = [module.ir, *module.regions.values()]
+    want = direct_llvm.object_codes([(t,) for t in texts], threads=1)
+    batch = direct_llvm.Batch(threads=2)
+    indices = [batch.add(t) for t in texts]
+    assert indices == list(range(len(texts)))
+    assert batch.objects() == want
+    batch.abandon()  # after its objects: nothing to do
+    abandoned = direct_llvm.Batch(threads=2)
+    for t in texts:
+        abandoned.add(t)
+    abandoned.abandon()  # waits for what is compiling, compiles nothing more
+    # neither batch holds LLVM's options: the next compiles, on one thread or two
+    assert direct_llvm.object_codes([(t,) for t in texts], threads=2) == want
+
+
+def test_a_translation_that_fails_after_its_regions_were_handed_over(fresh_cache, monkeypatch):
+    """The regions compiling while the rest is translated are dropped (no index entry, no
+    object in the cache), the kernel goes to Numba with the reason, and the next build
+    runs."""
+    from transfuse.compiler import lower_direct
+
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    step = tx.jit(tx.vmap(tx.grad(mlp_loss, argnums=(0, 1)), in_dims=(None, None, 0, 0)))
+    args = mlp_inputs()
+    source = step.lower(*args).source
+    real = lower_direct.translate
+
+    def fails_at_the_end(text, on_region=None):
+        real(text, on_region)
+        raise lower_direct.Unsupported("a test's failure after the regions")
+
+    monkeypatch.setattr(lower_direct, "translate", fails_at_the_end)
+    why = direct.build(source, fresh_cache / "k", "key")
+    assert why == "unsupported: a test's failure after the regions"
+    assert not any((fresh_cache / "regions").glob("*"))  # (a missing folder globs empty)
+    monkeypatch.setattr(lower_direct, "translate", real)
+    plan, path = direct.build(source, fresh_cache / "k", "key")
+    assert path.exists()
