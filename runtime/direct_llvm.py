@@ -113,6 +113,19 @@ def _parallel_possible() -> bool:
         and _unlocked("LLVMPY_TargetMachineEmitToMemory") is not None
 
 
+def _forget_threads() -> None:
+    """In a forked child: the parent's compile threads are not there (a pool that
+    believes it has idle threads would never run a module), nor its lock's holder."""
+    global _POOL, _POOL_WORKERS, _LOCAL, _OPTIONS_LOCK
+    _POOL, _POOL_WORKERS = None, 0
+    _LOCAL = threading.local()
+    _OPTIONS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
     """The compile threads, kept: each keeps its target machine."""
     global _POOL, _POOL_WORKERS

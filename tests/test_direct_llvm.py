@@ -158,3 +158,40 @@ def test_a_translation_that_fails_after_its_regions_were_handed_over(fresh_cache
     monkeypatch.setattr(lower_direct, "translate", real)
     plan, path = direct.build(source, fresh_cache / "k", "key")
     assert path.exists()
+
+
+def _build_in_child(queue, args) -> None:
+    """(In a forked child.) A cold build on two threads, and its answer."""
+    import os
+
+    os.environ["NUMBA_NUM_THREADS"] = "2"
+    step = tx.jit(tx.vmap(tx.grad(mlp_loss, argnums=(0, 1)), in_dims=(None, None, 0, 0)),
+                  cache=False)
+    queue.put([np.asarray(a).tolist() for a in step(*args)])
+
+
+def test_a_forked_child_compiles_on_its_own_threads(fresh_cache, monkeypatch):
+    """After the parent compiled on its thread pool, a forked child (multiprocessing's
+    default on Linux) compiles a new kernel on threads of its own; it would wait forever
+    for the parent's, which its copy of the pool believes idle."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork here")
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    step = tx.vmap(tx.grad(mlp_loss, argnums=(0, 1)), in_dims=(None, None, 0, 0))
+    tx.jit(step, cache=False)(*mlp_inputs())  # the parent's pool has run
+    args = mlp_inputs(np.float64)  # another signature: the child has no kernel for it
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_build_in_child, args=(queue, args))
+    child.start()
+    try:
+        got = queue.get(timeout=120)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    for a, b in zip(got, step(*args)):  # the interpreter's answer
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-11, atol=1e-13)
