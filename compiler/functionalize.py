@@ -1,7 +1,8 @@
 """functionalize: remove mutation (and views) from a graph, a graph-to-graph rewrite.
 
 The tracer records NumPy's in-place writes as `assign(dst, src)` where `dst` is a base
-buffer or a chain of views of one (`view_slice`, `view_reshape`, `view_transpose`).
+buffer or a chain of views of one (`view_slice`, `view_reshape`, `view_transpose`,
+`view_broadcast`).
 Aliasing is therefore static: following view nodes back from any value reaches its *base
 buffer* (a graph input, a constant, or the output of a pure node). The rewrite walks the
 nodes keeping, for each base buffer, its current value; an `assign` becomes a pure update
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 from transfuse.ir import lax
 from transfuse.ir.core import Aval, Graph, Node
-from transfuse.ir.errors import TransfuseValueError, UnsupportedError
+from transfuse.ir.errors import MutationError, TransfuseValueError, UnsupportedError
 from transfuse.ir.primitives import PRIMITIVES, Primitive
 from transfuse.ir.source import with_location
 from transfuse.ir.tracing import Tracer, bind, source_of, trace_to_graph
@@ -67,10 +68,20 @@ def _update_through_transpose(parent: Parent, new: Any, *, permutation) -> Any:
     return lax.transpose(new, tuple(int(i) for i in np.argsort(permutation)))
 
 
+def _update_through_broadcast(parent: Parent, new: Any, *, shape, broadcast_dimensions
+                              ) -> Any:
+    # np.broadcast_to's view is read-only: NumPy refuses the write.
+    raise MutationError(with_location(
+        f"assignment destination is read-only: a broadcast view (np.broadcast_to of shape "
+        f"{parent.aval.shape} to {tuple(shape)}) cannot be written into; write into a copy "
+        f"(np.broadcast_to(...).copy())"))
+
+
 VIEW_RULES: dict[Primitive, ViewRule] = {
     P["view_slice"]: ViewRule(P["slice"], _update_through_slice),
     P["view_reshape"]: ViewRule(P["reshape"], _update_through_reshape),
     P["view_transpose"]: ViewRule(P["transpose"], _update_through_transpose),
+    P["view_broadcast"]: ViewRule(P["broadcast_in_dim"], _update_through_broadcast),
 }
 
 

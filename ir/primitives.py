@@ -1044,6 +1044,20 @@ define("view_transpose", _transpose_rule,
        effect="view", doc="a transposed view of x (aliases x's buffer)")
 
 
+def _broadcast_view(x, shape, broadcast_dimensions):
+    """np.broadcast_to's read-only view: x's axes at broadcast_dimensions of shape."""
+    x = np.asarray(x)
+    where = dict(zip(broadcast_dimensions, x.shape))
+    return np.broadcast_to(x.reshape([where.get(i, 1) for i in range(len(shape))]), shape)
+
+
+define("view_broadcast", _broadcast_in_dim_rule,
+       lambda x, *, shape, broadcast_dimensions: _broadcast_view(x, shape,
+                                                                 broadcast_dimensions),
+       effect="view", doc="a broadcast, read-only view of x (np.broadcast_to: aliases "
+                          "x's buffer)")
+
+
 def _reshape_view(x, new_sizes):
     x = np.asarray(x)
     view = x.view()

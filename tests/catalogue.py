@@ -500,6 +500,8 @@ def _view_program(name: str, params: dict) -> Callable:
         "view_slice": lambda x: bind(P["view_slice"], x, **_view_slice_params(x)),
         "view_reshape": lambda x: bind(P["view_reshape"], x, new_sizes=x.shape[::-1]),
         "view_transpose": lambda x: bind(P["view_transpose"], x, permutation=(1, 0)),
+        "view_broadcast": lambda x: bind(P["view_broadcast"], x, shape=(3,) + x.shape,
+                                         broadcast_dimensions=(1, 2)),
     }
 
     def program(x):
@@ -786,6 +788,7 @@ CATALOGUE: dict[str, Entry] = {
     "view_slice": Entry(EFFECTS, _views, MOVES, program=_view_program),
     "view_reshape": Entry(EFFECTS, _views, MOVES, program=_view_program),
     "view_transpose": Entry(EFFECTS, _views, MOVES, program=_view_program),
+    "view_broadcast": Entry(EFFECTS, _views, MOVES, program=_view_program),
     "assign": Entry(EFFECTS, _assign_samples, MOVES, program=_assign_program),
     "call": Entry(EFFECTS, _call_samples, program=_call_program),
     # User derivative rules (ir/custom.py)

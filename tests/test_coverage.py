@@ -61,6 +61,7 @@ NO_RULE: dict[str, dict[str, str]] = {
     "view_slice": dict.fromkeys(TABLES, REMOVED),
     "view_reshape": dict.fromkeys(TABLES, REMOVED),
     "view_transpose": dict.fromkeys(TABLES, REMOVED),
+    "view_broadcast": dict.fromkeys(TABLES, REMOVED),
     "assign": dict.fromkeys(TABLES, REMOVED),
     "call": dict.fromkeys(BACKENDS, INLINED),
     "aot_compiled": dict.fromkeys(BACKENDS, INLINED),

@@ -33,7 +33,7 @@ from tests.helpers import JIT_MODE
 
 MODES = ("mutations", "mutations_and_views")
 FLOATS = ("float32", "float64")
-VIEW_PRIMS = {"view_slice", "view_reshape", "view_transpose"}
+VIEW_PRIMS = {"view_slice", "view_reshape", "view_transpose", "view_broadcast"}
 
 
 def _rand(rng: np.random.Generator, shape, dtype) -> np.ndarray:

@@ -839,6 +839,7 @@ UNREACHED = {
     "view_slice": "functionalize's `prepare` removes views before any transform",
     "view_reshape": "functionalize's `prepare` removes views before any transform",
     "view_transpose": "functionalize's `prepare` removes views before any transform",
+    "view_broadcast": "functionalize's `prepare` removes views before any transform",
     "call": "a jit inside a traced function: tests/test_jit_api.py and tests/catalogue.py",
     "remat": "transfuse.checkpoint under every transform: tests/test_checkpoint.py",
     "optimization_barrier": "made by reverse mode of a checkpoint: tests/test_checkpoint.py",

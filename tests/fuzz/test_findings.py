@@ -65,6 +65,11 @@
    JAX's 1 - tanh**2 times a tangent of 9.97 is 1.55e-14 where the exact value is 6e-16.
    The oracle's floor for forward derivatives now scales with the sizes of the primal and
    tangent inputs (tests/fuzz/oracles.py, tangent_atol); below.
+20. (session 15's campaign, seed 23388) `v = np.broadcast_to(x, (1,)); x -= 0.5` left v
+   at x's old value in every mode (eager, functionalize, jit): np.broadcast_to returns a
+   read-only *view*, and transfuse made a new array. Fixed: a `view_broadcast` primitive
+   (ir/primitives.py; compiler/functionalize.py replays it as `broadcast_in_dim`), and a
+   write into it raises NumPy's "assignment destination is read-only"; below.
 """
 
 from __future__ import annotations
@@ -509,3 +514,56 @@ def test_the_tangent_of_a_saturated_tanh_is_within_tanhs_rounding_of_the_exact_o
         exact = float(mpmath.sech(mpmath.mpf(u)) ** 2 * t)
         # tanh(u) rounds to 1.0: 1 - tanh**2 is exact to an ulp of 1, times the tangent
         assert 0 < exact < 1e-15 and abs(float(got) - exact) <= np.finfo(np.float64).eps * t
+
+
+# ---------------------------------------------------------------------------------------
+# 20. np.broadcast_to is a read-only view of its operand (session 15's campaign, seed
+# 23388): a later write into the operand shows through it.
+
+
+def write_after_broadcast(x):
+    v = np.broadcast_to(x, (2,) + x.shape)
+    w = np.broadcast_to(x, x.shape)  # the same shape: still a view
+    x -= 0.5
+    return v * 1.0, w * 1.0, x * 1.0
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (3,), (2, 1)])
+@pytest.mark.parametrize("run", ["traced", "jit", "functionalize", "vmap"])
+def test_a_write_into_an_operand_shows_through_its_broadcast(run, shape):
+    x = np.random.default_rng(23388).standard_normal(shape).astype(np.float32)
+    expected = write_after_broadcast(x.copy())
+    if run == "traced":
+        got = traced(write_after_broadcast, x.copy())
+    elif run == "jit":
+        got = tx.jit(write_after_broadcast)(x.copy())
+    elif run == "functionalize":
+        got = tx.functionalize(write_after_broadcast)(x.copy())
+    else:
+        stacked = np.stack([x, x * 2])
+        got = [a[1] for a in tx.vmap(write_after_broadcast)(stacked.copy())]
+        expected = write_after_broadcast(np.array(x * 2))  # an array, as vmap's slice
+    assert_same(tuple(got), tuple(expected))
+
+
+def test_the_seed_23388_program_passes_in_every_mode():
+    from tests.fuzz.campaign import cases_for, kind_for, outcome
+
+    cases = list(cases_for(23388, 4, kind_for(23388)))
+    assert {"eager", "functionalize", "jit"} <= {c.mode for c in cases}
+    assert [outcome(c).status for c in cases] == ["pass"] * len(cases)
+
+
+def test_writing_into_a_broadcast_view_is_refused_as_numpy_refuses_it():
+    def write_into_broadcast(x):
+        v = np.broadcast_to(x, (2, 3))
+        v[0, 0] = 1.0  # the line the error names
+        return v
+
+    x = np.arange(3.0)
+    with pytest.raises(ValueError, match="read-only"):
+        write_into_broadcast(x.copy())
+    for run in (tx.jit(write_into_broadcast), tx.functionalize(write_into_broadcast)):
+        with pytest.raises(tx.MutationError, match="read-only") as caught:
+            run(x.copy())
+        assert "test_findings.py" in str(caught.value)

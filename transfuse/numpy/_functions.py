@@ -32,7 +32,7 @@ from ._core import (
     to_bool,
     unsupported,
 )
-from ._indexing import layout_of, reshape_maybe_view, view_slice, view_transpose
+from ._indexing import layout_of, reshape_maybe_view, view_broadcast, view_slice, view_transpose
 from ._scalars import as_arrays
 
 _builtin_max = builtins.max
@@ -421,7 +421,7 @@ def broadcast_to(array, shape, subok=False):
             f"[original->remapped]: {array.shape} and requested shape {shape}")) from None
     if target != shape:
         raise ShapeError(with_location(f"cannot broadcast {array.shape} to {shape}"))
-    return lax.broadcast_to(array, shape)
+    return view_broadcast(array, shape)
 
 
 @implements(np.broadcast_arrays)

@@ -61,6 +61,16 @@ def view_transpose(x: Tracer, permutation) -> Tracer:
     return _record_layout(out, layout_of(x).transpose(permutation))
 
 
+def view_broadcast(x: Any, shape: tuple[int, ...]) -> Any:
+    """np.broadcast_to: a read-only view of x (right-aligned), so that a later write into
+    x shows through it, as in NumPy."""
+    if not isinstance(x, Tracer) or is_scalar(x):  # no buffer to view: a new array
+        return lax.broadcast_to(x, shape)
+    dims = tuple(range(len(shape) - x.ndim, len(shape)))
+    out = bind(P["view_broadcast"], x, shape=tuple(shape), broadcast_dimensions=dims)
+    return _record_layout(out, np.broadcast_to(layout_of(x), shape))
+
+
 def reshape_maybe_view(x: Any, new_shape: tuple[int, ...]) -> Any:
     """NumPy's reshape: a view when the layout allows, otherwise a copy."""
     if not isinstance(x, Tracer):
