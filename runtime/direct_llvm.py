@@ -2,7 +2,8 @@
 
 A cold build has the kernel's own module and the region modules no cached object holds
 (runtime/direct_regions.py). They are independent, so they compile at once, one module a
-thread (`object_codes`). Two things stand in the way, and are dealt with here:
+thread, each as soon as it is written (`Batch`). Two things stand in the way, and are
+dealt with here:
 
 - llvmlite calls LLVM under one process-wide lock. The two calls that take the time (the
   optimisation pipeline and code generation) are made without it, through the ctypes
@@ -12,7 +13,7 @@ thread (`object_codes`). Two things stand in the way, and are dealt with here:
 
 Where llvmlite has no such function (another version) or one thread is allowed, the
 modules compile one after another, under the lock. Either way a module's object code is
-the same bytes (tests/test_region_sharing.py). docs/compiler.md, "Compiling on several
+the same bytes (tests/test_direct_llvm.py). docs/compiler.md, "Compiling on several
 threads".
 """
 
@@ -73,8 +74,9 @@ def _compile(texts: Sequence[str], unlocked: bool) -> bytes:
 
     machine = _machine()
     context = llvm.create_context()
-    module = llvm.parse_assembly(texts[0], context=context)
+    module = None
     try:
+        module = llvm.parse_assembly(texts[0], context=context)
         for text in texts[1:]:
             module.link_in(llvm.parse_assembly(text, context=context))
         module.triple = llvm.get_process_triple()
@@ -104,7 +106,8 @@ def _compile(texts: Sequence[str], unlocked: bool) -> bytes:
         finally:
             ffi.lib.LLVMPY_DisposeMemoryBuffer(buffer)
     finally:
-        module.close()  # before its context
+        if module is not None:
+            module.close()  # before its context
         context.close()
 
 
@@ -142,7 +145,8 @@ class Batch:
     threads start on a module as soon as it is added (while the caller goes on, say,
     translating the rest), and the caller joins them when it asks for the objects. Each
     thread takes the largest module waiting. One thread, or an llvmlite whose LLVM calls
-    cannot be made without its lock: everything compiles in `objects()`, in order.
+    cannot be made without its lock: everything compiles in `objects()`, on the caller's
+    thread.
 
     Code generation runs without loop strength reduction: it was the costliest pass of
     the per-sample-grad module (55 of 360 ms), and the suites ran as fast without it
@@ -205,6 +209,7 @@ class Batch:
             self._release()
 
     def _drain(self, helper: bool) -> None:
+        """Compile the waiting modules, largest first, until none is left."""
         while True:
             with self._lock:
                 if not self._waiting:
