@@ -58,7 +58,7 @@
 18. (session 13's campaign, seed 17646) jit(vmap) of two std reductions of a (5, 2) float64
    input aborted the process: LLVM 22's SLP vectoriser failed an assertion ("must be
    scheduled at this point") on the direct back end's module. Fixed: the direct back end
-   compiles without the SLP vectoriser (runtime/direct.py, object_code); below.
+   compiles without the SLP vectoriser (runtime/direct_llvm.py); below.
 19. (session 13's campaign, seed 18000) Not a transfuse bug: vmap(jvp) of tanh(einsum(...))
    gave a tangent of 0.0 where JAX gave 1.55e-14, over the absolute floor of 1.42e-14.
    At u = 19.36 tanh rounds to 1.0 (NumPy's and transfuse's); XLA's is 1 - 7 ulps, so
@@ -92,20 +92,25 @@ def write_through_einsum(x):
     return x * 1.0
 
 
-@pytest.mark.parametrize("run", ["traced", "jit", "functionalize", "vmap"])
+RUNS = ["traced", "jit", "functionalize", "vmap"]
+
+
+def run_writing(run: str, f, x: np.ndarray, other: np.ndarray) -> tuple:
+    """(f's result under `run`, NumPy's) for a program that writes into its argument: f of
+    a copy of x traced, under jit or under functionalize; or vmap of f over [x, other],
+    whose second row is held to f(other)."""
+    if run == "vmap":
+        batched = tx.vmap(f)(np.stack([x, other]))
+        return tx.tree_map(lambda a: a[1], batched), f(np.array(other))
+    runner = {"traced": lambda a: traced(f, a), "jit": tx.jit(f),
+              "functionalize": tx.functionalize(f)}[run]
+    return runner(x.copy()), f(x.copy())
+
+
+@pytest.mark.parametrize("run", RUNS)
 def test_einsum_permutation_is_a_view(run):
     x = np.arange(6.0).reshape(2, 3)
-    expected = write_through_einsum(x.copy())
-    if run == "traced":
-        got = traced(write_through_einsum, x.copy())
-    elif run == "jit":
-        got = tx.jit(write_through_einsum)(x.copy())
-    elif run == "functionalize":
-        got = tx.functionalize(write_through_einsum)(x.copy())
-    else:
-        got = tx.vmap(write_through_einsum)(np.stack([x, x + 1]))[1]
-        expected = write_through_einsum(x + 1)
-    assert_same(got, expected)
+    assert_same(*run_writing(run, write_through_einsum, x, x + 1))
 
 
 def test_einsum_view_writes_back_into_an_argument():
@@ -529,21 +534,11 @@ def write_after_broadcast(x):
 
 
 @pytest.mark.parametrize("shape", [(), (1,), (3,), (2, 1)])
-@pytest.mark.parametrize("run", ["traced", "jit", "functionalize", "vmap"])
+@pytest.mark.parametrize("run", RUNS)
 def test_a_write_into_an_operand_shows_through_its_broadcast(run, shape):
     x = np.random.default_rng(23388).standard_normal(shape).astype(np.float32)
-    expected = write_after_broadcast(x.copy())
-    if run == "traced":
-        got = traced(write_after_broadcast, x.copy())
-    elif run == "jit":
-        got = tx.jit(write_after_broadcast)(x.copy())
-    elif run == "functionalize":
-        got = tx.functionalize(write_after_broadcast)(x.copy())
-    else:
-        stacked = np.stack([x, x * 2])
-        got = [a[1] for a in tx.vmap(write_after_broadcast)(stacked.copy())]
-        expected = write_after_broadcast(np.array(x * 2))  # an array, as vmap's slice
-    assert_same(tuple(got), tuple(expected))
+    # (np.array: x * 2 of a 0-d x is a NumPy scalar; vmap's row is an array)
+    assert_same(*run_writing(run, write_after_broadcast, x, np.array(x * 2)))
 
 
 def test_the_seed_23388_program_passes_in_every_mode():
